@@ -1,0 +1,406 @@
+//! Starting, running and stopping the shards.
+
+use crate::connection_table::{ConnectionEntry, ConnectionTable};
+use crate::control::{self, GlobalView, ShardReport, CONTROL_TICK};
+use crate::listener::bind_shard_listeners;
+use crate::signal::{Signal, SignalTrigger};
+use crate::stats::{bump, ShardCounters, ShardStats};
+use crate::uring_probe::{probe_io_uring, UringUnavailable};
+use crossbeam_channel::{Receiver, Sender};
+use futures::future::{select, Either};
+use glommio::net::{TcpListener, TcpStream};
+use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+use std::cell::RefCell;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::pin::pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{debug, info, warn};
+
+/// How the shards are laid out and how long they may take to stop.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Number of shards (executors); each is pinned to one allowed CPU, in
+    /// turn, wrapping around if there are more shards than CPUs.
+    pub shards: usize,
+    pub listen_addr: SocketAddr,
+    pub backlog: i32,
+    /// After this long, connections still open at shutdown are force-closed.
+    pub shutdown_timeout: Duration,
+    /// Memory each executor registers with io_uring for file I/O.
+    pub io_memory: usize,
+}
+
+/// Built once on every shard; serves every connection that shard accepts.
+pub trait ShardService: 'static {
+    /// Runs a connection to its end. Should stop reading new requests once
+    /// `conn.drain` fires and return when in-flight work is done; if it has
+    /// not returned by the shutdown timeout it is dropped (force-closed).
+    fn serve(self: Rc<Self>, conn: Connection) -> impl Future<Output = ()> + 'static;
+}
+
+/// An accepted connection handed to a [`ShardService`].
+pub struct Connection {
+    pub stream: TcpStream,
+    pub entry: Rc<ConnectionEntry>,
+    /// Fires when the shard starts shutting down.
+    pub drain: Signal,
+}
+
+/// What a shard knows about itself; given to the service factory.
+#[derive(Clone)]
+pub struct ShardContext {
+    pub id: usize,
+    pub count: usize,
+    pub drain: Signal,
+    pub connections: Rc<ConnectionTable>,
+    pub counters: Arc<ShardCounters>,
+    view: Rc<RefCell<Arc<GlobalView>>>,
+}
+
+impl ShardContext {
+    /// The merged process-wide view; see `control` for how stale it can be.
+    pub fn global_view(&self) -> Arc<GlobalView> {
+        self.view.borrow().clone()
+    }
+}
+
+#[derive(Debug)]
+pub enum StartError {
+    Uring(UringUnavailable),
+    Bind(SocketAddr, std::io::Error),
+    Spawn(String),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Uring(e) => write!(f, "{e}"),
+            StartError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
+            StartError::Spawn(e) => write!(f, "cannot start shard executors: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// The running shards. Dropping it does not stop them; call `stop` + `join`.
+pub struct Runtime {
+    local_addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    running: Arc<AtomicUsize>,
+    executors: Vec<ExecutorJoinHandle<()>>,
+    control: Option<std::thread::JoinHandle<()>>,
+    counters: Vec<Arc<ShardCounters>>,
+}
+
+/// Everything one shard's executor thread takes with it.
+struct ShardSeed<F> {
+    id: usize,
+    count: usize,
+    listener: OwnedFd,
+    make_service: Arc<F>,
+    stop: Arc<AtomicBool>,
+    running: Arc<AtomicUsize>,
+    reports: Sender<ShardReport>,
+    views: Receiver<Arc<GlobalView>>,
+    counters: Arc<ShardCounters>,
+    shutdown_timeout: Duration,
+}
+
+impl Runtime {
+    /// Probes io_uring, binds every shard's listener, starts the control
+    /// thread and the pinned executors. Returns once all are spawned.
+    pub fn start<F, S>(config: RuntimeConfig, make_service: F) -> Result<Runtime, StartError>
+    where
+        F: Fn(ShardContext) -> S + Send + Sync + 'static,
+        S: ShardService,
+    {
+        probe_io_uring().map_err(StartError::Uring)?;
+        let shards = config.shards.max(1);
+        let (listeners, local_addr) =
+            bind_shard_listeners(config.listen_addr, shards, config.backlog)
+                .map_err(|e| StartError::Bind(config.listen_addr, e))?;
+        let plane = control::start(shards).map_err(|e| StartError::Spawn(e.to_string()))?;
+        let cpus: Vec<usize> = core_affinity::get_core_ids()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        if !cpus.is_empty() && shards > cpus.len() {
+            warn!(
+                shards,
+                cpus = cpus.len(),
+                "more shards than CPUs this process may use; some shards share a core"
+            );
+        }
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let running = Arc::new(AtomicUsize::new(0));
+        let make_service = Arc::new(make_service);
+        let mut runtime = Runtime {
+            local_addr,
+            stop: stop.clone(),
+            running: running.clone(),
+            executors: Vec::with_capacity(shards),
+            control: None,
+            counters: Vec::with_capacity(shards),
+        };
+        for (id, (listener, views)) in listeners.into_iter().zip(plane.views).enumerate() {
+            let counters = Arc::new(ShardCounters::default());
+            runtime.counters.push(counters.clone());
+            let placement = match cpus.get(id % cpus.len().max(1)) {
+                Some(cpu) => Placement::Fixed(*cpu),
+                None => Placement::Unbound,
+            };
+            let seed = ShardSeed {
+                id,
+                count: shards,
+                listener,
+                make_service: make_service.clone(),
+                stop: stop.clone(),
+                running: running.clone(),
+                reports: plane.reports.clone(),
+                views,
+                counters,
+                shutdown_timeout: config.shutdown_timeout,
+            };
+            let spawned = LocalExecutorBuilder::new(placement)
+                .name(&format!("shard-{id}"))
+                .io_memory(config.io_memory)
+                .spawn(move || run_shard(seed));
+            match spawned {
+                Ok(handle) => runtime.executors.push(handle),
+                Err(e) => {
+                    runtime.stop();
+                    let _ = runtime.join();
+                    return Err(StartError::Spawn(format!("shard {id}: {e}")));
+                }
+            }
+        }
+        // The control thread ends once every shard has dropped its sender.
+        drop(plane.reports);
+        runtime.control = Some(plane.thread);
+        Ok(runtime)
+    }
+
+    /// The address every shard listens on (the real port if 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Shards whose event loop has started and not yet finished.
+    pub fn running_shards(&self) -> usize {
+        self.running.load(Ordering::Acquire)
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.counters.len()
+    }
+
+    /// A handle that can stop the runtime from any thread (signal handler).
+    pub fn stopper(&self) -> Stopper {
+        Stopper(self.stop.clone())
+    }
+
+    /// Asks every shard to stop accepting and drain; returns at once.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+    }
+
+    pub fn shard_stats(&self) -> Vec<ShardStats> {
+        self.counters
+            .iter()
+            .enumerate()
+            .map(|(shard, c)| c.snapshot(shard))
+            .collect()
+    }
+
+    /// Waits for every shard and the control thread to finish.
+    pub fn join(mut self) -> Result<(), String> {
+        let mut failures = Vec::new();
+        for (id, handle) in self.executors.drain(..).enumerate() {
+            if let Err(e) = handle.join() {
+                failures.push(format!("shard {id}: {e}"));
+            }
+        }
+        if let Some(control) = self.control.take() {
+            if control.join().is_err() {
+                failures.push("control thread panicked".into());
+            }
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(failures.join("; "))
+        }
+    }
+}
+
+/// Stops a [`Runtime`] from another thread.
+#[derive(Clone)]
+pub struct Stopper(Arc<AtomicBool>);
+
+impl Stopper {
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+async fn run_shard<F, S>(seed: ShardSeed<F>)
+where
+    F: Fn(ShardContext) -> S + Send + Sync + 'static,
+    S: ShardService,
+{
+    let (drain_trigger, drain) = Signal::new();
+    let (mut force_trigger, force) = Signal::new();
+    let ctx = ShardContext {
+        id: seed.id,
+        count: seed.count,
+        drain,
+        connections: Rc::new(ConnectionTable::new(seed.id, seed.counters.clone())),
+        counters: seed.counters.clone(),
+        view: Rc::new(RefCell::new(Arc::new(GlobalView::default()))),
+    };
+    // SAFETY: the fd came from `bind_shard_listeners`: a bound, listening TCP
+    // socket that nothing else owns; `into_raw_fd` gives up our ownership, so
+    // the listener becomes its only owner and closes it exactly once.
+    let listener = unsafe { TcpListener::from_raw_fd(seed.listener.into_raw_fd()) };
+    let service = Rc::new((seed.make_service)(ctx.clone()));
+    let ticker = glommio::spawn_local(tick(
+        ctx.clone(),
+        seed.stop.clone(),
+        seed.reports,
+        seed.views,
+        drain_trigger,
+    ));
+    seed.running.fetch_add(1, Ordering::AcqRel);
+    info!(
+        shard = seed.id,
+        listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        "shard listening"
+    );
+
+    accept_until_drained(&ctx, &listener, &service, &force).await;
+    drop(listener);
+
+    let open = ctx.connections.len();
+    debug!(shard = ctx.id, open, "shard stopped accepting; draining");
+    let deadline = Instant::now() + seed.shutdown_timeout;
+    while !ctx.connections.is_empty() && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    if !ctx.connections.is_empty() {
+        warn!(
+            shard = ctx.id,
+            open = ctx.connections.len(),
+            "shutdown timeout reached; force-closing connections"
+        );
+        force_trigger.fire();
+        // Force-closed connections unwind on their next poll.
+        let give_up = Instant::now() + Duration::from_secs(1);
+        while !ctx.connections.is_empty() && Instant::now() < give_up {
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    ticker.await;
+    seed.running.fetch_sub(1, Ordering::AcqRel);
+    info!(shard = ctx.id, "shard stopped");
+}
+
+async fn accept_until_drained<S: ShardService>(
+    ctx: &ShardContext,
+    listener: &TcpListener,
+    service: &Rc<S>,
+    force: &Signal,
+) {
+    let mut backoff = Duration::ZERO;
+    loop {
+        let accepted = {
+            let accept = pin!(listener.accept());
+            let drained = pin!(ctx.drain.wait());
+            match select(accept, drained).await {
+                Either::Left((result, _)) => result,
+                Either::Right(_) => return,
+            }
+        };
+        let stream = match accepted {
+            Ok(stream) => {
+                backoff = Duration::ZERO;
+                stream
+            }
+            Err(e) => {
+                bump(&ctx.counters.accept_errors, 1);
+                let e = std::io::Error::from(e);
+                if is_resource_exhaustion(&e) {
+                    // At the open-file limit accept fails at once, every
+                    // time: back off instead of spinning, and say so once per
+                    // back-off step rather than once per attempt.
+                    backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                    warn!(shard = ctx.id, error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed; backing off");
+                    glommio::timer::sleep(backoff).await;
+                } else {
+                    debug!(shard = ctx.id, error = %e, "accept failed");
+                }
+                continue;
+            }
+        };
+        let (peer, local) = match (stream.peer_addr(), stream.local_addr()) {
+            (Ok(peer), Ok(local)) => (peer, local),
+            // The peer is already gone; nothing to serve.
+            _ => continue,
+        };
+        let _ = stream.set_nodelay(true);
+        let guard = ctx.connections.insert(peer, local);
+        let conn = Connection {
+            stream,
+            entry: guard.entry().clone(),
+            drain: ctx.drain.clone(),
+        };
+        let serve = service.clone().serve(conn);
+        let force = force.clone();
+        glommio::spawn_local(async move {
+            let _registered = guard;
+            let serve = pin!(serve);
+            let forced = pin!(force.wait());
+            select(serve, forced).await;
+        })
+        .detach();
+    }
+}
+
+fn is_resource_exhaustion(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM)
+    )
+}
+
+/// Publishes this shard's deltas and picks up the merged view every tick;
+/// turns the process-wide stop flag into this shard's drain signal.
+async fn tick(
+    ctx: ShardContext,
+    stop: Arc<AtomicBool>,
+    reports: Sender<ShardReport>,
+    views: Receiver<Arc<GlobalView>>,
+    mut drain: SignalTrigger,
+) {
+    loop {
+        let ip_deltas = ctx.connections.take_unpublished();
+        if !ip_deltas.is_empty() {
+            let _ = reports.send(ShardReport { ip_deltas });
+        }
+        if let Some(newest) = views.try_iter().last() {
+            *ctx.view.borrow_mut() = newest;
+        }
+        if stop.load(Ordering::Acquire) {
+            drain.fire();
+            return;
+        }
+        glommio::timer::sleep(CONTROL_TICK).await;
+    }
+}
