@@ -1,0 +1,12 @@
+//! Chronik Ingest: a Kafka-wire-compatible broker built thread-per-core on
+//! `chronik-shard`. This crate says what a Kafka request means; the shard
+//! crate runs the executors and sockets.
+
+pub mod cluster;
+pub mod config;
+mod handlers;
+pub mod protocol;
+pub mod server;
+
+pub use config::{ConfigError, ConnectionPoolConfig, ServerConfig, TlsConfig};
+pub use server::{IngestServer, ServerError, ServerHandle, ShardSnapshot, Stopper};

@@ -19,9 +19,9 @@ mod uring_probe;
 
 pub use connection_table::{ConnectionEntry, ConnectionTable};
 pub use control::{GlobalView, CONTROL_TICK};
-pub use runtime::{Connection, Runtime, RuntimeConfig, ShardContext, ShardService, StartError};
+pub use runtime::{Connection, Runtime, RuntimeConfig, ShardContext, ShardService, StartError, Stopper};
 pub use signal::{Signal, SignalTrigger};
-pub use stats::{ShardCounters, ShardStats};
+pub use stats::{bump, ShardCounters, ShardStats};
 pub use uring_probe::{probe_io_uring, UringUnavailable};
 
 /// Which of `shard_count` shards owns the item whose stable hash is `hash`.

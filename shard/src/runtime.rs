@@ -56,6 +56,8 @@ pub struct Connection {
 pub struct ShardContext {
     pub id: usize,
     pub count: usize,
+    /// The address every shard listens on (real port if 0 was asked).
+    pub listen_addr: SocketAddr,
     pub drain: Signal,
     pub connections: Rc<ConnectionTable>,
     pub counters: Arc<ShardCounters>,
@@ -102,6 +104,7 @@ pub struct Runtime {
 struct ShardSeed<F> {
     id: usize,
     count: usize,
+    listen_addr: SocketAddr,
     listener: OwnedFd,
     make_service: Arc<F>,
     stop: Arc<AtomicBool>,
@@ -160,6 +163,7 @@ impl Runtime {
             let seed = ShardSeed {
                 id,
                 count: shards,
+                listen_addr: local_addr,
                 listener,
                 make_service: make_service.clone(),
                 stop: stop.clone(),
@@ -261,6 +265,7 @@ where
     let ctx = ShardContext {
         id: seed.id,
         count: seed.count,
+        listen_addr: seed.listen_addr,
         drain,
         connections: Rc::new(ConnectionTable::new(seed.id, seed.counters.clone())),
         counters: seed.counters.clone(),

@@ -28,7 +28,7 @@ pub struct ShardStats {
 /// Adds `n` to a counter that only the calling shard writes. A plain
 /// load + store avoids the locked read-modify-write that `fetch_add` costs;
 /// it is exact because there is a single writer.
-pub(crate) fn bump(counter: &AtomicU64, n: u64) {
+pub fn bump(counter: &AtomicU64, n: u64) {
     counter.store(counter.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
 }
 

@@ -1,0 +1,288 @@
+//! What the broker is told to do: [`ServerConfig`] and where it comes from.
+//!
+//! Precedence, lowest first: built-in defaults, the TOML file given with
+//! `--config`, environment variables. Every setting is declared once, in
+//! [`settings::SETTINGS`], which drives the environment, the file and
+//! `--help` alike, so they cannot drift apart.
+
+mod settings;
+
+pub use settings::{Setting, SETTINGS};
+
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// TLS material for the listener.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    /// CA bundle that client certificates must chain to.
+    pub ca_path: Option<PathBuf>,
+    pub require_client_cert: bool,
+}
+
+/// Per-client-address protection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionPoolConfig {
+    /// Connections one IP may hold across all shards.
+    pub max_per_ip: usize,
+    /// New connections per second one IP may open before it is banned.
+    pub rate_limit: u32,
+    pub ban_duration: Duration,
+}
+
+/// Everything the broker is configured with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    pub listen_addr: SocketAddr,
+    /// `host` or `host:port` given to clients in Metadata; `None` derives it
+    /// from the listen address (never 0.0.0.0, see `handlers::metadata`).
+    pub advertised_address: Option<String>,
+    /// Shards (pinned executors); `None` = one per CPU this process may use.
+    pub shards: Option<NonZeroUsize>,
+    pub max_connections: usize,
+    pub request_timeout: Duration,
+    /// Initial read buffer per connection.
+    pub buffer_size: usize,
+    pub idle_timeout: Duration,
+    pub tls_config: Option<TlsConfig>,
+    pub pool_config: ConnectionPoolConfig,
+    /// Pending requests per shard above which that shard stops reading.
+    pub backpressure_threshold: usize,
+    pub shutdown_timeout: Duration,
+    pub metrics_interval: Duration,
+    /// Where `/metrics`, `/health`, `/ready` are served; `None` = nowhere.
+    pub metrics_address: Option<SocketAddr>,
+    /// Largest request frame accepted, checked before anything is allocated.
+    pub max_request_bytes: usize,
+    pub storage_path: PathBuf,
+    /// `RUST_LOG`-style filter for the binary's log output.
+    pub log_filter: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], 9092)),
+            advertised_address: None,
+            shards: None,
+            max_connections: 10_000,
+            request_timeout: Duration::from_secs(30),
+            buffer_size: 64 * 1024,
+            idle_timeout: Duration::from_secs(600),
+            tls_config: None,
+            pool_config: ConnectionPoolConfig {
+                max_per_ip: 1_000,
+                rate_limit: 100,
+                ban_duration: Duration::from_secs(300),
+            },
+            backpressure_threshold: 10_000,
+            shutdown_timeout: Duration::from_secs(30),
+            metrics_interval: Duration::from_secs(60),
+            metrics_address: Some(SocketAddr::from(([127, 0, 0, 1], 9644))),
+            max_request_bytes: 100 * 1024 * 1024,
+            storage_path: PathBuf::from("./data"),
+            log_filter: "info".into(),
+        }
+    }
+}
+
+/// A setting that could not be used; the message names it and the value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub setting: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid {}: {}", self.setting, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ServerConfig {
+    /// Defaults overridden by environment variables.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::load(None)
+    }
+
+    /// Defaults, then the TOML file (if any), then environment variables.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut config = ServerConfig::default();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+                setting: "--config".into(),
+                message: format!("cannot read {}: {e}", path.display()),
+            })?;
+            config.apply_toml(&text)?;
+        }
+        config.apply_vars(std::env::vars())?;
+        Ok(config)
+    }
+
+    /// Applies `NAME=value` pairs whose names are settings; others are
+    /// ignored (the environment holds much besides ours).
+    pub fn apply_vars(&mut self, vars: impl IntoIterator<Item = (String, String)>) -> Result<(), ConfigError> {
+        for (name, value) in vars {
+            if let Some(setting) = SETTINGS.iter().find(|s| s.name == name) {
+                setting.apply(self, &value)?;
+            }
+        }
+        self.validate()
+    }
+
+    /// Applies a TOML document whose keys are setting names in lower case
+    /// (`max_connections = 5000`). Unknown keys are an error: a typo in a
+    /// file must not be silently ignored.
+    pub fn apply_toml(&mut self, text: &str) -> Result<(), ConfigError> {
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError {
+            setting: "--config".into(),
+            message: e.to_string(),
+        })?;
+        for (key, value) in table {
+            let setting = SETTINGS
+                .iter()
+                .find(|s| s.name.eq_ignore_ascii_case(&key))
+                .ok_or_else(|| ConfigError {
+                    setting: key.clone(),
+                    message: "unknown setting in config file (see --help)".into(),
+                })?;
+            let text = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                other => {
+                    return Err(ConfigError {
+                        setting: setting.name.into(),
+                        message: format!("expected a string, number or boolean, got a {}", other.type_str()),
+                    })
+                }
+            };
+            setting.apply(self, &text)?;
+        }
+        self.validate()
+    }
+
+    /// Checks that hold across settings.
+    fn validate(&mut self) -> Result<(), ConfigError> {
+        // TLS_* variables set to empty strings mean "no TLS", not "broken TLS".
+        if self.tls_config.as_ref() == Some(&TlsConfig::default()) {
+            self.tls_config = None;
+        }
+        if self.max_request_bytes > i32::MAX as usize {
+            return Err(ConfigError {
+                setting: "MAX_REQUEST_BYTES".into(),
+                message: format!("{}: at most {} (frame sizes are 31-bit)", self.max_request_bytes, i32::MAX),
+            });
+        }
+        if let Some(tls) = &self.tls_config {
+            if tls.cert_path.as_os_str().is_empty() {
+                return Err(ConfigError {
+                    setting: "TLS_CERT_PATH".into(),
+                    message: "must be set when any other TLS_* setting is".into(),
+                });
+            }
+            if tls.key_path.as_os_str().is_empty() {
+                return Err(ConfigError {
+                    setting: "TLS_KEY_PATH".into(),
+                    message: "must be set when TLS_CERT_PATH is".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Settings set to something other than their default whose behaviour
+    /// this build does not enforce yet. The server warns about each at start,
+    /// so none is ever silently ignored.
+    pub fn unenforced_settings(&self) -> Vec<&'static Setting> {
+        let defaults = ServerConfig::default();
+        SETTINGS
+            .iter()
+            .filter(|s| !s.enforced && s.show(self) != s.show(&defaults))
+            .collect()
+    }
+
+    /// Shards to start: the configured count, or one per usable CPU.
+    pub fn shard_count(&self) -> usize {
+        match self.shards {
+            Some(n) => n.get(),
+            None => std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn env_overrides_defaults_and_names_bad_values() {
+        let mut config = ServerConfig::default();
+        config
+            .apply_vars(vars(&[("MAX_CONNECTIONS", "5"), ("SHUTDOWN_TIMEOUT_SECS", "2"), ("PATH", "/bin")]))
+            .unwrap();
+        assert_eq!(config.max_connections, 5);
+        assert_eq!(config.shutdown_timeout, Duration::from_secs(2));
+
+        let err = ServerConfig::default()
+            .apply_vars(vars(&[("MAX_CONNECTIONS", "abc")]))
+            .unwrap_err();
+        assert_eq!(err.setting, "MAX_CONNECTIONS");
+        assert!(err.to_string().contains("abc"), "{err}");
+    }
+
+    #[test]
+    fn toml_file_uses_lowercase_names_and_rejects_unknown_keys() {
+        let mut config = ServerConfig::default();
+        config
+            .apply_toml("bind_address = \"0.0.0.0:19092\"\nshards = 2\nmetrics_address = \"\"\n")
+            .unwrap();
+        assert_eq!(config.listen_addr, "0.0.0.0:19092".parse().unwrap());
+        assert_eq!(config.shard_count(), 2);
+        assert_eq!(config.metrics_address, None);
+        let err = ServerConfig::default().apply_toml("max_conections = 3").unwrap_err();
+        assert_eq!(err.setting, "max_conections");
+    }
+
+    #[test]
+    fn tls_needs_cert_and_key() {
+        let err = ServerConfig::default()
+            .apply_vars(vars(&[("TLS_CERT_PATH", "/tmp/c.pem")]))
+            .unwrap_err();
+        assert_eq!(err.setting, "TLS_KEY_PATH");
+        let mut config = ServerConfig::default();
+        config
+            .apply_vars(vars(&[("TLS_CERT_PATH", "/c.pem"), ("TLS_KEY_PATH", "/k.pem")]))
+            .unwrap();
+        assert_eq!(config.tls_config.unwrap().key_path, PathBuf::from("/k.pem"));
+    }
+
+    #[test]
+    fn non_default_unenforced_settings_are_reported() {
+        let mut config = ServerConfig::default();
+        assert!(config.unenforced_settings().is_empty());
+        config.apply_vars(vars(&[("MAX_CONNECTIONS_PER_IP", "7")])).unwrap();
+        let names: Vec<_> = config.unenforced_settings().iter().map(|s| s.name).collect();
+        assert_eq!(names, vec!["MAX_CONNECTIONS_PER_IP"]);
+    }
+
+    #[test]
+    fn every_default_round_trips_through_its_own_parser() {
+        let defaults = ServerConfig::default();
+        for setting in SETTINGS {
+            let mut config = ServerConfig::default();
+            setting.apply(&mut config, &setting.show(&defaults)).unwrap();
+            assert_eq!(setting.show(&config), setting.show(&defaults), "{}", setting.name);
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! The one table of settings. Each row names the environment variable (its
+//! lower-case form is the config-file key), says what it does, whether this
+//! build enforces it, and where in [`ServerConfig`] it lands.
+
+use super::{ConfigError, ServerConfig};
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// One configurable setting.
+pub struct Setting {
+    pub name: &'static str,
+    pub help: &'static str,
+    /// False while the behaviour is yet to be built: the value is parsed,
+    /// validated and carried, and the server warns if it is not the default.
+    pub enforced: bool,
+    field: fn(&mut ServerConfig) -> &mut dyn SettingValue,
+}
+
+impl Setting {
+    /// Parses `text` into the setting's field; the error names the setting.
+    pub fn apply(&self, config: &mut ServerConfig, text: &str) -> Result<(), ConfigError> {
+        (self.field)(config).set(text.trim()).map_err(|message| ConfigError {
+            setting: self.name.into(),
+            message: format!("{text:?}: {message}"),
+        })
+    }
+
+    /// The setting's current value as it would be written in the file.
+    pub fn show(&self, config: &ServerConfig) -> String {
+        let mut copy = config.clone();
+        (self.field)(&mut copy).show()
+    }
+}
+
+/// A field type a setting can hold.
+trait SettingValue {
+    fn set(&mut self, text: &str) -> Result<(), String>;
+    fn show(&self) -> String;
+}
+
+impl SettingValue for usize {
+    fn set(&mut self, text: &str) -> Result<(), String> {
+        match text.parse::<usize>() {
+            Ok(0) => Err("must be at least 1".into()),
+            Ok(n) => {
+                *self = n;
+                Ok(())
+            }
+            Err(_) => Err("expected a whole number".into()),
+        }
+    }
+    fn show(&self) -> String {
+        self.to_string()
+    }
+}
+
+/// Rates: 0 is allowed and means "no limit".
+impl SettingValue for u32 {
+    fn set(&mut self, text: &str) -> Result<(), String> {
+        *self = text.parse().map_err(|_| "expected a whole number (0 = no limit)")?;
+        Ok(())
+    }
+    fn show(&self) -> String {
+        self.to_string()
+    }
+}
+
+/// Durations are whole seconds, as the `_SECS` names say.
+impl SettingValue for Duration {
+    fn set(&mut self, text: &str) -> Result<(), String> {
+        let secs: u64 = text.parse().map_err(|_| "expected whole seconds")?;
+        *self = Duration::from_secs(secs);
+        Ok(())
+    }
+    fn show(&self) -> String {
+        self.as_secs().to_string()
+    }
+}
+
+impl SettingValue for bool {
+    fn set(&mut self, text: &str) -> Result<(), String> {
+        *self = match text.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => true,
+            "false" | "0" | "no" | "off" => false,
+            _ => return Err("expected true or false".into()),
+        };
+        Ok(())
+    }
+    fn show(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl SettingValue for SocketAddr {
+    fn set(&mut self, text: &str) -> Result<(), String> {
+        *self = text
+            .parse()
+            .map_err(|_| "expected IP:port, e.g. 127.0.0.1:9092 or [::]:9092")?;
+        Ok(())
+    }
+    fn show(&self) -> String {
+        self.to_string()
+    }
+}
+
+/// Empty (or `none`) turns an optional address off.
+impl SettingValue for Option<SocketAddr> {
+    fn set(&mut self, text: &str) -> Result<(), String> {
+        if text.is_empty() || text.eq_ignore_ascii_case("none") {
+            *self = None;
+            return Ok(());
+        }
+        let mut addr = SocketAddr::from(([0, 0, 0, 0], 0));
+        addr.set(text)?;
+        *self = Some(addr);
+        Ok(())
+    }
+    fn show(&self) -> String {
+        self.map(|a| a.to_string()).unwrap_or_default()
+    }
+}
+
+impl SettingValue for PathBuf {
+    fn set(&mut self, text: &str) -> Result<(), String> {
+        *self = PathBuf::from(text);
+        Ok(())
+    }
+    fn show(&self) -> String {
+        self.display().to_string()
+    }
+}
+
+impl SettingValue for Option<PathBuf> {
+    fn set(&mut self, text: &str) -> Result<(), String> {
+        *self = (!text.is_empty()).then(|| PathBuf::from(text));
+        Ok(())
+    }
+    fn show(&self) -> String {
+        self.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
+    }
+}
+
+impl SettingValue for String {
+    fn set(&mut self, text: &str) -> Result<(), String> {
+        if text.is_empty() {
+            return Err("must not be empty".into());
+        }
+        *self = text.into();
+        Ok(())
+    }
+    fn show(&self) -> String {
+        self.clone()
+    }
+}
+
+/// The advertised address: `host` or `host:port`, empty for "derive it".
+impl SettingValue for Option<String> {
+    fn set(&mut self, text: &str) -> Result<(), String> {
+        if text.is_empty() {
+            *self = None;
+            return Ok(());
+        }
+        let host = match text.rsplit_once(':') {
+            Some((host, port)) if !host.ends_with(':') || host.starts_with('[') => {
+                port.parse::<u16>().map_err(|_| "port must be 1-65535")?;
+                host
+            }
+            _ => text,
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() || host == "0.0.0.0" || host == "::" {
+            return Err("must be a host clients can reach, not a wildcard address".into());
+        }
+        *self = Some(text.into());
+        Ok(())
+    }
+    fn show(&self) -> String {
+        self.clone().unwrap_or_default()
+    }
+}
+
+/// Shard count: `auto` (or empty) = one per CPU this process may use.
+impl SettingValue for Option<NonZeroUsize> {
+    fn set(&mut self, text: &str) -> Result<(), String> {
+        if text.is_empty() || text.eq_ignore_ascii_case("auto") {
+            *self = None;
+            return Ok(());
+        }
+        let n: usize = text.parse().map_err(|_| "expected a whole number or auto")?;
+        *self = Some(NonZeroUsize::new(n).ok_or("must be at least 1 (or auto)")?);
+        Ok(())
+    }
+    fn show(&self) -> String {
+        self.map_or_else(|| "auto".into(), |n| n.to_string())
+    }
+}
+
+fn tls(config: &mut ServerConfig) -> &mut super::TlsConfig {
+    config.tls_config.get_or_insert_with(Default::default)
+}
+
+macro_rules! setting {
+    ($name:literal, $enforced:literal, |$c:ident| $field:expr, $help:literal) => {
+        Setting {
+            name: $name,
+            help: $help,
+            enforced: $enforced,
+            field: |$c: &mut ServerConfig| -> &mut dyn SettingValue { $field },
+        }
+    };
+}
+
+/// Every setting, in the order `--help` lists them.
+pub static SETTINGS: &[Setting] = &[
+    setting!("BIND_ADDRESS", true, |c| &mut c.listen_addr,
+        "Address every shard listens on for Kafka clients (SO_REUSEPORT)."),
+    setting!("ADVERTISED_ADDRESS", true, |c| &mut c.advertised_address,
+        "host or host:port given to clients in Metadata. Empty: the bind address, or, when bound to a wildcard, the local address each client connected to."),
+    setting!("SHARDS", true, |c| &mut c.shards,
+        "Number of shards (pinned io_uring executors); auto = one per CPU this process may use."),
+    setting!("STORAGE_PATH", true, |c| &mut c.storage_path,
+        "Data directory (cluster id, lock file, partition logs)."),
+    setting!("MAX_REQUEST_BYTES", true, |c| &mut c.max_request_bytes,
+        "Largest request frame accepted; larger sizes close the connection before anything is allocated."),
+    setting!("SHUTDOWN_TIMEOUT_SECS", true, |c| &mut c.shutdown_timeout,
+        "On SIGINT/SIGTERM, how long in-flight requests may take before connections are force-closed."),
+    setting!("BUFFER_SIZE", true, |c| &mut c.buffer_size,
+        "Initial read buffer per connection, in bytes."),
+    setting!("RUST_LOG", true, |c| &mut c.log_filter,
+        "Log filter, e.g. info or chronik_ingest=debug."),
+    setting!("MAX_CONNECTIONS", false, |c| &mut c.max_connections,
+        "Most connections open at once across all shards."),
+    setting!("MAX_CONNECTIONS_PER_IP", false, |c| &mut c.pool_config.max_per_ip,
+        "Most connections one client IP may hold across all shards."),
+    setting!("CONNECTION_RATE_LIMIT", false, |c| &mut c.pool_config.rate_limit,
+        "New connections per second one IP may open before it is banned (0 = no limit)."),
+    setting!("RATE_LIMIT_BAN_SECS", false, |c| &mut c.pool_config.ban_duration,
+        "How long an IP that broke the rate limit stays banned."),
+    setting!("REQUEST_TIMEOUT_SECS", false, |c| &mut c.request_timeout,
+        "A request not answered within this gets REQUEST_TIMED_OUT."),
+    setting!("IDLE_TIMEOUT_SECS", false, |c| &mut c.idle_timeout,
+        "Connections without a complete request for this long are closed."),
+    setting!("BACKPRESSURE_THRESHOLD", false, |c| &mut c.backpressure_threshold,
+        "Pending requests per shard above which the shard stops reading new requests."),
+    setting!("METRICS_ADDRESS", false, |c| &mut c.metrics_address,
+        "Address of the /metrics, /health and /ready HTTP endpoint; empty = off."),
+    setting!("METRICS_INTERVAL_SECS", false, |c| &mut c.metrics_interval,
+        "How often each shard logs a one-line summary."),
+    setting!("TLS_CERT_PATH", false, |c| &mut tls(c).cert_path,
+        "PEM certificate chain; setting it (with TLS_KEY_PATH) turns TLS on."),
+    setting!("TLS_KEY_PATH", false, |c| &mut tls(c).key_path,
+        "PEM private key for TLS_CERT_PATH."),
+    setting!("TLS_CA_PATH", false, |c| &mut tls(c).ca_path,
+        "PEM CA bundle that client certificates must chain to."),
+    setting!("TLS_REQUIRE_CLIENT_CERT", false, |c| &mut tls(c).require_client_cert,
+        "Reject TLS clients without a certificate signed by TLS_CA_PATH."),
+];
+
+impl ServerConfig {
+    /// `--help` text: every setting with its default.
+    pub fn settings_help() -> String {
+        let defaults = ServerConfig::default();
+        let mut out = String::from(
+            "Settings (environment variable; the lower-case name is the --config file key;\n\
+             environment overrides file, file overrides default):\n",
+        );
+        for s in SETTINGS {
+            let default = s.show(&defaults);
+            let default = if default.is_empty() { "(empty)".to_string() } else { default };
+            out.push_str(&format!("  {:<24} default: {default}\n      {}", s.name, s.help));
+            if !s.enforced {
+                out.push_str(" [accepted and validated; not enforced yet]");
+            }
+            out.push('\n');
+        }
+        out
+    }
+}

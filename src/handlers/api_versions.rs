@@ -1,0 +1,68 @@
+//! ApiVersions: the client's first request, answered from the handler table.
+
+use super::{Handler, HandlerFuture, Outcome, Request, HANDLERS};
+use crate::protocol::error_code;
+use crate::protocol::response::encode_response;
+use crate::server::ShardBroker;
+use bytes::Bytes;
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse};
+use kafka_protocol::protocol::Decodable;
+use std::rc::Rc;
+
+pub(crate) const HANDLER: Handler = Handler::of::<ApiVersionsRequest>(handle_boxed);
+
+fn handle_boxed(broker: Rc<ShardBroker>, request: Request) -> HandlerFuture {
+    Box::pin(handle(broker, request))
+}
+
+async fn handle(_broker: Rc<ShardBroker>, request: Request) -> Outcome {
+    let mut body = request.body;
+    ApiVersionsRequest::decode(&mut body, request.version)
+        .map_err(|e| format!("bad ApiVersions v{} body: {e}", request.version))?;
+    let response = table(error_code::NONE);
+    encode_response(request.header.correlation_id, request.version, &response).map(Some)
+}
+
+/// What Kafka answers to an ApiVersions request at a version it does not
+/// know: a v0 body with UNSUPPORTED_VERSION and the supported ranges, so the
+/// client retries at a version both sides speak. The header is v0 as always.
+pub(crate) fn unsupported_version_response(correlation_id: i32) -> Result<Bytes, String> {
+    encode_response(correlation_id, 0, &table(error_code::UNSUPPORTED_VERSION))
+}
+
+fn table(error_code: i16) -> ApiVersionsResponse {
+    ApiVersionsResponse::default()
+        .with_error_code(error_code)
+        .with_api_keys(
+            HANDLERS
+                .iter()
+                .map(|h| {
+                    ApiVersion::default()
+                        .with_api_key(h.api_key)
+                        .with_min_version(h.versions.min)
+                        .with_max_version(h.versions.max)
+                })
+                .collect(),
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Buf;
+    use kafka_protocol::messages::ResponseHeader;
+
+    #[test]
+    fn unsupported_version_answer_is_v0_header_and_v0_body() {
+        let mut frame = unsupported_version_response(42).unwrap();
+        let size = frame.get_i32() as usize;
+        assert_eq!(size, frame.len());
+        let header = ResponseHeader::decode(&mut frame, 0).unwrap();
+        assert_eq!(header.correlation_id, 42);
+        let body = ApiVersionsResponse::decode(&mut frame, 0).unwrap();
+        assert!(frame.is_empty());
+        assert_eq!(body.error_code, error_code::UNSUPPORTED_VERSION);
+        assert_eq!(body.api_keys.len(), HANDLERS.len());
+    }
+}

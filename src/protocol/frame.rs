@@ -1,0 +1,232 @@
+//! Request framing: a 4-byte big-endian size, then that many bytes.
+//!
+//! [`frame_size`] is the cheap "is a whole frame here?" check: it looks at
+//! four bytes and rejects a bad size before anything is allocated for it;
+//! [`FrameBuffer`] then hands each whole frame on as a `Bytes` slice of the
+//! read buffer, with no copy.
+
+use bytes::{Bytes, BytesMut};
+use std::fmt;
+
+/// Size of the length prefix.
+pub const SIZE_PREFIX: usize = 4;
+/// api_key + api_version + correlation_id: the least a request can hold.
+pub const MIN_REQUEST_BYTES: usize = 8;
+
+/// A size prefix that cannot be honoured; the connection must close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameError {
+    Negative(i32),
+    TooShort(usize),
+    TooLarge { size: usize, max: usize },
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FrameError::Negative(size) => write!(f, "negative frame size {size}"),
+            FrameError::TooShort(size) => {
+                write!(f, "frame size {size} is below the {MIN_REQUEST_BYTES}-byte request minimum")
+            }
+            FrameError::TooLarge { size, max } => {
+                write!(f, "frame size {size} exceeds MAX_REQUEST_BYTES ({max})")
+            }
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+/// Reads and checks the size prefix at the front of `buf`, if all four
+/// bytes are there.
+pub fn frame_size(buf: &[u8], max: usize) -> Result<Option<usize>, FrameError> {
+    let Some(prefix) = buf.get(..SIZE_PREFIX) else {
+        return Ok(None);
+    };
+    let size = i32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
+    if size < 0 {
+        return Err(FrameError::Negative(size));
+    }
+    let size = size as usize;
+    if size < MIN_REQUEST_BYTES {
+        return Err(FrameError::TooShort(size));
+    }
+    if size > max {
+        return Err(FrameError::TooLarge { size, max });
+    }
+    Ok(Some(size))
+}
+
+/// Bytes still missing for the frame at the front of `buf` (0 if whole or
+/// if even the size is not known yet).
+pub fn bytes_missing(buf: &[u8], max: usize) -> usize {
+    match frame_size(buf, max) {
+        Ok(Some(size)) => (SIZE_PREFIX + size).saturating_sub(buf.len()),
+        _ => 0,
+    }
+}
+
+/// A connection's read buffer. Bytes past `filled` are initialised (zeroed
+/// once when the buffer grows) and reused by later reads, so a frame that
+/// arrives in many pieces is not re-zeroed for every piece; whole frames are
+/// split off the front as `Bytes` without copying.
+pub struct FrameBuffer {
+    buf: BytesMut,
+    filled: usize,
+    read_size: usize,
+    max_frame: usize,
+}
+
+impl FrameBuffer {
+    /// `read_size`: bytes asked of each read; `max_frame`: MAX_REQUEST_BYTES.
+    pub fn new(read_size: usize, max_frame: usize) -> Self {
+        FrameBuffer {
+            buf: BytesMut::new(),
+            filled: 0,
+            read_size: read_size.max(MIN_REQUEST_BYTES + SIZE_PREFIX),
+            max_frame,
+        }
+    }
+
+    /// The next whole frame, if one has arrived.
+    pub fn next_frame(&mut self) -> Result<Option<Bytes>, FrameError> {
+        let Some(size) = frame_size(&self.buf[..self.filled], self.max_frame)? else {
+            return Ok(None);
+        };
+        if self.filled < SIZE_PREFIX + size {
+            return Ok(None);
+        }
+        let mut frame = self.buf.split_to(SIZE_PREFIX + size);
+        self.filled -= SIZE_PREFIX + size;
+        let _ = frame.split_to(SIZE_PREFIX);
+        Ok(Some(frame.freeze()))
+    }
+
+    /// Space for the next read. Grows with what has arrived of the current
+    /// frame (doubling), not with what its size prefix claims, so a client
+    /// that announces a 100 MiB frame and sends nothing costs nothing.
+    pub fn spare(&mut self) -> &mut [u8] {
+        let missing = bytes_missing(&self.buf[..self.filled], self.max_frame);
+        let want = if missing > 0 {
+            missing.min(self.read_size.max(self.filled))
+        } else {
+            self.read_size
+        };
+        if self.buf.len() - self.filled < want {
+            self.buf.resize(self.filled + want, 0);
+        }
+        &mut self.buf[self.filled..]
+    }
+
+    /// Marks `n` bytes of the slice from `spare` as received.
+    pub fn commit(&mut self, n: usize) {
+        self.filled = (self.filled + n).min(self.buf.len());
+    }
+
+    /// Bytes received that do not make a whole frame yet.
+    pub fn pending(&self) -> usize {
+        self.filled
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAX: usize = 1024;
+
+    fn frame(body: &[u8]) -> Vec<u8> {
+        let mut out = (body.len() as i32).to_be_bytes().to_vec();
+        out.extend_from_slice(body);
+        out
+    }
+
+    fn feed(reader: &mut FrameBuffer, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let spare = reader.spare();
+            let n = spare.len().min(bytes.len());
+            spare[..n].copy_from_slice(&bytes[..n]);
+            reader.commit(n);
+            bytes = &bytes[n..];
+        }
+    }
+
+    #[test]
+    fn partial_frames_wait_for_the_rest() {
+        let whole = frame(b"0123456789abc");
+        let mut reader = FrameBuffer::new(64, MAX);
+        for (i, byte) in whole.iter().enumerate() {
+            assert_eq!(reader.next_frame().unwrap(), None, "after {i} bytes");
+            feed(&mut reader, &[*byte]);
+        }
+        assert_eq!(reader.next_frame().unwrap().as_deref(), Some(&b"0123456789abc"[..]));
+        assert_eq!(reader.pending(), 0);
+    }
+
+    #[test]
+    fn several_frames_in_one_read_come_out_in_order() {
+        let mut wire = frame(b"first-frame");
+        wire.extend_from_slice(&frame(b"second-frame"));
+        wire.extend_from_slice(&frame(b"third-fr")[..6]);
+        let mut reader = FrameBuffer::new(4096, MAX);
+        let spare = reader.spare();
+        spare[..wire.len()].copy_from_slice(&wire);
+        reader.commit(wire.len());
+        assert_eq!(reader.next_frame().unwrap().as_deref(), Some(&b"first-frame"[..]));
+        assert_eq!(reader.next_frame().unwrap().as_deref(), Some(&b"second-frame"[..]));
+        assert_eq!(reader.next_frame().unwrap(), None);
+        assert_eq!(reader.pending(), 6);
+        assert_eq!(bytes_missing(&wire[wire.len() - 6..], MAX), 6);
+    }
+
+    #[test]
+    fn frames_split_across_many_reads_are_reassembled() {
+        let mut reader = FrameBuffer::new(16, MAX);
+        let mut wire = frame(&[7u8; 100]);
+        wire.extend_from_slice(&frame(b"tail-frame"));
+        for byte in &wire[..50] {
+            assert_eq!(reader.next_frame().unwrap(), None);
+            feed(&mut reader, &[*byte]);
+        }
+        feed(&mut reader, &wire[50..]);
+        assert_eq!(reader.next_frame().unwrap().as_deref(), Some(&[7u8; 100][..]));
+        assert_eq!(reader.next_frame().unwrap().as_deref(), Some(&b"tail-frame"[..]));
+        assert_eq!(reader.next_frame().unwrap(), None);
+        assert_eq!(reader.pending(), 0);
+    }
+
+    #[test]
+    fn frames_are_slices_of_the_read_buffer_not_copies() {
+        let mut reader = FrameBuffer::new(64, MAX);
+        let wire = frame(b"zero-copy-body");
+        let spare = reader.spare();
+        let base = spare.as_ptr() as usize;
+        spare[..wire.len()].copy_from_slice(&wire);
+        reader.commit(wire.len());
+        let body = reader.next_frame().unwrap().unwrap();
+        assert_eq!(body.as_ptr() as usize, base + SIZE_PREFIX);
+    }
+
+    #[test]
+    fn a_size_prefix_alone_does_not_allocate_what_it_claims() {
+        let mut reader = FrameBuffer::new(64, usize::MAX >> 1);
+        feed(&mut reader, &(1_000_000i32).to_be_bytes());
+        assert_eq!(reader.next_frame().unwrap(), None);
+        assert!(reader.spare().len() <= 64, "grew to {}", reader.spare().len());
+    }
+
+    #[test]
+    fn zero_negative_and_oversize_sizes_are_rejected_before_allocation() {
+        let rejected = |size: i32| {
+            let mut reader = FrameBuffer::new(64, MAX);
+            feed(&mut reader, &size.to_be_bytes());
+            reader.next_frame().unwrap_err()
+        };
+        assert_eq!(rejected(0), FrameError::TooShort(0));
+        assert_eq!(rejected(-5), FrameError::Negative(-5));
+        assert_eq!(rejected(i32::MAX), FrameError::TooLarge { size: i32::MAX as usize, max: MAX });
+        assert_eq!(bytes_missing(&i32::MAX.to_be_bytes(), MAX), 0);
+        assert_eq!(frame_size(&(MAX as i32).to_be_bytes(), MAX), Ok(Some(MAX)));
+        assert_eq!(bytes_missing(&(MAX as i32).to_be_bytes(), MAX), MAX);
+    }
+}

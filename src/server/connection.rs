@@ -1,0 +1,205 @@
+//! One client connection: frames in, handlers run, responses out in request
+//! order.
+//!
+//! The read side splits whole frames off the buffer and starts a handler
+//! task for each at once, so requests on one connection are processed
+//! concurrently (at most [`MAX_IN_FLIGHT`]); the write side awaits those
+//! tasks strictly in the order the requests arrived, as Kafka requires.
+//! Handler tasks start in arrival order too, which keeps per-partition
+//! append order equal to request order.
+
+use super::shard_broker::ShardBroker;
+use crate::handlers::{self, Outcome, Request};
+use crate::protocol::frame::FrameBuffer;
+use crate::protocol::header::{decode_header, peek_client_id, peek_ids, RequestIds};
+use bytes::Bytes;
+use chronik_shard::{bump, Connection, ConnectionEntry};
+use futures::future::{select, Either};
+use futures::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use glommio::Task;
+use kafka_protocol::messages::ApiKey;
+use std::pin::pin;
+use std::rc::Rc;
+use tracing::{debug, warn};
+
+/// Requests one connection may have in flight before reading pauses.
+/// librdkafka pipelines up to 5 per connection for idempotent producers and
+/// up to 1,000,000 otherwise; bounding it bounds per-connection memory.
+pub(crate) const MAX_IN_FLIGHT: usize = 64;
+
+/// A response slot, in request order.
+enum Pending {
+    Ready(Bytes),
+    Running(Task<Outcome>),
+}
+
+pub(crate) async fn serve(broker: Rc<ShardBroker>, conn: Connection) {
+    let Connection { stream, entry, drain } = conn;
+    let (reader, writer) = stream.split();
+    let (tx, rx) = local_channel::new_bounded(MAX_IN_FLIGHT);
+    let read_side = pin!(read_requests(&broker, &entry, reader, tx, &drain));
+    let write_side = pin!(write_responses(&broker, &entry, writer, rx));
+    // When reading ends (EOF, drain, bad frame) the responses already owed
+    // are still written; when writing fails the connection is over.
+    if let Either::Left(((), write_side)) = select(read_side, write_side).await {
+        write_side.await;
+    }
+    debug!(conn = entry.id(), peer = %entry.peer(), "connection closed");
+}
+
+async fn read_requests<R: futures::AsyncRead + Unpin>(
+    broker: &Rc<ShardBroker>,
+    entry: &Rc<ConnectionEntry>,
+    mut reader: R,
+    responses: LocalSender<Pending>,
+    drain: &chronik_shard::Signal,
+) {
+    let mut buffer = FrameBuffer::new(broker.config.buffer_size, broker.config.max_request_bytes);
+    loop {
+        loop {
+            let frame = match buffer.next_frame() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(e) => {
+                    frame_error(broker, entry, &format!("{e}"), None);
+                    return;
+                }
+            };
+            let pending = match dispatch(broker, entry, frame) {
+                Ok(pending) => pending,
+                Err(()) => return,
+            };
+            entry.request_started();
+            if responses.send(pending).await.is_err() {
+                return;
+            }
+        }
+        if drain.is_fired() {
+            return;
+        }
+        let read = {
+            let read = pin!(reader.read(buffer.spare()));
+            let drained = pin!(drain.wait());
+            match select(read, drained).await {
+                Either::Left((read, _)) => read,
+                Either::Right(_) => return,
+            }
+        };
+        match read {
+            Ok(0) => {
+                if buffer.pending() > 0 {
+                    let reason = format!("peer closed mid-frame ({} bytes of an unfinished frame)", buffer.pending());
+                    frame_error(broker, entry, &reason, None);
+                }
+                return;
+            }
+            Ok(n) => {
+                buffer.commit(n);
+                entry.record_read(n);
+            }
+            Err(e) => {
+                debug!(conn = entry.id(), peer = %entry.peer(), error = %e, "read failed");
+                return;
+            }
+        }
+    }
+}
+
+/// Routes one frame to its handler; `Err` means the connection must close
+/// (already logged and counted).
+fn dispatch(broker: &Rc<ShardBroker>, entry: &Rc<ConnectionEntry>, frame: Bytes) -> Result<Pending, ()> {
+    bump(&broker.counters.requests, 1);
+    let Some(ids) = peek_ids(&frame) else {
+        frame_error(broker, entry, "frame shorter than a request header", None);
+        return Err(());
+    };
+    let Some(handler) = handlers::find(ids.api_key) else {
+        frame_error(broker, entry, "unknown api key", Some((ids, &frame)));
+        return Err(());
+    };
+    if !handler.supports(ids.api_version) {
+        if ids.api_key == ApiKey::ApiVersions as i16 {
+            // Answer so the client can retry at a version we speak.
+            debug!(conn = entry.id(), version = ids.api_version, "ApiVersions at unsupported version");
+            return handlers::unsupported_version_response(ids.correlation_id)
+                .map(Pending::Ready)
+                .map_err(|e| frame_error(broker, entry, &e, Some((ids, &frame))));
+        }
+        frame_error(broker, entry, "unsupported api version", Some((ids, &frame)));
+        return Err(());
+    }
+    let Ok(api_key) = ApiKey::try_from(ids.api_key) else {
+        frame_error(broker, entry, "unknown api key", Some((ids, &frame)));
+        return Err(());
+    };
+    // A refcount, not a copy: kept only to name the client if decoding fails.
+    let raw = frame.clone();
+    let (header, body) = decode_header(api_key, ids.api_version, frame)
+        .map_err(|e| frame_error(broker, entry, &e, Some((ids, &raw))))?;
+    let request = Request {
+        header,
+        version: ids.api_version,
+        body,
+        local_addr: entry.local(),
+    };
+    Ok(Pending::Running(glommio::spawn_local((handler.handle)(broker.clone(), request))))
+}
+
+async fn write_responses<W: futures::AsyncWrite + Unpin>(
+    broker: &Rc<ShardBroker>,
+    entry: &Rc<ConnectionEntry>,
+    mut writer: W,
+    responses: LocalReceiver<Pending>,
+) {
+    while let Some(pending) = responses.recv().await {
+        let outcome = match pending {
+            Pending::Ready(frame) => Ok(Some(frame)),
+            Pending::Running(task) => task.await,
+        };
+        entry.request_finished();
+        match outcome {
+            Ok(Some(frame)) => {
+                if let Err(e) = writer.write_all(&frame).await {
+                    debug!(conn = entry.id(), peer = %entry.peer(), error = %e, "write failed");
+                    return;
+                }
+                entry.record_written(frame.len());
+            }
+            Ok(None) => {}
+            Err(reason) => {
+                frame_error(broker, entry, &reason, None);
+                return;
+            }
+        }
+    }
+    let _ = writer.close().await;
+}
+
+/// Logs why a connection is being closed and counts it.
+fn frame_error(broker: &ShardBroker, entry: &ConnectionEntry, reason: &str, request: Option<(RequestIds, &Bytes)>) {
+    bump(&broker.counters.frame_errors, 1);
+    match request {
+        Some((ids, frame)) => warn!(
+            shard = broker.shard.id,
+            conn = entry.id(),
+            peer = %entry.peer(),
+            client_id = peek_client_id(frame.as_ref()).unwrap_or("-"),
+            api_key = ids.api_key,
+            api = api_name(ids.api_key),
+            api_version = ids.api_version,
+            correlation_id = ids.correlation_id,
+            "{reason}; closing connection"
+        ),
+        None => warn!(
+            shard = broker.shard.id,
+            conn = entry.id(),
+            peer = %entry.peer(),
+            "malformed request: {reason}; closing connection"
+        ),
+    }
+}
+
+fn api_name(api_key: i16) -> String {
+    ApiKey::try_from(api_key).map_or_else(|()| "unknown".to_string(), |k| format!("{k:?}"))
+}

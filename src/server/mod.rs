@@ -1,0 +1,177 @@
+//! `IngestServer`: wires the configuration, the data directory and the
+//! handlers onto the shard runtime.
+//!
+//! ```no_run
+//! use chronik_ingest::{IngestServer, ServerConfig};
+//! let config = ServerConfig::from_env()?;
+//! let server = IngestServer::new(config.clone(), &config.storage_path);
+//! let handle = server.start()?;
+//! // ... later, from any thread: handle.stop();
+//! handle.join()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod advertised;
+mod connection;
+mod counters;
+mod shard_broker;
+
+pub use counters::ShardSnapshot;
+pub use chronik_shard::Stopper;
+
+use crate::cluster::{ClusterIdentity, DataDirLock};
+use crate::config::ServerConfig;
+use advertised::Advertised;
+use chronik_shard::{Runtime, RuntimeConfig, StartError};
+use counters::BrokerCounters;
+pub(crate) use shard_broker::ShardBroker;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tracing::{info, warn};
+
+/// Listen backlog per shard; the kernel caps it at net.core.somaxconn.
+const LISTEN_BACKLOG: i32 = 4096;
+/// io_uring-registered buffer memory per shard. Network I/O does not use
+/// it; kept small so many shards (and tests) stay far from memlock limits.
+const IO_MEMORY_PER_SHARD: usize = 2 << 20;
+
+/// A configured, not yet running broker.
+pub struct IngestServer {
+    config: ServerConfig,
+    data_dir: PathBuf,
+}
+
+/// Why the broker could not start.
+#[derive(Debug)]
+pub enum ServerError {
+    DataDir(PathBuf, std::io::Error),
+    Runtime(StartError),
+    Shards(String),
+}
+
+impl std::fmt::Display for ServerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServerError::DataDir(dir, e) => write!(f, "data directory {}: {e}", dir.display()),
+            ServerError::Runtime(e) => write!(f, "{e}"),
+            ServerError::Shards(e) => write!(f, "shard failure: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ServerError {}
+
+impl IngestServer {
+    pub fn new(config: ServerConfig, data_dir: impl Into<PathBuf>) -> Self {
+        IngestServer {
+            config,
+            data_dir: data_dir.into(),
+        }
+    }
+
+    /// Takes the data directory, starts the shards, and returns once every
+    /// shard's listener is bound.
+    pub fn start(self) -> Result<ServerHandle, ServerError> {
+        let dir = self.data_dir.clone();
+        let lock = DataDirLock::acquire(&dir).map_err(|e| ServerError::DataDir(dir.clone(), e))?;
+        let identity = Arc::new(ClusterIdentity::load_or_create(&dir).map_err(|e| ServerError::DataDir(dir.clone(), e))?);
+        for setting in self.config.unenforced_settings() {
+            warn!(
+                setting = setting.name,
+                value = %setting.show(&self.config),
+                "{} is set but not enforced by this build yet; it has no effect",
+                setting.name
+            );
+        }
+
+        let shards = self.config.shard_count();
+        let counters: Vec<Arc<BrokerCounters>> = (0..shards).map(|_| Arc::default()).collect();
+        let runtime_config = RuntimeConfig {
+            shards,
+            listen_addr: self.config.listen_addr,
+            backlog: LISTEN_BACKLOG,
+            shutdown_timeout: self.config.shutdown_timeout,
+            io_memory: IO_MEMORY_PER_SHARD,
+        };
+        let config = Arc::new(self.config);
+        let shard_counters = counters.clone();
+        let shard_identity = identity.clone();
+        let shard_config = config.clone();
+        let runtime = Runtime::start(runtime_config, move |shard| ShardBroker {
+            advertised: Advertised::new(shard_config.advertised_address.as_deref(), shard.listen_addr),
+            counters: shard_counters[shard.id].clone(),
+            identity: shard_identity.clone(),
+            config: shard_config.clone(),
+            shard,
+        })
+        .map_err(ServerError::Runtime)?;
+        info!(
+            listen = %runtime.local_addr(),
+            shards,
+            cluster_id = %identity.cluster_id,
+            data_dir = %dir.display(),
+            "chronik-ingest started"
+        );
+        Ok(ServerHandle {
+            runtime,
+            counters,
+            identity,
+            _lock: lock,
+        })
+    }
+}
+
+/// A running broker.
+pub struct ServerHandle {
+    runtime: Runtime,
+    counters: Vec<Arc<BrokerCounters>>,
+    identity: Arc<ClusterIdentity>,
+    _lock: DataDirLock,
+}
+
+impl ServerHandle {
+    /// The address clients connect to (the real port if 0 was configured).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.runtime.local_addr()
+    }
+
+    pub fn cluster_id(&self) -> &str {
+        &self.identity.cluster_id
+    }
+
+    /// Begins a graceful shutdown: stop accepting, drain, force-close after
+    /// the shutdown timeout. Returns at once; `join` waits for the end.
+    pub fn stop(&self) {
+        self.runtime.stop();
+    }
+
+    /// Stops the server from another thread (a signal handler).
+    pub fn stopper(&self) -> Stopper {
+        self.runtime.stopper()
+    }
+
+    /// Each shard's counters, in shard order.
+    pub fn shard_stats(&self) -> Vec<ShardSnapshot> {
+        self.runtime
+            .shard_stats()
+            .into_iter()
+            .zip(&self.counters)
+            .map(|(runtime, broker)| broker.snapshot(runtime))
+            .collect()
+    }
+
+    /// Shards whose event loop is running.
+    pub fn running_shards(&self) -> usize {
+        self.runtime.running_shards()
+    }
+
+    /// Waits until every shard has stopped (after `stop`, or a failure).
+    pub fn join(self) -> Result<(), ServerError> {
+        let ServerHandle { runtime, _lock, .. } = self;
+        let result = runtime.join().map_err(ServerError::Shards);
+        info!("chronik-ingest stopped");
+        drop(_lock);
+        result
+    }
+}
