@@ -137,6 +137,13 @@ fn dispatch(broker: &Rc<ShardBroker>, entry: &Rc<ConnectionEntry>, frame: Bytes)
     let raw = frame.clone();
     let (header, body) = decode_header(api_key, ids.api_version, frame)
         .map_err(|e| frame_error(broker, entry, &e, Some((ids, &raw))))?;
+    debug!(
+        conn = entry.id(),
+        api = ?api_key,
+        api_version = ids.api_version,
+        correlation_id = ids.correlation_id,
+        "request"
+    );
     let request = Request {
         header,
         version: ids.api_version,
