@@ -30,7 +30,12 @@ impl DataDirLock {
     pub fn acquire(dir: &Path) -> io::Result<DataDirLock> {
         fs::create_dir_all(dir)?;
         let path = dir.join(LOCK_FILE);
-        let mut file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path)?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {

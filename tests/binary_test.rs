@@ -136,10 +136,15 @@ fn example_config_files_are_valid() {
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .map(|l| {
             let (k, v) = l.split_once('=').expect("NAME=value");
-            assert!(SETTINGS.iter().any(|s| s.name == k), "unknown setting {k} in the env example");
+            assert!(
+                SETTINGS.iter().any(|s| s.name == k),
+                "unknown setting {k} in the env example"
+            );
             (k.to_string(), v.to_string())
         });
-    chronik_ingest::ServerConfig::default().apply_vars(vars).expect("config/chronik-ingest.env");
+    chronik_ingest::ServerConfig::default()
+        .apply_vars(vars)
+        .expect("config/chronik-ingest.env");
 }
 
 #[test]
@@ -147,13 +152,22 @@ fn a_second_broker_on_the_same_data_dir_or_port_is_refused() {
     let dir = scratch_dir("refuse");
     let first = BrokerProcess::start(&dir, &[]);
 
-    let out = run(&[], &[("STORAGE_PATH", dir.to_str().unwrap()), ("BIND_ADDRESS", "127.0.0.1:0")]);
+    let out = run(
+        &[],
+        &[
+            ("STORAGE_PATH", dir.to_str().unwrap()),
+            ("BIND_ADDRESS", "127.0.0.1:0"),
+        ],
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("in use"));
 
     let other = scratch_dir("refuse-port");
     let port = first.addr.to_string();
-    let out = run(&[], &[("STORAGE_PATH", other.to_str().unwrap()), ("BIND_ADDRESS", &port)]);
+    let out = run(
+        &[],
+        &[("STORAGE_PATH", other.to_str().unwrap()), ("BIND_ADDRESS", &port)],
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("already in use"));
     drop(first);
@@ -166,7 +180,9 @@ fn sigterm_with_100_idle_connections_exits_0_within_the_shutdown_timeout() {
     let dir = scratch_dir("sigterm");
     let timeout = Duration::from_secs(5);
     let mut broker = BrokerProcess::start(&dir, &[("SHUTDOWN_TIMEOUT_SECS", "5"), ("SHARDS", "2")]);
-    let mut idle: Vec<TcpStream> = (0..100).map(|_| TcpStream::connect(broker.addr).unwrap()).collect();
+    let mut idle: Vec<TcpStream> = (0..100)
+        .map(|_| TcpStream::connect(broker.addr).unwrap())
+        .collect();
     // One live exchange proves the broker is serving, not just listening.
     let mut client = RawClient::connect(broker.addr);
     assert_eq!(client.call(3, &ApiVersionsRequest::default()).error_code, 0);
@@ -214,7 +230,12 @@ fn a_malformed_frame_is_logged_with_the_client_and_api() {
             break line;
         }
     };
-    for needle in ["client_id=\"bad-client\"", "api=\"Metadata\"", "api_version=99", "unsupported api version"] {
+    for needle in [
+        "client_id=\"bad-client\"",
+        "api=\"Metadata\"",
+        "api_version=99",
+        "unsupported api version",
+    ] {
         assert!(line.contains(needle), "{needle} missing from: {line}");
     }
     drop(broker);

@@ -49,7 +49,11 @@ fn every_advertised_api_version_is_answered() {
         let response = client.call(version, &request);
         assert_eq!(response.error_code, 0, "ApiVersions v{version}");
         let keys: Vec<i16> = response.api_keys.iter().map(|k| k.api_key).collect();
-        assert_eq!(keys, vec![ApiKey::ApiVersions as i16, ApiKey::Metadata as i16], "v{version}");
+        assert_eq!(
+            keys,
+            vec![ApiKey::ApiVersions as i16, ApiKey::Metadata as i16],
+            "v{version}"
+        );
     }
     let advertised = client.call(3, &ApiVersionsRequest::default()).api_keys;
     for api in advertised {
@@ -80,7 +84,10 @@ fn apiversions_at_an_unknown_version_gets_error_35_in_a_v0_answer() {
     client.stream.write_all(&frame).unwrap();
     let response = client.read_response::<ApiVersionsRequest>(9, 0);
     assert_eq!(response.error_code, 35);
-    assert!(response.api_keys.iter().any(|k| k.api_key == 18 && k.max_version == 4));
+    assert!(response
+        .api_keys
+        .iter()
+        .any(|k| k.api_key == 18 && k.max_version == 4));
     // The client downgrades on the same connection.
     let response = client.call(4, &ApiVersionsRequest::default());
     assert_eq!(response.error_code, 0);
@@ -92,7 +99,7 @@ fn metadata_for_unknown_topics_names_each_with_kafkas_error() {
     let broker = TestBroker::start("metadata-unknown", 1);
     let mut client = RawClient::connect(broker.addr);
     let request = MetadataRequest::default().with_topics(Some(vec![
-        MetadataRequestTopic::default().with_name(Some(TopicName(StrBytes::from_static_str("nope")))),
+        MetadataRequestTopic::default().with_name(Some(TopicName(StrBytes::from_static_str("nope"))))
     ]));
     let response = client.call(12, &request);
     assert_eq!(response.topics.len(), 1);
@@ -108,7 +115,11 @@ fn responses_come_back_in_request_order_when_pipelined() {
     let mut burst = Vec::new();
     for correlation_id in 0..200 {
         if correlation_id % 2 == 0 {
-            burst.extend(RawClient::encode(correlation_id, 3, &ApiVersionsRequest::default()));
+            burst.extend(RawClient::encode(
+                correlation_id,
+                3,
+                &ApiVersionsRequest::default(),
+            ));
         } else {
             burst.extend(RawClient::encode(correlation_id, 12, &MetadataRequest::default()));
         }
@@ -126,7 +137,9 @@ fn responses_come_back_in_request_order_when_pipelined() {
 #[test]
 fn both_shards_accept_connections() {
     let broker = TestBroker::start("two-shards", 2);
-    let conns: Vec<TcpStream> = (0..200).map(|_| TcpStream::connect(broker.addr).unwrap()).collect();
+    let conns: Vec<TcpStream> = (0..200)
+        .map(|_| TcpStream::connect(broker.addr).unwrap())
+        .collect();
     broker.wait_for("200 accepted connections", |stats| {
         stats.iter().map(|s| s.runtime.connections_active).sum::<u64>() == 200
     });
@@ -162,12 +175,24 @@ fn malformed_frames_close_only_their_connection() {
         frame
     };
     let attacks: Vec<(&str, Vec<u8>, bool)> = vec![
-        ("garbage bytes", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), false),
+        (
+            "garbage bytes",
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            false,
+        ),
         ("size 2^31-1", i32::MAX.to_be_bytes().to_vec(), false),
-        ("size over MAX_REQUEST_BYTES", (2i32 << 20).to_be_bytes().to_vec(), false),
+        (
+            "size over MAX_REQUEST_BYTES",
+            (2i32 << 20).to_be_bytes().to_vec(),
+            false,
+        ),
         ("negative size", (-1i32).to_be_bytes().to_vec(), false),
         ("zero size", 0i32.to_be_bytes().to_vec(), false),
-        ("truncated frame", [&100i32.to_be_bytes()[..], &[0u8; 10]].concat(), true),
+        (
+            "truncated frame",
+            [&100i32.to_be_bytes()[..], &[0u8; 10]].concat(),
+            true,
+        ),
         ("unknown api key", frame_with(999, 0), false),
         ("unsupported Metadata version", frame_with(3, 99), false),
         ("undecodable Metadata body", frame_with(3, 12), false),
@@ -180,7 +205,9 @@ fn malformed_frames_close_only_their_connection() {
             attacker.stream.shutdown(Shutdown::Write).unwrap();
         }
         assert!(attacker.closed_by_broker(), "{what}: connection left open");
-        broker.wait_for(what, |stats| stats.iter().map(|s| s.frame_errors).sum::<u64>() == before + 1);
+        broker.wait_for(what, |stats| {
+            stats.iter().map(|s| s.frame_errors).sum::<u64>() == before + 1
+        });
         let response = healthy.call(3, &ApiVersionsRequest::default());
         assert_eq!(response.error_code, 0, "healthy connection after {what} (#{i})");
         let metadata = healthy.call(12, &MetadataRequest::default());

@@ -125,9 +125,8 @@ impl Runtime {
     {
         probe_io_uring().map_err(StartError::Uring)?;
         let shards = config.shards.max(1);
-        let (listeners, local_addr) =
-            bind_shard_listeners(config.listen_addr, shards, config.backlog)
-                .map_err(|e| StartError::Bind(config.listen_addr, e))?;
+        let (listeners, local_addr) = bind_shard_listeners(config.listen_addr, shards, config.backlog)
+            .map_err(|e| StartError::Bind(config.listen_addr, e))?;
         let plane = control::start(shards).map_err(|e| StartError::Spawn(e.to_string()))?;
         let cpus: Vec<usize> = core_affinity::get_core_ids()
             .unwrap_or_default()

@@ -33,7 +33,10 @@ pub fn bump(counter: &AtomicU64, n: u64) {
 }
 
 pub(crate) fn drop_one(counter: &AtomicU64) {
-    counter.store(counter.load(Ordering::Relaxed).saturating_sub(1), Ordering::Relaxed);
+    counter.store(
+        counter.load(Ordering::Relaxed).saturating_sub(1),
+        Ordering::Relaxed,
+    );
 }
 
 impl ShardCounters {

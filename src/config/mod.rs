@@ -127,7 +127,10 @@ impl ServerConfig {
 
     /// Applies `NAME=value` pairs whose names are settings; others are
     /// ignored (the environment holds much besides ours).
-    pub fn apply_vars(&mut self, vars: impl IntoIterator<Item = (String, String)>) -> Result<(), ConfigError> {
+    pub fn apply_vars(
+        &mut self,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(), ConfigError> {
         for (name, value) in vars {
             if let Some(setting) = SETTINGS.iter().find(|s| s.name == name) {
                 setting.apply(self, &value)?;
@@ -177,7 +180,11 @@ impl ServerConfig {
         if self.max_request_bytes > i32::MAX as usize {
             return Err(ConfigError {
                 setting: "MAX_REQUEST_BYTES".into(),
-                message: format!("{}: at most {} (frame sizes are 31-bit)", self.max_request_bytes, i32::MAX),
+                message: format!(
+                    "{}: at most {} (frame sizes are 31-bit)",
+                    self.max_request_bytes,
+                    i32::MAX
+                ),
             });
         }
         if let Some(tls) = &self.tls_config {
@@ -222,14 +229,21 @@ mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn env_overrides_defaults_and_names_bad_values() {
         let mut config = ServerConfig::default();
         config
-            .apply_vars(vars(&[("MAX_CONNECTIONS", "5"), ("SHUTDOWN_TIMEOUT_SECS", "2"), ("PATH", "/bin")]))
+            .apply_vars(vars(&[
+                ("MAX_CONNECTIONS", "5"),
+                ("SHUTDOWN_TIMEOUT_SECS", "2"),
+                ("PATH", "/bin"),
+            ]))
             .unwrap();
         assert_eq!(config.max_connections, 5);
         assert_eq!(config.shutdown_timeout, Duration::from_secs(2));
@@ -250,7 +264,9 @@ mod tests {
         assert_eq!(config.listen_addr, "0.0.0.0:19092".parse().unwrap());
         assert_eq!(config.shard_count(), 2);
         assert_eq!(config.metrics_address, None);
-        let err = ServerConfig::default().apply_toml("max_conections = 3").unwrap_err();
+        let err = ServerConfig::default()
+            .apply_toml("max_conections = 3")
+            .unwrap_err();
         assert_eq!(err.setting, "max_conections");
     }
 
@@ -271,7 +287,9 @@ mod tests {
     fn non_default_unenforced_settings_are_reported() {
         let mut config = ServerConfig::default();
         assert!(config.unenforced_settings().is_empty());
-        config.apply_vars(vars(&[("MAX_CONNECTIONS_PER_IP", "7")])).unwrap();
+        config
+            .apply_vars(vars(&[("MAX_CONNECTIONS_PER_IP", "7")]))
+            .unwrap();
         let names: Vec<_> = config.unenforced_settings().iter().map(|s| s.name).collect();
         assert_eq!(names, vec!["MAX_CONNECTIONS_PER_IP"]);
     }

@@ -21,10 +21,12 @@ pub struct Setting {
 impl Setting {
     /// Parses `text` into the setting's field; the error names the setting.
     pub fn apply(&self, config: &mut ServerConfig, text: &str) -> Result<(), ConfigError> {
-        (self.field)(config).set(text.trim()).map_err(|message| ConfigError {
-            setting: self.name.into(),
-            message: format!("{text:?}: {message}"),
-        })
+        (self.field)(config)
+            .set(text.trim())
+            .map_err(|message| ConfigError {
+                setting: self.name.into(),
+                message: format!("{text:?}: {message}"),
+            })
     }
 
     /// The setting's current value as it would be written in the file.
@@ -59,7 +61,9 @@ impl SettingValue for usize {
 /// Rates: 0 is allowed and means "no limit".
 impl SettingValue for u32 {
     fn set(&mut self, text: &str) -> Result<(), String> {
-        *self = text.parse().map_err(|_| "expected a whole number (0 = no limit)")?;
+        *self = text
+            .parse()
+            .map_err(|_| "expected a whole number (0 = no limit)")?;
         Ok(())
     }
     fn show(&self) -> String {
@@ -268,7 +272,11 @@ impl ServerConfig {
         );
         for s in SETTINGS {
             let default = s.show(&defaults);
-            let default = if default.is_empty() { "(empty)".to_string() } else { default };
+            let default = if default.is_empty() {
+                "(empty)".to_string()
+            } else {
+                default
+            };
             out.push_str(&format!("  {:<24} default: {default}\n      {}", s.name, s.help));
             if !s.enforced {
                 out.push_str(" [accepted and validated; not enforced yet]");

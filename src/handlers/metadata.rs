@@ -30,7 +30,14 @@ async fn handle(broker: Rc<ShardBroker>, request: Request) -> Outcome {
             .with_port(i32::from(port))])
         .with_cluster_id(Some(StrBytes::from_string(broker.identity.cluster_id.clone())))
         .with_controller_id(node_id)
-        .with_topics(asked.topics.unwrap_or_default().into_iter().map(unknown_topic).collect());
+        .with_topics(
+            asked
+                .topics
+                .unwrap_or_default()
+                .into_iter()
+                .map(unknown_topic)
+                .collect(),
+        );
     encode_response(request.header.correlation_id, version, &response).map(Some)
 }
 

@@ -7,8 +7,8 @@ mod metadata;
 
 use crate::server::ShardBroker;
 use bytes::Bytes;
-use kafka_protocol::protocol::{Message, Request as KafkaRequest, VersionRange};
 use kafka_protocol::messages::RequestHeader;
+use kafka_protocol::protocol::{Message, Request as KafkaRequest, VersionRange};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;

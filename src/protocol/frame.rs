@@ -26,7 +26,10 @@ impl fmt::Display for FrameError {
         match self {
             FrameError::Negative(size) => write!(f, "negative frame size {size}"),
             FrameError::TooShort(size) => {
-                write!(f, "frame size {size} is below the {MIN_REQUEST_BYTES}-byte request minimum")
+                write!(
+                    f,
+                    "frame size {size} is below the {MIN_REQUEST_BYTES}-byte request minimum"
+                )
             }
             FrameError::TooLarge { size, max } => {
                 write!(f, "frame size {size} exceeds MAX_REQUEST_BYTES ({max})")
@@ -159,7 +162,10 @@ mod tests {
             assert_eq!(reader.next_frame().unwrap(), None, "after {i} bytes");
             feed(&mut reader, &[*byte]);
         }
-        assert_eq!(reader.next_frame().unwrap().as_deref(), Some(&b"0123456789abc"[..]));
+        assert_eq!(
+            reader.next_frame().unwrap().as_deref(),
+            Some(&b"0123456789abc"[..])
+        );
         assert_eq!(reader.pending(), 0);
     }
 
@@ -173,7 +179,10 @@ mod tests {
         spare[..wire.len()].copy_from_slice(&wire);
         reader.commit(wire.len());
         assert_eq!(reader.next_frame().unwrap().as_deref(), Some(&b"first-frame"[..]));
-        assert_eq!(reader.next_frame().unwrap().as_deref(), Some(&b"second-frame"[..]));
+        assert_eq!(
+            reader.next_frame().unwrap().as_deref(),
+            Some(&b"second-frame"[..])
+        );
         assert_eq!(reader.next_frame().unwrap(), None);
         assert_eq!(reader.pending(), 6);
         assert_eq!(bytes_missing(&wire[wire.len() - 6..], MAX), 6);
@@ -224,7 +233,13 @@ mod tests {
         };
         assert_eq!(rejected(0), FrameError::TooShort(0));
         assert_eq!(rejected(-5), FrameError::Negative(-5));
-        assert_eq!(rejected(i32::MAX), FrameError::TooLarge { size: i32::MAX as usize, max: MAX });
+        assert_eq!(
+            rejected(i32::MAX),
+            FrameError::TooLarge {
+                size: i32::MAX as usize,
+                max: MAX
+            }
+        );
         assert_eq!(bytes_missing(&i32::MAX.to_be_bytes(), MAX), 0);
         assert_eq!(frame_size(&(MAX as i32).to_be_bytes(), MAX), Ok(Some(MAX)));
         assert_eq!(bytes_missing(&(MAX as i32).to_be_bytes(), MAX), MAX);

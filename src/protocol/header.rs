@@ -37,7 +37,11 @@ pub fn peek_client_id(frame: &[u8]) -> Option<&str> {
 /// Decodes the header of a request whose api key and version are known to
 /// be supported; returns it and the body that follows, still a slice of
 /// the same buffer.
-pub fn decode_header(api_key: ApiKey, api_version: i16, mut frame: Bytes) -> Result<(RequestHeader, Bytes), String> {
+pub fn decode_header(
+    api_key: ApiKey,
+    api_version: i16,
+    mut frame: Bytes,
+) -> Result<(RequestHeader, Bytes), String> {
     let header_version = api_key.request_header_version(api_version);
     let header = RequestHeader::decode(&mut frame, header_version)
         .map_err(|e| format!("bad request header v{header_version}: {e}"))?;
@@ -92,7 +96,10 @@ mod tests {
         frame.put_slice(b"B");
         let (header, body) = decode_header(ApiKey::Metadata, 12, frame.freeze()).unwrap();
         assert_eq!(header.client_id.as_deref(), Some("rdkafka"));
-        assert_eq!(header.unknown_tagged_fields.get(&5).map(|b| &b[..]), Some(&b"xyz"[..]));
+        assert_eq!(
+            header.unknown_tagged_fields.get(&5).map(|b| &b[..]),
+            Some(&b"xyz"[..])
+        );
         assert_eq!(&body[..], b"B");
     }
 
@@ -110,7 +117,11 @@ mod tests {
         let frame = v1_header(18, 99, 1234, None);
         assert_eq!(
             peek_ids(&frame),
-            Some(RequestIds { api_key: 18, api_version: 99, correlation_id: 1234 })
+            Some(RequestIds {
+                api_key: 18,
+                api_version: 99,
+                correlation_id: 1234
+            })
         );
         assert_eq!(peek_client_id(&v1_header(3, 4, 1, Some("kcat"))), Some("kcat"));
         assert_eq!(peek_client_id(&v1_header(3, 4, 1, None)), None);

@@ -20,7 +20,10 @@ impl Advertised {
     pub(crate) fn new(configured: Option<&str>, bound: SocketAddr) -> Self {
         if let Some(text) = configured {
             if let Some((host, port)) = split_host_port(text) {
-                return Advertised { host: Some(host), port };
+                return Advertised {
+                    host: Some(host),
+                    port,
+                };
             }
             return Advertised {
                 host: Some(text.trim_start_matches('[').trim_end_matches(']').to_string()),
@@ -28,7 +31,10 @@ impl Advertised {
             };
         }
         let host = (!bound.ip().is_unspecified()).then(|| bound.ip().to_string());
-        Advertised { host, port: bound.port() }
+        Advertised {
+            host,
+            port: bound.port(),
+        }
     }
 
     pub(crate) fn for_connection(&self, local: SocketAddr) -> (String, u16) {
@@ -60,18 +66,30 @@ mod tests {
     #[test]
     fn wildcard_bind_advertises_the_address_the_client_reached() {
         let a = Advertised::new(None, addr("0.0.0.0:19092"));
-        assert_eq!(a.for_connection(addr("10.1.2.3:19092")), ("10.1.2.3".into(), 19092));
+        assert_eq!(
+            a.for_connection(addr("10.1.2.3:19092")),
+            ("10.1.2.3".into(), 19092)
+        );
         let a = Advertised::new(None, addr("127.0.0.1:9092"));
-        assert_eq!(a.for_connection(addr("127.0.0.1:9092")), ("127.0.0.1".into(), 9092));
+        assert_eq!(
+            a.for_connection(addr("127.0.0.1:9092")),
+            ("127.0.0.1".into(), 9092)
+        );
     }
 
     #[test]
     fn configured_host_and_port() {
         let bound = addr("0.0.0.0:9092");
         let a = Advertised::new(Some("kafka.example:19092"), bound);
-        assert_eq!(a.for_connection(addr("10.0.0.1:9092")), ("kafka.example".into(), 19092));
+        assert_eq!(
+            a.for_connection(addr("10.0.0.1:9092")),
+            ("kafka.example".into(), 19092)
+        );
         let a = Advertised::new(Some("kafka.example"), bound);
-        assert_eq!(a.for_connection(addr("10.0.0.1:9092")), ("kafka.example".into(), 9092));
+        assert_eq!(
+            a.for_connection(addr("10.0.0.1:9092")),
+            ("kafka.example".into(), 9092)
+        );
         let a = Advertised::new(Some("[::1]:9093"), bound);
         assert_eq!(a.for_connection(addr("10.0.0.1:9092")), ("::1".into(), 9093));
         let a = Advertised::new(Some("fe80::1"), bound);

@@ -89,7 +89,10 @@ async fn read_requests<R: futures::AsyncRead + Unpin>(
         match read {
             Ok(0) => {
                 if buffer.pending() > 0 {
-                    let reason = format!("peer closed mid-frame ({} bytes of an unfinished frame)", buffer.pending());
+                    let reason = format!(
+                        "peer closed mid-frame ({} bytes of an unfinished frame)",
+                        buffer.pending()
+                    );
                     frame_error(broker, entry, &reason, None);
                 }
                 return;
@@ -121,7 +124,11 @@ fn dispatch(broker: &Rc<ShardBroker>, entry: &Rc<ConnectionEntry>, frame: Bytes)
     if !handler.supports(ids.api_version) {
         if ids.api_key == ApiKey::ApiVersions as i16 {
             // Answer so the client can retry at a version we speak.
-            debug!(conn = entry.id(), version = ids.api_version, "ApiVersions at unsupported version");
+            debug!(
+                conn = entry.id(),
+                version = ids.api_version,
+                "ApiVersions at unsupported version"
+            );
             return handlers::unsupported_version_response(ids.correlation_id)
                 .map(Pending::Ready)
                 .map_err(|e| frame_error(broker, entry, &e, Some((ids, &frame))));
@@ -150,7 +157,10 @@ fn dispatch(broker: &Rc<ShardBroker>, entry: &Rc<ConnectionEntry>, frame: Bytes)
         body,
         local_addr: entry.local(),
     };
-    Ok(Pending::Running(glommio::spawn_local((handler.handle)(broker.clone(), request))))
+    Ok(Pending::Running(glommio::spawn_local((handler.handle)(
+        broker.clone(),
+        request,
+    ))))
 }
 
 async fn write_responses<W: futures::AsyncWrite + Unpin>(
@@ -184,7 +194,12 @@ async fn write_responses<W: futures::AsyncWrite + Unpin>(
 }
 
 /// Logs why a connection is being closed and counts it.
-fn frame_error(broker: &ShardBroker, entry: &ConnectionEntry, reason: &str, request: Option<(RequestIds, &Bytes)>) {
+fn frame_error(
+    broker: &ShardBroker,
+    entry: &ConnectionEntry,
+    reason: &str,
+    request: Option<(RequestIds, &Bytes)>,
+) {
     bump(&broker.counters.frame_errors, 1);
     match request {
         Some((ids, frame)) => warn!(

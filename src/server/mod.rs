@@ -16,8 +16,8 @@ mod connection;
 mod counters;
 mod shard_broker;
 
-pub use counters::ShardSnapshot;
 pub use chronik_shard::Stopper;
+pub use counters::ShardSnapshot;
 
 use crate::cluster::{ClusterIdentity, DataDirLock};
 use crate::config::ServerConfig;
@@ -75,7 +75,9 @@ impl IngestServer {
     pub fn start(self) -> Result<ServerHandle, ServerError> {
         let dir = self.data_dir.clone();
         let lock = DataDirLock::acquire(&dir).map_err(|e| ServerError::DataDir(dir.clone(), e))?;
-        let identity = Arc::new(ClusterIdentity::load_or_create(&dir).map_err(|e| ServerError::DataDir(dir.clone(), e))?);
+        let identity = Arc::new(
+            ClusterIdentity::load_or_create(&dir).map_err(|e| ServerError::DataDir(dir.clone(), e))?,
+        );
         for setting in self.config.unenforced_settings() {
             warn!(
                 setting = setting.name,

@@ -74,7 +74,10 @@ impl TestBroker {
             if check(&stats) {
                 return;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}: {stats:?}");
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {stats:?}"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -127,7 +130,9 @@ impl RawClient {
     pub fn call<R: Request>(&mut self, version: i16, body: &R) -> R::Response {
         let correlation_id = self.next_correlation;
         self.next_correlation += 1;
-        self.stream.write_all(&Self::encode(correlation_id, version, body)).unwrap();
+        self.stream
+            .write_all(&Self::encode(correlation_id, version, body))
+            .unwrap();
         self.read_response::<R>(correlation_id, version)
     }
 
@@ -136,7 +141,11 @@ impl RawClient {
         let header = ResponseHeader::decode(&mut frame, R::Response::header_version(version)).unwrap();
         assert_eq!(header.correlation_id, correlation_id);
         let body = R::Response::decode(&mut frame, version).unwrap();
-        assert!(frame.is_empty(), "{} bytes left after the response body", frame.len());
+        assert!(
+            frame.is_empty(),
+            "{} bytes left after the response body",
+            frame.len()
+        );
         body
     }
 
