@@ -50,7 +50,8 @@ fn frame_decode(c: &mut Criterion) {
             reader.commit(wire.len());
             let frame = reader.next_frame().expect("valid").expect("whole");
             let ids = peek_ids(&frame).expect("ids");
-            let (header, mut body) = decode_header(ApiKey::ApiVersions, ids.api_version, frame).expect("header");
+            let (header, mut body) =
+                decode_header(ApiKey::ApiVersions, ids.api_version, frame).expect("header");
             let request = ApiVersionsRequest::decode(&mut body, ids.api_version).expect("body");
             black_box((header, request))
         })
