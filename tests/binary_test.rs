@@ -25,7 +25,24 @@ struct BrokerProcess {
 
 impl BrokerProcess {
     fn start(data_dir: &Path, extra_env: &[(&str, &str)]) -> BrokerProcess {
-        let mut child = Command::new(BIN)
+        Self::start_with_fd_limit(data_dir, extra_env, None)
+    }
+
+    /// Starts the broker, optionally under a lower open-file limit.
+    fn start_with_fd_limit(
+        data_dir: &Path,
+        extra_env: &[(&str, &str)],
+        nofile: Option<u32>,
+    ) -> BrokerProcess {
+        let mut command = match nofile {
+            Some(limit) => {
+                let mut c = Command::new("sh");
+                c.args(["-c", &format!("ulimit -n {limit} && exec \"$0\""), BIN]);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let mut child = command
             .env_clear()
             .env("BIND_ADDRESS", "127.0.0.1:0")
             .env("STORAGE_PATH", data_dir)
@@ -207,6 +224,38 @@ fn sigterm_with_100_idle_connections_exits_0_within_the_shutdown_timeout() {
     let log = broker.log_lines().join("\n");
     assert!(log.contains("shutting down"), "{log}");
     assert!(log.contains("chronik-ingest stopped"), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// At the open-file limit accept fails at once, every time. The broker must
+/// back off and say so (not spin, not crash), and serve again once
+/// descriptors free up.
+#[test]
+fn accept_at_the_open_file_limit_backs_off_and_recovers() {
+    let dir = scratch_dir("emfile");
+    let broker = BrokerProcess::start_with_fd_limit(&dir, &[("SHARDS", "1")], Some(64));
+    let flood: Vec<TcpStream> = (0..120)
+        .map(|_| TcpStream::connect(broker.addr).unwrap())
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|l: &String| l.contains("accept failed; backing off"))
+    {
+        let line = broker
+            .log
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("no back-off log line; saw: {seen:#?}"));
+        seen.push(line);
+    }
+    drop(flood);
+    // Back-off is capped at 1 s; the backlog drains and new clients are served.
+    let mut client = RawClient::connect(broker.addr);
+    assert_eq!(client.call(3, &ApiVersionsRequest::default()).error_code, 0);
+    let mut broker = broker;
+    assert!(broker.child.try_wait().unwrap().is_none(), "broker died");
+    drop(broker);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -73,6 +73,8 @@ impl IngestServer {
     /// Takes the data directory, starts the shards, and returns once every
     /// shard's listener is bound.
     pub fn start(self) -> Result<ServerHandle, ServerError> {
+        // Before touching the data directory: without io_uring nothing runs.
+        chronik_shard::probe_io_uring().map_err(|e| ServerError::Runtime(StartError::Uring(e)))?;
         let dir = self.data_dir.clone();
         let lock = DataDirLock::acquire(&dir).map_err(|e| ServerError::DataDir(dir.clone(), e))?;
         let identity = Arc::new(
