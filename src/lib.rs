@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod config;
 mod handlers;
 pub mod protocol;
+pub mod log;
 pub mod server;
 
 pub use config::{ConfigError, ConnectionPoolConfig, ServerConfig, TlsConfig};

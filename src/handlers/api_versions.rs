@@ -1,7 +1,7 @@
 //! ApiVersions: the client's first request, answered from the handler table.
 
 use super::{Handler, HandlerFuture, Outcome, Request, HANDLERS};
-use crate::protocol::error_code;
+use kafka_protocol::ResponseError;
 use crate::protocol::response::encode_response;
 use crate::server::ShardBroker;
 use bytes::Bytes;
@@ -20,7 +20,7 @@ async fn handle(_broker: Rc<ShardBroker>, request: Request) -> Outcome {
     let mut body = request.body;
     ApiVersionsRequest::decode(&mut body, request.version)
         .map_err(|e| format!("bad ApiVersions v{} body: {e}", request.version))?;
-    let response = table(error_code::NONE);
+    let response = table(0);
     encode_response(request.header.correlation_id, request.version, &response).map(Some)
 }
 
@@ -28,7 +28,7 @@ async fn handle(_broker: Rc<ShardBroker>, request: Request) -> Outcome {
 /// know: a v0 body with UNSUPPORTED_VERSION and the supported ranges, so the
 /// client retries at a version both sides speak. The header is v0 as always.
 pub(crate) fn unsupported_version_response(correlation_id: i32) -> Result<Bytes, String> {
-    encode_response(correlation_id, 0, &table(error_code::UNSUPPORTED_VERSION))
+    encode_response(correlation_id, 0, &table(ResponseError::UnsupportedVersion.code()))
 }
 
 fn table(error_code: i16) -> ApiVersionsResponse {
@@ -62,7 +62,7 @@ mod tests {
         assert_eq!(header.correlation_id, 42);
         let body = ApiVersionsResponse::decode(&mut frame, 0).unwrap();
         assert!(frame.is_empty());
-        assert_eq!(body.error_code, error_code::UNSUPPORTED_VERSION);
+        assert_eq!(body.error_code, ResponseError::UnsupportedVersion.code());
         assert_eq!(body.api_keys.len(), HANDLERS.len());
     }
 }

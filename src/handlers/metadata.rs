@@ -2,7 +2,7 @@
 //! the controller, and the topics asked for.
 
 use super::{Handler, HandlerFuture, Outcome, Request};
-use crate::protocol::error_code;
+use kafka_protocol::ResponseError;
 use crate::protocol::response::encode_response;
 use crate::server::ShardBroker;
 use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponseTopic};
@@ -47,9 +47,9 @@ fn unknown_topic(
     topic: kafka_protocol::messages::metadata_request::MetadataRequestTopic,
 ) -> MetadataResponseTopic {
     let code = if topic.name.is_some() {
-        error_code::UNKNOWN_TOPIC_OR_PARTITION
+        ResponseError::UnknownTopicOrPartition.code()
     } else {
-        error_code::UNKNOWN_TOPIC_ID
+        ResponseError::UnknownTopicId.code()
     };
     MetadataResponseTopic::default()
         .with_error_code(code)

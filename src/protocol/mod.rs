@@ -2,7 +2,6 @@
 //! frames, request headers, response framing and error codes. Message bodies
 //! come from the `kafka-protocol` crate.
 
-pub mod error_code;
 pub mod frame;
 pub mod header;
 pub mod response;

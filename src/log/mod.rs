@@ -1,0 +1,16 @@
+//! The partition log: segments, indexes, recovery, retention, producer
+//! sequence state. Synchronous and single-owner by design: each partition
+//! belongs to one shard, which alone calls into its log, so there are no
+//! locks; the one slow operation (fsync) is handed by the caller to a
+//! blocking thread.
+
+pub mod batch;
+pub mod index;
+pub mod partition_log;
+pub mod producer_state;
+pub mod segment;
+
+#[cfg(test)]
+mod tests;
+
+pub use partition_log::{AppendError, AppendOutcome, LogConfig, PartitionLog, ReadError, RecoveryReport};

@@ -1,0 +1,357 @@
+//! One segment: a `.log` file of record batches whose first offset names
+//! it, with its sparse indexes.
+
+use super::batch::{self, BatchHeader, HEADER_LEN};
+use super::index::{OffsetIndex, TimeIndex, INDEX_INTERVAL_BYTES};
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// Bytes read at a time when scanning a segment.
+const SCAN_CHUNK: usize = 1 << 20;
+
+pub fn file_name(base_offset: i64, extension: &str) -> String {
+    format!("{base_offset:020}.{extension}")
+}
+
+#[derive(Debug)]
+pub struct Segment {
+    base_offset: i64,
+    dir: PathBuf,
+    file: Arc<File>,
+    size: u64,
+    next_offset: i64,
+    index: OffsetIndex,
+    time_index: TimeIndex,
+    max_timestamp: i64,
+    /// Offset of the batch carrying `max_timestamp`.
+    max_timestamp_offset: i64,
+    bytes_since_index: u64,
+    created: SystemTime,
+}
+
+/// How a scan of a segment ended.
+#[derive(Debug, Default)]
+pub struct ScanEnd {
+    /// Bytes of whole, valid batches from the start of the scan.
+    pub valid_until: u64,
+    /// Why the scan stopped early, if it did (torn or corrupt tail).
+    pub problem: Option<String>,
+}
+
+impl Segment {
+    pub fn create(dir: &Path, base_offset: i64) -> io::Result<Segment> {
+        let path = dir.join(file_name(base_offset, "log"));
+        let file = OpenOptions::new().create_new(true).read(true).write(true).open(&path)?;
+        Ok(Segment::with_file(dir, base_offset, file, SystemTime::now()))
+    }
+
+    fn with_file(dir: &Path, base_offset: i64, file: File, created: SystemTime) -> Segment {
+        Segment {
+            base_offset,
+            dir: dir.to_path_buf(),
+            file: Arc::new(file),
+            size: 0,
+            next_offset: base_offset,
+            index: OffsetIndex::default(),
+            time_index: TimeIndex::default(),
+            max_timestamp: -1,
+            max_timestamp_offset: -1,
+            bytes_since_index: 0,
+            created,
+        }
+    }
+
+    /// Opens an existing segment. With `trust_indexes`, indexes that load
+    /// cleanly are used and `known_next_offset` (the next segment's base,
+    /// or the clean-shutdown end) is taken as its end; otherwise every
+    /// batch is read, its CRC checked, the indexes rebuilt, and anything
+    /// after the last valid batch truncated away.
+    pub fn open(
+        dir: &Path,
+        base_offset: i64,
+        trust_indexes: bool,
+        known_next_offset: Option<i64>,
+    ) -> io::Result<(Segment, ScanEnd)> {
+        let path = dir.join(file_name(base_offset, "log"));
+        let file = OpenOptions::new().read(true).write(true).open(&path)?;
+        let meta = file.metadata()?;
+        let created = meta.modified().unwrap_or_else(|_| SystemTime::now());
+        let size = meta.len();
+        let mut segment = Segment::with_file(dir, base_offset, file, created);
+        if trust_indexes {
+            if let (Some(next), Some(index), Some(time_index)) = (
+                known_next_offset,
+                OffsetIndex::load(&segment.path("index"), size)?,
+                TimeIndex::load(&segment.path("timeindex"))?,
+            ) {
+                segment.size = size;
+                segment.next_offset = next;
+                segment.max_timestamp = time_index.max_timestamp().unwrap_or(-1);
+                segment.max_timestamp_offset = time_index
+                    .lookup(segment.max_timestamp)
+                    .map_or(-1, |rel| base_offset + i64::from(rel));
+                segment.index = index;
+                segment.time_index = time_index;
+                return Ok((segment, ScanEnd { valid_until: size, problem: None }));
+            }
+        }
+        let end = segment.rebuild(size, !trust_indexes)?;
+        if end.valid_until < size {
+            segment.file.set_len(end.valid_until)?;
+        }
+        Ok((segment, end))
+    }
+
+    /// Re-reads the whole file, rebuilding indexes and the end offset.
+    fn rebuild(&mut self, file_size: u64, check_crc: bool) -> io::Result<ScanEnd> {
+        self.index = OffsetIndex::default();
+        self.time_index = TimeIndex::default();
+        self.size = 0;
+        self.next_offset = self.base_offset;
+        self.bytes_since_index = 0;
+        let file = self.file.clone();
+        let end = scan(&file, 0, file_size, check_crc, |position, header| {
+            self.note_batch(position, header);
+        })?;
+        self.size = end.valid_until;
+        Ok(end)
+    }
+
+    /// Updates indexes and counters for a batch written at `position`.
+    fn note_batch(&mut self, position: u64, header: &BatchHeader) {
+        let relative = (header.base_offset - self.base_offset) as u32;
+        if position == 0 || self.bytes_since_index >= INDEX_INTERVAL_BYTES {
+            self.index.push(relative, position as u32);
+            self.bytes_since_index = 0;
+        }
+        self.bytes_since_index += header.size as u64;
+        if header.max_timestamp > self.max_timestamp {
+            self.max_timestamp = header.max_timestamp;
+            self.max_timestamp_offset = header.base_offset;
+            self.time_index.push(header.max_timestamp, relative);
+        }
+        self.size = position + header.size as u64;
+        self.next_offset = header.next_offset();
+    }
+
+    /// Appends one batch whose first `prefix.len()` bytes are replaced by
+    /// `prefix` (the broker-assigned base offset and leader epoch).
+    pub fn append(&mut self, prefix: &[u8], rest: &[u8], header: &BatchHeader) -> io::Result<()> {
+        let position = self.size;
+        write_all_vectored_at(&self.file, &[prefix, rest], position)?;
+        self.note_batch(position, header);
+        Ok(())
+    }
+
+    /// Where the batch holding `offset` starts (or the first batch after
+    /// it), or `None` if the segment ends before `offset`.
+    pub fn find_position(&self, offset: i64) -> io::Result<Option<u64>> {
+        if offset >= self.next_offset {
+            return Ok(None);
+        }
+        let relative = (offset.max(self.base_offset) - self.base_offset) as u32;
+        let mut position = u64::from(self.index.floor_position(relative));
+        let mut header = [0u8; HEADER_LEN];
+        while position < self.size {
+            self.file.read_exact_at(&mut header, position)?;
+            let parsed = batch::parse_header(&header).map_err(|e| io::Error::other(e.message().to_string()))?;
+            if parsed.last_offset() >= offset {
+                return Ok(Some(position));
+            }
+            position += parsed.size as u64;
+        }
+        Ok(None)
+    }
+
+    /// Up to `max_bytes` of whole batches from `position`; at least one
+    /// whole batch when `at_least_one` even if it is larger.
+    pub fn read_batches(&self, position: u64, max_bytes: usize, at_least_one: bool) -> io::Result<Vec<u8>> {
+        let available = (self.size - position.min(self.size)) as usize;
+        let mut want = available.min(max_bytes);
+        if at_least_one && available >= HEADER_LEN {
+            let mut header = [0u8; HEADER_LEN];
+            self.file.read_exact_at(&mut header, position)?;
+            let first = batch::batch_size(&header).unwrap_or(0);
+            want = want.max(first.min(available));
+        }
+        let mut bytes = vec![0u8; want];
+        self.file.read_exact_at(&mut bytes, position)?;
+        // Trim to whole batches.
+        let mut whole = 0;
+        while let Some(size) = bytes.get(whole..).and_then(batch::batch_size) {
+            if whole + size > bytes.len() {
+                break;
+            }
+            whole += size;
+        }
+        bytes.truncate(whole);
+        Ok(bytes)
+    }
+
+    /// First batch whose max timestamp is >= `timestamp`: (offset, its
+    /// max timestamp).
+    pub fn find_timestamp(&self, timestamp: i64) -> io::Result<Option<(i64, i64)>> {
+        if self.max_timestamp < timestamp {
+            return Ok(None);
+        }
+        let start = self.time_index.lookup(timestamp).unwrap_or(0);
+        let mut position = u64::from(self.index.floor_position(start));
+        let mut header = [0u8; HEADER_LEN];
+        while position < self.size {
+            self.file.read_exact_at(&mut header, position)?;
+            let parsed = batch::parse_header(&header).map_err(|e| io::Error::other(e.message().to_string()))?;
+            if parsed.max_timestamp >= timestamp {
+                return Ok(Some((parsed.base_offset, parsed.max_timestamp)));
+            }
+            position += parsed.size as u64;
+        }
+        Ok(None)
+    }
+
+    /// Visits every batch header from the start (no CRC check).
+    pub fn for_each_batch(&self, visit: impl FnMut(u64, &BatchHeader)) -> io::Result<()> {
+        scan(&self.file, 0, self.size, false, visit).map(|_| ())
+    }
+
+    pub fn write_indexes(&self) -> io::Result<()> {
+        self.index.write(&self.path("index"))?;
+        self.time_index.write(&self.path("timeindex"))
+    }
+
+    pub fn delete_files(&self) -> io::Result<()> {
+        for ext in ["log", "index", "timeindex"] {
+            match fs::remove_file(self.path(ext)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn path(&self, extension: &str) -> PathBuf {
+        self.dir.join(file_name(self.base_offset, extension))
+    }
+
+    pub fn base_offset(&self) -> i64 {
+        self.base_offset
+    }
+    pub fn next_offset(&self) -> i64 {
+        self.next_offset
+    }
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+    pub fn is_empty(&self) -> bool {
+        self.size == 0
+    }
+    pub fn max_timestamp(&self) -> i64 {
+        self.max_timestamp
+    }
+    pub fn max_timestamp_offset(&self) -> i64 {
+        self.max_timestamp_offset
+    }
+    pub fn created(&self) -> SystemTime {
+        self.created
+    }
+    pub fn file(&self) -> &Arc<File> {
+        &self.file
+    }
+}
+
+/// Reads batches from `start` to `end` in large chunks, calling `visit` for
+/// each whole (and, with `check_crc`, valid) batch. Stops at the first torn
+/// or bad batch and says where and why.
+pub fn scan(
+    file: &File,
+    start: u64,
+    end: u64,
+    check_crc: bool,
+    mut visit: impl FnMut(u64, &BatchHeader),
+) -> io::Result<ScanEnd> {
+    let mut chunk: Vec<u8> = Vec::new();
+    let mut chunk_start = start;
+    let mut position = start;
+    loop {
+        if position >= end {
+            return Ok(ScanEnd { valid_until: position, problem: None });
+        }
+        let offset_in_chunk = (position - chunk_start) as usize;
+        let have = chunk.len().saturating_sub(offset_in_chunk);
+        let need = chunk
+            .get(offset_in_chunk..)
+            .and_then(batch::batch_size)
+            .unwrap_or(HEADER_LEN)
+            .max(HEADER_LEN);
+        if have < need {
+            let want = need.max(SCAN_CHUNK).min((end - position) as usize);
+            if want < need {
+                let problem = format!("torn batch: {} of {need} bytes present", end - position);
+                return Ok(ScanEnd { valid_until: position, problem: Some(problem) });
+            }
+            chunk.resize(want, 0);
+            file.read_exact_at(&mut chunk, position)?;
+            chunk_start = position;
+            continue;
+        }
+        let bytes = &chunk[offset_in_chunk..offset_in_chunk + need];
+        let header = if check_crc { batch::validate(bytes) } else { batch::parse_header(bytes) };
+        match header {
+            Ok(header) if header.size == need => {
+                visit(position, &header);
+                position += need as u64;
+            }
+            Ok(_) => {
+                let problem = "batch size changed while reading".to_string();
+                return Ok(ScanEnd { valid_until: position, problem: Some(problem) });
+            }
+            Err(e) => {
+                return Ok(ScanEnd { valid_until: position, problem: Some(e.message().to_string()) });
+            }
+        }
+    }
+}
+
+/// pwritev(2) until every byte is written.
+fn write_all_vectored_at(file: &File, parts: &[&[u8]], mut position: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut parts: Vec<&[u8]> = parts.iter().copied().filter(|p| !p.is_empty()).collect();
+    while !parts.is_empty() {
+        let iov: Vec<libc::iovec> = parts
+            .iter()
+            .map(|p| libc::iovec { iov_base: p.as_ptr() as *mut libc::c_void, iov_len: p.len() })
+            .collect();
+        // SAFETY: every iovec points into a live slice borrowed for the
+        // duration of the call (`parts` outlives it) and pwritev only reads
+        // from them; the fd is owned by `file`, open for writing.
+        let n = unsafe {
+            libc::pwritev(file.as_raw_fd(), iov.as_ptr(), iov.len() as libc::c_int, position as libc::off_t)
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::WriteZero, "pwritev wrote nothing"));
+        }
+        position += n as u64;
+        let mut written = n as usize;
+        while written > 0 {
+            let first = parts[0];
+            if written >= first.len() {
+                written -= first.len();
+                parts.remove(0);
+            } else {
+                parts[0] = &first[written..];
+                written = 0;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,287 @@
+//! Partition log behaviour on real files in scratch directories.
+
+use super::batch::{self, build_batch, build_idempotent_batch, validate};
+use super::partition_log::now_ms;
+use super::*;
+use kafka_protocol::ResponseError;
+use std::fs;
+use std::path::PathBuf;
+
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "chronik-log-{name}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn append(log: &mut PartitionLog, batch: &[u8], config: &LogConfig) -> AppendOutcome {
+    let header = validate(batch).unwrap();
+    log.append(batch, header, config).unwrap()
+}
+
+fn value(i: usize) -> Vec<u8> {
+    format!("value-{i:06}-{}", "x".repeat(i % 50)).into_bytes()
+}
+
+/// Reads every batch from `from` to the end and returns (offset, value) of
+/// each record, by walking the uncompressed records ourselves.
+fn read_all(log: &PartitionLog, from: i64) -> Vec<i64> {
+    let mut offsets = Vec::new();
+    let mut next = from;
+    loop {
+        let bytes = log.read(next, 64 * 1024, true).unwrap();
+        if bytes.is_empty() {
+            return offsets;
+        }
+        let mut at = 0;
+        while at < bytes.len() {
+            let header = validate(&bytes[at..at + batch::batch_size(&bytes[at..]).unwrap()]).unwrap();
+            for o in header.base_offset..=header.last_offset() {
+                if o >= from {
+                    offsets.push(o);
+                }
+            }
+            next = header.next_offset();
+            at += header.size;
+        }
+    }
+}
+
+#[test]
+fn append_and_read_across_segment_rolls() {
+    let dir = Scratch::new("rolls");
+    let config = LogConfig { segment_bytes: 4096, ..LogConfig::default() };
+    let (mut log, report) = PartitionLog::open(&dir.0).unwrap();
+    assert!(!report.clean);
+    let mut rolled = 0;
+    for i in 0..500 {
+        let v = value(i);
+        let out = append(&mut log, &build_batch(0, 1000 + i as i64, &[(b"k", &v), (b"k2", &v)]), &config);
+        assert_eq!(out.base_offset, 2 * i as i64);
+        if let Some((file, point)) = out.rolled {
+            file.sync_data().unwrap();
+            log.set_recovery_point(point).unwrap();
+            rolled += 1;
+        }
+    }
+    assert!(rolled > 10, "only {rolled} rolls");
+    assert_eq!(log.segment_count(), rolled + 1);
+    assert_eq!(log.log_end_offset(), 1000);
+    assert_eq!(read_all(&log, 0), (0..1000).collect::<Vec<_>>());
+    // Reads that start mid-batch and mid-log still begin at the right batch.
+    assert_eq!(read_all(&log, 777).first(), Some(&777));
+    assert_eq!(read_all(&log, 1000), Vec::<i64>::new());
+    assert!(matches!(log.read(1001, 100, true), Err(ReadError::OutOfRange)));
+    // Time lookups through the time index.
+    assert_eq!(log.offset_for_timestamp(1000).unwrap(), Some((0, 1000)));
+    assert_eq!(log.offset_for_timestamp(1250).unwrap(), Some((500, 1250)));
+    assert_eq!(log.offset_for_timestamp(5000).unwrap(), None);
+    assert_eq!(log.max_timestamp(), Some((998, 1499)));
+    log.close().unwrap();
+
+    let (log, report) = PartitionLog::open(&dir.0).unwrap();
+    assert!(report.clean);
+    assert_eq!(report.rescanned_segments, 0);
+    assert_eq!(log.log_end_offset(), 1000);
+    assert_eq!(read_all(&log, 0), (0..1000).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_small_read_still_returns_one_whole_batch() {
+    let dir = Scratch::new("min-one");
+    let config = LogConfig::default();
+    let (mut log, _) = PartitionLog::open(&dir.0).unwrap();
+    let big = vec![7u8; 10_000];
+    let batch = build_batch(0, 1, &[(b"k", &big)]);
+    append(&mut log, &batch, &config);
+    append(&mut log, &build_batch(0, 2, &[(b"k", b"small")]), &config);
+    let bytes = log.read(0, 100, true).unwrap();
+    assert_eq!(bytes.len(), batch.len());
+    assert!(log.read(0, 100, false).unwrap().is_empty());
+    let both = log.read(0, 1 << 20, false).unwrap();
+    assert!(both.len() > batch.len());
+}
+
+/// Crash anywhere inside the last batch: recovery keeps every whole batch
+/// before it and nothing of it.
+#[test]
+fn recovery_truncates_a_torn_tail_at_every_byte() {
+    let dir = Scratch::new("torn");
+    let config = LogConfig::default();
+    let last = build_batch(0, 5, &[(b"key", b"the-last-batch"), (b"k", b"v")]);
+    {
+        let (mut log, _) = PartitionLog::open(&dir.0).unwrap();
+        for i in 0..20 {
+            append(&mut log, &build_batch(0, i, &[(b"k", &value(i as usize))]), &config);
+        }
+        append(&mut log, &last, &config);
+        // No close: as after kill -9.
+    }
+    let segment = dir.0.join("00000000000000000000.log");
+    let full = fs::read(&segment).unwrap();
+    let start_of_last = full.len() - last.len();
+    for cut in start_of_last..full.len() {
+        fs::write(&segment, &full[..cut]).unwrap();
+        let (log, report) = PartitionLog::open(&dir.0).unwrap();
+        assert_eq!(log.log_end_offset(), 20, "cut at {cut}");
+        assert_eq!(read_all(&log, 0), (0..20).collect::<Vec<_>>());
+        if cut > start_of_last {
+            let (end, bytes, _) = report.truncated.expect("truncation reported");
+            assert_eq!((end, bytes), (20, (cut - start_of_last) as u64));
+        }
+        assert_eq!(fs::metadata(&segment).unwrap().len() as usize, start_of_last);
+    }
+    // And a flipped bit in the last batch is cut the same way.
+    let mut corrupt = full.clone();
+    corrupt[full.len() - 3] ^= 1;
+    fs::write(&segment, &corrupt).unwrap();
+    let (log, report) = PartitionLog::open(&dir.0).unwrap();
+    assert_eq!(log.log_end_offset(), 20);
+    assert!(report.truncated.unwrap().2.contains("CRC"));
+}
+
+#[test]
+fn deleted_or_damaged_indexes_are_rebuilt() {
+    let dir = Scratch::new("index");
+    let config = LogConfig { segment_bytes: 8192, ..LogConfig::default() };
+    {
+        let (mut log, _) = PartitionLog::open(&dir.0).unwrap();
+        for i in 0..300 {
+            append(&mut log, &build_batch(0, i, &[(b"k", &value(i as usize))]), &config);
+        }
+        log.close().unwrap();
+    }
+    let mut indexes: Vec<_> = fs::read_dir(&dir.0)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "index" || e == "timeindex"))
+        .collect();
+    indexes.sort();
+    assert!(indexes.len() >= 4);
+    fs::remove_file(&indexes[0]).unwrap();
+    fs::write(&indexes[2], b"garbage").unwrap();
+    let (log, report) = PartitionLog::open(&dir.0).unwrap();
+    assert!(report.clean);
+    assert_eq!(read_all(&log, 0), (0..300).collect::<Vec<_>>());
+    assert_eq!(read_all(&log, 150).first(), Some(&150));
+    assert_eq!(log.offset_for_timestamp(100).unwrap(), Some((100, 100)));
+}
+
+#[test]
+fn retention_by_time_and_size_deletes_whole_segments() {
+    let dir = Scratch::new("retention");
+    let (mut log, _) = PartitionLog::open(&dir.0).unwrap();
+    let old = now_ms() - 3_600_000;
+    let small = LogConfig { segment_bytes: 2048, ..LogConfig::default() };
+    for i in 0..100 {
+        append(&mut log, &build_batch(0, old, &[(b"k", &value(i))]), &small);
+    }
+    for i in 0..100 {
+        append(&mut log, &build_batch(0, now_ms(), &[(b"k", &value(i))]), &small);
+    }
+    let segments = log.segment_count();
+    // Keep an hour minus a minute: the old half goes.
+    let by_time = LogConfig { retention_ms: Some(3_540_000), ..small.clone() };
+    let deleted = log.apply_retention(&by_time).unwrap();
+    assert!(deleted > 0 && log.segment_count() < segments);
+    assert!(log.log_start_offset() > 0 && log.log_start_offset() <= 100);
+    assert!(matches!(log.read(0, 100, true), Err(ReadError::OutOfRange)));
+    let start = log.log_start_offset();
+    assert_eq!(read_all(&log, start).len() as i64, 200 - start);
+    // Size bound: at most ~4 KiB kept.
+    let by_size = LogConfig { retention_bytes: Some(4096), retention_ms: None, ..small };
+    log.apply_retention(&by_size).unwrap();
+    assert!(log.size_bytes() <= 4096 + 2048, "{} bytes kept", log.size_bytes());
+    assert!(log.log_start_offset() > start);
+    // Everything expired: the active segment rolls and goes too.
+    let all = LogConfig { retention_ms: Some(0), ..LogConfig::default() };
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    log.apply_retention(&all).unwrap();
+    assert_eq!(log.log_start_offset(), 200);
+    assert_eq!(log.log_end_offset(), 200);
+    drop(log);
+    let (log, _) = PartitionLog::open(&dir.0).unwrap();
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (200, 200));
+}
+
+#[test]
+fn delete_records_advances_the_log_start() {
+    let dir = Scratch::new("delete-records");
+    let config = LogConfig { segment_bytes: 1024, ..LogConfig::default() };
+    let (mut log, _) = PartitionLog::open(&dir.0).unwrap();
+    for i in 0..100 {
+        append(&mut log, &build_batch(0, i, &[(b"k", &value(i as usize))]), &config);
+    }
+    assert_eq!(log.delete_records(42).unwrap(), 42);
+    assert!(matches!(log.read(41, 100, true), Err(ReadError::OutOfRange)));
+    assert_eq!(read_all(&log, 42).first(), Some(&42));
+    assert!(matches!(log.delete_records(101), Err(ReadError::OutOfRange)));
+    assert_eq!(log.delete_records(-1).unwrap(), 100);
+    drop(log);
+    let (log, _) = PartitionLog::open(&dir.0).unwrap();
+    assert_eq!(log.log_start_offset(), 100);
+}
+
+#[test]
+fn producer_state_survives_clean_restart_and_crash() {
+    let dir = Scratch::new("producers");
+    let config = LogConfig { segment_bytes: 1024, ..LogConfig::default() };
+    let batch = |seq: i32| build_idempotent_batch(0, 0, 7, 0, seq, &[(b"k", b"v"), (b"k", b"w")]);
+    {
+        let (mut log, _) = PartitionLog::open(&dir.0).unwrap();
+        for i in 0..30 {
+            append(&mut log, &batch(2 * i), &config);
+        }
+        log.close().unwrap();
+    }
+    {
+        let (mut log, _) = PartitionLog::open(&dir.0).unwrap();
+        // A retry of the last batch from before the restart is a duplicate.
+        let out = append(&mut log, &batch(58), &config);
+        assert!(out.duplicate);
+        assert_eq!(out.base_offset, 58);
+        for i in 30..40 {
+            append(&mut log, &batch(2 * i), &config);
+        }
+        // Crash: no close.
+    }
+    let (mut log, report) = PartitionLog::open(&dir.0).unwrap();
+    assert!(!report.clean);
+    let out = append(&mut log, &batch(78), &config);
+    assert!(out.duplicate && out.base_offset == 78);
+    let gap = build_idempotent_batch(0, 0, 7, 0, 99, &[(b"k", b"v")]);
+    let header = validate(&gap).unwrap();
+    assert!(matches!(
+        log.append(&gap, header, &config),
+        Err(AppendError::Producer(ResponseError::OutOfOrderSequenceNumber))
+    ));
+    assert_eq!(log.log_end_offset(), 80);
+}
+
+#[test]
+fn log_append_time_is_stamped() {
+    let dir = Scratch::new("append-time");
+    let config = LogConfig { log_append_time: true, ..LogConfig::default() };
+    let (mut log, _) = PartitionLog::open(&dir.0).unwrap();
+    let before = now_ms();
+    let out = append(&mut log, &build_batch(0, 5, &[(b"k", b"v")]), &config);
+    assert!(out.log_append_time >= before);
+    let stored = log.read(0, 1000, true).unwrap();
+    let header = validate(&stored).unwrap();
+    assert_eq!(header.max_timestamp, out.log_append_time);
+}
