@@ -4,10 +4,13 @@
 
 pub mod cluster;
 pub mod config;
+mod controller;
 mod handlers;
 pub mod protocol;
 pub mod log;
 pub mod server;
+mod storage;
+pub mod topics;
 
 pub use config::{ConfigError, ConnectionPoolConfig, ServerConfig, TlsConfig};
 pub use server::{IngestServer, ServerError, ServerHandle, ShardSnapshot, Stopper};

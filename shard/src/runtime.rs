@@ -9,6 +9,7 @@ use crate::uring_probe::{probe_io_uring, UringUnavailable};
 use crossbeam_channel::{Receiver, Sender};
 use futures::future::{select, Either};
 use glommio::net::{TcpListener, TcpStream};
+use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use std::cell::RefCell;
 use std::future::Future;
@@ -20,6 +21,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
+
+/// Messages one shard may have queued for another before senders wait.
+const MESH_CHANNEL_CAPACITY: usize = 1024;
 
 /// How the shards are laid out and how long they may take to stop.
 #[derive(Debug, Clone)]
@@ -35,12 +39,23 @@ pub struct RuntimeConfig {
     pub io_memory: usize,
 }
 
-/// Built once on every shard; serves every connection that shard accepts.
+/// Built once on every shard; serves every connection that shard accepts
+/// and every message other shards send it.
 pub trait ShardService: 'static {
+    /// What shards send each other (requests carry their own reply channel).
+    type Message: Send + 'static;
+
     /// Runs a connection to its end. Should stop reading new requests once
     /// `conn.drain` fires and return when in-flight work is done; if it has
     /// not returned by the shutdown timeout it is dropped (force-closed).
     fn serve(self: Rc<Self>, conn: Connection) -> impl Future<Output = ()> + 'static;
+
+    /// Handles a message from another shard; each runs as its own task.
+    fn on_message(self: Rc<Self>, message: Self::Message) -> impl Future<Output = ()> + 'static;
+
+    /// Called once every shard has drained its connections (so no more
+    /// messages will come), before the executor exits: close files here.
+    fn stop(self: Rc<Self>) -> impl Future<Output = ()> + 'static;
 }
 
 /// An accepted connection handed to a [`ShardService`].
@@ -52,8 +67,7 @@ pub struct Connection {
 }
 
 /// What a shard knows about itself; given to the service factory.
-#[derive(Clone)]
-pub struct ShardContext {
+pub struct ShardContext<M: Send + 'static> {
     pub id: usize,
     pub count: usize,
     /// The address every shard listens on (real port if 0 was asked).
@@ -62,12 +76,46 @@ pub struct ShardContext {
     pub connections: Rc<ConnectionTable>,
     pub counters: Arc<ShardCounters>,
     view: Rc<RefCell<Arc<GlobalView>>>,
+    mesh: Rc<Senders<M>>,
 }
 
-impl ShardContext {
+impl<M: Send + 'static> Clone for ShardContext<M> {
+    fn clone(&self) -> Self {
+        ShardContext {
+            id: self.id,
+            count: self.count,
+            listen_addr: self.listen_addr,
+            drain: self.drain.clone(),
+            connections: self.connections.clone(),
+            counters: self.counters.clone(),
+            view: self.view.clone(),
+            mesh: self.mesh.clone(),
+        }
+    }
+}
+
+impl<M: Send + 'static> ShardContext<M> {
     /// The merged process-wide view; see `control` for how stale it can be.
     pub fn global_view(&self) -> Arc<GlobalView> {
         self.view.borrow().clone()
+    }
+
+    /// Sends `message` to another shard's `on_message` (waits while that
+    /// shard's inbox is full). Never for this shard itself: call directly.
+    /// On failure (the shard is gone, or `shard` is this one) the message is
+    /// dropped, which drops any reply channel it carries.
+    pub async fn send_to(&self, shard: usize, message: M) -> Result<(), ShardUnreachable> {
+        self.mesh.send_to(shard, message).await.map_err(|_| ShardUnreachable(shard))
+    }
+}
+
+/// A message could not be delivered to the shard it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardUnreachable(pub usize);
+
+impl std::fmt::Display for ShardUnreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "shard {} is not reachable", self.0)
     }
 }
 
@@ -101,7 +149,9 @@ pub struct Runtime {
 }
 
 /// Everything one shard's executor thread takes with it.
-struct ShardSeed<F> {
+struct ShardSeed<F, M: Send + 'static> {
+    mesh: MeshBuilder<M, Full>,
+    drained: Arc<AtomicUsize>,
     id: usize,
     count: usize,
     listen_addr: SocketAddr,
@@ -120,7 +170,7 @@ impl Runtime {
     /// thread and the pinned executors. Returns once all are spawned.
     pub fn start<F, S>(config: RuntimeConfig, make_service: F) -> Result<Runtime, StartError>
     where
-        F: Fn(ShardContext) -> S + Send + Sync + 'static,
+        F: Fn(ShardContext<S::Message>) -> S + Send + Sync + 'static,
         S: ShardService,
     {
         probe_io_uring().map_err(StartError::Uring)?;
@@ -144,6 +194,8 @@ impl Runtime {
         let stop = Arc::new(AtomicBool::new(false));
         let running = Arc::new(AtomicUsize::new(0));
         let make_service = Arc::new(make_service);
+        let mesh = MeshBuilder::full(shards, MESH_CHANNEL_CAPACITY);
+        let drained = Arc::new(AtomicUsize::new(0));
         let mut runtime = Runtime {
             local_addr,
             stop: stop.clone(),
@@ -160,6 +212,8 @@ impl Runtime {
                 None => Placement::Unbound,
             };
             let seed = ShardSeed {
+                mesh: mesh.clone(),
+                drained: drained.clone(),
                 id,
                 count: shards,
                 listen_addr: local_addr,
@@ -254,11 +308,20 @@ impl Stopper {
     }
 }
 
-async fn run_shard<F, S>(seed: ShardSeed<F>)
+async fn run_shard<F, S>(seed: ShardSeed<F, S::Message>)
 where
-    F: Fn(ShardContext) -> S + Send + Sync + 'static,
+    F: Fn(ShardContext<S::Message>) -> S + Send + Sync + 'static,
     S: ShardService,
 {
+    // Every shard joins before any serves, so a forwarded request always
+    // finds its peer. A single shard has an empty mesh.
+    let (senders, mut receivers) = match seed.mesh.join().await {
+        Ok(joined) => joined,
+        Err(e) => {
+            warn!(shard = seed.id, error = %e, "could not join the shard mesh");
+            return;
+        }
+    };
     let (drain_trigger, drain) = Signal::new();
     let (mut force_trigger, force) = Signal::new();
     let ctx = ShardContext {
@@ -269,12 +332,25 @@ where
         connections: Rc::new(ConnectionTable::new(seed.id, seed.counters.clone())),
         counters: seed.counters.clone(),
         view: Rc::new(RefCell::new(Arc::new(GlobalView::default()))),
+        mesh: Rc::new(senders),
     };
     // SAFETY: the fd came from `bind_shard_listeners`: a bound, listening TCP
     // socket that nothing else owns; `into_raw_fd` gives up our ownership, so
     // the listener becomes its only owner and closes it exactly once.
     let listener = unsafe { TcpListener::from_raw_fd(seed.listener.into_raw_fd()) };
     let service = Rc::new((seed.make_service)(ctx.clone()));
+    let inboxes: Vec<_> = receivers
+        .streams()
+        .into_iter()
+        .map(|(_, inbox)| {
+            let service = service.clone();
+            glommio::spawn_local(async move {
+                while let Some(message) = inbox.recv().await {
+                    glommio::spawn_local(service.clone().on_message(message)).detach();
+                }
+            })
+        })
+        .collect();
     let ticker = glommio::spawn_local(tick(
         ctx.clone(),
         seed.stop.clone(),
@@ -312,12 +388,23 @@ where
         }
     }
     ticker.await;
+
+    // Wait (bounded) until every shard has drained: until then another
+    // shard may still forward requests here.
+    seed.drained.fetch_add(1, Ordering::AcqRel);
+    let give_up = Instant::now() + seed.shutdown_timeout + Duration::from_secs(2);
+    while seed.drained.load(Ordering::Acquire) < seed.count && Instant::now() < give_up {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    service.stop().await;
+    ctx.mesh.close();
+    drop(inboxes);
     seed.running.fetch_sub(1, Ordering::AcqRel);
     info!(shard = ctx.id, "shard stopped");
 }
 
 async fn accept_until_drained<S: ShardService>(
-    ctx: &ShardContext,
+    ctx: &ShardContext<S::Message>,
     listener: &TcpListener,
     service: &Rc<S>,
     force: &Signal,
@@ -386,8 +473,8 @@ fn is_resource_exhaustion(e: &std::io::Error) -> bool {
 
 /// Publishes this shard's deltas and picks up the merged view every tick;
 /// turns the process-wide stop flag into this shard's drain signal.
-async fn tick(
-    ctx: ShardContext,
+async fn tick<M: Send + 'static>(
+    ctx: ShardContext<M>,
     stop: Arc<AtomicBool>,
     reports: Sender<ShardReport>,
     views: Receiver<Arc<GlobalView>>,

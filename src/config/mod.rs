@@ -61,6 +61,12 @@ pub struct ServerConfig {
     pub storage_path: PathBuf,
     /// `RUST_LOG`-style filter for the binary's log output.
     pub log_filter: String,
+    /// Create unknown topics named in Metadata and Produce requests.
+    pub auto_create_topics: bool,
+    /// Partitions of auto-created topics and of CreateTopics with -1.
+    pub num_partitions: usize,
+    /// How often each shard applies retention to its partitions.
+    pub retention_check_interval: Duration,
 }
 
 impl Default for ServerConfig {
@@ -86,6 +92,9 @@ impl Default for ServerConfig {
             max_request_bytes: 100 * 1024 * 1024,
             storage_path: PathBuf::from("./data"),
             log_filter: "info".into(),
+            auto_create_topics: true,
+            num_partitions: 1,
+            retention_check_interval: Duration::from_secs(300),
         }
     }
 }

@@ -20,11 +20,18 @@ pub use chronik_shard::Stopper;
 pub use counters::ShardSnapshot;
 
 use crate::cluster::{ClusterIdentity, DataDirLock};
+use crate::controller::Controller;
+use crate::storage::ShardStorage;
+use crate::topics::CatalogStore;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
 use crate::config::ServerConfig;
 use advertised::Advertised;
 use chronik_shard::{Runtime, RuntimeConfig, StartError};
 use counters::BrokerCounters;
-pub(crate) use shard_broker::ShardBroker;
+pub(crate) use shard_broker::{ShardBroker, CONTROLLER_SHARD};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -80,6 +87,9 @@ impl IngestServer {
         let identity = Arc::new(
             ClusterIdentity::load_or_create(&dir).map_err(|e| ServerError::DataDir(dir.clone(), e))?,
         );
+        let catalog = Arc::new(CatalogStore::load(&dir).map_err(|e| ServerError::DataDir(dir.clone(), e))?);
+        let controller = Controller::open(&dir).map_err(|e| ServerError::DataDir(dir.clone(), e))?;
+        let controller = Mutex::new(Some(controller));
         for setting in self.config.unenforced_settings() {
             warn!(
                 setting = setting.name,
@@ -102,12 +112,36 @@ impl IngestServer {
         let shard_counters = counters.clone();
         let shard_identity = identity.clone();
         let shard_config = config.clone();
-        let runtime = Runtime::start(runtime_config, move |shard| ShardBroker {
-            advertised: Advertised::new(shard_config.advertised_address.as_deref(), shard.listen_addr),
-            counters: shard_counters[shard.id].clone(),
-            identity: shard_identity.clone(),
-            config: shard_config.clone(),
-            shard,
+        let shard_dir = dir.clone();
+        let fsyncs: Arc<Mutex<Vec<Arc<AtomicU64>>>> = Arc::default();
+        let shard_fsyncs = fsyncs.clone();
+        let runtime = Runtime::start(runtime_config, move |shard| {
+            let storage =
+                Rc::new(ShardStorage::open(shard.id, shard.count, shard_dir.clone(), catalog.clone()));
+            if let Ok(mut all) = shard_fsyncs.lock() {
+                all.push(storage.fsync_counter());
+            }
+            glommio::spawn_local(apply_retention_periodically(
+                storage.clone(),
+                shard.drain.clone(),
+                shard_config.retention_check_interval,
+            ))
+            .detach();
+            let controller = if shard.id == CONTROLLER_SHARD {
+                controller.lock().ok().and_then(|mut c| c.take())
+            } else {
+                None
+            };
+            ShardBroker {
+                advertised: Advertised::new(shard_config.advertised_address.as_deref(), shard.listen_addr),
+                counters: shard_counters[shard.id].clone(),
+                identity: shard_identity.clone(),
+                config: shard_config.clone(),
+                catalog: catalog.clone(),
+                storage,
+                controller,
+                shard,
+            }
         })
         .map_err(ServerError::Runtime)?;
         info!(
@@ -119,6 +153,7 @@ impl IngestServer {
         );
         Ok(ServerHandle {
             runtime,
+            fsyncs,
             counters,
             identity,
             _lock: lock,
@@ -129,6 +164,7 @@ impl IngestServer {
 /// A running broker.
 pub struct ServerHandle {
     runtime: Runtime,
+    fsyncs: Arc<Mutex<Vec<Arc<AtomicU64>>>>,
     counters: Vec<Arc<BrokerCounters>>,
     identity: Arc<ClusterIdentity>,
     _lock: DataDirLock,
@@ -165,6 +201,14 @@ impl ServerHandle {
             .collect()
     }
 
+    /// fdatasync calls made for acks=all so far, all shards together.
+    pub fn fsync_count(&self) -> u64 {
+        self.fsyncs
+            .lock()
+            .map(|all| all.iter().map(|c| c.load(Ordering::Relaxed)).sum())
+            .unwrap_or(0)
+    }
+
     /// Shards whose event loop is running.
     pub fn running_shards(&self) -> usize {
         self.runtime.running_shards()
@@ -177,5 +221,17 @@ impl ServerHandle {
         info!("chronik-ingest stopped");
         drop(_lock);
         result
+    }
+}
+
+/// Applies retention every `interval` until the shard drains.
+async fn apply_retention_periodically(storage: Rc<ShardStorage>, drain: chronik_shard::Signal, interval: Duration) {
+    loop {
+        let sleep = std::pin::pin!(glommio::timer::sleep(interval));
+        let drained = std::pin::pin!(drain.wait());
+        if let futures::future::Either::Right(_) = futures::future::select(sleep, drained).await {
+            return;
+        }
+        storage.apply_retention();
     }
 }

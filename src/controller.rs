@@ -1,0 +1,281 @@
+//! Work that must happen in one place: topic administration and producer-id
+//! allocation. It runs on the controller shard (shard 0); other shards send
+//! it there with `ShardBroker::on_shard`, so changes are applied one at a
+//! time without locks.
+
+use crate::server::ShardBroker;
+use crate::topics::{validate_config, validate_topic_name, TopicEntry, TOPIC_CONFIG_NAMES};
+use kafka_protocol::ResponseError;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+use tracing::info;
+
+/// Producer ids are handed out from blocks persisted ahead of use, so ids
+/// stay unique across restarts (a crash skips the rest of a block).
+const PRODUCER_ID_BLOCK: i64 = 1000;
+
+pub(crate) struct Controller {
+    producer_ids: RefCell<ProducerIds>,
+}
+
+struct ProducerIds {
+    path: PathBuf,
+    next: i64,
+    block_end: i64,
+}
+
+impl Controller {
+    pub(crate) fn open(dir: &Path) -> io::Result<Controller> {
+        let path = dir.join("producer-id-block");
+        let next = match std::fs::read_to_string(&path) {
+            Ok(text) => text.trim().parse().map_err(|_| {
+                io::Error::new(io::ErrorKind::InvalidData, format!("{} is not a number", path.display()))
+            })?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(e),
+        };
+        Ok(Controller { producer_ids: RefCell::new(ProducerIds { path, next, block_end: next }) })
+    }
+
+    pub(crate) fn allocate_producer_id(&self) -> io::Result<i64> {
+        let mut ids = self.producer_ids.borrow_mut();
+        if ids.next >= ids.block_end {
+            let end = ids.next + PRODUCER_ID_BLOCK;
+            crate::log::index::write_file(&ids.path, end.to_string().as_bytes())?;
+            ids.block_end = end;
+        }
+        let id = ids.next;
+        ids.next += 1;
+        Ok(id)
+    }
+}
+
+/// A topic to create, as CreateTopics (or auto-creation) asks for it.
+#[derive(Debug, Clone)]
+pub(crate) struct NewTopic {
+    pub name: String,
+    /// -1: the broker default (NUM_PARTITIONS).
+    pub partitions: i32,
+    /// -1 or 1; there is one broker.
+    pub replication_factor: i16,
+    pub configs: BTreeMap<String, String>,
+    pub manual_assignment: bool,
+}
+
+/// The result for one topic of an admin request.
+#[derive(Debug, Clone)]
+pub(crate) struct TopicOutcome {
+    pub name: String,
+    pub error_code: i16,
+    pub message: Option<String>,
+    pub entry: Option<Arc<TopicEntry>>,
+}
+
+impl TopicOutcome {
+    fn ok(name: &str, entry: Option<Arc<TopicEntry>>) -> Self {
+        TopicOutcome { name: name.into(), error_code: 0, message: None, entry }
+    }
+    fn err(name: &str, error: ResponseError, message: impl Into<String>) -> Self {
+        TopicOutcome { name: name.into(), error_code: error.code(), message: Some(message.into()), entry: None }
+    }
+}
+
+fn check_new_topic(broker: &ShardBroker, topic: &NewTopic) -> Result<TopicEntry, TopicOutcome> {
+    let name = &topic.name;
+    validate_topic_name(name).map_err(|m| TopicOutcome::err(name, ResponseError::InvalidTopicException, m))?;
+    if broker.catalog.snapshot().get(name).is_some() {
+        return Err(TopicOutcome::err(name, ResponseError::TopicAlreadyExists, format!("topic {name} already exists")));
+    }
+    if topic.manual_assignment {
+        return Err(TopicOutcome::err(
+            name,
+            ResponseError::InvalidReplicaAssignment,
+            "manual replica assignment is not supported: there is one broker",
+        ));
+    }
+    let partitions = if topic.partitions == -1 { broker.config.num_partitions as i32 } else { topic.partitions };
+    if partitions < 1 {
+        return Err(TopicOutcome::err(name, ResponseError::InvalidPartitions, "partitions must be at least 1"));
+    }
+    if topic.replication_factor != -1 && topic.replication_factor != 1 {
+        return Err(TopicOutcome::err(
+            name,
+            ResponseError::InvalidReplicationFactor,
+            format!("replication factor {} is larger than the 1 available broker", topic.replication_factor),
+        ));
+    }
+    for (key, value) in &topic.configs {
+        validate_config(key, value).map_err(|m| TopicOutcome::err(name, ResponseError::InvalidConfig, m))?;
+    }
+    Ok(TopicEntry::new(name, partitions, topic.configs.clone()))
+}
+
+/// CreateTopics (and auto-creation). Runs on the controller shard.
+pub(crate) async fn create_topics(broker: Rc<ShardBroker>, topics: Vec<NewTopic>, validate_only: bool) -> Vec<TopicOutcome> {
+    let mut outcomes = Vec::with_capacity(topics.len());
+    for topic in topics {
+        let entry = match check_new_topic(&broker, &topic) {
+            Ok(entry) => entry,
+            Err(outcome) => {
+                outcomes.push(outcome);
+                continue;
+            }
+        };
+        if validate_only {
+            outcomes.push(TopicOutcome::ok(&topic.name, Some(Arc::new(entry))));
+            continue;
+        }
+        let entry = Arc::new(entry);
+        let stored = entry.clone();
+        match broker.catalog.update(|t| {
+            t.insert(topic.name.clone(), stored);
+        }) {
+            Ok(_) => {
+                info!(topic = %topic.name, partitions = entry.partitions, id = %entry.id, "created topic");
+                outcomes.push(TopicOutcome::ok(&topic.name, Some(entry)));
+            }
+            Err(e) => outcomes.push(TopicOutcome::err(&topic.name, ResponseError::KafkaStorageError, e.to_string())),
+        }
+    }
+    outcomes
+}
+
+/// DeleteTopics: out of the catalog first (so nothing new is written), then
+/// every shard deletes the partitions it owns. Runs on the controller shard.
+pub(crate) async fn delete_topics(broker: Rc<ShardBroker>, names: Vec<String>) -> Vec<TopicOutcome> {
+    let mut outcomes = Vec::with_capacity(names.len());
+    for name in names {
+        let Some(entry) = broker.catalog.snapshot().get(&name).cloned() else {
+            outcomes.push(TopicOutcome::err(&name, ResponseError::UnknownTopicOrPartition, format!("no topic {name}")));
+            continue;
+        };
+        if let Err(e) = broker.catalog.update(|t| {
+            t.remove(&name);
+        }) {
+            outcomes.push(TopicOutcome::err(&name, ResponseError::KafkaStorageError, e.to_string()));
+            continue;
+        }
+        for shard in 0..broker.shard.count {
+            let topic = name.clone();
+            let _ = broker.on_shard(shard, move |b| async move { b.storage.drop_topic(&topic) }).await;
+        }
+        info!(topic = %name, id = %entry.id, "deleted topic");
+        outcomes.push(TopicOutcome::ok(&name, Some(entry)));
+    }
+    outcomes
+}
+
+/// CreatePartitions: raise a topic's partition count. Runs on the
+/// controller shard; new partitions' logs are created on first use.
+pub(crate) async fn create_partitions(broker: Rc<ShardBroker>, changes: Vec<(String, i32)>, validate_only: bool) -> Vec<TopicOutcome> {
+    let mut outcomes = Vec::with_capacity(changes.len());
+    for (name, count) in changes {
+        let Some(entry) = broker.catalog.snapshot().get(&name).cloned() else {
+            outcomes.push(TopicOutcome::err(&name, ResponseError::UnknownTopicOrPartition, format!("no topic {name}")));
+            continue;
+        };
+        if count <= entry.partitions {
+            outcomes.push(TopicOutcome::err(
+                &name,
+                ResponseError::InvalidPartitions,
+                format!("topic {name} has {} partitions; the new count must be larger", entry.partitions),
+            ));
+            continue;
+        }
+        if validate_only {
+            outcomes.push(TopicOutcome::ok(&name, None));
+            continue;
+        }
+        let mut grown = (*entry).clone();
+        grown.partitions = count;
+        match broker.catalog.update(|t| {
+            t.insert(name.clone(), Arc::new(grown));
+        }) {
+            Ok(_) => {
+                info!(topic = %name, partitions = count, "added partitions");
+                outcomes.push(TopicOutcome::ok(&name, None));
+            }
+            Err(e) => outcomes.push(TopicOutcome::err(&name, ResponseError::KafkaStorageError, e.to_string())),
+        }
+    }
+    outcomes
+}
+
+/// One IncrementalAlterConfigs operation: 0 SET, 1 DELETE, 2 APPEND,
+/// 3 SUBTRACT (the last two only for list configs).
+#[derive(Debug, Clone)]
+pub(crate) struct ConfigChange {
+    pub name: String,
+    pub operation: i8,
+    pub value: Option<String>,
+}
+
+/// IncrementalAlterConfigs for topics. Runs on the controller shard.
+pub(crate) async fn alter_topic_configs(broker: Rc<ShardBroker>, topic: String, changes: Vec<ConfigChange>, validate_only: bool) -> TopicOutcome {
+    let Some(entry) = broker.catalog.snapshot().get(&topic).cloned() else {
+        return TopicOutcome::err(&topic, ResponseError::UnknownTopicOrPartition, format!("no topic {topic}"));
+    };
+    let mut configs = entry.configs.clone();
+    for change in changes {
+        match (change.operation, change.value) {
+            (0, Some(value)) => {
+                if let Err(m) = validate_config(&change.name, &value) {
+                    return TopicOutcome::err(&topic, ResponseError::InvalidConfig, m);
+                }
+                configs.insert(change.name, value);
+            }
+            (1, _) => {
+                if !TOPIC_CONFIG_NAMES.contains(&change.name.as_str()) {
+                    let message = format!("unknown or unsupported topic config {:?}", change.name);
+                    return TopicOutcome::err(&topic, ResponseError::InvalidConfig, message);
+                }
+                configs.remove(&change.name);
+            }
+            (2 | 3, _) => {
+                return TopicOutcome::err(
+                    &topic,
+                    ResponseError::InvalidConfig,
+                    format!("{}: APPEND/SUBTRACT apply to list configs; none is changeable that way here", change.name),
+                )
+            }
+            (op, _) => return TopicOutcome::err(&topic, ResponseError::InvalidRequest, format!("operation {op} is not valid")),
+        }
+    }
+    if validate_only {
+        return TopicOutcome::ok(&topic, None);
+    }
+    let updated = entry.with_configs(configs);
+    match broker.catalog.update(|t| {
+        t.insert(topic.clone(), Arc::new(updated));
+    }) {
+        Ok(_) => TopicOutcome::ok(&topic, None),
+        Err(e) => TopicOutcome::err(&topic, ResponseError::KafkaStorageError, e.to_string()),
+    }
+}
+
+/// Makes sure `names` exist, creating missing ones with the defaults
+/// (auto-creation on Metadata and Produce). Callable from any shard.
+pub(crate) async fn ensure_topics(broker: &Rc<ShardBroker>, names: Vec<String>) {
+    let catalog = broker.catalog.snapshot();
+    let missing: Vec<NewTopic> = names
+        .into_iter()
+        .filter(|n| catalog.get(n).is_none() && validate_topic_name(n).is_ok())
+        .map(|name| NewTopic {
+            name,
+            partitions: -1,
+            replication_factor: -1,
+            configs: BTreeMap::new(),
+            manual_assignment: false,
+        })
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    let _ = broker
+        .on_shard(crate::server::CONTROLLER_SHARD, move |b| create_topics(b, missing, false))
+        .await;
+}

@@ -1,0 +1,156 @@
+//! The topic catalog and its file, `topics.json` in the data directory.
+
+use super::config::log_config;
+use crate::log::LogConfig;
+use arc_swap::ArcSwap;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicEntry {
+    pub name: String,
+    pub id: Uuid,
+    pub partitions: i32,
+    /// Per-topic overrides (validated when set).
+    pub configs: BTreeMap<String, String>,
+    #[serde(skip)]
+    log_config: Option<LogConfig>,
+}
+
+impl TopicEntry {
+    pub fn new(name: &str, partitions: i32, configs: BTreeMap<String, String>) -> Self {
+        let mut entry = TopicEntry { name: name.into(), id: Uuid::new_v4(), partitions, configs, log_config: None };
+        entry.log_config = Some(log_config(&entry.configs));
+        entry
+    }
+
+    pub fn log_config(&self) -> LogConfig {
+        self.log_config.clone().unwrap_or_else(|| log_config(&self.configs))
+    }
+
+    pub fn with_configs(&self, configs: BTreeMap<String, String>) -> Self {
+        let mut entry = self.clone();
+        entry.log_config = Some(log_config(&configs));
+        entry.configs = configs;
+        entry
+    }
+}
+
+/// One version of the catalog. Immutable: changes make a new one.
+#[derive(Debug, Default, Clone)]
+pub struct Catalog {
+    pub version: u64,
+    topics: BTreeMap<String, Arc<TopicEntry>>,
+    by_id: HashMap<Uuid, String>,
+}
+
+impl Catalog {
+    pub fn get(&self, name: &str) -> Option<&Arc<TopicEntry>> {
+        self.topics.get(name)
+    }
+
+    pub fn by_id(&self, id: &Uuid) -> Option<&Arc<TopicEntry>> {
+        self.by_id.get(id).and_then(|name| self.topics.get(name))
+    }
+
+    pub fn topics(&self) -> impl Iterator<Item = &Arc<TopicEntry>> {
+        self.topics.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.topics.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.topics.is_empty()
+    }
+
+    fn with(&self, change: impl FnOnce(&mut BTreeMap<String, Arc<TopicEntry>>)) -> Catalog {
+        let mut topics = self.topics.clone();
+        change(&mut topics);
+        let by_id = topics.values().map(|t| (t.id, t.name.clone())).collect();
+        Catalog { version: self.version + 1, topics, by_id }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct CatalogFile {
+    topics: Vec<TopicEntry>,
+}
+
+/// The shared, persisted catalog. Reads are lock-free; `update` is called
+/// by one thread only (the controller shard), so updates never race.
+pub struct CatalogStore {
+    path: PathBuf,
+    current: ArcSwap<Catalog>,
+}
+
+impl CatalogStore {
+    pub fn load(dir: &Path) -> io::Result<CatalogStore> {
+        let path = dir.join("topics.json");
+        let topics = match std::fs::read(&path) {
+            Ok(bytes) => {
+                let file: CatalogFile = serde_json::from_slice(&bytes).map_err(|e| {
+                    io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))
+                })?;
+                file.topics
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let catalog = Catalog::default().with(|map| {
+            for topic in topics {
+                let topic = topic.with_configs(topic.configs.clone());
+                map.insert(topic.name.clone(), Arc::new(topic));
+            }
+        });
+        Ok(CatalogStore { path, current: ArcSwap::from_pointee(catalog) })
+    }
+
+    pub fn snapshot(&self) -> Arc<Catalog> {
+        self.current.load_full()
+    }
+
+    /// Applies `change`, persists the result (write, fsync, rename), then
+    /// publishes it. On an I/O error nothing is published.
+    pub fn update(&self, change: impl FnOnce(&mut BTreeMap<String, Arc<TopicEntry>>)) -> io::Result<Arc<Catalog>> {
+        let next = Arc::new(self.current.load().with(change));
+        let file = CatalogFile { topics: next.topics().map(|t| (**t).clone()).collect() };
+        let bytes = serde_json::to_vec_pretty(&file).map_err(io::Error::other)?;
+        crate::log::index::write_file(&self.path, &bytes)?;
+        self.current.store(next.clone());
+        Ok(next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalog_persists_and_reloads() {
+        let dir = std::env::temp_dir().join(format!("chronik-catalog-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = CatalogStore::load(&dir).unwrap();
+        assert!(store.snapshot().is_empty());
+        let mut configs = BTreeMap::new();
+        configs.insert("retention.ms".into(), "1000".into());
+        let entry = TopicEntry::new("orders", 3, configs);
+        let id = entry.id;
+        store.update(|t| {
+            t.insert("orders".into(), Arc::new(entry));
+        })
+        .unwrap();
+        let again = CatalogStore::load(&dir).unwrap().snapshot();
+        let orders = again.get("orders").unwrap();
+        assert_eq!(orders.partitions, 3);
+        assert_eq!(orders.log_config().retention_ms, Some(1000));
+        assert_eq!(again.by_id(&id).unwrap().name, "orders");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
