@@ -1,27 +1,19 @@
 //! ApiVersions: the client's first request, answered from the handler table.
 
-use super::{Handler, HandlerFuture, Outcome, Request, HANDLERS};
-use kafka_protocol::ResponseError;
+use super::{handler, Handler, Outcome, Request, HANDLERS};
 use crate::protocol::response::encode_response;
 use crate::server::ShardBroker;
 use bytes::Bytes;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse};
-use kafka_protocol::protocol::Decodable;
+use kafka_protocol::ResponseError;
 use std::rc::Rc;
 
-pub(crate) const HANDLER: Handler = Handler::of::<ApiVersionsRequest>(handle_boxed);
+pub(crate) const HANDLER: Handler = handler!(ApiVersionsRequest, handle);
 
-fn handle_boxed(broker: Rc<ShardBroker>, request: Request) -> HandlerFuture {
-    Box::pin(handle(broker, request))
-}
-
-async fn handle(_broker: Rc<ShardBroker>, request: Request) -> Outcome {
-    let mut body = request.body;
-    ApiVersionsRequest::decode(&mut body, request.version)
-        .map_err(|e| format!("bad ApiVersions v{} body: {e}", request.version))?;
-    let response = table(0);
-    encode_response(request.header.correlation_id, request.version, &response).map(Some)
+async fn handle(_broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
+    request.decode::<ApiVersionsRequest>("ApiVersions")?;
+    request.respond(&table(0))
 }
 
 /// What Kafka answers to an ApiVersions request at a version it does not
@@ -32,19 +24,17 @@ pub(crate) fn unsupported_version_response(correlation_id: i32) -> Result<Bytes,
 }
 
 fn table(error_code: i16) -> ApiVersionsResponse {
-    ApiVersionsResponse::default()
-        .with_error_code(error_code)
-        .with_api_keys(
-            HANDLERS
-                .iter()
-                .map(|h| {
-                    ApiVersion::default()
-                        .with_api_key(h.api_key)
-                        .with_min_version(h.versions.min)
-                        .with_max_version(h.versions.max)
-                })
-                .collect(),
-        )
+    ApiVersionsResponse::default().with_error_code(error_code).with_api_keys(
+        HANDLERS
+            .iter()
+            .map(|h| {
+                ApiVersion::default()
+                    .with_api_key(h.api_key)
+                    .with_min_version(h.versions.min)
+                    .with_max_version(h.versions.max)
+            })
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -52,6 +42,7 @@ mod tests {
     use super::*;
     use bytes::Buf;
     use kafka_protocol::messages::ResponseHeader;
+    use kafka_protocol::protocol::Decodable;
 
     #[test]
     fn unsupported_version_answer_is_v0_header_and_v0_body() {

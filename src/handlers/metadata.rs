@@ -1,26 +1,47 @@
 //! Metadata: this broker (node 0) at its advertised address, the cluster id,
-//! the controller, and the topics asked for.
+//! the controller, and the topics asked for (auto-created if allowed).
 
-use super::{Handler, HandlerFuture, Outcome, Request};
-use kafka_protocol::ResponseError;
-use crate::protocol::response::encode_response;
+use super::{handler, Handler, Outcome, Request};
+use crate::controller::ensure_topics;
 use crate::server::ShardBroker;
-use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponseTopic};
-use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
-use kafka_protocol::protocol::{Decodable, StrBytes};
+use crate::topics::TopicEntry;
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
 use std::rc::Rc;
 
-pub(crate) const HANDLER: Handler = Handler::of::<MetadataRequest>(handle_boxed);
+pub(crate) const HANDLER: Handler = handler!(MetadataRequest, handle);
 
-fn handle_boxed(broker: Rc<ShardBroker>, request: Request) -> HandlerFuture {
-    Box::pin(handle(broker, request))
-}
-
-async fn handle(broker: Rc<ShardBroker>, request: Request) -> Outcome {
-    let version = request.version;
-    let mut body = request.body;
-    let asked = MetadataRequest::decode(&mut body, version)
-        .map_err(|e| format!("bad Metadata v{version} body: {e}"))?;
+async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
+    let asked: MetadataRequest = request.decode("Metadata")?;
+    // v0: an empty list means all topics; v1+: null means all.
+    let wanted = asked.topics.filter(|t| request.version == 0 && !t.is_empty() || request.version > 0);
+    if let Some(topics) = &wanted {
+        // v4+ lets the client say no; before v4 the broker setting decides.
+        let allowed = request.version < 4 || asked.allow_auto_topic_creation;
+        if broker.config.auto_create_topics && allowed {
+            let names = topics.iter().filter_map(|t| t.name.as_ref().map(|n| n.to_string())).collect();
+            ensure_topics(&broker, names).await;
+        }
+    }
+    let catalog = broker.catalog.snapshot();
+    let topics = match wanted {
+        None => catalog.topics().map(|t| describe_topic(t)).collect(),
+        Some(topics) => topics
+            .into_iter()
+            .map(|asked| {
+                let found = match &asked.name {
+                    Some(name) => catalog.get(name),
+                    None => catalog.by_id(&asked.topic_id),
+                };
+                found.map_or_else(|| unknown_topic(asked), |t| describe_topic(t))
+            })
+            .collect(),
+    };
     let (host, port) = broker.advertised.for_connection(request.local_addr);
     let node_id = BrokerId(broker.identity.node_id);
     let response = MetadataResponse::default()
@@ -30,29 +51,37 @@ async fn handle(broker: Rc<ShardBroker>, request: Request) -> Outcome {
             .with_port(i32::from(port))])
         .with_cluster_id(Some(StrBytes::from_string(broker.identity.cluster_id.clone())))
         .with_controller_id(node_id)
-        .with_topics(
-            asked
-                .topics
-                .unwrap_or_default()
-                .into_iter()
-                .map(unknown_topic)
-                .collect(),
-        );
-    encode_response(request.header.correlation_id, version, &response).map(Some)
+        .with_topics(topics);
+    request.respond(&response)
 }
 
-/// No topic exists until the partition log lands; every named topic is
-/// unknown, by name or (v10+) by id, with Kafka's code for each.
-fn unknown_topic(
-    topic: kafka_protocol::messages::metadata_request::MetadataRequestTopic,
-) -> MetadataResponseTopic {
-    let code = if topic.name.is_some() {
-        ResponseError::UnknownTopicOrPartition.code()
+/// Every partition led by this broker (node 0) at leader epoch 0, which
+/// OffsetForLeaderEpoch answers for.
+fn describe_topic(topic: &TopicEntry) -> MetadataResponseTopic {
+    let partitions = (0..topic.partitions)
+        .map(|p| {
+            MetadataResponsePartition::default()
+                .with_partition_index(p)
+                .with_leader_id(BrokerId(0))
+                .with_leader_epoch(0)
+                .with_replica_nodes(vec![BrokerId(0)])
+                .with_isr_nodes(vec![BrokerId(0)])
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(TopicName(StrBytes::from_string(topic.name.clone()))))
+        .with_topic_id(topic.id)
+        .with_partitions(partitions)
+}
+
+fn unknown_topic(topic: MetadataRequestTopic) -> MetadataResponseTopic {
+    let error = if topic.name.is_some() {
+        ResponseError::UnknownTopicOrPartition
     } else {
-        ResponseError::UnknownTopicId.code()
+        ResponseError::UnknownTopicId
     };
     MetadataResponseTopic::default()
-        .with_error_code(code)
+        .with_error_code(error.code())
         .with_name(topic.name)
         .with_topic_id(topic.topic_id)
 }

@@ -3,12 +3,19 @@
 //! is advertised is exactly what is implemented.
 
 mod api_versions;
+mod fetch;
 mod metadata;
+mod offsets;
+mod produce;
+mod producer_id;
 
 use crate::server::ShardBroker;
+use crate::storage::ShardStorage;
+use crate::topics::TopicPartition;
 use bytes::Bytes;
 use kafka_protocol::messages::RequestHeader;
-use kafka_protocol::protocol::{Message, Request as KafkaRequest, VersionRange};
+use crate::protocol::response::encode_response;
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Message, Request as KafkaRequest, VersionRange};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -58,8 +65,50 @@ impl Handler {
     }
 }
 
+impl Request {
+    /// Decodes the body as `R` at the request's version.
+    pub fn decode<R: Decodable>(&mut self, api: &str) -> Result<R, String> {
+        R::decode(&mut self.body, self.version).map_err(|e| format!("bad {api} v{} body: {e}", self.version))
+    }
+
+    /// Encodes `body` as this request's response frame.
+    pub fn respond<R: Encodable + HeaderVersion>(&self, body: &R) -> Outcome {
+        encode_response(self.header.correlation_id, self.version, body).map(Some)
+    }
+}
+
+/// Runs `work` on the shard that owns `tp`, with that shard's storage.
+/// If the owner cannot be reached the partition gets KAFKA_STORAGE_ERROR.
+pub(crate) async fn on_owner<T, W>(broker: &Rc<ShardBroker>, tp: TopicPartition, work: W) -> Result<T, i16>
+where
+    T: Send + 'static,
+    W: FnOnce(&ShardStorage, &TopicPartition) -> Result<T, i16> + Send + 'static,
+{
+    let owner = broker.owner(&tp);
+    broker
+        .on_shard(owner, move |b| async move { work(&b.storage, &tp) })
+        .await
+        .unwrap_or(Err(kafka_protocol::ResponseError::KafkaStorageError.code()))
+}
+
+/// A handler entry for request type `$request`, served by async fn `$handle`.
+macro_rules! handler {
+    ($request:ty, $handle:path) => {
+        $crate::handlers::Handler::of::<$request>(|broker, request| Box::pin($handle(broker, request)))
+    };
+}
+pub(crate) use handler;
+
 /// Every API this broker implements.
-pub(crate) static HANDLERS: &[Handler] = &[api_versions::HANDLER, metadata::HANDLER];
+pub(crate) static HANDLERS: &[Handler] = &[
+    produce::HANDLER,
+    fetch::HANDLER,
+    offsets::LIST_OFFSETS,
+    metadata::HANDLER,
+    offsets::OFFSET_FOR_LEADER_EPOCH,
+    producer_id::HANDLER,
+    api_versions::HANDLER,
+];
 
 pub(crate) fn find(api_key: i16) -> Option<&'static Handler> {
     HANDLERS.iter().find(|h| h.api_key == api_key)

@@ -1,0 +1,115 @@
+//! Produce: validate each partition's batch on the shard that received it
+//! (spreading CRC work over shards), append it on the partition's owner,
+//! and answer once every partition has its result. acks=0 gets no answer.
+
+use super::{handler, Handler, Outcome, Request};
+use crate::controller::ensure_topics;
+use crate::log::batch;
+use crate::server::ShardBroker;
+use crate::storage::AppendResult;
+use crate::topics::TopicPartition;
+use bytes::Bytes;
+use futures::future::join_all;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use std::rc::Rc;
+
+pub(crate) const HANDLER: Handler = handler!(ProduceRequest, handle);
+
+async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
+    let produce: ProduceRequest = request.decode("Produce")?;
+    let acks = produce.acks;
+    let by_id = request.version >= 13;
+    if produce.transactional_id.is_some() {
+        // Transactions are not implemented; say so rather than store
+        // batches whose commit can never be recorded.
+        return respond(&request, acks, error_all(&produce, ResponseError::TransactionalIdAuthorizationFailed));
+    }
+    if !matches!(acks, -1..=1) {
+        return respond(&request, acks, error_all(&produce, ResponseError::InvalidRequiredAcks));
+    }
+    if broker.config.auto_create_topics && !by_id {
+        ensure_topics(&broker, produce.topic_data.iter().map(|t| t.name.to_string()).collect()).await;
+    }
+    let catalog = broker.catalog.snapshot();
+    let mut topics = Vec::with_capacity(produce.topic_data.len());
+    for topic in produce.topic_data {
+        let entry = if by_id { catalog.by_id(&topic.topic_id) } else { catalog.get(&topic.name) };
+        let name: Option<Rc<str>> = entry.map(|t| Rc::from(t.name.as_str()));
+        let appends = topic.partition_data.into_iter().map(|data| {
+            let broker = broker.clone();
+            let name = name.clone();
+            async move {
+                let result = match name {
+                    None => AppendResult::error(ResponseError::UnknownTopicOrPartition.code(), "unknown topic"),
+                    Some(name) => append(&broker, TopicPartition::new(&name, data.index), data.records, acks).await,
+                };
+                (data.index, result)
+            }
+        });
+        let appends = join_all(appends);
+        topics.push(async move {
+            let partitions = appends.await.into_iter().map(|(index, r)| partition_response(index, r)).collect();
+            TopicProduceResponse::default()
+                .with_name(topic.name)
+                .with_topic_id(topic.topic_id)
+                .with_partition_responses(partitions)
+        });
+    }
+    // All partitions of all topics at once; each starts (and, on its own
+    // shard, appends) in request order on its first poll.
+    respond(&request, acks, join_all(topics).await)
+}
+
+async fn append(broker: &Rc<ShardBroker>, tp: TopicPartition, records: Option<Bytes>, acks: i16) -> AppendResult {
+    let Some(records) = records.filter(|r| !r.is_empty()) else {
+        return AppendResult::error(ResponseError::InvalidRecord.code(), "no record batch");
+    };
+    // Produce v3+ carries exactly one batch per partition.
+    let header = match batch::validate(&records) {
+        Ok(header) => header,
+        Err(e) => return AppendResult::error(e.code(), e.message()),
+    };
+    let owner = broker.owner(&tp);
+    let result = broker
+        .on_shard(owner, move |b| async move { b.storage.append(&tp, records, header, acks).await })
+        .await;
+    result.unwrap_or_else(|e| AppendResult::error(ResponseError::KafkaStorageError.code(), e.to_string()))
+}
+
+fn partition_response(index: i32, r: AppendResult) -> PartitionProduceResponse {
+    PartitionProduceResponse::default()
+        .with_index(index)
+        .with_error_code(r.error_code)
+        .with_error_message(r.error_message.map(StrBytes::from_string))
+        .with_base_offset(r.base_offset)
+        .with_log_append_time_ms(r.log_append_time)
+        .with_log_start_offset(r.log_start_offset)
+}
+
+fn error_all(produce: &ProduceRequest, error: ResponseError) -> Vec<TopicProduceResponse> {
+    produce
+        .topic_data
+        .iter()
+        .map(|t| {
+            let partitions = t
+                .partition_data
+                .iter()
+                .map(|p| partition_response(p.index, AppendResult::error(error.code(), error.to_string())))
+                .collect();
+            TopicProduceResponse::default()
+                .with_name(TopicName(t.name.0.clone()))
+                .with_topic_id(t.topic_id)
+                .with_partition_responses(partitions)
+        })
+        .collect()
+}
+
+fn respond(request: &Request, acks: i16, responses: Vec<TopicProduceResponse>) -> Outcome {
+    if acks == 0 {
+        return Ok(None);
+    }
+    request.respond(&ProduceResponse::default().with_responses(responses))
+}
