@@ -3,11 +3,14 @@
 //! is advertised is exactly what is implemented.
 
 mod api_versions;
+mod cluster;
+mod configs;
 mod fetch;
 mod metadata;
 mod offsets;
 mod produce;
 mod producer_id;
+mod topics_admin;
 
 use crate::server::ShardBroker;
 use crate::storage::ShardStorage;
@@ -106,8 +109,15 @@ pub(crate) static HANDLERS: &[Handler] = &[
     offsets::LIST_OFFSETS,
     metadata::HANDLER,
     offsets::OFFSET_FOR_LEADER_EPOCH,
-    producer_id::HANDLER,
     api_versions::HANDLER,
+    topics_admin::CREATE_TOPICS,
+    topics_admin::DELETE_TOPICS,
+    topics_admin::DELETE_RECORDS,
+    producer_id::HANDLER,
+    configs::DESCRIBE_CONFIGS,
+    topics_admin::CREATE_PARTITIONS,
+    configs::INCREMENTAL_ALTER_CONFIGS,
+    cluster::HANDLER,
 ];
 
 pub(crate) fn find(api_key: i16) -> Option<&'static Handler> {

@@ -110,10 +110,6 @@ impl ShardStorage {
         self.group_commit.syncs.clone()
     }
 
-    pub(crate) fn partition_count(&self) -> usize {
-        self.partitions.borrow().len()
-    }
-
     fn open_partition(&self, tp: &TopicPartition, topic_id: Uuid) -> Result<(), i16> {
         let dir = self.root.join(tp.dir_name());
         match PartitionLog::open(&dir) {

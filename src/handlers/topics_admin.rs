@@ -1,0 +1,176 @@
+//! Topic administration: CreateTopics, DeleteTopics, CreatePartitions (run
+//! on the controller shard) and DeleteRecords (run on each partition's
+//! owner).
+
+use super::configs::topic_config_results;
+use super::{handler, on_owner, Handler, Outcome, Request};
+use crate::controller::{self, NewTopic, TopicOutcome};
+use crate::server::{ShardBroker, CONTROLLER_SHARD};
+use crate::topics::TopicPartition;
+use futures::future::join_all;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::{
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteRecordsRequest,
+    DeleteRecordsResponse, DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use std::rc::Rc;
+
+pub(crate) const CREATE_TOPICS: Handler = handler!(CreateTopicsRequest, create_topics);
+pub(crate) const DELETE_TOPICS: Handler = handler!(DeleteTopicsRequest, delete_topics);
+pub(crate) const CREATE_PARTITIONS: Handler = handler!(CreatePartitionsRequest, create_partitions);
+pub(crate) const DELETE_RECORDS: Handler = handler!(DeleteRecordsRequest, delete_records);
+
+fn topic_name(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.to_string()))
+}
+
+/// Runs a controller operation; an unreachable controller fails every item.
+async fn on_controller<F, Fut>(broker: &Rc<ShardBroker>, names: Vec<String>, work: F) -> Vec<TopicOutcome>
+where
+    F: FnOnce(Rc<ShardBroker>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Vec<TopicOutcome>> + 'static,
+{
+    broker.on_shard(CONTROLLER_SHARD, work).await.unwrap_or_else(|e| {
+        names
+            .iter()
+            .map(|n| TopicOutcome {
+                name: n.clone(),
+                error_code: ResponseError::KafkaStorageError.code(),
+                message: Some(e.to_string()),
+                entry: None,
+            })
+            .collect()
+    })
+}
+
+async fn create_topics(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
+    let asked: CreateTopicsRequest = request.decode("CreateTopics")?;
+    let topics: Vec<NewTopic> = asked
+        .topics
+        .into_iter()
+        .map(|t| NewTopic {
+            name: t.name.to_string(),
+            partitions: t.num_partitions,
+            replication_factor: t.replication_factor,
+            configs: t
+                .configs
+                .into_iter()
+                .filter_map(|c| c.value.map(|v| (c.name.to_string(), v.to_string())))
+                .collect(),
+            manual_assignment: !t.assignments.is_empty(),
+        })
+        .collect();
+    let names = topics.iter().map(|t| t.name.clone()).collect();
+    let validate_only = asked.validate_only;
+    let outcomes =
+        on_controller(&broker, names, move |b| controller::create_topics(b, topics, validate_only)).await;
+    let with_configs = request.version >= 5;
+    let results = outcomes
+        .into_iter()
+        .map(|o| {
+            let mut result = CreatableTopicResult::default()
+                .with_name(topic_name(&o.name))
+                .with_error_code(o.error_code)
+                .with_error_message(o.message.map(StrBytes::from_string));
+            if let Some(entry) = o.entry {
+                result = result.with_topic_id(entry.id).with_num_partitions(entry.partitions).with_replication_factor(1);
+                if with_configs {
+                    let configs = topic_config_results(&entry.configs, None)
+                        .into_iter()
+                        .map(|c| {
+                            CreatableTopicConfigs::default()
+                                .with_name(c.name)
+                                .with_value(c.value)
+                                .with_config_source(c.config_source)
+                        })
+                        .collect();
+                    result = result.with_configs(Some(configs));
+                }
+            }
+            result
+        })
+        .collect();
+    request.respond(&CreateTopicsResponse::default().with_topics(results))
+}
+
+async fn delete_topics(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
+    let asked: DeleteTopicsRequest = request.decode("DeleteTopics")?;
+    let catalog = broker.catalog.snapshot();
+    // v0-5 name topics; v6 names or ids them.
+    let mut names: Vec<String> = asked.topic_names.iter().map(|n| n.to_string()).collect();
+    let mut unknown_ids = Vec::new();
+    for state in asked.topics {
+        match (state.name, catalog.by_id(&state.topic_id)) {
+            (Some(name), _) => names.push(name.to_string()),
+            (None, Some(entry)) => names.push(entry.name.clone()),
+            (None, None) => unknown_ids.push(state.topic_id),
+        }
+    }
+    let to_delete = names.clone();
+    let outcomes = on_controller(&broker, names, move |b| controller::delete_topics(b, to_delete)).await;
+    let mut responses: Vec<DeletableTopicResult> = outcomes
+        .into_iter()
+        .map(|o| {
+            DeletableTopicResult::default()
+                .with_name(Some(topic_name(&o.name)))
+                .with_topic_id(o.entry.map(|e| e.id).unwrap_or_default())
+                .with_error_code(o.error_code)
+                .with_error_message(o.message.map(StrBytes::from_string))
+        })
+        .collect();
+    responses.extend(unknown_ids.into_iter().map(|id| {
+        DeletableTopicResult::default().with_topic_id(id).with_error_code(ResponseError::UnknownTopicId.code())
+    }));
+    request.respond(&DeleteTopicsResponse::default().with_responses(responses))
+}
+
+async fn create_partitions(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
+    let asked: CreatePartitionsRequest = request.decode("CreatePartitions")?;
+    let changes: Vec<(String, i32)> = asked.topics.iter().map(|t| (t.name.to_string(), t.count)).collect();
+    let names = changes.iter().map(|(n, _)| n.clone()).collect();
+    let validate_only = asked.validate_only;
+    let outcomes =
+        on_controller(&broker, names, move |b| controller::create_partitions(b, changes, validate_only)).await;
+    let results = outcomes
+        .into_iter()
+        .map(|o| {
+            CreatePartitionsTopicResult::default()
+                .with_name(topic_name(&o.name))
+                .with_error_code(o.error_code)
+                .with_error_message(o.message.map(StrBytes::from_string))
+        })
+        .collect();
+    request.respond(&CreatePartitionsResponse::default().with_results(results))
+}
+
+async fn delete_records(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
+    let asked: DeleteRecordsRequest = request.decode("DeleteRecords")?;
+    let topics = asked.topics.into_iter().map(|topic| {
+        let broker = broker.clone();
+        async move {
+            let partitions = topic.partitions.into_iter().map(|p| {
+                let tp = TopicPartition::new(&topic.name, p.partition_index);
+                let broker = broker.clone();
+                async move {
+                    let result = on_owner(&broker, tp, move |s, tp| s.delete_records(tp, p.offset)).await;
+                    let (error_code, low_watermark) = match result {
+                        Ok(low) => (0, low),
+                        Err(code) => (code, -1),
+                    };
+                    DeleteRecordsPartitionResult::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(error_code)
+                        .with_low_watermark(low_watermark)
+                }
+            });
+            let partitions = join_all(partitions).await;
+            DeleteRecordsTopicResult::default().with_name(topic.name).with_partitions(partitions)
+        }
+    });
+    request.respond(&DeleteRecordsResponse::default().with_topics(join_all(topics).await))
+}
