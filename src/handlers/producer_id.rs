@@ -15,7 +15,7 @@ pub(crate) const HANDLER: Handler = handler!(InitProducerIdRequest, handle);
 async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let asked: InitProducerIdRequest = request.decode("InitProducerId")?;
     let response = InitProducerIdResponse::default().with_producer_id(ProducerId(-1)).with_producer_epoch(-1);
-    if asked.transactional_id.is_some() {
+    if asked.transactional_id.as_ref().is_some_and(|t| !t.is_empty()) {
         // No transaction coordinator: refuse rather than pretend.
         let response = response.with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code());
         return request.respond(&response);

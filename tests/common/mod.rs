@@ -11,6 +11,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, Str
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::num::NonZeroUsize;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 /// A running in-process broker; stopped and its data removed on drop.
 pub struct TestBroker {
     handle: Option<ServerHandle>,
+    config: ServerConfig,
     pub dir: PathBuf,
     pub addr: SocketAddr,
 }
@@ -49,13 +51,26 @@ impl TestBroker {
             ..ServerConfig::default()
         };
         tweak(&mut config);
-        let handle = IngestServer::new(config, &dir).start().expect("broker starts");
+        let handle = IngestServer::new(config.clone(), &dir).start().expect("broker starts");
         let addr = handle.local_addr();
         TestBroker {
             handle: Some(handle),
+            config,
             dir,
             addr,
         }
+    }
+
+    /// Graceful stop, then a new broker on the same data directory (on a
+    /// new ephemeral port).
+    pub fn restart(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.stop();
+            handle.join().expect("clean stop");
+        }
+        let handle = IngestServer::new(self.config.clone(), &self.dir).start().expect("broker restarts");
+        self.addr = handle.local_addr();
+        self.handle = Some(handle);
     }
 
     pub fn handle(&self) -> &ServerHandle {
@@ -172,4 +187,137 @@ impl RawClient {
 /// Reads a big-endian i32 off the front (for hand-built frames).
 pub fn take_i32(bytes: &mut Bytes) -> i32 {
     bytes.get_i32()
+}
+
+/// Delivery results of a producer, by the index each record was sent with.
+#[derive(Clone, Default)]
+pub struct Deliveries(pub std::sync::Arc<std::sync::Mutex<BTreeMap<usize, Result<(i32, i64), String>>>>);
+
+impl rdkafka::ClientContext for Deliveries {}
+
+impl rdkafka::producer::ProducerContext for Deliveries {
+    type DeliveryOpaque = Box<usize>;
+
+    fn delivery(&self, result: &rdkafka::message::DeliveryResult<'_>, index: Box<usize>) {
+        use rdkafka::message::Message;
+        let outcome = match result {
+            Ok(m) => Ok((m.partition(), m.offset())),
+            Err((e, _)) => Err(e.to_string()),
+        };
+        if let Ok(mut all) = self.0.lock() {
+            all.insert(*index, outcome);
+        }
+    }
+}
+
+pub type Producer = rdkafka::producer::BaseProducer<Deliveries>;
+
+/// A librdkafka producer against `addr` with extra settings; its delivery
+/// reports land in the returned `Deliveries`.
+pub fn producer(addr: SocketAddr, extra: &[(&str, &str)]) -> (Producer, Deliveries) {
+    let mut config = rdkafka::ClientConfig::new();
+    config.set("bootstrap.servers", addr.to_string()).set("message.timeout.ms", "30000");
+    for (k, v) in extra {
+        config.set(*k, *v);
+    }
+    let deliveries = Deliveries::default();
+    let producer = config.create_with_context(deliveries.clone()).expect("producer");
+    (producer, deliveries)
+}
+
+/// A record to send: key, value, headers.
+pub type Outgoing = (Option<Vec<u8>>, Vec<u8>, Vec<(String, String)>);
+
+/// Sends each record (as index i), waiting when librdkafka's queue is full.
+pub fn send_all(producer: &Producer, topic: &str, records: impl IntoIterator<Item = Outgoing>) {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::BaseRecord;
+    for (i, (key, value, headers)) in records.into_iter().enumerate() {
+        let mut owned = OwnedHeaders::new();
+        for (k, v) in &headers {
+            owned = owned.insert(Header { key: k, value: Some(v.as_bytes()) });
+        }
+        let mut index = Box::new(i);
+        loop {
+            let mut record = BaseRecord::with_opaque_to(topic, index).payload(&value).headers(owned.clone());
+            if let Some(k) = &key {
+                record = record.key(k);
+            }
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+                    index = r.delivery_opaque;
+                    producer.poll(Duration::from_millis(10));
+                }
+                Err((e, _)) => panic!("send failed: {e}"),
+            }
+        }
+    }
+}
+
+/// Sends every record and waits (bounded) for every delivery report.
+pub fn produce_all(
+    addr: SocketAddr,
+    extra: &[(&str, &str)],
+    topic: &str,
+    records: Vec<Outgoing>,
+) -> Vec<Result<(i32, i64), String>> {
+    use rdkafka::producer::Producer as _;
+    let count = records.len();
+    let (producer, deliveries) = producer(addr, extra);
+    send_all(&producer, topic, records);
+    producer.flush(Duration::from_secs(60)).expect("flush");
+    let all = deliveries.0.lock().expect("deliveries");
+    assert_eq!(all.len(), count, "every record got a delivery report");
+    all.values().cloned().collect()
+}
+
+/// A librdkafka consumer without a group, assigned `partitions` of `topic`
+/// from the beginning.
+pub fn consumer_from_start(addr: SocketAddr, topic: &str, partitions: i32) -> rdkafka::consumer::BaseConsumer {
+    use rdkafka::consumer::Consumer;
+    let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", addr.to_string())
+        // librdkafka's consumer needs a group id even for assign(); with no
+        // commits it never needs the coordinator.
+        .set("group.id", "chronik-test-assign")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .create()
+        .expect("consumer");
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        assignment.add_partition_offset(topic, p, rdkafka::Offset::Beginning).expect("assign");
+    }
+    consumer.assign(&assignment).expect("assign");
+    consumer
+}
+
+/// Polls until `count` messages arrived or `limit` passed; returns
+/// (partition, offset, key, payload, headers as (key, value)) of each.
+pub type Consumed = (i32, i64, Vec<u8>, Vec<u8>, Vec<(String, Vec<u8>)>);
+pub fn consume(consumer: &rdkafka::consumer::BaseConsumer, count: usize, limit: Duration) -> Vec<Consumed> {
+    use rdkafka::message::{Headers, Message};
+    let deadline = Instant::now() + limit;
+    let mut out = Vec::with_capacity(count);
+    while out.len() < count && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let headers = m
+                    .headers()
+                    .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect())
+                    .unwrap_or_default();
+                out.push((
+                    m.partition(),
+                    m.offset(),
+                    m.key().unwrap_or_default().to_vec(),
+                    m.payload().unwrap_or_default().to_vec(),
+                    headers,
+                ));
+            }
+            Some(Err(e)) => panic!("consumer error: {e}"),
+            None => {}
+        }
+    }
+    out
 }
