@@ -5,102 +5,13 @@
 mod common;
 
 use chronik_ingest::config::SETTINGS;
-use common::{scratch_dir, RawClient};
+use common::{scratch_dir, BrokerProcess, RawClient, BIN};
 use kafka_protocol::messages::ApiVersionsRequest;
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_chronik-ingest");
-
-/// A broker process; killed on drop if still running.
-struct BrokerProcess {
-    child: Child,
-    addr: SocketAddr,
-    log: mpsc::Receiver<String>,
-}
-
-impl BrokerProcess {
-    fn start(data_dir: &Path, extra_env: &[(&str, &str)]) -> BrokerProcess {
-        Self::start_with_fd_limit(data_dir, extra_env, None)
-    }
-
-    /// Starts the broker, optionally under a lower open-file limit.
-    fn start_with_fd_limit(
-        data_dir: &Path,
-        extra_env: &[(&str, &str)],
-        nofile: Option<u32>,
-    ) -> BrokerProcess {
-        let mut command = match nofile {
-            Some(limit) => {
-                let mut c = Command::new("sh");
-                c.args(["-c", &format!("ulimit -n {limit} && exec \"$0\""), BIN]);
-                c
-            }
-            None => Command::new(BIN),
-        };
-        let mut child = command
-            .env_clear()
-            .env("BIND_ADDRESS", "127.0.0.1:0")
-            .env("STORAGE_PATH", data_dir)
-            .env("METRICS_ADDRESS", "")
-            .env("RUST_LOG", "info")
-            .envs(extra_env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn broker");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, log) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let addr = loop {
-            let line = log
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .expect("broker logged its start line");
-            if line.contains("chronik-ingest started") {
-                let listen = line
-                    .split_whitespace()
-                    .find_map(|w| w.strip_prefix("listen="))
-                    .expect("listen= in start line");
-                break listen.parse().expect("listen address");
-            }
-        };
-        BrokerProcess { child, addr, log }
-    }
-
-    fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        None
-    }
-
-    fn log_lines(&self) -> Vec<String> {
-        self.log.try_iter().collect()
-    }
-}
-
-impl Drop for BrokerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     Command::new(BIN)

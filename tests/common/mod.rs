@@ -8,11 +8,13 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use chronik_ingest::{IngestServer, ServerConfig, ServerHandle};
 use kafka_protocol::messages::{RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
 use std::net::{SocketAddr, TcpStream};
 use std::num::NonZeroUsize;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -191,7 +193,11 @@ pub fn take_i32(bytes: &mut Bytes) -> i32 {
 
 /// Delivery results of a producer, by the index each record was sent with.
 #[derive(Clone, Default)]
-pub struct Deliveries(pub std::sync::Arc<std::sync::Mutex<BTreeMap<usize, Result<(i32, i64), String>>>>);
+pub struct Deliveries(
+    pub std::sync::Arc<std::sync::Mutex<BTreeMap<usize, Result<(i32, i64), String>>>>,
+    /// Successful deliveries so far (cheap to watch while producing).
+    pub std::sync::Arc<AtomicUsize>,
+);
 
 impl rdkafka::ClientContext for Deliveries {}
 
@@ -201,7 +207,10 @@ impl rdkafka::producer::ProducerContext for Deliveries {
     fn delivery(&self, result: &rdkafka::message::DeliveryResult<'_>, index: Box<usize>) {
         use rdkafka::message::Message;
         let outcome = match result {
-            Ok(m) => Ok((m.partition(), m.offset())),
+            Ok(m) => {
+                self.1.fetch_add(1, Ordering::Relaxed);
+                Ok((m.partition(), m.offset()))
+            }
             Err((e, _)) => Err(e.to_string()),
         };
         if let Ok(mut all) = self.0.lock() {
@@ -210,7 +219,8 @@ impl rdkafka::producer::ProducerContext for Deliveries {
     }
 }
 
-pub type Producer = rdkafka::producer::BaseProducer<Deliveries>;
+/// Polls for delivery reports on its own thread.
+pub type Producer = rdkafka::producer::ThreadedProducer<Deliveries>;
 
 /// A librdkafka producer against `addr` with extra settings; its delivery
 /// reports land in the returned `Deliveries`.
@@ -247,7 +257,7 @@ pub fn send_all(producer: &Producer, topic: &str, records: impl IntoIterator<Ite
                 Ok(()) => break,
                 Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
                     index = r.delivery_opaque;
-                    producer.poll(Duration::from_millis(10));
+                    std::thread::sleep(Duration::from_millis(5));
                 }
                 Err((e, _)) => panic!("send failed: {e}"),
             }
@@ -321,3 +331,93 @@ pub fn consume(consumer: &rdkafka::consumer::BaseConsumer, count: usize, limit: 
     }
     out
 }
+
+/// The broker binary built for these tests.
+pub const BIN: &str = env!("CARGO_BIN_EXE_chronik-ingest");
+
+/// A broker process; killed on drop if still running.
+pub struct BrokerProcess {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub log: mpsc::Receiver<String>,
+}
+
+impl BrokerProcess {
+    pub fn start(data_dir: &Path, extra_env: &[(&str, &str)]) -> BrokerProcess {
+        Self::start_with_fd_limit(data_dir, extra_env, None)
+    }
+
+    /// Starts the broker, optionally under a lower open-file limit.
+    pub fn start_with_fd_limit(
+        data_dir: &Path,
+        extra_env: &[(&str, &str)],
+        nofile: Option<u32>,
+    ) -> BrokerProcess {
+        let mut command = match nofile {
+            Some(limit) => {
+                let mut c = Command::new("sh");
+                c.args(["-c", &format!("ulimit -n {limit} && exec \"$0\""), BIN]);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let mut child = command
+            .env_clear()
+            .env("BIND_ADDRESS", "127.0.0.1:0")
+            .env("STORAGE_PATH", data_dir)
+            .env("METRICS_ADDRESS", "")
+            .env("RUST_LOG", "info")
+            .envs(extra_env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn broker");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, log) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let addr = loop {
+            let line = log
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("broker logged its start line");
+            if line.contains("chronik-ingest started") {
+                let listen = line
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("listen="))
+                    .expect("listen= in start line");
+                break listen.parse().expect("listen address");
+            }
+        };
+        BrokerProcess { child, addr, log }
+    }
+
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.try_iter().collect()
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
