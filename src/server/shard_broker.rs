@@ -78,6 +78,8 @@ impl ShardService for ShardBroker {
     fn stop(self: Rc<Self>) -> impl Future<Output = ()> + 'static {
         async move {
             self.storage.close_all();
+            let fsyncs = self.storage.fsync_counter().load(std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(shard = self.shard.id, fsyncs, "partitions closed");
         }
     }
 }
