@@ -24,7 +24,10 @@ fn sixteen_kib_batch() -> Vec<u8> {
 
 fn log_append(c: &mut Criterion) {
     let batch = sixteen_kib_batch();
-    let config = LogConfig { segment_bytes: 256 << 20, ..LogConfig::default() };
+    let config = LogConfig {
+        segment_bytes: 256 << 20,
+        ..LogConfig::default()
+    };
     let mut group = c.benchmark_group("log_append");
     group.throughput(Throughput::Bytes(batch.len() as u64));
     group.bench_function("validate_and_append_16KiB", |b| {

@@ -40,7 +40,9 @@ impl ProducerContext for Context {
         }
         self.0.acked.fetch_add(1, Ordering::Relaxed);
         self.0.window_count.fetch_add(1, Ordering::Relaxed);
-        self.0.window_latency_us.fetch_add(u64::from(us), Ordering::Relaxed);
+        self.0
+            .window_latency_us
+            .fetch_add(u64::from(us), Ordering::Relaxed);
         self.0.window_max_us.fetch_max(u64::from(us), Ordering::Relaxed);
         if let Ok(mut all) = self.0.latencies_us.lock() {
             all.push(us);
@@ -65,18 +67,33 @@ fn usage(problem: &str) -> ! {
 }
 
 fn parse_args() -> Args {
-    let mut args = Args { topic: String::new(), num_records: 0, record_size: 100, throughput: -1.0, props: Vec::new() };
+    let mut args = Args {
+        topic: String::new(),
+        num_records: 0,
+        record_size: 100,
+        throughput: -1.0,
+        props: Vec::new(),
+    };
     let mut it = std::env::args().skip(1).peekable();
     while let Some(flag) = it.next() {
-        let mut value = || it.next().unwrap_or_else(|| usage(&format!("{flag} needs a value")));
+        let mut value = || {
+            it.next()
+                .unwrap_or_else(|| usage(&format!("{flag} needs a value")))
+        };
         match flag.as_str() {
             "--topic" => args.topic = value(),
-            "--num-records" => args.num_records = value().parse().unwrap_or_else(|_| usage("bad --num-records")),
-            "--record-size" => args.record_size = value().parse().unwrap_or_else(|_| usage("bad --record-size")),
+            "--num-records" => {
+                args.num_records = value().parse().unwrap_or_else(|_| usage("bad --num-records"))
+            }
+            "--record-size" => {
+                args.record_size = value().parse().unwrap_or_else(|_| usage("bad --record-size"))
+            }
             "--throughput" => args.throughput = value().parse().unwrap_or_else(|_| usage("bad --throughput")),
             "--producer-props" => {
                 while let Some(kv) = it.next_if(|a| !a.starts_with("--")) {
-                    let (k, v) = kv.split_once('=').unwrap_or_else(|| usage(&format!("bad property {kv}")));
+                    let (k, v) = kv
+                        .split_once('=')
+                        .unwrap_or_else(|| usage(&format!("bad property {kv}")));
                     args.props.push((k.to_string(), v.to_string()));
                 }
             }
@@ -104,13 +121,17 @@ fn line(count: u64, elapsed: Duration, bytes: u64, avg_us: f64, max_us: u64) -> 
 fn main() {
     let args = parse_args();
     let mut config = ClientConfig::new();
-    config.set("linger.ms", "5").set("batch.size", "1000000").set("queue.buffering.max.kbytes", "1048576");
+    config
+        .set("linger.ms", "5")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.kbytes", "1048576");
     for (k, v) in &args.props {
         config.set(k, v);
     }
     let context = Context::default();
-    let producer: ThreadedProducer<Context> =
-        config.create_with_context(context.clone()).unwrap_or_else(|e| usage(&format!("producer: {e}")));
+    let producer: ThreadedProducer<Context> = config
+        .create_with_context(context.clone())
+        .unwrap_or_else(|e| usage(&format!("producer: {e}")));
     let payload: Vec<u8> = (0..args.record_size).map(|i| b'A' + (i % 26) as u8).collect();
     let start = Instant::now();
     let mut window_start = start;
@@ -123,7 +144,9 @@ fn main() {
         }
         let mut opaque = Box::new(Instant::now());
         loop {
-            match producer.send(BaseRecord::<(), [u8], Box<Instant>>::with_opaque_to(&args.topic, opaque).payload(&payload)) {
+            match producer.send(
+                BaseRecord::<(), [u8], Box<Instant>>::with_opaque_to(&args.topic, opaque).payload(&payload),
+            ) {
                 Ok(()) => break,
                 Err((_, record)) => {
                     opaque = record.delivery_opaque;
@@ -136,7 +159,10 @@ fn main() {
             let total = context.0.window_latency_us.swap(0, Ordering::Relaxed);
             let max = context.0.window_max_us.swap(0, Ordering::Relaxed);
             let avg = if n > 0 { total as f64 / n as f64 } else { 0.0 };
-            println!("{}.", line(n, window_start.elapsed(), n * args.record_size as u64, avg, max));
+            println!(
+                "{}.",
+                line(n, window_start.elapsed(), n * args.record_size as u64, avg, max)
+            );
             window_start = Instant::now();
         }
     }
@@ -144,18 +170,35 @@ fn main() {
         eprintln!("flush: {e}");
     }
     let elapsed = start.elapsed();
-    let mut latencies = context.0.latencies_us.lock().map(|l| l.clone()).unwrap_or_default();
+    let mut latencies = context
+        .0
+        .latencies_us
+        .lock()
+        .map(|l| l.clone())
+        .unwrap_or_default();
     latencies.sort_unstable();
     let acked = latencies.len() as u64;
     let pct = |p: f64| -> f64 {
-        latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1))).copied().unwrap_or(0)
-            as f64
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
             / 1000.0
     };
-    let avg = if acked > 0 { latencies.iter().map(|&l| u64::from(l)).sum::<u64>() as f64 / acked as f64 } else { 0.0 };
+    let avg = if acked > 0 {
+        latencies.iter().map(|&l| u64::from(l)).sum::<u64>() as f64 / acked as f64
+    } else {
+        0.0
+    };
     println!(
         "{}, {:.0} ms 50th, {:.0} ms 95th, {:.0} ms 99th, {:.0} ms 99.9th.",
-        line(acked, elapsed, acked * args.record_size as u64, avg, latencies.last().copied().unwrap_or(0).into()),
+        line(
+            acked,
+            elapsed,
+            acked * args.record_size as u64,
+            avg,
+            latencies.last().copied().unwrap_or(0).into()
+        ),
         pct(0.5),
         pct(0.95),
         pct(0.99),

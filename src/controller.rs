@@ -33,12 +33,21 @@ impl Controller {
         let path = dir.join("producer-id-block");
         let next = match std::fs::read_to_string(&path) {
             Ok(text) => text.trim().parse().map_err(|_| {
-                io::Error::new(io::ErrorKind::InvalidData, format!("{} is not a number", path.display()))
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{} is not a number", path.display()),
+                )
             })?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
             Err(e) => return Err(e),
         };
-        Ok(Controller { producer_ids: RefCell::new(ProducerIds { path, next, block_end: next }) })
+        Ok(Controller {
+            producer_ids: RefCell::new(ProducerIds {
+                path,
+                next,
+                block_end: next,
+            }),
+        })
     }
 
     pub(crate) fn allocate_producer_id(&self) -> io::Result<i64> {
@@ -77,18 +86,33 @@ pub(crate) struct TopicOutcome {
 
 impl TopicOutcome {
     fn ok(name: &str, entry: Option<Arc<TopicEntry>>) -> Self {
-        TopicOutcome { name: name.into(), error_code: 0, message: None, entry }
+        TopicOutcome {
+            name: name.into(),
+            error_code: 0,
+            message: None,
+            entry,
+        }
     }
     fn err(name: &str, error: ResponseError, message: impl Into<String>) -> Self {
-        TopicOutcome { name: name.into(), error_code: error.code(), message: Some(message.into()), entry: None }
+        TopicOutcome {
+            name: name.into(),
+            error_code: error.code(),
+            message: Some(message.into()),
+            entry: None,
+        }
     }
 }
 
 fn check_new_topic(broker: &ShardBroker, topic: &NewTopic) -> Result<TopicEntry, TopicOutcome> {
     let name = &topic.name;
-    validate_topic_name(name).map_err(|m| TopicOutcome::err(name, ResponseError::InvalidTopicException, m))?;
+    validate_topic_name(name)
+        .map_err(|m| TopicOutcome::err(name, ResponseError::InvalidTopicException, m))?;
     if broker.catalog.snapshot().get(name).is_some() {
-        return Err(TopicOutcome::err(name, ResponseError::TopicAlreadyExists, format!("topic {name} already exists")));
+        return Err(TopicOutcome::err(
+            name,
+            ResponseError::TopicAlreadyExists,
+            format!("topic {name} already exists"),
+        ));
     }
     if topic.manual_assignment {
         return Err(TopicOutcome::err(
@@ -97,15 +121,26 @@ fn check_new_topic(broker: &ShardBroker, topic: &NewTopic) -> Result<TopicEntry,
             "manual replica assignment is not supported: there is one broker",
         ));
     }
-    let partitions = if topic.partitions == -1 { broker.config.num_partitions as i32 } else { topic.partitions };
+    let partitions = if topic.partitions == -1 {
+        broker.config.num_partitions as i32
+    } else {
+        topic.partitions
+    };
     if partitions < 1 {
-        return Err(TopicOutcome::err(name, ResponseError::InvalidPartitions, "partitions must be at least 1"));
+        return Err(TopicOutcome::err(
+            name,
+            ResponseError::InvalidPartitions,
+            "partitions must be at least 1",
+        ));
     }
     if topic.replication_factor != -1 && topic.replication_factor != 1 {
         return Err(TopicOutcome::err(
             name,
             ResponseError::InvalidReplicationFactor,
-            format!("replication factor {} is larger than the 1 available broker", topic.replication_factor),
+            format!(
+                "replication factor {} is larger than the 1 available broker",
+                topic.replication_factor
+            ),
         ));
     }
     for (key, value) in &topic.configs {
@@ -115,7 +150,11 @@ fn check_new_topic(broker: &ShardBroker, topic: &NewTopic) -> Result<TopicEntry,
 }
 
 /// CreateTopics (and auto-creation). Runs on the controller shard.
-pub(crate) async fn create_topics(broker: Rc<ShardBroker>, topics: Vec<NewTopic>, validate_only: bool) -> Vec<TopicOutcome> {
+pub(crate) async fn create_topics(
+    broker: Rc<ShardBroker>,
+    topics: Vec<NewTopic>,
+    validate_only: bool,
+) -> Vec<TopicOutcome> {
     let mut outcomes = Vec::with_capacity(topics.len());
     for topic in topics {
         let entry = match check_new_topic(&broker, &topic) {
@@ -138,7 +177,11 @@ pub(crate) async fn create_topics(broker: Rc<ShardBroker>, topics: Vec<NewTopic>
                 info!(topic = %topic.name, partitions = entry.partitions, id = %entry.id, "created topic");
                 outcomes.push(TopicOutcome::ok(&topic.name, Some(entry)));
             }
-            Err(e) => outcomes.push(TopicOutcome::err(&topic.name, ResponseError::KafkaStorageError, e.to_string())),
+            Err(e) => outcomes.push(TopicOutcome::err(
+                &topic.name,
+                ResponseError::KafkaStorageError,
+                e.to_string(),
+            )),
         }
     }
     outcomes
@@ -150,18 +193,28 @@ pub(crate) async fn delete_topics(broker: Rc<ShardBroker>, names: Vec<String>) -
     let mut outcomes = Vec::with_capacity(names.len());
     for name in names {
         let Some(entry) = broker.catalog.snapshot().get(&name).cloned() else {
-            outcomes.push(TopicOutcome::err(&name, ResponseError::UnknownTopicOrPartition, format!("no topic {name}")));
+            outcomes.push(TopicOutcome::err(
+                &name,
+                ResponseError::UnknownTopicOrPartition,
+                format!("no topic {name}"),
+            ));
             continue;
         };
         if let Err(e) = broker.catalog.update(|t| {
             t.remove(&name);
         }) {
-            outcomes.push(TopicOutcome::err(&name, ResponseError::KafkaStorageError, e.to_string()));
+            outcomes.push(TopicOutcome::err(
+                &name,
+                ResponseError::KafkaStorageError,
+                e.to_string(),
+            ));
             continue;
         }
         for shard in 0..broker.shard.count {
             let topic = name.clone();
-            let _ = broker.on_shard(shard, move |b| async move { b.storage.drop_topic(&topic) }).await;
+            let _ = broker
+                .on_shard(shard, move |b| async move { b.storage.drop_topic(&topic) })
+                .await;
         }
         info!(topic = %name, id = %entry.id, "deleted topic");
         outcomes.push(TopicOutcome::ok(&name, Some(entry)));
@@ -171,18 +224,29 @@ pub(crate) async fn delete_topics(broker: Rc<ShardBroker>, names: Vec<String>) -
 
 /// CreatePartitions: raise a topic's partition count. Runs on the
 /// controller shard; new partitions' logs are created on first use.
-pub(crate) async fn create_partitions(broker: Rc<ShardBroker>, changes: Vec<(String, i32)>, validate_only: bool) -> Vec<TopicOutcome> {
+pub(crate) async fn create_partitions(
+    broker: Rc<ShardBroker>,
+    changes: Vec<(String, i32)>,
+    validate_only: bool,
+) -> Vec<TopicOutcome> {
     let mut outcomes = Vec::with_capacity(changes.len());
     for (name, count) in changes {
         let Some(entry) = broker.catalog.snapshot().get(&name).cloned() else {
-            outcomes.push(TopicOutcome::err(&name, ResponseError::UnknownTopicOrPartition, format!("no topic {name}")));
+            outcomes.push(TopicOutcome::err(
+                &name,
+                ResponseError::UnknownTopicOrPartition,
+                format!("no topic {name}"),
+            ));
             continue;
         };
         if count <= entry.partitions {
             outcomes.push(TopicOutcome::err(
                 &name,
                 ResponseError::InvalidPartitions,
-                format!("topic {name} has {} partitions; the new count must be larger", entry.partitions),
+                format!(
+                    "topic {name} has {} partitions; the new count must be larger",
+                    entry.partitions
+                ),
             ));
             continue;
         }
@@ -199,7 +263,11 @@ pub(crate) async fn create_partitions(broker: Rc<ShardBroker>, changes: Vec<(Str
                 info!(topic = %name, partitions = count, "added partitions");
                 outcomes.push(TopicOutcome::ok(&name, None));
             }
-            Err(e) => outcomes.push(TopicOutcome::err(&name, ResponseError::KafkaStorageError, e.to_string())),
+            Err(e) => outcomes.push(TopicOutcome::err(
+                &name,
+                ResponseError::KafkaStorageError,
+                e.to_string(),
+            )),
         }
     }
     outcomes
@@ -215,9 +283,18 @@ pub(crate) struct ConfigChange {
 }
 
 /// IncrementalAlterConfigs for topics. Runs on the controller shard.
-pub(crate) async fn alter_topic_configs(broker: Rc<ShardBroker>, topic: String, changes: Vec<ConfigChange>, validate_only: bool) -> TopicOutcome {
+pub(crate) async fn alter_topic_configs(
+    broker: Rc<ShardBroker>,
+    topic: String,
+    changes: Vec<ConfigChange>,
+    validate_only: bool,
+) -> TopicOutcome {
     let Some(entry) = broker.catalog.snapshot().get(&topic).cloned() else {
-        return TopicOutcome::err(&topic, ResponseError::UnknownTopicOrPartition, format!("no topic {topic}"));
+        return TopicOutcome::err(
+            &topic,
+            ResponseError::UnknownTopicOrPartition,
+            format!("no topic {topic}"),
+        );
     };
     let mut configs = entry.configs.clone();
     for change in changes {
@@ -239,10 +316,19 @@ pub(crate) async fn alter_topic_configs(broker: Rc<ShardBroker>, topic: String, 
                 return TopicOutcome::err(
                     &topic,
                     ResponseError::InvalidConfig,
-                    format!("{}: APPEND/SUBTRACT apply to list configs; none is changeable that way here", change.name),
+                    format!(
+                        "{}: APPEND/SUBTRACT apply to list configs; none is changeable that way here",
+                        change.name
+                    ),
                 )
             }
-            (op, _) => return TopicOutcome::err(&topic, ResponseError::InvalidRequest, format!("operation {op} is not valid")),
+            (op, _) => {
+                return TopicOutcome::err(
+                    &topic,
+                    ResponseError::InvalidRequest,
+                    format!("operation {op} is not valid"),
+                )
+            }
         }
     }
     if validate_only {
@@ -276,6 +362,8 @@ pub(crate) async fn ensure_topics(broker: &Rc<ShardBroker>, names: Vec<String>) 
         return;
     }
     let _ = broker
-        .on_shard(crate::server::CONTROLLER_SHARD, move |b| create_topics(b, missing, false))
+        .on_shard(crate::server::CONTROLLER_SHARD, move |b| {
+            create_topics(b, missing, false)
+        })
         .await;
 }

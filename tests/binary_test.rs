@@ -12,7 +12,6 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-
 fn run(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     Command::new(BIN)
         .args(args)

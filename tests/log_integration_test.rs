@@ -21,11 +21,14 @@ fn name(s: &str) -> TopicName {
 }
 
 fn produce_raw(client: &mut RawClient, topic: &str, partition: i32, batch: Vec<u8>) -> (i16, i64) {
-    let request = ProduceRequest::default().with_acks(-1).with_timeout_ms(10_000).with_topic_data(vec![
-        TopicProduceData::default().with_name(name(topic)).with_partition_data(vec![PartitionProduceData::default()
-            .with_index(partition)
-            .with_records(Some(batch.into()))]),
-    ]);
+    let request = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(name(topic))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(batch.into()))])]);
     let response = client.call(9, &request);
     let p = &response.responses[0].partition_responses[0];
     (p.error_code, p.base_offset)
@@ -48,27 +51,46 @@ fn fetch_request(topic: &str, offset: i64, max_wait_ms: i32) -> FetchRequest {
         .with_min_bytes(1)
         .with_max_bytes(1 << 20)
         .with_session_epoch(-1)
-        .with_topics(vec![FetchTopic::default().with_topic(name(topic)).with_partitions(vec![
-            FetchPartition::default().with_partition(0).with_fetch_offset(offset).with_partition_max_bytes(1 << 20),
-        ])])
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(name(topic))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(1 << 20)])])
 }
 
 #[test]
 fn hundred_thousand_keyed_records_with_headers_round_trip() {
     let broker = TestBroker::start_with("roundtrip", 2, |c| c.num_partitions = 3);
     const N: usize = 100_000;
-    let sent: Vec<(String, String)> =
-        (0..N).map(|i| (format!("key-{}", i % 977), format!("value-{i}-{}", "v".repeat(i % 64)))).collect();
+    let sent: Vec<(String, String)> = (0..N)
+        .map(|i| {
+            (
+                format!("key-{}", i % 977),
+                format!("value-{i}-{}", "v".repeat(i % 64)),
+            )
+        })
+        .collect();
     let records: Vec<Outgoing> = sent
         .iter()
         .enumerate()
-        .map(|(i, (k, v))| (Some(k.clone().into_bytes()), v.clone().into_bytes(), vec![("idx".into(), i.to_string())]))
+        .map(|(i, (k, v))| {
+            (
+                Some(k.clone().into_bytes()),
+                v.clone().into_bytes(),
+                vec![("idx".into(), i.to_string())],
+            )
+        })
         .collect();
-    let acked: Vec<(i32, i64)> =
-        produce_all(broker.addr, &[("enable.idempotence", "true"), ("linger.ms", "5")], "keyed", records)
-            .into_iter()
-            .map(|r| r.expect("acked"))
-            .collect();
+    let acked: Vec<(i32, i64)> = produce_all(
+        broker.addr,
+        &[("enable.idempotence", "true"), ("linger.ms", "5")],
+        "keyed",
+        records,
+    )
+    .into_iter()
+    .map(|r| r.expect("acked"))
+    .collect();
     assert_eq!(acked.len(), N);
 
     let consumer = consumer_from_start(broker.addr, "keyed", 3);
@@ -86,8 +108,15 @@ fn hundred_thousand_keyed_records_with_headers_round_trip() {
     assert_eq!(by_partition.len(), 3, "keys spread over all partitions");
     for (partition, records) in by_partition {
         let offsets: Vec<i64> = records.iter().map(|r| r.0).collect();
-        assert_eq!(offsets, (0..offsets.len() as i64).collect::<Vec<_>>(), "partition {partition} offsets dense");
-        assert!(records.windows(2).all(|w| w[0].1 < w[1].1), "partition {partition} keeps send order");
+        assert_eq!(
+            offsets,
+            (0..offsets.len() as i64).collect::<Vec<_>>(),
+            "partition {partition} offsets dense"
+        );
+        assert!(
+            records.windows(2).all(|w| w[0].1 < w[1].1),
+            "partition {partition} keeps send order"
+        );
     }
 }
 
@@ -96,9 +125,19 @@ fn every_compression_codec_round_trips() {
     let broker = TestBroker::start("codecs", 2);
     for codec in ["gzip", "snappy", "lz4", "zstd"] {
         let topic = format!("codec-{codec}");
-        let values: Vec<String> = (0..2000).map(|i| format!("{codec} record {i} {}", "abc".repeat(20))).collect();
-        let records = values.iter().map(|v| (None, v.clone().into_bytes(), vec![])).collect();
-        for d in produce_all(broker.addr, &[("compression.codec", codec), ("linger.ms", "20")], &topic, records) {
+        let values: Vec<String> = (0..2000)
+            .map(|i| format!("{codec} record {i} {}", "abc".repeat(20)))
+            .collect();
+        let records = values
+            .iter()
+            .map(|v| (None, v.clone().into_bytes(), vec![]))
+            .collect();
+        for d in produce_all(
+            broker.addr,
+            &[("compression.codec", codec), ("linger.ms", "20")],
+            &topic,
+            records,
+        ) {
             d.expect("acked");
         }
         let consumer = consumer_from_start(broker.addr, &topic, 1);
@@ -113,18 +152,37 @@ fn every_compression_codec_round_trips() {
 fn idempotent_producer_retries_are_not_duplicated_and_gaps_are_refused() {
     let broker = TestBroker::start("idempotence", 2);
     // librdkafka's idempotent producer, acks=all, completes.
-    let records = (0..5000).map(|i| (None, format!("r{i}").into_bytes(), vec![])).collect();
-    for d in produce_all(broker.addr, &[("enable.idempotence", "true"), ("acks", "all")], "idem", records) {
+    let records = (0..5000)
+        .map(|i| (None, format!("r{i}").into_bytes(), vec![]))
+        .collect();
+    for d in produce_all(
+        broker.addr,
+        &[("enable.idempotence", "true"), ("acks", "all")],
+        "idem",
+        records,
+    ) {
         d.expect("acked");
     }
 
     let mut client = RawClient::connect(broker.addr);
-    let init = client.call(4, &InitProducerIdRequest::default().with_transactional_id(None).with_transaction_timeout_ms(60_000));
+    let init = client.call(
+        4,
+        &InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(60_000),
+    );
     assert_eq!(init.error_code, 0);
     let pid = init.producer_id.0;
     assert!(pid >= 1, "librdkafka already took an id, so ours is later: {pid}");
     let batch = |seq: i32| {
-        chronik_ingest::log::batch::build_idempotent_batch(0, 1, pid, init.producer_epoch, seq, &[(b"k", b"v"), (b"k", b"w")])
+        chronik_ingest::log::batch::build_idempotent_batch(
+            0,
+            1,
+            pid,
+            init.producer_epoch,
+            seq,
+            &[(b"k", b"v"), (b"k", b"w")],
+        )
     };
     assert_eq!(produce_raw(&mut client, "raw-idem", 0, batch(0)), (0, 0));
     assert_eq!(produce_raw(&mut client, "raw-idem", 0, batch(2)), (0, 2));
@@ -136,7 +194,13 @@ fn idempotent_producer_retries_are_not_duplicated_and_gaps_are_refused() {
     let (code, _) = produce_raw(&mut client, "raw-idem", 0, batch(7));
     assert_eq!(code, 45, "OUT_OF_ORDER_SEQUENCE_NUMBER");
     // A stale epoch after a bump.
-    let bumped = client.call(4, &InitProducerIdRequest::default().with_transactional_id(None).with_producer_id(init.producer_id).with_producer_epoch(0));
+    let bumped = client.call(
+        4,
+        &InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_producer_id(init.producer_id)
+            .with_producer_epoch(0),
+    );
     assert_eq!((bumped.producer_id.0, bumped.producer_epoch), (pid, 1));
     let fresh = chronik_ingest::log::batch::build_idempotent_batch(0, 1, pid, 1, 0, &[(b"k", b"v")]);
     assert_eq!(produce_raw(&mut client, "raw-idem", 0, fresh), (0, 4));
@@ -155,20 +219,48 @@ fn corrupt_and_oversize_batches_are_refused_per_partition() {
     assert_eq!(produce_raw(&mut client, "bad", 0, bad).0, 2, "CORRUPT_MESSAGE");
     let big = vec![1u8; 1_100_000];
     let oversize = chronik_ingest::log::batch::build_batch(0, 1, &[(b"k", &big)]);
-    assert_eq!(produce_raw(&mut client, "bad", 0, oversize).0, 10, "MESSAGE_TOO_LARGE");
-    assert_eq!(produce_raw(&mut client, "bad", 5, chronik_ingest::log::batch::build_batch(0, 1, &[(b"k", b"v")])).0, 3);
-    assert_eq!(list_offset(&mut client, "bad", 0, -1), (0, 0), "nothing was appended");
+    assert_eq!(
+        produce_raw(&mut client, "bad", 0, oversize).0,
+        10,
+        "MESSAGE_TOO_LARGE"
+    );
+    assert_eq!(
+        produce_raw(
+            &mut client,
+            "bad",
+            5,
+            chronik_ingest::log::batch::build_batch(0, 1, &[(b"k", b"v")])
+        )
+        .0,
+        3
+    );
+    assert_eq!(
+        list_offset(&mut client, "bad", 0, -1),
+        (0, 0),
+        "nothing was appended"
+    );
 }
 
 #[test]
 fn topics_records_and_producer_ids_survive_a_restart() {
     let mut broker = TestBroker::start_with("restart", 2, |c| c.num_partitions = 2);
-    let records = (0..3000).map(|i| (Some(format!("k{i}").into_bytes()), format!("v{i}").into_bytes(), vec![])).collect();
+    let records = (0..3000)
+        .map(|i| {
+            (
+                Some(format!("k{i}").into_bytes()),
+                format!("v{i}").into_bytes(),
+                vec![],
+            )
+        })
+        .collect();
     for d in produce_all(broker.addr, &[("acks", "all")], "kept", records) {
         d.expect("acked");
     }
     let mut client = RawClient::connect(broker.addr);
-    let before = client.call(4, &InitProducerIdRequest::default().with_transactional_id(None)).producer_id.0;
+    let before = client
+        .call(4, &InitProducerIdRequest::default().with_transactional_id(None))
+        .producer_id
+        .0;
     drop(client);
     broker.restart();
 
@@ -176,25 +268,39 @@ fn topics_records_and_producer_ids_survive_a_restart() {
     let got = consume(&consumer, 3000, Duration::from_secs(30));
     assert_eq!(got.len(), 3000);
     let mut client = RawClient::connect(broker.addr);
-    let after = client.call(4, &InitProducerIdRequest::default().with_transactional_id(None)).producer_id.0;
-    assert!(after > before, "producer ids go on increasing: {before} then {after}");
+    let after = client
+        .call(4, &InitProducerIdRequest::default().with_transactional_id(None))
+        .producer_id
+        .0;
+    assert!(
+        after > before,
+        "producer ids go on increasing: {before} then {after}"
+    );
 }
 
 #[test]
 fn retention_deletes_old_segments_and_moves_the_log_start() {
-    let broker = TestBroker::start_with("retention", 1, |c| c.retention_check_interval = Duration::from_secs(1));
+    let broker = TestBroker::start_with("retention", 1, |c| {
+        c.retention_check_interval = Duration::from_secs(1)
+    });
     let mut client = RawClient::connect(broker.addr);
     use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
     let config = |k: &str, v: &str| {
-        CreatableTopicConfig::default().with_name(StrBytes::from_string(k.into())).with_value(Some(StrBytes::from_string(v.into())))
+        CreatableTopicConfig::default()
+            .with_name(StrBytes::from_string(k.into()))
+            .with_value(Some(StrBytes::from_string(v.into())))
     };
     let created = client.call(
         7,
-        &kafka_protocol::messages::CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
-            .with_name(name("short-lived"))
-            .with_num_partitions(1)
-            .with_replication_factor(1)
-            .with_configs(vec![config("segment.bytes", "1024"), config("retention.ms", "2000")])]),
+        &kafka_protocol::messages::CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default(
+        )
+        .with_name(name("short-lived"))
+        .with_num_partitions(1)
+        .with_replication_factor(1)
+        .with_configs(vec![
+            config("segment.bytes", "1024"),
+            config("retention.ms", "2000"),
+        ])]),
     );
     assert_eq!(created.topics[0].error_code, 0);
     let old = chronik_ingest::log::partition_log::now_ms();
@@ -220,15 +326,30 @@ fn retention_deletes_old_segments_and_moves_the_log_start() {
 fn fetch_long_poll_wakes_on_append_and_times_out_when_idle() {
     let broker = TestBroker::start("long-poll", 2);
     let mut setup = RawClient::connect(broker.addr);
-    assert_eq!(produce_raw(&mut setup, "poll", 0, chronik_ingest::log::batch::build_batch(0, 1, &[(b"k", b"first")])).0, 0);
+    assert_eq!(
+        produce_raw(
+            &mut setup,
+            "poll",
+            0,
+            chronik_ingest::log::batch::build_batch(0, 1, &[(b"k", b"first")])
+        )
+        .0,
+        0
+    );
 
     // Empty: answers after about max_wait.
     let mut waiter = RawClient::connect(broker.addr);
     let started = Instant::now();
     let response = waiter.call(12, &fetch_request("poll", 1, 2000));
     let waited = started.elapsed();
-    assert!(response.responses[0].partitions[0].records.as_ref().is_none_or(|r| r.is_empty()));
-    assert!(waited >= Duration::from_millis(1900) && waited < Duration::from_millis(3500), "{waited:?}");
+    assert!(response.responses[0].partitions[0]
+        .records
+        .as_ref()
+        .is_none_or(|r| r.is_empty()));
+    assert!(
+        waited >= Duration::from_millis(1900) && waited < Duration::from_millis(3500),
+        "{waited:?}"
+    );
 
     // Woken by an append long before max_wait.
     let addr = broker.addr;
@@ -240,14 +361,26 @@ fn fetch_long_poll_wakes_on_append_and_times_out_when_idle() {
     });
     std::thread::sleep(Duration::from_millis(300));
     let appended_at = Instant::now();
-    assert_eq!(produce_raw(&mut setup, "poll", 0, chronik_ingest::log::batch::build_batch(0, 2, &[(b"k", b"second")])).0, 0);
+    assert_eq!(
+        produce_raw(
+            &mut setup,
+            "poll",
+            0,
+            chronik_ingest::log::batch::build_batch(0, 2, &[(b"k", b"second")])
+        )
+        .0,
+        0
+    );
     let (waited, response) = poller.join().unwrap();
     let woke_after_append = appended_at.elapsed();
     let partition = &response.responses[0].partitions[0];
     assert!(partition.records.as_ref().is_some_and(|r| !r.is_empty()));
     assert_eq!(partition.high_watermark, 2);
     assert!(waited < Duration::from_millis(2000), "long poll took {waited:?}");
-    assert!(woke_after_append < Duration::from_millis(500), "{woke_after_append:?}");
+    assert!(
+        woke_after_append < Duration::from_millis(500),
+        "{woke_after_append:?}"
+    );
 
     // Out of range names the bounds.
     let response = setup.call(12, &fetch_request("poll", 99, 0));

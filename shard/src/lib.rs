@@ -19,7 +19,9 @@ mod uring_probe;
 
 pub use connection_table::{ConnectionEntry, ConnectionTable};
 pub use control::{GlobalView, CONTROL_TICK};
-pub use runtime::{Connection, Runtime, RuntimeConfig, ShardContext, ShardService, ShardUnreachable, StartError, Stopper};
+pub use runtime::{
+    Connection, Runtime, RuntimeConfig, ShardContext, ShardService, ShardUnreachable, StartError, Stopper,
+};
 pub use signal::{Signal, SignalTrigger};
 pub use stats::{bump, ShardCounters, ShardStats};
 pub use uring_probe::{probe_io_uring, UringUnavailable};

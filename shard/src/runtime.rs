@@ -8,8 +8,8 @@ use crate::stats::{bump, ShardCounters, ShardStats};
 use crate::uring_probe::{probe_io_uring, UringUnavailable};
 use crossbeam_channel::{Receiver, Sender};
 use futures::future::{select, Either};
-use glommio::net::{TcpListener, TcpStream};
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
+use glommio::net::{TcpListener, TcpStream};
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use std::cell::RefCell;
 use std::future::Future;
@@ -105,7 +105,10 @@ impl<M: Send + 'static> ShardContext<M> {
     /// On failure (the shard is gone, or `shard` is this one) the message is
     /// dropped, which drops any reply channel it carries.
     pub async fn send_to(&self, shard: usize, message: M) -> Result<(), ShardUnreachable> {
-        self.mesh.send_to(shard, message).await.map_err(|_| ShardUnreachable(shard))
+        self.mesh
+            .send_to(shard, message)
+            .await
+            .map_err(|_| ShardUnreachable(shard))
     }
 }
 

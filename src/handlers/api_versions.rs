@@ -20,21 +20,27 @@ async fn handle(_broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
 /// know: a v0 body with UNSUPPORTED_VERSION and the supported ranges, so the
 /// client retries at a version both sides speak. The header is v0 as always.
 pub(crate) fn unsupported_version_response(correlation_id: i32) -> Result<Bytes, String> {
-    encode_response(correlation_id, 0, &table(ResponseError::UnsupportedVersion.code()))
+    encode_response(
+        correlation_id,
+        0,
+        &table(ResponseError::UnsupportedVersion.code()),
+    )
 }
 
 fn table(error_code: i16) -> ApiVersionsResponse {
-    ApiVersionsResponse::default().with_error_code(error_code).with_api_keys(
-        HANDLERS
-            .iter()
-            .map(|h| {
-                ApiVersion::default()
-                    .with_api_key(h.api_key)
-                    .with_min_version(h.versions.min)
-                    .with_max_version(h.versions.max)
-            })
-            .collect(),
-    )
+    ApiVersionsResponse::default()
+        .with_error_code(error_code)
+        .with_api_keys(
+            HANDLERS
+                .iter()
+                .map(|h| {
+                    ApiVersion::default()
+                        .with_api_key(h.api_key)
+                        .with_min_version(h.versions.min)
+                        .with_max_version(h.versions.max)
+                })
+                .collect(),
+        )
 }
 
 #[cfg(test)]

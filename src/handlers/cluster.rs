@@ -21,7 +21,9 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     if request.version >= 1 && asked.endpoint_type != BROKER_ENDPOINTS {
         response = response
             .with_error_code(ResponseError::UnsupportedEndpointType.code())
-            .with_error_message(Some(StrBytes::from_static_str("only broker endpoints are served")));
+            .with_error_message(Some(StrBytes::from_static_str(
+                "only broker endpoints are served",
+            )));
         return request.respond(&response);
     }
     let (host, port) = broker.advertised.for_connection(request.local_addr);

@@ -7,10 +7,13 @@ use crate::controller::{self, ConfigChange};
 use crate::server::{ShardBroker, CONTROLLER_SHARD};
 use crate::topics::describe_topic_configs;
 use crate::ServerConfig;
-use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult};
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{
-    DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -40,14 +43,21 @@ pub(crate) fn topic_config_results(
             DescribeConfigsResourceResult::default()
                 .with_name(StrBytes::from_static_str(c.name))
                 .with_value(Some(StrBytes::from_string(c.value)))
-                .with_config_source(if c.is_default { DEFAULT_CONFIG } else { TOPIC_CONFIG })
+                .with_config_source(if c.is_default {
+                    DEFAULT_CONFIG
+                } else {
+                    TOPIC_CONFIG
+                })
                 .with_config_type(c.config_type)
         })
         .collect()
 }
 
 /// This broker's settings, by their config-file names, read-only.
-fn broker_config_results(config: &ServerConfig, keys: Option<&[StrBytes]>) -> Vec<DescribeConfigsResourceResult> {
+fn broker_config_results(
+    config: &ServerConfig,
+    keys: Option<&[StrBytes]>,
+) -> Vec<DescribeConfigsResourceResult> {
     let defaults = ServerConfig::default();
     SETTINGS
         .iter()
@@ -55,7 +65,11 @@ fn broker_config_results(config: &ServerConfig, keys: Option<&[StrBytes]>) -> Ve
         .filter(|(name, _)| keys.is_none_or(|k| k.iter().any(|k| &**k == name.as_str())))
         .map(|(name, s)| {
             let value = s.show(config);
-            let source = if value == s.show(&defaults) { DEFAULT_CONFIG } else { STATIC_BROKER_CONFIG };
+            let source = if value == s.show(&defaults) {
+                DEFAULT_CONFIG
+            } else {
+                STATIC_BROKER_CONFIG
+            };
             DescribeConfigsResourceResult::default()
                 .with_name(StrBytes::from_string(name))
                 .with_value(Some(StrBytes::from_string(value)))
@@ -74,7 +88,8 @@ async fn describe_configs(broker: Rc<ShardBroker>, mut request: Request) -> Outc
         .resources
         .into_iter()
         .map(|r| {
-            let keys = r.configuration_keys.as_deref();
+            // Null or empty: every config (as Kafka's ConfigHelper does).
+            let keys = r.configuration_keys.as_deref().filter(|k| !k.is_empty());
             let result = DescribeConfigsResult::default()
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name.clone());
@@ -83,7 +98,10 @@ async fn describe_configs(broker: Rc<ShardBroker>, mut request: Request) -> Outc
                     Some(topic) => result.with_configs(topic_config_results(&topic.configs, keys)),
                     None => result
                         .with_error_code(ResponseError::UnknownTopicOrPartition.code())
-                        .with_error_message(Some(StrBytes::from_string(format!("no topic {}", &*r.resource_name)))),
+                        .with_error_message(Some(StrBytes::from_string(format!(
+                            "no topic {}",
+                            &*r.resource_name
+                        )))),
                 },
                 BROKER if r.resource_name.is_empty() || *r.resource_name == *node => {
                     result.with_configs(broker_config_results(&broker.config, keys))
@@ -93,7 +111,9 @@ async fn describe_configs(broker: Rc<ShardBroker>, mut request: Request) -> Outc
                     .with_error_message(Some(StrBytes::from_string(format!("this is broker {node}")))),
                 other => result
                     .with_error_code(ResponseError::InvalidRequest.code())
-                    .with_error_message(Some(StrBytes::from_string(format!("resource type {other} is not supported")))),
+                    .with_error_message(Some(StrBytes::from_string(format!(
+                        "resource type {other} is not supported"
+                    )))),
             }
         })
         .collect();
@@ -109,9 +129,11 @@ async fn alter_configs(broker: Rc<ShardBroker>, mut request: Request) -> Outcome
             .with_resource_name(resource.resource_name.clone());
         if resource.resource_type != TOPIC {
             responses.push(
-                response.with_error_code(ResponseError::InvalidRequest.code()).with_error_message(Some(
-                    StrBytes::from_static_str("only topic configs can be altered; broker settings are static"),
-                )),
+                response
+                    .with_error_code(ResponseError::InvalidRequest.code())
+                    .with_error_message(Some(StrBytes::from_static_str(
+                        "only topic configs can be altered; broker settings are static",
+                    ))),
             );
             continue;
         }
@@ -127,10 +149,14 @@ async fn alter_configs(broker: Rc<ShardBroker>, mut request: Request) -> Outcome
         let topic = resource.resource_name.to_string();
         let validate_only = asked.validate_only;
         let outcome = broker
-            .on_shard(CONTROLLER_SHARD, move |b| controller::alter_topic_configs(b, topic, changes, validate_only))
+            .on_shard(CONTROLLER_SHARD, move |b| {
+                controller::alter_topic_configs(b, topic, changes, validate_only)
+            })
             .await;
         responses.push(match outcome {
-            Ok(o) => response.with_error_code(o.error_code).with_error_message(o.message.map(StrBytes::from_string)),
+            Ok(o) => response
+                .with_error_code(o.error_code)
+                .with_error_message(o.message.map(StrBytes::from_string)),
             Err(e) => response
                 .with_error_code(ResponseError::KafkaStorageError.code())
                 .with_error_message(Some(StrBytes::from_string(e.to_string()))),

@@ -37,10 +37,18 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     }
     let by_id = request.version >= 13;
     let catalog = broker.catalog.snapshot();
-    let unknown = if by_id { ResponseError::UnknownTopicId } else { ResponseError::UnknownTopicOrPartition };
+    let unknown = if by_id {
+        ResponseError::UnknownTopicId
+    } else {
+        ResponseError::UnknownTopicOrPartition
+    };
     let mut wanted = Vec::new();
     for (t, topic) in fetch.topics.iter().enumerate() {
-        let entry = if by_id { catalog.by_id(&topic.topic_id) } else { catalog.get(&topic.topic) };
+        let entry = if by_id {
+            catalog.by_id(&topic.topic_id)
+        } else {
+            catalog.get(&topic.topic)
+        };
         for p in &topic.partitions {
             wanted.push(Wanted {
                 topic: t,
@@ -78,7 +86,11 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let mut topics: Vec<FetchableTopicResponse> = fetch
         .topics
         .iter()
-        .map(|t| FetchableTopicResponse::default().with_topic(t.topic.clone()).with_topic_id(t.topic_id))
+        .map(|t| {
+            FetchableTopicResponse::default()
+                .with_topic(t.topic.clone())
+                .with_topic_id(t.topic_id)
+        })
         .collect();
     for (want, result) in wanted.iter().zip(results) {
         topics[want.topic].partitions.push(
@@ -99,11 +111,19 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
 /// Reads every wanted partition (each owner's share in one message), then
 /// trims to `max_bytes` in request order: the first partition with data
 /// keeps at least one whole batch, later ones only what still fits.
-async fn read_all(broker: &Rc<ShardBroker>, wanted: &[Wanted], max_bytes: usize, unknown: i16) -> Vec<ReadResult> {
+async fn read_all(
+    broker: &Rc<ShardBroker>,
+    wanted: &[Wanted],
+    max_bytes: usize,
+    unknown: i16,
+) -> Vec<ReadResult> {
     let mut by_owner: BTreeMap<usize, Vec<(usize, TopicPartition, i64, usize)>> = BTreeMap::new();
     for (i, w) in wanted.iter().enumerate() {
         if let Some(tp) = &w.tp {
-            by_owner.entry(broker.owner(tp)).or_default().push((i, tp.clone(), w.offset, w.max_bytes));
+            by_owner
+                .entry(broker.owner(tp))
+                .or_default()
+                .push((i, tp.clone(), w.offset, w.max_bytes));
         }
     }
     let reads = by_owner.into_iter().map(|(owner, parts)| {
@@ -116,7 +136,12 @@ async fn read_all(broker: &Rc<ShardBroker>, wanted: &[Wanted], max_bytes: usize,
     });
     let mut results: Vec<ReadResult> = wanted
         .iter()
-        .map(|_| ReadResult { error_code: unknown, high_watermark: -1, log_start_offset: -1, ..Default::default() })
+        .map(|_| ReadResult {
+            error_code: unknown,
+            high_watermark: -1,
+            log_start_offset: -1,
+            ..Default::default()
+        })
         .collect();
     for read in join_all(reads).await {
         match read {
@@ -151,15 +176,32 @@ async fn read_all(broker: &Rc<ShardBroker>, wanted: &[Wanted], max_bytes: usize,
 
 /// Leaves a watch on every owner of a wanted partition; each resolves when
 /// one of its partitions grows past the fetch offset.
-async fn watch_all(broker: &Rc<ShardBroker>, wanted: &[Wanted]) -> Vec<futures::channel::oneshot::Receiver<()>> {
+async fn watch_all(
+    broker: &Rc<ShardBroker>,
+    wanted: &[Wanted],
+) -> Vec<futures::channel::oneshot::Receiver<()>> {
     let mut by_owner: BTreeMap<usize, Vec<(TopicPartition, i64)>> = BTreeMap::new();
     for w in wanted {
         if let Some(tp) = &w.tp {
-            by_owner.entry(broker.owner(tp)).or_default().push((tp.clone(), w.offset));
+            by_owner
+                .entry(broker.owner(tp))
+                .or_default()
+                .push((tp.clone(), w.offset));
         }
     }
     let watches = by_owner
         .into_iter()
-        .map(|(owner, parts)| broker.on_shard(owner, move |b| async move { b.storage.watch(&parts) }));
-    join_all(watches).await.into_iter().filter_map(Result::ok).collect()
+        // The watch is registered on the owner; the receiver comes back here
+        // to be awaited, which is why the closure's value is itself a future.
+        .map(|(owner, parts)| {
+            broker.on_shard(owner, move |b| {
+                let receiver = b.storage.watch(&parts);
+                std::future::ready(receiver)
+            })
+        });
+    join_all(watches)
+        .await
+        .into_iter()
+        .filter_map(Result::ok)
+        .collect()
 }

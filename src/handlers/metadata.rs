@@ -19,12 +19,17 @@ pub(crate) const HANDLER: Handler = handler!(MetadataRequest, handle);
 async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let asked: MetadataRequest = request.decode("Metadata")?;
     // v0: an empty list means all topics; v1+: null means all.
-    let wanted = asked.topics.filter(|t| request.version == 0 && !t.is_empty() || request.version > 0);
+    let wanted = asked
+        .topics
+        .filter(|t| request.version == 0 && !t.is_empty() || request.version > 0);
     if let Some(topics) = &wanted {
         // v4+ lets the client say no; before v4 the broker setting decides.
         let allowed = request.version < 4 || asked.allow_auto_topic_creation;
         if broker.config.auto_create_topics && allowed {
-            let names = topics.iter().filter_map(|t| t.name.as_ref().map(|n| n.to_string())).collect();
+            let names = topics
+                .iter()
+                .filter_map(|t| t.name.as_ref().map(|n| n.to_string()))
+                .collect();
             ensure_topics(&broker, names).await;
         }
     }

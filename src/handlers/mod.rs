@@ -12,13 +12,15 @@ mod produce;
 mod producer_id;
 mod topics_admin;
 
+use crate::protocol::response::encode_response;
 use crate::server::ShardBroker;
 use crate::storage::ShardStorage;
 use crate::topics::TopicPartition;
 use bytes::Bytes;
 use kafka_protocol::messages::RequestHeader;
-use crate::protocol::response::encode_response;
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Message, Request as KafkaRequest, VersionRange};
+use kafka_protocol::protocol::{
+    Decodable, Encodable, HeaderVersion, Message, Request as KafkaRequest, VersionRange,
+};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;

@@ -6,8 +6,12 @@ use super::{handler, on_owner, Handler, Outcome, Request};
 use crate::server::ShardBroker;
 use crate::topics::TopicPartition;
 use futures::future::join_all;
-use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
-use kafka_protocol::messages::offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::offset_for_leader_epoch_response::{
+    EpochEndOffset, OffsetForLeaderTopicResult,
+};
 use kafka_protocol::messages::{
     ListOffsetsRequest, ListOffsetsResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
 };
@@ -15,7 +19,8 @@ use kafka_protocol::ResponseError;
 use std::rc::Rc;
 
 pub(crate) const LIST_OFFSETS: Handler = handler!(ListOffsetsRequest, list_offsets);
-pub(crate) const OFFSET_FOR_LEADER_EPOCH: Handler = handler!(OffsetForLeaderEpochRequest, offset_for_leader_epoch);
+pub(crate) const OFFSET_FOR_LEADER_EPOCH: Handler =
+    handler!(OffsetForLeaderEpochRequest, offset_for_leader_epoch);
 
 /// The only leader epoch this single broker has.
 const LEADER_EPOCH: i32 = 0;
@@ -58,7 +63,9 @@ async fn list_offsets(broker: Rc<ShardBroker>, mut request: Request) -> Outcome 
                 }
             });
             let partitions = join_all(partitions).await;
-            ListOffsetsTopicResponse::default().with_name(topic.name).with_partitions(partitions)
+            ListOffsetsTopicResponse::default()
+                .with_name(topic.name)
+                .with_partitions(partitions)
         }
     });
     request.respond(&ListOffsetsResponse::default().with_topics(join_all(topics).await))
@@ -78,7 +85,9 @@ async fn offset_for_leader_epoch(broker: Rc<ShardBroker>, mut request: Request) 
                         // Epoch 0 ends at the log end; a later epoch than
                         // ours has no end offset yet (UNDEFINED, no error).
                         Ok(()) if p.leader_epoch > LEADER_EPOCH => Ok((-1, -1)),
-                        Ok(()) => on_owner(&broker, tp, |s, tp| s.end_offset(tp)).await.map(|end| (LEADER_EPOCH, end)),
+                        Ok(()) => on_owner(&broker, tp, |s, tp| s.end_offset(tp))
+                            .await
+                            .map(|end| (LEADER_EPOCH, end)),
                     };
                     let (error_code, (epoch, end_offset)) = match answer {
                         Ok(found) => (0, found),
@@ -92,7 +101,9 @@ async fn offset_for_leader_epoch(broker: Rc<ShardBroker>, mut request: Request) 
                 }
             });
             let partitions = join_all(partitions).await;
-            OffsetForLeaderTopicResult::default().with_topic(topic.topic).with_partitions(partitions)
+            OffsetForLeaderTopicResult::default()
+                .with_topic(topic.topic)
+                .with_partitions(partitions)
         }
     });
     request.respond(&OffsetForLeaderEpochResponse::default().with_topics(join_all(topics).await))

@@ -25,33 +25,63 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     if produce.transactional_id.is_some() {
         // Transactions are not implemented; say so rather than store
         // batches whose commit can never be recorded.
-        return respond(&request, acks, error_all(&produce, ResponseError::TransactionalIdAuthorizationFailed));
+        return respond(
+            &request,
+            acks,
+            error_all(&produce, ResponseError::TransactionalIdAuthorizationFailed),
+        );
     }
     if !matches!(acks, -1..=1) {
-        return respond(&request, acks, error_all(&produce, ResponseError::InvalidRequiredAcks));
+        return respond(
+            &request,
+            acks,
+            error_all(&produce, ResponseError::InvalidRequiredAcks),
+        );
     }
     if broker.config.auto_create_topics && !by_id {
-        ensure_topics(&broker, produce.topic_data.iter().map(|t| t.name.to_string()).collect()).await;
+        ensure_topics(
+            &broker,
+            produce.topic_data.iter().map(|t| t.name.to_string()).collect(),
+        )
+        .await;
     }
     let catalog = broker.catalog.snapshot();
     let mut topics = Vec::with_capacity(produce.topic_data.len());
     for topic in produce.topic_data {
-        let entry = if by_id { catalog.by_id(&topic.topic_id) } else { catalog.get(&topic.name) };
+        let entry = if by_id {
+            catalog.by_id(&topic.topic_id)
+        } else {
+            catalog.get(&topic.name)
+        };
         let name: Option<Rc<str>> = entry.map(|t| Rc::from(t.name.as_str()));
         let appends = topic.partition_data.into_iter().map(|data| {
             let broker = broker.clone();
             let name = name.clone();
             async move {
                 let result = match name {
-                    None => AppendResult::error(ResponseError::UnknownTopicOrPartition.code(), "unknown topic"),
-                    Some(name) => append(&broker, TopicPartition::new(&name, data.index), data.records, acks).await,
+                    None => {
+                        AppendResult::error(ResponseError::UnknownTopicOrPartition.code(), "unknown topic")
+                    }
+                    Some(name) => {
+                        append(
+                            &broker,
+                            TopicPartition::new(&name, data.index),
+                            data.records,
+                            acks,
+                        )
+                        .await
+                    }
                 };
                 (data.index, result)
             }
         });
         let appends = join_all(appends);
         topics.push(async move {
-            let partitions = appends.await.into_iter().map(|(index, r)| partition_response(index, r)).collect();
+            let partitions = appends
+                .await
+                .into_iter()
+                .map(|(index, r)| partition_response(index, r))
+                .collect();
             TopicProduceResponse::default()
                 .with_name(topic.name)
                 .with_topic_id(topic.topic_id)
@@ -63,7 +93,12 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     respond(&request, acks, join_all(topics).await)
 }
 
-async fn append(broker: &Rc<ShardBroker>, tp: TopicPartition, records: Option<Bytes>, acks: i16) -> AppendResult {
+async fn append(
+    broker: &Rc<ShardBroker>,
+    tp: TopicPartition,
+    records: Option<Bytes>,
+    acks: i16,
+) -> AppendResult {
     let Some(records) = records.filter(|r| !r.is_empty()) else {
         return AppendResult::error(ResponseError::InvalidRecord.code(), "no record batch");
     };
@@ -74,7 +109,9 @@ async fn append(broker: &Rc<ShardBroker>, tp: TopicPartition, records: Option<By
     };
     let owner = broker.owner(&tp);
     let result = broker
-        .on_shard(owner, move |b| async move { b.storage.append(&tp, records, header, acks).await })
+        .on_shard(owner, move |b| async move {
+            b.storage.append(&tp, records, header, acks).await
+        })
         .await;
     result.unwrap_or_else(|e| AppendResult::error(ResponseError::KafkaStorageError.code(), e.to_string()))
 }

@@ -14,14 +14,18 @@ pub(crate) const HANDLER: Handler = handler!(InitProducerIdRequest, handle);
 
 async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let asked: InitProducerIdRequest = request.decode("InitProducerId")?;
-    let response = InitProducerIdResponse::default().with_producer_id(ProducerId(-1)).with_producer_epoch(-1);
+    let response = InitProducerIdResponse::default()
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
     if asked.transactional_id.as_ref().is_some_and(|t| !t.is_empty()) {
         // No transaction coordinator: refuse rather than pretend.
         let response = response.with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code());
         return request.respond(&response);
     }
     if asked.producer_id.0 >= 0 && asked.producer_epoch >= 0 && asked.producer_epoch < i16::MAX - 1 {
-        let response = response.with_producer_id(asked.producer_id).with_producer_epoch(asked.producer_epoch + 1);
+        let response = response
+            .with_producer_id(asked.producer_id)
+            .with_producer_epoch(asked.producer_epoch + 1);
         return request.respond(&response);
     }
     let allocated = broker

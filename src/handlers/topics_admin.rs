@@ -10,11 +10,13 @@ use crate::topics::TopicPartition;
 use futures::future::join_all;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
-use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{
-    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteRecordsRequest,
-    DeleteRecordsResponse, DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteRecordsRequest, DeleteRecordsResponse, DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -67,8 +69,10 @@ async fn create_topics(broker: Rc<ShardBroker>, mut request: Request) -> Outcome
         .collect();
     let names = topics.iter().map(|t| t.name.clone()).collect();
     let validate_only = asked.validate_only;
-    let outcomes =
-        on_controller(&broker, names, move |b| controller::create_topics(b, topics, validate_only)).await;
+    let outcomes = on_controller(&broker, names, move |b| {
+        controller::create_topics(b, topics, validate_only)
+    })
+    .await;
     let with_configs = request.version >= 5;
     let results = outcomes
         .into_iter()
@@ -78,7 +82,10 @@ async fn create_topics(broker: Rc<ShardBroker>, mut request: Request) -> Outcome
                 .with_error_code(o.error_code)
                 .with_error_message(o.message.map(StrBytes::from_string));
             if let Some(entry) = o.entry {
-                result = result.with_topic_id(entry.id).with_num_partitions(entry.partitions).with_replication_factor(1);
+                result = result
+                    .with_topic_id(entry.id)
+                    .with_num_partitions(entry.partitions)
+                    .with_replication_factor(1);
                 if with_configs {
                     let configs = topic_config_results(&entry.configs, None)
                         .into_iter()
@@ -124,18 +131,26 @@ async fn delete_topics(broker: Rc<ShardBroker>, mut request: Request) -> Outcome
         })
         .collect();
     responses.extend(unknown_ids.into_iter().map(|id| {
-        DeletableTopicResult::default().with_topic_id(id).with_error_code(ResponseError::UnknownTopicId.code())
+        DeletableTopicResult::default()
+            .with_topic_id(id)
+            .with_error_code(ResponseError::UnknownTopicId.code())
     }));
     request.respond(&DeleteTopicsResponse::default().with_responses(responses))
 }
 
 async fn create_partitions(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let asked: CreatePartitionsRequest = request.decode("CreatePartitions")?;
-    let changes: Vec<(String, i32)> = asked.topics.iter().map(|t| (t.name.to_string(), t.count)).collect();
+    let changes: Vec<(String, i32)> = asked
+        .topics
+        .iter()
+        .map(|t| (t.name.to_string(), t.count))
+        .collect();
     let names = changes.iter().map(|(n, _)| n.clone()).collect();
     let validate_only = asked.validate_only;
-    let outcomes =
-        on_controller(&broker, names, move |b| controller::create_partitions(b, changes, validate_only)).await;
+    let outcomes = on_controller(&broker, names, move |b| {
+        controller::create_partitions(b, changes, validate_only)
+    })
+    .await;
     let results = outcomes
         .into_iter()
         .map(|o| {
@@ -169,7 +184,9 @@ async fn delete_records(broker: Rc<ShardBroker>, mut request: Request) -> Outcom
                 }
             });
             let partitions = join_all(partitions).await;
-            DeleteRecordsTopicResult::default().with_name(topic.name).with_partitions(partitions)
+            DeleteRecordsTopicResult::default()
+                .with_name(topic.name)
+                .with_partitions(partitions)
         }
     });
     request.respond(&DeleteRecordsResponse::default().with_topics(join_all(topics).await))

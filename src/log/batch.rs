@@ -314,7 +314,11 @@ mod tests {
     use super::*;
 
     fn sample() -> Vec<u8> {
-        build_batch(0, 1_700_000_000_000, &[(b"k1", b"v1"), (b"k2", b"value-2"), (b"", b"")])
+        build_batch(
+            0,
+            1_700_000_000_000,
+            &[(b"k1", b"v1"), (b"k2", b"value-2"), (b"", b"")],
+        )
     }
 
     #[test]

@@ -21,7 +21,11 @@ pub struct OffsetIndex {
 
 impl OffsetIndex {
     pub fn push(&mut self, relative_offset: u32, position: u32) {
-        if self.entries.last().is_none_or(|&(o, p)| relative_offset > o && position > p) {
+        if self
+            .entries
+            .last()
+            .is_none_or(|&(o, p)| relative_offset > o && position > p)
+        {
             self.entries.push((relative_offset, position));
         }
     }
@@ -57,7 +61,9 @@ impl OffsetIndex {
     /// Loads an index, refusing one that is damaged: a partial entry,
     /// entries out of order, or a position past the segment's end.
     pub fn load(path: &Path, segment_size: u64) -> io::Result<Option<OffsetIndex>> {
-        let Some(bytes) = read_optional(path)? else { return Ok(None) };
+        let Some(bytes) = read_optional(path)? else {
+            return Ok(None);
+        };
         if bytes.len() % 8 != 0 {
             return Ok(None);
         }
@@ -65,7 +71,8 @@ impl OffsetIndex {
         for chunk in bytes.chunks_exact(8) {
             let o = u32::from_be_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
             let p = u32::from_be_bytes([chunk[4], chunk[5], chunk[6], chunk[7]]);
-            if u64::from(p) >= segment_size.max(1) || index.last().is_some_and(|(lo, lp)| o <= lo || p <= lp) {
+            if u64::from(p) >= segment_size.max(1) || index.last().is_some_and(|(lo, lp)| o <= lo || p <= lp)
+            {
                 return Ok(None);
             }
             index.entries.push((o, p));
@@ -117,7 +124,9 @@ impl TimeIndex {
     }
 
     pub fn load(path: &Path) -> io::Result<Option<TimeIndex>> {
-        let Some(bytes) = read_optional(path)? else { return Ok(None) };
+        let Some(bytes) = read_optional(path)? else {
+            return Ok(None);
+        };
         if bytes.len() % 12 != 0 {
             return Ok(None);
         }

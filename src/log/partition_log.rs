@@ -136,7 +136,10 @@ impl PartitionLog {
             sync_dir(dir)?;
         }
         let recovery_point = read_i64(&dir.join(RECOVERY_POINT))?.unwrap_or(0);
-        let mut report = RecoveryReport { clean: clean_end.is_some(), ..Default::default() };
+        let mut report = RecoveryReport {
+            clean: clean_end.is_some(),
+            ..Default::default()
+        };
         let mut segments: Vec<Segment> = Vec::with_capacity(bases.len());
         for (i, &base) in bases.iter().enumerate() {
             let next_base = bases.get(i + 1).copied();
@@ -151,7 +154,9 @@ impl PartitionLog {
             if let Some(problem) = end.problem {
                 let cut_later: u64 = bases[i + 1..]
                     .iter()
-                    .map(|b| fs::metadata(dir.join(super::segment::file_name(*b, "log"))).map_or(0, |m| m.len()))
+                    .map(|b| {
+                        fs::metadata(dir.join(super::segment::file_name(*b, "log"))).map_or(0, |m| m.len())
+                    })
                     .sum();
                 for later in &bases[i + 1..] {
                     for ext in ["log", "index", "timeindex"] {
@@ -212,7 +217,10 @@ impl PartitionLog {
     }
 
     fn write_producer_snapshot(&self) -> io::Result<()> {
-        let snapshot = ProducerSnapshot { offset: self.log_end_offset(), state: self.producers.clone() };
+        let snapshot = ProducerSnapshot {
+            offset: self.log_end_offset(),
+            state: self.producers.clone(),
+        };
         let bytes = serde_json::to_vec(&snapshot).map_err(io::Error::other)?;
         write_file(&self.dir.join(PRODUCER_STATE), &bytes)
     }
@@ -256,15 +264,29 @@ impl PartitionLog {
 
     /// Appends one validated batch: sequence check, offset assignment and
     /// write happen together, with nothing in between.
-    pub fn append(&mut self, batch: &[u8], mut header: BatchHeader, config: &LogConfig) -> Result<AppendOutcome, AppendError> {
+    pub fn append(
+        &mut self,
+        batch: &[u8],
+        mut header: BatchHeader,
+        config: &LogConfig,
+    ) -> Result<AppendOutcome, AppendError> {
         match self.producers.check(&header).map_err(AppendError::Producer)? {
             SequenceCheck::Duplicate { base_offset } => {
-                return Ok(AppendOutcome { base_offset, log_append_time: -1, duplicate: true, rolled: None })
+                return Ok(AppendOutcome {
+                    base_offset,
+                    log_append_time: -1,
+                    duplicate: true,
+                    rolled: None,
+                })
             }
             SequenceCheck::Append => {}
         }
         let now = now_ms();
-        let rolled = if self.should_roll(batch.len() as u64, config) { Some(self.roll().map_err(AppendError::Io)?) } else { None };
+        let rolled = if self.should_roll(batch.len() as u64, config) {
+            Some(self.roll().map_err(AppendError::Io)?)
+        } else {
+            None
+        };
         let base_offset = self.log_end_offset();
         header.base_offset = base_offset;
         let log_append_time = if config.log_append_time {
@@ -272,17 +294,26 @@ impl PartitionLog {
             batch::stamp_log_append_time(&mut copy, now);
             batch::assign_offset(&mut copy, base_offset, 0);
             header.max_timestamp = now;
-            self.active_mut().append(&copy, &[], &header).map_err(AppendError::Io)?;
+            self.active_mut()
+                .append(&copy, &[], &header)
+                .map_err(AppendError::Io)?;
             now
         } else {
             let mut prefix = [0u8; 16];
             prefix.copy_from_slice(&batch[..16]);
             batch::assign_offset(&mut prefix, base_offset, 0);
-            self.active_mut().append(&prefix, &batch[16..], &header).map_err(AppendError::Io)?;
+            self.active_mut()
+                .append(&prefix, &batch[16..], &header)
+                .map_err(AppendError::Io)?;
             -1
         };
         self.producers.record(&header);
-        Ok(AppendOutcome { base_offset, log_append_time, duplicate: false, rolled })
+        Ok(AppendOutcome {
+            base_offset,
+            log_append_time,
+            duplicate: false,
+            rolled,
+        })
     }
 
     fn should_roll(&self, incoming: u64, config: &LogConfig) -> bool {
@@ -326,10 +357,15 @@ impl PartitionLog {
         if offset < self.log_start_offset || offset > end {
             return Err(ReadError::OutOfRange);
         }
-        let start = self.segments.partition_point(|s| s.base_offset() <= offset).saturating_sub(1);
+        let start = self
+            .segments
+            .partition_point(|s| s.base_offset() <= offset)
+            .saturating_sub(1);
         for segment in &self.segments[start..] {
             if let Some(position) = segment.find_position(offset).map_err(ReadError::Io)? {
-                return segment.read_batches(position, max_bytes, at_least_one).map_err(ReadError::Io);
+                return segment
+                    .read_batches(position, max_bytes, at_least_one)
+                    .map_err(ReadError::Io);
             }
         }
         Ok(Vec::new())
@@ -360,9 +396,9 @@ impl PartitionLog {
     pub fn apply_retention(&mut self, config: &LogConfig) -> io::Result<usize> {
         let now = now_ms();
         let expired = |s: &Segment| {
-            config
-                .retention_ms
-                .is_some_and(|ms| !s.is_empty() && s.max_timestamp() >= 0 && s.max_timestamp() < now - ms as i64)
+            config.retention_ms.is_some_and(|ms| {
+                !s.is_empty() && s.max_timestamp() >= 0 && s.max_timestamp() < now - ms as i64
+            })
         };
         // An expired active segment is rolled so it can go too.
         if expired(self.active()) {
@@ -374,7 +410,9 @@ impl PartitionLog {
         while self.segments.len() > 1 {
             let total = self.size_bytes();
             let first = &self.segments[0];
-            let over_size = config.retention_bytes.is_some_and(|max| total - first.size() >= max);
+            let over_size = config
+                .retention_bytes
+                .is_some_and(|max| total - first.size() >= max);
             if !(expired(first) || over_size) {
                 break;
             }
@@ -391,7 +429,11 @@ impl PartitionLog {
     /// DeleteRecords: the log starts at `offset` from now on (-1 = the high
     /// watermark). Returns the new log start offset.
     pub fn delete_records(&mut self, offset: i64) -> Result<i64, ReadError> {
-        let target = if offset == -1 { self.high_watermark() } else { offset };
+        let target = if offset == -1 {
+            self.high_watermark()
+        } else {
+            offset
+        };
         if target < 0 || target > self.high_watermark() {
             return Err(ReadError::OutOfRange);
         }
@@ -417,7 +459,10 @@ impl PartitionLog {
         self.active().write_indexes()?;
         self.active().file().sync_data()?;
         self.write_producer_snapshot()?;
-        write_file(&self.dir.join(CLEAN_SHUTDOWN), self.log_end_offset().to_string().as_bytes())?;
+        write_file(
+            &self.dir.join(CLEAN_SHUTDOWN),
+            self.log_end_offset().to_string().as_bytes(),
+        )?;
         sync_dir(&self.dir)
     }
 

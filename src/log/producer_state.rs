@@ -80,7 +80,9 @@ impl ProducerStates {
             .iter()
             .find(|b| b.first_sequence == header.base_sequence && b.last_sequence == last_sequence)
         {
-            return Ok(SequenceCheck::Duplicate { base_offset: seen.base_offset });
+            return Ok(SequenceCheck::Duplicate {
+                base_offset: seen.base_offset,
+            });
         }
         match entry.batches.back() {
             Some(last) if header.base_sequence != next_sequence(last.last_sequence) => {
@@ -147,20 +149,32 @@ mod tests {
         assert_eq!(states.check(&first), Ok(SequenceCheck::Append));
         states.record(&first);
         // Retry of the same batch: its original offset.
-        assert_eq!(states.check(&header(1, 0, 0, 3, 99)), Ok(SequenceCheck::Duplicate { base_offset: 0 }));
+        assert_eq!(
+            states.check(&header(1, 0, 0, 3, 99)),
+            Ok(SequenceCheck::Duplicate { base_offset: 0 })
+        );
         // Next in order.
         let second = header(1, 0, 3, 2, 3);
         assert_eq!(states.check(&second), Ok(SequenceCheck::Append));
         states.record(&second);
         // A gap.
-        assert_eq!(states.check(&header(1, 0, 9, 1, 5)), Err(ResponseError::OutOfOrderSequenceNumber));
+        assert_eq!(
+            states.check(&header(1, 0, 9, 1, 5)),
+            Err(ResponseError::OutOfOrderSequenceNumber)
+        );
         // A new epoch starts again at 0; afterwards the old epoch is stale.
         let bumped = header(1, 1, 0, 1, 5);
         assert_eq!(states.check(&bumped), Ok(SequenceCheck::Append));
         states.record(&bumped);
-        assert_eq!(states.check(&header(1, 0, 5, 1, 6)), Err(ResponseError::InvalidProducerEpoch));
+        assert_eq!(
+            states.check(&header(1, 0, 5, 1, 6)),
+            Err(ResponseError::InvalidProducerEpoch)
+        );
         // Unknown producer starting mid-stream.
-        assert_eq!(states.check(&header(2, 0, 7, 1, 6)), Err(ResponseError::OutOfOrderSequenceNumber));
+        assert_eq!(
+            states.check(&header(2, 0, 7, 1, 6)),
+            Err(ResponseError::OutOfOrderSequenceNumber)
+        );
     }
 
     #[test]
@@ -169,9 +183,18 @@ mod tests {
         for i in 0..7 {
             states.record(&header(1, 0, i, 1, i64::from(i)));
         }
-        assert_eq!(states.check(&header(1, 0, 6, 1, 0)), Ok(SequenceCheck::Duplicate { base_offset: 6 }));
-        assert_eq!(states.check(&header(1, 0, 2, 1, 0)), Ok(SequenceCheck::Duplicate { base_offset: 2 }));
-        assert_eq!(states.check(&header(1, 0, 1, 1, 0)), Err(ResponseError::OutOfOrderSequenceNumber));
+        assert_eq!(
+            states.check(&header(1, 0, 6, 1, 0)),
+            Ok(SequenceCheck::Duplicate { base_offset: 6 })
+        );
+        assert_eq!(
+            states.check(&header(1, 0, 2, 1, 0)),
+            Ok(SequenceCheck::Duplicate { base_offset: 2 })
+        );
+        assert_eq!(
+            states.check(&header(1, 0, 1, 1, 0)),
+            Err(ResponseError::OutOfOrderSequenceNumber)
+        );
         states.truncate_from(5);
         assert_eq!(states.check(&header(1, 0, 5, 1, 0)), Ok(SequenceCheck::Append));
     }

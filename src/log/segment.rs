@@ -45,7 +45,11 @@ pub struct ScanEnd {
 impl Segment {
     pub fn create(dir: &Path, base_offset: i64) -> io::Result<Segment> {
         let path = dir.join(file_name(base_offset, "log"));
-        let file = OpenOptions::new().create_new(true).read(true).write(true).open(&path)?;
+        let file = OpenOptions::new()
+            .create_new(true)
+            .read(true)
+            .write(true)
+            .open(&path)?;
         Ok(Segment::with_file(dir, base_offset, file, SystemTime::now()))
     }
 
@@ -96,7 +100,13 @@ impl Segment {
                     .map_or(-1, |rel| base_offset + i64::from(rel));
                 segment.index = index;
                 segment.time_index = time_index;
-                return Ok((segment, ScanEnd { valid_until: size, problem: None }));
+                return Ok((
+                    segment,
+                    ScanEnd {
+                        valid_until: size,
+                        problem: None,
+                    },
+                ));
             }
         }
         let end = segment.rebuild(size, !trust_indexes)?;
@@ -158,7 +168,8 @@ impl Segment {
         let mut header = [0u8; HEADER_LEN];
         while position < self.size {
             self.file.read_exact_at(&mut header, position)?;
-            let parsed = batch::parse_header(&header).map_err(|e| io::Error::other(e.message().to_string()))?;
+            let parsed =
+                batch::parse_header(&header).map_err(|e| io::Error::other(e.message().to_string()))?;
             if parsed.last_offset() >= offset {
                 return Ok(Some(position));
             }
@@ -203,7 +214,8 @@ impl Segment {
         let mut header = [0u8; HEADER_LEN];
         while position < self.size {
             self.file.read_exact_at(&mut header, position)?;
-            let parsed = batch::parse_header(&header).map_err(|e| io::Error::other(e.message().to_string()))?;
+            let parsed =
+                batch::parse_header(&header).map_err(|e| io::Error::other(e.message().to_string()))?;
             if parsed.max_timestamp >= timestamp {
                 return Ok(Some((parsed.base_offset, parsed.max_timestamp)));
             }
@@ -277,7 +289,10 @@ pub fn scan(
     let mut position = start;
     loop {
         if position >= end {
-            return Ok(ScanEnd { valid_until: position, problem: None });
+            return Ok(ScanEnd {
+                valid_until: position,
+                problem: None,
+            });
         }
         let offset_in_chunk = (position - chunk_start) as usize;
         let have = chunk.len().saturating_sub(offset_in_chunk);
@@ -290,7 +305,10 @@ pub fn scan(
             let want = need.max(SCAN_CHUNK).min((end - position) as usize);
             if want < need {
                 let problem = format!("torn batch: {} of {need} bytes present", end - position);
-                return Ok(ScanEnd { valid_until: position, problem: Some(problem) });
+                return Ok(ScanEnd {
+                    valid_until: position,
+                    problem: Some(problem),
+                });
             }
             chunk.resize(want, 0);
             file.read_exact_at(&mut chunk, position)?;
@@ -298,7 +316,11 @@ pub fn scan(
             continue;
         }
         let bytes = &chunk[offset_in_chunk..offset_in_chunk + need];
-        let header = if check_crc { batch::validate(bytes) } else { batch::parse_header(bytes) };
+        let header = if check_crc {
+            batch::validate(bytes)
+        } else {
+            batch::parse_header(bytes)
+        };
         match header {
             Ok(header) if header.size == need => {
                 visit(position, &header);
@@ -306,10 +328,16 @@ pub fn scan(
             }
             Ok(_) => {
                 let problem = "batch size changed while reading".to_string();
-                return Ok(ScanEnd { valid_until: position, problem: Some(problem) });
+                return Ok(ScanEnd {
+                    valid_until: position,
+                    problem: Some(problem),
+                });
             }
             Err(e) => {
-                return Ok(ScanEnd { valid_until: position, problem: Some(e.message().to_string()) });
+                return Ok(ScanEnd {
+                    valid_until: position,
+                    problem: Some(e.message().to_string()),
+                });
             }
         }
     }
@@ -322,13 +350,21 @@ fn write_all_vectored_at(file: &File, parts: &[&[u8]], mut position: u64) -> io:
     while !parts.is_empty() {
         let iov: Vec<libc::iovec> = parts
             .iter()
-            .map(|p| libc::iovec { iov_base: p.as_ptr() as *mut libc::c_void, iov_len: p.len() })
+            .map(|p| libc::iovec {
+                iov_base: p.as_ptr() as *mut libc::c_void,
+                iov_len: p.len(),
+            })
             .collect();
         // SAFETY: every iovec points into a live slice borrowed for the
         // duration of the call (`parts` outlives it) and pwritev only reads
         // from them; the fd is owned by `file`, open for writing.
         let n = unsafe {
-            libc::pwritev(file.as_raw_fd(), iov.as_ptr(), iov.len() as libc::c_int, position as libc::off_t)
+            libc::pwritev(
+                file.as_raw_fd(),
+                iov.as_ptr(),
+                iov.len() as libc::c_int,
+                position as libc::off_t,
+            )
         };
         if n < 0 {
             let e = io::Error::last_os_error();

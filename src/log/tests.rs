@@ -65,13 +65,20 @@ fn read_all(log: &PartitionLog, from: i64) -> Vec<i64> {
 #[test]
 fn append_and_read_across_segment_rolls() {
     let dir = Scratch::new("rolls");
-    let config = LogConfig { segment_bytes: 4096, ..LogConfig::default() };
+    let config = LogConfig {
+        segment_bytes: 4096,
+        ..LogConfig::default()
+    };
     let (mut log, report) = PartitionLog::open(&dir.0).unwrap();
     assert!(!report.clean);
     let mut rolled = 0;
     for i in 0..500 {
         let v = value(i);
-        let out = append(&mut log, &build_batch(0, 1000 + i as i64, &[(b"k", &v), (b"k2", &v)]), &config);
+        let out = append(
+            &mut log,
+            &build_batch(0, 1000 + i as i64, &[(b"k", &v), (b"k2", &v)]),
+            &config,
+        );
         assert_eq!(out.base_offset, 2 * i as i64);
         if let Some((file, point)) = out.rolled {
             file.sync_data().unwrap();
@@ -127,7 +134,11 @@ fn recovery_truncates_a_torn_tail_at_every_byte() {
     {
         let (mut log, _) = PartitionLog::open(&dir.0).unwrap();
         for i in 0..20 {
-            append(&mut log, &build_batch(0, i, &[(b"k", &value(i as usize))]), &config);
+            append(
+                &mut log,
+                &build_batch(0, i, &[(b"k", &value(i as usize))]),
+                &config,
+            );
         }
         append(&mut log, &last, &config);
         // No close: as after kill -9.
@@ -158,11 +169,18 @@ fn recovery_truncates_a_torn_tail_at_every_byte() {
 #[test]
 fn deleted_or_damaged_indexes_are_rebuilt() {
     let dir = Scratch::new("index");
-    let config = LogConfig { segment_bytes: 8192, ..LogConfig::default() };
+    let config = LogConfig {
+        segment_bytes: 8192,
+        ..LogConfig::default()
+    };
     {
         let (mut log, _) = PartitionLog::open(&dir.0).unwrap();
         for i in 0..300 {
-            append(&mut log, &build_batch(0, i, &[(b"k", &value(i as usize))]), &config);
+            append(
+                &mut log,
+                &build_batch(0, i, &[(b"k", &value(i as usize))]),
+                &config,
+            );
         }
         log.close().unwrap();
     }
@@ -187,7 +205,10 @@ fn retention_by_time_and_size_deletes_whole_segments() {
     let dir = Scratch::new("retention");
     let (mut log, _) = PartitionLog::open(&dir.0).unwrap();
     let old = now_ms() - 3_600_000;
-    let small = LogConfig { segment_bytes: 2048, ..LogConfig::default() };
+    let small = LogConfig {
+        segment_bytes: 2048,
+        ..LogConfig::default()
+    };
     for i in 0..100 {
         append(&mut log, &build_batch(0, old, &[(b"k", &value(i))]), &small);
     }
@@ -196,7 +217,10 @@ fn retention_by_time_and_size_deletes_whole_segments() {
     }
     let segments = log.segment_count();
     // Keep an hour minus a minute: the old half goes.
-    let by_time = LogConfig { retention_ms: Some(3_540_000), ..small.clone() };
+    let by_time = LogConfig {
+        retention_ms: Some(3_540_000),
+        ..small.clone()
+    };
     let deleted = log.apply_retention(&by_time).unwrap();
     assert!(deleted > 0 && log.segment_count() < segments);
     assert!(log.log_start_offset() > 0 && log.log_start_offset() <= 100);
@@ -204,12 +228,19 @@ fn retention_by_time_and_size_deletes_whole_segments() {
     let start = log.log_start_offset();
     assert_eq!(read_all(&log, start).len() as i64, 200 - start);
     // Size bound: at most ~4 KiB kept.
-    let by_size = LogConfig { retention_bytes: Some(4096), retention_ms: None, ..small };
+    let by_size = LogConfig {
+        retention_bytes: Some(4096),
+        retention_ms: None,
+        ..small
+    };
     log.apply_retention(&by_size).unwrap();
     assert!(log.size_bytes() <= 4096 + 2048, "{} bytes kept", log.size_bytes());
     assert!(log.log_start_offset() > start);
     // Everything expired: the active segment rolls and goes too.
-    let all = LogConfig { retention_ms: Some(0), ..LogConfig::default() };
+    let all = LogConfig {
+        retention_ms: Some(0),
+        ..LogConfig::default()
+    };
     std::thread::sleep(std::time::Duration::from_millis(5));
     log.apply_retention(&all).unwrap();
     assert_eq!(log.log_start_offset(), 200);
@@ -222,10 +253,17 @@ fn retention_by_time_and_size_deletes_whole_segments() {
 #[test]
 fn delete_records_advances_the_log_start() {
     let dir = Scratch::new("delete-records");
-    let config = LogConfig { segment_bytes: 1024, ..LogConfig::default() };
+    let config = LogConfig {
+        segment_bytes: 1024,
+        ..LogConfig::default()
+    };
     let (mut log, _) = PartitionLog::open(&dir.0).unwrap();
     for i in 0..100 {
-        append(&mut log, &build_batch(0, i, &[(b"k", &value(i as usize))]), &config);
+        append(
+            &mut log,
+            &build_batch(0, i, &[(b"k", &value(i as usize))]),
+            &config,
+        );
     }
     assert_eq!(log.delete_records(42).unwrap(), 42);
     assert!(matches!(log.read(41, 100, true), Err(ReadError::OutOfRange)));
@@ -240,7 +278,10 @@ fn delete_records_advances_the_log_start() {
 #[test]
 fn producer_state_survives_clean_restart_and_crash() {
     let dir = Scratch::new("producers");
-    let config = LogConfig { segment_bytes: 1024, ..LogConfig::default() };
+    let config = LogConfig {
+        segment_bytes: 1024,
+        ..LogConfig::default()
+    };
     let batch = |seq: i32| build_idempotent_batch(0, 0, 7, 0, seq, &[(b"k", b"v"), (b"k", b"w")]);
     {
         let (mut log, _) = PartitionLog::open(&dir.0).unwrap();
@@ -276,7 +317,10 @@ fn producer_state_survives_clean_restart_and_crash() {
 #[test]
 fn log_append_time_is_stamped() {
     let dir = Scratch::new("append-time");
-    let config = LogConfig { log_append_time: true, ..LogConfig::default() };
+    let config = LogConfig {
+        log_append_time: true,
+        ..LogConfig::default()
+    };
     let (mut log, _) = PartitionLog::open(&dir.0).unwrap();
     let before = now_ms();
     let out = append(&mut log, &build_batch(0, 5, &[(b"k", b"v")]), &config);

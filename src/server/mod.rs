@@ -20,21 +20,21 @@ pub use chronik_shard::Stopper;
 pub use counters::ShardSnapshot;
 
 use crate::cluster::{ClusterIdentity, DataDirLock};
+use crate::config::ServerConfig;
 use crate::controller::Controller;
 use crate::storage::ShardStorage;
 use crate::topics::CatalogStore;
-use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
-use std::time::Duration;
-use crate::config::ServerConfig;
 use advertised::Advertised;
 use chronik_shard::{Runtime, RuntimeConfig, StartError};
 use counters::BrokerCounters;
 pub(crate) use shard_broker::{ShardBroker, CONTROLLER_SHARD};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
 use tracing::{info, warn};
 
 /// Listen backlog per shard; the kernel caps it at net.core.somaxconn.
@@ -116,8 +116,12 @@ impl IngestServer {
         let fsyncs: Arc<Mutex<Vec<Arc<AtomicU64>>>> = Arc::default();
         let shard_fsyncs = fsyncs.clone();
         let runtime = Runtime::start(runtime_config, move |shard| {
-            let storage =
-                Rc::new(ShardStorage::open(shard.id, shard.count, shard_dir.clone(), catalog.clone()));
+            let storage = Rc::new(ShardStorage::open(
+                shard.id,
+                shard.count,
+                shard_dir.clone(),
+                catalog.clone(),
+            ));
             if let Ok(mut all) = shard_fsyncs.lock() {
                 all.push(storage.fsync_counter());
             }
@@ -225,7 +229,11 @@ impl ServerHandle {
 }
 
 /// Applies retention every `interval` until the shard drains.
-async fn apply_retention_periodically(storage: Rc<ShardStorage>, drain: chronik_shard::Signal, interval: Duration) {
+async fn apply_retention_periodically(
+    storage: Rc<ShardStorage>,
+    drain: chronik_shard::Signal,
+    interval: Duration,
+) {
     loop {
         let sleep = std::pin::pin!(glommio::timer::sleep(interval));
         let drained = std::pin::pin!(drain.wait());

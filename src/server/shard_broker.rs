@@ -40,7 +40,11 @@ impl ShardBroker {
     /// Runs `work` on `shard` (directly if that is this shard) and returns
     /// its result. `work` and its result cross threads, so they are `Send`;
     /// the future it makes runs on the target shard and need not be.
-    pub(crate) async fn on_shard<T, F, Fut>(self: &Rc<Self>, shard: usize, work: F) -> Result<T, ShardUnreachable>
+    pub(crate) async fn on_shard<T, F, Fut>(
+        self: &Rc<Self>,
+        shard: usize,
+        work: F,
+    ) -> Result<T, ShardUnreachable>
     where
         T: Send + 'static,
         F: FnOnce(Rc<ShardBroker>) -> Fut + Send + 'static,
@@ -75,11 +79,12 @@ impl ShardService for ShardBroker {
         task(self)
     }
 
-    fn stop(self: Rc<Self>) -> impl Future<Output = ()> + 'static {
-        async move {
-            self.storage.close_all();
-            let fsyncs = self.storage.fsync_counter().load(std::sync::atomic::Ordering::Relaxed);
-            tracing::info!(shard = self.shard.id, fsyncs, "partitions closed");
-        }
+    async fn stop(self: Rc<Self>) {
+        self.storage.close_all();
+        let fsyncs = self
+            .storage
+            .fsync_counter()
+            .load(std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(shard = self.shard.id, fsyncs, "partitions closed");
     }
 }

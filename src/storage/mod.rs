@@ -85,7 +85,12 @@ fn storage_error(tp: &TopicPartition, what: &str, e: &std::io::Error) -> i16 {
 
 impl ShardStorage {
     /// Opens (and recovers) every partition in the catalog this shard owns.
-    pub(crate) fn open(shard: usize, shards: usize, root: PathBuf, catalog: Arc<CatalogStore>) -> ShardStorage {
+    pub(crate) fn open(
+        shard: usize,
+        shards: usize,
+        root: PathBuf,
+        catalog: Arc<CatalogStore>,
+    ) -> ShardStorage {
         let storage = ShardStorage {
             shard,
             shards,
@@ -119,7 +124,14 @@ impl ShardStorage {
                 } else if !report.clean && log.log_end_offset() > 0 {
                     info!(partition = %tp, end_offset = log.log_end_offset(), rescanned = report.rescanned_segments, "recovered partition after an unclean shutdown");
                 }
-                self.partitions.borrow_mut().insert(tp.clone(), Partition { log, topic_id, waiters: Vec::new() });
+                self.partitions.borrow_mut().insert(
+                    tp.clone(),
+                    Partition {
+                        log,
+                        topic_id,
+                        waiters: Vec::new(),
+                    },
+                );
                 Ok(())
             }
             Err(e) => Err(storage_error(tp, "opening the log", &e)),
@@ -128,12 +140,23 @@ impl ShardStorage {
 
     /// Runs `f` on an owned partition, opening it on first use; fails with
     /// UNKNOWN_TOPIC_OR_PARTITION if the catalog does not have it.
-    fn with_partition<R>(&self, tp: &TopicPartition, f: impl FnOnce(&mut Partition, &LogConfig) -> R) -> Result<R, i16> {
+    fn with_partition<R>(
+        &self,
+        tp: &TopicPartition,
+        f: impl FnOnce(&mut Partition, &LogConfig) -> R,
+    ) -> Result<R, i16> {
         debug_assert_eq!(owner_of(tp, self.shards), self.shard);
         let catalog = self.catalog.snapshot();
         let unknown = ResponseError::UnknownTopicOrPartition.code();
-        let topic = catalog.get(&tp.topic).filter(|t| tp.partition >= 0 && tp.partition < t.partitions).ok_or(unknown)?;
-        let stale = self.partitions.borrow().get(tp).is_some_and(|p| p.topic_id != topic.id);
+        let topic = catalog
+            .get(&tp.topic)
+            .filter(|t| tp.partition >= 0 && tp.partition < t.partitions)
+            .ok_or(unknown)?;
+        let stale = self
+            .partitions
+            .borrow()
+            .get(tp)
+            .is_some_and(|p| p.topic_id != topic.id);
         if stale {
             self.remove_partition(tp);
         }
@@ -147,16 +170,29 @@ impl ShardStorage {
     }
 
     /// Appends a validated batch; with acks=all, returns once it is fsynced.
-    pub(crate) async fn append(self: &Rc<Self>, tp: &TopicPartition, batch: Bytes, header: BatchHeader, acks: i16) -> AppendResult {
+    pub(crate) async fn append(
+        self: &Rc<Self>,
+        tp: &TopicPartition,
+        batch: Bytes,
+        header: BatchHeader,
+        acks: i16,
+    ) -> AppendResult {
         let outcome = self.with_partition(tp, |partition, config| {
             if batch.len() > config.max_message_bytes {
-                let message = format!("batch of {} bytes exceeds max.message.bytes {}", batch.len(), config.max_message_bytes);
+                let message = format!(
+                    "batch of {} bytes exceeds max.message.bytes {}",
+                    batch.len(),
+                    config.max_message_bytes
+                );
                 return Err((ResponseError::MessageTooLarge.code(), message));
             }
-            let appended = partition.log.append(&batch, header, config).map_err(|e| match e {
-                AppendError::Producer(code) => (code.code(), code.to_string()),
-                AppendError::Io(e) => (storage_error(tp, "append", &e), e.to_string()),
-            })?;
+            let appended = partition
+                .log
+                .append(&batch, header, config)
+                .map_err(|e| match e {
+                    AppendError::Producer(code) => (code.code(), code.to_string()),
+                    AppendError::Io(e) => (storage_error(tp, "append", &e), e.to_string()),
+                })?;
             if !appended.duplicate {
                 for waiter in partition.waiters.drain(..) {
                     if let Some(tx) = waiter.borrow_mut().take() {
@@ -164,7 +200,11 @@ impl ShardStorage {
                     }
                 }
             }
-            Ok((appended, partition.log.log_start_offset(), partition.log.active_file()))
+            Ok((
+                appended,
+                partition.log.log_start_offset(),
+                partition.log.active_file(),
+            ))
         });
         let (appended, log_start_offset, file) = match outcome {
             Ok(Ok(done)) => done,
@@ -190,7 +230,12 @@ impl ShardStorage {
 
     /// A rolled segment is fsynced off the event loop; only then does the
     /// recovery point move past it.
-    fn sync_rolled_segment(self: &Rc<Self>, tp: TopicPartition, file: Arc<std::fs::File>, recovery_point: i64) {
+    fn sync_rolled_segment(
+        self: &Rc<Self>,
+        tp: TopicPartition,
+        file: Arc<std::fs::File>,
+        recovery_point: i64,
+    ) {
         let storage = self.clone();
         glommio::spawn_local(async move {
             let synced = glommio::executor().spawn_blocking(move || file.sync_data()).await;
@@ -210,7 +255,13 @@ impl ShardStorage {
         .detach();
     }
 
-    pub(crate) fn read(&self, tp: &TopicPartition, offset: i64, max_bytes: usize, at_least_one: bool) -> ReadResult {
+    pub(crate) fn read(
+        &self,
+        tp: &TopicPartition,
+        offset: i64,
+        max_bytes: usize,
+        at_least_one: bool,
+    ) -> ReadResult {
         let result = self.with_partition(tp, |p, _| {
             let hw = p.log.high_watermark();
             let start = p.log.log_start_offset();
@@ -236,7 +287,12 @@ impl ShardStorage {
                 log_start_offset: start,
                 records: Bytes::new(),
             },
-            Err(code) => ReadResult { error_code: code, high_watermark: -1, log_start_offset: -1, records: Bytes::new() },
+            Err(code) => ReadResult {
+                error_code: code,
+                high_watermark: -1,
+                log_start_offset: -1,
+                records: Bytes::new(),
+            },
         }
     }
 
@@ -252,7 +308,8 @@ impl ShardStorage {
                 if p.log.log_end_offset() > *offset {
                     return true;
                 }
-                p.waiters.retain(|w| w.borrow().as_ref().is_some_and(|tx| !tx.is_canceled()));
+                p.waiters
+                    .retain(|w| w.borrow().as_ref().is_some_and(|tx| !tx.is_canceled()));
                 p.waiters.push(waiter.clone());
                 false
             });
@@ -294,7 +351,13 @@ impl ShardStorage {
 
     /// Closes and deletes this shard's partitions of a deleted topic.
     pub(crate) fn drop_topic(&self, name: &str) {
-        let owned: Vec<TopicPartition> = self.partitions.borrow().keys().filter(|tp| &*tp.topic == name).cloned().collect();
+        let owned: Vec<TopicPartition> = self
+            .partitions
+            .borrow()
+            .keys()
+            .filter(|tp| &*tp.topic == name)
+            .cloned()
+            .collect();
         for tp in owned {
             self.remove_partition(&tp);
         }
@@ -303,7 +366,12 @@ impl ShardStorage {
         if let Ok(entries) = std::fs::read_dir(&self.root) {
             for entry in entries.flatten() {
                 let file_name = entry.file_name().to_string_lossy().to_string();
-                let Some(p) = file_name.strip_prefix(&prefix).and_then(|p| p.parse::<i32>().ok()) else { continue };
+                let Some(p) = file_name
+                    .strip_prefix(&prefix)
+                    .and_then(|p| p.parse::<i32>().ok())
+                else {
+                    continue;
+                };
                 let tp = TopicPartition::new(name, p);
                 if owner_of(&tp, self.shards) == self.shard {
                     let _ = std::fs::remove_dir_all(entry.path());
@@ -330,10 +398,14 @@ impl ShardStorage {
         let catalog = self.catalog.snapshot();
         let mut partitions = self.partitions.borrow_mut();
         for (tp, partition) in partitions.iter_mut() {
-            let Some(topic) = catalog.get(&tp.topic) else { continue };
+            let Some(topic) = catalog.get(&tp.topic) else {
+                continue;
+            };
             match partition.log.apply_retention(&topic.log_config()) {
                 Ok(0) => {}
-                Ok(deleted) => info!(partition = %tp, deleted, log_start_offset = partition.log.log_start_offset(), "retention deleted segments"),
+                Ok(deleted) => {
+                    info!(partition = %tp, deleted, log_start_offset = partition.log.log_start_offset(), "retention deleted segments")
+                }
                 Err(e) => {
                     storage_error(tp, "retention", &e);
                 }

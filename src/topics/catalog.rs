@@ -23,13 +23,21 @@ pub struct TopicEntry {
 
 impl TopicEntry {
     pub fn new(name: &str, partitions: i32, configs: BTreeMap<String, String>) -> Self {
-        let mut entry = TopicEntry { name: name.into(), id: Uuid::new_v4(), partitions, configs, log_config: None };
+        let mut entry = TopicEntry {
+            name: name.into(),
+            id: Uuid::new_v4(),
+            partitions,
+            configs,
+            log_config: None,
+        };
         entry.log_config = Some(log_config(&entry.configs));
         entry
     }
 
     pub fn log_config(&self) -> LogConfig {
-        self.log_config.clone().unwrap_or_else(|| log_config(&self.configs))
+        self.log_config
+            .clone()
+            .unwrap_or_else(|| log_config(&self.configs))
     }
 
     pub fn with_configs(&self, configs: BTreeMap<String, String>) -> Self {
@@ -73,7 +81,11 @@ impl Catalog {
         let mut topics = self.topics.clone();
         change(&mut topics);
         let by_id = topics.values().map(|t| (t.id, t.name.clone())).collect();
-        Catalog { version: self.version + 1, topics, by_id }
+        Catalog {
+            version: self.version + 1,
+            topics,
+            by_id,
+        }
     }
 }
 
@@ -108,7 +120,10 @@ impl CatalogStore {
                 map.insert(topic.name.clone(), Arc::new(topic));
             }
         });
-        Ok(CatalogStore { path, current: ArcSwap::from_pointee(catalog) })
+        Ok(CatalogStore {
+            path,
+            current: ArcSwap::from_pointee(catalog),
+        })
     }
 
     pub fn snapshot(&self) -> Arc<Catalog> {
@@ -117,9 +132,14 @@ impl CatalogStore {
 
     /// Applies `change`, persists the result (write, fsync, rename), then
     /// publishes it. On an I/O error nothing is published.
-    pub fn update(&self, change: impl FnOnce(&mut BTreeMap<String, Arc<TopicEntry>>)) -> io::Result<Arc<Catalog>> {
+    pub fn update(
+        &self,
+        change: impl FnOnce(&mut BTreeMap<String, Arc<TopicEntry>>),
+    ) -> io::Result<Arc<Catalog>> {
         let next = Arc::new(self.current.load().with(change));
-        let file = CatalogFile { topics: next.topics().map(|t| (**t).clone()).collect() };
+        let file = CatalogFile {
+            topics: next.topics().map(|t| (**t).clone()).collect(),
+        };
         let bytes = serde_json::to_vec_pretty(&file).map_err(io::Error::other)?;
         crate::log::index::write_file(&self.path, &bytes)?;
         self.current.store(next.clone());
@@ -142,10 +162,11 @@ mod tests {
         configs.insert("retention.ms".into(), "1000".into());
         let entry = TopicEntry::new("orders", 3, configs);
         let id = entry.id;
-        store.update(|t| {
-            t.insert("orders".into(), Arc::new(entry));
-        })
-        .unwrap();
+        store
+            .update(|t| {
+                t.insert("orders".into(), Arc::new(entry));
+            })
+            .unwrap();
         let again = CatalogStore::load(&dir).unwrap().snapshot();
         let orders = again.get("orders").unwrap();
         assert_eq!(orders.partitions, 3);

@@ -26,15 +26,17 @@ pub fn validate_config(name: &str, value: &str) -> Result<(), String> {
     match name {
         "cleanup.policy" => match value {
             "delete" => Ok(()),
-            "compact" | "compact,delete" | "delete,compact" => {
-                Err(format!("cleanup.policy={value}: log compaction is not supported; use delete"))
-            }
+            "compact" | "compact,delete" | "delete,compact" => Err(format!(
+                "cleanup.policy={value}: log compaction is not supported; use delete"
+            )),
             _ => Err(format!("cleanup.policy={value}: expected delete")),
         },
         "max.message.bytes" => number(0),
         "message.timestamp.type" => match value {
             "CreateTime" | "LogAppendTime" => Ok(()),
-            _ => Err(format!("message.timestamp.type={value}: expected CreateTime or LogAppendTime")),
+            _ => Err(format!(
+                "message.timestamp.type={value}: expected CreateTime or LogAppendTime"
+            )),
         },
         "retention.bytes" | "retention.ms" => number(-1),
         "segment.bytes" => number(14),
@@ -60,7 +62,12 @@ fn default_value(name: &str) -> String {
 
 /// Builds the log settings from a topic's overrides (validated when set).
 pub fn log_config(overrides: &BTreeMap<String, String>) -> LogConfig {
-    let get = |name: &str| overrides.get(name).cloned().unwrap_or_else(|| default_value(name));
+    let get = |name: &str| {
+        overrides
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| default_value(name))
+    };
     let int = |name: &str| get(name).parse::<i64>().unwrap_or(-1);
     let optional = |v: i64| u64::try_from(v).ok();
     let defaults = LogConfig::default();
@@ -90,7 +97,10 @@ pub fn describe_topic_configs(overrides: &BTreeMap<String, String>) -> Vec<Confi
         .iter()
         .map(|&name| ConfigEntry {
             name,
-            value: overrides.get(name).cloned().unwrap_or_else(|| default_value(name)),
+            value: overrides
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| default_value(name)),
             is_default: !overrides.contains_key(name),
             config_type: match name {
                 "cleanup.policy" => 7,
@@ -124,7 +134,9 @@ mod tests {
         assert!(validate_config("retention.ms", "-1").is_ok());
         assert!(validate_config("retention.ms", "-2").is_err());
         assert!(validate_config("segment.bytes", "abc").is_err());
-        assert!(validate_config("cleanup.policy", "compact").unwrap_err().contains("compaction"));
+        assert!(validate_config("cleanup.policy", "compact")
+            .unwrap_err()
+            .contains("compaction"));
         assert!(validate_config("flush.ms", "1").is_err());
         let described = describe_topic_configs(&BTreeMap::new());
         assert_eq!(described.len(), TOPIC_CONFIG_NAMES.len());

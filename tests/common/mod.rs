@@ -8,14 +8,14 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use chronik_ingest::{IngestServer, ServerConfig, ServerHandle};
 use kafka_protocol::messages::{RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
 use std::net::{SocketAddr, TcpStream};
 use std::num::NonZeroUsize;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// A running in-process broker; stopped and its data removed on drop.
@@ -53,7 +53,9 @@ impl TestBroker {
             ..ServerConfig::default()
         };
         tweak(&mut config);
-        let handle = IngestServer::new(config.clone(), &dir).start().expect("broker starts");
+        let handle = IngestServer::new(config.clone(), &dir)
+            .start()
+            .expect("broker starts");
         let addr = handle.local_addr();
         TestBroker {
             handle: Some(handle),
@@ -70,7 +72,9 @@ impl TestBroker {
             handle.stop();
             handle.join().expect("clean stop");
         }
-        let handle = IngestServer::new(self.config.clone(), &self.dir).start().expect("broker restarts");
+        let handle = IngestServer::new(self.config.clone(), &self.dir)
+            .start()
+            .expect("broker restarts");
         self.addr = handle.local_addr();
         self.handle = Some(handle);
     }
@@ -191,10 +195,13 @@ pub fn take_i32(bytes: &mut Bytes) -> i32 {
     bytes.get_i32()
 }
 
+/// Where each record ended up (partition, offset), or why it did not.
+pub type DeliveryOutcome = Result<(i32, i64), String>;
+
 /// Delivery results of a producer, by the index each record was sent with.
 #[derive(Clone, Default)]
 pub struct Deliveries(
-    pub std::sync::Arc<std::sync::Mutex<BTreeMap<usize, Result<(i32, i64), String>>>>,
+    pub std::sync::Arc<std::sync::Mutex<BTreeMap<usize, DeliveryOutcome>>>,
     /// Successful deliveries so far (cheap to watch while producing).
     pub std::sync::Arc<AtomicUsize>,
 );
@@ -226,7 +233,9 @@ pub type Producer = rdkafka::producer::ThreadedProducer<Deliveries>;
 /// reports land in the returned `Deliveries`.
 pub fn producer(addr: SocketAddr, extra: &[(&str, &str)]) -> (Producer, Deliveries) {
     let mut config = rdkafka::ClientConfig::new();
-    config.set("bootstrap.servers", addr.to_string()).set("message.timeout.ms", "30000");
+    config
+        .set("bootstrap.servers", addr.to_string())
+        .set("message.timeout.ms", "30000");
     for (k, v) in extra {
         config.set(*k, *v);
     }
@@ -245,17 +254,27 @@ pub fn send_all(producer: &Producer, topic: &str, records: impl IntoIterator<Ite
     for (i, (key, value, headers)) in records.into_iter().enumerate() {
         let mut owned = OwnedHeaders::new();
         for (k, v) in &headers {
-            owned = owned.insert(Header { key: k, value: Some(v.as_bytes()) });
+            owned = owned.insert(Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            });
         }
         let mut index = Box::new(i);
         loop {
-            let mut record = BaseRecord::with_opaque_to(topic, index).payload(&value).headers(owned.clone());
+            let mut record = BaseRecord::with_opaque_to(topic, index)
+                .payload(&value)
+                .headers(owned.clone());
             if let Some(k) = &key {
                 record = record.key(k);
             }
             match producer.send(record) {
                 Ok(()) => break,
-                Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull,
+                    ),
+                    r,
+                )) => {
                     index = r.delivery_opaque;
                     std::thread::sleep(Duration::from_millis(5));
                 }
@@ -284,7 +303,11 @@ pub fn produce_all(
 
 /// A librdkafka consumer without a group, assigned `partitions` of `topic`
 /// from the beginning.
-pub fn consumer_from_start(addr: SocketAddr, topic: &str, partitions: i32) -> rdkafka::consumer::BaseConsumer {
+pub fn consumer_from_start(
+    addr: SocketAddr,
+    topic: &str,
+    partitions: i32,
+) -> rdkafka::consumer::BaseConsumer {
     use rdkafka::consumer::Consumer;
     let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", addr.to_string())
@@ -297,7 +320,9 @@ pub fn consumer_from_start(addr: SocketAddr, topic: &str, partitions: i32) -> rd
         .expect("consumer");
     let mut assignment = rdkafka::TopicPartitionList::new();
     for p in 0..partitions {
-        assignment.add_partition_offset(topic, p, rdkafka::Offset::Beginning).expect("assign");
+        assignment
+            .add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+            .expect("assign");
     }
     consumer.assign(&assignment).expect("assign");
     consumer
@@ -315,7 +340,11 @@ pub fn consume(consumer: &rdkafka::consumer::BaseConsumer, count: usize, limit: 
             Some(Ok(m)) => {
                 let headers = m
                     .headers()
-                    .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect())
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                            .collect()
+                    })
                     .unwrap_or_default();
                 out.push((
                     m.partition(),
@@ -420,4 +449,3 @@ impl Drop for BrokerProcess {
         let _ = self.child.wait();
     }
 }
-
