@@ -185,7 +185,9 @@ impl RawClient {
         match self.stream.read(&mut byte) {
             Ok(0) => true,
             Ok(_) => false,
-            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+            // A reset (unread bytes at close) is a close too; only a
+            // timeout means the broker left the connection open.
+            Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
         }
     }
 }
