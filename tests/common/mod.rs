@@ -187,7 +187,10 @@ impl RawClient {
             Ok(_) => false,
             // A reset (unread bytes at close) is a close too; only a
             // timeout means the broker left the connection open.
-            Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
         }
     }
 }
