@@ -53,6 +53,7 @@ impl TestBroker {
             ..ServerConfig::default()
         };
         tweak(&mut config);
+        let dir = config.storage_path.clone();
         let handle = IngestServer::new(config.clone(), &dir)
             .start()
             .expect("broker starts");
