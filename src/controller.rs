@@ -149,42 +149,51 @@ fn check_new_topic(broker: &ShardBroker, topic: &NewTopic) -> Result<TopicEntry,
     Ok(TopicEntry::new(name, partitions, topic.configs.clone()))
 }
 
+/// The topic as the catalog has it, or UNKNOWN_TOPIC_OR_PARTITION.
+fn existing(broker: &ShardBroker, name: &str) -> Result<Arc<TopicEntry>, TopicOutcome> {
+    broker.catalog.snapshot().get(name).cloned().ok_or_else(|| {
+        TopicOutcome::err(
+            name,
+            ResponseError::UnknownTopicOrPartition,
+            format!("no topic {name}"),
+        )
+    })
+}
+
+/// Persists a topic (`Some`) or its removal (`None`) in the catalog.
+fn store(broker: &ShardBroker, name: &str, entry: Option<Arc<TopicEntry>>) -> Result<(), TopicOutcome> {
+    broker
+        .catalog
+        .update(|topics| match entry {
+            Some(entry) => {
+                topics.insert(name.to_string(), entry);
+            }
+            None => {
+                topics.remove(name);
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| TopicOutcome::err(name, ResponseError::KafkaStorageError, e.to_string()))
+}
+
 /// CreateTopics (and auto-creation). Runs on the controller shard.
 pub(crate) async fn create_topics(
     broker: Rc<ShardBroker>,
     topics: Vec<NewTopic>,
     validate_only: bool,
 ) -> Vec<TopicOutcome> {
-    let mut outcomes = Vec::with_capacity(topics.len());
-    for topic in topics {
-        let entry = match check_new_topic(&broker, &topic) {
-            Ok(entry) => entry,
-            Err(outcome) => {
-                outcomes.push(outcome);
-                continue;
-            }
-        };
-        if validate_only {
-            outcomes.push(TopicOutcome::ok(&topic.name, Some(Arc::new(entry))));
-            continue;
+    let create = |topic: &NewTopic| {
+        let entry = Arc::new(check_new_topic(&broker, topic)?);
+        if !validate_only {
+            store(&broker, &topic.name, Some(entry.clone()))?;
+            info!(topic = %topic.name, partitions = entry.partitions, id = %entry.id, "created topic");
         }
-        let entry = Arc::new(entry);
-        let stored = entry.clone();
-        match broker.catalog.update(|t| {
-            t.insert(topic.name.clone(), stored);
-        }) {
-            Ok(_) => {
-                info!(topic = %topic.name, partitions = entry.partitions, id = %entry.id, "created topic");
-                outcomes.push(TopicOutcome::ok(&topic.name, Some(entry)));
-            }
-            Err(e) => outcomes.push(TopicOutcome::err(
-                &topic.name,
-                ResponseError::KafkaStorageError,
-                e.to_string(),
-            )),
-        }
-    }
-    outcomes
+        Ok(TopicOutcome::ok(&topic.name, Some(entry)))
+    };
+    topics
+        .iter()
+        .map(|t| create(t).unwrap_or_else(|failed| failed))
+        .collect()
 }
 
 /// DeleteTopics: out of the catalog first (so nothing new is written), then
@@ -192,24 +201,14 @@ pub(crate) async fn create_topics(
 pub(crate) async fn delete_topics(broker: Rc<ShardBroker>, names: Vec<String>) -> Vec<TopicOutcome> {
     let mut outcomes = Vec::with_capacity(names.len());
     for name in names {
-        let Some(entry) = broker.catalog.snapshot().get(&name).cloned() else {
-            outcomes.push(TopicOutcome::err(
-                &name,
-                ResponseError::UnknownTopicOrPartition,
-                format!("no topic {name}"),
-            ));
-            continue;
+        let removed = existing(&broker, &name).and_then(|entry| store(&broker, &name, None).map(|()| entry));
+        let entry = match removed {
+            Ok(entry) => entry,
+            Err(failed) => {
+                outcomes.push(failed);
+                continue;
+            }
         };
-        if let Err(e) = broker.catalog.update(|t| {
-            t.remove(&name);
-        }) {
-            outcomes.push(TopicOutcome::err(
-                &name,
-                ResponseError::KafkaStorageError,
-                e.to_string(),
-            ));
-            continue;
-        }
         for shard in 0..broker.shard.count {
             let topic = name.clone();
             let _ = broker
@@ -229,48 +228,27 @@ pub(crate) async fn create_partitions(
     changes: Vec<(String, i32)>,
     validate_only: bool,
 ) -> Vec<TopicOutcome> {
-    let mut outcomes = Vec::with_capacity(changes.len());
-    for (name, count) in changes {
-        let Some(entry) = broker.catalog.snapshot().get(&name).cloned() else {
-            outcomes.push(TopicOutcome::err(
-                &name,
-                ResponseError::UnknownTopicOrPartition,
-                format!("no topic {name}"),
-            ));
-            continue;
-        };
+    let grow = |name: &str, count: i32| {
+        let entry = existing(&broker, name)?;
         if count <= entry.partitions {
-            outcomes.push(TopicOutcome::err(
-                &name,
-                ResponseError::InvalidPartitions,
-                format!(
-                    "topic {name} has {} partitions; the new count must be larger",
-                    entry.partitions
-                ),
-            ));
-            continue;
+            let message = format!(
+                "topic {name} has {} partitions; the new count must be larger",
+                entry.partitions
+            );
+            return Err(TopicOutcome::err(name, ResponseError::InvalidPartitions, message));
         }
-        if validate_only {
-            outcomes.push(TopicOutcome::ok(&name, None));
-            continue;
+        if !validate_only {
+            let mut grown = (*entry).clone();
+            grown.partitions = count;
+            store(&broker, name, Some(Arc::new(grown)))?;
+            info!(topic = %name, partitions = count, "added partitions");
         }
-        let mut grown = (*entry).clone();
-        grown.partitions = count;
-        match broker.catalog.update(|t| {
-            t.insert(name.clone(), Arc::new(grown));
-        }) {
-            Ok(_) => {
-                info!(topic = %name, partitions = count, "added partitions");
-                outcomes.push(TopicOutcome::ok(&name, None));
-            }
-            Err(e) => outcomes.push(TopicOutcome::err(
-                &name,
-                ResponseError::KafkaStorageError,
-                e.to_string(),
-            )),
-        }
-    }
-    outcomes
+        Ok(TopicOutcome::ok(name, None))
+    };
+    changes
+        .iter()
+        .map(|(name, count)| grow(name, *count).unwrap_or_else(|failed| failed))
+        .collect()
 }
 
 /// One IncrementalAlterConfigs operation: 0 SET, 1 DELETE, 2 APPEND,
@@ -289,58 +267,45 @@ pub(crate) async fn alter_topic_configs(
     changes: Vec<ConfigChange>,
     validate_only: bool,
 ) -> TopicOutcome {
-    let Some(entry) = broker.catalog.snapshot().get(&topic).cloned() else {
-        return TopicOutcome::err(
-            &topic,
-            ResponseError::UnknownTopicOrPartition,
-            format!("no topic {topic}"),
-        );
-    };
-    let mut configs = entry.configs.clone();
-    for change in changes {
-        match (change.operation, change.value) {
-            (0, Some(value)) => {
-                if let Err(m) = validate_config(&change.name, &value) {
-                    return TopicOutcome::err(&topic, ResponseError::InvalidConfig, m);
+    let alter = || {
+        let entry = existing(&broker, &topic)?;
+        let invalid = |error: ResponseError, message: String| TopicOutcome::err(&topic, error, message);
+        let mut configs = entry.configs.clone();
+        for change in changes {
+            match (change.operation, change.value) {
+                (0, Some(value)) => {
+                    validate_config(&change.name, &value)
+                        .map_err(|m| invalid(ResponseError::InvalidConfig, m))?;
+                    configs.insert(change.name, value);
                 }
-                configs.insert(change.name, value);
-            }
-            (1, _) => {
-                if !TOPIC_CONFIG_NAMES.contains(&change.name.as_str()) {
+                (1, _) if TOPIC_CONFIG_NAMES.contains(&change.name.as_str()) => {
+                    configs.remove(&change.name);
+                }
+                (1, _) => {
                     let message = format!("unknown or unsupported topic config {:?}", change.name);
-                    return TopicOutcome::err(&topic, ResponseError::InvalidConfig, message);
+                    return Err(invalid(ResponseError::InvalidConfig, message));
                 }
-                configs.remove(&change.name);
-            }
-            (2 | 3, _) => {
-                return TopicOutcome::err(
-                    &topic,
-                    ResponseError::InvalidConfig,
-                    format!(
+                (2 | 3, _) => {
+                    let message = format!(
                         "{}: APPEND/SUBTRACT apply to list configs; none is changeable that way here",
                         change.name
-                    ),
-                )
-            }
-            (op, _) => {
-                return TopicOutcome::err(
-                    &topic,
-                    ResponseError::InvalidRequest,
-                    format!("operation {op} is not valid"),
-                )
+                    );
+                    return Err(invalid(ResponseError::InvalidConfig, message));
+                }
+                (op, _) => {
+                    return Err(invalid(
+                        ResponseError::InvalidRequest,
+                        format!("operation {op} is not valid"),
+                    ))
+                }
             }
         }
-    }
-    if validate_only {
-        return TopicOutcome::ok(&topic, None);
-    }
-    let updated = entry.with_configs(configs);
-    match broker.catalog.update(|t| {
-        t.insert(topic.clone(), Arc::new(updated));
-    }) {
-        Ok(_) => TopicOutcome::ok(&topic, None),
-        Err(e) => TopicOutcome::err(&topic, ResponseError::KafkaStorageError, e.to_string()),
-    }
+        if !validate_only {
+            store(&broker, &topic, Some(Arc::new(entry.with_configs(configs))))?;
+        }
+        Ok(TopicOutcome::ok(&topic, None))
+    };
+    alter().unwrap_or_else(|failed| failed)
 }
 
 /// Makes sure `names` exist, creating missing ones with the defaults

@@ -96,6 +96,26 @@ where
         .unwrap_or(Err(kafka_protocol::ResponseError::KafkaStorageError.code()))
 }
 
+/// Answers every partition of every topic concurrently and regroups the
+/// answers by topic, in request order: the shape shared by ListOffsets,
+/// OffsetForLeaderEpoch and DeleteRecords. `answer` gets the topic and one
+/// partition's request and must return a future owning what it needs.
+pub(crate) async fn per_partition<T, P, R, Fut>(
+    topics: Vec<(T, Vec<P>)>,
+    answer: impl Fn(&T, P) -> Fut,
+) -> Vec<(T, Vec<R>)>
+where
+    Fut: Future<Output = R>,
+{
+    let mut topics = topics;
+    let pending: Vec<Vec<Fut>> = topics
+        .iter_mut()
+        .map(|(topic, partitions)| partitions.drain(..).map(|p| answer(topic, p)).collect())
+        .collect();
+    let answers = futures::future::join_all(pending.into_iter().map(futures::future::join_all)).await;
+    topics.into_iter().map(|(topic, _)| topic).zip(answers).collect()
+}
+
 /// A handler entry for request type `$request`, served by async fn `$handle`.
 macro_rules! handler {
     ($request:ty, $handle:path) => {

@@ -3,13 +3,13 @@
 //! owner).
 
 use super::configs::topic_config_results;
-use super::{handler, on_owner, Handler, Outcome, Request};
+use super::{handler, on_owner, per_partition, Handler, Outcome, Request};
 use crate::controller::{self, NewTopic, TopicOutcome};
 use crate::server::{ShardBroker, CONTROLLER_SHARD};
 use crate::topics::TopicPartition;
-use futures::future::join_all;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::delete_records_request::DeleteRecordsPartition;
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
 };
@@ -165,29 +165,30 @@ async fn create_partitions(broker: Rc<ShardBroker>, mut request: Request) -> Out
 
 async fn delete_records(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let asked: DeleteRecordsRequest = request.decode("DeleteRecords")?;
-    let topics = asked.topics.into_iter().map(|topic| {
+    let topics = asked.topics.into_iter().map(|t| (t.name, t.partitions)).collect();
+    let answered = per_partition(topics, |topic, p: DeleteRecordsPartition| {
+        let tp = TopicPartition::new(topic, p.partition_index);
         let broker = broker.clone();
         async move {
-            let partitions = topic.partitions.into_iter().map(|p| {
-                let tp = TopicPartition::new(&topic.name, p.partition_index);
-                let broker = broker.clone();
-                async move {
-                    let result = on_owner(&broker, tp, move |s, tp| s.delete_records(tp, p.offset)).await;
-                    let (error_code, low_watermark) = match result {
-                        Ok(low) => (0, low),
-                        Err(code) => (code, -1),
-                    };
-                    DeleteRecordsPartitionResult::default()
-                        .with_partition_index(p.partition_index)
-                        .with_error_code(error_code)
-                        .with_low_watermark(low_watermark)
-                }
-            });
-            let partitions = join_all(partitions).await;
-            DeleteRecordsTopicResult::default()
-                .with_name(topic.name)
-                .with_partitions(partitions)
+            let result = on_owner(&broker, tp, move |s, tp| s.delete_records(tp, p.offset)).await;
+            let (error_code, low_watermark) = match result {
+                Ok(low) => (0, low),
+                Err(code) => (code, -1),
+            };
+            DeleteRecordsPartitionResult::default()
+                .with_partition_index(p.partition_index)
+                .with_error_code(error_code)
+                .with_low_watermark(low_watermark)
         }
-    });
-    request.respond(&DeleteRecordsResponse::default().with_topics(join_all(topics).await))
+    })
+    .await;
+    let topics = answered
+        .into_iter()
+        .map(|(name, partitions)| {
+            DeleteRecordsTopicResult::default()
+                .with_name(name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    request.respond(&DeleteRecordsResponse::default().with_topics(topics))
 }

@@ -164,14 +164,26 @@ impl Segment {
             return Ok(None);
         }
         let relative = (offset.max(self.base_offset) - self.base_offset) as u32;
-        let mut position = u64::from(self.index.floor_position(relative));
+        let found =
+            self.first_batch_from(self.index.floor_position(relative), |h| h.last_offset() >= offset)?;
+        Ok(found.map(|(position, _)| position))
+    }
+
+    /// Walks batch headers from `position` (an index entry) to the first
+    /// one that satisfies `wanted`.
+    fn first_batch_from(
+        &self,
+        position: u32,
+        wanted: impl Fn(&BatchHeader) -> bool,
+    ) -> io::Result<Option<(u64, BatchHeader)>> {
+        let mut position = u64::from(position);
         let mut header = [0u8; HEADER_LEN];
         while position < self.size {
             self.file.read_exact_at(&mut header, position)?;
             let parsed =
                 batch::parse_header(&header).map_err(|e| io::Error::other(e.message().to_string()))?;
-            if parsed.last_offset() >= offset {
-                return Ok(Some(position));
+            if wanted(&parsed) {
+                return Ok(Some((position, parsed)));
             }
             position += parsed.size as u64;
         }
@@ -210,18 +222,9 @@ impl Segment {
             return Ok(None);
         }
         let start = self.time_index.lookup(timestamp).unwrap_or(0);
-        let mut position = u64::from(self.index.floor_position(start));
-        let mut header = [0u8; HEADER_LEN];
-        while position < self.size {
-            self.file.read_exact_at(&mut header, position)?;
-            let parsed =
-                batch::parse_header(&header).map_err(|e| io::Error::other(e.message().to_string()))?;
-            if parsed.max_timestamp >= timestamp {
-                return Ok(Some((parsed.base_offset, parsed.max_timestamp)));
-            }
-            position += parsed.size as u64;
-        }
-        Ok(None)
+        let found =
+            self.first_batch_from(self.index.floor_position(start), |h| h.max_timestamp >= timestamp)?;
+        Ok(found.map(|(_, h)| (h.base_offset, h.max_timestamp)))
     }
 
     /// Visits every batch header from the start (no CRC check).
