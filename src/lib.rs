@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod config;
 mod controller;
+mod groups;
 mod handlers;
 pub mod log;
 pub mod protocol;

@@ -67,6 +67,8 @@ pub struct ServerConfig {
     pub num_partitions: usize,
     /// How often each shard applies retention to its partitions.
     pub retention_check_interval: Duration,
+    pub group_initial_rebalance_delay_ms: u64,
+    pub offsets_retention_minutes: u64,
 }
 
 impl Default for ServerConfig {
@@ -95,6 +97,8 @@ impl Default for ServerConfig {
             auto_create_topics: true,
             num_partitions: 1,
             retention_check_interval: Duration::from_secs(300),
+            group_initial_rebalance_delay_ms: 3000,
+            offsets_retention_minutes: 7 * 24 * 60,
         }
     }
 }

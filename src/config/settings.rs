@@ -71,6 +71,17 @@ impl SettingValue for u32 {
     }
 }
 
+/// Plain whole numbers where 0 is meaningful (milliseconds, minutes).
+impl SettingValue for u64 {
+    fn set(&mut self, text: &str) -> Result<(), String> {
+        *self = text.parse().map_err(|_| "expected a whole number")?;
+        Ok(())
+    }
+    fn show(&self) -> String {
+        self.to_string()
+    }
+}
+
 /// Durations are whole seconds, as the `_SECS` names say.
 impl SettingValue for Duration {
     fn set(&mut self, text: &str) -> Result<(), String> {
@@ -238,6 +249,10 @@ pub static SETTINGS: &[Setting] = &[
         "Partitions of auto-created topics and of CreateTopics requests that ask for the default (-1)."),
     setting!("LOG_RETENTION_CHECK_INTERVAL_SECS", true, |c| &mut c.retention_check_interval,
         "How often retention.ms / retention.bytes are applied (whole segments are deleted)."),
+    setting!("GROUP_INITIAL_REBALANCE_DELAY_MS", true, |c| &mut c.group_initial_rebalance_delay_ms,
+        "How long the first rebalance of an empty consumer group waits for more members (Kafka's group.initial.rebalance.delay.ms)."),
+    setting!("OFFSETS_RETENTION_MINUTES", true, |c| &mut c.offsets_retention_minutes,
+        "Committed offsets of a group are dropped this long after the group became empty."),
     setting!("RUST_LOG", true, |c| &mut c.log_filter,
         "Log filter, e.g. info or chronik_ingest=debug."),
     setting!("MAX_CONNECTIONS", false, |c| &mut c.max_connections,

@@ -6,6 +6,8 @@ mod api_versions;
 mod cluster;
 mod configs;
 mod fetch;
+mod group_offsets;
+mod groups;
 mod metadata;
 mod offsets;
 mod produce;
@@ -36,6 +38,8 @@ pub(crate) struct Request {
     pub body: Bytes,
     /// The local address the client reached us at.
     pub local_addr: SocketAddr,
+    /// The client's address (DescribeGroups shows it as the member's host).
+    pub peer: SocketAddr,
 }
 
 /// A whole response frame, nothing (acks=0), or why the request was
@@ -140,6 +144,17 @@ pub(crate) static HANDLERS: &[Handler] = &[
     topics_admin::CREATE_PARTITIONS,
     configs::INCREMENTAL_ALTER_CONFIGS,
     cluster::HANDLER,
+    groups::FIND_COORDINATOR,
+    groups::JOIN_GROUP,
+    groups::HEARTBEAT,
+    groups::LEAVE_GROUP,
+    groups::SYNC_GROUP,
+    groups::DESCRIBE_GROUPS,
+    groups::LIST_GROUPS,
+    groups::DELETE_GROUPS,
+    group_offsets::OFFSET_COMMIT,
+    group_offsets::OFFSET_FETCH,
+    group_offsets::OFFSET_DELETE,
 ];
 
 pub(crate) fn find(api_key: i16) -> Option<&'static Handler> {

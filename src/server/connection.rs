@@ -156,6 +156,7 @@ fn dispatch(broker: &Rc<ShardBroker>, entry: &Rc<ConnectionEntry>, frame: Bytes)
         version: ids.api_version,
         body,
         local_addr: entry.local(),
+        peer: entry.peer(),
     };
     Ok(Pending::Running(glommio::spawn_local((handler.handle)(
         broker.clone(),

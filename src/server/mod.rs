@@ -22,6 +22,7 @@ pub use counters::ShardSnapshot;
 use crate::cluster::{ClusterIdentity, DataDirLock};
 use crate::config::ServerConfig;
 use crate::controller::Controller;
+use crate::groups::GroupCoordinator;
 use crate::storage::ShardStorage;
 use crate::topics::CatalogStore;
 use advertised::Advertised;
@@ -131,6 +132,23 @@ impl IngestServer {
                 shard_config.retention_check_interval,
             ))
             .detach();
+            let groups = match GroupCoordinator::open(
+                shard.id,
+                shard.count,
+                &shard_dir,
+                Duration::from_millis(shard_config.group_initial_rebalance_delay_ms),
+                Duration::from_secs(shard_config.offsets_retention_minutes * 60),
+                storage.clone(),
+            ) {
+                Ok(groups) => Rc::new(groups),
+                Err(e) => {
+                    // The broker cannot coordinate groups without its
+                    // offsets: stop rather than serve with them missing.
+                    tracing::error!(shard = shard.id, error = %e, "cannot load committed offsets; stopping");
+                    std::process::exit(1);
+                }
+            };
+            glommio::spawn_local(drive_groups(groups.clone(), shard.drain.clone())).detach();
             let controller = if shard.id == CONTROLLER_SHARD {
                 controller.lock().ok().and_then(|mut c| c.take())
             } else {
@@ -143,6 +161,7 @@ impl IngestServer {
                 config: shard_config.clone(),
                 catalog: catalog.clone(),
                 storage,
+                groups,
                 controller,
                 shard,
             }
@@ -241,5 +260,16 @@ async fn apply_retention_periodically(
             return;
         }
         storage.apply_retention();
+    }
+}
+
+/// How often group sessions and rebalance deadlines are checked.
+const GROUP_TICK: Duration = Duration::from_millis(50);
+
+/// Drives group deadlines until the shard drains.
+async fn drive_groups(groups: Rc<GroupCoordinator>, drain: chronik_shard::Signal) {
+    while !drain.is_fired() {
+        glommio::timer::sleep(GROUP_TICK).await;
+        groups.tick().await;
     }
 }

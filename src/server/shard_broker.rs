@@ -8,6 +8,7 @@ use super::counters::BrokerCounters;
 use crate::cluster::ClusterIdentity;
 use crate::config::ServerConfig;
 use crate::controller::Controller;
+use crate::groups::GroupCoordinator;
 use crate::storage::{owner_of, ShardStorage};
 use crate::topics::{CatalogStore, TopicPartition};
 use chronik_shard::{Connection, ShardContext, ShardService, ShardUnreachable};
@@ -32,6 +33,7 @@ pub(crate) struct ShardBroker {
     pub counters: Arc<BrokerCounters>,
     pub catalog: Arc<CatalogStore>,
     pub storage: Rc<ShardStorage>,
+    pub groups: Rc<GroupCoordinator>,
     /// Present on the controller shard only.
     pub controller: Option<Controller>,
 }
@@ -65,6 +67,11 @@ impl ShardBroker {
 
     pub(crate) fn owner(&self, tp: &TopicPartition) -> usize {
         owner_of(tp, self.shard.count)
+    }
+
+    /// The shard that coordinates `group_id`.
+    pub(crate) fn group_owner(&self, group_id: &str) -> usize {
+        crate::groups::coordinator_shard(group_id, self.shard.count)
     }
 }
 

@@ -228,6 +228,11 @@ impl ShardStorage {
         }
     }
 
+    /// fdatasync of `file` through this shard's group commit.
+    pub(crate) async fn sync_file(self: &Rc<Self>, file: Arc<std::fs::File>) -> std::io::Result<()> {
+        self.group_commit.sync(file).await
+    }
+
     /// A rolled segment is fsynced off the event loop; only then does the
     /// recovery point move past it.
     fn sync_rolled_segment(

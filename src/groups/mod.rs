@@ -1,0 +1,439 @@
+//! Consumer group coordination (classic protocol) and committed offsets.
+//!
+//! Groups are spread over 50 offsets partitions, as Kafka spreads them over
+//! `__consumer_offsets`: partition = crc32c(group id) % 50. The shard that
+//! owns that partition (the same pure function as for topic partitions)
+//! owns the group: its state machine, its committed offsets and their file.
+//! Requests reach it by message passing, like partition requests.
+
+mod group;
+mod offsets_log;
+
+pub use group::{GroupState, JoinRequest, JoinResult, Reply, SyncResult};
+pub use offsets_log::Committed;
+
+use crate::storage::{owner_of, ShardStorage};
+use crate::topics::TopicPartition;
+use bytes::Bytes;
+use group::Group;
+use kafka_protocol::ResponseError;
+use offsets_log::OffsetsLog;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
+use std::path::Path;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+use tracing::info;
+
+/// Partitions of the offsets space (Kafka's offsets.topic.num.partitions).
+pub const OFFSETS_PARTITIONS: u32 = 50;
+const OFFSETS_DIR: &str = "__consumer_offsets";
+
+pub fn offsets_partition(group_id: &str) -> u32 {
+    crc32c::crc32c(group_id.as_bytes()) % OFFSETS_PARTITIONS
+}
+
+/// The shard that coordinates `group_id`.
+pub fn coordinator_shard(group_id: &str, shards: usize) -> usize {
+    owner_of(
+        &TopicPartition::new(OFFSETS_DIR, offsets_partition(group_id) as i32),
+        shards,
+    )
+}
+
+/// A member as DescribeGroups shows it.
+#[derive(Debug, Clone)]
+pub struct MemberDescription {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub metadata: Bytes,
+    pub assignment: Bytes,
+}
+
+#[derive(Debug, Clone)]
+pub struct GroupDescription {
+    pub state: &'static str,
+    pub protocol_type: String,
+    pub protocol: String,
+    pub members: Vec<MemberDescription>,
+}
+
+/// One shard's groups and their offsets.
+pub(crate) struct GroupCoordinator {
+    groups: RefCell<HashMap<String, Group>>,
+    logs: RefCell<HashMap<u32, OffsetsLog>>,
+    initial_delay: Duration,
+    offsets_retention: Duration,
+    storage: Rc<ShardStorage>,
+}
+
+impl GroupCoordinator {
+    /// Loads the offsets partitions this shard owns; every group with
+    /// committed offsets starts out Empty.
+    pub(crate) fn open(
+        shard: usize,
+        shards: usize,
+        root: &Path,
+        initial_delay: Duration,
+        offsets_retention: Duration,
+        storage: Rc<ShardStorage>,
+    ) -> io::Result<GroupCoordinator> {
+        let dir = root.join(OFFSETS_DIR);
+        let now = Instant::now();
+        let mut logs = HashMap::new();
+        let mut groups = HashMap::new();
+        for partition in 0..OFFSETS_PARTITIONS {
+            let tp = TopicPartition::new(OFFSETS_DIR, partition as i32);
+            if owner_of(&tp, shards) != shard {
+                continue;
+            }
+            let log = OffsetsLog::open(&dir, partition)?;
+            for group_id in log.groups.keys() {
+                groups.insert(group_id.clone(), Group::new(group_id, initial_delay, now));
+            }
+            logs.insert(partition, log);
+        }
+        if !groups.is_empty() {
+            info!(shard, groups = groups.len(), "loaded committed offsets");
+        }
+        Ok(GroupCoordinator {
+            groups: RefCell::new(groups),
+            logs: RefCell::new(logs),
+            initial_delay,
+            offsets_retention,
+            storage,
+        })
+    }
+
+    pub(crate) fn join(&self, group_id: &str, request: JoinRequest) -> Reply<JoinResult> {
+        let now = Instant::now();
+        let mut groups = self.groups.borrow_mut();
+        let group = groups
+            .entry(group_id.to_string())
+            .or_insert_with(|| Group::new(group_id, self.initial_delay, now));
+        group.join(request, now)
+    }
+
+    pub(crate) fn sync(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        assignments: Vec<(String, Bytes)>,
+    ) -> Reply<SyncResult> {
+        match self.groups.borrow_mut().get_mut(group_id) {
+            Some(group) => group.sync(member_id, instance_id, generation, assignments, Instant::now()),
+            None => Reply::Now(SyncResult {
+                error: ResponseError::UnknownMemberId.code(),
+                ..Default::default()
+            }),
+        }
+    }
+
+    pub(crate) fn heartbeat(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> i16 {
+        match self.groups.borrow_mut().get_mut(group_id) {
+            Some(group) => group.heartbeat(member_id, instance_id, generation, Instant::now()),
+            None => ResponseError::UnknownMemberId.code(),
+        }
+    }
+
+    /// LeaveGroup: an error per (member id, instance id) given.
+    pub(crate) fn leave(
+        &self,
+        group_id: &str,
+        members: &[(String, Option<String>)],
+    ) -> Result<Vec<i16>, i16> {
+        let mut groups = self.groups.borrow_mut();
+        let group = groups
+            .get_mut(group_id)
+            .ok_or(ResponseError::UnknownMemberId.code())?;
+        let now = Instant::now();
+        Ok(members
+            .iter()
+            .map(|(id, instance)| group.leave(id, instance.as_deref(), now))
+            .collect())
+    }
+
+    /// OffsetCommit: checks the member, writes the offsets, and returns once
+    /// they are fsynced. `Err` is an error for every partition.
+    pub(crate) async fn commit(
+        &self,
+        group_id: &str,
+        member: (&str, Option<&str>, i32),
+        offsets: Vec<((String, i32), Committed)>,
+    ) -> Result<(), i16> {
+        let (member_id, instance_id, generation) = member;
+        {
+            let mut groups = self.groups.borrow_mut();
+            let group = groups
+                .entry(group_id.to_string())
+                .or_insert_with(|| Group::new(group_id, self.initial_delay, Instant::now()));
+            group
+                .check_commit(member_id, instance_id, generation)
+                .map_err(|e| e.code())?;
+        }
+        let file = {
+            let mut logs = self.logs.borrow_mut();
+            let log = logs
+                .get_mut(&offsets_partition(group_id))
+                .ok_or(ResponseError::NotCoordinator.code())?;
+            let changes = offsets
+                .into_iter()
+                .map(|(key, value)| (key, Some(value)))
+                .collect();
+            log.append(group_id, changes)
+                .map_err(|_| ResponseError::KafkaStorageError.code())?;
+            log.file()
+        };
+        self.storage
+            .sync_file(file)
+            .await
+            .map_err(|_| ResponseError::KafkaStorageError.code())
+    }
+
+    /// Committed offsets of a group: of the given topics and partitions, or
+    /// of everything it has committed (`None`).
+    pub(crate) fn fetch_offsets(
+        &self,
+        group_id: &str,
+        wanted: Option<Vec<(String, Vec<i32>)>>,
+    ) -> Vec<(String, Vec<(i32, Option<Committed>)>)> {
+        let logs = self.logs.borrow();
+        let committed = logs
+            .get(&offsets_partition(group_id))
+            .and_then(|log| log.groups.get(group_id));
+        match wanted {
+            Some(topics) => topics
+                .into_iter()
+                .map(|(topic, partitions)| {
+                    let found = partitions
+                        .into_iter()
+                        .map(|p| (p, committed.and_then(|c| c.get(&(topic.clone(), p)).cloned())))
+                        .collect();
+                    (topic, found)
+                })
+                .collect(),
+            None => {
+                let mut by_topic: std::collections::BTreeMap<String, Vec<(i32, Option<Committed>)>> =
+                    Default::default();
+                for ((topic, partition), value) in committed.into_iter().flatten() {
+                    by_topic
+                        .entry(topic.clone())
+                        .or_default()
+                        .push((*partition, Some(value.clone())));
+                }
+                by_topic.into_iter().collect()
+            }
+        }
+    }
+
+    /// OffsetDelete: refused for topics the group's members subscribe to.
+    pub(crate) async fn delete_offsets(
+        &self,
+        group_id: &str,
+        topics: Vec<(String, Vec<i32>)>,
+    ) -> Result<Vec<(String, Vec<(i32, i16)>)>, i16> {
+        let subscribed: Vec<String> = {
+            let groups = self.groups.borrow();
+            let group = groups
+                .get(group_id)
+                .ok_or(ResponseError::GroupIdNotFound.code())?;
+            if group.protocol_type.as_deref().is_some_and(|t| t != "consumer") {
+                return Err(ResponseError::NonEmptyGroup.code());
+            }
+            group
+                .members
+                .values()
+                .flat_map(|m| subscribed_topics(&m.metadata(group.protocol.as_deref())))
+                .collect()
+        };
+        let mut deletes = Vec::new();
+        let results = topics
+            .into_iter()
+            .map(|(topic, partitions)| {
+                let busy = subscribed.contains(&topic);
+                let codes = partitions
+                    .into_iter()
+                    .map(|p| {
+                        if busy {
+                            (p, ResponseError::GroupSubscribedToTopic.code())
+                        } else {
+                            deletes.push(((topic.clone(), p), None));
+                            (p, 0)
+                        }
+                    })
+                    .collect();
+                (topic, codes)
+            })
+            .collect();
+        if !deletes.is_empty() {
+            self.append_and_sync(group_id, deletes).await?;
+        }
+        Ok(results)
+    }
+
+    async fn append_and_sync(
+        &self,
+        group_id: &str,
+        changes: Vec<((String, i32), Option<Committed>)>,
+    ) -> Result<(), i16> {
+        let file = {
+            let mut logs = self.logs.borrow_mut();
+            let log = logs
+                .get_mut(&offsets_partition(group_id))
+                .ok_or(ResponseError::NotCoordinator.code())?;
+            log.append(group_id, changes)
+                .map_err(|_| ResponseError::KafkaStorageError.code())?;
+            log.file()
+        };
+        self.storage
+            .sync_file(file)
+            .await
+            .map_err(|_| ResponseError::KafkaStorageError.code())
+    }
+
+    /// DeleteGroups for one group: only an empty group, offsets and all.
+    pub(crate) async fn delete_group(&self, group_id: &str) -> i16 {
+        let deletes: Vec<_> = {
+            let groups = self.groups.borrow();
+            let Some(group) = groups.get(group_id) else {
+                return ResponseError::GroupIdNotFound.code();
+            };
+            if group.state != GroupState::Empty {
+                return ResponseError::NonEmptyGroup.code();
+            }
+            let logs = self.logs.borrow();
+            let committed = logs
+                .get(&offsets_partition(group_id))
+                .and_then(|log| log.groups.get(group_id));
+            committed
+                .into_iter()
+                .flatten()
+                .map(|(key, _)| (key.clone(), None))
+                .collect()
+        };
+        if !deletes.is_empty() {
+            if let Err(code) = self.append_and_sync(group_id, deletes).await {
+                return code;
+            }
+        }
+        self.groups.borrow_mut().remove(group_id);
+        0
+    }
+
+    /// (group id, protocol type, state) of every group this shard owns.
+    pub(crate) fn list(&self) -> Vec<(String, String, &'static str)> {
+        self.groups
+            .borrow()
+            .values()
+            .map(|g| {
+                (
+                    g.id.clone(),
+                    g.protocol_type.clone().unwrap_or_default(),
+                    g.state.name(),
+                )
+            })
+            .collect()
+    }
+
+    pub(crate) fn describe(&self, group_id: &str) -> Option<GroupDescription> {
+        let groups = self.groups.borrow();
+        let group = groups.get(group_id)?;
+        Some(GroupDescription {
+            state: group.state.name(),
+            protocol_type: group.protocol_type.clone().unwrap_or_default(),
+            protocol: group.protocol.clone().unwrap_or_default(),
+            members: group
+                .members
+                .values()
+                .map(|m| MemberDescription {
+                    member_id: m.id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    metadata: m.metadata(group.protocol.as_deref()),
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
+        })
+    }
+
+    /// Drives session and rebalance deadlines; expires offsets of groups
+    /// empty for longer than the retention; forgets empty groups without
+    /// offsets.
+    pub(crate) async fn tick(&self) {
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        {
+            let mut groups = self.groups.borrow_mut();
+            let logs = self.logs.borrow();
+            groups.retain(|id, group| {
+                group.tick(now);
+                if group.state != GroupState::Empty {
+                    return true;
+                }
+                let has_offsets = logs
+                    .get(&offsets_partition(id))
+                    .is_some_and(|l| l.groups.contains_key(id));
+                let stale = group
+                    .empty_since
+                    .is_some_and(|t| now.duration_since(t) >= self.offsets_retention);
+                if has_offsets && stale {
+                    expired.push(id.clone());
+                }
+                has_offsets
+            });
+        }
+        for group_id in expired {
+            info!(group = %group_id, "offsets retention: removing committed offsets of a long-empty group");
+            let _ = self.delete_group(&group_id).await;
+        }
+    }
+}
+
+/// Topics in a consumer-protocol subscription (version, topics, ...).
+fn subscribed_topics(metadata: &[u8]) -> Vec<String> {
+    let mut topics = Vec::new();
+    let Some(count) = metadata.get(2..6) else {
+        return topics;
+    };
+    let count = i32::from_be_bytes([count[0], count[1], count[2], count[3]]);
+    let mut at = 6;
+    for _ in 0..count.max(0) {
+        let Some(len) = metadata.get(at..at + 2) else {
+            break;
+        };
+        let len = i16::from_be_bytes([len[0], len[1]]).max(0) as usize;
+        let Some(name) = metadata.get(at + 2..at + 2 + len) else {
+            break;
+        };
+        topics.push(String::from_utf8_lossy(name).into_owned());
+        at += 2 + len;
+    }
+    topics
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn subscription_topics_are_read_from_consumer_protocol_metadata() {
+        let mut meta = vec![0u8, 1, 0, 0, 0, 2];
+        for t in ["orders", "payments"] {
+            meta.extend_from_slice(&(t.len() as i16).to_be_bytes());
+            meta.extend_from_slice(t.as_bytes());
+        }
+        meta.extend_from_slice(&[0, 0, 0, 0]);
+        assert_eq!(super::subscribed_topics(&meta), vec!["orders", "payments"]);
+        assert!(super::subscribed_topics(&[0, 1]).is_empty());
+    }
+}

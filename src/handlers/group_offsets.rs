@@ -1,0 +1,261 @@
+//! Committed offsets: OffsetCommit (members with generation checks, or
+//! simple commits with generation -1), OffsetFetch (v8+ several groups at
+//! once), OffsetDelete. Offsets live with the group's coordinator shard and
+//! are fsynced before a commit is acknowledged.
+
+use super::{handler, Handler, Outcome, Request};
+use crate::groups::Committed;
+use crate::log::partition_log::now_ms;
+use crate::server::ShardBroker;
+use futures::future::join_all;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use std::rc::Rc;
+
+pub(crate) const OFFSET_COMMIT: Handler = handler!(OffsetCommitRequest, offset_commit);
+pub(crate) const OFFSET_FETCH: Handler = handler!(OffsetFetchRequest, offset_fetch);
+pub(crate) const OFFSET_DELETE: Handler = handler!(OffsetDeleteRequest, offset_delete);
+
+/// Kafka's offset.metadata.max.bytes.
+const MAX_METADATA_BYTES: usize = 4096;
+
+type TopicPartitions = Vec<(String, Vec<i32>)>;
+type Fetched = Vec<(String, Vec<(i32, Option<Committed>)>)>;
+
+async fn offset_commit(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
+    let asked: OffsetCommitRequest = request.decode("OffsetCommit")?;
+    let catalog = broker.catalog.snapshot();
+    let now = now_ms();
+    // Per partition: an error decided here, or an offset to commit.
+    let mut codes: Vec<(String, Vec<(i32, i16)>)> = Vec::new();
+    let mut to_commit = Vec::new();
+    for topic in &asked.topics {
+        let name = topic.name.to_string();
+        let partitions = catalog.get(&name).map_or(0, |t| t.partitions);
+        let mut topic_codes = Vec::new();
+        for p in &topic.partitions {
+            let code = if p.partition_index < 0 || p.partition_index >= partitions {
+                ResponseError::UnknownTopicOrPartition.code()
+            } else if p
+                .committed_metadata
+                .as_ref()
+                .is_some_and(|m| m.len() > MAX_METADATA_BYTES)
+            {
+                ResponseError::OffsetMetadataTooLarge.code()
+            } else {
+                let committed = Committed {
+                    offset: p.committed_offset,
+                    leader_epoch: p.committed_leader_epoch,
+                    metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
+                    commit_time_ms: now,
+                };
+                to_commit.push(((name.clone(), p.partition_index), committed));
+                0
+            };
+            topic_codes.push((p.partition_index, code));
+        }
+        codes.push((name, topic_codes));
+    }
+    if !to_commit.is_empty() {
+        let group_id = asked.group_id.to_string();
+        let member_id = asked.member_id.to_string();
+        let instance_id = asked.group_instance_id.map(|i| i.to_string());
+        let generation = asked.generation_id_or_member_epoch;
+        let owner = broker.group_owner(&group_id);
+        let outcome = broker
+            .on_shard(owner, move |b| async move {
+                b.groups
+                    .commit(
+                        &group_id,
+                        (&member_id, instance_id.as_deref(), generation),
+                        to_commit,
+                    )
+                    .await
+            })
+            .await
+            .unwrap_or(Err(ResponseError::CoordinatorNotAvailable.code()));
+        if let Err(code) = outcome {
+            for (_, partitions) in codes.iter_mut() {
+                for (_, c) in partitions.iter_mut().filter(|(_, c)| *c == 0) {
+                    *c = code;
+                }
+            }
+        }
+    }
+    let topics = codes
+        .into_iter()
+        .map(|(name, partitions)| {
+            OffsetCommitResponseTopic::default()
+                .with_name(TopicName(StrBytes::from_string(name)))
+                .with_partitions(
+                    partitions
+                        .into_iter()
+                        .map(|(p, code)| {
+                            OffsetCommitResponsePartition::default()
+                                .with_partition_index(p)
+                                .with_error_code(code)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    request.respond(&OffsetCommitResponse::default().with_topics(topics))
+}
+
+/// Committed offsets of one group, from its coordinator shard.
+async fn fetch_group(
+    broker: &Rc<ShardBroker>,
+    group_id: String,
+    wanted: Option<TopicPartitions>,
+) -> Result<Fetched, i16> {
+    let owner = broker.group_owner(&group_id);
+    broker
+        .on_shard(owner, move |b| async move {
+            b.groups.fetch_offsets(&group_id, wanted)
+        })
+        .await
+        .map_err(|_| ResponseError::CoordinatorNotAvailable.code())
+}
+
+/// (offset, leader epoch, metadata) as OffsetFetch reports them; no commit
+/// is offset -1 with empty metadata.
+fn reported(committed: Option<Committed>) -> (i64, i32, String) {
+    committed.map_or((-1, -1, String::new()), |c| {
+        (c.offset, c.leader_epoch, c.metadata.unwrap_or_default())
+    })
+}
+
+async fn offset_fetch(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
+    let asked: OffsetFetchRequest = request.decode("OffsetFetch")?;
+    let version = request.version;
+    if version >= 8 {
+        let groups = asked.groups.into_iter().map(|g| {
+            let broker = broker.clone();
+            async move {
+                let wanted = g.topics.map(|ts| {
+                    ts.into_iter()
+                        .map(|t| (t.name.to_string(), t.partition_indexes))
+                        .collect()
+                });
+                let response = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
+                match fetch_group(&broker, g.group_id.to_string(), wanted).await {
+                    Err(code) => response.with_error_code(code),
+                    Ok(topics) => response.with_topics(
+                        topics
+                            .into_iter()
+                            .map(|(name, partitions)| {
+                                OffsetFetchResponseTopics::default()
+                                    .with_name(TopicName(StrBytes::from_string(name)))
+                                    .with_partitions(
+                                        partitions
+                                            .into_iter()
+                                            .map(|(p, c)| {
+                                                let (offset, epoch, metadata) = reported(c);
+                                                OffsetFetchResponsePartitions::default()
+                                                    .with_partition_index(p)
+                                                    .with_committed_offset(offset)
+                                                    .with_committed_leader_epoch(epoch)
+                                                    .with_metadata(Some(StrBytes::from_string(metadata)))
+                                            })
+                                            .collect(),
+                                    )
+                            })
+                            .collect(),
+                    ),
+                }
+            }
+        });
+        return request.respond(&OffsetFetchResponse::default().with_groups(join_all(groups).await));
+    }
+    let wanted = asked.topics.map(|ts| {
+        ts.into_iter()
+            .map(|t| (t.name.to_string(), t.partition_indexes))
+            .collect()
+    });
+    let response = match fetch_group(&broker, asked.group_id.to_string(), wanted).await {
+        Err(code) => OffsetFetchResponse::default().with_error_code(code),
+        Ok(topics) => OffsetFetchResponse::default().with_topics(
+            topics
+                .into_iter()
+                .map(|(name, partitions)| {
+                    OffsetFetchResponseTopic::default()
+                        .with_name(TopicName(StrBytes::from_string(name)))
+                        .with_partitions(
+                            partitions
+                                .into_iter()
+                                .map(|(p, c)| {
+                                    let (offset, epoch, metadata) = reported(c);
+                                    let partition = OffsetFetchResponsePartition::default()
+                                        .with_partition_index(p)
+                                        .with_committed_offset(offset)
+                                        .with_metadata(Some(StrBytes::from_string(metadata)));
+                                    if version >= 5 {
+                                        partition.with_committed_leader_epoch(epoch)
+                                    } else {
+                                        partition
+                                    }
+                                })
+                                .collect(),
+                        )
+                })
+                .collect(),
+        ),
+    };
+    request.respond(&response)
+}
+
+async fn offset_delete(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
+    let asked: OffsetDeleteRequest = request.decode("OffsetDelete")?;
+    let group_id = asked.group_id.to_string();
+    let topics: TopicPartitions = asked
+        .topics
+        .iter()
+        .map(|t| {
+            (
+                t.name.to_string(),
+                t.partitions.iter().map(|p| p.partition_index).collect(),
+            )
+        })
+        .collect();
+    let owner = broker.group_owner(&group_id);
+    let outcome = broker
+        .on_shard(owner, move |b| async move {
+            b.groups.delete_offsets(&group_id, topics).await
+        })
+        .await
+        .unwrap_or(Err(ResponseError::CoordinatorNotAvailable.code()));
+    let response = match outcome {
+        Err(code) => OffsetDeleteResponse::default().with_error_code(code),
+        Ok(results) => OffsetDeleteResponse::default().with_topics(
+            results
+                .into_iter()
+                .map(|(name, partitions)| {
+                    OffsetDeleteResponseTopic::default()
+                        .with_name(TopicName(StrBytes::from_string(name)))
+                        .with_partitions(
+                            partitions
+                                .into_iter()
+                                .map(|(p, code)| {
+                                    OffsetDeleteResponsePartition::default()
+                                        .with_partition_index(p)
+                                        .with_error_code(code)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect(),
+        ),
+    };
+    request.respond(&response)
+}

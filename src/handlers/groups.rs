@@ -1,0 +1,389 @@
+//! The classic consumer-group protocol: FindCoordinator, JoinGroup,
+//! SyncGroup, Heartbeat, LeaveGroup, and the admin side: ListGroups,
+//! DescribeGroups, DeleteGroups. Each group's state lives on the shard that
+//! coordinates it; requests are sent there.
+
+use super::{handler, Handler, Outcome, Request};
+use crate::groups::{JoinRequest, JoinResult, Reply, SyncResult};
+use crate::server::ShardBroker;
+use bytes::Bytes;
+use futures::future::join_all;
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use std::rc::Rc;
+use std::time::Duration;
+
+pub(crate) const FIND_COORDINATOR: Handler = handler!(FindCoordinatorRequest, find_coordinator);
+pub(crate) const JOIN_GROUP: Handler = handler!(JoinGroupRequest, join_group);
+pub(crate) const SYNC_GROUP: Handler = handler!(SyncGroupRequest, sync_group);
+pub(crate) const HEARTBEAT: Handler = handler!(HeartbeatRequest, heartbeat);
+pub(crate) const LEAVE_GROUP: Handler = handler!(LeaveGroupRequest, leave_group);
+pub(crate) const LIST_GROUPS: Handler = handler!(ListGroupsRequest, list_groups);
+pub(crate) const DESCRIBE_GROUPS: Handler = handler!(DescribeGroupsRequest, describe_groups);
+pub(crate) const DELETE_GROUPS: Handler = handler!(DeleteGroupsRequest, delete_groups);
+
+fn text(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}
+
+/// The coordinator shard could not be reached (shutting down).
+const UNAVAILABLE: ResponseError = ResponseError::CoordinatorNotAvailable;
+
+/// Groups are coordinated by this broker; transactions are not.
+async fn find_coordinator(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
+    let asked: FindCoordinatorRequest = request.decode("FindCoordinator")?;
+    let (host, port) = broker.advertised.for_connection(request.local_addr);
+    let node = BrokerId(broker.identity.node_id);
+    let error = match asked.key_type {
+        0 => None,
+        1 => Some("transactions are not supported by this broker"),
+        _ => Some("unknown coordinator key type"),
+    };
+    let code = error.map_or(0, |_| UNAVAILABLE.code());
+    let message = error.map(text);
+    let response = if request.version >= 4 {
+        let coordinators = asked
+            .coordinator_keys
+            .into_iter()
+            .map(|key| {
+                Coordinator::default()
+                    .with_key(key)
+                    .with_node_id(if error.is_none() { node } else { BrokerId(-1) })
+                    .with_host(if error.is_none() {
+                        text(host.clone())
+                    } else {
+                        text("")
+                    })
+                    .with_port(if error.is_none() { i32::from(port) } else { -1 })
+                    .with_error_code(code)
+                    .with_error_message(message.clone())
+            })
+            .collect();
+        FindCoordinatorResponse::default().with_coordinators(coordinators)
+    } else if error.is_some() {
+        FindCoordinatorResponse::default()
+            .with_error_code(code)
+            .with_error_message(if request.version >= 1 { message } else { None })
+            .with_node_id(BrokerId(-1))
+            .with_port(-1)
+    } else {
+        FindCoordinatorResponse::default()
+            .with_node_id(node)
+            .with_host(text(host))
+            .with_port(i32::from(port))
+    };
+    request.respond(&response)
+}
+
+async fn join_group(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
+    let asked: JoinGroupRequest = request.decode("JoinGroup")?;
+    let version = request.version;
+    let session_timeout = Duration::from_millis(asked.session_timeout_ms.max(0) as u64);
+    let join = JoinRequest {
+        member_id: asked.member_id.to_string(),
+        instance_id: asked.group_instance_id.map(|i| i.to_string()),
+        client_id: request
+            .header
+            .client_id
+            .as_deref()
+            .unwrap_or_default()
+            .to_string(),
+        client_host: format!("/{}", request.peer.ip()),
+        session_timeout,
+        // v0 has no rebalance timeout: Kafka uses the session timeout.
+        rebalance_timeout: if version >= 1 {
+            Duration::from_millis(asked.rebalance_timeout_ms.max(0) as u64)
+        } else {
+            session_timeout
+        },
+        protocol_type: asked.protocol_type.to_string(),
+        protocols: asked
+            .protocols
+            .into_iter()
+            .map(|p| (p.name.to_string(), p.metadata))
+            .collect(),
+        requires_known_member_id: version >= 4,
+    };
+    let group_id = asked.group_id.to_string();
+    let owner = broker.group_owner(&group_id);
+    let member_id = join.member_id.clone();
+    let result = broker
+        .on_shard(owner, move |b| async move {
+            match b.groups.join(&group_id, join) {
+                Reply::Now(result) => result,
+                Reply::Later(rx) => rx.await.unwrap_or_else(|_| JoinResult {
+                    error: ResponseError::UnknownMemberId.code(),
+                    generation: -1,
+                    member_id,
+                    ..Default::default()
+                }),
+            }
+        })
+        .await
+        .unwrap_or_else(|_| JoinResult {
+            error: UNAVAILABLE.code(),
+            generation: -1,
+            ..Default::default()
+        });
+    let members = result
+        .members
+        .into_iter()
+        .map(|(id, instance, metadata)| {
+            let member = JoinGroupResponseMember::default()
+                .with_member_id(text(id))
+                .with_metadata(metadata);
+            if version >= 5 {
+                member.with_group_instance_id(instance.map(text))
+            } else {
+                member
+            }
+        })
+        .collect();
+    // Before v7 the protocol name is a plain (non-null) string.
+    let protocol_name = match (version >= 7, result.protocol_name) {
+        (true, name) => name.map(text),
+        (false, name) => Some(text(name.unwrap_or_default())),
+    };
+    let response = JoinGroupResponse::default()
+        .with_error_code(result.error)
+        .with_generation_id(result.generation)
+        .with_protocol_type(if version >= 7 {
+            result.protocol_type.map(text)
+        } else {
+            None
+        })
+        .with_protocol_name(protocol_name)
+        .with_leader(text(result.leader))
+        .with_skip_assignment(version >= 9 && result.skip_assignment)
+        .with_member_id(text(result.member_id))
+        .with_members(members);
+    request.respond(&response)
+}
+
+async fn sync_group(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
+    let asked: SyncGroupRequest = request.decode("SyncGroup")?;
+    let version = request.version;
+    let group_id = asked.group_id.to_string();
+    let member_id = asked.member_id.to_string();
+    let instance_id = asked.group_instance_id.map(|i| i.to_string());
+    let assignments: Vec<(String, Bytes)> = asked
+        .assignments
+        .into_iter()
+        .map(|a| (a.member_id.to_string(), a.assignment))
+        .collect();
+    let (asked_type, asked_name) = (
+        asked.protocol_type.map(|t| t.to_string()),
+        asked.protocol_name.map(|n| n.to_string()),
+    );
+    let owner = broker.group_owner(&group_id);
+    let result = broker
+        .on_shard(owner, move |b| async move {
+            let reply = b.groups.sync(
+                &group_id,
+                &member_id,
+                instance_id.as_deref(),
+                asked.generation_id,
+                assignments,
+            );
+            match reply {
+                Reply::Now(result) => result,
+                Reply::Later(rx) => rx.await.unwrap_or_else(|_| SyncResult {
+                    error: ResponseError::RebalanceInProgress.code(),
+                    ..Default::default()
+                }),
+            }
+        })
+        .await
+        .unwrap_or_else(|_| SyncResult {
+            error: UNAVAILABLE.code(),
+            ..Default::default()
+        });
+    // v5+: the client says which protocol it synced for; it must match.
+    let mismatch = result.error == 0
+        && ((asked_type.is_some() && asked_type != result.protocol_type)
+            || (asked_name.is_some() && asked_name != result.protocol_name));
+    let mut response = if mismatch {
+        SyncGroupResponse::default().with_error_code(ResponseError::InconsistentGroupProtocol.code())
+    } else {
+        SyncGroupResponse::default()
+            .with_error_code(result.error)
+            .with_assignment(result.assignment)
+    };
+    if version >= 5 {
+        response = response
+            .with_protocol_type(result.protocol_type.map(text))
+            .with_protocol_name(result.protocol_name.map(text));
+    }
+    request.respond(&response)
+}
+
+async fn heartbeat(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
+    let asked: HeartbeatRequest = request.decode("Heartbeat")?;
+    let group_id = asked.group_id.to_string();
+    let owner = broker.group_owner(&group_id);
+    let member_id = asked.member_id.to_string();
+    let instance_id = asked.group_instance_id.map(|i| i.to_string());
+    let code = broker
+        .on_shard(owner, move |b| async move {
+            b.groups
+                .heartbeat(&group_id, &member_id, instance_id.as_deref(), asked.generation_id)
+        })
+        .await
+        .unwrap_or(UNAVAILABLE.code());
+    request.respond(&HeartbeatResponse::default().with_error_code(code))
+}
+
+async fn leave_group(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
+    let asked: LeaveGroupRequest = request.decode("LeaveGroup")?;
+    let version = request.version;
+    let leaving: Vec<(String, Option<String>)> = if version >= 3 {
+        asked
+            .members
+            .iter()
+            .map(|m| {
+                (
+                    m.member_id.to_string(),
+                    m.group_instance_id.as_ref().map(|i| i.to_string()),
+                )
+            })
+            .collect()
+    } else {
+        vec![(asked.member_id.to_string(), None)]
+    };
+    let group_id = asked.group_id.to_string();
+    let owner = broker.group_owner(&group_id);
+    let who = leaving.clone();
+    let result = broker
+        .on_shard(owner, move |b| async move { b.groups.leave(&group_id, &who) })
+        .await
+        .unwrap_or(Err(UNAVAILABLE.code()));
+    let response = match (result, version >= 3) {
+        (Err(code), _) => LeaveGroupResponse::default().with_error_code(code),
+        (Ok(codes), false) => {
+            LeaveGroupResponse::default().with_error_code(codes.first().copied().unwrap_or(0))
+        }
+        (Ok(codes), true) => LeaveGroupResponse::default().with_members(
+            leaving
+                .into_iter()
+                .zip(codes)
+                .map(|((id, instance), code)| {
+                    MemberResponse::default()
+                        .with_member_id(text(id))
+                        .with_group_instance_id(instance.map(text))
+                        .with_error_code(code)
+                })
+                .collect(),
+        ),
+    };
+    request.respond(&response)
+}
+
+async fn list_groups(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
+    let asked: ListGroupsRequest = request.decode("ListGroups")?;
+    let version = request.version;
+    let states: Vec<String> = asked
+        .states_filter
+        .iter()
+        .map(|s| s.to_ascii_lowercase())
+        .collect();
+    let classic_wanted = asked.types_filter.is_empty()
+        || asked
+            .types_filter
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case("classic"));
+    let per_shard =
+        (0..broker.shard.count).map(|shard| broker.on_shard(shard, |b| async move { b.groups.list() }));
+    let mut groups: Vec<ListedGroup> = Vec::new();
+    for listed in join_all(per_shard).await.into_iter().flatten() {
+        for (id, protocol_type, state) in listed {
+            if !classic_wanted || (!states.is_empty() && !states.contains(&state.to_ascii_lowercase())) {
+                continue;
+            }
+            let mut group = ListedGroup::default()
+                .with_group_id(GroupId(text(id)))
+                .with_protocol_type(text(protocol_type));
+            if version >= 4 {
+                group = group.with_group_state(text(state));
+            }
+            if version >= 5 {
+                group = group.with_group_type(text("classic"));
+            }
+            groups.push(group);
+        }
+    }
+    request.respond(&ListGroupsResponse::default().with_groups(groups))
+}
+
+async fn describe_groups(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
+    let asked: DescribeGroupsRequest = request.decode("DescribeGroups")?;
+    let version = request.version;
+    let described = asked.groups.into_iter().map(|group_id| {
+        let broker = broker.clone();
+        async move {
+            let id = group_id.to_string();
+            let owner = broker.group_owner(&id);
+            let found = broker
+                .on_shard(owner, move |b| async move { b.groups.describe(&id) })
+                .await;
+            let group = DescribedGroup::default().with_group_id(group_id);
+            match found {
+                Ok(Some(d)) => group
+                    .with_group_state(text(d.state))
+                    .with_protocol_type(text(d.protocol_type))
+                    .with_protocol_data(text(d.protocol))
+                    .with_members(
+                        d.members
+                            .into_iter()
+                            .map(|m| {
+                                let member = DescribedGroupMember::default()
+                                    .with_member_id(text(m.member_id))
+                                    .with_client_id(text(m.client_id))
+                                    .with_client_host(text(m.client_host))
+                                    .with_member_metadata(m.metadata)
+                                    .with_member_assignment(m.assignment);
+                                if version >= 4 {
+                                    member.with_group_instance_id(m.instance_id.map(text))
+                                } else {
+                                    member
+                                }
+                            })
+                            .collect(),
+                    ),
+                // Kafka: an unknown group is "Dead"; v6+ also says why.
+                Ok(None) if version >= 6 => group
+                    .with_group_state(text("Dead"))
+                    .with_error_code(ResponseError::GroupIdNotFound.code())
+                    .with_error_message(Some(text("group not found"))),
+                Ok(None) => group.with_group_state(text("Dead")),
+                Err(_) => group.with_error_code(UNAVAILABLE.code()),
+            }
+        }
+    });
+    request.respond(&DescribeGroupsResponse::default().with_groups(join_all(described).await))
+}
+
+async fn delete_groups(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
+    let asked: DeleteGroupsRequest = request.decode("DeleteGroups")?;
+    let results = asked.groups_names.into_iter().map(|group_id| {
+        let broker = broker.clone();
+        async move {
+            let id = group_id.to_string();
+            let owner = broker.group_owner(&id);
+            let code = broker
+                .on_shard(owner, move |b| async move { b.groups.delete_group(&id).await })
+                .await
+                .unwrap_or(UNAVAILABLE.code());
+            DeletableGroupResult::default()
+                .with_group_id(group_id)
+                .with_error_code(code)
+        }
+    });
+    request.respond(&DeleteGroupsResponse::default().with_results(join_all(results).await))
+}
