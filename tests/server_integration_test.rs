@@ -40,7 +40,7 @@ fn librdkafka_sees_one_broker_at_the_advertised_address() {
 /// exactly the handlers this build has.
 #[test]
 fn every_advertised_api_version_is_answered() {
-    let broker = TestBroker::start("api-versions", 2);
+    let broker = TestBroker::start_with("api-versions", 2, |c| c.group_initial_rebalance_delay_ms = 0);
     let mut client = RawClient::connect(broker.addr);
     for version in ApiVersionsRequest::VERSIONS.min..=ApiVersionsRequest::VERSIONS.max {
         let mut request = ApiVersionsRequest::default();

@@ -42,6 +42,13 @@ pub fn coordinator_shard(group_id: &str, shards: usize) -> usize {
     )
 }
 
+/// Topics with partition numbers, as offset requests name them.
+pub type TopicPartitions = Vec<(String, Vec<i32>)>;
+/// Committed offsets per topic and partition (`None`: nothing committed).
+pub type FetchedOffsets = Vec<(String, Vec<(i32, Option<Committed>)>)>;
+/// An error code per topic and partition.
+pub type PartitionCodes = Vec<(String, Vec<(i32, i16)>)>;
+
 /// A member as DescribeGroups shows it.
 #[derive(Debug, Clone)]
 pub struct MemberDescription {
@@ -203,11 +210,7 @@ impl GroupCoordinator {
 
     /// Committed offsets of a group: of the given topics and partitions, or
     /// of everything it has committed (`None`).
-    pub(crate) fn fetch_offsets(
-        &self,
-        group_id: &str,
-        wanted: Option<Vec<(String, Vec<i32>)>>,
-    ) -> Vec<(String, Vec<(i32, Option<Committed>)>)> {
+    pub(crate) fn fetch_offsets(&self, group_id: &str, wanted: Option<TopicPartitions>) -> FetchedOffsets {
         let logs = self.logs.borrow();
         let committed = logs
             .get(&offsets_partition(group_id))
@@ -241,8 +244,8 @@ impl GroupCoordinator {
     pub(crate) async fn delete_offsets(
         &self,
         group_id: &str,
-        topics: Vec<(String, Vec<i32>)>,
-    ) -> Result<Vec<(String, Vec<(i32, i16)>)>, i16> {
+        topics: TopicPartitions,
+    ) -> Result<PartitionCodes, i16> {
         let subscribed: Vec<String> = {
             let groups = self.groups.borrow();
             let group = groups

@@ -4,7 +4,7 @@
 //! are fsynced before a commit is acknowledged.
 
 use super::{handler, Handler, Outcome, Request};
-use crate::groups::Committed;
+use crate::groups::{Committed, FetchedOffsets, TopicPartitions};
 use crate::log::partition_log::now_ms;
 use crate::server::ShardBroker;
 use futures::future::join_all;
@@ -29,9 +29,6 @@ pub(crate) const OFFSET_DELETE: Handler = handler!(OffsetDeleteRequest, offset_d
 
 /// Kafka's offset.metadata.max.bytes.
 const MAX_METADATA_BYTES: usize = 4096;
-
-type TopicPartitions = Vec<(String, Vec<i32>)>;
-type Fetched = Vec<(String, Vec<(i32, Option<Committed>)>)>;
 
 async fn offset_commit(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let asked: OffsetCommitRequest = request.decode("OffsetCommit")?;
@@ -118,7 +115,7 @@ async fn fetch_group(
     broker: &Rc<ShardBroker>,
     group_id: String,
     wanted: Option<TopicPartitions>,
-) -> Result<Fetched, i16> {
+) -> Result<FetchedOffsets, i16> {
     let owner = broker.group_owner(&group_id);
     broker
         .on_shard(owner, move |b| async move {

@@ -9,12 +9,22 @@ use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::leave_group_request::MemberIdentity;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::offset_delete_request::{
+    OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+};
+use kafka_protocol::messages::offset_fetch_request::{OffsetFetchRequestGroup, OffsetFetchRequestTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
 };
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
@@ -243,6 +253,179 @@ pub fn exercise(client: &mut RawClient, key: ApiKey, v: i16) {
             assert_eq!(response.error_code, 0, "DescribeCluster v{v}");
             assert_eq!(response.brokers.len(), 1);
         }
+        ApiKey::FindCoordinator => {
+            let request = if v >= 4 {
+                FindCoordinatorRequest::default().with_coordinator_keys(vec![s("some-group")])
+            } else {
+                FindCoordinatorRequest::default().with_key(s("some-group"))
+            };
+            let response = client.call(v, &request);
+            if v >= 4 {
+                assert_eq!(response.coordinators[0].error_code, 0, "FindCoordinator v{v}");
+                assert_eq!(response.coordinators[0].node_id.0, 0);
+            } else {
+                assert_eq!(
+                    (response.error_code, response.node_id.0),
+                    (0, 0),
+                    "FindCoordinator v{v}"
+                );
+            }
+        }
+        ApiKey::JoinGroup => {
+            let (member, generation) = join_group(client, &format!("join-v{v}"), v);
+            assert!(!member.is_empty() && generation == 1, "JoinGroup v{v}");
+        }
+        ApiKey::SyncGroup => {
+            let group = format!("sync-v{v}");
+            let (member, generation) = join_group(client, &group, 5);
+            let mut request = SyncGroupRequest::default()
+                .with_group_id(GroupId(s(&group)))
+                .with_generation_id(generation)
+                .with_member_id(s(&member))
+                .with_assignments(vec![SyncGroupRequestAssignment::default()
+                    .with_member_id(s(&member))
+                    .with_assignment(bytes::Bytes::from_static(b"assignment"))]);
+            if v >= 5 {
+                request = request
+                    .with_protocol_type(Some(s("consumer")))
+                    .with_protocol_name(Some(s("range")));
+            }
+            let response = client.call(v, &request);
+            assert_eq!(response.error_code, 0, "SyncGroup v{v}");
+            assert_eq!(&response.assignment[..], b"assignment");
+        }
+        ApiKey::Heartbeat => {
+            let group = format!("heartbeat-v{v}");
+            let (member, generation) = join_group(client, &group, 5);
+            let request = HeartbeatRequest::default()
+                .with_group_id(GroupId(s(&group)))
+                .with_generation_id(generation)
+                .with_member_id(s(&member));
+            // Not yet synced: CompletingRebalance still answers NONE.
+            assert_eq!(client.call(v, &request).error_code, 0, "Heartbeat v{v}");
+        }
+        ApiKey::LeaveGroup => {
+            let group = format!("leave-v{v}");
+            let (member, _) = join_group(client, &group, 5);
+            let request = LeaveGroupRequest::default().with_group_id(GroupId(s(&group)));
+            let request = if v >= 3 {
+                request.with_members(vec![MemberIdentity::default().with_member_id(s(&member))])
+            } else {
+                request.with_member_id(s(&member))
+            };
+            let response = client.call(v, &request);
+            assert_eq!(response.error_code, 0, "LeaveGroup v{v}");
+            if v >= 3 {
+                assert_eq!(response.members[0].error_code, 0);
+            }
+        }
+        ApiKey::OffsetCommit => {
+            ensure_topic(client, topic);
+            let response = client.call(v, &simple_commit(&format!("commit-v{v}"), topic, 3));
+            assert_eq!(
+                response.topics[0].partitions[0].error_code, 0,
+                "OffsetCommit v{v}"
+            );
+        }
+        ApiKey::OffsetFetch => {
+            ensure_topic(client, topic);
+            let group = format!("fetch-v{v}");
+            client.call(8, &simple_commit(&group, topic, 7));
+            let committed = if v >= 8 {
+                let request =
+                    OffsetFetchRequest::default().with_groups(vec![OffsetFetchRequestGroup::default()
+                        .with_group_id(GroupId(s(&group)))
+                        .with_topics(None)]);
+                client.call(v, &request).groups[0].topics[0].partitions[0].committed_offset
+            } else {
+                let request = OffsetFetchRequest::default()
+                    .with_group_id(GroupId(s(&group)))
+                    .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+                        .with_name(name(topic))
+                        .with_partition_indexes(vec![0])]));
+                client.call(v, &request).topics[0].partitions[0].committed_offset
+            };
+            assert_eq!(committed, 7, "OffsetFetch v{v}");
+        }
+        ApiKey::OffsetDelete => {
+            ensure_topic(client, topic);
+            let group = format!("offset-delete-v{v}");
+            client.call(8, &simple_commit(&group, topic, 1));
+            let request = OffsetDeleteRequest::default()
+                .with_group_id(GroupId(s(&group)))
+                .with_topics(vec![OffsetDeleteRequestTopic::default()
+                    .with_name(name(topic))
+                    .with_partitions(vec![
+                        OffsetDeleteRequestPartition::default().with_partition_index(0)
+                    ])]);
+            let response = client.call(v, &request);
+            assert_eq!(response.error_code, 0, "OffsetDelete v{v}");
+            assert_eq!(response.topics[0].partitions[0].error_code, 0);
+        }
+        ApiKey::ListGroups => {
+            ensure_topic(client, topic);
+            client.call(8, &simple_commit("listed", topic, 1));
+            let response = client.call(v, &ListGroupsRequest::default());
+            assert!(
+                response.groups.iter().any(|g| g.group_id.as_str() == "listed"),
+                "ListGroups v{v}"
+            );
+        }
+        ApiKey::DescribeGroups => {
+            let group = format!("describe-v{v}");
+            join_group(client, &group, 5);
+            let response = client.call(
+                v,
+                &DescribeGroupsRequest::default().with_groups(vec![GroupId(s(&group))]),
+            );
+            assert_eq!(response.groups[0].error_code, 0, "DescribeGroups v{v}");
+            assert_eq!(response.groups[0].members.len(), 1);
+        }
+        ApiKey::DeleteGroups => {
+            ensure_topic(client, topic);
+            let group = format!("delete-group-v{v}");
+            client.call(8, &simple_commit(&group, topic, 1));
+            let response = client.call(
+                v,
+                &DeleteGroupsRequest::default().with_groups_names(vec![GroupId(s(&group))]),
+            );
+            assert_eq!(response.results[0].error_code, 0, "DeleteGroups v{v}");
+        }
         other => panic!("api {other:?} is advertised but this test cannot exercise it: add it here"),
     }
+}
+
+/// Joins `group` alone (with the MEMBER_ID_REQUIRED round trip from v4);
+/// returns the member id and generation. The broker under test runs with
+/// no initial rebalance delay.
+fn join_group(client: &mut RawClient, group: &str, v: i16) -> (String, i32) {
+    let request = |member: &str| {
+        JoinGroupRequest::default()
+            .with_group_id(GroupId(s(group)))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_member_id(s(member))
+            .with_protocol_type(s("consumer"))
+            .with_protocols(vec![JoinGroupRequestProtocol::default().with_name(s("range"))])
+    };
+    let mut response = client.call(v, &request(""));
+    if v >= 4 {
+        assert_eq!(response.error_code, 79, "MEMBER_ID_REQUIRED at JoinGroup v{v}");
+        response = client.call(v, &request(&response.member_id.to_string()));
+    }
+    assert_eq!(response.error_code, 0, "JoinGroup v{v}");
+    (response.member_id.to_string(), response.generation_id)
+}
+
+/// A commit with generation -1 and no member: a group used only to store
+/// offsets.
+fn simple_commit(group: &str, topic: &str, offset: i64) -> OffsetCommitRequest {
+    OffsetCommitRequest::default()
+        .with_group_id(GroupId(s(group)))
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(name(topic))
+            .with_partitions(vec![
+                OffsetCommitRequestPartition::default().with_committed_offset(offset)
+            ])])
 }

@@ -12,41 +12,15 @@ then checks that each client bootstraps, reads metadata, and moves data:
 Prints one PASS/FAIL line per client and check, then "N passed, N failed";
 exits non-zero on any failure. Every wait is bounded.
 """
-import os
 import re
-import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 
+from common import check, finish, start_broker
+
 BINARY = sys.argv[1] if len(sys.argv) > 1 else "target/debug/chronik-ingest"
-results = []
-
-
-def check(name, ok, detail=""):
-    results.append(ok)
-    print(f"{'PASS' if ok else 'FAIL'} {name}{(': ' + detail) if detail and not ok else ''}", flush=True)
-
-
-def start_broker(data_dir):
-    env = dict(os.environ, BIND_ADDRESS="127.0.0.1:0", STORAGE_PATH=data_dir, METRICS_ADDRESS="",
-               SHARDS="2", RUST_LOG="info,chronik_ingest::server::connection=debug")
-    log = open(os.path.join(data_dir, "broker.log"), "w+")
-    proc = subprocess.Popen([BINARY], env=env, stdout=subprocess.DEVNULL, stderr=log)
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        log.seek(0)
-        m = re.search(r"chronik-ingest started listen=(\S+)", log.read())
-        if m:
-            return proc, log, m.group(1)
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    proc.kill()
-    log.seek(0)
-    sys.exit(f"broker did not start:\n{log.read()}")
 
 
 def kcat_metadata(addr):
@@ -137,33 +111,17 @@ def kafka_python_metadata(addr, log):
 
 def main():
     data_dir = tempfile.mkdtemp(prefix="chronik-interop-")
-    proc, log, addr = start_broker(data_dir)
-    try:
-        steps = [("kcat", lambda: kcat_metadata(addr)), ("confluent-kafka", lambda: confluent_metadata(addr)),
-                 ("kafka-python", lambda: kafka_python_metadata(addr, log)),
-                 ("kcat round trip", lambda: kcat_round_trip(addr)),
-                 ("confluent-kafka round trip", lambda: confluent_round_trip(addr))]
-        for client, step in steps:
-            try:
-                step()
-            except Exception as e:  # a client error is a failed check, not a crash
-                check(f"{client} metadata", False, repr(e))
-        proc.send_signal(signal.SIGTERM)
+    proc, log, addr = start_broker(BINARY, data_dir, {"RUST_LOG": "info,chronik_ingest::server::connection=debug"})
+    steps = [("kcat", lambda: kcat_metadata(addr)), ("confluent-kafka", lambda: confluent_metadata(addr)),
+             ("kafka-python", lambda: kafka_python_metadata(addr, log)),
+             ("kcat round trip", lambda: kcat_round_trip(addr)),
+             ("confluent-kafka round trip", lambda: confluent_round_trip(addr))]
+    for client, step in steps:
         try:
-            code = proc.wait(timeout=35)
-            check("broker exits 0 on SIGTERM", code == 0, f"exit {code}")
-        except subprocess.TimeoutExpired:
-            check("broker exits 0 on SIGTERM", False, "still running after 35 s")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        log.seek(0)
-        if not all(results):
-            print(log.read())
-        shutil.rmtree(data_dir, ignore_errors=True)
-    passed = sum(results)
-    print(f"interop: {passed} passed, {len(results) - passed} failed")
-    sys.exit(0 if all(results) else 1)
+            step()
+        except Exception as e:  # a client error is a failed check, not a crash
+            check(f"{client}", False, repr(e))
+    finish("interop smoke", proc, log, data_dir)
 
 
 if __name__ == "__main__":

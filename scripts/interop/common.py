@@ -1,0 +1,62 @@
+"""Shared by the interop suites: start the real broker binary on an
+ephemeral port with a scratch data directory, record PASS/FAIL checks, stop
+the broker and print the closing "N passed, N failed" line."""
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+results = []
+
+
+def check(name, ok, detail=""):
+    results.append(bool(ok))
+    suffix = f": {detail}" if detail and not ok else ""
+    print(f"{'PASS' if ok else 'FAIL'} {name}{suffix}", flush=True)
+    return ok
+
+
+def start_broker(binary, data_dir, extra_env=None):
+    """Starts the broker; returns (process, log file, "host:port")."""
+    env = dict(os.environ, BIND_ADDRESS="127.0.0.1:0", STORAGE_PATH=data_dir, METRICS_ADDRESS="",
+               SHARDS="2", RUST_LOG="info")
+    env.update(extra_env or {})
+    log = open(os.path.join(data_dir, f"broker-{time.time_ns()}.log"), "w+")
+    proc = subprocess.Popen([binary], env=env, stdout=subprocess.DEVNULL, stderr=log)
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        log.seek(0)
+        m = re.search(r"chronik-ingest started listen=(\S+)", log.read())
+        if m:
+            return proc, log, m.group(1)
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    proc.kill()
+    log.seek(0)
+    sys.exit(f"broker did not start:\n{log.read()}")
+
+
+def stop_broker(proc):
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=35)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return None
+
+
+def finish(suite, proc, log, data_dir):
+    """Stops the broker (checking it exits 0), prints the tally, exits."""
+    code = stop_broker(proc)
+    check("broker exits 0 on SIGTERM", code == 0, f"exit {code}")
+    if not all(results):
+        log.seek(0)
+        print(log.read()[-20000:])
+    shutil.rmtree(data_dir, ignore_errors=True)
+    passed = sum(results)
+    print(f"{suite}: {passed} passed, {len(results) - passed} failed", flush=True)
+    sys.exit(0 if all(results) else 1)
