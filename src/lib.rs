@@ -8,10 +8,11 @@ mod controller;
 mod groups;
 mod handlers;
 pub mod log;
+pub mod metrics;
 pub mod protocol;
 pub mod server;
 mod storage;
 pub mod topics;
 
-pub use config::{ConfigError, ConnectionPoolConfig, ServerConfig, TlsConfig};
+pub use config::{ConfigError, ConnectionPoolConfig, LogFormat, ServerConfig, TlsConfig};
 pub use server::{IngestServer, ServerError, ServerHandle, ShardSnapshot, Stopper};

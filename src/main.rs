@@ -1,7 +1,7 @@
 //! The `chronik-ingest` binary: a thin wrapper over `IngestServer` that reads
 //! the configuration, logs, and turns SIGINT/SIGTERM into a graceful stop.
 
-use chronik_ingest::{IngestServer, ServerConfig};
+use chronik_ingest::{IngestServer, LogFormat, ServerConfig};
 use clap::{Arg, Command};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -44,11 +44,11 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => logs.json().with_current_span(true).with_span_list(true).init(),
+        LogFormat::Text => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+    }
 
     // Registered before the shards start, so a signal during start-up is
     // not lost to the default action.

@@ -50,6 +50,10 @@ pub trait ShardService: 'static {
     /// not returned by the shutdown timeout it is dropped (force-closed).
     fn serve(self: Rc<Self>, conn: Connection) -> impl Future<Output = ()> + 'static;
 
+    /// Called once on the shard, after the service is built and before it
+    /// accepts: start the shard's background tasks here.
+    fn on_start(self: &Rc<Self>) {}
+
     /// Handles a message from another shard; each runs as its own task.
     fn on_message(self: Rc<Self>, message: Self::Message) -> impl Future<Output = ()> + 'static;
 
@@ -272,6 +276,11 @@ impl Runtime {
         self.stop.store(true, Ordering::Release);
     }
 
+    /// Each shard's live counters (for a metrics collector).
+    pub fn counters(&self) -> Vec<Arc<ShardCounters>> {
+        self.counters.clone()
+    }
+
     pub fn shard_stats(&self) -> Vec<ShardStats> {
         self.counters
             .iter()
@@ -342,6 +351,7 @@ where
     // the listener becomes its only owner and closes it exactly once.
     let listener = unsafe { TcpListener::from_raw_fd(seed.listener.into_raw_fd()) };
     let service = Rc::new((seed.make_service)(ctx.clone()));
+    service.on_start();
     let inboxes: Vec<_> = receivers
         .streams()
         .into_iter()

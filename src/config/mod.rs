@@ -24,6 +24,14 @@ pub struct TlsConfig {
     pub require_client_cert: bool,
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
 /// Per-client-address protection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionPoolConfig {
@@ -61,6 +69,7 @@ pub struct ServerConfig {
     pub storage_path: PathBuf,
     /// `RUST_LOG`-style filter for the binary's log output.
     pub log_filter: String,
+    pub log_format: LogFormat,
     /// Create unknown topics named in Metadata and Produce requests.
     pub auto_create_topics: bool,
     /// Partitions of auto-created topics and of CreateTopics with -1.
@@ -94,6 +103,7 @@ impl Default for ServerConfig {
             max_request_bytes: 100 * 1024 * 1024,
             storage_path: PathBuf::from("./data"),
             log_filter: "info".into(),
+            log_format: LogFormat::Text,
             auto_create_topics: true,
             num_partitions: 1,
             retention_check_interval: Duration::from_secs(300),

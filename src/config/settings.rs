@@ -212,6 +212,23 @@ impl SettingValue for Option<NonZeroUsize> {
     }
 }
 
+impl SettingValue for super::LogFormat {
+    fn set(&mut self, text: &str) -> Result<(), String> {
+        *self = match text.to_ascii_lowercase().as_str() {
+            "text" => super::LogFormat::Text,
+            "json" => super::LogFormat::Json,
+            _ => return Err("expected text or json".into()),
+        };
+        Ok(())
+    }
+    fn show(&self) -> String {
+        match self {
+            super::LogFormat::Text => "text".into(),
+            super::LogFormat::Json => "json".into(),
+        }
+    }
+}
+
 fn tls(config: &mut ServerConfig) -> &mut super::TlsConfig {
     config.tls_config.get_or_insert_with(Default::default)
 }
@@ -254,7 +271,9 @@ pub static SETTINGS: &[Setting] = &[
     setting!("OFFSETS_RETENTION_MINUTES", true, |c| &mut c.offsets_retention_minutes,
         "Committed offsets of a group are dropped this long after the group became empty."),
     setting!("RUST_LOG", true, |c| &mut c.log_filter,
-        "Log filter, e.g. info or chronik_ingest=debug."),
+        "Log filter, e.g. info or chronik_ingest=info,chronik_protocol=debug (one line per request)."),
+    setting!("LOG_FORMAT", true, |c| &mut c.log_format,
+        "text, or json (one JSON object per line, with the connection and request spans)."),
     setting!("MAX_CONNECTIONS", false, |c| &mut c.max_connections,
         "Most connections open at once across all shards."),
     setting!("MAX_CONNECTIONS_PER_IP", false, |c| &mut c.pool_config.max_per_ip,
@@ -269,9 +288,9 @@ pub static SETTINGS: &[Setting] = &[
         "Connections without a complete request for this long are closed."),
     setting!("BACKPRESSURE_THRESHOLD", false, |c| &mut c.backpressure_threshold,
         "Pending requests per shard above which the shard stops reading new requests."),
-    setting!("METRICS_ADDRESS", false, |c| &mut c.metrics_address,
+    setting!("METRICS_ADDRESS", true, |c| &mut c.metrics_address,
         "Address of the /metrics, /health and /ready HTTP endpoint; empty = off."),
-    setting!("METRICS_INTERVAL_SECS", false, |c| &mut c.metrics_interval,
+    setting!("METRICS_INTERVAL_SECS", true, |c| &mut c.metrics_interval,
         "How often each shard logs a one-line summary."),
     setting!("TLS_CERT_PATH", false, |c| &mut tls(c).cert_path,
         "PEM certificate chain; setting it (with TLS_KEY_PATH) turns TLS on."),

@@ -334,6 +334,25 @@ impl GroupCoordinator {
         0
     }
 
+    /// (group, members, lag) of every group here; lag sums end offset
+    /// minus committed offset over the group's committed partitions.
+    pub(crate) fn lag_stats(&self, end_offset: impl Fn(&str, i32) -> Option<i64>) -> Vec<(String, usize, i64)> {
+        let groups = self.groups.borrow();
+        let logs = self.logs.borrow();
+        groups
+            .values()
+            .map(|g| {
+                let committed = logs.get(&offsets_partition(&g.id)).and_then(|l| l.groups.get(&g.id));
+                let lag = committed
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|((topic, p), c)| end_offset(topic, *p).map(|end| (end - c.offset).max(0)))
+                    .sum();
+                (g.id.clone(), g.members.len(), lag)
+            })
+            .collect()
+    }
+
     /// (group id, protocol type, state) of every group this shard owns.
     pub(crate) fn list(&self) -> Vec<(String, String, &'static str)> {
         self.groups

@@ -4,12 +4,14 @@
 //! (every answer carries session id 0, which clients accept).
 
 use super::{handler, Handler, Outcome, Request};
+use crate::log::batch;
+use crate::metrics::ShardMetrics;
 use crate::server::ShardBroker;
 use crate::storage::ReadResult;
 use crate::topics::TopicPartition;
 use futures::future::{join_all, select, select_all, Either};
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
+use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse};
 use kafka_protocol::ResponseError;
 use std::collections::BTreeMap;
 use std::pin::pin;
@@ -93,6 +95,7 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
         })
         .collect();
     for (want, result) in wanted.iter().zip(results) {
+        record_fetch(&broker, want, &result);
         topics[want.topic].partitions.push(
             PartitionData::default()
                 .with_partition_index(want.partition)
@@ -204,4 +207,21 @@ async fn watch_all(
         .into_iter()
         .filter_map(Result::ok)
         .collect()
+}
+
+/// Per-topic fetched records and bytes, and per-partition errors.
+fn record_fetch(broker: &ShardBroker, want: &Wanted, result: &ReadResult) {
+    if result.error_code != 0 {
+        let error = ShardMetrics::error_name(result.error_code);
+        broker.metrics.request_error(ApiKey::Fetch as i16, &error);
+        return;
+    }
+    let (Some(tp), false) = (&want.tp, result.records.is_empty()) else { return };
+    let mut records = 0u64;
+    let mut at = 0;
+    while let Some(header) = result.records.get(at..).and_then(|b| batch::parse_header(b).ok()) {
+        records += u64::from(header.last_offset_delta.max(0) as u32) + 1;
+        at += header.size;
+    }
+    broker.metrics.fetched(&tp.topic, records, result.records.len() as u64);
 }

@@ -11,7 +11,8 @@ use crate::topics::TopicPartition;
 use bytes::Bytes;
 use futures::future::join_all;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
+use crate::metrics::ShardMetrics;
+use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use std::rc::Rc;
@@ -72,6 +73,10 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
                         .await
                     }
                 };
+                if result.error_code != 0 {
+                    let error = ShardMetrics::error_name(result.error_code);
+                    broker.metrics.request_error(ApiKey::Produce as i16, &error);
+                }
                 (data.index, result)
             }
         });
@@ -108,12 +113,15 @@ async fn append(
         Err(e) => return AppendResult::error(e.code(), e.message()),
     };
     let owner = broker.owner(&tp);
+    let (topic, bytes) = (tp.topic.clone(), records.len() as u64);
     let result = broker
-        .on_shard(owner, move |b| async move {
-            b.storage.append(&tp, records, header, acks).await
-        })
-        .await;
-    result.unwrap_or_else(|e| AppendResult::error(ResponseError::KafkaStorageError.code(), e.to_string()))
+        .on_shard(owner, move |b| async move { b.storage.append(&tp, records, header, acks).await })
+        .await
+        .unwrap_or_else(|e| AppendResult::error(ResponseError::KafkaStorageError.code(), e.to_string()));
+    if result.error_code == 0 {
+        broker.metrics.produced(&topic, header.records_count.max(0) as u64, bytes);
+    }
+    result
 }
 
 fn partition_response(index: i32, r: AppendResult) -> PartitionProduceResponse {

@@ -21,6 +21,8 @@ use glommio::Task;
 use kafka_protocol::messages::ApiKey;
 use std::pin::pin;
 use std::rc::Rc;
+use std::time::Instant;
+use tracing::Instrument;
 use tracing::{debug, warn};
 
 /// Requests one connection may have in flight before reading pauses.
@@ -29,12 +31,30 @@ use tracing::{debug, warn};
 pub(crate) const MAX_IN_FLIGHT: usize = 64;
 
 /// A response slot, in request order.
-enum Pending {
+struct Pending {
+    api: i16,
+    started: Instant,
+    answer: Answer,
+}
+
+enum Answer {
     Ready(Bytes),
     Running(Task<Outcome>),
 }
 
 pub(crate) async fn serve(broker: Rc<ShardBroker>, conn: Connection) {
+    let span = tracing::info_span!(
+        "conn",
+        shard = broker.shard.id,
+        conn = conn.entry.id(),
+        peer = %conn.entry.peer(),
+        client_id = tracing::field::Empty,
+        tls = tracing::field::Empty,
+    );
+    serve_connection(broker, conn).instrument(span).await
+}
+
+async fn serve_connection(broker: Rc<ShardBroker>, conn: Connection) {
     let Connection { stream, entry, drain } = conn;
     let (reader, writer) = stream.split();
     let (tx, rx) = local_channel::new_bounded(MAX_IN_FLIGHT);
@@ -71,6 +91,7 @@ async fn read_requests<R: futures::AsyncRead + Unpin>(
                 Err(()) => return,
             };
             entry.request_started();
+            broker.metrics.pending.inc();
             if responses.send(pending).await.is_err() {
                 return;
             }
@@ -113,6 +134,7 @@ async fn read_requests<R: futures::AsyncRead + Unpin>(
 /// (already logged and counted).
 fn dispatch(broker: &Rc<ShardBroker>, entry: &Rc<ConnectionEntry>, frame: Bytes) -> Result<Pending, ()> {
     bump(&broker.counters.requests, 1);
+    let started = Instant::now();
     let Some(ids) = peek_ids(&frame) else {
         frame_error(broker, entry, "frame shorter than a request header", None);
         return Err(());
@@ -129,8 +151,9 @@ fn dispatch(broker: &Rc<ShardBroker>, entry: &Rc<ConnectionEntry>, frame: Bytes)
                 version = ids.api_version,
                 "ApiVersions at unsupported version"
             );
+            broker.metrics.request_error(ids.api_key, "UnsupportedVersion");
             return handlers::unsupported_version_response(ids.correlation_id)
-                .map(Pending::Ready)
+                .map(|frame| Pending { api: ids.api_key, started, answer: Answer::Ready(frame) })
                 .map_err(|e| frame_error(broker, entry, &e, Some((ids, &frame))));
         }
         frame_error(broker, entry, "unsupported api version", Some((ids, &frame)));
@@ -144,12 +167,25 @@ fn dispatch(broker: &Rc<ShardBroker>, entry: &Rc<ConnectionEntry>, frame: Bytes)
     let raw = frame.clone();
     let (header, body) = decode_header(api_key, ids.api_version, frame)
         .map_err(|e| frame_error(broker, entry, &e, Some((ids, &raw))))?;
+    let client_id = header.client_id.as_deref().unwrap_or_default();
+    let span = tracing::Span::current();
+    if !span.is_disabled() {
+        span.record("client_id", client_id);
+    }
     debug!(
+        target: "chronik_protocol",
         conn = entry.id(),
         api = ?api_key,
         api_version = ids.api_version,
         correlation_id = ids.correlation_id,
         "request"
+    );
+    let request_span = tracing::debug_span!(
+        target: "chronik_protocol",
+        "request",
+        api = ?api_key,
+        api_version = ids.api_version,
+        correlation_id = ids.correlation_id,
     );
     let request = Request {
         header,
@@ -158,10 +194,8 @@ fn dispatch(broker: &Rc<ShardBroker>, entry: &Rc<ConnectionEntry>, frame: Bytes)
         local_addr: entry.local(),
         peer: entry.peer(),
     };
-    Ok(Pending::Running(glommio::spawn_local((handler.handle)(
-        broker.clone(),
-        request,
-    ))))
+    let task = glommio::spawn_local((handler.handle)(broker.clone(), request).instrument(request_span));
+    Ok(Pending { api: ids.api_key, started, answer: Answer::Running(task) })
 }
 
 async fn write_responses<W: futures::AsyncWrite + Unpin>(
@@ -171,11 +205,15 @@ async fn write_responses<W: futures::AsyncWrite + Unpin>(
     responses: LocalReceiver<Pending>,
 ) {
     while let Some(pending) = responses.recv().await {
-        let outcome = match pending {
-            Pending::Ready(frame) => Ok(Some(frame)),
-            Pending::Running(task) => task.await,
+        let outcome = match pending.answer {
+            Answer::Ready(frame) => Ok(Some(frame)),
+            Answer::Running(task) => task.await,
         };
         entry.request_finished();
+        broker.metrics.pending.dec();
+        let took = pending.started.elapsed();
+        broker.metrics.request_done(pending.api, took);
+        debug!(target: "chronik_protocol", api = pending.api, duration_us = took.as_micros() as u64, "request done");
         match outcome {
             Ok(Some(frame)) => {
                 if let Err(e) = writer.write_all(&frame).await {
@@ -186,6 +224,7 @@ async fn write_responses<W: futures::AsyncWrite + Unpin>(
             }
             Ok(None) => {}
             Err(reason) => {
+                broker.metrics.request_error(pending.api, "InvalidRequest");
                 frame_error(broker, entry, &reason, None);
                 return;
             }

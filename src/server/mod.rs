@@ -14,6 +14,7 @@
 mod advertised;
 mod connection;
 mod counters;
+mod observe;
 mod shard_broker;
 
 pub use chronik_shard::Stopper;
@@ -23,11 +24,12 @@ use crate::cluster::{ClusterIdentity, DataDirLock};
 use crate::config::ServerConfig;
 use crate::controller::Controller;
 use crate::groups::GroupCoordinator;
+use crate::metrics::{Metrics, MetricsServer, RuntimeCounters, ShardMetrics};
 use crate::storage::ShardStorage;
 use crate::topics::CatalogStore;
 use advertised::Advertised;
 use chronik_shard::{Runtime, RuntimeConfig, StartError};
-use counters::BrokerCounters;
+pub(crate) use counters::BrokerCounters;
 pub(crate) use shard_broker::{ShardBroker, CONTROLLER_SHARD};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -54,6 +56,7 @@ pub struct IngestServer {
 #[derive(Debug)]
 pub enum ServerError {
     DataDir(PathBuf, std::io::Error),
+    Metrics(SocketAddr, std::io::Error),
     Runtime(StartError),
     Shards(String),
 }
@@ -62,6 +65,7 @@ impl std::fmt::Display for ServerError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ServerError::DataDir(dir, e) => write!(f, "data directory {}: {e}", dir.display()),
+            ServerError::Metrics(addr, e) => write!(f, "cannot serve metrics on {addr} (METRICS_ADDRESS): {e}"),
             ServerError::Runtime(e) => write!(f, "{e}"),
             ServerError::Shards(e) => write!(f, "shard failure: {e}"),
         }
@@ -109,11 +113,30 @@ impl IngestServer {
             shutdown_timeout: self.config.shutdown_timeout,
             io_memory: IO_MEMORY_PER_SHARD,
         };
+        let runtime_counters = Arc::new(std::sync::OnceLock::new());
+        let metrics = Arc::new(Metrics::new(RuntimeCounters {
+            runtime: runtime_counters.clone(),
+            broker: counters.clone(),
+        }));
+        let ready_shards = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        // Up before recovery starts, so /ready can say 503 while it runs.
+        let metrics_server = match self.config.metrics_address {
+            Some(addr) => Some(
+                MetricsServer::start(addr, metrics.clone(), ready_shards.clone(), shards)
+                    .map_err(|e| ServerError::Metrics(addr, e))?,
+            ),
+            None => None,
+        };
+        let end_offsets: observe::EndOffsets =
+            Arc::new((0..shards).map(|_| arc_swap::ArcSwap::from_pointee(Default::default())).collect());
         let config = Arc::new(self.config);
         let shard_counters = counters.clone();
         let shard_identity = identity.clone();
         let shard_config = config.clone();
         let shard_dir = dir.clone();
+        let shard_metrics = metrics.clone();
+        let shard_ready = ready_shards.clone();
+        let shard_ends = end_offsets.clone();
         let fsyncs: Arc<Mutex<Vec<Arc<AtomicU64>>>> = Arc::default();
         let shard_fsyncs = fsyncs.clone();
         let runtime = Runtime::start(runtime_config, move |shard| {
@@ -154,7 +177,9 @@ impl IngestServer {
             } else {
                 None
             };
-            ShardBroker {
+            let broker = ShardBroker {
+                end_offsets: shard_ends.clone(),
+                metrics: Rc::new(ShardMetrics::new(shard.id, shard_metrics.clone())),
                 advertised: Advertised::new(shard_config.advertised_address.as_deref(), shard.listen_addr),
                 counters: shard_counters[shard.id].clone(),
                 identity: shard_identity.clone(),
@@ -164,7 +189,9 @@ impl IngestServer {
                 groups,
                 controller,
                 shard,
-            }
+            };
+            shard_ready.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            broker
         })
         .map_err(ServerError::Runtime)?;
         info!(
@@ -174,7 +201,10 @@ impl IngestServer {
             data_dir = %dir.display(),
             "chronik-ingest started"
         );
+        let _ = runtime_counters.set(runtime.counters());
         Ok(ServerHandle {
+            metrics_server,
+            metrics,
             runtime,
             fsyncs,
             counters,
@@ -186,6 +216,8 @@ impl IngestServer {
 
 /// A running broker.
 pub struct ServerHandle {
+    metrics_server: Option<MetricsServer>,
+    metrics: Arc<Metrics>,
     runtime: Runtime,
     fsyncs: Arc<Mutex<Vec<Arc<AtomicU64>>>>,
     counters: Vec<Arc<BrokerCounters>>,
@@ -232,6 +264,16 @@ impl ServerHandle {
             .unwrap_or(0)
     }
 
+    /// Where /metrics, /health and /ready are served, if anywhere.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_server.as_ref().map(MetricsServer::local_addr)
+    }
+
+    /// The OpenMetrics exposition, as /metrics serves it.
+    pub fn render_metrics(&self) -> String {
+        self.metrics.render().unwrap_or_default()
+    }
+
     /// Shards whose event loop is running.
     pub fn running_shards(&self) -> usize {
         self.runtime.running_shards()
@@ -239,8 +281,9 @@ impl ServerHandle {
 
     /// Waits until every shard has stopped (after `stop`, or a failure).
     pub fn join(self) -> Result<(), ServerError> {
-        let ServerHandle { runtime, _lock, .. } = self;
+        let ServerHandle { runtime, _lock, metrics_server, .. } = self;
         let result = runtime.join().map_err(ServerError::Shards);
+        drop(metrics_server);
         info!("chronik-ingest stopped");
         drop(_lock);
         result

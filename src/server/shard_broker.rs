@@ -9,6 +9,7 @@ use crate::cluster::ClusterIdentity;
 use crate::config::ServerConfig;
 use crate::controller::Controller;
 use crate::groups::GroupCoordinator;
+use crate::metrics::ShardMetrics;
 use crate::storage::{owner_of, ShardStorage};
 use crate::topics::{CatalogStore, TopicPartition};
 use chronik_shard::{Connection, ShardContext, ShardService, ShardUnreachable};
@@ -34,6 +35,8 @@ pub(crate) struct ShardBroker {
     pub catalog: Arc<CatalogStore>,
     pub storage: Rc<ShardStorage>,
     pub groups: Rc<GroupCoordinator>,
+    pub metrics: Rc<ShardMetrics>,
+    pub end_offsets: super::observe::EndOffsets,
     /// Present on the controller shard only.
     pub controller: Option<Controller>,
 }
@@ -80,6 +83,10 @@ impl ShardService for ShardBroker {
 
     fn serve(self: Rc<Self>, conn: Connection) -> impl Future<Output = ()> + 'static {
         connection::serve(self, conn)
+    }
+
+    fn on_start(self: &Rc<Self>) {
+        glommio::spawn_local(super::observe::observe(self.clone(), self.end_offsets.clone())).detach();
     }
 
     fn on_message(self: Rc<Self>, task: ShardTask) -> impl Future<Output = ()> + 'static {

@@ -418,6 +418,21 @@ impl ShardStorage {
         }
     }
 
+    /// Per topic (sum of end offsets, bytes) of the partitions owned here,
+    /// and each owned partition's end offset.
+    pub(crate) fn log_stats(&self) -> (HashMap<String, (i64, u64)>, HashMap<TopicPartition, i64>) {
+        let mut per_topic: HashMap<String, (i64, u64)> = HashMap::new();
+        let mut ends = HashMap::new();
+        for (tp, partition) in self.partitions.borrow().iter() {
+            let end = partition.log.log_end_offset();
+            let entry = per_topic.entry(tp.topic.to_string()).or_default();
+            entry.0 += end;
+            entry.1 += partition.log.size_bytes();
+            ends.insert(tp.clone(), end);
+        }
+        (per_topic, ends)
+    }
+
     /// Graceful close of every owned partition (clean-shutdown markers).
     pub(crate) fn close_all(&self) {
         for (tp, partition) in self.partitions.borrow_mut().drain() {

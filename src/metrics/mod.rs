@@ -1,0 +1,211 @@
+//! Prometheus metrics, thread-per-core style: every series carries a
+//! `shard` label and is written only by that shard (prometheus-client's
+//! series are atomics), so recording never contends across cores. Each
+//! shard keeps its own handles to its series ([`ShardMetrics`]) so the hot
+//! path never touches the families' shared maps; the scrape reads all
+//! series at once and renders one OpenMetrics exposition.
+//!
+//! Cardinality is bounded by design: no per-partition or per-connection
+//! labels; per-topic series per shard stop at [`MAX_LABELLED`] distinct
+//! topics (and per-group series at as many groups), beyond which values
+//! are counted under `topic="_other"` / `group="_other"`.
+
+mod collectors;
+mod http;
+mod shard;
+
+pub use collectors::RuntimeCounters;
+pub use http::MetricsServer;
+pub use shard::ShardMetrics;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+/// Distinct topics (or groups) labelled per shard before `_other`.
+pub const MAX_LABELLED: usize = 1000;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShardLabel {
+    pub shard: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiLabels {
+    pub shard: String,
+    pub api: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub shard: String,
+    pub api: String,
+    pub error: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub shard: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TopicLabels {
+    pub shard: String,
+    pub topic: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupLabels {
+    pub shard: String,
+    pub group: String,
+}
+
+type DurationFamily = Family<ApiLabels, Histogram, fn() -> Histogram>;
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// Request latency buckets: 50 µs .. ~1.6 s, doubling.
+fn duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+}
+
+/// Why a connection was refused at accept (the limits issue fills these).
+pub const REJECT_REASONS: &[&str] = &["max_connections", "max_connections_per_ip", "rate_limit", "banned"];
+
+/// Every metric family, registered once; shards write their own series.
+pub struct Metrics {
+    pub(crate) registry: Registry,
+    pub(crate) requests: Family<ApiLabels, Counter>,
+    pub(crate) request_errors: Family<ErrorLabels, Counter>,
+    pub(crate) request_duration: DurationFamily,
+    pub(crate) request_timeouts: Family<ShardLabel, Counter>,
+    pub(crate) connections_rejected: Family<ReasonLabels, Counter>,
+    pub(crate) pending_requests: Family<ShardLabel, Gauge>,
+    pub(crate) backpressure_events: Family<ShardLabel, Counter>,
+    pub(crate) tls_handshake_failures: Family<ShardLabel, Counter>,
+    pub(crate) produce_records: Family<TopicLabels, Counter>,
+    pub(crate) produce_bytes: Family<TopicLabels, Counter>,
+    pub(crate) fetch_records: Family<TopicLabels, Counter>,
+    pub(crate) fetch_bytes: Family<TopicLabels, Counter>,
+    pub(crate) log_end_offset: Family<TopicLabels, Gauge>,
+    pub(crate) log_size: Family<TopicLabels, Gauge>,
+    pub(crate) groups: Family<ShardLabel, Gauge>,
+    pub(crate) group_members: Family<GroupLabels, Gauge>,
+    pub(crate) group_lag: Family<GroupLabels, Gauge>,
+    pub(crate) executor_stalls: Family<ShardLabel, Counter>,
+    pub(crate) executor_loop_lag: Family<ShardLabel, FloatGauge>,
+    pub(crate) executor_tasks: Family<ShardLabel, Counter>,
+}
+
+impl Metrics {
+    /// Registers every family, plus the collector that reads the runtime's
+    /// per-shard counters (connections, bytes, frame errors) at scrape time.
+    pub fn new(runtime: RuntimeCounters) -> Metrics {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(runtime));
+        let metrics = Metrics {
+            requests: Family::default(),
+            request_errors: Family::default(),
+            request_duration: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
+            request_timeouts: Family::default(),
+            connections_rejected: Family::default(),
+            pending_requests: Family::default(),
+            backpressure_events: Family::default(),
+            tls_handshake_failures: Family::default(),
+            produce_records: Family::default(),
+            produce_bytes: Family::default(),
+            fetch_records: Family::default(),
+            fetch_bytes: Family::default(),
+            log_end_offset: Family::default(),
+            log_size: Family::default(),
+            groups: Family::default(),
+            group_members: Family::default(),
+            group_lag: Family::default(),
+            executor_stalls: Family::default(),
+            executor_loop_lag: Family::default(),
+            executor_tasks: Family::default(),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register("chronik_requests", "Requests handled, by API", metrics.requests.clone());
+        r.register(
+            "chronik_request_errors",
+            "Requests or partitions answered with an error, by API and Kafka error",
+            metrics.request_errors.clone(),
+        );
+        r.register(
+            "chronik_request_duration_seconds",
+            "Time from a whole request frame to its encoded response, by API",
+            metrics.request_duration.clone(),
+        );
+        r.register("chronik_request_timeouts", "Requests answered REQUEST_TIMED_OUT", metrics.request_timeouts.clone());
+        r.register(
+            "chronik_connections_rejected",
+            "Connections refused at accept, by reason",
+            metrics.connections_rejected.clone(),
+        );
+        r.register("chronik_pending_requests", "Requests in flight on the shard", metrics.pending_requests.clone());
+        r.register(
+            "chronik_backpressure_events",
+            "Times the shard stopped reading because too many requests were pending",
+            metrics.backpressure_events.clone(),
+        );
+        r.register(
+            "chronik_tls_handshake_failures",
+            "TLS handshakes that failed",
+            metrics.tls_handshake_failures.clone(),
+        );
+        r.register("chronik_produce_records", "Records appended, by topic", metrics.produce_records.clone());
+        r.register("chronik_produce_bytes", "Record-batch bytes appended, by topic", metrics.produce_bytes.clone());
+        r.register("chronik_fetch_records", "Records returned by Fetch, by topic", metrics.fetch_records.clone());
+        r.register("chronik_fetch_bytes", "Record-batch bytes returned by Fetch, by topic", metrics.fetch_bytes.clone());
+        r.register(
+            "chronik_log_end_offset",
+            "Sum of the log end offsets of the topic's partitions owned by the shard",
+            metrics.log_end_offset.clone(),
+        );
+        r.register(
+            "chronik_log_size_bytes",
+            "Bytes on disk of the topic's partitions owned by the shard",
+            metrics.log_size.clone(),
+        );
+        r.register("chronik_consumer_groups", "Consumer groups coordinated by the shard", metrics.groups.clone());
+        r.register("chronik_consumer_group_members", "Members of each group", metrics.group_members.clone());
+        r.register(
+            "chronik_consumer_group_lag",
+            "Sum over a group's committed partitions of log end offset minus committed offset",
+            metrics.group_lag.clone(),
+        );
+        r.register(
+            "chronik_executor_stalls",
+            "Times the shard's event loop woke more than 50 ms late",
+            metrics.executor_stalls.clone(),
+        );
+        r.register(
+            "chronik_executor_loop_lag_seconds",
+            "How late the shard's event loop last woke for a 10 ms timer",
+            metrics.executor_loop_lag.clone(),
+        );
+        r.register("chronik_executor_tasks", "Tasks the shard's executor has run", metrics.executor_tasks.clone());
+        Metrics { registry, ..metrics }
+    }
+
+    /// The OpenMetrics text exposition of every series.
+    pub fn render(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+
+    /// The same series in the Prometheus text format (0.0.4), for scrapers
+    /// and tools (promtool) that do not ask for OpenMetrics.
+    pub fn render_prometheus_text(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
