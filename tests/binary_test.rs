@@ -72,6 +72,19 @@ fn example_config_files_are_valid() {
     chronik_ingest::ServerConfig::default()
         .apply_vars(vars)
         .expect("config/chronik-ingest.env");
+    let dashboard = std::fs::read_to_string(root.join("config/grafana-dashboard.json")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&dashboard).expect("dashboard is JSON");
+    assert!(dashboard["panels"].as_array().is_some_and(|p| p.len() >= 4));
+    let unit = std::fs::read_to_string(root.join("config/chronik-ingest.service")).unwrap();
+    for needed in [
+        "LimitNOFILE=",
+        "LimitMEMLOCK=",
+        "Restart=",
+        "TimeoutStopSec=",
+        "KillSignal=SIGTERM",
+    ] {
+        assert!(unit.contains(needed), "systemd unit lacks {needed}");
+    }
 }
 
 #[test]

@@ -111,7 +111,7 @@ def kafka_python_metadata(addr, log):
 
 def main():
     data_dir = tempfile.mkdtemp(prefix="chronik-interop-")
-    proc, log, addr = start_broker(BINARY, data_dir, {"RUST_LOG": "info,chronik_ingest::server::connection=debug"})
+    proc, log, addr = start_broker(BINARY, data_dir, {"RUST_LOG": "info,chronik_protocol=debug"})
     steps = [("kcat", lambda: kcat_metadata(addr)), ("confluent-kafka", lambda: confluent_metadata(addr)),
              ("kafka-python", lambda: kafka_python_metadata(addr, log)),
              ("kcat round trip", lambda: kcat_round_trip(addr)),

@@ -336,13 +336,18 @@ impl GroupCoordinator {
 
     /// (group, members, lag) of every group here; lag sums end offset
     /// minus committed offset over the group's committed partitions.
-    pub(crate) fn lag_stats(&self, end_offset: impl Fn(&str, i32) -> Option<i64>) -> Vec<(String, usize, i64)> {
+    pub(crate) fn lag_stats(
+        &self,
+        end_offset: impl Fn(&str, i32) -> Option<i64>,
+    ) -> Vec<(String, usize, i64)> {
         let groups = self.groups.borrow();
         let logs = self.logs.borrow();
         groups
             .values()
             .map(|g| {
-                let committed = logs.get(&offsets_partition(&g.id)).and_then(|l| l.groups.get(&g.id));
+                let committed = logs
+                    .get(&offsets_partition(&g.id))
+                    .and_then(|l| l.groups.get(&g.id));
                 let lag = committed
                     .into_iter()
                     .flatten()

@@ -216,12 +216,16 @@ fn record_fetch(broker: &ShardBroker, want: &Wanted, result: &ReadResult) {
         broker.metrics.request_error(ApiKey::Fetch as i16, &error);
         return;
     }
-    let (Some(tp), false) = (&want.tp, result.records.is_empty()) else { return };
+    let (Some(tp), false) = (&want.tp, result.records.is_empty()) else {
+        return;
+    };
     let mut records = 0u64;
     let mut at = 0;
     while let Some(header) = result.records.get(at..).and_then(|b| batch::parse_header(b).ok()) {
         records += u64::from(header.last_offset_delta.max(0) as u32) + 1;
         at += header.size;
     }
-    broker.metrics.fetched(&tp.topic, records, result.records.len() as u64);
+    broker
+        .metrics
+        .fetched(&tp.topic, records, result.records.len() as u64);
 }

@@ -5,13 +5,13 @@
 use super::{handler, Handler, Outcome, Request};
 use crate::controller::ensure_topics;
 use crate::log::batch;
+use crate::metrics::ShardMetrics;
 use crate::server::ShardBroker;
 use crate::storage::AppendResult;
 use crate::topics::TopicPartition;
 use bytes::Bytes;
 use futures::future::join_all;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use crate::metrics::ShardMetrics;
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -115,11 +115,15 @@ async fn append(
     let owner = broker.owner(&tp);
     let (topic, bytes) = (tp.topic.clone(), records.len() as u64);
     let result = broker
-        .on_shard(owner, move |b| async move { b.storage.append(&tp, records, header, acks).await })
+        .on_shard(owner, move |b| async move {
+            b.storage.append(&tp, records, header, acks).await
+        })
         .await
         .unwrap_or_else(|e| AppendResult::error(ResponseError::KafkaStorageError.code(), e.to_string()));
     if result.error_code == 0 {
-        broker.metrics.produced(&topic, header.records_count.max(0) as u64, bytes);
+        broker
+            .metrics
+            .produced(&topic, header.records_count.max(0) as u64, bytes);
     }
     result
 }

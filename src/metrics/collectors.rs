@@ -22,29 +22,50 @@ pub struct RuntimeCounters {
 
 impl Collector for RuntimeCounters {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let Some(runtime) = self.runtime.get() else { return Ok(()) };
-        let shards: Vec<(&ShardCounters, &BrokerCounters)> =
-            runtime.iter().zip(&self.broker).map(|(r, b)| (r.as_ref(), b.as_ref())).collect();
+        let Some(runtime) = self.runtime.get() else {
+            return Ok(());
+        };
+        let shards: Vec<(&ShardCounters, &BrokerCounters)> = runtime
+            .iter()
+            .zip(&self.broker)
+            .map(|(r, b)| (r.as_ref(), b.as_ref()))
+            .collect();
         type Read = fn(&ShardCounters, &BrokerCounters) -> u64;
         let counters: [(&str, &str, Read); 4] = [
-            ("chronik_connections", "Connections accepted", |r, _| r.connections_accepted.load(Ordering::Relaxed)),
-            ("chronik_bytes_received", "Bytes read from clients", |r, _| r.bytes_received.load(Ordering::Relaxed)),
-            ("chronik_bytes_sent", "Bytes written to clients", |r, _| r.bytes_sent.load(Ordering::Relaxed)),
-            ("chronik_frame_errors", "Malformed or unanswerable requests; each closed its connection", |_, b| {
-                b.frame_errors.load(Ordering::Relaxed)
+            ("chronik_connections", "Connections accepted", |r, _| {
+                r.connections_accepted.load(Ordering::Relaxed)
             }),
+            ("chronik_bytes_received", "Bytes read from clients", |r, _| {
+                r.bytes_received.load(Ordering::Relaxed)
+            }),
+            ("chronik_bytes_sent", "Bytes written to clients", |r, _| {
+                r.bytes_sent.load(Ordering::Relaxed)
+            }),
+            (
+                "chronik_frame_errors",
+                "Malformed or unanswerable requests; each closed its connection",
+                |_, b| b.frame_errors.load(Ordering::Relaxed),
+            ),
         ];
         for (name, help, read) in counters {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
             for (shard, (runtime, broker)) in shards.iter().enumerate() {
-                let labels = ShardLabel { shard: shard.to_string() };
+                let labels = ShardLabel {
+                    shard: shard.to_string(),
+                };
                 ConstCounter::new(read(runtime, broker)).encode(family.encode_family(&labels)?)?;
             }
         }
-        let mut active =
-            encoder.encode_descriptor("chronik_connections_active", "Connections open now", None, MetricType::Gauge)?;
+        let mut active = encoder.encode_descriptor(
+            "chronik_connections_active",
+            "Connections open now",
+            None,
+            MetricType::Gauge,
+        )?;
         for (shard, (runtime, _)) in shards.iter().enumerate() {
-            let labels = ShardLabel { shard: shard.to_string() };
+            let labels = ShardLabel {
+                shard: shard.to_string(),
+            };
             let open = runtime.connections_active.load(Ordering::Relaxed) as i64;
             ConstGauge::new(open).encode(active.encode_family(&labels)?)?;
         }

@@ -37,46 +37,56 @@ impl MetricsServer {
             .ok_or_else(|| std::io::Error::other("metrics listener has no IP address"))?;
         info!(metrics = %bound, "metrics listening");
         let serving = server.clone();
-        let thread = std::thread::Builder::new().name("chronik-metrics".into()).spawn(move || {
-            for request in serving.incoming_requests() {
-                let ready = ready_shards.load(Ordering::Acquire) >= shards;
-                let response = match (request.method(), request.url()) {
-                    (tiny_http::Method::Get, "/metrics") => {
-                        // OpenMetrics for whoever asks for it (Prometheus does);
-                        // the classic text format otherwise (curl, promtool).
-                        let openmetrics = request.headers().iter().any(|h| {
-                            h.field.equiv("Accept") && h.value.as_str().contains("application/openmetrics-text")
-                        });
-                        let (body, content_type) = if openmetrics {
-                            (metrics.render(), OPENMETRICS)
-                        } else {
-                            (metrics.render_prometheus_text(), PROMETHEUS_TEXT)
-                        };
-                        match body {
-                            Ok(text) => {
-                                let mut response = Response::from_string(text);
-                                // A fixed, valid ASCII header: from_bytes cannot fail on it.
-                                if let Ok(header) = Header::from_bytes(&b"Content-Type"[..], content_type.as_bytes()) {
-                                    response.add_header(header);
+        let thread = std::thread::Builder::new()
+            .name("chronik-metrics".into())
+            .spawn(move || {
+                for request in serving.incoming_requests() {
+                    let ready = ready_shards.load(Ordering::Acquire) >= shards;
+                    let response = match (request.method(), request.url()) {
+                        (tiny_http::Method::Get, "/metrics") => {
+                            // OpenMetrics for whoever asks for it (Prometheus does);
+                            // the classic text format otherwise (curl, promtool).
+                            let openmetrics = request.headers().iter().any(|h| {
+                                h.field.equiv("Accept")
+                                    && h.value.as_str().contains("application/openmetrics-text")
+                            });
+                            let (body, content_type) = if openmetrics {
+                                (metrics.render(), OPENMETRICS)
+                            } else {
+                                (metrics.render_prometheus_text(), PROMETHEUS_TEXT)
+                            };
+                            match body {
+                                Ok(text) => {
+                                    let mut response = Response::from_string(text);
+                                    // A fixed, valid ASCII header: from_bytes cannot fail on it.
+                                    if let Ok(header) =
+                                        Header::from_bytes(&b"Content-Type"[..], content_type.as_bytes())
+                                    {
+                                        response.add_header(header);
+                                    }
+                                    response
                                 }
-                                response
+                                Err(_) => Response::from_string("encoding failed").with_status_code(500),
                             }
-                            Err(_) => Response::from_string("encoding failed").with_status_code(500),
                         }
+                        (tiny_http::Method::Get, "/health") => Response::from_string("ok\n"),
+                        (tiny_http::Method::Get, "/ready") if ready => Response::from_string("ready\n"),
+                        (tiny_http::Method::Get, "/ready") => {
+                            Response::from_string("starting: log recovery in progress\n")
+                                .with_status_code(503)
+                        }
+                        _ => Response::from_string("not found\n").with_status_code(404),
+                    };
+                    if let Err(e) = request.respond(response) {
+                        warn!(error = %e, "metrics response not sent");
                     }
-                    (tiny_http::Method::Get, "/health") => Response::from_string("ok\n"),
-                    (tiny_http::Method::Get, "/ready") if ready => Response::from_string("ready\n"),
-                    (tiny_http::Method::Get, "/ready") => {
-                        Response::from_string("starting: log recovery in progress\n").with_status_code(503)
-                    }
-                    _ => Response::from_string("not found\n").with_status_code(404),
-                };
-                if let Err(e) = request.respond(response) {
-                    warn!(error = %e, "metrics response not sent");
                 }
-            }
-        })?;
-        Ok(MetricsServer { server, thread: Some(thread), addr: bound })
+            })?;
+        Ok(MetricsServer {
+            server,
+            thread: Some(thread),
+            addr: bound,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {

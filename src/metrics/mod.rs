@@ -74,7 +74,12 @@ fn duration_histogram() -> Histogram {
 }
 
 /// Why a connection was refused at accept (the limits issue fills these).
-pub const REJECT_REASONS: &[&str] = &["max_connections", "max_connections_per_ip", "rate_limit", "banned"];
+pub const REJECT_REASONS: &[&str] = &[
+    "max_connections",
+    "max_connections_per_ip",
+    "rate_limit",
+    "banned",
+];
 
 /// Every metric family, registered once; shards write their own series.
 pub struct Metrics {
@@ -131,7 +136,11 @@ impl Metrics {
             registry: Registry::default(),
         };
         let r = &mut registry;
-        r.register("chronik_requests", "Requests handled, by API", metrics.requests.clone());
+        r.register(
+            "chronik_requests",
+            "Requests handled, by API",
+            metrics.requests.clone(),
+        );
         r.register(
             "chronik_request_errors",
             "Requests or partitions answered with an error, by API and Kafka error",
@@ -142,13 +151,21 @@ impl Metrics {
             "Time from a whole request frame to its encoded response, by API",
             metrics.request_duration.clone(),
         );
-        r.register("chronik_request_timeouts", "Requests answered REQUEST_TIMED_OUT", metrics.request_timeouts.clone());
+        r.register(
+            "chronik_request_timeouts",
+            "Requests answered REQUEST_TIMED_OUT",
+            metrics.request_timeouts.clone(),
+        );
         r.register(
             "chronik_connections_rejected",
             "Connections refused at accept, by reason",
             metrics.connections_rejected.clone(),
         );
-        r.register("chronik_pending_requests", "Requests in flight on the shard", metrics.pending_requests.clone());
+        r.register(
+            "chronik_pending_requests",
+            "Requests in flight on the shard",
+            metrics.pending_requests.clone(),
+        );
         r.register(
             "chronik_backpressure_events",
             "Times the shard stopped reading because too many requests were pending",
@@ -159,10 +176,26 @@ impl Metrics {
             "TLS handshakes that failed",
             metrics.tls_handshake_failures.clone(),
         );
-        r.register("chronik_produce_records", "Records appended, by topic", metrics.produce_records.clone());
-        r.register("chronik_produce_bytes", "Record-batch bytes appended, by topic", metrics.produce_bytes.clone());
-        r.register("chronik_fetch_records", "Records returned by Fetch, by topic", metrics.fetch_records.clone());
-        r.register("chronik_fetch_bytes", "Record-batch bytes returned by Fetch, by topic", metrics.fetch_bytes.clone());
+        r.register(
+            "chronik_produce_records",
+            "Records appended, by topic",
+            metrics.produce_records.clone(),
+        );
+        r.register(
+            "chronik_produce_bytes",
+            "Record-batch bytes appended, by topic",
+            metrics.produce_bytes.clone(),
+        );
+        r.register(
+            "chronik_fetch_records",
+            "Records returned by Fetch, by topic",
+            metrics.fetch_records.clone(),
+        );
+        r.register(
+            "chronik_fetch_bytes",
+            "Record-batch bytes returned by Fetch, by topic",
+            metrics.fetch_bytes.clone(),
+        );
         r.register(
             "chronik_log_end_offset",
             "Sum of the log end offsets of the topic's partitions owned by the shard",
@@ -173,8 +206,16 @@ impl Metrics {
             "Bytes on disk of the topic's partitions owned by the shard",
             metrics.log_size.clone(),
         );
-        r.register("chronik_consumer_groups", "Consumer groups coordinated by the shard", metrics.groups.clone());
-        r.register("chronik_consumer_group_members", "Members of each group", metrics.group_members.clone());
+        r.register(
+            "chronik_consumer_groups",
+            "Consumer groups coordinated by the shard",
+            metrics.groups.clone(),
+        );
+        r.register(
+            "chronik_consumer_group_members",
+            "Members of each group",
+            metrics.group_members.clone(),
+        );
         r.register(
             "chronik_consumer_group_lag",
             "Sum over a group's committed partitions of log end offset minus committed offset",
@@ -190,7 +231,11 @@ impl Metrics {
             "How late the shard's event loop last woke for a 10 ms timer",
             metrics.executor_loop_lag.clone(),
         );
-        r.register("chronik_executor_tasks", "Tasks the shard's executor has run", metrics.executor_tasks.clone());
+        r.register(
+            "chronik_executor_tasks",
+            "Tasks the shard's executor has run",
+            metrics.executor_tasks.clone(),
+        );
         Metrics { registry, ..metrics }
     }
 

@@ -20,6 +20,9 @@ pub struct ShardMetrics {
     pub(crate) tasks: Counter,
 }
 
+/// Whether hot-path recording is compiled in (the `metrics` feature).
+const RECORDING: bool = cfg!(feature = "metrics");
+
 /// Per-topic counters, in this order.
 const PRODUCE_RECORDS: usize = 0;
 const PRODUCE_BYTES: usize = 1;
@@ -34,9 +37,14 @@ impl ShardMetrics {
     /// Creates this shard's series (zero) for every family, so each shows
     /// one series per shard from the first scrape.
     pub fn new(shard: usize, metrics: Arc<Metrics>) -> ShardMetrics {
-        let label = ShardLabel { shard: shard.to_string() };
+        let label = ShardLabel {
+            shard: shard.to_string(),
+        };
         for reason in REJECT_REASONS {
-            let labels = ReasonLabels { shard: label.shard.clone(), reason: (*reason).into() };
+            let labels = ReasonLabels {
+                shard: label.shard.clone(),
+                reason: (*reason).into(),
+            };
             let _ = metrics.connections_rejected.get_or_create(&labels);
         }
         let _ = metrics.request_timeouts.get_or_create(&label);
@@ -60,7 +68,10 @@ impl ShardMetrics {
             .borrow_mut()
             .entry(api)
             .or_insert_with(|| {
-                let labels = ApiLabels { shard: self.shard.clone(), api: api_name(api) };
+                let labels = ApiLabels {
+                    shard: self.shard.clone(),
+                    api: api_name(api),
+                };
                 (
                     self.metrics.requests.get_or_create_owned(&labels),
                     self.metrics.request_duration.get_or_create_owned(&labels),
@@ -71,6 +82,9 @@ impl ShardMetrics {
 
     /// A request of `api` was answered after `took`.
     pub fn request_done(&self, api: i16, took: Duration) {
+        if !RECORDING {
+            return;
+        }
         let (count, duration) = self.api(api);
         count.inc();
         duration.observe(took.as_secs_f64());
@@ -78,7 +92,11 @@ impl ShardMetrics {
 
     /// A request (or one partition of it) was answered with `error`.
     pub fn request_error(&self, api: i16, error: &str) {
-        let labels = ErrorLabels { shard: self.shard.clone(), api: api_name(api), error: error.to_string() };
+        let labels = ErrorLabels {
+            shard: self.shard.clone(),
+            api: api_name(api),
+            error: error.to_string(),
+        };
         self.metrics.request_errors.get_or_create(&labels).inc();
     }
 
@@ -97,7 +115,10 @@ impl ShardMetrics {
         if let Some(counters) = per_topic.get(key) {
             return counters[which].clone();
         }
-        let labels = TopicLabels { shard: self.shard.clone(), topic: key.to_string() };
+        let labels = TopicLabels {
+            shard: self.shard.clone(),
+            topic: key.to_string(),
+        };
         let counters = [
             self.metrics.produce_records.get_or_create_owned(&labels),
             self.metrics.produce_bytes.get_or_create_owned(&labels),
@@ -110,11 +131,17 @@ impl ShardMetrics {
     }
 
     pub fn produced(&self, topic: &str, records: u64, bytes: u64) {
+        if !RECORDING {
+            return;
+        }
         self.topic(topic, PRODUCE_RECORDS).inc_by(records);
         self.topic(topic, PRODUCE_BYTES).inc_by(bytes);
     }
 
     pub fn fetched(&self, topic: &str, records: u64, bytes: u64) {
+        if !RECORDING {
+            return;
+        }
         self.topic(topic, FETCH_RECORDS).inc_by(records);
         self.topic(topic, FETCH_BYTES).inc_by(bytes);
     }
@@ -122,8 +149,15 @@ impl ShardMetrics {
     /// Replaces this shard's per-topic log gauges (end offsets, sizes).
     pub fn set_logs(&self, per_topic: &HashMap<String, (i64, u64)>) {
         for (i, (topic, (end, size))) in per_topic.iter().enumerate() {
-            let topic = if i < MAX_LABELLED { topic.as_str() } else { "_other" };
-            let labels = TopicLabels { shard: self.shard.clone(), topic: topic.to_string() };
+            let topic = if i < MAX_LABELLED {
+                topic.as_str()
+            } else {
+                "_other"
+            };
+            let labels = TopicLabels {
+                shard: self.shard.clone(),
+                topic: topic.to_string(),
+            };
             self.metrics.log_end_offset.get_or_create(&labels).set(*end);
             self.metrics.log_size.get_or_create(&labels).set(*size as i64);
         }
@@ -131,12 +165,24 @@ impl ShardMetrics {
 
     /// Replaces this shard's group gauges: count, and members and lag per group.
     pub fn set_groups(&self, groups: &[(String, usize, i64)]) {
-        let label = ShardLabel { shard: self.shard.clone() };
+        let label = ShardLabel {
+            shard: self.shard.clone(),
+        };
         self.metrics.groups.get_or_create(&label).set(groups.len() as i64);
         for (i, (group, members, lag)) in groups.iter().enumerate() {
-            let group = if i < MAX_LABELLED { group.as_str() } else { "_other" };
-            let labels = GroupLabels { shard: self.shard.clone(), group: group.to_string() };
-            self.metrics.group_members.get_or_create(&labels).set(*members as i64);
+            let group = if i < MAX_LABELLED {
+                group.as_str()
+            } else {
+                "_other"
+            };
+            let labels = GroupLabels {
+                shard: self.shard.clone(),
+                group: group.to_string(),
+            };
+            self.metrics
+                .group_members
+                .get_or_create(&labels)
+                .set(*members as i64);
             self.metrics.group_lag.get_or_create(&labels).set(*lag);
         }
     }

@@ -153,7 +153,11 @@ fn dispatch(broker: &Rc<ShardBroker>, entry: &Rc<ConnectionEntry>, frame: Bytes)
             );
             broker.metrics.request_error(ids.api_key, "UnsupportedVersion");
             return handlers::unsupported_version_response(ids.correlation_id)
-                .map(|frame| Pending { api: ids.api_key, started, answer: Answer::Ready(frame) })
+                .map(|frame| Pending {
+                    api: ids.api_key,
+                    started,
+                    answer: Answer::Ready(frame),
+                })
                 .map_err(|e| frame_error(broker, entry, &e, Some((ids, &frame))));
         }
         frame_error(broker, entry, "unsupported api version", Some((ids, &frame)));
@@ -195,7 +199,11 @@ fn dispatch(broker: &Rc<ShardBroker>, entry: &Rc<ConnectionEntry>, frame: Bytes)
         peer: entry.peer(),
     };
     let task = glommio::spawn_local((handler.handle)(broker.clone(), request).instrument(request_span));
-    Ok(Pending { api: ids.api_key, started, answer: Answer::Running(task) })
+    Ok(Pending {
+        api: ids.api_key,
+        started,
+        answer: Answer::Running(task),
+    })
 }
 
 async fn write_responses<W: futures::AsyncWrite + Unpin>(

@@ -65,7 +65,9 @@ impl std::fmt::Display for ServerError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ServerError::DataDir(dir, e) => write!(f, "data directory {}: {e}", dir.display()),
-            ServerError::Metrics(addr, e) => write!(f, "cannot serve metrics on {addr} (METRICS_ADDRESS): {e}"),
+            ServerError::Metrics(addr, e) => {
+                write!(f, "cannot serve metrics on {addr} (METRICS_ADDRESS): {e}")
+            }
             ServerError::Runtime(e) => write!(f, "{e}"),
             ServerError::Shards(e) => write!(f, "shard failure: {e}"),
         }
@@ -127,8 +129,11 @@ impl IngestServer {
             ),
             None => None,
         };
-        let end_offsets: observe::EndOffsets =
-            Arc::new((0..shards).map(|_| arc_swap::ArcSwap::from_pointee(Default::default())).collect());
+        let end_offsets: observe::EndOffsets = Arc::new(
+            (0..shards)
+                .map(|_| arc_swap::ArcSwap::from_pointee(Default::default()))
+                .collect(),
+        );
         let config = Arc::new(self.config);
         let shard_counters = counters.clone();
         let shard_identity = identity.clone();
@@ -281,7 +286,12 @@ impl ServerHandle {
 
     /// Waits until every shard has stopped (after `stop`, or a failure).
     pub fn join(self) -> Result<(), ServerError> {
-        let ServerHandle { runtime, _lock, metrics_server, .. } = self;
+        let ServerHandle {
+            runtime,
+            _lock,
+            metrics_server,
+            ..
+        } = self;
         let result = runtime.join().map_err(ServerError::Shards);
         drop(metrics_server);
         info!("chronik-ingest stopped");

@@ -37,7 +37,8 @@ pub(crate) async fn observe(broker: Rc<ShardBroker>, ends: EndOffsets) {
         }
         let groups = broker.groups.lag_stats(|topic, partition| {
             let tp = TopicPartition::new(topic, partition);
-            ends.get(broker.owner(&tp)).and_then(|snapshot| snapshot.load().get(&tp).copied())
+            ends.get(broker.owner(&tp))
+                .and_then(|snapshot| snapshot.load().get(&tp).copied())
         });
         broker.metrics.set_groups(&groups);
         let tasks = glommio::executor().executor_stats().tasks_executed();
@@ -47,14 +48,20 @@ pub(crate) async fn observe(broker: Rc<ShardBroker>, ends: EndOffsets) {
         let elapsed = last_summary.elapsed();
         if elapsed >= broker.config.metrics_interval {
             let stats = broker.shard.counters.snapshot(broker.shard.id);
-            let requests = broker.counters.requests.load(std::sync::atomic::Ordering::Relaxed);
+            let requests = broker
+                .counters
+                .requests
+                .load(std::sync::atomic::Ordering::Relaxed);
             let previous = last_stats.unwrap_or_default();
             let secs = elapsed.as_secs_f64().max(0.001);
             info!(
                 shard = broker.shard.id,
                 connections = stats.connections_active,
                 requests_per_sec = format!("{:.1}", (requests - last_requests) as f64 / secs),
-                bytes_in_per_sec = format!("{:.0}", (stats.bytes_received - previous.bytes_received) as f64 / secs),
+                bytes_in_per_sec = format!(
+                    "{:.0}",
+                    (stats.bytes_received - previous.bytes_received) as f64 / secs
+                ),
                 bytes_out_per_sec = format!("{:.0}", (stats.bytes_sent - previous.bytes_sent) as f64 / secs),
                 "shard summary"
             );

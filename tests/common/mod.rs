@@ -375,6 +375,8 @@ pub struct BrokerProcess {
     pub child: Child,
     pub addr: SocketAddr,
     pub log: mpsc::Receiver<String>,
+    /// The log line `start_until` waited for.
+    pub last_line: String,
 }
 
 impl BrokerProcess {
@@ -387,6 +389,21 @@ impl BrokerProcess {
         data_dir: &Path,
         extra_env: &[(&str, &str)],
         nofile: Option<u32>,
+    ) -> BrokerProcess {
+        Self::spawn(data_dir, extra_env, nofile, "chronik-ingest started")
+    }
+
+    /// Starts the broker and returns as soon as it logs a line containing
+    /// `marker` (`addr` is only known once the start line was seen).
+    pub fn start_until(data_dir: &Path, extra_env: &[(&str, &str)], marker: &str) -> BrokerProcess {
+        Self::spawn(data_dir, extra_env, None, marker)
+    }
+
+    fn spawn(
+        data_dir: &Path,
+        extra_env: &[(&str, &str)],
+        nofile: Option<u32>,
+        marker: &str,
     ) -> BrokerProcess {
         let mut command = match nofile {
             Some(limit) => {
@@ -418,19 +435,26 @@ impl BrokerProcess {
             }
         });
         let deadline = Instant::now() + Duration::from_secs(20);
-        let addr = loop {
-            let line = log
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .expect("broker logged its start line");
-            if line.contains("chronik-ingest started") {
-                let listen = line
+        loop {
+            let Ok(line) = log.recv_timeout(deadline.saturating_duration_since(Instant::now())) else {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("broker never logged {marker:?}");
+            };
+            if line.contains(marker) {
+                let addr = line
                     .split_whitespace()
                     .find_map(|w| w.strip_prefix("listen="))
-                    .expect("listen= in start line");
-                break listen.parse().expect("listen address");
+                    .and_then(|a| a.parse().ok())
+                    .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+                return BrokerProcess {
+                    child,
+                    addr,
+                    log,
+                    last_line: line,
+                };
             }
-        };
-        BrokerProcess { child, addr, log }
+        }
     }
 
     pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
