@@ -20,6 +20,16 @@ pub struct RuntimeCounters {
     pub(crate) broker: Vec<Arc<BrokerCounters>>,
 }
 
+impl RuntimeCounters {
+    /// No shards yet (benchmarks, tools): the collector renders nothing.
+    pub fn empty() -> RuntimeCounters {
+        RuntimeCounters {
+            runtime: Arc::new(OnceLock::new()),
+            broker: Vec::new(),
+        }
+    }
+}
+
 impl Collector for RuntimeCounters {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let Some(runtime) = self.runtime.get() else {
