@@ -2,6 +2,7 @@
 //! so plain `Cell`/`RefCell` suffice; the per-IP counts it keeps are
 //! published to the control thread as deltas.
 
+use crate::signal::{Signal, SignalTrigger};
 use crate::stats::{bump, drop_one, ShardCounters};
 use ahash::AHashMap;
 use std::cell::{Cell, RefCell};
@@ -21,6 +22,10 @@ pub struct ConnectionEntry {
     bytes_in: Cell<u64>,
     bytes_out: Cell<u64>,
     in_flight: Cell<u32>,
+    /// When the last whole request arrived (idle timeout counts from it).
+    last_request: Cell<Instant>,
+    close: RefCell<Option<SignalTrigger>>,
+    closed: Signal,
     counters: Arc<ShardCounters>,
 }
 
@@ -63,6 +68,23 @@ impl ConnectionEntry {
 
     pub fn request_started(&self) {
         self.in_flight.set(self.in_flight.get() + 1);
+        self.last_request.set(Instant::now());
+    }
+
+    pub fn last_request(&self) -> Instant {
+        self.last_request.get()
+    }
+
+    /// Closes this connection now (its serving task is dropped).
+    pub fn close(&self) {
+        if let Some(mut trigger) = self.close.borrow_mut().take() {
+            trigger.fire();
+        }
+    }
+
+    /// Fires when `close` is called.
+    pub fn closed(&self) -> Signal {
+        self.closed.clone()
     }
 
     pub fn request_finished(&self) {
@@ -77,6 +99,8 @@ pub struct ConnectionTable {
     shard: usize,
     entries: RefCell<AHashMap<u64, Rc<ConnectionEntry>>>,
     per_ip: RefCell<AHashMap<IpAddr, u32>>,
+    /// Ids accepted since the idle sweeper last looked.
+    fresh: RefCell<Vec<(u64, Instant)>>,
     /// Changes to `per_ip` not yet published to the control thread.
     unpublished: RefCell<AHashMap<IpAddr, i64>>,
     counters: Arc<ShardCounters>,
@@ -93,12 +117,17 @@ impl ConnectionTable {
 
     /// Registers a connection; the returned guard removes it when dropped,
     /// however the connection ends (clean close, error, or force-close).
+    pub fn get(&self, id: u64) -> Option<Rc<ConnectionEntry>> {
+        self.entries.borrow().get(&id).cloned()
+    }
+
     pub(crate) fn insert(self: &Rc<Self>, peer: SocketAddr, local: SocketAddr) -> EntryGuard {
         let seq = self.next_id.get();
         self.next_id.set(seq + 1);
         // Ids are unique across shards: the low bits say which shard.
         let id = (seq << 8) | (self.shard as u64 & 0xff);
         let now = Instant::now();
+        let (close, closed) = Signal::new();
         let entry = Rc::new(ConnectionEntry {
             id,
             peer,
@@ -108,9 +137,13 @@ impl ConnectionTable {
             bytes_in: Cell::new(0),
             bytes_out: Cell::new(0),
             in_flight: Cell::new(0),
+            last_request: Cell::new(now),
+            close: RefCell::new(Some(close)),
+            closed,
             counters: self.counters.clone(),
         });
         self.entries.borrow_mut().insert(id, entry.clone());
+        self.fresh.borrow_mut().push((id, now));
         *self.per_ip.borrow_mut().entry(peer.ip()).or_insert(0) += 1;
         *self.unpublished.borrow_mut().entry(peer.ip()).or_insert(0) += 1;
         bump(&self.counters.connections_accepted, 1);
@@ -148,6 +181,18 @@ impl ConnectionTable {
     /// Connections from `ip` on this shard alone.
     pub fn count_for_ip(&self, ip: IpAddr) -> u32 {
         self.per_ip.borrow().get(&ip).copied().unwrap_or(0)
+    }
+
+    /// Connections from `ip` on this shard as the control thread last heard.
+    pub fn published_for_ip(&self, ip: IpAddr) -> usize {
+        let exact = i64::from(self.count_for_ip(ip));
+        let pending = self.unpublished.borrow().get(&ip).copied().unwrap_or(0);
+        (exact - pending).max(0) as usize
+    }
+
+    /// Connections accepted since the last call (id, accepted at).
+    pub(crate) fn take_fresh(&self) -> Vec<(u64, Instant)> {
+        std::mem::take(&mut *self.fresh.borrow_mut())
     }
 
     /// A copy of every entry, for inspection (admin, tests); not hot path.

@@ -9,6 +9,7 @@
 //! The one thing a user of this crate supplies is a [`ShardService`]: built
 //! once on every shard, it is handed each accepted [`Connection`].
 
+mod admission;
 mod connection_table;
 mod control;
 mod listener;
@@ -17,6 +18,7 @@ mod signal;
 mod stats;
 mod uring_probe;
 
+pub use admission::{ConnectionLimits, IpNet, Rejection};
 pub use connection_table::{ConnectionEntry, ConnectionTable};
 pub use control::{GlobalView, CONTROL_TICK};
 pub use runtime::{

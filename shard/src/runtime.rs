@@ -1,5 +1,6 @@
 //! Starting, running and stopping the shards.
 
+use crate::admission::{Admission, ConnectionLimits, Rejection};
 use crate::connection_table::{ConnectionEntry, ConnectionTable};
 use crate::control::{self, GlobalView, ShardReport, CONTROL_TICK};
 use crate::listener::bind_shard_listeners;
@@ -37,6 +38,9 @@ pub struct RuntimeConfig {
     pub shutdown_timeout: Duration,
     /// Memory each executor registers with io_uring for file I/O.
     pub io_memory: usize,
+    pub limits: ConnectionLimits,
+    /// Connections without a whole request for this long are closed.
+    pub idle_timeout: Option<Duration>,
 }
 
 /// Built once on every shard; serves every connection that shard accepts
@@ -157,6 +161,9 @@ pub struct Runtime {
 
 /// Everything one shard's executor thread takes with it.
 struct ShardSeed<F, M: Send + 'static> {
+    limits: ConnectionLimits,
+    admitted: Arc<AtomicUsize>,
+    idle_timeout: Option<Duration>,
     mesh: MeshBuilder<M, Full>,
     drained: Arc<AtomicUsize>,
     id: usize,
@@ -184,7 +191,12 @@ impl Runtime {
         let shards = config.shards.max(1);
         let (listeners, local_addr) = bind_shard_listeners(config.listen_addr, shards, config.backlog)
             .map_err(|e| StartError::Bind(config.listen_addr, e))?;
-        let plane = control::start(shards).map_err(|e| StartError::Spawn(e.to_string()))?;
+        let policy = control::RatePolicy {
+            per_second: config.limits.rate_limit,
+            ban: config.limits.ban_duration,
+        };
+        let plane = control::start(shards, policy).map_err(|e| StartError::Spawn(e.to_string()))?;
+        let admitted = Arc::new(AtomicUsize::new(0));
         let cpus: Vec<usize> = core_affinity::get_core_ids()
             .unwrap_or_default()
             .into_iter()
@@ -219,6 +231,9 @@ impl Runtime {
                 None => Placement::Unbound,
             };
             let seed = ShardSeed {
+                limits: config.limits.clone(),
+                admitted: admitted.clone(),
+                idle_timeout: config.idle_timeout,
                 mesh: mesh.clone(),
                 drained: drained.clone(),
                 id,
@@ -352,6 +367,10 @@ where
     let listener = unsafe { TcpListener::from_raw_fd(seed.listener.into_raw_fd()) };
     let service = Rc::new((seed.make_service)(ctx.clone()));
     service.on_start();
+    let admission = Rc::new(Admission::new(seed.limits.clone(), seed.admitted.clone()));
+    if let Some(idle) = seed.idle_timeout.filter(|d| !d.is_zero()) {
+        glommio::spawn_local(close_idle_connections(ctx.clone(), idle)).detach();
+    }
     let inboxes: Vec<_> = receivers
         .streams()
         .into_iter()
@@ -366,6 +385,7 @@ where
         .collect();
     let ticker = glommio::spawn_local(tick(
         ctx.clone(),
+        admission.clone(),
         seed.stop.clone(),
         seed.reports,
         seed.views,
@@ -378,7 +398,7 @@ where
         "shard listening"
     );
 
-    accept_until_drained(&ctx, &listener, &service, &force).await;
+    accept_until_drained(&ctx, &listener, &service, &force, &admission).await;
     drop(listener);
 
     let open = ctx.connections.len();
@@ -421,8 +441,10 @@ async fn accept_until_drained<S: ShardService>(
     listener: &TcpListener,
     service: &Rc<S>,
     force: &Signal,
+    admission: &Admission,
 ) {
     let mut backoff = Duration::ZERO;
+    let mut rejections_logged = RateLimitedLog::default();
     loop {
         let accepted = {
             let accept = pin!(listener.accept());
@@ -458,6 +480,23 @@ async fn accept_until_drained<S: ShardService>(
             // The peer is already gone; nothing to serve.
             _ => continue,
         };
+        let view = ctx.global_view();
+        let slot = match admission.admit(peer.ip(), &view, &ctx.connections, Instant::now()) {
+            Ok(slot) => slot,
+            Err(rejection) => {
+                let counter = match rejection {
+                    Rejection::MaxConnections => &ctx.counters.rejected_max_connections,
+                    Rejection::MaxPerIp => &ctx.counters.rejected_max_per_ip,
+                    Rejection::RateLimit => &ctx.counters.rejected_rate_limit,
+                    Rejection::Banned => &ctx.counters.rejected_banned,
+                };
+                bump(counter, 1);
+                if let Some(suppressed) = rejections_logged.allow() {
+                    warn!(shard = ctx.id, peer = %peer, reason = rejection.reason(), suppressed, "connection refused");
+                }
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
         let guard = ctx.connections.insert(peer, local);
         let conn = Connection {
@@ -467,11 +506,14 @@ async fn accept_until_drained<S: ShardService>(
         };
         let serve = service.clone().serve(conn);
         let force = force.clone();
+        let closed = guard.entry().closed();
         glommio::spawn_local(async move {
             let _registered = guard;
+            let _slot = slot;
             let serve = pin!(serve);
             let forced = pin!(force.wait());
-            select(serve, forced).await;
+            let closed = pin!(closed.wait());
+            select(serve, select(forced, closed)).await;
         })
         .detach();
     }
@@ -488,6 +530,7 @@ fn is_resource_exhaustion(e: &std::io::Error) -> bool {
 /// turns the process-wide stop flag into this shard's drain signal.
 async fn tick<M: Send + 'static>(
     ctx: ShardContext<M>,
+    admission: Rc<Admission>,
     stop: Arc<AtomicBool>,
     reports: Sender<ShardReport>,
     views: Receiver<Arc<GlobalView>>,
@@ -495,8 +538,13 @@ async fn tick<M: Send + 'static>(
 ) {
     loop {
         let ip_deltas = ctx.connections.take_unpublished();
-        if !ip_deltas.is_empty() {
-            let _ = reports.send(ShardReport { ip_deltas });
+        let (attempts, bans) = admission.take_report(Instant::now());
+        if !(ip_deltas.is_empty() && attempts.is_empty() && bans.is_empty()) {
+            let _ = reports.send(ShardReport {
+                ip_deltas,
+                attempts,
+                bans,
+            });
         }
         if let Some(newest) = views.try_iter().last() {
             *ctx.view.borrow_mut() = newest;
@@ -506,5 +554,63 @@ async fn tick<M: Send + 'static>(
             return;
         }
         glommio::timer::sleep(CONTROL_TICK).await;
+    }
+}
+
+/// At most one log line per second for refused connections, saying how
+/// many were not logged in between.
+#[derive(Default)]
+struct RateLimitedLog {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimitedLog {
+    fn allow(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+/// Closes connections that sent no whole request for `idle`. Each
+/// connection has one deadline in a min-heap; a sweep pops only the
+/// deadlines that have passed and re-arms those that saw a request since,
+/// so its cost follows the connections due, not the connections open.
+async fn close_idle_connections<M: Send + 'static>(ctx: ShardContext<M>, idle: Duration) {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let mut deadlines: BinaryHeap<Reverse<(Instant, u64)>> = BinaryHeap::new();
+    let sweep = (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    while !ctx.drain.is_fired() {
+        glommio::timer::sleep(sweep).await;
+        let now = Instant::now();
+        for (id, accepted) in ctx.connections.take_fresh() {
+            deadlines.push(Reverse((accepted + idle, id)));
+        }
+        while let Some(Reverse((deadline, id))) = deadlines.peek().copied() {
+            if deadline > now {
+                break;
+            }
+            deadlines.pop();
+            let Some(entry) = ctx.connections.get(id) else {
+                continue;
+            };
+            let due = entry.last_request() + idle;
+            if due <= now && entry.in_flight() == 0 {
+                debug!(shard = ctx.id, conn = id, peer = %entry.peer(), "closing idle connection");
+                bump(&ctx.counters.idle_closed, 1);
+                entry.close();
+            } else {
+                deadlines.push(Reverse((due.max(now + sweep), id)));
+            }
+        }
     }
 }

@@ -47,6 +47,18 @@ impl Signal {
     }
 }
 
+impl std::fmt::Debug for Signal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Signal(fired: {})", self.is_fired())
+    }
+}
+
+impl std::fmt::Debug for SignalTrigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SignalTrigger(fired: {})", self.fired.get())
+    }
+}
+
 impl SignalTrigger {
     pub fn fire(&mut self) {
         self.fired.set(true);

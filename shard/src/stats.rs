@@ -12,6 +12,13 @@ pub struct ShardCounters {
     pub accept_errors: AtomicU64,
     pub bytes_received: AtomicU64,
     pub bytes_sent: AtomicU64,
+    /// Refused at accept, by reason (see `Rejection`).
+    pub rejected_max_connections: AtomicU64,
+    pub rejected_max_per_ip: AtomicU64,
+    pub rejected_rate_limit: AtomicU64,
+    pub rejected_banned: AtomicU64,
+    /// Closed after IDLE timeout without a whole request.
+    pub idle_closed: AtomicU64,
 }
 
 /// A point-in-time copy of one shard's counters.
@@ -23,6 +30,8 @@ pub struct ShardStats {
     pub accept_errors: u64,
     pub bytes_received: u64,
     pub bytes_sent: u64,
+    pub rejected: [u64; 4],
+    pub idle_closed: u64,
 }
 
 /// Adds `n` to a counter that only the calling shard writes. A plain
@@ -48,6 +57,13 @@ impl ShardCounters {
             accept_errors: self.accept_errors.load(Ordering::Relaxed),
             bytes_received: self.bytes_received.load(Ordering::Relaxed),
             bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
+            rejected: [
+                self.rejected_max_connections.load(Ordering::Relaxed),
+                self.rejected_max_per_ip.load(Ordering::Relaxed),
+                self.rejected_rate_limit.load(Ordering::Relaxed),
+                self.rejected_banned.load(Ordering::Relaxed),
+            ],
+            idle_closed: self.idle_closed.load(Ordering::Relaxed),
         }
     }
 }

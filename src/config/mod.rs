@@ -40,6 +40,8 @@ pub struct ConnectionPoolConfig {
     /// New connections per second one IP may open before it is banned.
     pub rate_limit: u32,
     pub ban_duration: Duration,
+    /// Addresses the rate limit and bans do not apply to.
+    pub exempt: Vec<chronik_shard::IpNet>,
 }
 
 /// Everything the broker is configured with.
@@ -95,6 +97,7 @@ impl Default for ServerConfig {
                 max_per_ip: 1_000,
                 rate_limit: 100,
                 ban_duration: Duration::from_secs(300),
+                exempt: Vec::new(),
             },
             backpressure_threshold: 10_000,
             shutdown_timeout: Duration::from_secs(30),

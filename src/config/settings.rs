@@ -229,6 +229,24 @@ impl SettingValue for super::LogFormat {
     }
 }
 
+impl SettingValue for Vec<chronik_shard::IpNet> {
+    fn set(&mut self, text: &str) -> Result<(), String> {
+        *self = text
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(chronik_shard::IpNet::parse)
+            .collect::<Result<_, _>>()?;
+        Ok(())
+    }
+    fn show(&self) -> String {
+        self.iter()
+            .map(|n| format!("{}/{}", n.addr, n.prefix))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
 fn tls(config: &mut ServerConfig) -> &mut super::TlsConfig {
     config.tls_config.get_or_insert_with(Default::default)
 }
@@ -274,17 +292,19 @@ pub static SETTINGS: &[Setting] = &[
         "Log filter, e.g. info or chronik_ingest=info,chronik_protocol=debug (one line per request)."),
     setting!("LOG_FORMAT", true, |c| &mut c.log_format,
         "text, or json (one JSON object per line, with the connection and request spans)."),
-    setting!("MAX_CONNECTIONS", false, |c| &mut c.max_connections,
+    setting!("MAX_CONNECTIONS", true, |c| &mut c.max_connections,
         "Most connections open at once across all shards."),
-    setting!("MAX_CONNECTIONS_PER_IP", false, |c| &mut c.pool_config.max_per_ip,
+    setting!("MAX_CONNECTIONS_PER_IP", true, |c| &mut c.pool_config.max_per_ip,
         "Most connections one client IP may hold across all shards."),
-    setting!("CONNECTION_RATE_LIMIT", false, |c| &mut c.pool_config.rate_limit,
+    setting!("CONNECTION_RATE_LIMIT", true, |c| &mut c.pool_config.rate_limit,
         "New connections per second one IP may open before it is banned (0 = no limit)."),
-    setting!("RATE_LIMIT_BAN_SECS", false, |c| &mut c.pool_config.ban_duration,
+    setting!("RATE_LIMIT_BAN_SECS", true, |c| &mut c.pool_config.ban_duration,
         "How long an IP that broke the rate limit stays banned."),
+    setting!("RATE_LIMIT_EXEMPT", true, |c| &mut c.pool_config.exempt,
+        "Comma-separated CIDR blocks (e.g. 127.0.0.0/8,::1) exempt from the rate limit and bans; empty: none, loopback included."),
     setting!("REQUEST_TIMEOUT_SECS", false, |c| &mut c.request_timeout,
         "A request not answered within this gets REQUEST_TIMED_OUT."),
-    setting!("IDLE_TIMEOUT_SECS", false, |c| &mut c.idle_timeout,
+    setting!("IDLE_TIMEOUT_SECS", true, |c| &mut c.idle_timeout,
         "Connections without a complete request for this long are closed."),
     setting!("BACKPRESSURE_THRESHOLD", false, |c| &mut c.backpressure_threshold,
         "Pending requests per shard above which the shard stops reading new requests."),

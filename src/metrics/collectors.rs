@@ -66,6 +66,22 @@ impl Collector for RuntimeCounters {
                 ConstCounter::new(read(runtime, broker)).encode(family.encode_family(&labels)?)?;
             }
         }
+        let mut rejected = encoder.encode_descriptor(
+            "chronik_connections_rejected",
+            "Connections refused at accept, by reason",
+            None,
+            MetricType::Counter,
+        )?;
+        for (shard, (runtime, _)) in shards.iter().enumerate() {
+            let counts = runtime.snapshot(shard).rejected;
+            for (reason, count) in chronik_shard::Rejection::ALL.iter().zip(counts) {
+                let labels = super::ReasonLabels {
+                    shard: shard.to_string(),
+                    reason: reason.reason().into(),
+                };
+                ConstCounter::new(count).encode(rejected.encode_family(&labels)?)?;
+            }
+        }
         let mut active = encoder.encode_descriptor(
             "chronik_connections_active",
             "Connections open now",

@@ -88,7 +88,6 @@ pub struct Metrics {
     pub(crate) request_errors: Family<ErrorLabels, Counter>,
     pub(crate) request_duration: DurationFamily,
     pub(crate) request_timeouts: Family<ShardLabel, Counter>,
-    pub(crate) connections_rejected: Family<ReasonLabels, Counter>,
     pub(crate) pending_requests: Family<ShardLabel, Gauge>,
     pub(crate) backpressure_events: Family<ShardLabel, Counter>,
     pub(crate) tls_handshake_failures: Family<ShardLabel, Counter>,
@@ -117,7 +116,6 @@ impl Metrics {
             request_errors: Family::default(),
             request_duration: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
             request_timeouts: Family::default(),
-            connections_rejected: Family::default(),
             pending_requests: Family::default(),
             backpressure_events: Family::default(),
             tls_handshake_failures: Family::default(),
@@ -155,11 +153,6 @@ impl Metrics {
             "chronik_request_timeouts",
             "Requests answered REQUEST_TIMED_OUT",
             metrics.request_timeouts.clone(),
-        );
-        r.register(
-            "chronik_connections_rejected",
-            "Connections refused at accept, by reason",
-            metrics.connections_rejected.clone(),
         );
         r.register(
             "chronik_pending_requests",

@@ -40,13 +40,6 @@ impl ShardMetrics {
         let label = ShardLabel {
             shard: shard.to_string(),
         };
-        for reason in REJECT_REASONS {
-            let labels = ReasonLabels {
-                shard: label.shard.clone(),
-                reason: (*reason).into(),
-            };
-            let _ = metrics.connections_rejected.get_or_create(&labels);
-        }
         let _ = metrics.request_timeouts.get_or_create(&label);
         let _ = metrics.backpressure_events.get_or_create(&label);
         let _ = metrics.tls_handshake_failures.get_or_create(&label);

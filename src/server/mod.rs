@@ -28,7 +28,7 @@ use crate::metrics::{Metrics, MetricsServer, RuntimeCounters, ShardMetrics};
 use crate::storage::ShardStorage;
 use crate::topics::CatalogStore;
 use advertised::Advertised;
-use chronik_shard::{Runtime, RuntimeConfig, StartError};
+use chronik_shard::{ConnectionLimits, Runtime, RuntimeConfig, StartError};
 pub(crate) use counters::BrokerCounters;
 pub(crate) use shard_broker::{ShardBroker, CONTROLLER_SHARD};
 use std::net::SocketAddr;
@@ -114,6 +114,14 @@ impl IngestServer {
             backlog: LISTEN_BACKLOG,
             shutdown_timeout: self.config.shutdown_timeout,
             io_memory: IO_MEMORY_PER_SHARD,
+            limits: ConnectionLimits {
+                max_connections: self.config.max_connections,
+                max_per_ip: self.config.pool_config.max_per_ip,
+                rate_limit: self.config.pool_config.rate_limit,
+                ban_duration: self.config.pool_config.ban_duration,
+                exempt: self.config.pool_config.exempt.clone(),
+            },
+            idle_timeout: Some(self.config.idle_timeout).filter(|d| !d.is_zero()),
         };
         let runtime_counters = Arc::new(std::sync::OnceLock::new());
         let metrics = Arc::new(Metrics::new(RuntimeCounters {

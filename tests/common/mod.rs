@@ -52,6 +52,9 @@ impl TestBroker {
             storage_path: dir.clone(),
             ..ServerConfig::default()
         };
+        // Tests open many loopback connections at once; the limits tests
+        // turn the rate limit back on.
+        config.pool_config.rate_limit = 0;
         tweak(&mut config);
         let dir = config.storage_path.clone();
         let handle = IngestServer::new(config.clone(), &dir)
@@ -419,6 +422,7 @@ impl BrokerProcess {
             .env("STORAGE_PATH", data_dir)
             .env("METRICS_ADDRESS", "")
             .env("RUST_LOG", "info")
+            .env("CONNECTION_RATE_LIMIT", "0")
             .envs(extra_env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
