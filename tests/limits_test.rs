@@ -178,8 +178,12 @@ fn idle_connections_are_closed_and_busy_ones_kept() {
                     closed_after = Some(started.elapsed())
                 }
                 Err(e)
-                    if e.kind() != std::io::ErrorKind::WouldBlock
-                        && e.kind() != std::io::ErrorKind::TimedOut =>
+                    if !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                            | std::io::ErrorKind::Interrupted
+                    ) =>
                 {
                     eprintln!("idle: read error {e:?} after {:?}", started.elapsed());
                     closed_after = Some(started.elapsed())
@@ -202,5 +206,119 @@ fn idle_connections_are_closed_and_busy_ones_kept() {
             .map(|s| s.runtime.idle_closed)
             .sum::<u64>(),
         1
+    );
+}
+
+/// Three long-polling fetches pending with BACKPRESSURE_THRESHOLD=2: the
+/// shard stops reading, so a fourth connection's request waits for the
+/// fetches to finish; the transition is counted and every request is
+/// answered.
+#[test]
+fn backpressure_pauses_reading_and_loses_nothing() {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{FetchRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let broker = TestBroker::start_with("backpressure", 1, |c| c.backpressure_threshold = 2);
+    let mut setup = RawClient::connect(broker.addr);
+    let batch = chronik_ingest::log::batch::build_batch(0, 1, &[(b"k", b"v")]);
+    let produce = kafka_protocol::messages::ProduceRequest::default()
+        .with_acks(1)
+        .with_timeout_ms(1000)
+        .with_topic_data(vec![
+            kafka_protocol::messages::produce_request::TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str("stalled")))
+                .with_partition_data(vec![
+                    kafka_protocol::messages::produce_request::PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(batch.into())),
+                ]),
+        ]);
+    assert_eq!(
+        setup.call(9, &produce).responses[0].partition_responses[0].error_code,
+        0
+    );
+    let fetch = FetchRequest::default()
+        .with_max_wait_ms(1500)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_static_str("stalled")))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(1)
+                .with_partition_max_bytes(1 << 20)])]);
+    let addr = broker.addr;
+    let pollers: Vec<_> = (0..3)
+        .map(|_| {
+            let fetch = fetch.clone();
+            std::thread::spawn(move || RawClient::connect(addr).call(12, &fetch).responses.len())
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let mut late = RawClient::connect(broker.addr);
+    assert_eq!(late.call(3, &ApiVersionsRequest::default()).error_code, 0);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(700),
+        "read while 3 > 2 requests were pending ({waited:?})"
+    );
+    for poller in pollers {
+        assert_eq!(poller.join().unwrap(), 1, "a long-poll answer was lost");
+    }
+    let metrics = broker.handle().render_metrics();
+    let events: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("chronik_backpressure_events_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(events >= 1.0, "backpressure not counted:\n{metrics}");
+}
+
+/// A request still unanswered after REQUEST_TIMEOUT_SECS (a JoinGroup
+/// waiting out a 3 s initial rebalance delay, with a 1 s timeout) is
+/// counted and its connection closed; other connections are unaffected.
+#[test]
+fn a_request_past_the_timeout_is_counted_and_its_connection_closed() {
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use kafka_protocol::messages::{GroupId, JoinGroupRequest};
+    use kafka_protocol::protocol::StrBytes;
+    let broker = TestBroker::start_with("request-timeout", 1, |c| {
+        c.request_timeout = Duration::from_secs(1);
+        c.group_initial_rebalance_delay_ms = 3000;
+    });
+    let mut client = RawClient::connect(broker.addr);
+    let join = JoinGroupRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("slow")))
+        .with_session_timeout_ms(10_000)
+        .with_rebalance_timeout_ms(10_000)
+        .with_member_id(StrBytes::from_static_str(""))
+        .with_protocol_type(StrBytes::from_static_str("consumer"))
+        .with_protocols(vec![
+            JoinGroupRequestProtocol::default().with_name(StrBytes::from_static_str("range"))
+        ]);
+    let started = Instant::now();
+    client.stream.write_all(&RawClient::encode(1, 3, &join)).unwrap();
+    assert!(
+        client.closed_by_broker(),
+        "connection left open past the request timeout"
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(2500),
+        "{took:?}"
+    );
+    let metrics = broker.handle().render_metrics();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("chronik_request_timeouts_total{") && l.ends_with(" 1")),
+        "{metrics}"
+    );
+    assert_eq!(
+        RawClient::connect(broker.addr)
+            .call(3, &ApiVersionsRequest::default())
+            .error_code,
+        0
     );
 }

@@ -63,7 +63,10 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     }
     let min_bytes = usize::try_from(fetch.min_bytes).unwrap_or(0);
     let max_bytes = usize::try_from(fetch.max_bytes).unwrap_or(usize::MAX);
-    let deadline = Instant::now() + Duration::from_millis(u64::try_from(fetch.max_wait_ms).unwrap_or(0));
+    // A long poll never outlasts the broker's own request timeout.
+    let max_wait = Duration::from_millis(u64::try_from(fetch.max_wait_ms).unwrap_or(0))
+        .min(broker.config.request_timeout.mul_f64(0.9));
+    let deadline = Instant::now() + max_wait;
 
     let results = loop {
         let results = read_all(&broker, &wanted, max_bytes, unknown.code()).await;

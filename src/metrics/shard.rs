@@ -15,6 +15,8 @@ pub struct ShardMetrics {
     per_api: RefCell<HashMap<i16, (Counter, Histogram)>>,
     per_topic: RefCell<HashMap<String, [Counter; 4]>>,
     pub(crate) pending: Gauge,
+    backpressure: Counter,
+    timeouts: Counter,
     pub(crate) stalls: Counter,
     pub(crate) loop_lag: FloatGauge,
     pub(crate) tasks: Counter,
@@ -40,12 +42,12 @@ impl ShardMetrics {
         let label = ShardLabel {
             shard: shard.to_string(),
         };
-        let _ = metrics.request_timeouts.get_or_create(&label);
-        let _ = metrics.backpressure_events.get_or_create(&label);
         let _ = metrics.tls_handshake_failures.get_or_create(&label);
         let _ = metrics.groups.get_or_create(&label);
         ShardMetrics {
             pending: metrics.pending_requests.get_or_create_owned(&label),
+            backpressure: metrics.backpressure_events.get_or_create_owned(&label),
+            timeouts: metrics.request_timeouts.get_or_create_owned(&label),
             stalls: metrics.executor_stalls.get_or_create_owned(&label),
             loop_lag: metrics.executor_loop_lag.get_or_create_owned(&label),
             tasks: metrics.executor_tasks.get_or_create_owned(&label),
@@ -71,6 +73,16 @@ impl ShardMetrics {
                 )
             })
             .clone()
+    }
+
+    /// A request was not answered within REQUEST_TIMEOUT_SECS.
+    pub fn request_timeout(&self) {
+        self.timeouts.inc();
+    }
+
+    /// The shard stopped reading because too many requests were pending.
+    pub fn backpressure_event(&self) {
+        self.backpressure.inc();
     }
 
     /// A request of `api` was answered after `took`.

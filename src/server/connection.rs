@@ -92,6 +92,13 @@ async fn read_requests<R: futures::AsyncRead + Unpin>(
             };
             entry.request_started();
             broker.metrics.pending.inc();
+            if broker.backpressure.started() {
+                broker.metrics.backpressure_event();
+                debug!(
+                    shard = broker.shard.id,
+                    "backpressure: too many pending requests; pausing reads"
+                );
+            }
             if responses.send(pending).await.is_err() {
                 return;
             }
@@ -99,6 +106,7 @@ async fn read_requests<R: futures::AsyncRead + Unpin>(
         if drain.is_fired() {
             return;
         }
+        broker.backpressure.ready_to_read().await;
         let read = {
             let read = pin!(reader.read(buffer.spare()));
             let drained = pin!(drain.wait());
@@ -215,10 +223,37 @@ async fn write_responses<W: futures::AsyncWrite + Unpin>(
     while let Some(pending) = responses.recv().await {
         let outcome = match pending.answer {
             Answer::Ready(frame) => Ok(Some(frame)),
-            Answer::Running(task) => task.await,
+            Answer::Running(task) => {
+                // Measured from when the request arrived, not from when its
+                // turn to be written came.
+                let left = broker
+                    .config
+                    .request_timeout
+                    .saturating_sub(pending.started.elapsed());
+                let timeout = pin!(glommio::timer::sleep(left));
+                match select(task, timeout).await {
+                    Either::Left((outcome, _)) => outcome,
+                    Either::Right(_) => {
+                        broker.metrics.request_timeout();
+                        broker.metrics.request_error(pending.api, "RequestTimedOut");
+                        warn!(
+                            conn = entry.id(),
+                            peer = %entry.peer(),
+                            api = pending.api,
+                            timeout_secs = broker.config.request_timeout.as_secs(),
+                            "request not answered within REQUEST_TIMEOUT_SECS; closing connection"
+                        );
+                        entry.request_finished();
+                        broker.metrics.pending.dec();
+                        broker.backpressure.finished();
+                        return;
+                    }
+                }
+            }
         };
         entry.request_finished();
         broker.metrics.pending.dec();
+        broker.backpressure.finished();
         let took = pending.started.elapsed();
         broker.metrics.request_done(pending.api, took);
         debug!(target: "chronik_protocol", api = pending.api, duration_us = took.as_micros() as u64, "request done");

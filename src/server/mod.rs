@@ -12,6 +12,7 @@
 //! ```
 
 mod advertised;
+mod backpressure;
 mod connection;
 mod counters;
 mod observe;
@@ -191,6 +192,7 @@ impl IngestServer {
                 None
             };
             let broker = ShardBroker {
+                backpressure: backpressure::Backpressure::new(shard_config.backpressure_threshold),
                 end_offsets: shard_ends.clone(),
                 metrics: Rc::new(ShardMetrics::new(shard.id, shard_metrics.clone())),
                 advertised: Advertised::new(shard_config.advertised_address.as_deref(), shard.listen_addr),

@@ -37,6 +37,7 @@ pub(crate) struct ShardBroker {
     pub groups: Rc<GroupCoordinator>,
     pub metrics: Rc<ShardMetrics>,
     pub end_offsets: super::observe::EndOffsets,
+    pub backpressure: super::backpressure::Backpressure,
     /// Present on the controller shard only.
     pub controller: Option<Controller>,
 }

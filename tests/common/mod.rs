@@ -186,15 +186,22 @@ impl RawClient {
     /// True if the broker closes the connection within 10 s.
     pub fn closed_by_broker(&mut self) -> bool {
         let mut byte = [0u8; 1];
-        match self.stream.read(&mut byte) {
-            Ok(0) => true,
-            Ok(_) => false,
-            // A reset (unread bytes at close) is a close too; only a
-            // timeout means the broker left the connection open.
-            Err(e) => !matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ),
+        loop {
+            match self.stream.read(&mut byte) {
+                Ok(0) => return true,
+                Ok(_) => return false,
+                // In-process brokers' executors signal threads of this
+                // process; a read may be interrupted: try again.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                // A reset (unread bytes at close) is a close too; only a
+                // timeout means the broker left the connection open.
+                Err(e) => {
+                    return !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    )
+                }
+            }
         }
     }
 }
