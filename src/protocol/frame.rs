@@ -76,17 +76,25 @@ pub fn bytes_missing(buf: &[u8], max: usize) -> usize {
 pub struct FrameBuffer {
     buf: BytesMut,
     filled: usize,
+    /// Bytes asked of the next read between frames: starts small so an
+    /// idle connection costs little, doubles while reads come back full.
     read_size: usize,
+    max_read_size: usize,
     max_frame: usize,
 }
+
+/// First read size of a connection.
+const INITIAL_READ: usize = 2048;
 
 impl FrameBuffer {
     /// `read_size`: bytes asked of each read; `max_frame`: MAX_REQUEST_BYTES.
     pub fn new(read_size: usize, max_frame: usize) -> Self {
+        let max_read_size = read_size.max(MIN_REQUEST_BYTES + SIZE_PREFIX);
         FrameBuffer {
             buf: BytesMut::new(),
             filled: 0,
-            read_size: read_size.max(MIN_REQUEST_BYTES + SIZE_PREFIX),
+            read_size: INITIAL_READ.min(max_read_size),
+            max_read_size,
             max_frame,
         }
     }
@@ -123,6 +131,9 @@ impl FrameBuffer {
 
     /// Marks `n` bytes of the slice from `spare` as received.
     pub fn commit(&mut self, n: usize) {
+        if self.filled + n == self.buf.len() {
+            self.read_size = (self.read_size * 2).min(self.max_read_size);
+        }
         self.filled = (self.filled + n).min(self.buf.len());
     }
 
