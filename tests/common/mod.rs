@@ -121,7 +121,7 @@ impl Drop for TestBroker {
 /// A blocking connection that speaks raw Kafka frames.
 pub struct RawClient {
     pub stream: TcpStream,
-    next_correlation: i32,
+    pub next_correlation: i32,
 }
 
 impl RawClient {
