@@ -204,6 +204,21 @@ fn malformed_frames_close_only_their_connection() {
         ("unknown api key", frame_with(999, 0), false),
         ("unsupported Metadata version", frame_with(3, 99), false),
         ("undecodable Metadata body", frame_with(3, 12), false),
+        // Metadata v4 declaring 2^31-1 topics in a 14-byte body: must be a
+        // decode error, not a multi-gigabyte allocation that aborts.
+        (
+            "array length 2^31-1",
+            {
+                let body = [
+                    &[0u8, 3, 0, 4, 0, 0, 0, 7, 0xff, 0xff][..],
+                    &i32::MAX.to_be_bytes(),
+                    &[1u8],
+                ]
+                .concat();
+                [&(body.len() as i32).to_be_bytes()[..], &body].concat()
+            },
+            false,
+        ),
     ];
     for (i, (what, bytes, half_close)) in attacks.into_iter().enumerate() {
         let before = broker.frame_errors();
