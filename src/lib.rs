@@ -16,3 +16,12 @@ pub mod topics;
 
 pub use config::{ConfigError, ConnectionPoolConfig, LogFormat, ServerConfig, TlsConfig};
 pub use server::{IngestServer, ServerError, ServerHandle, ShardSnapshot, Stopper};
+
+/// (api key, min version, max version) of every API this build answers:
+/// the ApiVersions table (tools, fuzzing).
+pub fn supported_apis() -> Vec<(i16, i16, i16)> {
+    handlers::HANDLERS
+        .iter()
+        .map(|h| (h.api_key, h.versions.min, h.versions.max))
+        .collect()
+}

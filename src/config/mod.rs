@@ -316,8 +316,12 @@ mod tests {
         config
             .apply_vars(vars(&[("MAX_CONNECTIONS_PER_IP", "7")]))
             .unwrap();
+        assert!(config.unenforced_settings().is_empty(), "limits are enforced");
+        config
+            .apply_vars(vars(&[("TLS_CERT_PATH", "/c.pem"), ("TLS_KEY_PATH", "/k.pem")]))
+            .unwrap();
         let names: Vec<_> = config.unenforced_settings().iter().map(|s| s.name).collect();
-        assert_eq!(names, vec!["MAX_CONNECTIONS_PER_IP"]);
+        assert_eq!(names, vec!["TLS_CERT_PATH", "TLS_KEY_PATH"]);
     }
 
     #[test]
