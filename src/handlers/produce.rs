@@ -47,6 +47,27 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
         .await;
     }
     let catalog = broker.catalog.snapshot();
+    // Topic and partition ids only, for a REQUEST_TIMED_OUT answer.
+    let timed_out = ProduceRequest::default().with_topic_data(
+        produce
+            .topic_data
+            .iter()
+            .map(|t| {
+                kafka_protocol::messages::produce_request::TopicProduceData::default()
+                    .with_name(t.name.clone())
+                    .with_topic_id(t.topic_id)
+                    .with_partition_data(
+                        t.partition_data
+                            .iter()
+                            .map(|p| {
+                                kafka_protocol::messages::produce_request::PartitionProduceData::default()
+                                    .with_index(p.index)
+                            })
+                            .collect(),
+                    )
+            })
+            .collect(),
+    );
     let mut topics = Vec::with_capacity(produce.topic_data.len());
     for topic in produce.topic_data {
         let entry = if by_id {
@@ -94,8 +115,22 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
         });
     }
     // All partitions of all topics at once; each starts (and, on its own
-    // shard, appends) in request order on its first poll.
-    respond(&request, acks, join_all(topics).await)
+    // shard, appends) in request order on its first poll. Answered with
+    // REQUEST_TIMED_OUT before the connection-level request timeout would
+    // close the connection (an acks=all sync stuck on a failing disk).
+    let all = std::pin::pin!(join_all(topics));
+    let limit = std::pin::pin!(glommio::timer::sleep(broker.config.request_timeout.mul_f64(0.9)));
+    match futures::future::select(all, limit).await {
+        futures::future::Either::Left((responses, _)) => respond(&request, acks, responses),
+        futures::future::Either::Right(_) => {
+            broker.metrics.request_timeout();
+            respond(
+                &request,
+                acks,
+                error_all(&timed_out, ResponseError::RequestTimedOut),
+            )
+        }
+    }
 }
 
 async fn append(
