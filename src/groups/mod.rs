@@ -189,23 +189,11 @@ impl GroupCoordinator {
                 .check_commit(member_id, instance_id, generation)
                 .map_err(|e| e.code())?;
         }
-        let file = {
-            let mut logs = self.logs.borrow_mut();
-            let log = logs
-                .get_mut(&offsets_partition(group_id))
-                .ok_or(ResponseError::NotCoordinator.code())?;
-            let changes = offsets
-                .into_iter()
-                .map(|(key, value)| (key, Some(value)))
-                .collect();
-            log.append(group_id, changes)
-                .map_err(|_| ResponseError::KafkaStorageError.code())?;
-            log.file()
-        };
-        self.storage
-            .sync_file(file)
-            .await
-            .map_err(|_| ResponseError::KafkaStorageError.code())
+        let changes = offsets
+            .into_iter()
+            .map(|(key, value)| (key, Some(value)))
+            .collect();
+        self.append_and_sync(group_id, changes).await
     }
 
     /// Committed offsets of a group: of the given topics and partitions, or
