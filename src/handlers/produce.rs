@@ -29,14 +29,17 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
         return respond(
             &request,
             acks,
-            error_all(&produce, ResponseError::TransactionalIdAuthorizationFailed),
+            error_all(
+                &shape(&produce),
+                ResponseError::TransactionalIdAuthorizationFailed,
+            ),
         );
     }
     if !matches!(acks, -1..=1) {
         return respond(
             &request,
             acks,
-            error_all(&produce, ResponseError::InvalidRequiredAcks),
+            error_all(&shape(&produce), ResponseError::InvalidRequiredAcks),
         );
     }
     if broker.config.auto_create_topics && !by_id {
@@ -47,27 +50,8 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
         .await;
     }
     let catalog = broker.catalog.snapshot();
-    // Topic and partition ids only, for a REQUEST_TIMED_OUT answer.
-    let timed_out = ProduceRequest::default().with_topic_data(
-        produce
-            .topic_data
-            .iter()
-            .map(|t| {
-                kafka_protocol::messages::produce_request::TopicProduceData::default()
-                    .with_name(t.name.clone())
-                    .with_topic_id(t.topic_id)
-                    .with_partition_data(
-                        t.partition_data
-                            .iter()
-                            .map(|p| {
-                                kafka_protocol::messages::produce_request::PartitionProduceData::default()
-                                    .with_index(p.index)
-                            })
-                            .collect(),
-                    )
-            })
-            .collect(),
-    );
+    // Kept for a REQUEST_TIMED_OUT answer once the batches are moved out.
+    let timed_out = shape(&produce);
     let mut topics = Vec::with_capacity(produce.topic_data.len());
     for topic in produce.topic_data {
         let entry = if by_id {
@@ -173,19 +157,35 @@ fn partition_response(index: i32, r: AppendResult) -> PartitionProduceResponse {
         .with_log_start_offset(r.log_start_offset)
 }
 
-fn error_all(produce: &ProduceRequest, error: ResponseError) -> Vec<TopicProduceResponse> {
+/// The topics (name, id) and partition indexes a Produce request names.
+type Shape = Vec<(TopicName, uuid::Uuid, Vec<i32>)>;
+
+fn shape(produce: &ProduceRequest) -> Shape {
     produce
         .topic_data
         .iter()
         .map(|t| {
-            let partitions = t
-                .partition_data
+            (
+                t.name.clone(),
+                t.topic_id,
+                t.partition_data.iter().map(|p| p.index).collect(),
+            )
+        })
+        .collect()
+}
+
+/// The same error for every partition the request named.
+fn error_all(shape: &Shape, error: ResponseError) -> Vec<TopicProduceResponse> {
+    shape
+        .iter()
+        .map(|(name, id, indexes)| {
+            let partitions = indexes
                 .iter()
-                .map(|p| partition_response(p.index, AppendResult::error(error.code(), error.to_string())))
+                .map(|index| partition_response(*index, AppendResult::error(error.code(), error.to_string())))
                 .collect();
             TopicProduceResponse::default()
-                .with_name(TopicName(t.name.0.clone()))
-                .with_topic_id(t.topic_id)
+                .with_name(name.clone())
+                .with_topic_id(*id)
                 .with_partition_responses(partitions)
         })
         .collect()
