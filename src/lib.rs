@@ -12,10 +12,14 @@ pub mod metrics;
 pub mod protocol;
 pub mod server;
 mod storage;
+mod tls;
 pub mod topics;
 
-pub use config::{ConfigError, ConnectionPoolConfig, LogFormat, ServerConfig, TlsConfig};
-pub use server::{IngestServer, ServerError, ServerHandle, ShardSnapshot, Stopper};
+pub use config::{
+    AdvertisedListener, ConfigError, ConnectionPoolConfig, ListenerConfig, LogFormat, SecurityProtocol,
+    ServerConfig, TlsConfig, TlsVersion,
+};
+pub use server::{IngestServer, ServerError, ServerHandle, ShardSnapshot, Stopper, TlsReloader};
 
 /// (api key, min version, max version) of every API this build answers:
 /// the ApiVersions table (tools, fuzzing).

@@ -1,9 +1,10 @@
 //! The `chronik-ingest` binary: a thin wrapper over `IngestServer` that reads
-//! the configuration, logs, and turns SIGINT/SIGTERM into a graceful stop.
+//! the configuration, logs, turns SIGINT/SIGTERM into a graceful stop and
+//! SIGHUP into a TLS certificate reload.
 
-use chronik_ingest::{IngestServer, LogFormat, ServerConfig};
+use chronik_ingest::{IngestServer, LogFormat, ServerConfig, ServerError, Stopper, TlsReloader};
 use clap::{Arg, Command};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -56,7 +57,7 @@ fn main() -> ExitCode {
 
     // Registered before the shards start, so a signal during start-up is
     // not lost to the default action.
-    let mut signals = match Signals::new([SIGINT, SIGTERM]) {
+    let mut signals = match Signals::new([SIGINT, SIGTERM, SIGHUP]) {
         Ok(signals) => signals,
         Err(e) => {
             error!(error = %e, "cannot install signal handlers");
@@ -69,24 +70,18 @@ fn main() -> ExitCode {
         Err(e) => {
             error!("cannot start: {e}");
             eprintln!("chronik-ingest: cannot start: {e}");
-            return ExitCode::from(EXIT_START_FAILED);
+            let code = match e {
+                ServerError::Config(_) => EXIT_BAD_CONFIG,
+                _ => EXIT_START_FAILED,
+            };
+            return ExitCode::from(code);
         }
     };
     let stopper = handle.stopper();
+    let reloader = handle.tls_reloader();
     let signal_thread = std::thread::Builder::new()
         .name("chronik-signals".into())
-        .spawn(move || {
-            let mut received = signals.forever();
-            if let Some(signal) = received.next() {
-                info!(signal, "shutting down: draining connections");
-                stopper.stop();
-            }
-            // A second signal means "now": skip the drain.
-            if let Some(signal) = received.next() {
-                warn!(signal, "second signal; exiting without draining");
-                std::process::exit(130);
-            }
-        });
+        .spawn(move || handle_signals(&mut signals, &stopper, &reloader));
     if let Err(e) = signal_thread {
         error!(error = %e, "cannot start the signal thread");
         handle.stop();
@@ -97,5 +92,29 @@ fn main() -> ExitCode {
             error!("{e}");
             ExitCode::from(EXIT_START_FAILED)
         }
+    }
+}
+
+/// SIGHUP reloads the TLS files; the first SIGINT/SIGTERM drains and stops,
+/// a second one exits at once.
+fn handle_signals(signals: &mut Signals, stopper: &Stopper, reloader: &TlsReloader) {
+    let mut stopping = false;
+    for signal in signals.forever() {
+        if signal == SIGHUP {
+            match reloader.reload() {
+                Ok(true) => info!("SIGHUP: TLS certificates reloaded; new handshakes use them"),
+                Ok(false) => info!("SIGHUP: no TLS configured; nothing to reload"),
+                Err(e) => error!("SIGHUP: TLS reload failed, keeping the certificates in use: {e}"),
+            }
+            continue;
+        }
+        if stopping {
+            // A second signal means "now": skip the drain.
+            warn!(signal, "second signal; exiting without draining");
+            std::process::exit(130);
+        }
+        info!(signal, "shutting down: draining connections");
+        stopper.stop();
+        stopping = true;
     }
 }

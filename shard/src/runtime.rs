@@ -32,7 +32,9 @@ pub struct RuntimeConfig {
     /// Number of shards (executors); each is pinned to one allowed CPU, in
     /// turn, wrapping around if there are more shards than CPUs.
     pub shards: usize,
-    pub listen_addr: SocketAddr,
+    /// Every address each shard listens on (a Kafka "listener" each); an
+    /// accepted connection says which one it came in on by index.
+    pub listen_addrs: Vec<SocketAddr>,
     pub backlog: i32,
     /// After this long, connections still open at shutdown are force-closed.
     pub shutdown_timeout: Duration,
@@ -69,6 +71,9 @@ pub trait ShardService: 'static {
 /// An accepted connection handed to a [`ShardService`].
 pub struct Connection {
     pub stream: TcpStream,
+    /// Index into [`RuntimeConfig::listen_addrs`] of the listener that
+    /// accepted it.
+    pub listener: usize,
     pub entry: Rc<ConnectionEntry>,
     /// Fires when the shard starts shutting down.
     pub drain: Signal,
@@ -78,8 +83,9 @@ pub struct Connection {
 pub struct ShardContext<M: Send + 'static> {
     pub id: usize,
     pub count: usize,
-    /// The address every shard listens on (real port if 0 was asked).
-    pub listen_addr: SocketAddr,
+    /// The addresses every shard listens on, in configured order (real
+    /// ports where 0 was asked).
+    pub listen_addrs: Rc<[SocketAddr]>,
     pub drain: Signal,
     pub connections: Rc<ConnectionTable>,
     pub counters: Arc<ShardCounters>,
@@ -92,7 +98,7 @@ impl<M: Send + 'static> Clone for ShardContext<M> {
         ShardContext {
             id: self.id,
             count: self.count,
-            listen_addr: self.listen_addr,
+            listen_addrs: self.listen_addrs.clone(),
             drain: self.drain.clone(),
             connections: self.connections.clone(),
             counters: self.counters.clone(),
@@ -151,7 +157,7 @@ impl std::error::Error for StartError {}
 
 /// The running shards. Dropping it does not stop them; call `stop` + `join`.
 pub struct Runtime {
-    local_addr: SocketAddr,
+    local_addrs: Vec<SocketAddr>,
     stop: Arc<AtomicBool>,
     running: Arc<AtomicUsize>,
     executors: Vec<ExecutorJoinHandle<()>>,
@@ -168,8 +174,9 @@ struct ShardSeed<F, M: Send + 'static> {
     drained: Arc<AtomicUsize>,
     id: usize,
     count: usize,
-    listen_addr: SocketAddr,
-    listener: OwnedFd,
+    listen_addrs: Vec<SocketAddr>,
+    /// One per listen address, in the same order.
+    listeners: Vec<OwnedFd>,
     make_service: Arc<F>,
     stop: Arc<AtomicBool>,
     running: Arc<AtomicUsize>,
@@ -189,8 +196,21 @@ impl Runtime {
     {
         probe_io_uring().map_err(StartError::Uring)?;
         let shards = config.shards.max(1);
-        let (listeners, local_addr) = bind_shard_listeners(config.listen_addr, shards, config.backlog)
-            .map_err(|e| StartError::Bind(config.listen_addr, e))?;
+        // listeners_by_shard[shard][listener]: every shard gets its own
+        // socket on every address.
+        let mut listeners_by_shard: Vec<Vec<OwnedFd>> = (0..shards).map(|_| Vec::new()).collect();
+        let mut local_addrs = Vec::with_capacity(config.listen_addrs.len());
+        for &addr in &config.listen_addrs {
+            let (fds, bound) =
+                bind_shard_listeners(addr, shards, config.backlog).map_err(|e| StartError::Bind(addr, e))?;
+            for (shard, fd) in fds.into_iter().enumerate() {
+                listeners_by_shard[shard].push(fd);
+            }
+            local_addrs.push(bound);
+        }
+        if local_addrs.is_empty() {
+            return Err(StartError::Spawn("no listen address configured".into()));
+        }
         let policy = control::RatePolicy {
             per_second: config.limits.rate_limit,
             ban: config.limits.ban_duration,
@@ -216,14 +236,14 @@ impl Runtime {
         let mesh = MeshBuilder::full(shards, MESH_CHANNEL_CAPACITY);
         let drained = Arc::new(AtomicUsize::new(0));
         let mut runtime = Runtime {
-            local_addr,
+            local_addrs: local_addrs.clone(),
             stop: stop.clone(),
             running: running.clone(),
             executors: Vec::with_capacity(shards),
             control: None,
             counters: Vec::with_capacity(shards),
         };
-        for (id, (listener, views)) in listeners.into_iter().zip(plane.views).enumerate() {
+        for (id, (listeners, views)) in listeners_by_shard.into_iter().zip(plane.views).enumerate() {
             let counters = Arc::new(ShardCounters::default());
             runtime.counters.push(counters.clone());
             let placement = match cpus.get(id % cpus.len().max(1)) {
@@ -238,8 +258,8 @@ impl Runtime {
                 drained: drained.clone(),
                 id,
                 count: shards,
-                listen_addr: local_addr,
-                listener,
+                listen_addrs: local_addrs.clone(),
+                listeners,
                 make_service: make_service.clone(),
                 stop: stop.clone(),
                 running: running.clone(),
@@ -267,9 +287,14 @@ impl Runtime {
         Ok(runtime)
     }
 
-    /// The address every shard listens on (the real port if 0 was asked).
+    /// The first listen address (the real port if 0 was asked).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.local_addrs[0]
+    }
+
+    /// Every listen address, in configured order (real ports).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
     }
 
     /// Shards whose event loop has started and not yet finished.
@@ -354,17 +379,24 @@ where
     let ctx = ShardContext {
         id: seed.id,
         count: seed.count,
-        listen_addr: seed.listen_addr,
+        listen_addrs: seed.listen_addrs.clone().into(),
         drain,
         connections: Rc::new(ConnectionTable::new(seed.id, seed.counters.clone())),
         counters: seed.counters.clone(),
         view: Rc::new(RefCell::new(Arc::new(GlobalView::default()))),
         mesh: Rc::new(senders),
     };
-    // SAFETY: the fd came from `bind_shard_listeners`: a bound, listening TCP
-    // socket that nothing else owns; `into_raw_fd` gives up our ownership, so
-    // the listener becomes its only owner and closes it exactly once.
-    let listener = unsafe { TcpListener::from_raw_fd(seed.listener.into_raw_fd()) };
+    let listeners: Vec<TcpListener> = seed
+        .listeners
+        .into_iter()
+        .map(|fd| {
+            // SAFETY: the fd came from `bind_shard_listeners`: a bound,
+            // listening TCP socket that nothing else owns; `into_raw_fd`
+            // gives up our ownership, so the listener becomes its only owner
+            // and closes it exactly once.
+            unsafe { TcpListener::from_raw_fd(fd.into_raw_fd()) }
+        })
+        .collect();
     let service = Rc::new((seed.make_service)(ctx.clone()));
     service.on_start();
     let admission = Rc::new(Admission::new(seed.limits.clone(), seed.admitted.clone()));
@@ -394,12 +426,16 @@ where
     seed.running.fetch_add(1, Ordering::AcqRel);
     info!(
         shard = seed.id,
-        listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        listen = ?seed.listen_addrs,
         "shard listening"
     );
 
-    accept_until_drained(&ctx, &listener, &service, &force, &admission).await;
-    drop(listener);
+    let accepting = listeners
+        .iter()
+        .enumerate()
+        .map(|(index, listener)| accept_until_drained(&ctx, listener, index, &service, &force, &admission));
+    futures::future::join_all(accepting).await;
+    drop(listeners);
 
     let open = ctx.connections.len();
     debug!(shard = ctx.id, open, "shard stopped accepting; draining");
@@ -439,6 +475,7 @@ where
 async fn accept_until_drained<S: ShardService>(
     ctx: &ShardContext<S::Message>,
     listener: &TcpListener,
+    listener_index: usize,
     service: &Rc<S>,
     force: &Signal,
     admission: &Admission,
@@ -501,6 +538,7 @@ async fn accept_until_drained<S: ShardService>(
         let guard = ctx.connections.insert(peer, local);
         let conn = Connection {
             stream,
+            listener: listener_index,
             entry: guard.entry().clone(),
             drain: ctx.drain.clone(),
         };

@@ -5,8 +5,12 @@
 //! [`settings::SETTINGS`], which drives the environment, the file and
 //! `--help` alike, so they cannot drift apart.
 
+mod listeners;
 mod settings;
 
+pub use crate::tls::TlsVersion;
+pub(crate) use listeners::host_port;
+pub use listeners::{AdvertisedListener, ListenerConfig, ListenerSpec, SecurityProtocol};
 pub use settings::{Setting, SETTINGS};
 
 use std::net::SocketAddr;
@@ -14,14 +18,36 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// TLS material for the listener.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// TLS material and policy for the SSL listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
     pub cert_path: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
     pub key_path: PathBuf,
-    /// CA bundle that client certificates must chain to.
+    /// CA bundle that client certificates must chain to; with it, a
+    /// certificate a client offers is verified.
     pub ca_path: Option<PathBuf>,
+    /// Refuse clients that offer no certificate (needs `ca_path`).
     pub require_client_cert: bool,
+    /// Protocol versions offered, never empty.
+    pub versions: Vec<TlsVersion>,
+    /// Canonical IANA cipher-suite names, in preference order; empty = the
+    /// crypto provider's defaults.
+    pub cipher_suites: Vec<String>,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert_path: PathBuf::new(),
+            key_path: PathBuf::new(),
+            ca_path: None,
+            require_client_cert: false,
+            versions: vec![TlsVersion::Tls12, TlsVersion::Tls13],
+            cipher_suites: Vec::new(),
+        }
+    }
 }
 
 /// How log lines are written.
@@ -47,10 +73,15 @@ pub struct ConnectionPoolConfig {
 /// Everything the broker is configured with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
+    /// The one listener's address when `listeners` is empty.
     pub listen_addr: SocketAddr,
     /// `host` or `host:port` given to clients in Metadata; `None` derives it
     /// from the listen address (never 0.0.0.0, see `handlers::metadata`).
     pub advertised_address: Option<String>,
+    /// Kafka-style listeners; empty = one on `listen_addr`.
+    pub listeners: Vec<ListenerConfig>,
+    /// What each listener advertises, by name.
+    pub advertised_listeners: Vec<AdvertisedListener>,
     /// Shards (pinned executors); `None` = one per CPU this process may use.
     pub shards: Option<NonZeroUsize>,
     pub max_connections: usize,
@@ -59,6 +90,8 @@ pub struct ServerConfig {
     pub buffer_size: usize,
     pub idle_timeout: Duration,
     pub tls_config: Option<TlsConfig>,
+    /// A TLS client that has not finished its handshake by then is dropped.
+    pub tls_handshake_timeout: Duration,
     pub pool_config: ConnectionPoolConfig,
     /// Pending requests per shard above which that shard stops reading.
     pub backpressure_threshold: usize,
@@ -87,12 +120,15 @@ impl Default for ServerConfig {
         ServerConfig {
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 9092)),
             advertised_address: None,
+            listeners: Vec::new(),
+            advertised_listeners: Vec::new(),
             shards: None,
             max_connections: 10_000,
             request_timeout: Duration::from_secs(30),
             buffer_size: 64 * 1024,
             idle_timeout: Duration::from_secs(600),
             tls_config: None,
+            tls_handshake_timeout: Duration::from_secs(10),
             pool_config: ConnectionPoolConfig {
                 max_per_ip: 1_000,
                 rate_limit: 100,
@@ -226,8 +262,98 @@ impl ServerConfig {
                     message: "must be set when TLS_CERT_PATH is".into(),
                 });
             }
+            if tls.require_client_cert && tls.ca_path.is_none() {
+                return Err(ConfigError {
+                    setting: "TLS_REQUIRE_CLIENT_CERT".into(),
+                    message: "needs TLS_CA_PATH, the CA client certificates are verified against".into(),
+                });
+            }
+            crate::tls::check_suites_against_versions(&tls.cipher_suites, &tls.versions).map_err(
+                |message| ConfigError {
+                    setting: "TLS_CIPHER_SUITES".into(),
+                    message,
+                },
+            )?;
+        }
+        self.validate_listeners()
+    }
+
+    fn validate_listeners(&self) -> Result<(), ConfigError> {
+        let error = |setting: &str, message: String| ConfigError {
+            setting: setting.into(),
+            message,
+        };
+        let listeners = self.listeners();
+        let has_ssl = listeners.iter().any(|l| l.security == SecurityProtocol::Ssl);
+        if has_ssl && self.tls_config.is_none() {
+            return Err(error(
+                "LISTENERS",
+                "an SSL listener needs TLS_CERT_PATH and TLS_KEY_PATH".into(),
+            ));
+        }
+        if !has_ssl && self.tls_config.is_some() {
+            return Err(error(
+                "TLS_CERT_PATH",
+                format!(
+                    "is set but LISTENERS ({}) has no SSL listener",
+                    listeners::show_listeners(&self.listeners)
+                ),
+            ));
+        }
+        for advertised in &self.advertised_listeners {
+            if !listeners.iter().any(|l| l.security == advertised.security) {
+                return Err(error(
+                    "ADVERTISED_LISTENERS",
+                    format!("{} is not a listener (see LISTENERS)", advertised.security.name()),
+                ));
+            }
+        }
+        if let Some(address) = &self.advertised_address {
+            let has_port = address.starts_with('[') && address.contains("]:")
+                || (!address.starts_with('[') && address.matches(':').count() == 1);
+            if has_port && listeners.len() > 1 {
+                return Err(error(
+                    "ADVERTISED_ADDRESS",
+                    format!(
+                        "{address} names one port but there are {} listeners; set ADVERTISED_LISTENERS instead",
+                        listeners.len()
+                    ),
+                ));
+            }
         }
         Ok(())
+    }
+
+    /// The listeners to start, in order, each with what it advertises:
+    /// its ADVERTISED_LISTENERS entry, else ADVERTISED_ADDRESS, else
+    /// derived per connection.
+    pub fn listeners(&self) -> Vec<ListenerSpec> {
+        let configured = if self.listeners.is_empty() {
+            let security = if self.tls_config.is_some() {
+                SecurityProtocol::Ssl
+            } else {
+                SecurityProtocol::Plaintext
+            };
+            vec![ListenerConfig {
+                security,
+                addr: self.listen_addr,
+            }]
+        } else {
+            self.listeners.clone()
+        };
+        configured
+            .into_iter()
+            .map(|l| ListenerSpec {
+                security: l.security,
+                addr: l.addr,
+                advertised: self
+                    .advertised_listeners
+                    .iter()
+                    .find(|a| a.security == l.security)
+                    .map(|a| host_port(&a.host, a.port))
+                    .or_else(|| self.advertised_address.clone()),
+            })
+            .collect()
     }
 
     /// Settings set to something other than their default whose behaviour

@@ -247,6 +247,76 @@ impl SettingValue for Vec<chronik_shard::IpNet> {
     }
 }
 
+impl SettingValue for Vec<super::ListenerConfig> {
+    fn set(&mut self, text: &str) -> Result<(), String> {
+        *self = super::listeners::parse_listeners(text)?;
+        Ok(())
+    }
+    fn show(&self) -> String {
+        super::listeners::show_listeners(self)
+    }
+}
+
+impl SettingValue for Vec<super::AdvertisedListener> {
+    fn set(&mut self, text: &str) -> Result<(), String> {
+        *self = super::listeners::parse_advertised(text)?;
+        Ok(())
+    }
+    fn show(&self) -> String {
+        super::listeners::show_advertised(self)
+    }
+}
+
+impl SettingValue for Vec<super::TlsVersion> {
+    fn set(&mut self, text: &str) -> Result<(), String> {
+        let mut versions = Vec::new();
+        for entry in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let version = super::TlsVersion::parse(entry)
+                .ok_or_else(|| format!("{entry}: unknown TLS version (use 1.2 and/or 1.3)"))?;
+            if !versions.contains(&version) {
+                versions.push(version);
+            }
+        }
+        if versions.is_empty() {
+            return Err("at least one of 1.2, 1.3".into());
+        }
+        versions.sort();
+        *self = versions;
+        Ok(())
+    }
+    fn show(&self) -> String {
+        self.iter().map(|v| v.name()).collect::<Vec<_>>().join(",")
+    }
+}
+
+/// Cipher-suite names (the only `Vec<String>` setting): each must be one
+/// this build can negotiate; stored in canonical IANA spelling.
+impl SettingValue for Vec<String> {
+    fn set(&mut self, text: &str) -> Result<(), String> {
+        *self = text
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(|name| {
+                crate::tls::canonical_suite_name(name).ok_or_else(|| {
+                    let known: Vec<String> = crate::tls::supported_suites()
+                        .into_iter()
+                        .map(|(n, _)| n)
+                        .collect();
+                    format!(
+                        "{name}: unknown cipher suite (this build has: {})",
+                        known.join(", ")
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(())
+    }
+    fn show(&self) -> String {
+        self.join(",")
+    }
+}
+
 fn tls(config: &mut ServerConfig) -> &mut super::TlsConfig {
     config.tls_config.get_or_insert_with(Default::default)
 }
@@ -265,9 +335,13 @@ macro_rules! setting {
 /// Every setting, in the order `--help` lists them.
 pub static SETTINGS: &[Setting] = &[
     setting!("BIND_ADDRESS", true, |c| &mut c.listen_addr,
-        "Address every shard listens on for Kafka clients (SO_REUSEPORT)."),
+        "Address every shard listens on for Kafka clients (SO_REUSEPORT), when LISTENERS is empty; it speaks TLS if TLS_CERT_PATH is set."),
     setting!("ADVERTISED_ADDRESS", true, |c| &mut c.advertised_address,
         "host or host:port given to clients in Metadata. Empty: the bind address, or, when bound to a wildcard, the local address each client connected to."),
+    setting!("LISTENERS", true, |c| &mut c.listeners,
+        "Kafka-style listeners, e.g. PLAINTEXT://0.0.0.0:9092,SSL://0.0.0.0:9093 (names: PLAINTEXT, SSL; each shard binds each). Empty: one listener on BIND_ADDRESS."),
+    setting!("ADVERTISED_LISTENERS", true, |c| &mut c.advertised_listeners,
+        "What each listener tells its clients in Metadata, e.g. SSL://broker.example:9093. Unlisted: ADVERTISED_ADDRESS, else derived."),
     setting!("SHARDS", true, |c| &mut c.shards,
         "Number of shards (pinned io_uring executors); auto = one per CPU this process may use."),
     setting!("STORAGE_PATH", true, |c| &mut c.storage_path,
@@ -312,14 +386,20 @@ pub static SETTINGS: &[Setting] = &[
         "Address of the /metrics, /health and /ready HTTP endpoint; empty = off."),
     setting!("METRICS_INTERVAL_SECS", true, |c| &mut c.metrics_interval,
         "How often each shard logs a one-line summary."),
-    setting!("TLS_CERT_PATH", false, |c| &mut tls(c).cert_path,
-        "PEM certificate chain; setting it (with TLS_KEY_PATH) turns TLS on."),
-    setting!("TLS_KEY_PATH", false, |c| &mut tls(c).key_path,
-        "PEM private key for TLS_CERT_PATH."),
-    setting!("TLS_CA_PATH", false, |c| &mut tls(c).ca_path,
-        "PEM CA bundle that client certificates must chain to."),
-    setting!("TLS_REQUIRE_CLIENT_CERT", false, |c| &mut tls(c).require_client_cert,
-        "Reject TLS clients without a certificate signed by TLS_CA_PATH."),
+    setting!("TLS_CERT_PATH", true, |c| &mut tls(c).cert_path,
+        "PEM certificate chain, leaf first, for the SSL listener (re-read on SIGHUP)."),
+    setting!("TLS_KEY_PATH", true, |c| &mut tls(c).key_path,
+        "PEM private key for TLS_CERT_PATH: PKCS#8, PKCS#1 or SEC1 (re-read on SIGHUP)."),
+    setting!("TLS_CA_PATH", true, |c| &mut tls(c).ca_path,
+        "PEM CA bundle; a client certificate that is offered must chain to it (re-read on SIGHUP)."),
+    setting!("TLS_REQUIRE_CLIENT_CERT", true, |c| &mut tls(c).require_client_cert,
+        "Refuse TLS clients without a certificate signed by TLS_CA_PATH (mutual TLS)."),
+    setting!("TLS_VERSIONS", true, |c| &mut tls(c).versions,
+        "TLS protocol versions offered: 1.2, 1.3 or both."),
+    setting!("TLS_CIPHER_SUITES", true, |c| &mut tls(c).cipher_suites,
+        "IANA cipher-suite names in preference order, e.g. TLS_AES_256_GCM_SHA384,TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384. Empty: rustls's defaults. Each allowed version needs one."),
+    setting!("TLS_HANDSHAKE_TIMEOUT_SECS", true, |c| &mut c.tls_handshake_timeout,
+        "A TLS client that has not completed its handshake within this is disconnected."),
 ];
 
 impl ServerConfig {

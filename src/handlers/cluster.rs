@@ -26,7 +26,7 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
             )));
         return request.respond(&response);
     }
-    let (host, port) = broker.advertised.for_connection(request.local_addr);
+    let (host, port) = broker.advertised_to(&request);
     let response = response.with_brokers(vec![DescribeClusterBroker::default()
         .with_broker_id(BrokerId(broker.identity.node_id))
         .with_host(StrBytes::from_string(host))

@@ -39,7 +39,7 @@ const UNAVAILABLE: ResponseError = ResponseError::CoordinatorNotAvailable;
 /// Groups are coordinated by this broker; transactions are not.
 async fn find_coordinator(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let asked: FindCoordinatorRequest = request.decode("FindCoordinator")?;
-    let (host, port) = broker.advertised.for_connection(request.local_addr);
+    let (host, port) = broker.advertised_to(&request);
     let node = BrokerId(broker.identity.node_id);
     let error = match asked.key_type {
         0 => None,

@@ -47,7 +47,7 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
             })
             .collect(),
     };
-    let (host, port) = broker.advertised.for_connection(request.local_addr);
+    let (host, port) = broker.advertised_to(&request);
     let node_id = BrokerId(broker.identity.node_id);
     let response = MetadataResponse::default()
         .with_brokers(vec![MetadataResponseBroker::default()

@@ -90,7 +90,7 @@ pub struct Metrics {
     pub(crate) request_timeouts: Family<ShardLabel, Counter>,
     pub(crate) pending_requests: Family<ShardLabel, Gauge>,
     pub(crate) backpressure_events: Family<ShardLabel, Counter>,
-    pub(crate) tls_handshake_failures: Family<ShardLabel, Counter>,
+    pub(crate) tls_handshake_failures: Family<ReasonLabels, Counter>,
     pub(crate) produce_records: Family<TopicLabels, Counter>,
     pub(crate) produce_bytes: Family<TopicLabels, Counter>,
     pub(crate) fetch_records: Family<TopicLabels, Counter>,
@@ -166,7 +166,7 @@ impl Metrics {
         );
         r.register(
             "chronik_tls_handshake_failures",
-            "TLS handshakes that failed",
+            "TLS handshakes that failed, by reason (no_client_cert, unknown_ca, cert_expired, protocol_version, not_tls, timeout, ...)",
             metrics.tls_handshake_failures.clone(),
         );
         r.register(

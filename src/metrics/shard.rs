@@ -42,7 +42,12 @@ impl ShardMetrics {
         let label = ShardLabel {
             shard: shard.to_string(),
         };
-        let _ = metrics.tls_handshake_failures.get_or_create(&label);
+        for reason in crate::tls::FAILURE_REASONS {
+            let _ = metrics.tls_handshake_failures.get_or_create(&ReasonLabels {
+                shard: label.shard.clone(),
+                reason: reason.to_string(),
+            });
+        }
         let _ = metrics.groups.get_or_create(&label);
         ShardMetrics {
             pending: metrics.pending_requests.get_or_create_owned(&label),
@@ -78,6 +83,15 @@ impl ShardMetrics {
     /// A request was not answered within REQUEST_TIMEOUT_SECS.
     pub fn request_timeout(&self) {
         self.timeouts.inc();
+    }
+
+    /// A TLS handshake failed for `reason` (one of `tls::FAILURE_REASONS`).
+    pub fn tls_handshake_failed(&self, reason: &str) {
+        let labels = ReasonLabels {
+            shard: self.shard.clone(),
+            reason: reason.to_string(),
+        };
+        self.metrics.tls_handshake_failures.get_or_create(&labels).inc();
     }
 
     /// The shard stopped reading because too many requests were pending.

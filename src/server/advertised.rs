@@ -5,7 +5,15 @@
 //! is given: the local address of the connection the Metadata request came
 //! in on is, by construction, one this client can reach.
 
+use crate::config::SecurityProtocol;
 use std::net::SocketAddr;
+
+/// A listener as the handlers see it.
+#[derive(Debug, Clone)]
+pub(crate) struct BrokerListener {
+    pub security: SecurityProtocol,
+    pub advertised: Advertised,
+}
 
 #[derive(Debug, Clone)]
 pub(crate) struct Advertised {

@@ -9,9 +9,11 @@
 //! append order equal to request order.
 
 use super::shard_broker::ShardBroker;
+use crate::config::SecurityProtocol;
 use crate::handlers::{self, Outcome, Request};
 use crate::protocol::frame::FrameBuffer;
 use crate::protocol::header::{decode_header, peek_client_id, peek_ids, RequestIds};
+use crate::tls;
 use bytes::Bytes;
 use chronik_shard::{bump, Connection, ConnectionEntry};
 use futures::future::{select, Either};
@@ -23,7 +25,7 @@ use std::pin::pin;
 use std::rc::Rc;
 use std::time::Instant;
 use tracing::Instrument;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 /// Requests one connection may have in flight before reading pauses.
 /// librdkafka pipelines up to 5 per connection for idempotent producers and
@@ -42,23 +44,110 @@ enum Answer {
     Running(Task<Outcome>),
 }
 
+/// What the handlers of one connection know about how it was made.
+struct Session {
+    listener: usize,
+    principal: Option<Rc<str>>,
+    client_id_recorded: std::cell::Cell<bool>,
+}
+
+impl Session {
+    fn new(listener: usize, principal: Option<Rc<str>>) -> Session {
+        Session {
+            listener,
+            principal,
+            client_id_recorded: std::cell::Cell::new(false),
+        }
+    }
+}
+
 pub(crate) async fn serve(broker: Rc<ShardBroker>, conn: Connection) {
+    let security = broker
+        .listeners
+        .get(conn.listener)
+        .map_or(SecurityProtocol::Plaintext, |l| l.security);
     let span = tracing::info_span!(
         "conn",
         shard = broker.shard.id,
         conn = conn.entry.id(),
         peer = %conn.entry.peer(),
+        listener = security.name(),
         client_id = tracing::field::Empty,
         tls = tracing::field::Empty,
+        principal = tracing::field::Empty,
     );
-    serve_connection(broker, conn).instrument(span).await
+    serve_listener(broker, conn, security).instrument(span).await
 }
 
-async fn serve_connection(broker: Rc<ShardBroker>, conn: Connection) {
-    let Connection { stream, entry, drain } = conn;
+async fn serve_listener(broker: Rc<ShardBroker>, conn: Connection, security: SecurityProtocol) {
+    let Connection {
+        stream,
+        listener,
+        entry,
+        drain,
+    } = conn;
+    let tls = match (security, &broker.tls) {
+        (SecurityProtocol::Plaintext, _) => None,
+        (SecurityProtocol::Ssl, Some(tls)) => Some(tls.current()),
+        (SecurityProtocol::Ssl, None) => {
+            // The configuration check makes this unreachable; refuse rather
+            // than speak plaintext on a port meant to be encrypted.
+            warn!(peer = %entry.peer(), "SSL listener without a TLS configuration; closing");
+            return;
+        }
+    };
+    let Some(tls) = tls else {
+        let session = Session::new(listener, None);
+        return serve_connection(broker, stream, entry, drain, session).await;
+    };
+    let established = match tls::accept(tls, stream, broker.config.tls_handshake_timeout).await {
+        Ok(established) => established,
+        Err(failure) => {
+            broker.metrics.tls_handshake_failed(failure.reason);
+            warn!(
+                peer = %entry.peer(),
+                reason = failure.reason,
+                "TLS handshake failed: {}; closing connection",
+                failure.detail
+            );
+            return;
+        }
+    };
+    let span = tracing::Span::current();
+    span.record(
+        "tls",
+        format!("{} {}", established.version, established.cipher_suite).as_str(),
+    );
+    let principal = established.identity.as_ref().map(|id| {
+        span.record("principal", id.principal.as_str());
+        Rc::<str>::from(id.principal.as_str())
+    });
+    // One line per TLS session, naming who it is: the audit trail for
+    // certificate identities.
+    info!(
+        peer = %entry.peer(),
+        version = %established.version,
+        cipher_suite = %established.cipher_suite,
+        principal = established.identity.as_ref().map_or("-", |id| id.principal.as_str()),
+        san = %established.identity.as_ref().map(|id| id.sans.join(",")).unwrap_or_default(),
+        "TLS session established"
+    );
+    let session = Session::new(listener, principal);
+    serve_connection(broker, established.stream, entry, drain, session).await
+}
+
+async fn serve_connection<S>(
+    broker: Rc<ShardBroker>,
+    stream: S,
+    entry: Rc<ConnectionEntry>,
+    drain: chronik_shard::Signal,
+    session: Session,
+) where
+    S: futures::AsyncRead + futures::AsyncWrite + Unpin,
+{
     let (reader, writer) = stream.split();
     let (tx, rx) = local_channel::new_bounded(MAX_IN_FLIGHT);
-    let read_side = pin!(read_requests(&broker, &entry, reader, tx, &drain));
+    let read_side = pin!(read_requests(&broker, &entry, &session, reader, tx, &drain));
     let write_side = pin!(write_responses(&broker, &entry, writer, rx));
     // When reading ends (EOF, drain, bad frame) the responses already owed
     // are still written; when writing fails the connection is over.
@@ -71,6 +160,7 @@ async fn serve_connection(broker: Rc<ShardBroker>, conn: Connection) {
 async fn read_requests<R: futures::AsyncRead + Unpin>(
     broker: &Rc<ShardBroker>,
     entry: &Rc<ConnectionEntry>,
+    session: &Session,
     mut reader: R,
     responses: LocalSender<Pending>,
     drain: &chronik_shard::Signal,
@@ -86,7 +176,7 @@ async fn read_requests<R: futures::AsyncRead + Unpin>(
                     return;
                 }
             };
-            let pending = match dispatch(broker, entry, frame) {
+            let pending = match dispatch(broker, entry, session, frame) {
                 Ok(pending) => pending,
                 Err(()) => return,
             };
@@ -140,7 +230,12 @@ async fn read_requests<R: futures::AsyncRead + Unpin>(
 
 /// Routes one frame to its handler; `Err` means the connection must close
 /// (already logged and counted).
-fn dispatch(broker: &Rc<ShardBroker>, entry: &Rc<ConnectionEntry>, frame: Bytes) -> Result<Pending, ()> {
+fn dispatch(
+    broker: &Rc<ShardBroker>,
+    entry: &Rc<ConnectionEntry>,
+    session: &Session,
+    frame: Bytes,
+) -> Result<Pending, ()> {
     bump(&broker.counters.requests, 1);
     let started = Instant::now();
     let Some(ids) = peek_ids(&frame) else {
@@ -179,10 +274,13 @@ fn dispatch(broker: &Rc<ShardBroker>, entry: &Rc<ConnectionEntry>, frame: Bytes)
     let raw = frame.clone();
     let (header, body) = decode_header(api_key, ids.api_version, frame)
         .map_err(|e| frame_error(broker, entry, &e, Some((ids, &raw))))?;
-    let client_id = header.client_id.as_deref().unwrap_or_default();
-    let span = tracing::Span::current();
-    if !span.is_disabled() {
-        span.record("client_id", client_id);
+    // Recorded once: the text formatter appends a field each time it is
+    // recorded, and clients keep one client id per connection.
+    if !session.client_id_recorded.replace(true) {
+        let span = tracing::Span::current();
+        if !span.is_disabled() {
+            span.record("client_id", header.client_id.as_deref().unwrap_or_default());
+        }
     }
     debug!(
         target: "chronik_protocol",
@@ -204,6 +302,8 @@ fn dispatch(broker: &Rc<ShardBroker>, entry: &Rc<ConnectionEntry>, frame: Bytes)
         version: ids.api_version,
         body,
         local_addr: entry.local(),
+        listener: session.listener,
+        principal: session.principal.clone(),
         peer: entry.peer(),
     };
     let task = glommio::spawn_local((handler.handle)(broker.clone(), request).instrument(request_span));
@@ -259,7 +359,13 @@ async fn write_responses<W: futures::AsyncWrite + Unpin>(
         debug!(target: "chronik_protocol", api = pending.api, duration_us = took.as_micros() as u64, "request done");
         match outcome {
             Ok(Some(frame)) => {
-                if let Err(e) = writer.write_all(&frame).await {
+                // TLS may hold the tail of a record back until flushed;
+                // plaintext flush is free.
+                let written = match writer.write_all(&frame).await {
+                    Ok(()) => writer.flush().await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = written {
                     debug!(conn = entry.id(), peer = %entry.peer(), error = %e, "write failed");
                     return;
                 }

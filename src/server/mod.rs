@@ -22,13 +22,13 @@ pub use chronik_shard::Stopper;
 pub use counters::ShardSnapshot;
 
 use crate::cluster::{ClusterIdentity, DataDirLock};
-use crate::config::ServerConfig;
+use crate::config::{ConfigError, SecurityProtocol, ServerConfig};
 use crate::controller::Controller;
 use crate::groups::GroupCoordinator;
 use crate::metrics::{Metrics, MetricsServer, RuntimeCounters, ShardMetrics};
 use crate::storage::ShardStorage;
 use crate::topics::CatalogStore;
-use advertised::Advertised;
+use advertised::{Advertised, BrokerListener};
 use chronik_shard::{ConnectionLimits, Runtime, RuntimeConfig, StartError};
 pub(crate) use counters::BrokerCounters;
 pub(crate) use shard_broker::{ShardBroker, CONTROLLER_SHARD};
@@ -56,6 +56,9 @@ pub struct IngestServer {
 /// Why the broker could not start.
 #[derive(Debug)]
 pub enum ServerError {
+    /// A setting that only proved unusable at start (an unreadable
+    /// certificate file, a key that does not fit it).
+    Config(ConfigError),
     DataDir(PathBuf, std::io::Error),
     Metrics(SocketAddr, std::io::Error),
     Runtime(StartError),
@@ -65,6 +68,7 @@ pub enum ServerError {
 impl std::fmt::Display for ServerError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            ServerError::Config(e) => write!(f, "{e}"),
             ServerError::DataDir(dir, e) => write!(f, "data directory {}: {e}", dir.display()),
             ServerError::Metrics(addr, e) => {
                 write!(f, "cannot serve metrics on {addr} (METRICS_ADDRESS): {e}")
@@ -90,6 +94,13 @@ impl IngestServer {
     pub fn start(self) -> Result<ServerHandle, ServerError> {
         // Before touching the data directory: without io_uring nothing runs.
         chronik_shard::probe_io_uring().map_err(|e| ServerError::Runtime(StartError::Uring(e)))?;
+        let tls = match &self.config.tls_config {
+            Some(settings) => Some(Arc::new(
+                crate::tls::ServerTls::load(settings).map_err(ServerError::Config)?,
+            )),
+            None => None,
+        };
+        let listener_specs = self.config.listeners();
         let dir = self.data_dir.clone();
         let lock = DataDirLock::acquire(&dir).map_err(|e| ServerError::DataDir(dir.clone(), e))?;
         let identity = Arc::new(
@@ -111,7 +122,7 @@ impl IngestServer {
         let counters: Vec<Arc<BrokerCounters>> = (0..shards).map(|_| Arc::default()).collect();
         let runtime_config = RuntimeConfig {
             shards,
-            listen_addr: self.config.listen_addr,
+            listen_addrs: listener_specs.iter().map(|l| l.addr).collect(),
             backlog: LISTEN_BACKLOG,
             shutdown_timeout: self.config.shutdown_timeout,
             io_memory: IO_MEMORY_PER_SHARD,
@@ -153,6 +164,7 @@ impl IngestServer {
         let shard_ends = end_offsets.clone();
         let fsyncs: Arc<Mutex<Vec<Arc<AtomicU64>>>> = Arc::default();
         let shard_fsyncs = fsyncs.clone();
+        let shard_tls = tls.clone();
         let runtime = Runtime::start(runtime_config, move |shard| {
             let storage = Rc::new(ShardStorage::open(
                 shard.id,
@@ -195,7 +207,15 @@ impl IngestServer {
                 backpressure: backpressure::Backpressure::new(shard_config.backpressure_threshold),
                 end_offsets: shard_ends.clone(),
                 metrics: Rc::new(ShardMetrics::new(shard.id, shard_metrics.clone())),
-                advertised: Advertised::new(shard_config.advertised_address.as_deref(), shard.listen_addr),
+                listeners: listener_specs
+                    .iter()
+                    .zip(shard.listen_addrs.iter())
+                    .map(|(spec, bound)| BrokerListener {
+                        security: spec.security,
+                        advertised: Advertised::new(spec.advertised.as_deref(), *bound),
+                    })
+                    .collect(),
+                tls: shard_tls.clone(),
                 counters: shard_counters[shard.id].clone(),
                 identity: shard_identity.clone(),
                 config: shard_config.clone(),
@@ -209,8 +229,15 @@ impl IngestServer {
             broker
         })
         .map_err(ServerError::Runtime)?;
+        let listening: Vec<String> = config
+            .listeners()
+            .iter()
+            .zip(runtime.local_addrs())
+            .map(|(spec, bound)| format!("{}://{bound}", spec.security.name()))
+            .collect();
         info!(
             listen = %runtime.local_addr(),
+            listeners = %listening.join(","),
             shards,
             cluster_id = %identity.cluster_id,
             data_dir = %dir.display(),
@@ -218,6 +245,8 @@ impl IngestServer {
         );
         let _ = runtime_counters.set(runtime.counters());
         Ok(ServerHandle {
+            securities: config.listeners().iter().map(|l| l.security).collect(),
+            tls,
             metrics_server,
             metrics,
             runtime,
@@ -229,8 +258,28 @@ impl IngestServer {
     }
 }
 
+/// Reloads the TLS certificate, key and CA files from another thread.
+#[derive(Clone)]
+pub struct TlsReloader(Option<Arc<crate::tls::ServerTls>>);
+
+impl TlsReloader {
+    /// New handshakes use the re-read files from now on; connections
+    /// already open keep their session. On error the files in use are kept
+    /// and the error names the setting at fault. `Ok(false)` when TLS is not
+    /// configured.
+    pub fn reload(&self) -> Result<bool, ConfigError> {
+        match &self.0 {
+            Some(tls) => tls.reload().map(|()| true),
+            None => Ok(false),
+        }
+    }
+}
+
 /// A running broker.
 pub struct ServerHandle {
+    /// What each listener speaks, in `local_addrs` order.
+    securities: Vec<SecurityProtocol>,
+    tls: Option<Arc<crate::tls::ServerTls>>,
     metrics_server: Option<MetricsServer>,
     metrics: Arc<Metrics>,
     runtime: Runtime,
@@ -241,9 +290,33 @@ pub struct ServerHandle {
 }
 
 impl ServerHandle {
-    /// The address clients connect to (the real port if 0 was configured).
+    /// The first listener's address (the real port if 0 was configured).
     pub fn local_addr(&self) -> SocketAddr {
         self.runtime.local_addr()
+    }
+
+    /// Every listener's address, in configured order.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.runtime.local_addrs().to_vec()
+    }
+
+    /// The address of the listener speaking `security`, if there is one.
+    pub fn listener_addr(&self, security: SecurityProtocol) -> Option<SocketAddr> {
+        self.securities
+            .iter()
+            .zip(self.runtime.local_addrs())
+            .find(|(s, _)| **s == security)
+            .map(|(_, addr)| *addr)
+    }
+
+    /// Re-reads the TLS files (what SIGHUP does); see [`TlsReloader`].
+    pub fn reload_tls(&self) -> Result<bool, ConfigError> {
+        self.tls_reloader().reload()
+    }
+
+    /// A handle that reloads the TLS files from any thread.
+    pub fn tls_reloader(&self) -> TlsReloader {
+        TlsReloader(self.tls.clone())
     }
 
     pub fn cluster_id(&self) -> &str {

@@ -2,7 +2,7 @@
 //! owned by this shard or immutable and shared, and the one way to run
 //! something on another shard.
 
-use super::advertised::Advertised;
+use super::advertised::BrokerListener;
 use super::connection;
 use super::counters::BrokerCounters;
 use crate::cluster::ClusterIdentity;
@@ -30,7 +30,10 @@ pub(crate) struct ShardBroker {
     pub shard: ShardContext<ShardTask>,
     pub config: Arc<ServerConfig>,
     pub identity: Arc<ClusterIdentity>,
-    pub advertised: Advertised,
+    /// Every listener, in configured order (`Connection::listener` indexes it).
+    pub listeners: Rc<[BrokerListener]>,
+    /// The SSL listener's (reloadable) TLS configuration.
+    pub tls: Option<Arc<crate::tls::ServerTls>>,
     pub counters: Arc<BrokerCounters>,
     pub catalog: Arc<CatalogStore>,
     pub storage: Rc<ShardStorage>,
@@ -67,6 +70,15 @@ impl ShardBroker {
         });
         self.shard.send_to(shard, task).await?;
         rx.await.map_err(|_| ShardUnreachable(shard))
+    }
+
+    /// The host and port to give the client of `request` for this broker:
+    /// what the listener it came in on advertises.
+    pub(crate) fn advertised_to(&self, request: &crate::handlers::Request) -> (String, u16) {
+        match self.listeners.get(request.listener) {
+            Some(listener) => listener.advertised.for_connection(request.local_addr),
+            None => (request.local_addr.ip().to_string(), request.local_addr.port()),
+        }
     }
 
     pub(crate) fn owner(&self, tp: &TopicPartition) -> usize {
