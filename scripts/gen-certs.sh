@@ -11,6 +11,8 @@
 #   DAYS=825              validity of every certificate (negative: already
 #                         expired, for testing refusals)
 #   KEY_TYPE=rsa|ec       RSA 2048 (default) or ECDSA P-256 keys
+#   CA_CN="Chronik Ingest test CA"   the CA's common name (give a second CA
+#                         another one: clients and servers tell CAs apart by name)
 #   SERVER_CN=localhost   the server certificate's common name
 #   CLIENT_CN=chronik-client
 #   CLIENT_DAYS=$DAYS     validity of the client certificate alone
@@ -30,6 +32,7 @@ key_type=${KEY_TYPE:-rsa}
 server_cn=${SERVER_CN:-localhost}
 client_cn=${CLIENT_CN:-chronik-client}
 client_days=${CLIENT_DAYS:-$days}
+ca_cn=${CA_CN:-Chronik Ingest test CA}
 
 if ! command -v openssl >/dev/null; then
     echo "gen-certs.sh: openssl not found (Debian/Ubuntu: apt-get install openssl)" >&2
@@ -48,7 +51,7 @@ trap 'rm -rf "$work"' EXIT
 
 if [ ! -f "$out/ca.crt" ] || [ ! -f "$out/ca.key" ]; then
     openssl req -x509 "${newkey[@]}" -nodes -sha256 -days "${days#-}" \
-        -subj "/O=Chronik Ingest test/CN=Chronik Ingest test CA" \
+        -subj "/O=Chronik Ingest test/CN=$ca_cn" \
         -addext "basicConstraints=critical,CA:TRUE" \
         -addext "keyUsage=critical,keyCertSign,cRLSign" \
         -keyout "$out/ca.key" -out "$out/ca.crt" 2>/dev/null

@@ -356,17 +356,6 @@ impl ServerConfig {
             .collect()
     }
 
-    /// Settings set to something other than their default whose behaviour
-    /// this build does not enforce yet. The server warns about each at start,
-    /// so none is ever silently ignored.
-    pub fn unenforced_settings(&self) -> Vec<&'static Setting> {
-        let defaults = ServerConfig::default();
-        SETTINGS
-            .iter()
-            .filter(|s| !s.enforced && s.show(self) != s.show(&defaults))
-            .collect()
-    }
-
     /// Shards to start: the configured count, or one per usable CPU.
     pub fn shard_count(&self) -> usize {
         match self.shards {
@@ -436,18 +425,80 @@ mod tests {
     }
 
     #[test]
-    fn non_default_unenforced_settings_are_reported() {
-        let mut config = ServerConfig::default();
-        assert!(config.unenforced_settings().is_empty());
-        config
-            .apply_vars(vars(&[("MAX_CONNECTIONS_PER_IP", "7")]))
-            .unwrap();
-        assert!(config.unenforced_settings().is_empty(), "limits are enforced");
-        config
-            .apply_vars(vars(&[("TLS_CERT_PATH", "/c.pem"), ("TLS_KEY_PATH", "/k.pem")]))
-            .unwrap();
-        let names: Vec<_> = config.unenforced_settings().iter().map(|s| s.name).collect();
-        assert_eq!(names, vec!["TLS_CERT_PATH", "TLS_KEY_PATH"]);
+    fn listeners_resolve_with_their_advertised_addresses() {
+        let plain = ServerConfig::default();
+        let resolved = plain.listeners();
+        assert_eq!(resolved.len(), 1);
+        assert_eq!(resolved[0].security, SecurityProtocol::Plaintext);
+        assert_eq!(resolved[0].addr, plain.listen_addr);
+
+        let mut tls = ServerConfig::default();
+        tls.apply_vars(vars(&[
+            ("TLS_CERT_PATH", "/c.pem"),
+            ("TLS_KEY_PATH", "/k.pem"),
+            ("ADVERTISED_ADDRESS", "kafka.example"),
+        ]))
+        .unwrap();
+        let resolved = tls.listeners();
+        assert_eq!(
+            resolved[0].security,
+            SecurityProtocol::Ssl,
+            "BIND_ADDRESS + TLS_* speaks TLS"
+        );
+        assert_eq!(resolved[0].advertised.as_deref(), Some("kafka.example"));
+
+        let mut both = ServerConfig::default();
+        both.apply_vars(vars(&[
+            ("TLS_CERT_PATH", "/c.pem"),
+            ("TLS_KEY_PATH", "/k.pem"),
+            ("LISTENERS", "PLAINTEXT://0.0.0.0:9092,SSL://0.0.0.0:9093"),
+            ("ADVERTISED_LISTENERS", "SSL://tls.example:19093"),
+        ]))
+        .unwrap();
+        let resolved = both.listeners();
+        assert_eq!(resolved.len(), 2);
+        assert_eq!(resolved[0].advertised, None);
+        assert_eq!(resolved[1].advertised.as_deref(), Some("tls.example:19093"));
+    }
+
+    #[test]
+    fn inconsistent_listener_settings_name_the_setting() {
+        for (pairs, setting) in [
+            (vec![("LISTENERS", "SSL://127.0.0.1:9093")], "LISTENERS"),
+            (
+                vec![
+                    ("LISTENERS", "PLAINTEXT://127.0.0.1:9092"),
+                    ("TLS_CERT_PATH", "/c.pem"),
+                    ("TLS_KEY_PATH", "/k.pem"),
+                ],
+                "TLS_CERT_PATH",
+            ),
+            (
+                vec![("ADVERTISED_LISTENERS", "SSL://tls.example:9093")],
+                "ADVERTISED_LISTENERS",
+            ),
+            (
+                vec![
+                    ("LISTENERS", "PLAINTEXT://127.0.0.1:9092,SSL://127.0.0.1:9093"),
+                    ("TLS_CERT_PATH", "/c.pem"),
+                    ("TLS_KEY_PATH", "/k.pem"),
+                    ("ADVERTISED_ADDRESS", "kafka.example:9092"),
+                ],
+                "ADVERTISED_ADDRESS",
+            ),
+            (
+                vec![
+                    ("TLS_CERT_PATH", "/c.pem"),
+                    ("TLS_KEY_PATH", "/k.pem"),
+                    ("TLS_CIPHER_SUITES", "TLS_AES_128_GCM_SHA256"),
+                ],
+                "TLS_CIPHER_SUITES",
+            ),
+            (vec![("TLS_VERSIONS", "1.0")], "TLS_VERSIONS"),
+        ] {
+            let err = ServerConfig::default().apply_vars(vars(&pairs)).unwrap_err();
+            assert_eq!(err.setting, setting, "{pairs:?}: {err}");
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The one table of settings. Each row names the environment variable (its
-//! lower-case form is the config-file key), says what it does, whether this
-//! build enforces it, and where in [`ServerConfig`] it lands.
+//! lower-case form is the config-file key), says what it does, and where in
+//! [`ServerConfig`] it lands.
 
 use super::{ConfigError, ServerConfig};
 use std::net::SocketAddr;
@@ -12,9 +12,6 @@ use std::time::Duration;
 pub struct Setting {
     pub name: &'static str,
     pub help: &'static str,
-    /// False while the behaviour is yet to be built: the value is parsed,
-    /// validated and carried, and the server warns if it is not the default.
-    pub enforced: bool,
     field: fn(&mut ServerConfig) -> &mut dyn SettingValue,
 }
 
@@ -322,11 +319,10 @@ fn tls(config: &mut ServerConfig) -> &mut super::TlsConfig {
 }
 
 macro_rules! setting {
-    ($name:literal, $enforced:literal, |$c:ident| $field:expr, $help:literal) => {
+    ($name:literal, |$c:ident| $field:expr, $help:literal) => {
         Setting {
             name: $name,
             help: $help,
-            enforced: $enforced,
             field: |$c: &mut ServerConfig| -> &mut dyn SettingValue { $field },
         }
     };
@@ -334,71 +330,71 @@ macro_rules! setting {
 
 /// Every setting, in the order `--help` lists them.
 pub static SETTINGS: &[Setting] = &[
-    setting!("BIND_ADDRESS", true, |c| &mut c.listen_addr,
+    setting!("BIND_ADDRESS", |c| &mut c.listen_addr,
         "Address every shard listens on for Kafka clients (SO_REUSEPORT), when LISTENERS is empty; it speaks TLS if TLS_CERT_PATH is set."),
-    setting!("ADVERTISED_ADDRESS", true, |c| &mut c.advertised_address,
+    setting!("ADVERTISED_ADDRESS", |c| &mut c.advertised_address,
         "host or host:port given to clients in Metadata. Empty: the bind address, or, when bound to a wildcard, the local address each client connected to."),
-    setting!("LISTENERS", true, |c| &mut c.listeners,
+    setting!("LISTENERS", |c| &mut c.listeners,
         "Kafka-style listeners, e.g. PLAINTEXT://0.0.0.0:9092,SSL://0.0.0.0:9093 (names: PLAINTEXT, SSL; each shard binds each). Empty: one listener on BIND_ADDRESS."),
-    setting!("ADVERTISED_LISTENERS", true, |c| &mut c.advertised_listeners,
+    setting!("ADVERTISED_LISTENERS", |c| &mut c.advertised_listeners,
         "What each listener tells its clients in Metadata, e.g. SSL://broker.example:9093. Unlisted: ADVERTISED_ADDRESS, else derived."),
-    setting!("SHARDS", true, |c| &mut c.shards,
+    setting!("SHARDS", |c| &mut c.shards,
         "Number of shards (pinned io_uring executors); auto = one per CPU this process may use."),
-    setting!("STORAGE_PATH", true, |c| &mut c.storage_path,
+    setting!("STORAGE_PATH", |c| &mut c.storage_path,
         "Data directory (cluster id, lock file, partition logs)."),
-    setting!("MAX_REQUEST_BYTES", true, |c| &mut c.max_request_bytes,
+    setting!("MAX_REQUEST_BYTES", |c| &mut c.max_request_bytes,
         "Largest request frame accepted; larger sizes close the connection before anything is allocated."),
-    setting!("SHUTDOWN_TIMEOUT_SECS", true, |c| &mut c.shutdown_timeout,
+    setting!("SHUTDOWN_TIMEOUT_SECS", |c| &mut c.shutdown_timeout,
         "On SIGINT/SIGTERM, how long in-flight requests may take before connections are force-closed."),
-    setting!("BUFFER_SIZE", true, |c| &mut c.buffer_size,
+    setting!("BUFFER_SIZE", |c| &mut c.buffer_size,
         "Initial read buffer per connection, in bytes."),
-    setting!("AUTO_CREATE_TOPICS", true, |c| &mut c.auto_create_topics,
+    setting!("AUTO_CREATE_TOPICS", |c| &mut c.auto_create_topics,
         "Create a topic (NUM_PARTITIONS partitions) when Metadata or Produce names one that does not exist."),
-    setting!("NUM_PARTITIONS", true, |c| &mut c.num_partitions,
+    setting!("NUM_PARTITIONS", |c| &mut c.num_partitions,
         "Partitions of auto-created topics and of CreateTopics requests that ask for the default (-1)."),
-    setting!("LOG_RETENTION_CHECK_INTERVAL_SECS", true, |c| &mut c.retention_check_interval,
+    setting!("LOG_RETENTION_CHECK_INTERVAL_SECS", |c| &mut c.retention_check_interval,
         "How often retention.ms / retention.bytes are applied (whole segments are deleted)."),
-    setting!("GROUP_INITIAL_REBALANCE_DELAY_MS", true, |c| &mut c.group_initial_rebalance_delay_ms,
+    setting!("GROUP_INITIAL_REBALANCE_DELAY_MS", |c| &mut c.group_initial_rebalance_delay_ms,
         "How long the first rebalance of an empty consumer group waits for more members (Kafka's group.initial.rebalance.delay.ms)."),
-    setting!("OFFSETS_RETENTION_MINUTES", true, |c| &mut c.offsets_retention_minutes,
+    setting!("OFFSETS_RETENTION_MINUTES", |c| &mut c.offsets_retention_minutes,
         "Committed offsets of a group are dropped this long after the group became empty."),
-    setting!("RUST_LOG", true, |c| &mut c.log_filter,
+    setting!("RUST_LOG", |c| &mut c.log_filter,
         "Log filter, e.g. info or chronik_ingest=info,chronik_protocol=debug (one line per request)."),
-    setting!("LOG_FORMAT", true, |c| &mut c.log_format,
+    setting!("LOG_FORMAT", |c| &mut c.log_format,
         "text, or json (one JSON object per line, with the connection and request spans)."),
-    setting!("MAX_CONNECTIONS", true, |c| &mut c.max_connections,
+    setting!("MAX_CONNECTIONS", |c| &mut c.max_connections,
         "Most connections open at once across all shards."),
-    setting!("MAX_CONNECTIONS_PER_IP", true, |c| &mut c.pool_config.max_per_ip,
+    setting!("MAX_CONNECTIONS_PER_IP", |c| &mut c.pool_config.max_per_ip,
         "Most connections one client IP may hold across all shards."),
-    setting!("CONNECTION_RATE_LIMIT", true, |c| &mut c.pool_config.rate_limit,
+    setting!("CONNECTION_RATE_LIMIT", |c| &mut c.pool_config.rate_limit,
         "New connections per second one IP may open before it is banned (0 = no limit)."),
-    setting!("RATE_LIMIT_BAN_SECS", true, |c| &mut c.pool_config.ban_duration,
+    setting!("RATE_LIMIT_BAN_SECS", |c| &mut c.pool_config.ban_duration,
         "How long an IP that broke the rate limit stays banned."),
-    setting!("RATE_LIMIT_EXEMPT", true, |c| &mut c.pool_config.exempt,
+    setting!("RATE_LIMIT_EXEMPT", |c| &mut c.pool_config.exempt,
         "Comma-separated CIDR blocks (e.g. 127.0.0.0/8,::1) exempt from the rate limit and bans; empty: none, loopback included."),
-    setting!("REQUEST_TIMEOUT_SECS", true, |c| &mut c.request_timeout,
+    setting!("REQUEST_TIMEOUT_SECS", |c| &mut c.request_timeout,
         "A request not answered within this is counted and its connection closed (Fetch long-polls are capped below it)."),
-    setting!("IDLE_TIMEOUT_SECS", true, |c| &mut c.idle_timeout,
+    setting!("IDLE_TIMEOUT_SECS", |c| &mut c.idle_timeout,
         "Connections without a complete request for this long are closed."),
-    setting!("BACKPRESSURE_THRESHOLD", true, |c| &mut c.backpressure_threshold,
+    setting!("BACKPRESSURE_THRESHOLD", |c| &mut c.backpressure_threshold,
         "Pending requests per shard above which the shard stops reading new requests."),
-    setting!("METRICS_ADDRESS", true, |c| &mut c.metrics_address,
+    setting!("METRICS_ADDRESS", |c| &mut c.metrics_address,
         "Address of the /metrics, /health and /ready HTTP endpoint; empty = off."),
-    setting!("METRICS_INTERVAL_SECS", true, |c| &mut c.metrics_interval,
+    setting!("METRICS_INTERVAL_SECS", |c| &mut c.metrics_interval,
         "How often each shard logs a one-line summary."),
-    setting!("TLS_CERT_PATH", true, |c| &mut tls(c).cert_path,
+    setting!("TLS_CERT_PATH", |c| &mut tls(c).cert_path,
         "PEM certificate chain, leaf first, for the SSL listener (re-read on SIGHUP)."),
-    setting!("TLS_KEY_PATH", true, |c| &mut tls(c).key_path,
+    setting!("TLS_KEY_PATH", |c| &mut tls(c).key_path,
         "PEM private key for TLS_CERT_PATH: PKCS#8, PKCS#1 or SEC1 (re-read on SIGHUP)."),
-    setting!("TLS_CA_PATH", true, |c| &mut tls(c).ca_path,
+    setting!("TLS_CA_PATH", |c| &mut tls(c).ca_path,
         "PEM CA bundle; a client certificate that is offered must chain to it (re-read on SIGHUP)."),
-    setting!("TLS_REQUIRE_CLIENT_CERT", true, |c| &mut tls(c).require_client_cert,
+    setting!("TLS_REQUIRE_CLIENT_CERT", |c| &mut tls(c).require_client_cert,
         "Refuse TLS clients without a certificate signed by TLS_CA_PATH (mutual TLS)."),
-    setting!("TLS_VERSIONS", true, |c| &mut tls(c).versions,
+    setting!("TLS_VERSIONS", |c| &mut tls(c).versions,
         "TLS protocol versions offered: 1.2, 1.3 or both."),
-    setting!("TLS_CIPHER_SUITES", true, |c| &mut tls(c).cipher_suites,
+    setting!("TLS_CIPHER_SUITES", |c| &mut tls(c).cipher_suites,
         "IANA cipher-suite names in preference order, e.g. TLS_AES_256_GCM_SHA384,TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384. Empty: rustls's defaults. Each allowed version needs one."),
-    setting!("TLS_HANDSHAKE_TIMEOUT_SECS", true, |c| &mut c.tls_handshake_timeout,
+    setting!("TLS_HANDSHAKE_TIMEOUT_SECS", |c| &mut c.tls_handshake_timeout,
         "A TLS client that has not completed its handshake within this is disconnected."),
 ];
 
@@ -418,9 +414,6 @@ impl ServerConfig {
                 default
             };
             out.push_str(&format!("  {:<24} default: {default}\n      {}", s.name, s.help));
-            if !s.enforced {
-                out.push_str(" [accepted and validated; not enforced yet]");
-            }
             out.push('\n');
         }
         out

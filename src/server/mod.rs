@@ -39,7 +39,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
-use tracing::{info, warn};
+use tracing::info;
 
 /// Listen backlog per shard; the kernel caps it at net.core.somaxconn.
 const LISTEN_BACKLOG: i32 = 4096;
@@ -109,14 +109,6 @@ impl IngestServer {
         let catalog = Arc::new(CatalogStore::load(&dir).map_err(|e| ServerError::DataDir(dir.clone(), e))?);
         let controller = Controller::open(&dir).map_err(|e| ServerError::DataDir(dir.clone(), e))?;
         let controller = Mutex::new(Some(controller));
-        for setting in self.config.unenforced_settings() {
-            warn!(
-                setting = setting.name,
-                value = %setting.show(&self.config),
-                "{} is set but not enforced by this build yet; it has no effect",
-                setting.name
-            );
-        }
 
         let shards = self.config.shard_count();
         let counters: Vec<Arc<BrokerCounters>> = (0..shards).map(|_| Arc::default()).collect();

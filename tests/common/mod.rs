@@ -4,6 +4,8 @@
 //! own framing code).
 #![allow(dead_code)]
 
+pub mod tls;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use chronik_ingest::{IngestServer, ServerConfig, ServerHandle};
 use kafka_protocol::messages::{RequestHeader, ResponseHeader};
@@ -324,16 +326,29 @@ pub fn consumer_from_start(
     topic: &str,
     partitions: i32,
 ) -> rdkafka::consumer::BaseConsumer {
+    consumer_from_start_with(addr, topic, partitions, &[])
+}
+
+/// [`consumer_from_start`] with extra client settings (TLS, say).
+pub fn consumer_from_start_with(
+    addr: SocketAddr,
+    topic: &str,
+    partitions: i32,
+    extra: &[(&str, &str)],
+) -> rdkafka::consumer::BaseConsumer {
     use rdkafka::consumer::Consumer;
-    let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+    let mut config = rdkafka::ClientConfig::new();
+    config
         .set("bootstrap.servers", addr.to_string())
         // librdkafka's consumer needs a group id even for assign(); with no
         // commits it never needs the coordinator.
         .set("group.id", "chronik-test-assign")
         .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .create()
-        .expect("consumer");
+        .set("enable.auto.offset.store", "false");
+    for (k, v) in extra {
+        config.set(*k, *v);
+    }
+    let consumer: rdkafka::consumer::BaseConsumer = config.create().expect("consumer");
     let mut assignment = rdkafka::TopicPartitionList::new();
     for p in 0..partitions {
         assignment
@@ -477,6 +492,20 @@ impl BrokerProcess {
             std::thread::sleep(Duration::from_millis(10));
         }
         None
+    }
+
+    /// Waits (bounded) for a log line containing `needle`; returns it.
+    pub fn wait_for_line(&self, needle: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let line = self
+                .log
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|_| panic!("no log line containing {needle:?} within {limit:?}"));
+            if line.contains(needle) {
+                return line;
+            }
+        }
     }
 
     pub fn log_lines(&self) -> Vec<String> {
