@@ -32,6 +32,9 @@ use tracing::{debug, info, warn};
 /// up to 1,000,000 otherwise; bounding it bounds per-connection memory.
 pub(crate) const MAX_IN_FLIGHT: usize = 64;
 
+/// Receive buffer under each TLS session, sized by scripts/bench-tls.
+const TLS_READ_BUFFER: usize = 64 * 1024;
+
 /// A response slot, in request order.
 struct Pending {
     api: i16,
@@ -100,6 +103,9 @@ async fn serve_listener(broker: Rc<ShardBroker>, conn: Connection, security: Sec
         let session = Session::new(listener, None);
         return serve_connection(broker, stream, entry, drain, session).await;
     };
+    // rustls pulls ciphertext 4 KiB at a time; a receive buffer under it
+    // turns that into one socket read per TLS_READ_BUFFER bytes.
+    let stream = stream.buffered_with(glommio::net::Preallocated::new(TLS_READ_BUFFER));
     let established = match tls::accept(tls, stream, broker.config.tls_handshake_timeout).await {
         Ok(established) => established,
         Err(failure) => {
