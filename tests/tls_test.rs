@@ -46,9 +46,8 @@ fn with_tls(settings: TlsConfig) -> impl FnOnce(&mut ServerConfig) {
     move |c| c.tls_config = Some(settings)
 }
 
-/// librdkafka settings for the SSL listener, trusting our CA.
-fn ssl_client<'a>(certs: &'a Certs, ca: &'a str) -> Vec<(&'a str, &'a str)> {
-    let _ = certs;
+/// librdkafka settings for the SSL listener, trusting the CA at `ca`.
+fn ssl_client(ca: &str) -> Vec<(&str, &str)> {
     vec![("security.protocol", "ssl"), ("ssl.ca.location", ca)]
 }
 
@@ -93,7 +92,7 @@ fn librdkafka_produces_and_consumes_over_tls() {
     let certs = Certs::new("tls-rdkafka-certs", &[]);
     let broker = TestBroker::start_with("tls-rdkafka", 2, with_tls(tls_settings(&certs.0)));
     let ca = certs.path("ca.crt");
-    let ssl = ssl_client(&certs, &ca);
+    let ssl = ssl_client(&ca);
 
     let sent = records(2_000, 1024);
     let delivered = produce_all(broker.addr, &ssl, "over-tls", sent.clone());
@@ -158,7 +157,7 @@ fn client_certificates_are_required_and_verified() {
 
     // librdkafka without a certificate cannot even read metadata...
     let ca = certs.path("ca.crt");
-    let (producer, _) = common::producer(broker.addr, &ssl_client(&certs, &ca));
+    let (producer, _) = common::producer(broker.addr, &ssl_client(&ca));
     assert!(producer
         .client()
         .fetch_metadata(None, Duration::from_secs(3))
@@ -167,7 +166,7 @@ fn client_certificates_are_required_and_verified() {
 
     // ...and with its certificate produces and consumes.
     let (cert, key) = (certs.path("client.crt"), certs.path("client.key"));
-    let mut mtls = ssl_client(&certs, &ca);
+    let mut mtls = ssl_client(&ca);
     mtls.extend([
         ("ssl.certificate.location", cert.as_str()),
         ("ssl.key.location", key.as_str()),
@@ -256,12 +255,12 @@ fn plaintext_and_tls_listeners_each_advertise_themselves() {
     };
     assert_eq!(metadata_via(plain, &[]), ("127.0.0.1".into(), plain.port()));
     assert_eq!(
-        metadata_via(ssl, &ssl_client(&certs, &ca)),
+        metadata_via(ssl, &ssl_client(&ca)),
         ("127.0.0.1".into(), ssl.port())
     );
 
     // Both serve produce and consume at once.
-    let ssl_settings = ssl_client(&certs, &ca);
+    let ssl_settings = ssl_client(&ca);
     let by_tls = std::thread::scope(|s| {
         let tls = s.spawn(|| produce_all(ssl, &ssl_settings, "both", records(300, 200)));
         let plain = produce_all(plain, &[], "both", records(300, 200));
