@@ -1,7 +1,9 @@
 //! Partition log micro-benchmarks on this machine's disk (page cache):
 //! - `log_append`: validated 16 KiB batches (16 x 1 KiB records) appended
 //!   with offset assignment, bytes/s;
-//! - `log_read`: 1 MiB fetch-sized reads of whole batches from a 64 MiB log.
+//! - `log_read`: 1 MiB fetch-sized reads of whole batches from a 64 MiB log;
+//! - `batch_validate`: what Produce checks before anything is written
+//!   (header, lengths, CRC-32C), on a 16 KiB and a 1 MiB batch, bytes/s.
 
 use chronik_ingest::log::batch::{build_batch, validate};
 use chronik_ingest::log::{LogConfig, PartitionLog};
@@ -48,6 +50,19 @@ fn log_append(c: &mut Criterion) {
     group.finish();
 }
 
+fn batch_validate(c: &mut Criterion) {
+    let small = sixteen_kib_batch();
+    let value = vec![b'v'; 1000];
+    let records: Vec<(&[u8], &[u8])> = (0..1000).map(|_| (&b"key"[..], &value[..])).collect();
+    let large = build_batch(0, 1_700_000_000_000, &records);
+    let mut group = c.benchmark_group("batch_validate");
+    for (name, batch) in [("16KiB", &small), ("1MiB", &large)] {
+        group.throughput(Throughput::Bytes(batch.len() as u64));
+        group.bench_function(name, |b| b.iter(|| black_box(validate(black_box(batch)).expect("valid"))));
+    }
+    group.finish();
+}
+
 fn log_read(c: &mut Criterion) {
     let batch = sixteen_kib_batch();
     let config = LogConfig::default();
@@ -77,6 +92,6 @@ fn log_read(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(5));
-    targets = log_append, log_read
+    targets = batch_validate, log_append, log_read
 }
 criterion_main!(benches);

@@ -8,6 +8,7 @@ mod controller;
 mod groups;
 mod handlers;
 pub mod log;
+mod malloc_tuning;
 pub mod metrics;
 pub mod protocol;
 pub mod server;
@@ -19,6 +20,7 @@ pub use config::{
     AdvertisedListener, ConfigError, ConnectionPoolConfig, ListenerConfig, LogFormat, SecurityProtocol,
     ServerConfig, TlsConfig, TlsVersion,
 };
+pub use malloc_tuning::tune_malloc_for_large_buffers;
 pub use server::{IngestServer, ServerError, ServerHandle, ShardSnapshot, Stopper, TlsReloader};
 
 /// (api key, min version, max version) of every API this build answers:

@@ -31,6 +31,7 @@ fn main() -> ExitCode {
         .after_help(settings_help)
         .get_matches();
 
+    chronik_ingest::tune_malloc_for_large_buffers();
     let config = match ServerConfig::load(matches.get_one::<PathBuf>("config").map(PathBuf::as_path)) {
         Ok(config) => config,
         Err(e) => {

@@ -11,9 +11,14 @@ pub fn encode_response<R: Encodable + HeaderVersion>(
     version: i16,
     body: &R,
 ) -> Result<Bytes, String> {
-    let mut buf = BytesMut::with_capacity(256);
-    buf.put_i32(0);
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    // Sized up front: a Fetch response carrying a megabyte of records would
+    // otherwise be copied a dozen times as the buffer doubles.
+    let body_size = body
+        .compute_size(version)
+        .map_err(|e| format!("sizing response v{version}: {e}"))?;
+    let mut buf = BytesMut::with_capacity(4 + 8 + body_size);
+    buf.put_i32(0);
     header
         .encode(&mut buf, R::header_version(version))
         .map_err(|e| format!("encoding response header: {e}"))?;

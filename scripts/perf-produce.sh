@@ -3,7 +3,7 @@
 # Runs Kafka's own tool when it is on PATH (kafka-producer-perf-test or
 # kafka-producer-perf-test.sh); otherwise a librdkafka-based equivalent
 # (examples/producer_perf.rs) with the same flags and output lines:
-#   scripts/produce-perf-test --topic perf --num-records 1000000 --record-size 1024 \
+#   scripts/perf-produce.sh --topic perf --num-records 1000000 --record-size 1024 \
 #       --throughput -1 --producer-props acks=1 bootstrap.servers=127.0.0.1:9092
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,0 +1,185 @@
+#!/usr/bin/env bash
+# The benchmark matrix: record size 100 B / 1 KiB x acks 1 / all x 1 / 8
+# partitions x 1 / 4 producers x compression none / lz4, each against a
+# freshly started release broker (one per partition count, scratch data
+# directory, ephemeral port), with scripts/perf-produce.sh (Kafka's tool if
+# on PATH, else the librdkafka equivalent). Then: librdkafka's in-memory
+# mock cluster as the client-side ceiling, p99 latency at a fixed 20,000
+# records/s, a cold-cache consume with scripts/perf-consume.sh, and SHARDS=1
+# against the default shard count. Writes a Markdown report (machine,
+# commands, tables) to OUT and prints it.
+#   scripts/bench-matrix.sh [RECORDS_PER_RUN]     (default 1000000)
+#   OUT=BENCHMARKS-latest.md scripts/bench-matrix.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+records=${1:-1000000}
+out=${OUT:-target/bench-matrix.md}
+cargo build --quiet --release --bin chronik-ingest
+cargo build --quiet --release --example producer_perf --example consumer_perf
+scratch=$(mktemp -d)
+pid=
+cleanup() {
+    [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+    rm -rf "$scratch"
+}
+trap cleanup EXIT
+mkdir -p "$(dirname "$out")"
+
+start_broker() { # start_broker NAME ENV...: sets pid, addr and name
+    name=$1
+    shift
+    mkdir -p "$scratch/$name"
+    env BIND_ADDRESS=127.0.0.1:0 STORAGE_PATH="$scratch/$name" METRICS_ADDRESS= RUST_LOG=info \
+        GROUP_INITIAL_REBALANCE_DELAY_MS=0 "$@" target/release/chronik-ingest 2>"$scratch/$name.log" &
+    pid=$!
+    addr=
+    for _ in $(seq 1 100); do
+        addr=$(sed -n 's/.*chronik-ingest started listen=\([^ ]*\).*/\1/p' "$scratch/$name.log")
+        [ -n "$addr" ] && return 0
+        sleep 0.1
+    done
+    cat "$scratch/$name.log" >&2
+    exit 1
+}
+
+stop_broker() {
+    kill -TERM "$pid"
+    local status=0
+    wait "$pid" || status=$?
+    if [ "$status" != 0 ]; then
+        # Keep the evidence: the scratch directory goes away on exit.
+        cp "$scratch/$name.log" "target/bench-matrix-broker-$name.log"
+        echo "broker $name exited with status $status; log in target/bench-matrix-broker-$name.log" >&2
+    fi
+    pid=
+}
+
+# produce TOPIC SIZE PRODUCERS THROUGHPUT PROPS...: runs PRODUCERS perf
+# producers at once, RECORDS split between them; prints
+# "records/s MB/s p50 p99 max": all records over the longest producer's
+# own elapsed time (process start-up excluded, overlap assumed), and the
+# worst latencies.
+produce() {
+    local topic=$1 size=$2 producers=$3 throughput=$4
+    shift 4
+    local each=$((records / producers)) i
+    for i in $(seq 1 "$producers"); do
+        ${tool:-scripts/perf-produce.sh} --topic "$topic" --num-records "$each" --record-size "$size" \
+            --throughput "$throughput" --producer-props "$@" >"$scratch/run.$i" 2>&1 &
+    done
+    wait
+    for i in $(seq 1 "$producers"); do
+        tail -1 "$scratch/run.$i"
+    done | awk '
+        { for (f = 1; f <= NF; f++) {
+              if ($(f+1) == "records/sec") { secs = $1 / $f; longest = (secs > longest ? secs : longest); n += $1 }
+              if ($(f+1) == "MB/sec),") { v = $f; gsub(/\(/, "", v); bytes += v * ($1 / rate_of[NR]) }
+              if ($(f+1) == "records/sec") rate_of[NR] = $f
+              if ($(f+1) == "ms" && $(f+2) == "50th,") p50 = ($f > p50 ? $f : p50)
+              if ($(f+1) == "ms" && $(f+2) == "99th,") p99 = ($f > p99 ? $f : p99)
+              if ($(f+1) == "ms" && $(f+2) == "max") mx = ($f > mx ? $f : mx)
+          } }
+        END { printf "%.0f %.1f %s %s %s\n", n / longest, bytes / longest, p50, p99, mx }'
+}
+
+cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+mem=$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)
+fs=$(df -T "$scratch" | awk 'NR == 2 {print $2 " on " $1}')
+rdkafka=$(sed -n '/^name = "rdkafka-sys"/{n;s/version = "\(.*\)"/\1/p}' Cargo.lock)
+{
+    echo "# Benchmark matrix"
+    echo
+    echo "$(date -u +%Y-%m-%d), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')."
+    echo "Machine: $(nproc) CPUs ($cpu), $mem RAM, kernel $(uname -r), data on $fs."
+    echo "Client: scripts/perf-produce.sh ($(command -v kafka-producer-perf-test >/dev/null && echo "Kafka's kafka-producer-perf-test" || echo "librdkafka stand-in, rdkafka-sys $rdkafka")),"
+    echo "linger.ms=5, batch.size=1000000, $records records per run split between the producers,"
+    echo "broker and clients on the same machine; broker SHARDS=auto ($(nproc)), durable storage."
+    echo
+    echo "| size | acks | partitions | producers | compression | records/s | MB/s | p50 ms | p99 ms | max ms |"
+    echo "|---:|---|---:|---:|---|---:|---:|---:|---:|---:|"
+} >"$out"
+
+for partitions in 1 8; do
+    start_broker "p$partitions" NUM_PARTITIONS="$partitions"
+    for size in 100 1024; do
+        for acks in 1 all; do
+            for producers in 1 4; do
+                for compression in none lz4; do
+                    topic="m-$size-$acks-$producers-$compression"
+                    read -r rate mb p50 p99 mx < <(produce "$topic" "$size" "$producers" -1 \
+                        acks="$acks" compression.type="$compression" bootstrap.servers="$addr")
+                    row="| $size | $acks | $partitions | $producers | $compression | $rate | $mb | $p50 | $p99 | $mx |"
+                    echo "$row" >>"$out"
+                    echo "$row"
+                    echo "$rate" >"$scratch/rate-$size-$acks-$partitions-$producers-$compression"
+                done
+            done
+        done
+    done
+    if [ "$partitions" = 1 ]; then
+        # Latency at a fixed, modest rate, with linger.ms=0 as Kafka's
+        # producer defaulted to.
+        for acks in 1 all; do
+            read -r rate mb p50 p99 mx < <(records=200000 produce "lat-$acks" 1024 1 20000 \
+                acks="$acks" linger.ms=0 bootstrap.servers="$addr")
+            echo "$acks $rate $p50 $p99 $mx" >"$scratch/latency-$acks"
+        done
+        # Cold-cache consume of the first 1 KiB acks=1 topic.
+        sync
+        [ -w /proc/sys/vm/drop_caches ] && echo 3 >/proc/sys/vm/drop_caches && cold="page cache dropped" || cold="page cache warm (not root)"
+        scripts/perf-consume.sh --bootstrap-server "$addr" --topic m-1024-1-1-none --messages "$records" \
+            --hide-header >"$scratch/consume" 2>&1 || true
+    fi
+    stop_broker
+done
+
+# SHARDS=1 on the workload with spare client CPU: 4 producers, 8 partitions.
+start_broker shards1 NUM_PARTITIONS=8 SHARDS=1
+read -r one _ < <(produce "s1" 1024 4 -1 acks=1 bootstrap.servers="$addr")
+stop_broker
+several=$(cat "$scratch/rate-1024-1-8-4-none")
+
+{
+    echo
+    echo "## Client-side ceiling: librdkafka's mock cluster (in memory, same process)"
+    echo
+    echo "| size | acks | mock records/s | broker records/s (1 partition, 1 producer) | broker / mock |"
+    echo "|---:|---|---:|---:|---:|"
+} >>"$out"
+for size in 100 1024; do
+    # The mock cluster lives inside the librdkafka stand-in, whatever tool
+    # perf-produce.sh would pick.
+    read -r mock _ < <(tool=target/release/examples/producer_perf produce "mock-$size" "$size" 1 -1 \
+        acks=1 bootstrap.servers=mock)
+    ours=$(cat "$scratch/rate-$size-1-1-1-none")
+    echo "| $size | 1 | $mock | $ours | $(echo "scale=2; $ours / $mock" | bc) |" >>"$out"
+done
+{
+    echo
+    echo "## Latency at 20,000 records/s (1 KiB, linger.ms=0, 200,000 records)"
+    echo
+    echo "| acks | records/s | p50 ms | p99 ms | max ms |"
+    echo "|---|---:|---:|---:|---:|"
+    for acks in 1 all; do
+        read -r a rate p50 p99 mx <"$scratch/latency-$acks"
+        echo "| $a | $rate | $p50 | $p99 | $mx |"
+    done
+    echo
+    echo "## Consume ($records records of 1 KiB, one consumer in a new group, $cold)"
+    echo
+    echo '```'
+    echo "start.time, end.time, data.consumed.in.MB, MB.sec, data.consumed.in.nMsg, nMsg.sec, rebalance.time.ms, fetch.time.ms, fetch.MB.sec, fetch.nMsg.sec"
+    tail -1 "$scratch/consume"
+    echo '```'
+    echo
+    echo "## Shard scaling (1 KiB, acks=1, 4 producers, 8 partitions)"
+    echo
+    echo "| SHARDS | records/s |"
+    echo "|---:|---:|"
+    echo "| 1 | $one |"
+    echo "| $(nproc) | $several |"
+    echo
+    echo "SHARDS=$(nproc) / SHARDS=1 = $(echo "scale=2; $several / $one" | bc)"
+} >>"$out"
+echo
+cat "$out"
