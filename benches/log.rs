@@ -58,7 +58,9 @@ fn batch_validate(c: &mut Criterion) {
     let mut group = c.benchmark_group("batch_validate");
     for (name, batch) in [("16KiB", &small), ("1MiB", &large)] {
         group.throughput(Throughput::Bytes(batch.len() as u64));
-        group.bench_function(name, |b| b.iter(|| black_box(validate(black_box(batch)).expect("valid"))));
+        group.bench_function(name, |b| {
+            b.iter(|| black_box(validate(black_box(batch)).expect("valid")))
+        });
     }
     group.finish();
 }

@@ -69,7 +69,10 @@ fn parse_args() -> Args {
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        let mut value = || it.next().unwrap_or_else(|| usage(&format!("{flag} needs a value")));
+        let mut value = || {
+            it.next()
+                .unwrap_or_else(|| usage(&format!("{flag} needs a value")))
+        };
         match flag.as_str() {
             "--bootstrap-server" | "--broker-list" => args.bootstrap = value(),
             "--topic" => args.topic = value(),
@@ -83,7 +86,11 @@ fn parse_args() -> Args {
             "--consumer.config" => {
                 let path = value();
                 let text = std::fs::read_to_string(&path).unwrap_or_else(|e| usage(&format!("{path}: {e}")));
-                for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+                for line in text
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                {
                     let (k, v) = line
                         .split_once('=')
                         .unwrap_or_else(|| usage(&format!("{path}: bad line {line}")));

@@ -135,8 +135,12 @@ fn main() {
     let mut mock = None;
     for (k, v) in &args.props {
         if k == "bootstrap.servers" && (v == "mock" || v.starts_with("mock:")) {
-            let partitions = v.strip_prefix("mock:").map_or(Ok(1), str::parse).unwrap_or_else(|_| usage("bad mock:PARTITIONS"));
-            let cluster = rdkafka::mocking::MockCluster::new(1).unwrap_or_else(|e| usage(&format!("mock cluster: {e}")));
+            let partitions = v
+                .strip_prefix("mock:")
+                .map_or(Ok(1), str::parse)
+                .unwrap_or_else(|_| usage("bad mock:PARTITIONS"));
+            let cluster = rdkafka::mocking::MockCluster::new(1)
+                .unwrap_or_else(|e| usage(&format!("mock cluster: {e}")));
             cluster
                 .create_topic(&args.topic, partitions, 1)
                 .unwrap_or_else(|e| usage(&format!("mock topic: {e}")));

@@ -75,11 +75,12 @@ produce() {
               if ($(f+1) == "records/sec") { secs = $1 / $f; longest = (secs > longest ? secs : longest); n += $1 }
               if ($(f+1) == "MB/sec),") { v = $f; gsub(/\(/, "", v); bytes += v * ($1 / rate_of[NR]) }
               if ($(f+1) == "records/sec") rate_of[NR] = $f
-              if ($(f+1) == "ms" && $(f+2) == "50th,") p50 = ($f > p50 ? $f : p50)
-              if ($(f+1) == "ms" && $(f+2) == "99th,") p99 = ($f > p99 ? $f : p99)
-              if ($(f+1) == "ms" && $(f+2) == "max") mx = ($f > mx ? $f : mx)
+              if ($(f+1) == "ms" && $(f+2) == "50th,") p50 = ($f + 0 > p50 ? $f + 0 : p50)
+              if ($(f+1) == "ms" && $(f+2) == "99th,") p99 = ($f + 0 > p99 ? $f + 0 : p99)
+              if ($(f+1) == "ms" && $(f+2) == "max") mx = ($f + 0 > mx ? $f + 0 : mx)
           } }
-        END { printf "%.0f %.1f %s %s %s\n", n / longest, bytes / longest, p50, p99, mx }'
+        BEGIN { p50 = 0; p99 = 0; mx = 0 }
+        END { printf "%.0f %.1f %g %g %g\n", n / longest, bytes / longest, p50, p99, mx }'
 }
 
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
@@ -141,7 +142,7 @@ several=$(cat "$scratch/rate-1024-1-8-4-none")
 
 {
     echo
-    echo "## Client-side ceiling: librdkafka's mock cluster (in memory, same process)"
+    echo "## Client-side ceiling: librdkafka's mock cluster (in memory, same process; best of 2 x $((records * 3)) records)"
     echo
     echo "| size | acks | mock records/s | broker records/s (1 partition, 1 producer) | broker / mock |"
     echo "|---:|---|---:|---:|---:|"
@@ -149,8 +150,14 @@ several=$(cat "$scratch/rate-1024-1-8-4-none")
 for size in 100 1024; do
     # The mock cluster lives inside the librdkafka stand-in, whatever tool
     # perf-produce.sh would pick.
-    read -r mock _ < <(tool=target/release/examples/producer_perf produce "mock-$size" "$size" 1 -1 \
-        acks=1 bootstrap.servers=mock)
+    # librdkafka's mock broker is one thread sharing the cores with the
+    # client: best of two runs of three times the records, to steady it.
+    mock=0
+    for _ in 1 2; do
+        read -r rate _ < <(records=$((records * 3)) tool=target/release/examples/producer_perf \
+            produce "mock-$size" "$size" 1 -1 acks=1 bootstrap.servers=mock)
+        [ "$rate" -gt "$mock" ] && mock=$rate
+    done
     ours=$(cat "$scratch/rate-$size-1-1-1-none")
     echo "| $size | 1 | $mock | $ours | $(echo "scale=2; $ours / $mock" | bc) |" >>"$out"
 done
