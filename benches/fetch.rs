@@ -3,8 +3,8 @@
 //! encode them into a FetchResponse frame, bytes/s. Split into the read and
 //! the encode so a change to either shows.
 
-use chronik_ingest::log::batch::{build_batch, validate};
-use chronik_ingest::log::{LogConfig, PartitionLog};
+mod support;
+
 use chronik_ingest::protocol::response::encode_response;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
@@ -12,6 +12,7 @@ use kafka_protocol::messages::{BrokerId, FetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use std::hint::black_box;
 use std::time::Duration;
+use support::FilledLog;
 
 const FETCH_BYTES: usize = 1 << 20;
 
@@ -31,17 +32,8 @@ fn response(records: bytes::Bytes) -> FetchResponse {
 fn fetch_assembly(c: &mut Criterion) {
     // As the broker binary runs (see malloc_tuning).
     chronik_ingest::tune_malloc_for_large_buffers();
-    let value = vec![b'v'; 1000];
-    let records: Vec<(&[u8], &[u8])> = (0..16).map(|_| (&b"key"[..], &value[..])).collect();
-    let batch = build_batch(0, 1_700_000_000_000, &records);
-    let dir = std::env::temp_dir().join(format!("chronik-bench-fetch-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let (mut log, _) = PartitionLog::open(&dir).expect("open");
-    let config = LogConfig::default();
-    for _ in 0..(64 << 20) / batch.len() {
-        let header = validate(&batch).expect("valid");
-        log.append(&batch, header, &config).expect("append");
-    }
+    let filled = FilledLog::new("fetch", 64 << 20);
+    let log = &filled.log;
     let end = log.log_end_offset();
 
     let mut group = c.benchmark_group("fetch_assembly");
@@ -59,8 +51,6 @@ fn fetch_assembly(c: &mut Criterion) {
         })
     });
     group.finish();
-    drop(log);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 criterion_group! {

@@ -5,24 +5,14 @@
 //! - `batch_validate`: what Produce checks before anything is written
 //!   (header, lengths, CRC-32C), on a 16 KiB and a 1 MiB batch, bytes/s.
 
+mod support;
+
 use chronik_ingest::log::batch::{build_batch, validate};
 use chronik_ingest::log::{LogConfig, PartitionLog};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("chronik-bench-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
-fn sixteen_kib_batch() -> Vec<u8> {
-    let value = vec![b'v'; 1000];
-    let records: Vec<(&[u8], &[u8])> = (0..16).map(|_| (&b"key"[..], &value[..])).collect();
-    build_batch(0, 1_700_000_000_000, &records)
-}
+use support::{scratch, sixteen_kib_batch, FilledLog};
 
 fn log_append(c: &mut Criterion) {
     let batch = sixteen_kib_batch();
@@ -66,15 +56,8 @@ fn batch_validate(c: &mut Criterion) {
 }
 
 fn log_read(c: &mut Criterion) {
-    let batch = sixteen_kib_batch();
-    let config = LogConfig::default();
-    let dir = scratch("read");
-    let (mut log, _) = PartitionLog::open(&dir).expect("open");
-    let batches = (64 << 20) / batch.len();
-    for _ in 0..batches {
-        let header = validate(&batch).expect("valid");
-        log.append(&batch, header, &config).expect("append");
-    }
+    let filled = FilledLog::new("read", 64 << 20);
+    let log = &filled.log;
     let end = log.log_end_offset();
     let mut group = c.benchmark_group("log_read");
     group.throughput(Throughput::Bytes(1 << 20));
@@ -87,8 +70,6 @@ fn log_read(c: &mut Criterion) {
         })
     });
     group.finish();
-    drop(log);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 criterion_group! {

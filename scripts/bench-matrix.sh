@@ -5,8 +5,9 @@
 # directory, ephemeral port), with scripts/perf-produce.sh (Kafka's tool if
 # on PATH, else the librdkafka equivalent). Then: librdkafka's in-memory
 # mock cluster as the client-side ceiling, p99 latency at a fixed 20,000
-# records/s, a cold-cache consume with scripts/perf-consume.sh, and SHARDS=1
-# against the default shard count. Writes a Markdown report (machine,
+# records/s, a cold-cache consume with scripts/perf-consume.sh, SHARDS=1
+# against the default shard count, and a 1,000-partition topic (throughput,
+# then idle CPU). Writes a Markdown report (machine,
 # commands, tables) to OUT and prints it.
 #   scripts/bench-matrix.sh [RECORDS_PER_RUN]     (default 1000000)
 #   OUT=BENCHMARKS-latest.md scripts/bench-matrix.sh
@@ -140,6 +141,18 @@ read -r one _ < <(produce "s1" 1024 4 -1 acks=1 bootstrap.servers="$addr")
 stop_broker
 several=$(cat "$scratch/rate-1024-1-8-4-none")
 
+# 1,000 partitions: throughput with records spread over all of them, then
+# the broker's CPU while idle (no per-partition timers or syscalls per tick).
+ticks=$(getconf CLK_TCK)
+broker_cpu() { awk -v t="$ticks" '{printf "%.2f", ($14 + $15) / t}' "/proc/$pid/stat"; }
+start_broker p1000 NUM_PARTITIONS=1000
+read -r many _ < <(produce "many" 1024 1 -1 acks=1 bootstrap.servers="$addr")
+sleep 1
+idle0=$(broker_cpu)
+sleep 10
+idle=$(echo "scale=2; ($(broker_cpu) - $idle0) * 10" | bc)
+stop_broker
+
 {
     echo
     echo "## Client-side ceiling: librdkafka's mock cluster (in memory, same process; best of 2 x $((records * 3)) records)"
@@ -187,6 +200,10 @@ done
     echo "| $(nproc) | $several |"
     echo
     echo "SHARDS=$(nproc) / SHARDS=1 = $(echo "scale=2; $several / $one" | bc)"
+    echo
+    echo "## Many partitions (one topic of 1,000 partitions, 1 KiB, acks=1, 1 producer)"
+    echo
+    echo "$many records/s spread over 1,000 partitions; afterwards, idle, the broker used ${idle}% of one CPU (10 s sample)."
 } >>"$out"
 echo
 cat "$out"

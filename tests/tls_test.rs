@@ -213,6 +213,17 @@ fn only_the_configured_versions_and_suites_are_negotiated() {
     assert!(!ok, "TLS 1.3 was accepted with only 1.2 configured:\n{out}");
 }
 
+/// A PLAINTEXT and an SSL listener, each on its own ephemeral port.
+fn plaintext_and_ssl() -> Vec<ListenerConfig> {
+    [SecurityProtocol::Plaintext, SecurityProtocol::Ssl]
+        .into_iter()
+        .map(|security| ListenerConfig {
+            security,
+            addr: "127.0.0.1:0".parse().unwrap(),
+        })
+        .collect()
+}
+
 fn metadata_broker(response: &MetadataResponse) -> (String, u16) {
     let broker = &response.brokers[0];
     (broker.host.to_string(), broker.port as u16)
@@ -224,16 +235,7 @@ fn plaintext_and_tls_listeners_each_advertise_themselves() {
     let settings = tls_settings(&certs.0);
     let broker = TestBroker::start_with("tls-listeners", 2, |c| {
         c.tls_config = Some(settings);
-        c.listeners = vec![
-            ListenerConfig {
-                security: SecurityProtocol::Plaintext,
-                addr: "127.0.0.1:0".parse().unwrap(),
-            },
-            ListenerConfig {
-                security: SecurityProtocol::Ssl,
-                addr: "127.0.0.1:0".parse().unwrap(),
-            },
-        ];
+        c.listeners = plaintext_and_ssl();
     });
     let plain = broker
         .handle()
@@ -299,16 +301,7 @@ fn advertised_listeners_are_given_to_clients_of_each_listener() {
     let settings = tls_settings(&certs.0);
     let broker = TestBroker::start_with("tls-advertised", 1, |c| {
         c.tls_config = Some(settings);
-        c.listeners = vec![
-            ListenerConfig {
-                security: SecurityProtocol::Plaintext,
-                addr: "127.0.0.1:0".parse().unwrap(),
-            },
-            ListenerConfig {
-                security: SecurityProtocol::Ssl,
-                addr: "127.0.0.1:0".parse().unwrap(),
-            },
-        ];
+        c.listeners = plaintext_and_ssl();
         c.advertised_listeners = vec![AdvertisedListener {
             security: SecurityProtocol::Plaintext,
             host: "plain.example".into(),

@@ -1,6 +1,7 @@
 """Shared by the interop suites: start the real broker binary on an
 ephemeral port with a scratch data directory, record PASS/FAIL checks, stop
 the broker and print the closing "N passed, N failed" line."""
+import json
 import os
 import re
 import shutil
@@ -60,3 +61,20 @@ def finish(suite, proc, log, data_dir):
     passed = sum(results)
     print(f"{suite}: {passed} passed, {len(results) - passed} failed", flush=True)
     sys.exit(0 if all(results) else 1)
+
+
+def run_kafkajs(script, args, node_modules):
+    """Runs a kafkajs script (one JSON step per line on stdout) from this
+    directory and records each step as a check."""
+    if not node_modules:
+        check("kafkajs: node_modules with kafkajs given", False, "pass NODE_MODULES_DIR")
+        return
+    env = dict(os.environ, NODE_PATH=os.path.abspath(node_modules))
+    here = os.path.dirname(os.path.abspath(__file__))
+    out = subprocess.run(["node", os.path.join(here, script), *args], env=env, capture_output=True, text=True,
+                         timeout=120)
+    steps = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    if not steps:
+        check("kafkajs: ran", False, out.stdout[-2000:] + out.stderr[-2000:])
+    for step in steps:
+        check(f"kafkajs: {step['step']}", step["ok"], step.get("detail", ""))

@@ -8,18 +8,15 @@ client and step; exits non-zero on any FAIL. Every wait is bounded.
 
 usage: groups.py BROKER_BINARY [NODE_MODULES_DIR]
 """
-import json
-import os
 import subprocess
 import sys
 import tempfile
 import time
 
-from common import check, finish, start_broker
+from common import check, finish, run_kafkajs, start_broker
 
 BINARY = sys.argv[1] if len(sys.argv) > 1 else "target/debug/chronik-ingest"
 NODE_MODULES = sys.argv[2] if len(sys.argv) > 2 else None
-HERE = os.path.dirname(os.path.abspath(__file__))
 N, FIRST = 100, 60
 MESSAGES = [f"msg-{i:03d}" for i in range(N)]
 
@@ -115,17 +112,7 @@ def kafka_python(addr):
 
 
 def kafkajs(addr):
-    if not NODE_MODULES:
-        check("kafkajs: node_modules with kafkajs given", False, "pass NODE_MODULES_DIR")
-        return
-    env = dict(os.environ, NODE_PATH=NODE_MODULES)
-    out = subprocess.run(["node", os.path.join(HERE, "kafkajs_groups.js"), addr, str(N), str(FIRST)], env=env,
-                         capture_output=True, text=True, timeout=120)
-    steps = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
-    if not steps:
-        check("kafkajs: ran", False, out.stdout[-2000:] + out.stderr[-2000:])
-    for step in steps:
-        check(f"kafkajs: {step['step']}", step["ok"], step.get("detail", ""))
+    run_kafkajs("kafkajs_groups.js", [addr, str(N), str(FIRST)], NODE_MODULES)
 
 
 def main():

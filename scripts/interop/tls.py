@@ -9,7 +9,6 @@ certificate's principal is in the broker's log. Every wait is bounded.
 
 usage: tls.py BROKER_BINARY [NODE_MODULES_DIR]
 """
-import json
 import os
 import re
 import subprocess
@@ -17,7 +16,7 @@ import sys
 import tempfile
 import time
 
-from common import check, finish, start_broker
+from common import check, finish, run_kafkajs, start_broker
 
 BINARY = sys.argv[1] if len(sys.argv) > 1 else "target/debug/chronik-ingest"
 NODE_MODULES = sys.argv[2] if len(sys.argv) > 2 else None
@@ -90,17 +89,7 @@ def kafka_python(addr, certs):
 
 
 def kafkajs(addr, certs):
-    if not NODE_MODULES:
-        check("kafkajs: node_modules with kafkajs given", False, "pass NODE_MODULES_DIR")
-        return
-    env = dict(os.environ, NODE_PATH=os.path.abspath(NODE_MODULES))
-    out = subprocess.run(["node", os.path.join(HERE, "kafkajs_tls.js"), addr, certs, str(N)], env=env,
-                         capture_output=True, text=True, timeout=120)
-    steps = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
-    if not steps:
-        check("kafkajs: ran", False, out.stdout[-2000:] + out.stderr[-2000:])
-    for step in steps:
-        check(f"kafkajs: {step['step']}", step["ok"], step.get("detail", ""))
+    run_kafkajs("kafkajs_tls.js", [addr, certs, str(N)], NODE_MODULES)
 
 
 def main():
