@@ -12,22 +12,12 @@ ulimit -n "$(ulimit -Hn)"
 cargo build --quiet --release --bin chronik-ingest --example many_producers
 data=$(mktemp -d)
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$data"' EXIT
-MAX_CONNECTIONS=$((connections + 100)) MAX_CONNECTIONS_PER_IP=$((connections + 100)) CONNECTION_RATE_LIMIT=0 \
-    BIND_ADDRESS=127.0.0.1:0 STORAGE_PATH="$data/store" METRICS_ADDRESS= RUST_LOG=info \
-    target/release/chronik-ingest 2>"$data/broker.log" &
-pid=$!
-addr=
-for _ in $(seq 1 100); do
-    addr=$(sed -n 's/.*chronik-ingest started listen=\([^ ]*\).*/\1/p' "$data/broker.log")
-    [ -n "$addr" ] && break
-    sleep 0.1
-done
-[ -n "$addr" ] || { cat "$data/broker.log"; exit 1; }
+. scripts/lib/broker.sh
+start_broker "$data/broker.log" "$data/store" MAX_CONNECTIONS=$((connections + 100)) \
+    MAX_CONNECTIONS_PER_IP=$((connections + 100)) CONNECTION_RATE_LIMIT=0
 rss() { awk '/VmRSS/ {print $2}' "/proc/$pid/status"; }
-cpu() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
-ticks=$(getconf CLK_TCK)
 rss0=$(rss)
-cpu0=$(cpu)
+cpu0=$(broker_cpu_seconds)
 target/release/examples/many_producers --bootstrap "$addr" --connections "$connections" \
     --seconds "$seconds" --interval-ms 1000 --topic many >"$data/out" 2>&1 &
 load=$!
@@ -40,9 +30,9 @@ while kill -0 "$load" 2>/dev/null; do
 done
 status=0
 wait "$load" || status=$?
-cpu1=$(cpu)
+cpu1=$(broker_cpu_seconds)
 cat "$data/out"
 echo "broker RSS: $rss0 KiB idle, $peak KiB peak with $connections producing connections =" \
     "$(( (peak - rss0) * 1024 / connections )) bytes per connection"
-echo "broker CPU: $(echo "scale=1; ($cpu1 - $cpu0) * 100 / $ticks / $seconds" | bc)% of one core over the run"
+echo "broker CPU: $(echo "scale=1; ($cpu1 - $cpu0) * 100 / $seconds" | bc)% of one core over the run"
 exit "$status"

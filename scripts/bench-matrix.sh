@@ -26,21 +26,12 @@ cleanup() {
 trap cleanup EXIT
 mkdir -p "$(dirname "$out")"
 
-start_broker() { # start_broker NAME ENV...: sets pid, addr and name
+. scripts/lib/broker.sh
+
+start_named() { # start_named NAME ENV...: a fresh broker; sets name, pid, addr
     name=$1
     shift
-    mkdir -p "$scratch/$name"
-    env BIND_ADDRESS=127.0.0.1:0 STORAGE_PATH="$scratch/$name" METRICS_ADDRESS= RUST_LOG=info \
-        GROUP_INITIAL_REBALANCE_DELAY_MS=0 "$@" target/release/chronik-ingest 2>"$scratch/$name.log" &
-    pid=$!
-    addr=
-    for _ in $(seq 1 100); do
-        addr=$(sed -n 's/.*chronik-ingest started listen=\([^ ]*\).*/\1/p' "$scratch/$name.log")
-        [ -n "$addr" ] && return 0
-        sleep 0.1
-    done
-    cat "$scratch/$name.log" >&2
-    exit 1
+    start_broker "$scratch/$name.log" "$scratch/$name" GROUP_INITIAL_REBALANCE_DELAY_MS=0 "$@" || exit 1
 }
 
 stop_broker() {
@@ -102,7 +93,7 @@ rdkafka=$(sed -n '/^name = "rdkafka-sys"/{n;s/version = "\(.*\)"/\1/p}' Cargo.lo
 } >"$out"
 
 for partitions in 1 8; do
-    start_broker "p$partitions" NUM_PARTITIONS="$partitions"
+    start_named "p$partitions" NUM_PARTITIONS="$partitions"
     for size in 100 1024; do
         for acks in 1 all; do
             for producers in 1 4; do
@@ -136,21 +127,19 @@ for partitions in 1 8; do
 done
 
 # SHARDS=1 on the workload with spare client CPU: 4 producers, 8 partitions.
-start_broker shards1 NUM_PARTITIONS=8 SHARDS=1
+start_named shards1 NUM_PARTITIONS=8 SHARDS=1
 read -r one _ < <(produce "s1" 1024 4 -1 acks=1 bootstrap.servers="$addr")
 stop_broker
 several=$(cat "$scratch/rate-1024-1-8-4-none")
 
 # 1,000 partitions: throughput with records spread over all of them, then
 # the broker's CPU while idle (no per-partition timers or syscalls per tick).
-ticks=$(getconf CLK_TCK)
-broker_cpu() { awk -v t="$ticks" '{printf "%.2f", ($14 + $15) / t}' "/proc/$pid/stat"; }
-start_broker p1000 NUM_PARTITIONS=1000
+start_named p1000 NUM_PARTITIONS=1000
 read -r many _ < <(produce "many" 1024 1 -1 acks=1 bootstrap.servers="$addr")
 sleep 1
-idle0=$(broker_cpu)
+idle0=$(broker_cpu_seconds)
 sleep 10
-idle=$(echo "scale=2; ($(broker_cpu) - $idle0) * 10" | bc)
+idle=$(echo "scale=2; ($(broker_cpu_seconds) - $idle0) * 10" | bc)
 stop_broker
 
 {

@@ -41,11 +41,6 @@ pub(crate) struct Request {
     /// Which listener (index into the configured listeners) it came in on:
     /// Metadata answers with that listener's advertised address.
     pub listener: usize,
-    /// The verified TLS client certificate's principal (`User:CN=...`),
-    /// for authorization; `None` on plaintext or without a certificate.
-    /// Carried for the authorizer, which is not built yet.
-    #[allow(dead_code)]
-    pub principal: Option<Rc<str>>,
     /// The client's address (DescribeGroups shows it as the member's host).
     pub peer: SocketAddr,
 }

@@ -50,15 +50,13 @@ enum Answer {
 /// What the handlers of one connection know about how it was made.
 struct Session {
     listener: usize,
-    principal: Option<Rc<str>>,
     client_id_recorded: std::cell::Cell<bool>,
 }
 
 impl Session {
-    fn new(listener: usize, principal: Option<Rc<str>>) -> Session {
+    fn new(listener: usize) -> Session {
         Session {
             listener,
-            principal,
             client_id_recorded: std::cell::Cell::new(false),
         }
     }
@@ -100,7 +98,7 @@ async fn serve_listener(broker: Rc<ShardBroker>, conn: Connection, security: Sec
         }
     };
     let Some(tls) = tls else {
-        let session = Session::new(listener, None);
+        let session = Session::new(listener);
         return serve_connection(broker, stream, entry, drain, session).await;
     };
     // rustls pulls ciphertext 4 KiB at a time; a receive buffer under it
@@ -124,10 +122,9 @@ async fn serve_listener(broker: Rc<ShardBroker>, conn: Connection, security: Sec
         "tls",
         format!("{} {}", established.version, established.cipher_suite).as_str(),
     );
-    let principal = established.identity.as_ref().map(|id| {
+    if let Some(id) = &established.identity {
         span.record("principal", id.principal.as_str());
-        Rc::<str>::from(id.principal.as_str())
-    });
+    }
     // One line per TLS session, naming who it is: the audit trail for
     // certificate identities.
     info!(
@@ -138,7 +135,7 @@ async fn serve_listener(broker: Rc<ShardBroker>, conn: Connection, security: Sec
         san = %established.identity.as_ref().map(|id| id.sans.join(",")).unwrap_or_default(),
         "TLS session established"
     );
-    let session = Session::new(listener, principal);
+    let session = Session::new(listener);
     serve_connection(broker, established.stream, entry, drain, session).await
 }
 
@@ -309,7 +306,6 @@ fn dispatch(
         body,
         local_addr: entry.local(),
         listener: session.listener,
-        principal: session.principal.clone(),
         peer: entry.peer(),
     };
     let task = glommio::spawn_local((handler.handle)(broker.clone(), request).instrument(request_span));

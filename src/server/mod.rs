@@ -301,11 +301,6 @@ impl ServerHandle {
             .map(|(_, addr)| *addr)
     }
 
-    /// Re-reads the TLS files (what SIGHUP does); see [`TlsReloader`].
-    pub fn reload_tls(&self) -> Result<bool, ConfigError> {
-        self.tls_reloader().reload()
-    }
-
     /// A handle that reloads the TLS files from any thread.
     pub fn tls_reloader(&self) -> TlsReloader {
         TlsReloader(self.tls.clone())
