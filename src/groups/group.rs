@@ -686,6 +686,14 @@ impl Group {
         true
     }
 
+    /// Whether the coordinator may drop this group from memory: it is empty
+    /// and no member id handed out with MEMBER_ID_REQUIRED is still waiting
+    /// to be used (forgetting it would answer that member's rejoin with
+    /// UNKNOWN_MEMBER_ID).
+    pub fn is_forgettable(&self) -> bool {
+        self.state == GroupState::Empty && self.pending.is_empty()
+    }
+
     /// Session expiry, rebalance and sync deadlines. Called periodically.
     pub fn tick(&mut self, now: Instant) {
         self.pending
@@ -748,6 +756,22 @@ mod tests {
         assert_eq!(first.error, ResponseError::MemberIdRequired.code());
         let rx = later(group.join(request(&first.member_id, None), now));
         (first.member_id, rx)
+    }
+
+    #[test]
+    fn an_empty_group_with_a_pending_member_is_kept_until_the_id_expires() {
+        let t0 = Instant::now();
+        let mut group = Group::new("g", Duration::ZERO, t0);
+        assert!(group.is_forgettable());
+        let first = now_result(group.join(request("", None), t0));
+        assert_eq!(first.error, ResponseError::MemberIdRequired.code());
+        group.tick(t0 + Duration::from_millis(10));
+        assert!(
+            !group.is_forgettable(),
+            "forgetting it now would refuse the rejoin with UNKNOWN_MEMBER_ID"
+        );
+        group.tick(t0 + MAX_SESSION_TIMEOUT + Duration::from_secs(1));
+        assert!(group.is_forgettable(), "an unused id expires");
     }
 
     #[test]

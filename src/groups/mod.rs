@@ -406,7 +406,7 @@ impl GroupCoordinator {
                 if has_offsets && stale {
                     expired.push(id.clone());
                 }
-                has_offsets
+                has_offsets || !group.is_forgettable()
             });
         }
         for group_id in expired {
