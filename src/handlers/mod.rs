@@ -14,7 +14,7 @@ mod produce;
 mod producer_id;
 mod topics_admin;
 
-use crate::protocol::response::encode_response;
+use crate::protocol::response::{encode_response, encode_response_spliced, ResponseFrame};
 use crate::server::ShardBroker;
 use crate::storage::ShardStorage;
 use crate::topics::TopicPartition;
@@ -47,7 +47,7 @@ pub(crate) struct Request {
 
 /// A whole response frame, nothing (acks=0), or why the request was
 /// malformed (the connection is closed, as Kafka does).
-pub(crate) type Outcome = Result<Option<Bytes>, String>;
+pub(crate) type Outcome = Result<Option<ResponseFrame>, String>;
 pub(crate) type HandlerFuture = Pin<Box<dyn Future<Output = Outcome>>>;
 
 pub(crate) struct Handler {
@@ -85,7 +85,15 @@ impl Request {
 
     /// Encodes `body` as this request's response frame.
     pub fn respond<R: Encodable + HeaderVersion>(&self, body: &R) -> Outcome {
-        encode_response(self.header.correlation_id, self.version, body).map(Some)
+        encode_response(self.header.correlation_id, self.version, body)
+            .map(|frame| Some(ResponseFrame::Whole(frame)))
+    }
+
+    /// Encodes `body` as this request's response frame, keeping each of
+    /// `splice` (byte fields of `body`, in encoding order) out of the
+    /// encoded buffer: the writer sends them from where they are.
+    pub fn respond_spliced<R: Encodable + HeaderVersion>(&self, body: &R, splice: Vec<Bytes>) -> Outcome {
+        encode_response_spliced(self.header.correlation_id, self.version, body, splice).map(Some)
     }
 }
 

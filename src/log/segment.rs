@@ -201,8 +201,7 @@ impl Segment {
             let first = batch::batch_size(&header).unwrap_or(0);
             want = want.max(first.min(available));
         }
-        let mut bytes = vec![0u8; want];
-        self.file.read_exact_at(&mut bytes, position)?;
+        let mut bytes = read_vec_at(&self.file, want, position)?;
         // Trim to whole batches.
         let mut whole = 0;
         while let Some(size) = bytes.get(whole..).and_then(batch::batch_size) {
@@ -344,6 +343,45 @@ pub fn scan(
             }
         }
     }
+}
+
+/// Reads exactly `len` bytes at `position` into a new Vec without zeroing
+/// it first: on a 1 MiB fetch the memset was an eighth of the read.
+fn read_vec_at(file: &File, len: usize, position: u64) -> io::Result<Vec<u8>> {
+    use std::os::fd::AsRawFd;
+    let mut bytes: Vec<u8> = Vec::with_capacity(len);
+    while bytes.len() < len {
+        let filled = bytes.len();
+        let spare = bytes.spare_capacity_mut();
+        // SAFETY: `spare` is the Vec's unused capacity, at least
+        // `len - filled` bytes long and exclusively borrowed for the call;
+        // pread writes at most that many bytes into it and reads none.
+        let n = unsafe {
+            libc::pread(
+                file.as_raw_fd(),
+                spare.as_mut_ptr().cast::<libc::c_void>(),
+                len - filled,
+                (position + filled as u64) as libc::off_t,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "segment shorter than its recorded size",
+            ));
+        }
+        // SAFETY: pread initialised the `n` bytes after `filled`, and
+        // `filled + n <= len <= capacity`.
+        unsafe { bytes.set_len(filled + n as usize) };
+    }
+    Ok(bytes)
 }
 
 /// pwritev(2) until every byte is written.

@@ -13,6 +13,7 @@ use crate::config::SecurityProtocol;
 use crate::handlers::{self, Outcome, Request};
 use crate::protocol::frame::FrameBuffer;
 use crate::protocol::header::{decode_header, peek_client_id, peek_ids, RequestIds};
+use crate::protocol::response::ResponseFrame;
 use crate::tls;
 use bytes::Bytes;
 use chronik_shard::{bump, Connection, ConnectionEntry};
@@ -43,7 +44,7 @@ struct Pending {
 }
 
 enum Answer {
-    Ready(Bytes),
+    Ready(ResponseFrame),
     Running(Task<Outcome>),
 }
 
@@ -262,7 +263,7 @@ fn dispatch(
                 .map(|frame| Pending {
                     api: ids.api_key,
                     started,
-                    answer: Answer::Ready(frame),
+                    answer: Answer::Ready(ResponseFrame::Whole(frame)),
                 })
                 .map_err(|e| frame_error(broker, entry, &e, Some((ids, &frame))));
         }
@@ -361,12 +362,7 @@ async fn write_responses<W: futures::AsyncWrite + Unpin>(
         debug!(target: "chronik_protocol", api = pending.api, duration_us = took.as_micros() as u64, "request done");
         match outcome {
             Ok(Some(frame)) => {
-                // TLS may hold the tail of a record back until flushed;
-                // plaintext flush is free.
-                let written = match writer.write_all(&frame).await {
-                    Ok(()) => writer.flush().await,
-                    Err(e) => Err(e),
-                };
+                let written = write_frame(&mut writer, &frame).await;
                 if let Err(e) = written {
                     debug!(conn = entry.id(), peer = %entry.peer(), error = %e, "write failed");
                     return;
@@ -382,6 +378,19 @@ async fn write_responses<W: futures::AsyncWrite + Unpin>(
         }
     }
     let _ = writer.close().await;
+}
+
+/// Writes a frame's parts in order. Spliced record sets go to the socket
+/// from the memory they were read into; TLS may hold the tail of a record
+/// back until flushed, plaintext flush is free.
+async fn write_frame<W: futures::AsyncWrite + Unpin>(
+    writer: &mut W,
+    frame: &ResponseFrame,
+) -> std::io::Result<()> {
+    for part in frame.parts() {
+        writer.write_all(part).await?;
+    }
+    writer.flush().await
 }
 
 /// Logs why a connection is being closed and counts it.
