@@ -20,6 +20,7 @@ use chronik_shard::{bump, Connection, ConnectionEntry};
 use futures::future::{select, Either};
 use futures::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use glommio::sync::Semaphore;
 use glommio::Task;
 use kafka_protocol::messages::ApiKey;
 use std::pin::pin;
@@ -102,6 +103,19 @@ async fn serve_listener(broker: Rc<ShardBroker>, conn: Connection, security: Sec
         let session = Session::new(listener);
         return serve_connection(broker, stream, entry, drain, session).await;
     };
+    // Boxed: the handshake and the TLS session are large, and an unboxed
+    // branch would make every plaintext connection's task as big.
+    Box::pin(serve_tls(broker, stream, listener, entry, drain, tls)).await
+}
+
+async fn serve_tls(
+    broker: Rc<ShardBroker>,
+    stream: glommio::net::TcpStream,
+    listener: usize,
+    entry: Rc<ConnectionEntry>,
+    drain: chronik_shard::Signal,
+    tls: std::sync::Arc<rustls::ServerConfig>,
+) {
     // rustls pulls ciphertext 4 KiB at a time; a receive buffer under it
     // turns that into one socket read per TLS_READ_BUFFER bytes.
     let stream = stream.buffered_with(glommio::net::Preallocated::new(TLS_READ_BUFFER));
@@ -150,9 +164,15 @@ async fn serve_connection<S>(
     S: futures::AsyncRead + futures::AsyncWrite + Unpin,
 {
     let (reader, writer) = stream.split();
-    let (tx, rx) = local_channel::new_bounded(MAX_IN_FLIGHT);
-    let read_side = pin!(read_requests(&broker, &entry, &session, reader, tx, &drain));
-    let write_side = pin!(write_responses(&broker, &entry, writer, rx));
+    // Unbounded queue, bounded by the slots: a bounded channel would
+    // reserve MAX_IN_FLIGHT entries up front on every connection, most of
+    // which never have more than a few requests in flight.
+    let (tx, rx) = local_channel::new_unbounded();
+    let slots = Semaphore::new(MAX_IN_FLIGHT as u64);
+    let read_side = pin!(read_requests(
+        &broker, &entry, &session, reader, tx, &slots, &drain
+    ));
+    let write_side = pin!(write_responses(&broker, &entry, writer, rx, &slots));
     // When reading ends (EOF, drain, bad frame) the responses already owed
     // are still written; when writing fails the connection is over.
     if let Either::Left(((), write_side)) = select(read_side, write_side).await {
@@ -167,6 +187,7 @@ async fn read_requests<R: futures::AsyncRead + Unpin>(
     session: &Session,
     mut reader: R,
     responses: LocalSender<Pending>,
+    slots: &Semaphore,
     drain: &chronik_shard::Signal,
 ) {
     let mut buffer = FrameBuffer::new(broker.config.buffer_size, broker.config.max_request_bytes);
@@ -180,6 +201,10 @@ async fn read_requests<R: futures::AsyncRead + Unpin>(
                     return;
                 }
             };
+            // Released by the write side once the answer is ready.
+            if slots.acquire(1).await.is_err() {
+                return;
+            }
             let pending = match dispatch(broker, entry, session, frame) {
                 Ok(pending) => pending,
                 Err(()) => return,
@@ -202,7 +227,7 @@ async fn read_requests<R: futures::AsyncRead + Unpin>(
         }
         broker.backpressure.ready_to_read().await;
         let read = {
-            let read = pin!(reader.read(buffer.spare()));
+            let read = pin!(buffer.read_from(&mut reader));
             let drained = pin!(drain.wait());
             match select(read, drained).await {
                 Either::Left((read, _)) => read,
@@ -220,10 +245,7 @@ async fn read_requests<R: futures::AsyncRead + Unpin>(
                 }
                 return;
             }
-            Ok(n) => {
-                buffer.commit(n);
-                entry.record_read(n);
-            }
+            Ok(n) => entry.record_read(n),
             Err(e) => {
                 debug!(conn = entry.id(), peer = %entry.peer(), error = %e, "read failed");
                 return;
@@ -322,6 +344,7 @@ async fn write_responses<W: futures::AsyncWrite + Unpin>(
     entry: &Rc<ConnectionEntry>,
     mut writer: W,
     responses: LocalReceiver<Pending>,
+    slots: &Semaphore,
 ) {
     while let Some(pending) = responses.recv().await {
         let outcome = match pending.answer {
@@ -357,6 +380,7 @@ async fn write_responses<W: futures::AsyncWrite + Unpin>(
         entry.request_finished();
         broker.metrics.pending.dec();
         broker.backpressure.finished();
+        slots.signal(1);
         let took = pending.started.elapsed();
         broker.metrics.request_done(pending.api, took);
         debug!(target: "chronik_protocol", api = pending.api, duration_us = took.as_micros() as u64, "request done");
