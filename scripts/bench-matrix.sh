@@ -43,6 +43,9 @@ stop_broker() {
         cp "$scratch/$name.log" "target/bench-matrix-broker-$name.log"
         echo "broker $name exited with status $status; log in target/bench-matrix-broker-$name.log" >&2
     fi
+    # A 3M-record matrix writes tens of GB; each broker's log goes as soon
+    # as it has stopped.
+    rm -rf "${scratch:?}/$name"
     pid=
 }
 
