@@ -166,6 +166,16 @@ for workload in "100 1" "1024 1" "1024 -1"; do
     echo "$size $acks $mock $ours" >>"$scratch/reference-rates"
     echo "reference client: $size B acks=$acks mock $mock broker $ours"
 done
+# Per-record latency at the fixed rate, the mock cluster's as the floor
+# this machine allows a client at all.
+for acks in 1 -1; do
+    sync
+    echo "$acks $(rdkafka_latency 200000 20000 "$acks" -t mock -X test.mock.num.brokers=1)" \
+        "$(rdkafka_latency 200000 20000 "$acks" -b "$addr" -t "lat-ref-$acks")" >>"$scratch/reference-latency"
+done
+sync
+[ -w /proc/sys/vm/drop_caches ] && echo 3 >/proc/sys/vm/drop_caches
+ref_consume=$(rdkafka_consume_rate "$records" -b "$addr" -t ref-1024-1) || ref_consume=failed
 stop_broker
 
 {
@@ -204,6 +214,18 @@ done
         [ "$ours" != failed ] && [ "$mock" -gt 0 ] && ratio=$(echo "scale=2; $ours / $mock" | bc)
         echo "| $size | $([ "$acks" = -1 ] && echo all || echo 1) | $mock | $ours | $ratio |"
     done <"$scratch/reference-rates"
+    echo
+    echo "Per-record latency at 20,000 records/s (1 KiB, linger.ms=0, 200,000 records;"
+    echo "produce call to delivery report, ms):"
+    echo
+    echo "| acks | mock p50 | mock p99 | mock p99.9 | broker p50 | broker p99 | broker p99.9 | broker max |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+    while read -r acks m50 m99 m999 _ b50 b99 b999 bmax; do
+        echo "| $([ "$acks" = -1 ] && echo all || echo 1) | $m50 | $m99 | $m999 | $b50 | $b99 | $b999 | $bmax |"
+    done <"$scratch/reference-latency"
+    echo
+    echo "Consume of the 1 KiB acks=1 topic above ($records records, partition 0 from the"
+    echo "beginning, no group, $cold): $ref_consume records/s."
     echo
     echo "## Latency at 20,000 records/s (1 KiB, linger.ms=0, 200,000 records)"
     echo

@@ -39,3 +39,29 @@ rdkafka_produce_rate() {
         /^\|/ && $2 + 0 > 0 { dr = $6 + 0; rate = $7 + 0; err = $9 + 0 }
         END { if (dr != want || err != 0) exit 1; printf "%d\n", rate }'
 }
+
+# rdkafka_latency RECORDS RATE ACKS ARGS...: one producer of 1 KiB records
+# at RATE records/s, linger.ms=0; prints the per-record delivery latency
+# (produce call to delivery report) "p50 p99 p99.9 max" in ms.
+rdkafka_latency() {
+    local records=$1 rate=$2 acks=$3 file
+    shift 3
+    file=$(mktemp)
+    "$rdkafka_performance" -P -c "$records" -s 1024 -a "$acks" -r "$rate" -X linger.ms=0 \
+        -l -A "$file" -q "$@" >/dev/null 2>&1 || true
+    sort -n "$file" | awk '{ v[NR] = $1 }
+        END { if (NR == 0) { print "- - - -"; exit }
+              printf "%.2f %.2f %.2f %.2f\n", v[int(NR * .5) + 1] / 1000, v[int(NR * .99) + 1] / 1000,
+                     v[int(NR * .999) + 1] / 1000, v[NR] / 1000 }'
+    rm -f "$file"
+}
+
+# rdkafka_consume_rate RECORDS ARGS...: reads RECORDS from partition 0 from
+# the beginning (simple consumer, no group); prints records/s.
+rdkafka_consume_rate() {
+    local records=$1
+    shift
+    "$rdkafka_performance" -C -p 0 -o beginning -c "$records" -u "$@" 2>/dev/null | awk -F'|' -v want="$records" '
+        /^\|/ && $2 + 0 > 0 { n = $3 + 0; rate = $6 + 0 }
+        END { if (n != want) exit 1; printf "%d\n", rate }'
+}
