@@ -45,9 +45,9 @@ fn frame_decode(c: &mut Criterion) {
     group.bench_function("api_versions_v3", |b| {
         let mut reader = FrameBuffer::new(64 * 1024, 100 << 20);
         b.iter(|| {
-            let spare = reader.spare();
-            spare[..wire.len()].copy_from_slice(&wire);
-            reader.commit(wire.len());
+            // As a connection reads: from the socket into the frame buffer.
+            let mut socket = futures::io::Cursor::new(&wire[..]);
+            futures::executor::block_on(reader.read_from(&mut socket)).expect("read");
             let frame = reader.next_frame().expect("valid").expect("whole");
             let ids = peek_ids(&frame).expect("ids");
             let (header, mut body) =
