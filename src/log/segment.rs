@@ -364,13 +364,9 @@ fn read_vec_at(file: &File, len: usize, position: u64) -> io::Result<Vec<u8>> {
                 (position + filled as u64) as libc::off_t,
             )
         };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
+        let Some(n) = syscall_count(n)? else {
+            continue;
+        };
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -379,9 +375,22 @@ fn read_vec_at(file: &File, len: usize, position: u64) -> io::Result<Vec<u8>> {
         }
         // SAFETY: pread initialised the `n` bytes after `filled`, and
         // `filled + n <= len <= capacity`.
-        unsafe { bytes.set_len(filled + n as usize) };
+        unsafe { bytes.set_len(filled + n) };
     }
     Ok(bytes)
+}
+
+/// A byte-count syscall's result: the count, `None` if interrupted before
+/// doing anything (call again), or the error.
+fn syscall_count(n: isize) -> io::Result<Option<usize>> {
+    if n >= 0 {
+        return Ok(Some(n as usize));
+    }
+    let e = io::Error::last_os_error();
+    if e.kind() == io::ErrorKind::Interrupted {
+        return Ok(None);
+    }
+    Err(e)
 }
 
 /// pwritev(2) until every byte is written.
@@ -407,18 +416,14 @@ fn write_all_vectored_at(file: &File, parts: &[&[u8]], mut position: u64) -> io:
                 position as libc::off_t,
             )
         };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
+        let Some(n) = syscall_count(n)? else {
+            continue;
+        };
         if n == 0 {
             return Err(io::Error::new(io::ErrorKind::WriteZero, "pwritev wrote nothing"));
         }
         position += n as u64;
-        let mut written = n as usize;
+        let mut written = n;
         while written > 0 {
             let first = parts[0];
             if written >= first.len() {
