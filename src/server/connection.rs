@@ -34,9 +34,6 @@ use tracing::{debug, info, warn};
 /// up to 1,000,000 otherwise; bounding it bounds per-connection memory.
 pub(crate) const MAX_IN_FLIGHT: usize = 64;
 
-/// Receive buffer under each TLS session, sized by scripts/bench-tls.
-const TLS_READ_BUFFER: usize = 64 * 1024;
-
 /// A response slot, in request order.
 struct Pending {
     api: i16,
@@ -116,9 +113,7 @@ async fn serve_tls(
     drain: chronik_shard::Signal,
     tls: std::sync::Arc<rustls::ServerConfig>,
 ) {
-    // rustls pulls ciphertext 4 KiB at a time; a receive buffer under it
-    // turns that into one socket read per TLS_READ_BUFFER bytes.
-    let stream = stream.buffered_with(glommio::net::Preallocated::new(TLS_READ_BUFFER));
+    let stream = tls::ReadAhead::new(stream);
     let established = match tls::accept(tls, stream, broker.config.tls_handshake_timeout).await {
         Ok(established) => established,
         Err(failure) => {

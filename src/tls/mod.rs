@@ -8,10 +8,12 @@
 mod handshake;
 mod identity;
 mod material;
+mod read_ahead;
 mod suites;
 
 pub(crate) use handshake::{accept, FAILURE_REASONS};
 pub(crate) use material::ServerTls;
+pub(crate) use read_ahead::ReadAhead;
 pub use suites::{canonical_suite_name, supported_suites, TlsVersion};
 
 /// Every allowed version needs at least one configured suite, and every
