@@ -12,16 +12,13 @@
 //! Connection i writes partition i; the topic must have at least as many
 //! partitions. Prints one line: records/s, MB/s, requests, errors.
 
-use bytes::{BufMut, BytesMut};
+#[path = "support/produce.rs"]
+mod produce;
+
 use chronik_ingest::log::batch::build_batch;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName};
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant, SystemTime};
-
-const VERSION: i16 = 9;
 
 struct Args {
     bootstrap: SocketAddr,
@@ -89,31 +86,8 @@ fn produce_frame(args: &Args, partition: i32) -> Vec<u8> {
     let value = vec![b'x'; args.record_size];
     let records: Vec<(&[u8], &[u8])> = (0..args.records).map(|_| (&b""[..], &value[..])).collect();
     let batch = build_batch(0, now, &records);
-    let body = ProduceRequest::default()
-        .with_acks(args.acks)
-        .with_timeout_ms(30_000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(TopicName(StrBytes::from_string(args.topic.clone())))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(partition)
-                .with_records(Some(batch.into()))])]);
-    let header = RequestHeader::default()
-        .with_request_api_key(ProduceRequest::KEY)
-        .with_request_api_version(VERSION)
-        .with_correlation_id(1)
-        .with_client_id(Some(StrBytes::from_static_str("blast-producers")));
-    let mut buf = BytesMut::new();
-    buf.put_i32(0);
-    if header
-        .encode(&mut buf, ProduceRequest::header_version(VERSION))
-        .and_then(|()| body.encode(&mut buf, VERSION))
-        .is_err()
-    {
-        usage("could not encode the produce request");
-    }
-    let size = (buf.len() - 4) as i32;
-    buf[..4].copy_from_slice(&size.to_be_bytes());
-    buf.to_vec()
+    produce::produce_frame(&args.topic, partition, args.acks, "blast-producers", batch)
+        .unwrap_or_else(|e| usage(&e))
 }
 
 /// Reads one response; `Ok(true)` if every partition answered without error.
@@ -122,16 +96,7 @@ fn read_answer(stream: &mut TcpStream) -> std::io::Result<bool> {
     stream.read_exact(&mut size)?;
     let mut body = vec![0u8; i32::from_be_bytes(size).max(0) as usize];
     stream.read_exact(&mut body)?;
-    let mut buf = bytes::Bytes::from(body);
-    let ok = ResponseHeader::decode(&mut buf, ProduceResponse::header_version(VERSION))
-        .and_then(|_| ProduceResponse::decode(&mut buf, VERSION))
-        .map(|r| {
-            r.responses
-                .iter()
-                .flat_map(|t| &t.partition_responses)
-                .all(|p| p.error_code == 0)
-        })
-        .unwrap_or(false);
+    let ok = produce::answer_ok(bytes::Bytes::from(body));
     Ok(ok)
 }
 

@@ -10,17 +10,14 @@
 //! Prints one line: connections, requests sent, answered, errors, the
 //! answer rate, and the slowest answer seen.
 
-use bytes::{BufMut, BytesMut};
+#[path = "support/produce.rs"]
+mod produce;
+
 use chronik_ingest::log::batch::build_batch;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName};
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant, SystemTime};
-
-const VERSION: i16 = 9;
 
 struct Args {
     bootstrap: SocketAddr,
@@ -78,31 +75,7 @@ fn produce_frame(topic: &str, record_size: usize) -> Vec<u8> {
         .map_or(0, |d| d.as_millis() as i64);
     let value = vec![b'x'; record_size];
     let batch = build_batch(0, now, &[(&b""[..], &value[..])]);
-    let body = ProduceRequest::default()
-        .with_acks(1)
-        .with_timeout_ms(30_000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(0)
-                .with_records(Some(batch.into()))])]);
-    let header = RequestHeader::default()
-        .with_request_api_key(ProduceRequest::KEY)
-        .with_request_api_version(VERSION)
-        .with_correlation_id(1)
-        .with_client_id(Some(StrBytes::from_static_str("many-producers")));
-    let mut buf = BytesMut::new();
-    buf.put_i32(0);
-    if header
-        .encode(&mut buf, ProduceRequest::header_version(VERSION))
-        .and_then(|()| body.encode(&mut buf, VERSION))
-        .is_err()
-    {
-        usage("cannot encode the Produce request");
-    }
-    let size = (buf.len() - 4) as i32;
-    buf[..4].copy_from_slice(&size.to_be_bytes());
-    buf.to_vec()
+    produce::produce_frame(topic, 0, 1, "many-producers", batch).unwrap_or_else(|e| usage(&e))
 }
 
 /// A connection's unread response bytes and when its oldest unanswered
@@ -136,22 +109,13 @@ fn take_responses(conn: &mut Conn, tally: &mut Tally) {
         if conn.inbox.len() < end {
             return;
         }
-        let mut frame = bytes::Bytes::copy_from_slice(&conn.inbox[4..end]);
+        let frame = bytes::Bytes::copy_from_slice(&conn.inbox[4..end]);
         conn.inbox.drain(..end);
         tally.answered += 1;
         if let Some(sent) = conn.sent_at.pop_front() {
             tally.slowest = tally.slowest.max(sent.elapsed());
         }
-        let ok = ResponseHeader::decode(&mut frame, ProduceResponse::header_version(VERSION))
-            .and_then(|_| ProduceResponse::decode(&mut frame, VERSION))
-            .map(|r| {
-                r.responses
-                    .iter()
-                    .flat_map(|t| &t.partition_responses)
-                    .all(|p| p.error_code == 0)
-            })
-            .unwrap_or(false);
-        if !ok {
+        if !produce::answer_ok(frame) {
             tally.errors += 1;
         }
     }
