@@ -97,15 +97,6 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
                 .with_topic_id(t.topic_id)
         })
         .collect();
-    // Stored batches go to the socket as read, not copied into the frame;
-    // listed in the order the encoder writes them (topic, then partition).
-    let mut order: Vec<usize> = (0..wanted.len()).collect();
-    order.sort_by_key(|&i| wanted[i].topic);
-    let splice = order
-        .iter()
-        .map(|&i| results[i].records.clone())
-        .filter(|r| !r.is_empty())
-        .collect();
     for (want, result) in wanted.iter().zip(results) {
         record_fetch(&broker, want, &result);
         topics[want.topic].partitions.push(
@@ -120,6 +111,13 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
                 .with_records(Some(result.records)),
         );
     }
+    // Stored batches go to the socket as read, not copied into the frame:
+    // listed in the order the encoder meets them.
+    let splice = topics
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .filter_map(|p| p.records.clone())
+        .collect();
     request.respond_spliced(
         &FetchResponse::default().with_session_id(0).with_responses(topics),
         splice,
