@@ -4,7 +4,7 @@
 //! time without locks.
 
 use crate::server::ShardBroker;
-use crate::topics::{validate_config, validate_topic_name, TopicEntry, TOPIC_CONFIG_NAMES};
+use crate::topics::{validate_config, validate_topic_name, TopicEntry};
 use kafka_protocol::ResponseError;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -72,7 +72,8 @@ pub(crate) struct NewTopic {
     /// -1 or 1; there is one broker.
     pub replication_factor: i16,
     pub configs: BTreeMap<String, String>,
-    pub manual_assignment: bool,
+    /// Explicit replica assignment: (partition index, broker ids).
+    pub assignments: Vec<(i32, Vec<i32>)>,
 }
 
 /// The result for one topic of an admin request.
@@ -114,14 +115,29 @@ fn check_new_topic(broker: &ShardBroker, topic: &NewTopic) -> Result<TopicEntry,
             format!("topic {name} already exists"),
         ));
     }
-    if topic.manual_assignment {
-        return Err(TopicOutcome::err(
-            name,
-            ResponseError::InvalidReplicaAssignment,
-            "manual replica assignment is not supported: there is one broker",
-        ));
-    }
-    let partitions = if topic.partitions == -1 {
+    let partitions = if !topic.assignments.is_empty() {
+        if topic.partitions != -1 || topic.replication_factor != -1 {
+            return Err(TopicOutcome::err(
+                name,
+                ResponseError::InvalidRequest,
+                "give either a partition count and replication factor or a replica assignment, not both",
+            ));
+        }
+        let mut indexes: Vec<i32> = topic.assignments.iter().map(|(p, _)| *p).collect();
+        indexes.sort_unstable();
+        if indexes.iter().enumerate().any(|(i, p)| *p != i as i32) {
+            return Err(TopicOutcome::err(
+                name,
+                ResponseError::InvalidReplicaAssignment,
+                "assigned partitions must be numbered 0, 1, 2, ... without gaps",
+            ));
+        }
+        for (_, brokers) in &topic.assignments {
+            check_replicas(broker, brokers)
+                .map_err(|m| TopicOutcome::err(name, ResponseError::InvalidReplicaAssignment, m))?;
+        }
+        topic.assignments.len() as i32
+    } else if topic.partitions == -1 {
         broker.config.num_partitions as i32
     } else {
         topic.partitions
@@ -147,6 +163,27 @@ fn check_new_topic(broker: &ShardBroker, topic: &NewTopic) -> Result<TopicEntry,
         validate_config(key, value).map_err(|m| TopicOutcome::err(name, ResponseError::InvalidConfig, m))?;
     }
     Ok(TopicEntry::new(name, partitions, topic.configs.clone()))
+}
+
+/// Checks one partition's assigned replicas: live brokers (here, this
+/// one), no repeats.
+pub(crate) fn check_replicas(broker: &ShardBroker, brokers: &[i32]) -> Result<(), String> {
+    let node = broker.identity.node_id;
+    if brokers.is_empty() {
+        return Err("a partition needs at least one replica".into());
+    }
+    if let Some(unknown) = brokers.iter().find(|b| **b != node) {
+        return Err(format!(
+            "broker {unknown} is not a live broker (the only one is {node})"
+        ));
+    }
+    if brokers.len() > 1 {
+        return Err(format!(
+            "{} replicas on broker {node}: a replica assignment may name each broker once",
+            brokers.len()
+        ));
+    }
+    Ok(())
 }
 
 /// The topic as the catalog has it, or UNKNOWN_TOPIC_OR_PARTITION.
@@ -225,10 +262,10 @@ pub(crate) async fn delete_topics(broker: Rc<ShardBroker>, names: Vec<String>) -
 /// controller shard; new partitions' logs are created on first use.
 pub(crate) async fn create_partitions(
     broker: Rc<ShardBroker>,
-    changes: Vec<(String, i32)>,
+    changes: Vec<(String, i32, Option<Vec<Vec<i32>>>)>,
     validate_only: bool,
 ) -> Vec<TopicOutcome> {
-    let grow = |name: &str, count: i32| {
+    let grow = |name: &str, count: i32, assignments: &Option<Vec<Vec<i32>>>| {
         let entry = existing(&broker, name)?;
         if count <= entry.partitions {
             let message = format!(
@@ -236,6 +273,24 @@ pub(crate) async fn create_partitions(
                 entry.partitions
             );
             return Err(TopicOutcome::err(name, ResponseError::InvalidPartitions, message));
+        }
+        if let Some(assignments) = assignments {
+            let added = count - entry.partitions;
+            if assignments.len() != added as usize {
+                let message = format!(
+                    "{added} partitions are added but {} assignments given",
+                    assignments.len()
+                );
+                return Err(TopicOutcome::err(
+                    name,
+                    ResponseError::InvalidReplicaAssignment,
+                    message,
+                ));
+            }
+            for brokers in assignments {
+                check_replicas(&broker, brokers)
+                    .map_err(|m| TopicOutcome::err(name, ResponseError::InvalidReplicaAssignment, m))?;
+            }
         }
         if !validate_only {
             let mut grown = (*entry).clone();
@@ -247,65 +302,8 @@ pub(crate) async fn create_partitions(
     };
     changes
         .iter()
-        .map(|(name, count)| grow(name, *count).unwrap_or_else(|failed| failed))
+        .map(|(name, count, assignments)| grow(name, *count, assignments).unwrap_or_else(|failed| failed))
         .collect()
-}
-
-/// One IncrementalAlterConfigs operation: 0 SET, 1 DELETE, 2 APPEND,
-/// 3 SUBTRACT (the last two only for list configs).
-#[derive(Debug, Clone)]
-pub(crate) struct ConfigChange {
-    pub name: String,
-    pub operation: i8,
-    pub value: Option<String>,
-}
-
-/// IncrementalAlterConfigs for topics. Runs on the controller shard.
-pub(crate) async fn alter_topic_configs(
-    broker: Rc<ShardBroker>,
-    topic: String,
-    changes: Vec<ConfigChange>,
-    validate_only: bool,
-) -> TopicOutcome {
-    let alter = || {
-        let entry = existing(&broker, &topic)?;
-        let invalid = |error: ResponseError, message: String| TopicOutcome::err(&topic, error, message);
-        let mut configs = entry.configs.clone();
-        for change in changes {
-            match (change.operation, change.value) {
-                (0, Some(value)) => {
-                    validate_config(&change.name, &value)
-                        .map_err(|m| invalid(ResponseError::InvalidConfig, m))?;
-                    configs.insert(change.name, value);
-                }
-                (1, _) if TOPIC_CONFIG_NAMES.contains(&change.name.as_str()) => {
-                    configs.remove(&change.name);
-                }
-                (1, _) => {
-                    let message = format!("unknown or unsupported topic config {:?}", change.name);
-                    return Err(invalid(ResponseError::InvalidConfig, message));
-                }
-                (2 | 3, _) => {
-                    let message = format!(
-                        "{}: APPEND/SUBTRACT apply to list configs; none is changeable that way here",
-                        change.name
-                    );
-                    return Err(invalid(ResponseError::InvalidConfig, message));
-                }
-                (op, _) => {
-                    return Err(invalid(
-                        ResponseError::InvalidRequest,
-                        format!("operation {op} is not valid"),
-                    ))
-                }
-            }
-        }
-        if !validate_only {
-            store(&broker, &topic, Some(Arc::new(entry.with_configs(configs))))?;
-        }
-        Ok(TopicOutcome::ok(&topic, None))
-    };
-    alter().unwrap_or_else(|failed| failed)
 }
 
 /// Makes sure `names` exist, creating missing ones with the defaults
@@ -320,7 +318,7 @@ pub(crate) async fn ensure_topics(broker: &Rc<ShardBroker>, names: Vec<String>) 
             partitions: -1,
             replication_factor: -1,
             configs: BTreeMap::new(),
-            manual_assignment: false,
+            assignments: Vec::new(),
         })
         .collect();
     if missing.is_empty() {

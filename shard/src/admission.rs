@@ -18,7 +18,7 @@ use crate::control::GlobalView;
 use ahash::AHashMap;
 use std::cell::RefCell;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -87,6 +87,65 @@ pub struct ConnectionLimits {
     pub exempt: Vec<IpNet>,
 }
 
+/// The limits in force, changeable while the runtime runs (dynamic broker
+/// configs). Shards and the control thread read them where they enforce
+/// them, so a change applies from the next connection attempt on every
+/// shard (the idle timeout: from the next sweep). Relaxed loads: each
+/// value stands alone and the accept path pays one plain load per limit.
+#[derive(Debug, Default)]
+pub struct LiveLimits {
+    max_connections: AtomicUsize,
+    max_per_ip: AtomicUsize,
+    rate_limit: AtomicU32,
+    ban_ms: AtomicU64,
+    /// 0 = never.
+    idle_timeout_ms: AtomicU64,
+}
+
+impl LiveLimits {
+    pub fn new(limits: &ConnectionLimits, idle_timeout: Option<Duration>) -> LiveLimits {
+        let live = LiveLimits::default();
+        live.set(limits, idle_timeout);
+        live
+    }
+
+    /// Replaces every limit (the exempt list is fixed at start).
+    pub fn set(&self, limits: &ConnectionLimits, idle_timeout: Option<Duration>) {
+        self.max_connections
+            .store(limits.max_connections, Ordering::Relaxed);
+        self.max_per_ip.store(limits.max_per_ip, Ordering::Relaxed);
+        self.rate_limit.store(limits.rate_limit, Ordering::Relaxed);
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        self.ban_ms.store(millis(limits.ban_duration), Ordering::Relaxed);
+        self.idle_timeout_ms
+            .store(idle_timeout.map_or(0, millis), Ordering::Relaxed);
+    }
+
+    pub fn max_connections(&self) -> usize {
+        self.max_connections.load(Ordering::Relaxed)
+    }
+
+    pub fn max_per_ip(&self) -> usize {
+        self.max_per_ip.load(Ordering::Relaxed)
+    }
+
+    pub fn rate_limit(&self) -> u32 {
+        self.rate_limit.load(Ordering::Relaxed)
+    }
+
+    pub fn ban_duration(&self) -> Duration {
+        Duration::from_millis(self.ban_ms.load(Ordering::Relaxed))
+    }
+
+    /// `None`: idle connections are never closed.
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        match self.idle_timeout_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
+    }
+}
+
 /// Why a connection was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rejection {
@@ -136,7 +195,8 @@ pub(crate) type AdmissionReport = (Vec<(IpAddr, u32)>, Vec<(IpAddr, Instant)>);
 
 /// One shard's admission state.
 pub(crate) struct Admission {
-    limits: ConnectionLimits,
+    limits: Arc<LiveLimits>,
+    exempt: Vec<IpNet>,
     admitted: Arc<AtomicUsize>,
     buckets: RefCell<AHashMap<IpAddr, Bucket>>,
     bans: RefCell<AHashMap<IpAddr, Instant>>,
@@ -145,9 +205,10 @@ pub(crate) struct Admission {
 }
 
 impl Admission {
-    pub(crate) fn new(limits: ConnectionLimits, admitted: Arc<AtomicUsize>) -> Admission {
+    pub(crate) fn new(limits: Arc<LiveLimits>, exempt: Vec<IpNet>, admitted: Arc<AtomicUsize>) -> Admission {
         Admission {
             limits,
+            exempt,
             admitted,
             buckets: RefCell::default(),
             bans: RefCell::default(),
@@ -157,7 +218,7 @@ impl Admission {
     }
 
     fn exempt(&self, ip: IpAddr) -> bool {
-        self.limits.exempt.iter().any(|net| net.contains(ip))
+        self.exempt.iter().any(|net| net.contains(ip))
     }
 
     /// Decides on a connection from `ip`.
@@ -168,7 +229,8 @@ impl Admission {
         table: &ConnectionTable,
         now: Instant,
     ) -> Result<Slot, Rejection> {
-        if self.limits.rate_limit > 0 && !self.exempt(ip) {
+        let rate_limit = self.limits.rate_limit();
+        if rate_limit > 0 && !self.exempt(ip) {
             let banned_until = self
                 .bans
                 .borrow()
@@ -181,7 +243,7 @@ impl Admission {
                 return Err(Rejection::Banned);
             }
             *self.attempts.borrow_mut().entry(ip).or_insert(0) += 1;
-            let rate = f64::from(self.limits.rate_limit);
+            let rate = f64::from(rate_limit);
             let mut buckets = self.buckets.borrow_mut();
             let bucket = buckets.entry(ip).or_insert(Bucket {
                 tokens: rate,
@@ -191,15 +253,16 @@ impl Admission {
                 (bucket.tokens + now.duration_since(bucket.refilled).as_secs_f64() * rate).min(rate);
             bucket.refilled = now;
             if bucket.tokens < 1.0 {
-                let until = now + self.limits.ban_duration;
+                let until = now + self.limits.ban_duration();
                 self.bans.borrow_mut().insert(ip, until);
                 self.new_bans.borrow_mut().push((ip, until));
                 return Err(Rejection::RateLimit);
             }
             bucket.tokens -= 1.0;
         }
-        let slot = if self.limits.max_connections > 0 {
-            if self.admitted.fetch_add(1, Ordering::AcqRel) >= self.limits.max_connections {
+        let max_connections = self.limits.max_connections();
+        let slot = if max_connections > 0 {
+            if self.admitted.fetch_add(1, Ordering::AcqRel) >= max_connections {
                 self.admitted.fetch_sub(1, Ordering::AcqRel);
                 return Err(Rejection::MaxConnections);
             }
@@ -207,11 +270,12 @@ impl Admission {
         } else {
             Slot(None)
         };
-        if self.limits.max_per_ip > 0 {
+        let max_per_ip = self.limits.max_per_ip();
+        if max_per_ip > 0 {
             let mine = table.count_for_ip(ip) as usize;
             let others = (view.per_ip.get(&ip).copied().unwrap_or(0) as usize)
                 .saturating_sub(table.published_for_ip(ip));
-            if mine + others >= self.limits.max_per_ip {
+            if mine + others >= max_per_ip {
                 return Err(Rejection::MaxPerIp);
             }
         }
@@ -222,7 +286,7 @@ impl Admission {
     /// forgets expired local bans and idle buckets.
     pub(crate) fn take_report(&self, now: Instant) -> AdmissionReport {
         self.bans.borrow_mut().retain(|_, until| *until > now);
-        let rate = f64::from(self.limits.rate_limit.max(1));
+        let rate = f64::from(self.limits.rate_limit().max(1));
         self.buckets
             .borrow_mut()
             .retain(|_, b| now.duration_since(b.refilled).as_secs_f64() * rate < rate * 2.0);
@@ -261,7 +325,8 @@ mod tests {
             ban_duration: Duration::from_secs(60),
             exempt: vec![IpNet::parse("127.0.0.9").unwrap()],
         };
-        let admission = Admission::new(limits, Arc::default());
+        let exempt = limits.exempt.clone();
+        let admission = Admission::new(Arc::new(LiveLimits::new(&limits, None)), exempt, Arc::default());
         let table = Rc::new(ConnectionTable::new(0, Arc::new(ShardCounters::default())));
         let view = GlobalView::default();
         let now = Instant::now();

@@ -47,13 +47,9 @@ pub(crate) struct ShardReport {
     pub(crate) bans: Vec<(IpAddr, Instant)>,
 }
 
-/// What the control thread enforces across shards.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct RatePolicy {
-    /// New connections per second per address; 0 = no limit.
-    pub(crate) per_second: u32,
-    pub(crate) ban: Duration,
-}
+/// What the control thread enforces across shards: the live rate limit
+/// and ban length, read on every merge.
+pub(crate) type RatePolicy = Arc<crate::admission::LiveLimits>;
 
 pub(crate) struct ControlPlane {
     pub(crate) reports: Sender<ShardReport>,
@@ -133,9 +129,9 @@ fn run(reports: Receiver<ShardReport>, views: Vec<ViewSlot>, policy: RatePolicy)
         let mut changed = false;
         match reports.recv_timeout(wait) {
             Ok(report) => {
-                changed |= merge(&mut view, &mut windows, policy, report);
+                changed |= merge(&mut view, &mut windows, &policy, report);
                 while let Ok(report) = reports.try_recv() {
-                    changed |= merge(&mut view, &mut windows, policy, report);
+                    changed |= merge(&mut view, &mut windows, &policy, report);
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -169,7 +165,7 @@ fn run(reports: Receiver<ShardReport>, views: Vec<ViewSlot>, policy: RatePolicy)
 fn merge(
     view: &mut GlobalView,
     windows: &mut AHashMap<IpAddr, Window>,
-    policy: RatePolicy,
+    policy: &RatePolicy,
     report: ShardReport,
 ) -> bool {
     let now = Instant::now();
@@ -187,11 +183,12 @@ fn merge(
         let entry = view.bans.entry(ip).or_insert(until);
         *entry = (*entry).max(until);
     }
-    if policy.per_second > 0 {
+    let per_second = policy.rate_limit();
+    if per_second > 0 {
         for (ip, attempts) in report.attempts {
             let in_last_second = windows.entry(ip).or_default().add(now, attempts);
-            if in_last_second > policy.per_second && !view.bans.contains_key(&ip) {
-                view.bans.insert(ip, now + policy.ban);
+            if in_last_second > per_second && !view.bans.contains_key(&ip) {
+                view.bans.insert(ip, now + policy.ban_duration());
                 changed = true;
             }
         }
@@ -205,14 +202,12 @@ mod tests {
 
     #[test]
     fn merged_view_reaches_every_shard() {
-        let plane = start(
-            2,
-            RatePolicy {
-                per_second: 5,
-                ban: Duration::from_millis(300),
-            },
-        )
-        .unwrap();
+        let limits = crate::admission::ConnectionLimits {
+            rate_limit: 5,
+            ban_duration: Duration::from_millis(300),
+            ..Default::default()
+        };
+        let plane = start(2, Arc::new(crate::admission::LiveLimits::new(&limits, None))).unwrap();
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         plane
             .reports

@@ -18,7 +18,7 @@ mod signal;
 mod stats;
 mod uring_probe;
 
-pub use admission::{ConnectionLimits, IpNet, Rejection};
+pub use admission::{ConnectionLimits, IpNet, LiveLimits, Rejection};
 pub use connection_table::{ConnectionEntry, ConnectionTable};
 pub use control::{GlobalView, CONTROL_TICK};
 pub use runtime::{

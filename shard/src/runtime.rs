@@ -1,6 +1,6 @@
 //! Starting, running and stopping the shards.
 
-use crate::admission::{Admission, ConnectionLimits, Rejection};
+use crate::admission::{Admission, ConnectionLimits, LiveLimits, Rejection};
 use crate::connection_table::{ConnectionEntry, ConnectionTable};
 use crate::control::{self, GlobalView, ShardReport, CONTROL_TICK};
 use crate::listener::bind_shard_listeners;
@@ -99,6 +99,9 @@ pub struct ShardContext<M: Send + 'static> {
     pub drain: Signal,
     pub connections: Rc<ConnectionTable>,
     pub counters: Arc<ShardCounters>,
+    /// The connection limits in force, shared by every shard; changing
+    /// them here changes them everywhere.
+    pub limits: Arc<LiveLimits>,
     view: Rc<RefCell<Arc<GlobalView>>>,
     mesh: Rc<Senders<M>>,
 }
@@ -112,6 +115,7 @@ impl<M: Send + 'static> Clone for ShardContext<M> {
             drain: self.drain.clone(),
             connections: self.connections.clone(),
             counters: self.counters.clone(),
+            limits: self.limits.clone(),
             view: self.view.clone(),
             mesh: self.mesh.clone(),
         }
@@ -177,9 +181,9 @@ pub struct Runtime {
 
 /// Everything one shard's executor thread takes with it.
 struct ShardSeed<F, M: Send + 'static> {
-    limits: ConnectionLimits,
+    limits: Arc<LiveLimits>,
+    exempt: Vec<crate::admission::IpNet>,
     admitted: Arc<AtomicUsize>,
-    idle_timeout: Option<Duration>,
     mesh: MeshBuilder<M, Full>,
     drained: Arc<AtomicUsize>,
     id: usize,
@@ -221,11 +225,8 @@ impl Runtime {
         if local_addrs.is_empty() {
             return Err(StartError::Spawn("no listen address configured".into()));
         }
-        let policy = control::RatePolicy {
-            per_second: config.limits.rate_limit,
-            ban: config.limits.ban_duration,
-        };
-        let plane = control::start(shards, policy).map_err(|e| StartError::Spawn(e.to_string()))?;
+        let live = Arc::new(LiveLimits::new(&config.limits, config.idle_timeout));
+        let plane = control::start(shards, live.clone()).map_err(|e| StartError::Spawn(e.to_string()))?;
         let admitted = Arc::new(AtomicUsize::new(0));
         let cpus: Vec<usize> = core_affinity::get_core_ids()
             .unwrap_or_default()
@@ -261,9 +262,9 @@ impl Runtime {
                 None => Placement::Unbound,
             };
             let seed = ShardSeed {
-                limits: config.limits.clone(),
+                limits: live.clone(),
+                exempt: config.limits.exempt.clone(),
                 admitted: admitted.clone(),
-                idle_timeout: config.idle_timeout,
                 mesh: mesh.clone(),
                 drained: drained.clone(),
                 id,
@@ -394,6 +395,7 @@ where
         drain,
         connections: Rc::new(ConnectionTable::new(seed.id, seed.counters.clone())),
         counters: seed.counters.clone(),
+        limits: seed.limits.clone(),
         view: Rc::new(RefCell::new(Arc::new(GlobalView::default()))),
         mesh: Rc::new(senders),
     };
@@ -410,10 +412,12 @@ where
         .collect();
     let service = Rc::new((seed.make_service)(ctx.clone()));
     service.on_start();
-    let admission = Rc::new(Admission::new(seed.limits.clone(), seed.admitted.clone()));
-    if let Some(idle) = seed.idle_timeout.filter(|d| !d.is_zero()) {
-        glommio::spawn_local(close_idle_connections(ctx.clone(), idle)).detach();
-    }
+    let admission = Rc::new(Admission::new(
+        seed.limits.clone(),
+        seed.exempt.clone(),
+        seed.admitted.clone(),
+    ));
+    glommio::spawn_local(close_idle_connections(ctx.clone())).detach();
     let inboxes: Vec<_> = receivers
         .streams()
         .into_iter()
@@ -633,14 +637,27 @@ impl RateLimitedLog {
 /// connection has one deadline in a min-heap; a sweep pops only the
 /// deadlines that have passed and re-arms those that saw a request since,
 /// so its cost follows the connections due, not the connections open.
-async fn close_idle_connections<M: Send + 'static>(ctx: ShardContext<M>, idle: Duration) {
+async fn close_idle_connections<M: Send + 'static>(ctx: ShardContext<M>) {
     use std::cmp::Reverse;
     use std::collections::BinaryHeap;
     let mut deadlines: BinaryHeap<Reverse<(Instant, u64)>> = BinaryHeap::new();
-    let sweep = (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let mut current = ctx.limits.idle_timeout();
     while !ctx.drain.is_fired() {
+        // The timeout is a dynamic config: a change re-dates every
+        // connection; with none (0 = never) connections are looked at
+        // again each second, so a timeout set later finds them.
+        let live = ctx.limits.idle_timeout();
+        let idle = live.unwrap_or(Duration::from_secs(1));
+        let sweep = (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
         glommio::timer::sleep(sweep).await;
         let now = Instant::now();
+        if live != current {
+            current = live;
+            deadlines = deadlines
+                .into_iter()
+                .map(|Reverse((_, id))| Reverse((now, id)))
+                .collect();
+        }
         for (id, accepted) in ctx.connections.take_fresh() {
             deadlines.push(Reverse((accepted + idle, id)));
         }
@@ -653,7 +670,7 @@ async fn close_idle_connections<M: Send + 'static>(ctx: ShardContext<M>, idle: D
                 continue;
             };
             let due = entry.last_request() + idle;
-            if due <= now && entry.in_flight() == 0 {
+            if live.is_some() && due <= now && entry.in_flight() == 0 {
                 debug!(shard = ctx.id, conn = id, peer = %entry.peer(), "closing idle connection");
                 bump(&ctx.counters.idle_closed, 1);
                 entry.close();

@@ -5,6 +5,9 @@
 //! [`settings::SETTINGS`], which drives the environment, the file and
 //! `--help` alike, so they cannot drift apart.
 
+pub(crate) mod alter;
+pub(crate) mod broker_configs;
+pub(crate) mod dynamic;
 mod listeners;
 mod settings;
 

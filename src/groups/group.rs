@@ -351,7 +351,9 @@ impl Group {
         if let Some(old) = std::mem::replace(&mut member.join_waiter, waiter) {
             let _ = old.send(JoinResult::error(ResponseError::UnknownMemberId, id));
         }
-        if self.protocol_type.is_none() {
+        // The first member of an empty group sets its type (an empty
+        // group keeps the last one only to be listed by it).
+        if self.protocol_type.is_none() || self.members.len() == 1 {
             self.protocol_type = Some(r.protocol_type.clone());
         }
         self.empty_since = None;
@@ -507,7 +509,8 @@ impl Group {
         self.state = GroupState::Empty;
         self.leader = None;
         self.protocol = None;
-        self.protocol_type = None;
+        // Kept, as Kafka keeps it: an empty consumer group is still listed
+        // as a consumer group, not as a simple one.
         self.sync_deadline = None;
         self.empty_since = Some(now);
     }

@@ -6,6 +6,7 @@
 //! owns the group: its state machine, its committed offsets and their file.
 //! Requests reach it by message passing, like partition requests.
 
+pub(crate) mod configs;
 mod group;
 mod offsets_log;
 

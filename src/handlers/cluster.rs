@@ -27,9 +27,13 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
         return request.respond(&response);
     }
     let (host, port) = broker.advertised_to(&request);
-    let response = response.with_brokers(vec![DescribeClusterBroker::default()
-        .with_broker_id(BrokerId(broker.identity.node_id))
-        .with_host(StrBytes::from_string(host))
-        .with_port(i32::from(port))]);
+    let response = response
+        .with_brokers(vec![DescribeClusterBroker::default()
+            .with_broker_id(BrokerId(broker.identity.node_id))
+            .with_host(StrBytes::from_string(host))
+            .with_port(i32::from(port))])
+        .with_cluster_authorized_operations(super::acl_operations::cluster(
+            asked.include_cluster_authorized_operations,
+        ));
     request.respond(&response)
 }

@@ -1,17 +1,20 @@
-//! DescribeConfigs (topics and this broker) and IncrementalAlterConfigs
-//! (topics; the broker's settings are static, from env and file).
+//! DescribeConfigs, IncrementalAlterConfigs and the legacy AlterConfigs for
+//! topics, the broker (the cluster default `""` and this broker's id) and
+//! groups. The two alter forms share one implementation
+//! (`config::alter`), run on the controller shard.
 
 use super::{handler, Handler, Outcome, Request};
-use crate::config::SETTINGS;
-use crate::controller::{self, ConfigChange};
+use crate::config::alter::{self, AlterOutcome, ConfigChange, Operation, Resource};
+use crate::config::broker_configs::{describe_broker, describe_cluster_defaults, BrokerConfigEntry};
+use crate::config::dynamic::Scope;
+use crate::groups::configs::describe_group;
 use crate::server::{ShardBroker, CONTROLLER_SHARD};
-use crate::topics::describe_topic_configs;
-use crate::ServerConfig;
+use crate::topics::{describe_topic_configs, BrokerTopicDefaults, ConfigEntry, ConfigSource};
 use kafka_protocol::messages::describe_configs_response::{
-    DescribeConfigsResourceResult, DescribeConfigsResult,
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
 };
-use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{
+    alter_configs_response, incremental_alter_configs_response, AlterConfigsRequest, AlterConfigsResponse,
     DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest,
     IncrementalAlterConfigsResponse,
 };
@@ -21,68 +24,132 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 pub(crate) const DESCRIBE_CONFIGS: Handler = handler!(DescribeConfigsRequest, describe_configs);
+pub(crate) const ALTER_CONFIGS: Handler = handler!(AlterConfigsRequest, alter_configs_legacy);
 pub(crate) const INCREMENTAL_ALTER_CONFIGS: Handler = handler!(IncrementalAlterConfigsRequest, alter_configs);
 
-/// Kafka's ConfigResource types.
+/// Kafka's ConfigResource types. librdkafka names groups with the ACL
+/// resource type (3), Kafka's own clients with the config one (32).
 const TOPIC: i8 = 2;
 const BROKER: i8 = 4;
-/// Kafka's ConfigSource values.
-const TOPIC_CONFIG: i8 = 1;
-const STATIC_BROKER_CONFIG: i8 = 4;
-const DEFAULT_CONFIG: i8 = 5;
+const GROUP: i8 = 32;
+const ACL_GROUP: i8 = 3;
 
-/// A topic's configs as DescribeConfigs results, optionally only `keys`.
-pub(crate) fn topic_config_results(
-    overrides: &BTreeMap<String, String>,
+fn text(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}
+
+/// What DescribeConfigs says of one config, before the request's options
+/// (synonyms, documentation) are applied.
+struct Described {
+    name: String,
+    value: String,
+    source: ConfigSource,
+    read_only: bool,
+    config_type: i8,
+    doc: &'static str,
+    synonyms: Vec<(String, String, ConfigSource)>,
+}
+
+impl From<ConfigEntry> for Described {
+    fn from(c: ConfigEntry) -> Self {
+        Described {
+            name: c.def.name.to_string(),
+            value: c.value,
+            source: c.source,
+            read_only: false,
+            config_type: c.def.config_type.code(),
+            doc: c.def.doc,
+            synonyms: c
+                .synonyms
+                .into_iter()
+                .map(|s| (s.name, s.value, s.source))
+                .collect(),
+        }
+    }
+}
+
+impl From<BrokerConfigEntry> for Described {
+    fn from(c: BrokerConfigEntry) -> Self {
+        Described {
+            name: c.name,
+            value: c.value,
+            source: c.source,
+            read_only: c.read_only,
+            config_type: c.config_type.code(),
+            doc: c.doc,
+            synonyms: c.synonyms,
+        }
+    }
+}
+
+/// How the request wants configs described.
+#[derive(Clone, Copy)]
+struct Options {
+    synonyms: bool,
+    documentation: bool,
+}
+
+fn results(
+    described: Vec<Described>,
     keys: Option<&[StrBytes]>,
+    options: Options,
 ) -> Vec<DescribeConfigsResourceResult> {
-    describe_topic_configs(overrides)
+    described
         .into_iter()
-        .filter(|c| keys.is_none_or(|k| k.iter().any(|k| &**k == c.name)))
+        .filter(|c| keys.is_none_or(|k| k.iter().any(|k| **k == *c.name)))
         .map(|c| {
+            let synonyms = if options.synonyms {
+                c.synonyms
+                    .into_iter()
+                    .map(|(name, value, source)| {
+                        DescribeConfigsSynonym::default()
+                            .with_name(text(name))
+                            .with_value(Some(text(value)))
+                            .with_source(source.code())
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
             DescribeConfigsResourceResult::default()
-                .with_name(StrBytes::from_static_str(c.name))
-                .with_value(Some(StrBytes::from_string(c.value)))
-                .with_config_source(if c.is_default {
-                    DEFAULT_CONFIG
-                } else {
-                    TOPIC_CONFIG
-                })
+                .with_name(text(c.name))
+                .with_value(Some(text(c.value)))
+                .with_read_only(c.read_only)
+                .with_config_source(c.source.code())
+                .with_synonyms(synonyms)
                 .with_config_type(c.config_type)
+                .with_documentation(options.documentation.then(|| StrBytes::from_static_str(c.doc)))
         })
         .collect()
 }
 
-/// This broker's settings, by their config-file names, read-only.
-fn broker_config_results(
-    config: &ServerConfig,
-    keys: Option<&[StrBytes]>,
+/// A topic's configs as DescribeConfigs results (CreateTopics v5+ too).
+pub(crate) fn topic_config_results(
+    overrides: &BTreeMap<String, String>,
+    defaults: &BrokerTopicDefaults,
 ) -> Vec<DescribeConfigsResourceResult> {
-    let defaults = ServerConfig::default();
-    SETTINGS
-        .iter()
-        .map(|s| (s.name.to_ascii_lowercase(), s))
-        .filter(|(name, _)| keys.is_none_or(|k| k.iter().any(|k| &**k == name.as_str())))
-        .map(|(name, s)| {
-            let value = s.show(config);
-            let source = if value == s.show(&defaults) {
-                DEFAULT_CONFIG
-            } else {
-                STATIC_BROKER_CONFIG
-            };
-            DescribeConfigsResourceResult::default()
-                .with_name(StrBytes::from_string(name))
-                .with_value(Some(StrBytes::from_string(value)))
-                .with_read_only(true)
-                .with_config_source(source)
-                .with_config_type(2)
-        })
-        .collect()
+    let described = describe_topic_configs(overrides, defaults)
+        .into_iter()
+        .map(Described::from)
+        .collect();
+    results(
+        described,
+        None,
+        Options {
+            synonyms: false,
+            documentation: false,
+        },
+    )
 }
 
 async fn describe_configs(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let asked: DescribeConfigsRequest = request.decode("DescribeConfigs")?;
+    let options = Options {
+        synonyms: asked.include_synonyms,
+        documentation: asked.include_documentation,
+    };
     let catalog = broker.catalog.snapshot();
+    let dynamic = broker.dynamic.snapshot();
     let node = broker.identity.node_id.to_string();
     let results = asked
         .resources
@@ -93,74 +160,195 @@ async fn describe_configs(broker: Rc<ShardBroker>, mut request: Request) -> Outc
             let result = DescribeConfigsResult::default()
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name.clone());
+            let fail = |error: ResponseError, message: String| {
+                DescribeConfigsResult::default()
+                    .with_resource_type(r.resource_type)
+                    .with_resource_name(r.resource_name.clone())
+                    .with_error_code(error.code())
+                    .with_error_message(Some(text(message)))
+            };
             match r.resource_type {
                 TOPIC => match catalog.get(&r.resource_name) {
-                    Some(topic) => result.with_configs(topic_config_results(&topic.configs, keys)),
-                    None => result
-                        .with_error_code(ResponseError::UnknownTopicOrPartition.code())
-                        .with_error_message(Some(StrBytes::from_string(format!(
-                            "no topic {}",
-                            &*r.resource_name
-                        )))),
+                    Some(topic) => {
+                        let described = describe_topic_configs(&topic.configs, catalog.defaults());
+                        result.with_configs(results(
+                            described.into_iter().map(Described::from).collect(),
+                            keys,
+                            options,
+                        ))
+                    }
+                    None => fail(
+                        ResponseError::UnknownTopicOrPartition,
+                        format!("no topic {}", &*r.resource_name),
+                    ),
                 },
-                BROKER if r.resource_name.is_empty() || *r.resource_name == *node => {
-                    result.with_configs(broker_config_results(&broker.config, keys))
+                BROKER if r.resource_name.is_empty() => {
+                    let described = describe_cluster_defaults(&broker.config, &dynamic);
+                    result.with_configs(results(
+                        described.into_iter().map(Described::from).collect(),
+                        keys,
+                        options,
+                    ))
                 }
-                BROKER => result
-                    .with_error_code(ResponseError::InvalidRequest.code())
-                    .with_error_message(Some(StrBytes::from_string(format!("this is broker {node}")))),
-                other => result
-                    .with_error_code(ResponseError::InvalidRequest.code())
-                    .with_error_message(Some(StrBytes::from_string(format!(
-                        "resource type {other} is not supported"
-                    )))),
+                BROKER if *r.resource_name == *node => {
+                    let described = describe_broker(&broker.config, &dynamic);
+                    result.with_configs(results(
+                        described.into_iter().map(Described::from).collect(),
+                        keys,
+                        options,
+                    ))
+                }
+                BROKER => fail(ResponseError::InvalidRequest, format!("this is broker {node}")),
+                GROUP | ACL_GROUP => {
+                    let described = describe_group(dynamic.groups.get(&*r.resource_name))
+                        .into_iter()
+                        .map(|(def, value, source)| Described {
+                            name: def.name.to_string(),
+                            synonyms: vec![(def.name.to_string(), value.clone(), source)],
+                            value,
+                            source,
+                            read_only: false,
+                            config_type: def.config_type.code(),
+                            doc: def.doc,
+                        })
+                        .collect();
+                    result.with_configs(results(described, keys, options))
+                }
+                other => fail(
+                    ResponseError::InvalidRequest,
+                    format!("resource type {other} is not supported"),
+                ),
             }
         })
         .collect();
     request.respond(&DescribeConfigsResponse::default().with_results(results))
 }
 
+/// Which resource a request names, or why it cannot be altered.
+fn resource(
+    broker: &ShardBroker,
+    resource_type: i8,
+    name: &str,
+) -> Result<Resource, (ResponseError, String)> {
+    match resource_type {
+        TOPIC => Ok(Resource::Topic(name.to_string())),
+        BROKER if name.is_empty() => Ok(Resource::Broker(Scope::Cluster)),
+        BROKER if name == broker.identity.node_id.to_string() => Ok(Resource::Broker(Scope::Broker)),
+        BROKER => Err((
+            ResponseError::InvalidRequest,
+            format!("this is broker {}", broker.identity.node_id),
+        )),
+        GROUP | ACL_GROUP if !name.is_empty() => Ok(Resource::Group(name.to_string())),
+        other => Err((
+            ResponseError::InvalidRequest,
+            format!("resource type {other} cannot be altered"),
+        )),
+    }
+}
+
+/// Alters one resource on the controller shard.
+async fn alter_one(
+    broker: &Rc<ShardBroker>,
+    resource_type: i8,
+    name: &str,
+    changes: Result<Vec<ConfigChange>, i8>,
+    replace_all: bool,
+    validate_only: bool,
+) -> AlterOutcome {
+    let failed = |error: ResponseError, message: String| AlterOutcome {
+        error_code: error.code(),
+        message: Some(message),
+    };
+    let target = match resource(broker, resource_type, name) {
+        Ok(target) => target,
+        Err((error, message)) => return failed(error, message),
+    };
+    let changes = match changes {
+        Ok(changes) => changes,
+        Err(op) => {
+            return failed(
+                ResponseError::InvalidRequest,
+                format!("config operation {op} is not valid"),
+            )
+        }
+    };
+    broker
+        .on_shard(CONTROLLER_SHARD, move |b| {
+            alter::alter_configs(b, target, changes, replace_all, validate_only)
+        })
+        .await
+        .unwrap_or_else(|e| failed(ResponseError::KafkaStorageError, e.to_string()))
+}
+
 async fn alter_configs(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let asked: IncrementalAlterConfigsRequest = request.decode("IncrementalAlterConfigs")?;
     let mut responses = Vec::with_capacity(asked.resources.len());
-    for resource in asked.resources {
-        let response = AlterConfigsResourceResponse::default()
-            .with_resource_type(resource.resource_type)
-            .with_resource_name(resource.resource_name.clone());
-        if resource.resource_type != TOPIC {
-            responses.push(
-                response
-                    .with_error_code(ResponseError::InvalidRequest.code())
-                    .with_error_message(Some(StrBytes::from_static_str(
-                        "only topic configs can be altered; broker settings are static",
-                    ))),
-            );
-            continue;
-        }
-        let changes: Vec<ConfigChange> = resource
+    for r in asked.resources {
+        let changes = r
+            .configs
+            .into_iter()
+            .map(|c| {
+                Ok(ConfigChange {
+                    name: c.name.to_string(),
+                    operation: Operation::from_code(c.config_operation).ok_or(c.config_operation)?,
+                    value: c.value.map(|v| v.to_string()),
+                })
+            })
+            .collect();
+        let outcome = alter_one(
+            &broker,
+            r.resource_type,
+            &r.resource_name,
+            changes,
+            false,
+            asked.validate_only,
+        )
+        .await;
+        responses.push(
+            incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name)
+                .with_error_code(outcome.error_code)
+                .with_error_message(outcome.message.map(text)),
+        );
+    }
+    request.respond(&IncrementalAlterConfigsResponse::default().with_responses(responses))
+}
+
+/// The legacy form: the configs given become the resource's whole set.
+async fn alter_configs_legacy(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
+    let asked: AlterConfigsRequest = request.decode("AlterConfigs")?;
+    let mut responses = Vec::with_capacity(asked.resources.len());
+    for r in asked.resources {
+        let changes = r
             .configs
             .into_iter()
             .map(|c| ConfigChange {
                 name: c.name.to_string(),
-                operation: c.config_operation,
+                operation: if c.value.is_some() {
+                    Operation::Set
+                } else {
+                    Operation::Delete
+                },
                 value: c.value.map(|v| v.to_string()),
             })
             .collect();
-        let topic = resource.resource_name.to_string();
-        let validate_only = asked.validate_only;
-        let outcome = broker
-            .on_shard(CONTROLLER_SHARD, move |b| {
-                controller::alter_topic_configs(b, topic, changes, validate_only)
-            })
-            .await;
-        responses.push(match outcome {
-            Ok(o) => response
-                .with_error_code(o.error_code)
-                .with_error_message(o.message.map(StrBytes::from_string)),
-            Err(e) => response
-                .with_error_code(ResponseError::KafkaStorageError.code())
-                .with_error_message(Some(StrBytes::from_string(e.to_string()))),
-        });
+        let outcome = alter_one(
+            &broker,
+            r.resource_type,
+            &r.resource_name,
+            Ok(changes),
+            true,
+            asked.validate_only,
+        )
+        .await;
+        responses.push(
+            alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name)
+                .with_error_code(outcome.error_code)
+                .with_error_message(outcome.message.map(text)),
+        );
     }
-    request.respond(&IncrementalAlterConfigsResponse::default().with_responses(responses))
+    request.respond(&AlterConfigsResponse::default().with_responses(responses))
 }

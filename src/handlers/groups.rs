@@ -324,6 +324,7 @@ async fn list_groups(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
 async fn describe_groups(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let asked: DescribeGroupsRequest = request.decode("DescribeGroups")?;
     let version = request.version;
+    let operations = super::acl_operations::group(asked.include_authorized_operations);
     let described = asked.groups.into_iter().map(|group_id| {
         let broker = broker.clone();
         async move {
@@ -332,7 +333,9 @@ async fn describe_groups(broker: Rc<ShardBroker>, mut request: Request) -> Outco
             let found = broker
                 .on_shard(owner, move |b| async move { b.groups.describe(&id) })
                 .await;
-            let group = DescribedGroup::default().with_group_id(group_id);
+            let group = DescribedGroup::default()
+                .with_group_id(group_id)
+                .with_authorized_operations(operations);
             match found {
                 Ok(Some(d)) => group
                     .with_group_state(text(d.state))

@@ -34,6 +34,9 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
         }
     }
     let catalog = broker.catalog.snapshot();
+    let topic_operations = super::acl_operations::topic(asked.include_topic_authorized_operations);
+    let describe_topic =
+        |t: &TopicEntry| describe_topic(t).with_topic_authorized_operations(topic_operations);
     let topics = match wanted {
         None => catalog.topics().map(|t| describe_topic(t)).collect(),
         Some(topics) => topics
@@ -56,6 +59,9 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
             .with_port(i32::from(port))])
         .with_cluster_id(Some(StrBytes::from_string(broker.identity.cluster_id.clone())))
         .with_controller_id(node_id)
+        .with_cluster_authorized_operations(super::acl_operations::cluster(
+            asked.include_cluster_authorized_operations,
+        ))
         .with_topics(topics);
     request.respond(&response)
 }

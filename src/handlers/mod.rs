@@ -2,6 +2,7 @@
 //! versions, and with what. ApiVersions is derived from this table, so what
 //! is advertised is exactly what is implemented.
 
+mod acl_operations;
 mod api_versions;
 mod cluster;
 mod configs;
@@ -153,6 +154,7 @@ pub(crate) static HANDLERS: &[Handler] = &[
     producer_id::HANDLER,
     configs::DESCRIBE_CONFIGS,
     topics_admin::CREATE_PARTITIONS,
+    configs::ALTER_CONFIGS,
     configs::INCREMENTAL_ALTER_CONFIGS,
     cluster::HANDLER,
     groups::FIND_COORDINATOR,

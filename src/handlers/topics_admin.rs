@@ -64,7 +64,11 @@ async fn create_topics(broker: Rc<ShardBroker>, mut request: Request) -> Outcome
                 .into_iter()
                 .filter_map(|c| c.value.map(|v| (c.name.to_string(), v.to_string())))
                 .collect(),
-            manual_assignment: !t.assignments.is_empty(),
+            assignments: t
+                .assignments
+                .into_iter()
+                .map(|a| (a.partition_index, a.broker_ids.into_iter().map(|b| b.0).collect()))
+                .collect(),
         })
         .collect();
     let names = topics.iter().map(|t| t.name.clone()).collect();
@@ -87,7 +91,7 @@ async fn create_topics(broker: Rc<ShardBroker>, mut request: Request) -> Outcome
                     .with_num_partitions(entry.partitions)
                     .with_replication_factor(1);
                 if with_configs {
-                    let configs = topic_config_results(&entry.configs, None)
+                    let configs = topic_config_results(&entry.configs, broker.catalog.snapshot().defaults())
                         .into_iter()
                         .map(|c| {
                             CreatableTopicConfigs::default()
@@ -140,12 +144,19 @@ async fn delete_topics(broker: Rc<ShardBroker>, mut request: Request) -> Outcome
 
 async fn create_partitions(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let asked: CreatePartitionsRequest = request.decode("CreatePartitions")?;
-    let changes: Vec<(String, i32)> = asked
+    let changes: Vec<(String, i32, Option<Vec<Vec<i32>>>)> = asked
         .topics
         .iter()
-        .map(|t| (t.name.to_string(), t.count))
+        .map(|t| {
+            let assignments = t.assignments.as_ref().map(|list| {
+                list.iter()
+                    .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+                    .collect()
+            });
+            (t.name.to_string(), t.count, assignments)
+        })
         .collect();
-    let names = changes.iter().map(|(n, _)| n.clone()).collect();
+    let names = changes.iter().map(|(n, _, _)| n.clone()).collect();
     let validate_only = asked.validate_only;
     let outcomes = on_controller(&broker, names, move |b| {
         controller::create_partitions(b, changes, validate_only)

@@ -5,16 +5,19 @@
 
 use futures::channel::oneshot;
 use std::cell::{Cell, RefCell};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 pub(crate) struct Backpressure {
-    threshold: usize,
+    /// Shared by every shard: a dynamic broker config changes it for all.
+    threshold: Arc<AtomicUsize>,
     pending: Cell<usize>,
     engaged: Cell<bool>,
     waiting: RefCell<Vec<oneshot::Sender<()>>>,
 }
 
 impl Backpressure {
-    pub(crate) fn new(threshold: usize) -> Backpressure {
+    pub(crate) fn new(threshold: Arc<AtomicUsize>) -> Backpressure {
         Backpressure {
             threshold,
             pending: Cell::new(0),
@@ -23,11 +26,21 @@ impl Backpressure {
         }
     }
 
+    fn threshold(&self) -> usize {
+        self.threshold.load(Ordering::Relaxed)
+    }
+
+    /// Changes the threshold on every shard; each applies it from its
+    /// next request (and a shard held back by the old one resumes then).
+    pub(crate) fn set_threshold(&self, threshold: usize) {
+        self.threshold.store(threshold, Ordering::Relaxed);
+    }
+
     /// A request was accepted for processing; true if this engaged
     /// backpressure (a transition to count).
     pub(crate) fn started(&self) -> bool {
         self.pending.set(self.pending.get() + 1);
-        if self.pending.get() > self.threshold && !self.engaged.get() {
+        if self.pending.get() > self.threshold() && !self.engaged.get() {
             self.engaged.set(true);
             return true;
         }
@@ -37,7 +50,7 @@ impl Backpressure {
     /// A request finished; readers resume once the count is back down.
     pub(crate) fn finished(&self) {
         self.pending.set(self.pending.get().saturating_sub(1));
-        if self.engaged.get() && self.pending.get() <= self.threshold {
+        if self.engaged.get() && self.pending.get() <= self.threshold() {
             self.engaged.set(false);
             for waiter in self.waiting.borrow_mut().drain(..) {
                 let _ = waiter.send(());
@@ -61,7 +74,7 @@ mod tests {
 
     #[test]
     fn engages_above_the_threshold_and_releases_at_it() {
-        let bp = Backpressure::new(2);
+        let bp = Backpressure::new(Arc::new(AtomicUsize::new(2)));
         assert!(!bp.started());
         assert!(!bp.started());
         assert!(bp.started(), "third pending request engages");

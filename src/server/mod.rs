@@ -29,7 +29,7 @@ use crate::metrics::{Metrics, MetricsServer, RuntimeCounters, ShardMetrics};
 use crate::storage::ShardStorage;
 use crate::topics::CatalogStore;
 use advertised::{Advertised, BrokerListener};
-use chronik_shard::{ConnectionLimits, Runtime, RuntimeConfig, StartError};
+use chronik_shard::{Runtime, RuntimeConfig, StartError};
 pub(crate) use counters::BrokerCounters;
 pub(crate) use shard_broker::{ShardBroker, CONTROLLER_SHARD};
 use std::net::SocketAddr;
@@ -106,7 +106,19 @@ impl IngestServer {
         let identity = Arc::new(
             ClusterIdentity::load_or_create(&dir).map_err(|e| ServerError::DataDir(dir.clone(), e))?,
         );
-        let catalog = Arc::new(CatalogStore::load(&dir).map_err(|e| ServerError::DataDir(dir.clone(), e))?);
+        // Dynamic configs first: they set the topic defaults the catalog
+        // resolves with and the limits the shards start with.
+        let dynamic = Arc::new(
+            crate::config::dynamic::DynamicConfigStore::load(&dir)
+                .map_err(|e| ServerError::DataDir(dir.clone(), e))?,
+        );
+        let live = crate::config::broker_configs::live_settings(&self.config, &dynamic.snapshot());
+        let catalog = Arc::new(
+            CatalogStore::load(&dir, live.topic_defaults.clone())
+                .map_err(|e| ServerError::DataDir(dir.clone(), e))?,
+        );
+        let backpressure_threshold =
+            Arc::new(std::sync::atomic::AtomicUsize::new(live.backpressure_threshold));
         let controller = Controller::open(&dir).map_err(|e| ServerError::DataDir(dir.clone(), e))?;
         let controller = Mutex::new(Some(controller));
 
@@ -118,14 +130,8 @@ impl IngestServer {
             backlog: LISTEN_BACKLOG,
             shutdown_timeout: self.config.shutdown_timeout,
             io_memory: IO_MEMORY_PER_SHARD,
-            limits: ConnectionLimits {
-                max_connections: self.config.max_connections,
-                max_per_ip: self.config.pool_config.max_per_ip,
-                rate_limit: self.config.pool_config.rate_limit,
-                ban_duration: self.config.pool_config.ban_duration,
-                exempt: self.config.pool_config.exempt.clone(),
-            },
-            idle_timeout: Some(self.config.idle_timeout).filter(|d| !d.is_zero()),
+            limits: live.limits.clone(),
+            idle_timeout: live.idle_timeout,
         };
         let runtime_counters = Arc::new(std::sync::OnceLock::new());
         let metrics = Arc::new(Metrics::new(RuntimeCounters {
@@ -196,7 +202,8 @@ impl IngestServer {
                 None
             };
             let broker = ShardBroker {
-                backpressure: backpressure::Backpressure::new(shard_config.backpressure_threshold),
+                backpressure: backpressure::Backpressure::new(backpressure_threshold.clone()),
+                dynamic: dynamic.clone(),
                 end_offsets: shard_ends.clone(),
                 metrics: Rc::new(ShardMetrics::new(shard.id, shard_metrics.clone())),
                 listeners: listener_specs

@@ -36,6 +36,8 @@ pub(crate) struct ShardBroker {
     pub tls: Option<Arc<crate::tls::ServerTls>>,
     pub counters: Arc<BrokerCounters>,
     pub catalog: Arc<CatalogStore>,
+    /// Configs changed at run time (broker and group configs).
+    pub dynamic: Arc<crate::config::dynamic::DynamicConfigStore>,
     pub storage: Rc<ShardStorage>,
     pub groups: Rc<GroupCoordinator>,
     pub metrics: Rc<ShardMetrics>,

@@ -1,6 +1,6 @@
 //! The topic catalog and its file, `topics.json` in the data directory.
 
-use super::config::log_config;
+use super::config::{log_config, BrokerTopicDefaults};
 use crate::log::LogConfig;
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
@@ -22,27 +22,28 @@ pub struct TopicEntry {
 }
 
 impl TopicEntry {
+    /// A new topic; its log settings are resolved when the catalog takes it.
     pub fn new(name: &str, partitions: i32, configs: BTreeMap<String, String>) -> Self {
-        let mut entry = TopicEntry {
+        TopicEntry {
             name: name.into(),
             id: Uuid::new_v4(),
             partitions,
             configs,
             log_config: None,
-        };
-        entry.log_config = Some(log_config(&entry.configs));
-        entry
+        }
     }
 
+    /// The log settings: the topic's overrides over the broker-level
+    /// defaults the catalog held when it took this entry.
     pub fn log_config(&self) -> LogConfig {
         self.log_config
             .clone()
-            .unwrap_or_else(|| log_config(&self.configs))
+            .unwrap_or_else(|| log_config(&self.configs, &BrokerTopicDefaults::default()))
     }
 
     pub fn with_configs(&self, configs: BTreeMap<String, String>) -> Self {
         let mut entry = self.clone();
-        entry.log_config = Some(log_config(&configs));
+        entry.log_config = None;
         entry.configs = configs;
         entry
     }
@@ -54,6 +55,8 @@ pub struct Catalog {
     pub version: u64,
     topics: BTreeMap<String, Arc<TopicEntry>>,
     by_id: HashMap<Uuid, String>,
+    /// Broker-level topic defaults (dynamic broker configs).
+    defaults: Arc<BrokerTopicDefaults>,
 }
 
 impl Catalog {
@@ -77,14 +80,39 @@ impl Catalog {
         self.topics.is_empty()
     }
 
+    /// The broker-level topic defaults this version resolves configs with.
+    pub fn defaults(&self) -> &BrokerTopicDefaults {
+        &self.defaults
+    }
+
     fn with(&self, change: impl FnOnce(&mut BTreeMap<String, Arc<TopicEntry>>)) -> Catalog {
+        self.with_defaults(self.defaults.clone(), change)
+    }
+
+    /// The next version: `change` applied, and every entry's log settings
+    /// resolved against `defaults` (so a changed broker default reaches
+    /// every topic without an override at once).
+    fn with_defaults(
+        &self,
+        defaults: Arc<BrokerTopicDefaults>,
+        change: impl FnOnce(&mut BTreeMap<String, Arc<TopicEntry>>),
+    ) -> Catalog {
         let mut topics = self.topics.clone();
         change(&mut topics);
+        for entry in topics.values_mut() {
+            let resolved = log_config(&entry.configs, &defaults);
+            if entry.log_config.as_ref() != Some(&resolved) {
+                let mut updated = (**entry).clone();
+                updated.log_config = Some(resolved);
+                *entry = Arc::new(updated);
+            }
+        }
         let by_id = topics.values().map(|t| (t.id, t.name.clone())).collect();
         Catalog {
             version: self.version + 1,
             topics,
             by_id,
+            defaults,
         }
     }
 }
@@ -102,7 +130,8 @@ pub struct CatalogStore {
 }
 
 impl CatalogStore {
-    pub fn load(dir: &Path) -> io::Result<CatalogStore> {
+    /// Loads `topics.json`, resolving topic configs against `defaults`.
+    pub fn load(dir: &Path, defaults: BrokerTopicDefaults) -> io::Result<CatalogStore> {
         let path = dir.join("topics.json");
         let topics = match std::fs::read(&path) {
             Ok(bytes) => {
@@ -114,9 +143,8 @@ impl CatalogStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e),
         };
-        let catalog = Catalog::default().with(|map| {
+        let catalog = Catalog::default().with_defaults(Arc::new(defaults), |map| {
             for topic in topics {
-                let topic = topic.with_configs(topic.configs.clone());
                 map.insert(topic.name.clone(), Arc::new(topic));
             }
         });
@@ -145,6 +173,14 @@ impl CatalogStore {
         self.current.store(next.clone());
         Ok(next)
     }
+
+    /// Publishes new broker-level topic defaults (persisted elsewhere, with
+    /// the dynamic broker configs); every topic's log settings follow.
+    pub fn set_defaults(&self, defaults: BrokerTopicDefaults) -> Arc<Catalog> {
+        let next = Arc::new(self.current.load().with_defaults(Arc::new(defaults), |_| {}));
+        self.current.store(next.clone());
+        next
+    }
 }
 
 #[cfg(test)]
@@ -156,7 +192,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("chronik-catalog-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let store = CatalogStore::load(&dir).unwrap();
+        let store = CatalogStore::load(&dir, BrokerTopicDefaults::default()).unwrap();
         assert!(store.snapshot().is_empty());
         let mut configs = BTreeMap::new();
         configs.insert("retention.ms".into(), "1000".into());
@@ -167,7 +203,9 @@ mod tests {
                 t.insert("orders".into(), Arc::new(entry));
             })
             .unwrap();
-        let again = CatalogStore::load(&dir).unwrap().snapshot();
+        let again = CatalogStore::load(&dir, BrokerTopicDefaults::default())
+            .unwrap()
+            .snapshot();
         let orders = again.get("orders").unwrap();
         assert_eq!(orders.partitions, 3);
         assert_eq!(orders.log_config().retention_ms, Some(1000));

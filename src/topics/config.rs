@@ -1,145 +1,493 @@
-//! Per-topic configs: which Kafka topic configs this broker honours, how
-//! they are validated, and how they become a `LogConfig`.
+//! Per-topic configs: every topic config Apache Kafka 4.x defines, how each
+//! is validated, what this broker does with it, its broker-level synonym,
+//! and how the effective values become a `LogConfig`.
+//!
+//! A value is resolved as Kafka resolves it: the topic's own override,
+//! else the broker-level synonym set dynamically (per broker, then cluster
+//! default), else the built-in default.
 
 use crate::log::LogConfig;
 use std::collections::BTreeMap;
 
-/// Topic configs this broker implements, with Kafka's names.
-pub const TOPIC_CONFIG_NAMES: &[&str] = &[
-    "cleanup.policy",
-    "max.message.bytes",
-    "message.timestamp.type",
-    "retention.bytes",
-    "retention.ms",
-    "segment.bytes",
-    "segment.ms",
-];
+/// Kafka's ConfigType codes, as DescribeConfigs v3+ reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigType {
+    Boolean = 1,
+    String = 2,
+    Int = 3,
+    Long = 5,
+    Double = 6,
+    List = 7,
+}
 
-/// Checks one config value; the error is what INVALID_CONFIG says.
-pub fn validate_config(name: &str, value: &str) -> Result<(), String> {
-    let number = |min: i64| -> Result<(), String> {
-        match value.parse::<i64>() {
-            Ok(n) if n >= min => Ok(()),
-            _ => Err(format!("{name}={value}: expected a whole number >= {min}")),
+impl ConfigType {
+    pub fn code(self) -> i8 {
+        self as i8
+    }
+}
+
+/// What a value must look like.
+#[derive(Debug, Clone, Copy)]
+pub enum Valid {
+    /// Any value of the type.
+    Any,
+    /// A whole number at least this.
+    AtLeast(i64),
+    /// A number in this closed range.
+    Between(f64, f64),
+    /// One of these strings.
+    OneOf(&'static [&'static str]),
+    /// A comma-separated list of these strings.
+    ListOf(&'static [&'static str]),
+}
+
+/// What this broker does with a config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Support {
+    /// Applied to the partition log.
+    Applied,
+    /// Accepted, stored and reported; it has no effect on a single broker
+    /// (replication, throttles) or only once a later feature exists.
+    Stored,
+    /// Only the default is accepted until the named feature is built; any
+    /// other value is refused with INVALID_CONFIG and this reason.
+    DefaultOnly(&'static str),
+}
+
+/// One topic config.
+#[derive(Debug)]
+pub struct TopicConfigDef {
+    pub name: &'static str,
+    pub config_type: ConfigType,
+    pub default: &'static str,
+    pub valid: Valid,
+    /// The broker config that sets the default for every topic.
+    pub broker_synonym: Option<&'static str>,
+    pub support: Support,
+    pub doc: &'static str,
+}
+
+const LONG_MAX: &str = "9223372036854775807";
+
+macro_rules! def {
+    ($name:expr, $t:ident, $default:expr, $valid:expr, $synonym:expr, $support:expr, $doc:expr) => {
+        TopicConfigDef {
+            name: $name,
+            config_type: ConfigType::$t,
+            default: $default,
+            valid: $valid,
+            broker_synonym: $synonym,
+            support: $support,
+            doc: $doc,
         }
     };
-    match name {
-        "cleanup.policy" => match value {
-            "delete" => Ok(()),
-            "compact" | "compact,delete" | "delete,compact" => Err(format!(
-                "cleanup.policy={value}: log compaction is not supported; use delete"
-            )),
-            _ => Err(format!("cleanup.policy={value}: expected delete")),
-        },
-        "max.message.bytes" => number(0),
-        "message.timestamp.type" => match value {
-            "CreateTime" | "LogAppendTime" => Ok(()),
-            _ => Err(format!(
-                "message.timestamp.type={value}: expected CreateTime or LogAppendTime"
-            )),
-        },
-        "retention.bytes" | "retention.ms" => number(-1),
-        "segment.bytes" => number(14),
-        "segment.ms" => number(1),
-        _ => Err(format!("unknown or unsupported topic config {name:?}")),
+}
+
+/// Every topic config of Apache Kafka 4.x, sorted by name.
+pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
+    def!("cleanup.policy", List, "delete", Valid::ListOf(&["delete", "compact"]), Some("log.cleanup.policy"),
+        Support::Applied, "How old segments are discarded: delete (by retention.ms / retention.bytes); compact is not built yet and is refused."),
+    def!("compression.gzip.level", Int, "-1", Valid::Between(-1.0, 9.0), Some("compression.gzip.level"),
+        Support::Applied, "Level used when the broker compresses with gzip (-1 = the codec's default)."),
+    def!("compression.lz4.level", Int, "9", Valid::Between(1.0, 17.0), Some("compression.lz4.level"),
+        Support::Applied, "Level used when the broker compresses with lz4."),
+    def!("compression.type", String, "producer", Valid::OneOf(&["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"]),
+        Some("compression.type"), Support::Applied,
+        "Codec batches are stored in: producer keeps each batch as sent; a named codec makes the broker recompress batches that arrive in another one."),
+    def!("compression.zstd.level", Int, "3", Valid::Between(-131072.0, 22.0), Some("compression.zstd.level"),
+        Support::Applied, "Level used when the broker compresses with zstd."),
+    def!("delete.retention.ms", Long, "86400000", Valid::AtLeast(0), Some("log.cleaner.delete.retention.ms"),
+        Support::Stored, "How long tombstones are kept after compaction (compacted topics)."),
+    def!("file.delete.delay.ms", Long, "60000", Valid::AtLeast(0), Some("log.segment.delete.delay.ms"),
+        Support::Stored, "Delay before a deleted segment's files are removed from disk."),
+    def!("flush.messages", Long, LONG_MAX, Valid::AtLeast(1), Some("log.flush.interval.messages"),
+        Support::Stored, "Records appended between forced fsyncs (acks=all already syncs before answering)."),
+    def!("flush.ms", Long, LONG_MAX, Valid::AtLeast(0), Some("log.flush.interval.ms"),
+        Support::Stored, "Longest time between forced fsyncs (acks=all already syncs before answering)."),
+    def!("follower.replication.throttled.replicas", List, "", Valid::Any, None,
+        Support::Stored, "Replicas throttled on the follower side (no followers on a single broker)."),
+    def!("index.interval.bytes", Int, "4096", Valid::AtLeast(0), Some("log.index.interval.bytes"),
+        Support::Stored, "Bytes of log between entries of the offset index."),
+    def!("leader.replication.throttled.replicas", List, "", Valid::Any, None,
+        Support::Stored, "Replicas throttled on the leader side (no followers on a single broker)."),
+    def!("local.retention.bytes", Long, "-2", Valid::AtLeast(-2), Some("log.local.retention.bytes"),
+        Support::Stored, "Bytes kept on local disk when tiered storage is on (-2 = retention.bytes)."),
+    def!("local.retention.ms", Long, "-2", Valid::AtLeast(-2), Some("log.local.retention.ms"),
+        Support::Stored, "Time kept on local disk when tiered storage is on (-2 = retention.ms)."),
+    def!("max.compaction.lag.ms", Long, LONG_MAX, Valid::AtLeast(1), Some("log.cleaner.max.compaction.lag.ms"),
+        Support::Stored, "Longest a record stays uncompacted (compacted topics)."),
+    def!("max.message.bytes", Int, "1048588", Valid::AtLeast(0), Some("message.max.bytes"),
+        Support::Applied, "Largest record batch accepted, after compression."),
+    def!("message.timestamp.after.max.ms", Long, "3600000", Valid::AtLeast(0), Some("log.message.timestamp.after.max.ms"),
+        Support::Applied, "How far in the future a CreateTime timestamp may be before the batch is refused."),
+    def!("message.timestamp.before.max.ms", Long, LONG_MAX, Valid::AtLeast(0), Some("log.message.timestamp.before.max.ms"),
+        Support::Applied, "How far in the past a CreateTime timestamp may be before the batch is refused."),
+    def!("message.timestamp.type", String, "CreateTime", Valid::OneOf(&["CreateTime", "LogAppendTime"]),
+        Some("log.message.timestamp.type"), Support::Applied,
+        "CreateTime keeps the producer's timestamps; LogAppendTime stamps batches with the broker's clock."),
+    def!("min.cleanable.dirty.ratio", Double, "0.5", Valid::Between(0.0, 1.0), Some("log.cleaner.min.cleanable.ratio"),
+        Support::Stored, "Share of uncompacted log that makes a partition eligible for cleaning (compacted topics)."),
+    def!("min.compaction.lag.ms", Long, "0", Valid::AtLeast(0), Some("log.cleaner.min.compaction.lag.ms"),
+        Support::Stored, "Shortest time a record stays uncompacted (compacted topics)."),
+    def!("min.insync.replicas", Int, "1", Valid::AtLeast(1), Some("min.insync.replicas"),
+        Support::Stored, "Replicas that must acknowledge an acks=all write (one broker: always the leader)."),
+    def!("preallocate", Boolean, "false", Valid::Any, Some("log.preallocate"),
+        Support::Stored, "Whether segment files are preallocated when created."),
+    def!("remote.log.copy.disable", Boolean, "false", Valid::Any, None,
+        Support::Stored, "Stop copying segments to tiered storage while keeping what is there."),
+    def!("remote.log.delete.on.disable", Boolean, "false", Valid::Any, None,
+        Support::Stored, "Delete the remote copy when tiered storage is turned off for the topic."),
+    def!("remote.storage.enable", Boolean, "false", Valid::Any, None,
+        Support::DefaultOnly("tiered storage is not built yet"), "Copy closed segments to tiered (object) storage."),
+    def!("retention.bytes", Long, "-1", Valid::AtLeast(-1), Some("log.retention.bytes"),
+        Support::Applied, "Largest size of a partition before old segments are deleted (-1 = no limit)."),
+    def!("retention.ms", Long, "604800000", Valid::AtLeast(-1), Some("log.retention.ms"),
+        Support::Applied, "How long segments are kept before they are deleted (-1 = forever)."),
+    def!("segment.bytes", Int, "1073741824", Valid::AtLeast(14), Some("log.segment.bytes"),
+        Support::Applied, "Size at which the active segment is rolled."),
+    def!("segment.index.bytes", Int, "10485760", Valid::AtLeast(4), Some("log.index.size.max.bytes"),
+        Support::Stored, "Largest size of a segment's offset index."),
+    def!("segment.jitter.ms", Long, "0", Valid::AtLeast(0), Some("log.roll.jitter.ms"),
+        Support::Stored, "Random jitter subtracted from segment.ms so segments do not all roll at once."),
+    def!("segment.ms", Long, "604800000", Valid::AtLeast(1), Some("log.roll.ms"),
+        Support::Applied, "Age at which the active segment is rolled."),
+    def!("unclean.leader.election.enable", Boolean, "false", Valid::Any, Some("unclean.leader.election.enable"),
+        Support::Stored, "Whether an out-of-sync replica may become leader (no followers on a single broker)."),
+];
+
+/// The definition of `name`, if Kafka has such a topic config.
+pub fn topic_config(name: &str) -> Option<&'static TopicConfigDef> {
+    TOPIC_CONFIGS.iter().find(|c| c.name == name)
+}
+
+/// The topic config whose broker-level synonym is `broker_name`.
+pub fn topic_config_for_broker_name(broker_name: &str) -> Option<&'static TopicConfigDef> {
+    TOPIC_CONFIGS
+        .iter()
+        .find(|c| c.broker_synonym == Some(broker_name))
+}
+
+impl TopicConfigDef {
+    /// Checks `value`; the error is what INVALID_CONFIG says.
+    pub fn validate(&self, value: &str) -> Result<(), String> {
+        let name = self.name;
+        let value = value.trim();
+        match self.config_type {
+            ConfigType::Boolean
+                if !value.eq_ignore_ascii_case("true") && !value.eq_ignore_ascii_case("false") =>
+            {
+                return Err(format!("{name}={value}: expected true or false"));
+            }
+            ConfigType::Int | ConfigType::Long => {
+                let parsed = if self.config_type == ConfigType::Int {
+                    value.parse::<i32>().map(i64::from).ok()
+                } else {
+                    value.parse::<i64>().ok()
+                };
+                let Some(n) = parsed else {
+                    return Err(format!("{name}={value}: expected a whole number"));
+                };
+                match self.valid {
+                    Valid::AtLeast(min) if n < min => {
+                        return Err(format!("{name}={value}: must be at least {min}"));
+                    }
+                    Valid::Between(lo, hi) if (n as f64) < lo || (n as f64) > hi => {
+                        return Err(format!("{name}={value}: must be between {lo} and {hi}"));
+                    }
+                    _ => {}
+                }
+            }
+            ConfigType::Double => match value.parse::<f64>() {
+                Ok(n) => {
+                    if let Valid::Between(lo, hi) = self.valid {
+                        if !(lo..=hi).contains(&n) {
+                            return Err(format!("{name}={value}: must be between {lo} and {hi}"));
+                        }
+                    }
+                }
+                Err(_) => return Err(format!("{name}={value}: expected a number")),
+            },
+            _ => {}
+        }
+        match self.valid {
+            Valid::OneOf(allowed) if !allowed.contains(&value) => {
+                return Err(format!("{name}={value}: expected one of {}", allowed.join(", ")));
+            }
+            Valid::ListOf(allowed) => {
+                let items = list_items(value);
+                if let Some(bad) = items
+                    .iter()
+                    .find(|i| !allowed.contains(&i.to_ascii_lowercase().as_str()))
+                {
+                    return Err(format!(
+                        "{name}={value}: {bad:?} is not one of {}",
+                        allowed.join(", ")
+                    ));
+                }
+                if self.config_type == ConfigType::List && items.is_empty() && self.name == "cleanup.policy" {
+                    return Err(format!("{name} needs at least one of {}", allowed.join(", ")));
+                }
+            }
+            _ => {}
+        }
+        if let Support::DefaultOnly(why) = self.support {
+            if !same_value(self, value, self.default) {
+                return Err(format!("{name}={value} is not supported: {why}"));
+            }
+        }
+        // Refused until log compaction is built; `delete` is what is stored.
+        if self.name == "cleanup.policy"
+            && list_items(value)
+                .iter()
+                .any(|i| i.eq_ignore_ascii_case("compact"))
+        {
+            return Err(format!(
+                "{name}={value} is not supported: log compaction is not built yet; use delete"
+            ));
+        }
+        Ok(())
     }
 }
 
-/// The default of each topic config, as this broker applies it.
-fn default_value(name: &str) -> String {
-    let d = LogConfig::default();
-    match name {
-        "cleanup.policy" => "delete".into(),
-        "max.message.bytes" => d.max_message_bytes.to_string(),
-        "message.timestamp.type" => "CreateTime".into(),
-        "retention.bytes" => d.retention_bytes.map_or(-1, |b| b as i64).to_string(),
-        "retention.ms" => d.retention_ms.map_or(-1, |m| m as i64).to_string(),
-        "segment.bytes" => d.segment_bytes.to_string(),
-        "segment.ms" => d.segment_ms.to_string(),
-        _ => String::new(),
+fn same_value(def: &TopicConfigDef, a: &str, b: &str) -> bool {
+    match def.config_type {
+        ConfigType::Boolean => a.eq_ignore_ascii_case(b),
+        _ => a == b,
     }
 }
 
-/// Builds the log settings from a topic's overrides (validated when set).
-pub fn log_config(overrides: &BTreeMap<String, String>) -> LogConfig {
-    let get = |name: &str| {
-        overrides
-            .get(name)
-            .cloned()
-            .unwrap_or_else(|| default_value(name))
+/// The items of a list config value (comma-separated, blanks dropped).
+pub fn list_items(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Checks one topic config; the error is what INVALID_CONFIG says.
+pub fn validate_config(name: &str, value: &str) -> Result<(), String> {
+    match topic_config(name) {
+        Some(def) => def.validate(value),
+        None => Err(format!("unknown topic config {name:?}")),
+    }
+}
+
+/// Where an effective value came from, in Kafka's ConfigSource terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigSource {
+    Topic = 1,
+    DynamicBroker = 2,
+    DynamicDefaultBroker = 3,
+    StaticBroker = 4,
+    Default = 5,
+    Group = 8,
+}
+
+impl ConfigSource {
+    pub fn code(self) -> i8 {
+        self as i8
+    }
+}
+
+/// Broker-level values that set topic defaults, keyed by broker config
+/// name (`log.retention.ms`, ...): the cluster-wide default (`""`) and
+/// this broker's own (which wins).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BrokerTopicDefaults {
+    pub broker: BTreeMap<String, String>,
+    pub cluster: BTreeMap<String, String>,
+}
+
+/// One layer a topic config's value can come from (Kafka's synonyms),
+/// most specific first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigSynonym {
+    pub name: String,
+    pub value: String,
+    pub source: ConfigSource,
+}
+
+/// One described topic config.
+#[derive(Debug, Clone)]
+pub struct ConfigEntry {
+    pub def: &'static TopicConfigDef,
+    pub value: String,
+    pub source: ConfigSource,
+    /// Every layer that has a value, most specific first (the first is
+    /// where `value` comes from).
+    pub synonyms: Vec<ConfigSynonym>,
+}
+
+impl ConfigEntry {
+    pub fn is_default(&self) -> bool {
+        self.source == ConfigSource::Default
+    }
+}
+
+/// Resolves one topic config through its layers.
+fn resolve(
+    def: &'static TopicConfigDef,
+    overrides: &BTreeMap<String, String>,
+    defaults: &BrokerTopicDefaults,
+) -> ConfigEntry {
+    let mut synonyms = Vec::new();
+    if let Some(v) = overrides.get(def.name) {
+        synonyms.push(ConfigSynonym {
+            name: def.name.into(),
+            value: v.clone(),
+            source: ConfigSource::Topic,
+        });
+    }
+    if let Some(broker_name) = def.broker_synonym {
+        for (layer, source) in [
+            (&defaults.broker, ConfigSource::DynamicBroker),
+            (&defaults.cluster, ConfigSource::DynamicDefaultBroker),
+        ] {
+            if let Some(v) = layer.get(broker_name) {
+                synonyms.push(ConfigSynonym {
+                    name: broker_name.into(),
+                    value: v.clone(),
+                    source,
+                });
+            }
+        }
+    }
+    synonyms.push(ConfigSynonym {
+        name: def.broker_synonym.unwrap_or(def.name).into(),
+        value: def.default.into(),
+        source: ConfigSource::Default,
+    });
+    ConfigEntry {
+        def,
+        value: synonyms[0].value.clone(),
+        source: synonyms[0].source,
+        synonyms,
+    }
+}
+
+/// Every topic config with its effective value and where it came from.
+pub fn describe_topic_configs(
+    overrides: &BTreeMap<String, String>,
+    defaults: &BrokerTopicDefaults,
+) -> Vec<ConfigEntry> {
+    TOPIC_CONFIGS
+        .iter()
+        .map(|def| resolve(def, overrides, defaults))
+        .collect()
+}
+
+/// Builds the log settings from a topic's overrides and the broker-level
+/// defaults (both validated when they were set).
+pub fn log_config(overrides: &BTreeMap<String, String>, defaults: &BrokerTopicDefaults) -> LogConfig {
+    let get = |name: &str| match topic_config(name) {
+        Some(def) => resolve(def, overrides, defaults).value,
+        None => String::new(),
     };
-    let int = |name: &str| get(name).parse::<i64>().unwrap_or(-1);
+    let int = |name: &str| get(name).trim().parse::<i64>().unwrap_or(-1);
     let optional = |v: i64| u64::try_from(v).ok();
-    let defaults = LogConfig::default();
+    let fallback = LogConfig::default();
     LogConfig {
-        segment_bytes: optional(int("segment.bytes")).unwrap_or(defaults.segment_bytes),
-        segment_ms: optional(int("segment.ms")).unwrap_or(defaults.segment_ms),
+        segment_bytes: optional(int("segment.bytes")).unwrap_or(fallback.segment_bytes),
+        segment_ms: optional(int("segment.ms")).unwrap_or(fallback.segment_ms),
         retention_ms: optional(int("retention.ms")),
         retention_bytes: optional(int("retention.bytes")),
-        max_message_bytes: usize::try_from(int("max.message.bytes")).unwrap_or(defaults.max_message_bytes),
+        max_message_bytes: usize::try_from(int("max.message.bytes")).unwrap_or(fallback.max_message_bytes),
         log_append_time: get("message.timestamp.type") == "LogAppendTime",
     }
-}
-
-/// One described config: name, effective value, and whether it was set on
-/// the topic (TOPIC_CONFIG) or is the default (DEFAULT_CONFIG).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigEntry {
-    pub name: &'static str,
-    pub value: String,
-    pub is_default: bool,
-    /// Kafka's ConfigType: 2 STRING, 3 INT, 5 LONG, 7 LIST.
-    pub config_type: i8,
-}
-
-pub fn describe_topic_configs(overrides: &BTreeMap<String, String>) -> Vec<ConfigEntry> {
-    TOPIC_CONFIG_NAMES
-        .iter()
-        .map(|&name| ConfigEntry {
-            name,
-            value: overrides
-                .get(name)
-                .cloned()
-                .unwrap_or_else(|| default_value(name)),
-            is_default: !overrides.contains_key(name),
-            config_type: match name {
-                "cleanup.policy" => 7,
-                "message.timestamp.type" => 2,
-                "max.message.bytes" => 3,
-                _ => 5,
-            },
-        })
-        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn overrides_become_log_settings() {
-        let mut overrides = BTreeMap::new();
-        overrides.insert("retention.ms".to_string(), "-1".to_string());
-        overrides.insert("segment.bytes".to_string(), "4096".to_string());
-        overrides.insert("message.timestamp.type".to_string(), "LogAppendTime".to_string());
-        let config = log_config(&overrides);
-        assert_eq!(config.retention_ms, None);
-        assert_eq!(config.segment_bytes, 4096);
-        assert!(config.log_append_time);
-        assert_eq!(log_config(&BTreeMap::new()), LogConfig::default());
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
-    fn invalid_values_and_compaction_are_refused() {
-        assert!(validate_config("retention.ms", "-1").is_ok());
-        assert!(validate_config("retention.ms", "-2").is_err());
-        assert!(validate_config("segment.bytes", "abc").is_err());
-        assert!(validate_config("cleanup.policy", "compact")
-            .unwrap_err()
-            .contains("compaction"));
-        assert!(validate_config("flush.ms", "1").is_err());
-        let described = describe_topic_configs(&BTreeMap::new());
-        assert_eq!(described.len(), TOPIC_CONFIG_NAMES.len());
-        assert!(described.iter().all(|c| c.is_default));
+    fn overrides_become_log_settings() {
+        let overrides = map(&[
+            ("retention.ms", "-1"),
+            ("segment.bytes", "4096"),
+            ("message.timestamp.type", "LogAppendTime"),
+        ]);
+        let none = BrokerTopicDefaults::default();
+        let config = log_config(&overrides, &none);
+        assert_eq!(config.retention_ms, None);
+        assert_eq!(config.segment_bytes, 4096);
+        assert!(config.log_append_time);
+        assert_eq!(log_config(&BTreeMap::new(), &none), LogConfig::default());
+    }
+
+    #[test]
+    fn broker_defaults_apply_below_topic_overrides() {
+        let defaults = BrokerTopicDefaults {
+            broker: map(&[("log.retention.ms", "5000")]),
+            cluster: map(&[("log.retention.ms", "9000"), ("log.segment.bytes", "2048")]),
+        };
+        let config = log_config(&BTreeMap::new(), &defaults);
+        assert_eq!(config.retention_ms, Some(5000));
+        assert_eq!(config.segment_bytes, 2048);
+        let described = describe_topic_configs(&map(&[("retention.ms", "1")]), &defaults);
+        let retention = described.iter().find(|c| c.def.name == "retention.ms").unwrap();
+        assert_eq!(retention.value, "1");
+        let sources: Vec<_> = retention.synonyms.iter().map(|s| s.source).collect();
+        assert_eq!(
+            sources,
+            [
+                ConfigSource::Topic,
+                ConfigSource::DynamicBroker,
+                ConfigSource::DynamicDefaultBroker,
+                ConfigSource::Default
+            ]
+        );
+        let segment = described.iter().find(|c| c.def.name == "segment.bytes").unwrap();
+        assert_eq!(
+            (segment.value.as_str(), segment.source),
+            ("2048", ConfigSource::DynamicDefaultBroker)
+        );
+    }
+
+    #[test]
+    fn kafka_configs_are_accepted_and_unbuilt_ones_refused() {
+        for (name, value) in [
+            ("compression.type", "gzip"),
+            ("min.insync.replicas", "1"),
+            ("unclean.leader.election.enable", "TRUE"),
+            ("message.timestamp.after.max.ms", "1000"),
+            ("index.interval.bytes", "8192"),
+            ("flush.messages", "1"),
+            ("preallocate", "true"),
+            ("max.compaction.lag.ms", "60000"),
+            ("min.cleanable.dirty.ratio", "0.3"),
+            ("remote.storage.enable", "false"),
+            ("cleanup.policy", "delete"),
+            ("retention.ms", "-1"),
+        ] {
+            assert!(validate_config(name, value).is_ok(), "{name}={value}");
+        }
+        for (name, value, says) in [
+            ("retention.ms", "-2", "at least"),
+            ("segment.bytes", "abc", "whole number"),
+            ("compression.type", "brotli", "one of"),
+            ("min.cleanable.dirty.ratio", "1.5", "between"),
+            ("preallocate", "yes", "true or false"),
+            ("cleanup.policy", "compact", "compaction"),
+            ("cleanup.policy", "delete,compact", "compaction"),
+            ("remote.storage.enable", "true", "tiered storage"),
+            ("no.such.config", "1", "unknown"),
+        ] {
+            let error = validate_config(name, value).unwrap_err();
+            assert!(error.contains(says), "{name}={value}: {error}");
+        }
+        let described = describe_topic_configs(&BTreeMap::new(), &BrokerTopicDefaults::default());
+        assert_eq!(described.len(), TOPIC_CONFIGS.len());
+        assert!(described.iter().all(|c| c.is_default()));
+        assert!(TOPIC_CONFIGS.windows(2).all(|w| w[0].name < w[1].name));
     }
 }

@@ -9,7 +9,11 @@ mod catalog;
 mod config;
 
 pub use catalog::{Catalog, CatalogStore, TopicEntry};
-pub use config::{describe_topic_configs, validate_config, ConfigEntry, TOPIC_CONFIG_NAMES};
+pub use config::{
+    describe_topic_configs, list_items, topic_config, topic_config_for_broker_name, validate_config,
+    BrokerTopicDefaults, ConfigEntry, ConfigSource, ConfigSynonym, ConfigType, Support, TopicConfigDef,
+    TOPIC_CONFIGS,
+};
 
 /// A partition of a topic.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -1,0 +1,361 @@
+//! Changing configs at run time: one implementation behind
+//! IncrementalAlterConfigs (SET / DELETE / APPEND / SUBTRACT per config)
+//! and the legacy AlterConfigs (the resource's whole set replaced), for
+//! topics, the broker (cluster default or this broker) and groups.
+//!
+//! Runs on the controller shard, so changes apply one at a time; what
+//! changed is persisted before it is published, then applied at once.
+
+use super::broker_configs::{check_broker_change, live_settings};
+use super::dynamic::{ConfigMap, Scope};
+use crate::groups::configs::check_group_change;
+use crate::server::ShardBroker;
+use crate::topics::{list_items, topic_config, topic_config_for_broker_name, validate_config, ConfigType};
+use kafka_protocol::ResponseError;
+use std::rc::Rc;
+use std::sync::Arc;
+use tracing::info;
+
+/// What a config change is for.
+#[derive(Debug, Clone)]
+pub(crate) enum Resource {
+    Topic(String),
+    /// The cluster-wide default (`""`) or this broker.
+    Broker(Scope),
+    Group(String),
+}
+
+/// Kafka's AlterConfigOp types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Operation {
+    Set,
+    Delete,
+    Append,
+    Subtract,
+}
+
+impl Operation {
+    pub(crate) fn from_code(code: i8) -> Option<Operation> {
+        match code {
+            0 => Some(Operation::Set),
+            1 => Some(Operation::Delete),
+            2 => Some(Operation::Append),
+            3 => Some(Operation::Subtract),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct ConfigChange {
+    pub name: String,
+    pub operation: Operation,
+    pub value: Option<String>,
+}
+
+/// The answer for one resource.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AlterOutcome {
+    pub error_code: i16,
+    pub message: Option<String>,
+}
+
+impl AlterOutcome {
+    fn failed(error: ResponseError, message: impl Into<String>) -> AlterOutcome {
+        AlterOutcome {
+            error_code: error.code(),
+            message: Some(message.into()),
+        }
+    }
+}
+
+type Refusal = (ResponseError, String);
+
+/// How one kind of resource checks its configs.
+struct Rules {
+    check: fn(&str, &str) -> Result<(), Refusal>,
+    /// Whether `name` is a list config (APPEND/SUBTRACT apply to it).
+    is_list: fn(&str) -> bool,
+    /// The value in force without an override (APPEND's starting point).
+    default: fn(&str) -> String,
+}
+
+fn topic_rules() -> Rules {
+    Rules {
+        check: |name, value| validate_config(name, value).map_err(|m| (ResponseError::InvalidConfig, m)),
+        is_list: |name| topic_config(name).is_some_and(|d| d.config_type == ConfigType::List),
+        default: |name| {
+            topic_config(name)
+                .map(|d| d.default.to_string())
+                .unwrap_or_default()
+        },
+    }
+}
+
+fn broker_rules() -> Rules {
+    Rules {
+        check: check_broker_change,
+        is_list: |name| topic_config_for_broker_name(name).is_some_and(|d| d.config_type == ConfigType::List),
+        default: |name| {
+            topic_config_for_broker_name(name)
+                .map(|d| d.default.to_string())
+                .unwrap_or_default()
+        },
+    }
+}
+
+fn group_rules() -> Rules {
+    Rules {
+        check: check_group_change,
+        is_list: |_| false,
+        default: |_| String::new(),
+    }
+}
+
+/// The resource's new overrides: `changes` applied to `current` (or to
+/// nothing, for the legacy whole-set form), every value checked.
+fn apply(
+    rules: &Rules,
+    current: &ConfigMap,
+    changes: Vec<ConfigChange>,
+    replace_all: bool,
+) -> Result<ConfigMap, Refusal> {
+    let mut next = if replace_all {
+        ConfigMap::new()
+    } else {
+        current.clone()
+    };
+    for change in changes {
+        let name = change.name;
+        let value = match (change.operation, change.value) {
+            (Operation::Delete, _) => {
+                // Deleting an override of a config that could never be set
+                // is a mistake worth reporting; one that is not set is not.
+                if !next.contains_key(&name) {
+                    (rules.check)(&name, &(rules.default)(&name)).or_else(|(code, message)| {
+                        if code == ResponseError::InvalidRequest || message.contains("unknown") {
+                            Err((code, message))
+                        } else {
+                            Ok(())
+                        }
+                    })?;
+                }
+                next.remove(&name);
+                continue;
+            }
+            (Operation::Set, Some(value)) => value,
+            (Operation::Set, None) => {
+                return Err((ResponseError::InvalidConfig, format!("{name}: SET needs a value")));
+            }
+            (op @ (Operation::Append | Operation::Subtract), value) => {
+                if !(rules.is_list)(&name) {
+                    return Err((
+                        ResponseError::InvalidConfig,
+                        format!("{name} is not a list config: APPEND and SUBTRACT apply only to lists"),
+                    ));
+                }
+                let base = next.get(&name).cloned().unwrap_or_else(|| (rules.default)(&name));
+                let mut items = list_items(&base);
+                let given = list_items(value.as_deref().unwrap_or(""));
+                if op == Operation::Append {
+                    for item in given {
+                        if !items.contains(&item) {
+                            items.push(item);
+                        }
+                    }
+                } else {
+                    items.retain(|i| !given.contains(i));
+                }
+                items.join(",")
+            }
+        };
+        (rules.check)(&name, &value)?;
+        next.insert(name, value);
+    }
+    Ok(next)
+}
+
+/// Applies one resource's changes. Runs on the controller shard.
+pub(crate) async fn alter_configs(
+    broker: Rc<ShardBroker>,
+    resource: Resource,
+    changes: Vec<ConfigChange>,
+    replace_all: bool,
+    validate_only: bool,
+) -> AlterOutcome {
+    let result = match resource {
+        Resource::Topic(name) => alter_topic(&broker, &name, changes, replace_all, validate_only),
+        Resource::Broker(scope) => {
+            let current = broker.dynamic.snapshot().get(&scope).cloned().unwrap_or_default();
+            apply(&broker_rules(), &current, changes, replace_all).and_then(|next| {
+                if validate_only || next == current {
+                    return Ok(());
+                }
+                broker
+                    .dynamic
+                    .replace(&scope, next.clone())
+                    .map_err(|e| (ResponseError::KafkaStorageError, e.to_string()))?;
+                info!(scope = ?scope, configs = ?next, "dynamic broker configs changed");
+                apply_live_settings(&broker);
+                Ok(())
+            })
+        }
+        Resource::Group(id) => {
+            let scope = Scope::Group(id);
+            let current = broker.dynamic.snapshot().get(&scope).cloned().unwrap_or_default();
+            apply(&group_rules(), &current, changes, replace_all).and_then(|next| {
+                if validate_only || next == current {
+                    return Ok(());
+                }
+                broker
+                    .dynamic
+                    .replace(&scope, next)
+                    .map(|_| ())
+                    .map_err(|e| (ResponseError::KafkaStorageError, e.to_string()))
+            })
+        }
+    };
+    match result {
+        Ok(()) => AlterOutcome::default(),
+        Err((error, message)) => AlterOutcome::failed(error, message),
+    }
+}
+
+fn alter_topic(
+    broker: &ShardBroker,
+    name: &str,
+    changes: Vec<ConfigChange>,
+    replace_all: bool,
+    validate_only: bool,
+) -> Result<(), Refusal> {
+    let entry = broker
+        .catalog
+        .snapshot()
+        .get(name)
+        .cloned()
+        .ok_or_else(|| (ResponseError::UnknownTopicOrPartition, format!("no topic {name}")))?;
+    let next = apply(&topic_rules(), &entry.configs, changes, replace_all)?;
+    if validate_only || next == entry.configs {
+        return Ok(());
+    }
+    let updated = Arc::new(entry.with_configs(next));
+    broker
+        .catalog
+        .update(|topics| {
+            topics.insert(name.to_string(), updated);
+        })
+        .map(|_| ())
+        .map_err(|e| (ResponseError::KafkaStorageError, e.to_string()))?;
+    info!(topic = name, "topic configs changed");
+    Ok(())
+}
+
+/// Makes the shards enforce the dynamic broker configs now in the store:
+/// connection limits, idle timeout and backpressure (shared by every
+/// shard), and the topic defaults (a new catalog version).
+pub(crate) fn apply_live_settings(broker: &ShardBroker) {
+    let live = live_settings(&broker.config, &broker.dynamic.snapshot());
+    broker.shard.limits.set(&live.limits, live.idle_timeout);
+    broker.backpressure.set_threshold(live.backpressure_threshold);
+    broker.catalog.set_defaults(live.topic_defaults);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(name: &str, operation: Operation, value: Option<&str>) -> ConfigChange {
+        ConfigChange {
+            name: name.into(),
+            operation,
+            value: value.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn list_operations_and_the_whole_set_form() {
+        let rules = topic_rules();
+        let mut current = ConfigMap::new();
+        current.insert("retention.ms".into(), "1000".into());
+        // APPEND starts from the default (delete) and refuses compaction.
+        let appended = apply(
+            &rules,
+            &current,
+            vec![change("cleanup.policy", Operation::Append, Some("compact"))],
+            false,
+        );
+        assert!(appended.unwrap_err().1.contains("compaction"));
+        let appended = apply(
+            &rules,
+            &current,
+            vec![change("cleanup.policy", Operation::Append, Some("delete"))],
+            false,
+        )
+        .unwrap();
+        assert_eq!(appended.get("cleanup.policy").map(String::as_str), Some("delete"));
+        current.insert("cleanup.policy".into(), "delete,compact".into());
+        let subtracted = apply(
+            &rules,
+            &current,
+            vec![change("cleanup.policy", Operation::Subtract, Some("compact"))],
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            subtracted.get("cleanup.policy").map(String::as_str),
+            Some("delete")
+        );
+        let refused = apply(
+            &rules,
+            &current,
+            vec![change("retention.ms", Operation::Append, Some("1"))],
+            false,
+        );
+        assert!(refused.unwrap_err().1.contains("not a list"));
+        // The legacy form drops what it does not name.
+        let replaced = apply(
+            &rules,
+            &current,
+            vec![change("segment.ms", Operation::Set, Some("5000"))],
+            true,
+        )
+        .unwrap();
+        assert_eq!(replaced.len(), 1);
+        let deleted = apply(
+            &rules,
+            &current,
+            vec![change("retention.ms", Operation::Delete, None)],
+            false,
+        )
+        .unwrap();
+        assert!(!deleted.contains_key("retention.ms"));
+        assert!(apply(
+            &rules,
+            &current,
+            vec![change("bogus", Operation::Delete, None)],
+            false
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn broker_changes_are_checked() {
+        let rules = broker_rules();
+        let none = ConfigMap::new();
+        assert!(apply(
+            &rules,
+            &none,
+            vec![change("log.retention.ms", Operation::Set, Some("5000"))],
+            false
+        )
+        .is_ok());
+        let (code, _) = apply(
+            &rules,
+            &none,
+            vec![change("num.partitions", Operation::Set, Some("3"))],
+            false,
+        )
+        .unwrap_err();
+        assert_eq!(code, ResponseError::InvalidRequest);
+    }
+}
