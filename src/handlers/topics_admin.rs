@@ -148,7 +148,8 @@ async fn create_partitions(broker: Rc<ShardBroker>, mut request: Request) -> Out
         .topics
         .iter()
         .map(|t| {
-            let assignments = t.assignments.as_ref().map(|list| {
+            // An empty list names no assignment, like a null one.
+            let assignments = t.assignments.as_ref().filter(|l| !l.is_empty()).map(|list| {
                 list.iter()
                     .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
                     .collect()

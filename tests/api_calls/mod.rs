@@ -214,14 +214,20 @@ pub fn exercise(client: &mut RawClient, key: ApiKey, v: i16) {
         }
         ApiKey::DescribeConfigs => {
             ensure_topic(client, topic);
-            let request = DescribeConfigsRequest::default().with_resources(vec![
-                DescribeConfigsResource::default()
-                    .with_resource_type(2)
-                    .with_resource_name(s(topic)),
-                DescribeConfigsResource::default()
-                    .with_resource_type(4)
-                    .with_resource_name(s("0")),
-            ]);
+            let request = DescribeConfigsRequest::default()
+                .with_include_synonyms(v >= 1)
+                .with_include_documentation(v >= 3)
+                .with_resources(vec![
+                    DescribeConfigsResource::default()
+                        .with_resource_type(2)
+                        .with_resource_name(s(topic)),
+                    DescribeConfigsResource::default()
+                        .with_resource_type(4)
+                        .with_resource_name(s("0")),
+                    DescribeConfigsResource::default()
+                        .with_resource_type(32)
+                        .with_resource_name(s("some-group")),
+                ]);
             let response = client.call(v, &request);
             assert!(
                 response
@@ -230,6 +236,31 @@ pub fn exercise(client: &mut RawClient, key: ApiKey, v: i16) {
                     .all(|r| r.error_code == 0 && !r.configs.is_empty()),
                 "DescribeConfigs v{v}"
             );
+            let retention = response.results[0]
+                .configs
+                .iter()
+                .find(|c| &*c.name == "retention.ms")
+                .expect("retention.ms described");
+            if v >= 1 {
+                assert!(!retention.synonyms.is_empty(), "DescribeConfigs v{v} synonyms");
+            }
+            if v >= 3 {
+                assert_eq!(retention.config_type, 5, "retention.ms is a LONG");
+                assert!(retention.documentation.as_deref().is_some_and(|d| !d.is_empty()));
+            }
+        }
+        ApiKey::AlterConfigs => {
+            ensure_topic(client, topic);
+            let request = AlterConfigsRequest::default().with_resources(vec![
+                alter_configs_request::AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(s(topic))
+                    .with_configs(vec![alter_configs_request::AlterableConfig::default()
+                        .with_name(s("retention.ms"))
+                        .with_value(Some(s("7200000")))]),
+            ]);
+            let response = client.call(v, &request);
+            assert_eq!(response.responses[0].error_code, 0, "AlterConfigs v{v}");
         }
         ApiKey::IncrementalAlterConfigs => {
             ensure_topic(client, topic);
