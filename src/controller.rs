@@ -258,11 +258,15 @@ pub(crate) async fn delete_topics(broker: Rc<ShardBroker>, names: Vec<String>) -
     outcomes
 }
 
+/// One topic's CreatePartitions: name, new count, and optionally the
+/// replicas of each added partition.
+pub(crate) type NewPartitions = (String, i32, Option<Vec<Vec<i32>>>);
+
 /// CreatePartitions: raise a topic's partition count. Runs on the
 /// controller shard; new partitions' logs are created on first use.
 pub(crate) async fn create_partitions(
     broker: Rc<ShardBroker>,
-    changes: Vec<(String, i32, Option<Vec<Vec<i32>>>)>,
+    changes: Vec<NewPartitions>,
     validate_only: bool,
 ) -> Vec<TopicOutcome> {
     let grow = |name: &str, count: i32, assignments: &Option<Vec<Vec<i32>>>| {

@@ -323,8 +323,10 @@ mod tests {
 
     #[test]
     fn dynamic_layers_win_over_static_settings() {
-        let mut config = ServerConfig::default();
-        config.max_connections = 500;
+        let config = ServerConfig {
+            max_connections: 500,
+            ..ServerConfig::default()
+        };
         let mut dynamic = DynamicConfigs::default();
         let live = live_settings(&config, &dynamic);
         assert_eq!(live.limits.max_connections, 500);

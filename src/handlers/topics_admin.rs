@@ -144,7 +144,7 @@ async fn delete_topics(broker: Rc<ShardBroker>, mut request: Request) -> Outcome
 
 async fn create_partitions(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let asked: CreatePartitionsRequest = request.decode("CreatePartitions")?;
-    let changes: Vec<(String, i32, Option<Vec<Vec<i32>>>)> = asked
+    let changes: Vec<controller::NewPartitions> = asked
         .topics
         .iter()
         .map(|t| {
