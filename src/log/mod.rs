@@ -5,10 +5,12 @@
 //! blocking thread.
 
 pub mod batch;
+pub mod compression;
 pub mod index;
 pub mod partition_log;
 pub mod producer_state;
 pub mod segment;
+pub mod timestamps;
 
 #[cfg(test)]
 mod tests;

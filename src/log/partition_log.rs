@@ -371,8 +371,8 @@ impl PartitionLog {
         Ok(Vec::new())
     }
 
-    /// The first offset whose batch has a timestamp >= `timestamp`, with
-    /// that batch's max timestamp (ListOffsets by time).
+    /// The first record whose timestamp is >= `timestamp`: (its offset,
+    /// its timestamp) (ListOffsets by time).
     pub fn offset_for_timestamp(&self, timestamp: i64) -> io::Result<Option<(i64, i64)>> {
         for segment in &self.segments {
             if let Some((offset, ts)) = segment.find_timestamp(timestamp)? {
@@ -382,13 +382,20 @@ impl PartitionLog {
         Ok(None)
     }
 
-    /// The batch with the largest timestamp: (its offset, the timestamp).
-    pub fn max_timestamp(&self) -> Option<(i64, i64)> {
-        self.segments
-            .iter()
-            .filter(|s| s.max_timestamp() >= 0)
-            .max_by_key(|s| s.max_timestamp())
-            .map(|s| (s.max_timestamp_offset(), s.max_timestamp()))
+    /// The earliest record with the largest timestamp: (its offset, the
+    /// timestamp) (ListOffsets MAX_TIMESTAMP, as Kafka answers since 3.8).
+    pub fn max_timestamp(&self) -> io::Result<Option<(i64, i64)>> {
+        // The first segment holding the max, as Kafka's maxBy picks it.
+        let mut best: Option<&Segment> = None;
+        for segment in &self.segments {
+            if segment.max_timestamp() >= 0 && best.is_none_or(|b| segment.max_timestamp() > b.max_timestamp()) {
+                best = Some(segment);
+            }
+        }
+        match best {
+            Some(segment) => segment.find_max_timestamp(),
+            None => Ok(None),
+        }
     }
 
     /// Deletes whole segments past `retention.ms` or beyond

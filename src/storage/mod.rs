@@ -333,7 +333,10 @@ impl ShardStorage {
         self.with_partition(tp, |p, _| match timestamp {
             -1 => Ok((p.log.high_watermark(), -1)),
             -2 | -4 | -5 => Ok((p.log.log_start_offset(), -1)),
-            -3 => Ok(p.log.max_timestamp().unwrap_or((-1, -1))),
+            -3 => match p.log.max_timestamp() {
+                Ok(found) => Ok(found.unwrap_or((-1, -1))),
+                Err(e) => Err(storage_error(tp, "max timestamp lookup", &e)),
+            },
             ts if ts >= 0 => match p.log.offset_for_timestamp(ts) {
                 Ok(found) => Ok(found.unwrap_or((-1, -1))),
                 Err(e) => Err(storage_error(tp, "timestamp lookup", &e)),
