@@ -212,10 +212,24 @@ pub fn records(batch: &[u8], header: &BatchHeader) -> Result<Vec<u8>, BatchError
 /// producer id/epoch, base sequence, timestamps, record count, the
 /// transactional and control bits), so idempotent-producer checks see the
 /// batch as sent. Returns the new batch and its header.
-pub fn recompress(batch: &[u8], header: &BatchHeader, codec: Codec) -> Result<(Vec<u8>, BatchHeader), BatchError> {
+pub fn recompress(
+    batch: &[u8],
+    header: &BatchHeader,
+    codec: Codec,
+) -> Result<(Vec<u8>, BatchHeader), BatchError> {
     let records = records(batch, header)?;
-    batch::check_uncompressed_records(&records, header.records_count)?;
-    let body = compress(codec, &records)
+    rebuild(batch, header, &records, codec)
+}
+
+/// As `recompress`, with the batch's records already decompressed.
+pub fn rebuild(
+    batch: &[u8],
+    header: &BatchHeader,
+    records: &[u8],
+    codec: Codec,
+) -> Result<(Vec<u8>, BatchHeader), BatchError> {
+    batch::check_uncompressed_records(records, header.records_count)?;
+    let body = compress(codec, records)
         .map_err(|e| BatchError::Invalid(format!("compressing records ({codec:?}): {e}")))?;
     let mut out = Vec::with_capacity(batch::HEADER_LEN + body.len());
     out.extend_from_slice(&batch[..batch::HEADER_LEN]);
@@ -311,7 +325,10 @@ mod tests {
     #[test]
     fn topic_codec_names() {
         for name in ["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"] {
-            assert_eq!(CompressionType::parse(name).map(CompressionType::name), Some(name));
+            assert_eq!(
+                CompressionType::parse(name).map(CompressionType::name),
+                Some(name)
+            );
         }
         assert_eq!(CompressionType::parse("brotli"), None);
         assert_eq!(CompressionType::default(), CompressionType::Producer);

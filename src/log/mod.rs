@@ -11,6 +11,7 @@ pub mod partition_log;
 pub mod producer_state;
 pub mod segment;
 pub mod timestamps;
+pub mod validator;
 
 #[cfg(test)]
 mod tests;

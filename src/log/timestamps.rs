@@ -17,7 +17,12 @@ fn record_offsets_and_times(bytes: &[u8], header: &BatchHeader) -> Result<Vec<(i
     let records = compression::records(bytes, header)?;
     Ok(batch::record_times(&records)?
         .into_iter()
-        .map(|(offset_delta, ts_delta)| (header.base_offset + offset_delta, header.base_timestamp + ts_delta))
+        .map(|(offset_delta, ts_delta)| {
+            (
+                header.base_offset + offset_delta,
+                header.base_timestamp + ts_delta,
+            )
+        })
         .collect())
 }
 
@@ -95,6 +100,9 @@ mod tests {
             first_at_or_after(&bytes, &header, BASE + 999).unwrap(),
             Some((0, BASE + 1000))
         );
-        assert_eq!(offset_of_max_timestamp(&bytes, &header).unwrap(), (0, BASE + 1000));
+        assert_eq!(
+            offset_of_max_timestamp(&bytes, &header).unwrap(),
+            (0, BASE + 1000)
+        );
     }
 }

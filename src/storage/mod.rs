@@ -38,6 +38,8 @@ pub struct AppendResult {
     pub base_offset: i64,
     pub log_append_time: i64,
     pub log_start_offset: i64,
+    /// Produce v8+ per-record errors: (index in the batch, message).
+    pub record_errors: Vec<(i32, String)>,
 }
 
 impl AppendResult {
@@ -48,6 +50,7 @@ impl AppendResult {
             base_offset: -1,
             log_append_time: -1,
             log_start_offset: -1,
+            record_errors: Vec::new(),
         }
     }
 }
@@ -225,6 +228,7 @@ impl ShardStorage {
             base_offset: appended.base_offset,
             log_append_time: appended.log_append_time,
             log_start_offset,
+            record_errors: Vec::new(),
         }
     }
 

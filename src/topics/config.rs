@@ -1,13 +1,17 @@
 //! Per-topic configs: which Kafka topic configs this broker honours, how
 //! they are validated, and how they become a `LogConfig`.
 
+use crate::log::compression::CompressionType;
 use crate::log::LogConfig;
 use std::collections::BTreeMap;
 
 /// Topic configs this broker implements, with Kafka's names.
 pub const TOPIC_CONFIG_NAMES: &[&str] = &[
     "cleanup.policy",
+    "compression.type",
     "max.message.bytes",
+    "message.timestamp.after.max.ms",
+    "message.timestamp.before.max.ms",
     "message.timestamp.type",
     "retention.bytes",
     "retention.ms",
@@ -31,7 +35,11 @@ pub fn validate_config(name: &str, value: &str) -> Result<(), String> {
             )),
             _ => Err(format!("cleanup.policy={value}: expected delete")),
         },
+        "compression.type" => CompressionType::parse(value).map(|_| ()).ok_or_else(|| {
+            format!("compression.type={value}: expected producer, uncompressed, gzip, snappy, lz4 or zstd")
+        }),
         "max.message.bytes" => number(0),
+        "message.timestamp.after.max.ms" | "message.timestamp.before.max.ms" => number(0),
         "message.timestamp.type" => match value {
             "CreateTime" | "LogAppendTime" => Ok(()),
             _ => Err(format!(
@@ -50,7 +58,10 @@ fn default_value(name: &str) -> String {
     let d = LogConfig::default();
     match name {
         "cleanup.policy" => "delete".into(),
+        "compression.type" => d.compression.name().into(),
         "max.message.bytes" => d.max_message_bytes.to_string(),
+        "message.timestamp.after.max.ms" => d.timestamp_after_max_ms.to_string(),
+        "message.timestamp.before.max.ms" => d.timestamp_before_max_ms.to_string(),
         "message.timestamp.type" => "CreateTime".into(),
         "retention.bytes" => d.retention_bytes.map_or(-1, |b| b as i64).to_string(),
         "retention.ms" => d.retention_ms.map_or(-1, |m| m as i64).to_string(),
@@ -78,6 +89,13 @@ pub fn log_config(overrides: &BTreeMap<String, String>) -> LogConfig {
         retention_bytes: optional(int("retention.bytes")),
         max_message_bytes: usize::try_from(int("max.message.bytes")).unwrap_or(defaults.max_message_bytes),
         log_append_time: get("message.timestamp.type") == "LogAppendTime",
+        compression: CompressionType::parse(&get("compression.type")).unwrap_or(defaults.compression),
+        timestamp_before_max_ms: get("message.timestamp.before.max.ms")
+            .parse()
+            .unwrap_or(defaults.timestamp_before_max_ms),
+        timestamp_after_max_ms: get("message.timestamp.after.max.ms")
+            .parse()
+            .unwrap_or(defaults.timestamp_after_max_ms),
     }
 }
 
@@ -104,7 +122,7 @@ pub fn describe_topic_configs(overrides: &BTreeMap<String, String>) -> Vec<Confi
             is_default: !overrides.contains_key(name),
             config_type: match name {
                 "cleanup.policy" => 7,
-                "message.timestamp.type" => 2,
+                "message.timestamp.type" | "compression.type" => 2,
                 "max.message.bytes" => 3,
                 _ => 5,
             },
