@@ -66,7 +66,10 @@ fn list_offsets_v7(addr: SocketAddr, topic: &str, timestamp: i64) -> (i16, i64, 
 
 /// Every batch header of partition 0's first segment, read from disk.
 fn stored_batches(broker: &TestBroker, topic: &str) -> Vec<chronik_ingest::log::batch::BatchHeader> {
-    let path = broker.dir.join(format!("{topic}-0")).join(format!("{:020}.log", 0));
+    let path = broker
+        .dir
+        .join(format!("{topic}-0"))
+        .join(format!("{:020}.log", 0));
     let bytes = std::fs::read(&path).expect("segment file");
     let mut at = 0;
     let mut out = Vec::new();
@@ -122,7 +125,8 @@ fn offsets_for_times_and_max_timestamp_answer_the_record_inside_the_batch() {
             .expect("consumer");
         let by_time = |ts: i64| {
             let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(&topic, 0, Offset::Offset(ts)).expect("tpl");
+            tpl.add_partition_offset(&topic, 0, Offset::Offset(ts))
+                .expect("tpl");
             let found = consumer
                 .offsets_for_times(tpl, Duration::from_secs(10))
                 .expect("offsets_for_times");
@@ -137,9 +141,19 @@ fn offsets_for_times_and_max_timestamp_answer_the_record_inside_the_batch() {
 
         // ListOffsets v7: by time with the record's timestamp, and
         // MAX_TIMESTAMP: the earliest record with the highest timestamp.
-        assert_eq!(list_offsets_v7(broker.addr, &topic, base + 150), (0, 1, base + 400));
-        assert_eq!(list_offsets_v7(broker.addr, &topic, base + 50), (0, 0, base + 100));
-        assert_eq!(list_offsets_v7(broker.addr, &topic, -3), (0, 1, base + 400), "{codec}");
+        assert_eq!(
+            list_offsets_v7(broker.addr, &topic, base + 150),
+            (0, 1, base + 400)
+        );
+        assert_eq!(
+            list_offsets_v7(broker.addr, &topic, base + 50),
+            (0, 0, base + 100)
+        );
+        assert_eq!(
+            list_offsets_v7(broker.addr, &topic, -3),
+            (0, 1, base + 400),
+            "{codec}"
+        );
     }
 }
 
@@ -162,55 +176,40 @@ impl ClientContext for Recorder {
 
 impl rdkafka::consumer::ConsumerContext for Recorder {}
 
-#[test]
-fn fetch_responses_stay_within_the_request_max_bytes() {
-    let broker = TestBroker::start("compat-fetch-limit", 2);
-    let topic = "big-records";
-    create_topic(broker.addr, topic, 2, &[("max.message.bytes", "4000000")]);
-    let (producer, deliveries) = producer(
-        broker.addr,
-        &[("message.max.bytes", "4000000"), ("linger.ms", "5")],
-    );
-    // ~20 MB of 100 KiB..1 MiB records over both partitions, and one
-    // record larger than the consumer's fetch.max.bytes.
-    let mut sizes: Vec<usize> = (0..36).map(|i| (100 << 10) + (i * 27_000) % (924 << 10)).collect();
-    sizes.push(1_500_000);
-    let total: usize = sizes.iter().sum();
-    assert!(total > 19_000_000, "{total}");
-    let records = sizes.iter().enumerate().map(|(i, &size)| {
-        let mut value = vec![(i % 251) as u8; size];
-        value[..8].copy_from_slice(&(i as u64).to_be_bytes());
-        (Some(format!("key-{i}").into_bytes()), value, Vec::new())
-    });
-    send_all(&producer, topic, records);
-    producer.flush(Duration::from_secs(60)).expect("flush");
-    assert_eq!(
-        deliveries.1.load(std::sync::atomic::Ordering::Relaxed),
-        sizes.len(),
-        "{:?}",
-        deliveries.0.lock().map(|d| d.values().filter(|r| r.is_err()).cloned().collect::<Vec<_>>())
-    );
-
+/// A consumer assigned every partition of `topic` from the start, its
+/// log lines and errors recorded.
+fn recording_consumer(
+    addr: SocketAddr,
+    topic: &str,
+    partitions: i32,
+    extra: &[(&str, &str)],
+) -> (BaseConsumer<Recorder>, Recorder) {
     let recorder = Recorder::default();
-    let consumer: BaseConsumer<Recorder> = ClientConfig::new()
-        .set("bootstrap.servers", broker.addr.to_string())
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", addr.to_string())
         .set("group.id", "compat-fetch-limit")
         .set("enable.auto.commit", "false")
-        .set("fetch.max.bytes", "1000000")
-        .set("max.partition.fetch.bytes", "20000000")
-        .set("receive.message.max.bytes", "30000000")
-        .set("debug", "protocol,fetch,broker")
-        .create_with_context(recorder.clone())
-        .expect("consumer");
+        .set("debug", "fetch,broker");
+    for (k, v) in extra {
+        config.set(*k, *v);
+    }
+    let consumer: BaseConsumer<Recorder> = config.create_with_context(recorder.clone()).expect("consumer");
     let mut assignment = TopicPartitionList::new();
-    for p in 0..2 {
+    for p in 0..partitions {
         assignment
             .add_partition_offset(topic, p, Offset::Beginning)
             .expect("assign");
     }
     consumer.assign(&assignment).expect("assign");
+    (consumer, recorder)
+}
+
+/// Polls until every record index in `sizes` arrived (payload starts with
+/// its index) or `limit` passed; returns the indexes never seen.
+fn consume_indexed(consumer: &BaseConsumer<Recorder>, sizes: &[usize], limit: Duration) -> Vec<usize> {
     let mut seen = vec![false; sizes.len()];
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + limit;
     while seen.iter().any(|s| !s) && Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
@@ -219,14 +218,102 @@ fn fetch_responses_stay_within_the_request_max_bytes() {
                 assert_eq!(payload.len(), sizes[i], "record {i}");
                 seen[i] = true;
             }
-            Some(Err(e)) => panic!("consumer error: {e}"),
+            // Checked by the caller through the recorded log lines.
+            Some(Err(_)) => {}
             None => {}
         }
     }
+    (0..sizes.len()).filter(|&i| !seen[i]).collect()
+}
+
+fn produce_indexed(addr: SocketAddr, topic: &str, sizes: &[usize], extra: &[(&str, &str)]) {
+    let (producer, deliveries) = producer(addr, extra);
+    let records = sizes.iter().enumerate().map(|(i, &size)| {
+        let mut value = vec![(i % 251) as u8; size];
+        value[..8].copy_from_slice(&(i as u64).to_be_bytes());
+        (Some(format!("key-{i}").into_bytes()), value, Vec::new())
+    });
+    send_all(&producer, topic, records);
+    producer.flush(Duration::from_secs(60)).expect("flush");
+    let failed: Vec<_> = deliveries
+        .0
+        .lock()
+        .expect("deliveries")
+        .values()
+        .filter(|r| r.is_err())
+        .cloned()
+        .collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(
+        deliveries.1.load(std::sync::atomic::Ordering::Relaxed),
+        sizes.len()
+    );
+}
+
+#[test]
+fn fetch_responses_stay_within_the_request_max_bytes() {
+    let broker = TestBroker::start("compat-fetch-limit", 2);
+    // ~20 MB of 100 KiB..880 KiB records over two partitions.
+    let topic = "big-records";
+    create_topic(broker.addr, topic, 2, &[]);
+    let sizes: Vec<usize> = (0..36)
+        .map(|i| (100 << 10) + (i * 97_003) % (780 << 10))
+        .collect();
+    assert!(sizes.iter().sum::<usize>() > 15_000_000);
+    produce_indexed(
+        broker.addr,
+        topic,
+        &sizes,
+        &[("linger.ms", "5"), ("batch.size", "900000")],
+    );
+    // The reported client: responses over fetch.max.bytes + 512 are
+    // refused, and each partition may ask for 20 MB.
+    let (consumer, recorder) = recording_consumer(
+        broker.addr,
+        topic,
+        2,
+        &[
+            ("fetch.max.bytes", "1000000"),
+            ("max.partition.fetch.bytes", "20000000"),
+            ("receive.message.max.bytes", "1000512"),
+        ],
+    );
+    let missing = consume_indexed(&consumer, &sizes, Duration::from_secs(60));
     let lines = recorder.0.lock().expect("lines").clone();
-    let invalid: Vec<&String> = lines.iter().filter(|l| l.contains("Invalid response size")).collect();
-    assert!(invalid.is_empty(), "librdkafka refused responses: {invalid:?}");
-    let missing: Vec<usize> = (0..sizes.len()).filter(|&i| !seen[i]).collect();
+    let invalid: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("Invalid response size"))
+        .collect();
+    assert!(
+        invalid.is_empty(),
+        "librdkafka refused responses: {:?}",
+        &invalid[..invalid.len().min(3)]
+    );
+    assert!(missing.is_empty(), "records not consumed: {missing:?}");
+
+    // A record larger than fetch.max.bytes still arrives: the first batch
+    // of a response is returned whole.
+    let topic = "huge-record";
+    create_topic(broker.addr, topic, 1, &[("max.message.bytes", "4000000")]);
+    let sizes = [1_500_000, 1000];
+    produce_indexed(
+        broker.addr,
+        topic,
+        &sizes,
+        &[("message.max.bytes", "4000000"), ("linger.ms", "0")],
+    );
+    let (consumer, recorder) = recording_consumer(
+        broker.addr,
+        topic,
+        1,
+        &[
+            ("fetch.max.bytes", "1000000"),
+            ("max.partition.fetch.bytes", "20000000"),
+        ],
+    );
+    let missing = consume_indexed(&consumer, &sizes, Duration::from_secs(30));
+    let lines = recorder.0.lock().expect("lines").clone();
+    assert!(!lines.iter().any(|l| l.contains("Invalid response size")));
     assert!(missing.is_empty(), "records not consumed: {missing:?}");
 }
 
@@ -234,7 +321,12 @@ fn fetch_responses_stay_within_the_request_max_bytes() {
 fn create_time_outside_the_topic_window_is_refused() {
     let broker = TestBroker::start("compat-ts-bounds", 1);
     let now = chronik_ingest::log::partition_log::now_ms();
-    create_topic(broker.addr, "bounded", 1, &[("message.timestamp.before.max.ms", "60000")]);
+    create_topic(
+        broker.addr,
+        "bounded",
+        1,
+        &[("message.timestamp.before.max.ms", "60000")],
+    );
     create_topic(broker.addr, "stock", 1, &[]);
     create_topic(
         broker.addr,
