@@ -124,9 +124,9 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     )
 }
 
-/// Reads every wanted partition (each owner's share in one message), then
-/// trims to `max_bytes` in request order: the first partition with data
-/// keeps at least one whole batch, later ones only what still fits.
+/// Reads every wanted partition (each owner's share in one message, each
+/// read bounded by its own and the request's limit), then trims to the
+/// request's `max_bytes` in request order (see `trim_to_limits`).
 async fn read_all(
     broker: &Rc<ShardBroker>,
     wanted: &[Wanted],
@@ -136,10 +136,12 @@ async fn read_all(
     let mut by_owner: BTreeMap<usize, Vec<(usize, TopicPartition, i64, usize)>> = BTreeMap::new();
     for (i, w) in wanted.iter().enumerate() {
         if let Some(tp) = &w.tp {
-            by_owner
-                .entry(broker.owner(tp))
-                .or_default()
-                .push((i, tp.clone(), w.offset, w.max_bytes));
+            by_owner.entry(broker.owner(tp)).or_default().push((
+                i,
+                tp.clone(),
+                w.offset,
+                w.max_bytes.min(max_bytes),
+            ));
         }
     }
     let reads = by_owner.into_iter().map(|(owner, parts)| {
@@ -173,21 +175,45 @@ async fn read_all(
             }
         }
     }
-    let mut budget = max_bytes;
-    let mut first = true;
-    for (w, r) in wanted.iter().zip(results.iter_mut()) {
-        if r.records.is_empty() {
-            continue;
-        }
-        let fits = r.records.len() <= budget && r.records.len() <= w.max_bytes.max(1);
-        if first || fits {
-            budget = budget.saturating_sub(r.records.len());
-            first = false;
-        } else {
-            r.records = bytes::Bytes::new();
-        }
+    let mut parts: Vec<(bytes::Bytes, usize)> = wanted
+        .iter()
+        .zip(results.iter_mut())
+        .map(|(w, r)| (std::mem::take(&mut r.records), w.max_bytes))
+        .collect();
+    trim_to_limits(&mut parts, max_bytes);
+    for (r, (records, _)) in results.iter_mut().zip(parts) {
+        r.records = records;
     }
     results
+}
+
+/// Kafka's response limits (KIP-74; ReplicaManager.readFromLog with
+/// LogSegment.read's `minOneMessage`): partitions, in request order, share
+/// the request's `max_bytes`; each gets whole batches within the smaller of
+/// its `partition_max_bytes` and what is left. Until some partition has
+/// returned data, a partition's first batch is returned whole however large
+/// (so a batch bigger than every limit still reaches the consumer); after
+/// that, nothing goes over a limit. `parts`: (whole batches read, the
+/// partition's limit), trimmed in place.
+fn trim_to_limits(parts: &mut [(bytes::Bytes, usize)], max_bytes: usize) {
+    let mut left = max_bytes;
+    let mut min_one = true;
+    for (records, partition_max) in parts.iter_mut() {
+        let limit = (*partition_max).min(left);
+        let mut end = 0;
+        while let Some(size) = records.get(end..).and_then(batch::batch_size) {
+            let whole_first = min_one && end == 0;
+            if end + size > records.len() || (end + size > limit && !whole_first) {
+                break;
+            }
+            end += size;
+        }
+        *records = records.slice(..end);
+        left = left.saturating_sub(end);
+        if end > 0 {
+            min_one = false;
+        }
+    }
 }
 
 /// Leaves a watch on every owner of a wanted partition; each resolves when
@@ -241,4 +267,68 @@ fn record_fetch(broker: &ShardBroker, want: &Wanted, result: &ReadResult) {
     broker
         .metrics
         .fetched(&tp.topic, records, result.records.len() as u64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    /// Whole batches of roughly these sizes, concatenated.
+    fn batches(sizes: &[usize]) -> (Bytes, Vec<usize>) {
+        let mut out = Vec::new();
+        let mut actual = Vec::new();
+        for &size in sizes {
+            let b = batch::build_batch(0, 0, &[(b"", &vec![7u8; size])]);
+            actual.push(b.len());
+            out.extend(b);
+        }
+        (Bytes::from(out), actual)
+    }
+
+    fn kept(parts: &[(Bytes, usize)]) -> Vec<usize> {
+        parts.iter().map(|(r, _)| r.len()).collect()
+    }
+
+    #[test]
+    fn the_request_limit_bounds_the_sum_of_partitions() {
+        let (a, sa) = batches(&[400, 400, 400]);
+        let (b, sb) = batches(&[300, 300]);
+        let mut parts = vec![(a, 10_000), (b, 10_000)];
+        trim_to_limits(&mut parts, sa[0] + sa[1] + sb[0] + 10);
+        // Two of the first partition's batches, then one of the second.
+        assert_eq!(kept(&parts), vec![sa[0] + sa[1], sb[0]]);
+    }
+
+    #[test]
+    fn each_partition_stays_within_its_own_limit() {
+        let (a, sa) = batches(&[400, 400]);
+        let (b, sb) = batches(&[300, 300]);
+        let mut parts = vec![(a, sa[0] + 10), (b, sb[0] + sb[1])];
+        trim_to_limits(&mut parts, 1_000_000);
+        assert_eq!(kept(&parts), vec![sa[0], sb[0] + sb[1]]);
+    }
+
+    #[test]
+    fn only_the_first_batch_of_the_response_may_exceed_the_limits() {
+        let (a, sa) = batches(&[5000, 100]);
+        let (b, _) = batches(&[5000]);
+        let (c, sc) = batches(&[50]);
+        // The first partition's first batch goes whole past both limits;
+        // nothing after it goes over.
+        let mut parts = vec![(a, 1000), (b, 1000), (c.clone(), 1000)];
+        trim_to_limits(&mut parts, 1000);
+        assert_eq!(kept(&parts), vec![sa[0], 0, 0]);
+        // An empty first partition leaves the exception to the next one.
+        let (b, sb) = batches(&[5000]);
+        let mut parts = vec![(Bytes::new(), 1000), (b, 1000), (c.clone(), 1000)];
+        trim_to_limits(&mut parts, 1000);
+        assert_eq!(kept(&parts), vec![0, sb[0], 0]);
+        // Room left after a small first partition goes to later ones, but
+        // a too-large batch there is not the first of the response.
+        let (b, _) = batches(&[5000]);
+        let mut parts = vec![(c, 1000), (b, 1000)];
+        trim_to_limits(&mut parts, 10_000);
+        assert_eq!(kept(&parts), vec![sc[0], 0]);
+    }
 }

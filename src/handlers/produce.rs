@@ -4,14 +4,17 @@
 
 use super::{handler, Handler, Outcome, Request};
 use crate::controller::ensure_topics;
-use crate::log::batch;
+use crate::log::partition_log::now_ms;
+use crate::log::{batch, validator};
 use crate::metrics::ShardMetrics;
 use crate::server::ShardBroker;
 use crate::storage::AppendResult;
 use crate::topics::TopicPartition;
 use bytes::Bytes;
 use futures::future::join_all;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -131,6 +134,19 @@ async fn append(
         Ok(header) => header,
         Err(e) => return AppendResult::error(e.code(), e.message()),
     };
+    // The topic's timestamp bounds and codec, applied here rather than on
+    // the owner so the (de)compression CPU is spread over shards.
+    let config = broker.catalog.snapshot().get(&tp.topic).map(|t| t.log_config());
+    let (records, header) = match config.map(|c| validator::prepare(&records, &header, &c, now_ms())) {
+        None | Some(Ok(None)) => (records, header),
+        Some(Ok(Some((rebuilt, header)))) => (Bytes::from(rebuilt), header),
+        Some(Err(rejected)) => {
+            return AppendResult {
+                record_errors: rejected.record_errors,
+                ..AppendResult::error(rejected.code, rejected.message)
+            }
+        }
+    };
     let owner = broker.owner(&tp);
     let (topic, bytes) = (tp.topic.clone(), records.len() as u64);
     let result = broker
@@ -155,6 +171,16 @@ fn partition_response(index: i32, r: AppendResult) -> PartitionProduceResponse {
         .with_base_offset(r.base_offset)
         .with_log_append_time_ms(r.log_append_time)
         .with_log_start_offset(r.log_start_offset)
+        .with_record_errors(
+            r.record_errors
+                .into_iter()
+                .map(|(index, message)| {
+                    BatchIndexAndErrorMessage::default()
+                        .with_batch_index(index)
+                        .with_batch_index_error_message(Some(StrBytes::from_string(message)))
+                })
+                .collect(),
+        )
 }
 
 /// The topics (name, id) and partition indexes a Produce request names.

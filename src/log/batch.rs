@@ -27,8 +27,8 @@ pub const HEADER_LEN: usize = 61;
 /// Bytes not counted by the batch length field (base offset + length).
 pub const LOG_OVERHEAD: usize = 12;
 
-const COMPRESSION_MASK: i16 = 0x07;
-const TIMESTAMP_TYPE_BIT: i16 = 0x08;
+pub const COMPRESSION_MASK: i16 = 0x07;
+pub const TIMESTAMP_TYPE_BIT: i16 = 0x08;
 const TRANSACTIONAL_BIT: i16 = 0x10;
 const CONTROL_BIT: i16 = 0x20;
 
@@ -57,6 +57,10 @@ impl BatchHeader {
     }
     pub fn compression(&self) -> i16 {
         self.attributes & COMPRESSION_MASK
+    }
+    /// LogAppendTime: every record's timestamp is the batch's max timestamp.
+    pub fn is_log_append_time(&self) -> bool {
+        self.attributes & TIMESTAMP_TYPE_BIT != 0
     }
     pub fn is_transactional(&self) -> bool {
         self.attributes & TRANSACTIONAL_BIT != 0
@@ -199,7 +203,7 @@ pub fn validate(batch: &[u8]) -> Result<BatchHeader, BatchError> {
 /// Walks the length prefixes of uncompressed records: they must be exactly
 /// `count` records filling the rest of the batch. Cheap (no decoding), and
 /// it catches a batch whose header lies about its records.
-fn check_uncompressed_records(mut records: &[u8], count: i32) -> Result<(), BatchError> {
+pub fn check_uncompressed_records(mut records: &[u8], count: i32) -> Result<(), BatchError> {
     for i in 0..count {
         let (len, used) = read_varint(records)
             .ok_or_else(|| BatchError::Invalid(format!("record {i}: truncated length")))?;
@@ -216,6 +220,26 @@ fn check_uncompressed_records(mut records: &[u8], count: i32) -> Result<(), Batc
         )));
     }
     Ok(())
+}
+
+/// (offset delta, timestamp delta) of each record of an uncompressed
+/// records section, in order. Reads only the fields before the key.
+pub fn record_times(mut records: &[u8]) -> Result<Vec<(i64, i64)>, BatchError> {
+    let truncated = |i: usize| BatchError::Invalid(format!("record {i} is truncated"));
+    let mut times = Vec::new();
+    while !records.is_empty() {
+        let i = times.len();
+        let (len, used) = read_varint(records).ok_or_else(|| truncated(i))?;
+        let len = usize::try_from(len).map_err(|_| truncated(i))?;
+        let record = records.get(used..used + len).ok_or_else(|| truncated(i))?;
+        // Attributes (one byte), then the two deltas.
+        let after_attributes = record.get(1..).ok_or_else(|| truncated(i))?;
+        let (timestamp_delta, used_ts) = read_varint(after_attributes).ok_or_else(|| truncated(i))?;
+        let (offset_delta, _) = read_varint(&after_attributes[used_ts..]).ok_or_else(|| truncated(i))?;
+        times.push((offset_delta, timestamp_delta));
+        records = &records[used + len..];
+    }
+    Ok(times)
 }
 
 /// A zig-zag varint (Kafka's record length encoding): value and bytes used.
@@ -262,11 +286,30 @@ pub fn build_idempotent_batch(
     base_sequence: i32,
     records: &[(&[u8], &[u8])],
 ) -> Vec<u8> {
+    let timed: Vec<(i64, &[u8], &[u8])> = records.iter().map(|&(k, v)| (timestamp, k, v)).collect();
+    build_batch_full(base_offset, producer_id, producer_epoch, base_sequence, &timed)
+}
+
+/// Builds an uncompressed batch whose records carry their own timestamps
+/// (base timestamp: the first record's, as clients write it).
+pub fn build_timed_batch(base_offset: i64, records: &[(i64, &[u8], &[u8])]) -> Vec<u8> {
+    build_batch_full(base_offset, -1, -1, -1, records)
+}
+
+fn build_batch_full(
+    base_offset: i64,
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+    records: &[(i64, &[u8], &[u8])],
+) -> Vec<u8> {
+    let timestamp = records.first().map_or(-1, |r| r.0);
+    let max_timestamp = records.iter().map(|r| r.0).max().unwrap_or(-1);
     let mut body = Vec::new();
-    for (i, (key, value)) in records.iter().enumerate() {
+    for (i, (ts, key, value)) in records.iter().enumerate() {
         let mut record = Vec::new();
         record.push(0u8); // attributes
-        put_varint(&mut record, 0); // timestamp delta
+        put_varint(&mut record, ts - timestamp); // timestamp delta
         put_varint(&mut record, i as i64); // offset delta
         put_varint(&mut record, key.len() as i64);
         record.extend_from_slice(key);
@@ -286,7 +329,7 @@ pub fn build_idempotent_batch(
     batch.extend_from_slice(&0i16.to_be_bytes()); // attributes
     batch.extend_from_slice(&(count - 1).to_be_bytes());
     batch.extend_from_slice(&timestamp.to_be_bytes());
-    batch.extend_from_slice(&timestamp.to_be_bytes());
+    batch.extend_from_slice(&max_timestamp.to_be_bytes());
     batch.extend_from_slice(&producer_id.to_be_bytes());
     batch.extend_from_slice(&producer_epoch.to_be_bytes());
     batch.extend_from_slice(&base_sequence.to_be_bytes());

@@ -5,10 +5,13 @@
 //! blocking thread.
 
 pub mod batch;
+pub mod compression;
 pub mod index;
 pub mod partition_log;
 pub mod producer_state;
 pub mod segment;
+pub mod timestamps;
+pub mod validator;
 
 #[cfg(test)]
 mod tests;

@@ -13,6 +13,7 @@
 //!   written at roll and close; batches after it are replayed at open.
 
 use super::batch::{self, BatchHeader};
+use super::compression::CompressionType;
 use super::index::write_file;
 use super::producer_state::{ProducerStates, SequenceCheck};
 use super::segment::Segment;
@@ -40,6 +41,14 @@ pub struct LogConfig {
     pub retention_bytes: Option<u64>,
     pub max_message_bytes: usize,
     pub log_append_time: bool,
+    /// `compression.type`: the codec batches are stored in.
+    pub compression: CompressionType,
+    /// `message.timestamp.before.max.ms`: how far in the past a CreateTime
+    /// record may be (Kafka's default: unbounded).
+    pub timestamp_before_max_ms: i64,
+    /// `message.timestamp.after.max.ms`: how far in the future (Kafka 4.0
+    /// made the default one hour, KIP-1030).
+    pub timestamp_after_max_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -51,6 +60,9 @@ impl Default for LogConfig {
             retention_bytes: None,
             max_message_bytes: 1_048_588,
             log_append_time: false,
+            compression: CompressionType::Producer,
+            timestamp_before_max_ms: i64::MAX,
+            timestamp_after_max_ms: 3_600_000,
         }
     }
 }
@@ -371,8 +383,8 @@ impl PartitionLog {
         Ok(Vec::new())
     }
 
-    /// The first offset whose batch has a timestamp >= `timestamp`, with
-    /// that batch's max timestamp (ListOffsets by time).
+    /// The first record whose timestamp is >= `timestamp`: (its offset,
+    /// its timestamp) (ListOffsets by time).
     pub fn offset_for_timestamp(&self, timestamp: i64) -> io::Result<Option<(i64, i64)>> {
         for segment in &self.segments {
             if let Some((offset, ts)) = segment.find_timestamp(timestamp)? {
@@ -382,13 +394,22 @@ impl PartitionLog {
         Ok(None)
     }
 
-    /// The batch with the largest timestamp: (its offset, the timestamp).
-    pub fn max_timestamp(&self) -> Option<(i64, i64)> {
-        self.segments
-            .iter()
-            .filter(|s| s.max_timestamp() >= 0)
-            .max_by_key(|s| s.max_timestamp())
-            .map(|s| (s.max_timestamp_offset(), s.max_timestamp()))
+    /// The earliest record with the largest timestamp: (its offset, the
+    /// timestamp) (ListOffsets MAX_TIMESTAMP, as Kafka answers since 3.8).
+    pub fn max_timestamp(&self) -> io::Result<Option<(i64, i64)>> {
+        // The first segment holding the max, as Kafka's maxBy picks it.
+        let mut best: Option<&Segment> = None;
+        for segment in &self.segments {
+            if segment.max_timestamp() >= 0
+                && best.is_none_or(|b| segment.max_timestamp() > b.max_timestamp())
+            {
+                best = Some(segment);
+            }
+        }
+        match best {
+            Some(segment) => segment.find_max_timestamp(),
+            None => Ok(None),
+        }
     }
 
     /// Deletes whole segments past `retention.ms` or beyond

@@ -3,6 +3,7 @@
 
 use super::batch::{self, BatchHeader, HEADER_LEN};
 use super::index::{OffsetIndex, TimeIndex, INDEX_INTERVAL_BYTES};
+use super::timestamps;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -164,8 +165,9 @@ impl Segment {
             return Ok(None);
         }
         let relative = (offset.max(self.base_offset) - self.base_offset) as u32;
-        let found =
-            self.first_batch_from(self.index.floor_position(relative), |h| h.last_offset() >= offset)?;
+        let found = self.first_batch_from(u64::from(self.index.floor_position(relative)), |h| {
+            h.last_offset() >= offset
+        })?;
         Ok(found.map(|(position, _)| position))
     }
 
@@ -173,10 +175,9 @@ impl Segment {
     /// one that satisfies `wanted`.
     fn first_batch_from(
         &self,
-        position: u32,
+        mut position: u64,
         wanted: impl Fn(&BatchHeader) -> bool,
     ) -> io::Result<Option<(u64, BatchHeader)>> {
-        let mut position = u64::from(position);
         let mut header = [0u8; HEADER_LEN];
         while position < self.size {
             self.file.read_exact_at(&mut header, position)?;
@@ -214,16 +215,55 @@ impl Segment {
         Ok(bytes)
     }
 
-    /// First batch whose max timestamp is >= `timestamp`: (offset, its
-    /// max timestamp).
+    /// The first record whose timestamp is >= `timestamp`: (its offset,
+    /// its timestamp). The time index finds where to start; batches whose
+    /// max timestamp reaches the time are opened and their records read.
     pub fn find_timestamp(&self, timestamp: i64) -> io::Result<Option<(i64, i64)>> {
         if self.max_timestamp < timestamp {
             return Ok(None);
         }
         let start = self.time_index.lookup(timestamp).unwrap_or(0);
-        let found =
-            self.first_batch_from(self.index.floor_position(start), |h| h.max_timestamp >= timestamp)?;
-        Ok(found.map(|(_, h)| (h.base_offset, h.max_timestamp)))
+        let mut position = u64::from(self.index.floor_position(start));
+        while let Some((at, header)) = self.first_batch_from(position, |h| h.max_timestamp >= timestamp)? {
+            let bytes = self.read_batch(at, &header)?;
+            match timestamps::first_at_or_after(&bytes, &header, timestamp) {
+                Ok(Some(found)) => return Ok(Some(found)),
+                // A header that claims a later time than its records:
+                // the answer is further on.
+                Ok(None) => {}
+                // Records that cannot be read: the batch is the closest
+                // answer there is.
+                Err(_) => return Ok(Some((header.base_offset, header.max_timestamp))),
+            }
+            position = at + header.size as u64;
+        }
+        Ok(None)
+    }
+
+    /// The earliest record carrying this segment's max timestamp: (its
+    /// offset, the timestamp); `None` for an empty segment.
+    pub fn find_max_timestamp(&self) -> io::Result<Option<(i64, i64)>> {
+        if self.max_timestamp < 0 {
+            return Ok(None);
+        }
+        // `max_timestamp_offset` is at or before the first batch with the
+        // max (after an open from indexes it can be an earlier batch).
+        let from = self
+            .find_position(self.max_timestamp_offset.max(self.base_offset))?
+            .unwrap_or(0);
+        let max = self.max_timestamp;
+        let Some((at, header)) = self.first_batch_from(from, |h| h.max_timestamp == max)? else {
+            return Ok(Some((self.max_timestamp_offset, max)));
+        };
+        let bytes = self.read_batch(at, &header)?;
+        Ok(Some(
+            timestamps::offset_of_max_timestamp(&bytes, &header).unwrap_or((header.base_offset, max)),
+        ))
+    }
+
+    /// The whole batch at `position`.
+    fn read_batch(&self, position: u64, header: &BatchHeader) -> io::Result<Vec<u8>> {
+        read_vec_at(&self.file, header.size, position)
     }
 
     /// Visits every batch header from the start (no CRC check).

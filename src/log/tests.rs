@@ -98,7 +98,7 @@ fn append_and_read_across_segment_rolls() {
     assert_eq!(log.offset_for_timestamp(1000).unwrap(), Some((0, 1000)));
     assert_eq!(log.offset_for_timestamp(1250).unwrap(), Some((500, 1250)));
     assert_eq!(log.offset_for_timestamp(5000).unwrap(), None);
-    assert_eq!(log.max_timestamp(), Some((998, 1499)));
+    assert_eq!(log.max_timestamp().unwrap(), Some((998, 1499)));
     log.close().unwrap();
 
     let (log, report) = PartitionLog::open(&dir.0).unwrap();
@@ -106,6 +106,9 @@ fn append_and_read_across_segment_rolls() {
     assert_eq!(report.rescanned_segments, 0);
     assert_eq!(log.log_end_offset(), 1000);
     assert_eq!(read_all(&log, 0), (0..1000).collect::<Vec<_>>());
+    // Opened from its indexes, the answers are the same.
+    assert_eq!(log.max_timestamp().unwrap(), Some((998, 1499)));
+    assert_eq!(log.offset_for_timestamp(1250).unwrap(), Some((500, 1250)));
 }
 
 #[test]

@@ -38,6 +38,8 @@ pub struct AppendResult {
     pub base_offset: i64,
     pub log_append_time: i64,
     pub log_start_offset: i64,
+    /// Produce v8+ per-record errors: (index in the batch, message).
+    pub record_errors: Vec<(i32, String)>,
 }
 
 impl AppendResult {
@@ -48,6 +50,7 @@ impl AppendResult {
             base_offset: -1,
             log_append_time: -1,
             log_start_offset: -1,
+            record_errors: Vec::new(),
         }
     }
 }
@@ -225,6 +228,7 @@ impl ShardStorage {
             base_offset: appended.base_offset,
             log_append_time: appended.log_append_time,
             log_start_offset,
+            record_errors: Vec::new(),
         }
     }
 
@@ -333,7 +337,10 @@ impl ShardStorage {
         self.with_partition(tp, |p, _| match timestamp {
             -1 => Ok((p.log.high_watermark(), -1)),
             -2 | -4 | -5 => Ok((p.log.log_start_offset(), -1)),
-            -3 => Ok(p.log.max_timestamp().unwrap_or((-1, -1))),
+            -3 => match p.log.max_timestamp() {
+                Ok(found) => Ok(found.unwrap_or((-1, -1))),
+                Err(e) => Err(storage_error(tp, "max timestamp lookup", &e)),
+            },
             ts if ts >= 0 => match p.log.offset_for_timestamp(ts) {
                 Ok(found) => Ok(found.unwrap_or((-1, -1))),
                 Err(e) => Err(storage_error(tp, "timestamp lookup", &e)),

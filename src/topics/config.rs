@@ -6,6 +6,7 @@
 //! else the broker-level synonym set dynamically (per broker, then cluster
 //! default), else the built-in default.
 
+use crate::log::compression::CompressionType;
 use crate::log::LogConfig;
 use std::collections::BTreeMap;
 
@@ -88,14 +89,14 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
     def!("cleanup.policy", List, "delete", Valid::ListOf(&["delete", "compact"]), Some("log.cleanup.policy"),
         Support::Applied, "How old segments are discarded: delete (by retention.ms / retention.bytes); compact is not built yet and is refused."),
     def!("compression.gzip.level", Int, "-1", Valid::Between(-1.0, 9.0), Some("compression.gzip.level"),
-        Support::Applied, "Level used when the broker compresses with gzip (-1 = the codec's default)."),
+        Support::Stored, "Level for gzip when the broker recompresses (stored; the broker uses the codec's default level)."),
     def!("compression.lz4.level", Int, "9", Valid::Between(1.0, 17.0), Some("compression.lz4.level"),
-        Support::Applied, "Level used when the broker compresses with lz4."),
+        Support::Stored, "Level for lz4 when the broker recompresses (stored; the broker uses the codec's default level)."),
     def!("compression.type", String, "producer", Valid::OneOf(&["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"]),
         Some("compression.type"), Support::Applied,
         "Codec batches are stored in: producer keeps each batch as sent; a named codec makes the broker recompress batches that arrive in another one."),
     def!("compression.zstd.level", Int, "3", Valid::Between(-131072.0, 22.0), Some("compression.zstd.level"),
-        Support::Applied, "Level used when the broker compresses with zstd."),
+        Support::Stored, "Level for zstd when the broker recompresses (stored; the broker uses the codec's default level)."),
     def!("delete.retention.ms", Long, "86400000", Valid::AtLeast(0), Some("log.cleaner.delete.retention.ms"),
         Support::Stored, "How long tombstones are kept after compaction (compacted topics)."),
     def!("file.delete.delay.ms", Long, "60000", Valid::AtLeast(0), Some("log.segment.delete.delay.ms"),
@@ -395,6 +396,9 @@ pub fn log_config(overrides: &BTreeMap<String, String>, defaults: &BrokerTopicDe
         retention_bytes: optional(int("retention.bytes")),
         max_message_bytes: usize::try_from(int("max.message.bytes")).unwrap_or(fallback.max_message_bytes),
         log_append_time: get("message.timestamp.type") == "LogAppendTime",
+        compression: CompressionType::parse(&get("compression.type")).unwrap_or(fallback.compression),
+        timestamp_before_max_ms: int("message.timestamp.before.max.ms").max(0),
+        timestamp_after_max_ms: int("message.timestamp.after.max.ms").max(0),
     }
 }
 
