@@ -100,10 +100,16 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     }
     // All partitions of all topics at once; each starts (and, on its own
     // shard, appends) in request order on its first poll. Answered with
-    // REQUEST_TIMED_OUT before the connection-level request timeout would
-    // close the connection (an acks=all sync stuck on a failing disk).
+    // REQUEST_TIMED_OUT (an acks=all sync stuck on a failing disk) after
+    // the request's timeout_ms for acks=all, as Kafka does, else before the
+    // connection-level request timeout would close the connection.
+    let limit = match acks {
+        -1 => std::time::Duration::from_millis(u64::try_from(produce.timeout_ms).unwrap_or(0)),
+        _ => broker.config.request_timeout.mul_f64(0.9),
+    };
+    request.wait.until(std::time::Instant::now() + limit);
     let all = std::pin::pin!(join_all(topics));
-    let limit = std::pin::pin!(glommio::timer::sleep(broker.config.request_timeout.mul_f64(0.9)));
+    let limit = std::pin::pin!(glommio::timer::sleep(limit));
     match futures::future::select(all, limit).await {
         futures::future::Either::Left((responses, _)) => respond(&request, acks, responses),
         futures::future::Either::Right(_) => {
