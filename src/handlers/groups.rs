@@ -37,18 +37,30 @@ fn text(s: impl Into<String>) -> StrBytes {
 /// The coordinator shard could not be reached (shutting down).
 const UNAVAILABLE: ResponseError = ResponseError::CoordinatorNotAvailable;
 
-/// Groups are coordinated by this broker; transactions are not.
+/// Groups are coordinated by this broker; transactions are not. A
+/// transactional id gets TRANSACTIONAL_ID_AUTHORIZATION_FAILED, Kafka's
+/// answer when a transactional id may not be used: clients treat it as
+/// fatal, so `init_transactions()` fails at once with our message instead
+/// of retrying COORDINATOR_NOT_AVAILABLE until its own timeout.
 async fn find_coordinator(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let asked: FindCoordinatorRequest = request.decode("FindCoordinator")?;
     let (host, port) = broker.advertised_to(&request);
     let node = BrokerId(broker.identity.node_id);
     let error = match asked.key_type {
         0 => None,
-        1 => Some("transactions are not supported by this broker"),
-        _ => Some("unknown coordinator key type"),
+        1 => Some((
+            ResponseError::TransactionalIdAuthorizationFailed,
+            "transactions are not supported by this broker",
+        )),
+        _ => Some((ResponseError::InvalidRequest, "unknown coordinator key type")),
     };
-    let code = error.map_or(0, |_| UNAVAILABLE.code());
-    let message = error.map(text);
+    if let Some((error, _)) = error {
+        broker
+            .metrics
+            .request_error(ApiKey::FindCoordinator as i16, &format!("{error:?}"));
+    }
+    let code = error.map_or(0, |(error, _)| error.code());
+    let message = error.map(|(_, message)| text(message));
     let response = if request.version >= 4 {
         let coordinators = asked
             .coordinator_keys

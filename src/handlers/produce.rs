@@ -8,7 +8,7 @@ use crate::log::batch;
 use crate::metrics::ShardMetrics;
 use crate::server::ShardBroker;
 use crate::storage::AppendResult;
-use crate::topics::TopicPartition;
+use crate::topics::{validate_topic_name, TopicPartition};
 use bytes::Bytes;
 use futures::future::join_all;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
@@ -60,14 +60,22 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
             catalog.get(&topic.name)
         };
         let name: Option<Rc<str>> = entry.map(|t| Rc::from(t.name.as_str()));
+        // A name Kafka refuses can never exist: say so, so clients stop
+        // retrying (UNKNOWN_TOPIC_OR_PARTITION is retriable).
+        let missing = match validate_topic_name(&topic.name) {
+            Err(why) if !by_id => (ResponseError::InvalidTopicException, why),
+            _ => (
+                ResponseError::UnknownTopicOrPartition,
+                "unknown topic".to_string(),
+            ),
+        };
         let appends = topic.partition_data.into_iter().map(|data| {
             let broker = broker.clone();
             let name = name.clone();
+            let missing = missing.clone();
             async move {
                 let result = match name {
-                    None => {
-                        AppendResult::error(ResponseError::UnknownTopicOrPartition.code(), "unknown topic")
-                    }
+                    None => AppendResult::error(missing.0.code(), missing.1),
                     Some(name) => {
                         append(
                             &broker,
