@@ -59,24 +59,22 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
         } else {
             catalog.get(&topic.name)
         };
-        let name: Option<Rc<str>> = entry.map(|t| Rc::from(t.name.as_str()));
         // A name Kafka refuses can never exist: say so, so clients stop
         // retrying (UNKNOWN_TOPIC_OR_PARTITION is retriable).
-        let missing = match validate_topic_name(&topic.name) {
-            Err(why) if !by_id => (ResponseError::InvalidTopicException, why),
-            _ => (
-                ResponseError::UnknownTopicOrPartition,
-                "unknown topic".to_string(),
-            ),
+        let name: Result<Rc<str>, (ResponseError, Rc<str>)> = match entry {
+            Some(t) => Ok(Rc::from(t.name.as_str())),
+            None => Err(match validate_topic_name(&topic.name) {
+                Err(why) if !by_id => (ResponseError::InvalidTopicException, Rc::from(why)),
+                _ => (ResponseError::UnknownTopicOrPartition, Rc::from("unknown topic")),
+            }),
         };
         let appends = topic.partition_data.into_iter().map(|data| {
             let broker = broker.clone();
             let name = name.clone();
-            let missing = missing.clone();
             async move {
                 let result = match name {
-                    None => AppendResult::error(missing.0.code(), missing.1),
-                    Some(name) => {
+                    Err((error, why)) => AppendResult::error(error.code(), why.as_ref()),
+                    Ok(name) => {
                         append(
                             &broker,
                             TopicPartition::new(&name, data.index),
