@@ -131,7 +131,9 @@ def transactions(addr):
 
 def held_join_group(addr, metrics_port, log):
     """Member 1 joins and stops polling; member 2 (rebalance timeout 120 s)
-    joins and is held until member 1 polls again, HOLD seconds later."""
+    joins and is held until member 1 polls again, `hold` seconds later.
+    Scaled down: a 12 s hold against REQUEST_TIMEOUT_SECS=5 stands for a
+    60 s hold against the default 30 s (the broker's logic is the same)."""
     from confluent_kafka import Consumer
     hold = 12
     topic, group = "held-join", "held-join-group"
