@@ -275,9 +275,11 @@ fn backpressure_pauses_reading_and_loses_nothing() {
     assert!(events >= 1.0, "backpressure not counted:\n{metrics}");
 }
 
-/// A request still unanswered after REQUEST_TIMEOUT_SECS (a JoinGroup
-/// waiting out a 3 s initial rebalance delay, with a 1 s timeout) is
-/// counted and its connection closed; other connections are unaffected.
+/// A request still unanswered REQUEST_TIMEOUT_SECS after the wait its
+/// protocol allows is counted and its connection closed; other connections
+/// are unaffected. The request: a JoinGroup with a 100 ms rebalance timeout
+/// (what its client waits for, plus grace), held by a group whose other
+/// member may take 30 s to rejoin, with a 1 s timeout.
 #[test]
 fn a_request_past_the_timeout_is_counted_and_its_connection_closed() {
     use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
@@ -285,18 +287,25 @@ fn a_request_past_the_timeout_is_counted_and_its_connection_closed() {
     use kafka_protocol::protocol::StrBytes;
     let broker = TestBroker::start_with("request-timeout", 1, |c| {
         c.request_timeout = Duration::from_secs(1);
-        c.group_initial_rebalance_delay_ms = 3000;
+        c.group_initial_rebalance_delay_ms = 0;
     });
+    let join = |rebalance_ms: i32| {
+        JoinGroupRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("slow")))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(rebalance_ms)
+            .with_member_id(StrBytes::from_static_str(""))
+            .with_protocol_type(StrBytes::from_static_str("consumer"))
+            .with_protocols(vec![
+                JoinGroupRequestProtocol::default().with_name(StrBytes::from_static_str("range"))
+            ])
+    };
+    // The first member joins (v3: no member-id round trip) and stays.
+    let mut first = RawClient::connect(broker.addr);
+    let joined = first.call(3, &join(30_000));
+    assert_eq!(joined.error_code, 0);
     let mut client = RawClient::connect(broker.addr);
-    let join = JoinGroupRequest::default()
-        .with_group_id(GroupId(StrBytes::from_static_str("slow")))
-        .with_session_timeout_ms(10_000)
-        .with_rebalance_timeout_ms(10_000)
-        .with_member_id(StrBytes::from_static_str(""))
-        .with_protocol_type(StrBytes::from_static_str("consumer"))
-        .with_protocols(vec![
-            JoinGroupRequestProtocol::default().with_name(StrBytes::from_static_str("range"))
-        ]);
+    let join = join(100);
     let started = Instant::now();
     client.stream.write_all(&RawClient::encode(1, 3, &join)).unwrap();
     assert!(

@@ -7,10 +7,15 @@
 //! socket's ephemeral port is reused by the others so every shard listens on
 //! the same port.
 
+use procfs::net::TcpState;
+use procfs::process::FDTarget;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::collections::HashSet;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
 
 /// Binds `count` listeners on `addr`; returns them and the bound address.
 pub(crate) fn bind_shard_listeners(
@@ -51,21 +56,85 @@ fn reuseport_listener(addr: SocketAddr, backlog: i32) -> io::Result<Socket> {
     Ok(socket)
 }
 
+/// How long a start waits for a port still held by the listening socket of
+/// a process that has exited.
+const RELEASE_WAIT: Duration = Duration::from_secs(10);
+
 /// SO_REUSEPORT lets a second process of the same user bind the same port and
 /// silently take half the connections (a stale broker, a second copy
 /// started by mistake). A bind *without* SO_REUSEPORT fails if anyone is
 /// listening there, so try one first and turn that into a clear error.
+///
+/// Right after a broker is killed (`kill -9`, a crash) its listening
+/// sockets outlive it briefly: io_uring requests still reference them until
+/// the kernel tears the ring down. No process owns them then, so a restart
+/// (a supervisor's, say) waits for their release, up to [`RELEASE_WAIT`],
+/// instead of failing; a socket a live process holds is refused at once.
 fn refuse_if_port_taken(addr: SocketAddr) -> io::Result<()> {
+    let started = Instant::now();
+    let mut waiting = false;
+    loop {
+        match exclusive_probe(addr) {
+            Ok(()) => {
+                if waiting {
+                    info!(%addr, waited_ms = started.elapsed().as_millis() as u64, "port released");
+                }
+                return Ok(());
+            }
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                if started.elapsed() >= RELEASE_WAIT || held_by_live_process(addr) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AddrInUse,
+                        format!("{addr} is already in use by another process"),
+                    ));
+                }
+                if !waiting {
+                    warn!(
+                        %addr,
+                        wait_secs = RELEASE_WAIT.as_secs(),
+                        "port held by a listening socket no running process owns \
+                         (a process that just exited, being torn down); waiting for its release"
+                    );
+                    waiting = true;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn exclusive_probe(addr: SocketAddr) -> io::Result<()> {
     let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     probe.set_reuse_address(true)?;
-    match probe.bind(&SockAddr::from(addr)) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(io::Error::new(
-            io::ErrorKind::AddrInUse,
-            format!("{addr} is already in use by another process"),
-        )),
-        Err(e) => Err(e),
+    probe.bind(&SockAddr::from(addr))
+}
+
+/// Whether a running process (one whose descriptors we may read: ours, or
+/// any as root) holds a socket listening where `addr` would listen.
+fn held_by_live_process(addr: SocketAddr) -> bool {
+    let overlaps = |local: &SocketAddr| {
+        local.port() == addr.port()
+            && (local.ip() == addr.ip() || local.ip().is_unspecified() || addr.ip().is_unspecified())
+    };
+    let listening: HashSet<u64> = [procfs::net::tcp(), procfs::net::tcp6()]
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|s| s.state == TcpState::Listen && s.inode != 0 && overlaps(&s.local_address))
+        .map(|s| s.inode)
+        .collect();
+    if listening.is_empty() {
+        return false;
     }
+    let Ok(processes) = procfs::process::all_processes() else {
+        return false;
+    };
+    processes
+        .flatten()
+        .filter_map(|p| p.fd().ok())
+        .flat_map(|fds| fds.flatten())
+        .any(|fd| matches!(fd.target, FDTarget::Socket(inode) if listening.contains(&inode)))
 }
 
 #[cfg(test)]
@@ -86,7 +155,23 @@ mod tests {
     #[test]
     fn a_port_held_by_someone_else_is_refused() {
         let (_held, bound) = bind_shard_listeners("127.0.0.1:0".parse().unwrap(), 1, 128).unwrap();
+        let started = Instant::now();
         let err = bind_shard_listeners(bound, 2, 128).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        // Held by a live process (this one): refused without waiting.
+        assert!(started.elapsed() < RELEASE_WAIT / 2, "{:?}", started.elapsed());
+        assert!(held_by_live_process(bound));
+        assert!(held_by_live_process(SocketAddr::from((
+            [0, 0, 0, 0],
+            bound.port()
+        ))));
+    }
+
+    #[test]
+    fn a_released_port_is_not_held() {
+        let (held, bound) = bind_shard_listeners("127.0.0.1:0".parse().unwrap(), 1, 128).unwrap();
+        drop(held);
+        assert!(!held_by_live_process(bound));
+        assert!(refuse_if_port_taken(bound).is_ok());
     }
 }

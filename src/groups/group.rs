@@ -697,6 +697,12 @@ impl Group {
         self.state == GroupState::Empty && self.pending.is_empty()
     }
 
+    /// The latest a JoinGroup or SyncGroup waiting now is answered (by
+    /// `tick` at its rebalance or sync deadline), if one can be waiting.
+    pub fn answer_deadline(&self) -> Option<Instant> {
+        self.rebalance_deadline.or(self.sync_deadline)
+    }
+
     /// Session expiry, rebalance and sync deadlines. Called periodically.
     pub fn tick(&mut self, now: Instant) {
         self.pending

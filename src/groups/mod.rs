@@ -142,6 +142,11 @@ impl GroupCoordinator {
         }
     }
 
+    /// See `Group::answer_deadline`.
+    pub(crate) fn answer_deadline(&self, group_id: &str) -> Option<Instant> {
+        self.groups.borrow().get(group_id)?.answer_deadline()
+    }
+
     pub(crate) fn heartbeat(
         &self,
         group_id: &str,

@@ -63,10 +63,10 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     }
     let min_bytes = usize::try_from(fetch.min_bytes).unwrap_or(0);
     let max_bytes = usize::try_from(fetch.max_bytes).unwrap_or(usize::MAX);
-    // A long poll never outlasts the broker's own request timeout.
-    let max_wait = Duration::from_millis(u64::try_from(fetch.max_wait_ms).unwrap_or(0))
-        .min(broker.config.request_timeout.mul_f64(0.9));
+    // The client bounds the long poll; the connection waits that long.
+    let max_wait = Duration::from_millis(u64::try_from(fetch.max_wait_ms).unwrap_or(0));
     let deadline = Instant::now() + max_wait;
+    request.wait.until(deadline);
 
     let results = loop {
         let results = read_all(&broker, &wanted, max_bytes, unknown.code()).await;

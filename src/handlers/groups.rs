@@ -4,9 +4,10 @@
 //! coordinates it; requests are sent there.
 
 use super::{handler, Handler, Outcome, Request};
-use crate::groups::{JoinRequest, JoinResult, Reply, SyncResult};
+use crate::groups::{GroupCoordinator, JoinRequest, JoinResult, Reply, SyncResult};
 use crate::server::ShardBroker;
 use bytes::Bytes;
+use chronik_shard::ShardUnreachable;
 use futures::future::join_all;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
@@ -18,7 +19,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub(crate) const FIND_COORDINATOR: Handler = handler!(FindCoordinatorRequest, find_coordinator);
 pub(crate) const JOIN_GROUP: Handler = handler!(JoinGroupRequest, join_group);
@@ -36,18 +37,30 @@ fn text(s: impl Into<String>) -> StrBytes {
 /// The coordinator shard could not be reached (shutting down).
 const UNAVAILABLE: ResponseError = ResponseError::CoordinatorNotAvailable;
 
-/// Groups are coordinated by this broker; transactions are not.
+/// Groups are coordinated by this broker; transactions are not. A
+/// transactional id gets TRANSACTIONAL_ID_AUTHORIZATION_FAILED, Kafka's
+/// answer when a transactional id may not be used: clients treat it as
+/// fatal, so `init_transactions()` fails at once with our message instead
+/// of retrying COORDINATOR_NOT_AVAILABLE until its own timeout.
 async fn find_coordinator(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let asked: FindCoordinatorRequest = request.decode("FindCoordinator")?;
     let (host, port) = broker.advertised_to(&request);
     let node = BrokerId(broker.identity.node_id);
     let error = match asked.key_type {
         0 => None,
-        1 => Some("transactions are not supported by this broker"),
-        _ => Some("unknown coordinator key type"),
+        1 => Some((
+            ResponseError::TransactionalIdAuthorizationFailed,
+            "transactions are not supported by this broker",
+        )),
+        _ => Some((ResponseError::InvalidRequest, "unknown coordinator key type")),
     };
-    let code = error.map_or(0, |_| UNAVAILABLE.code());
-    let message = error.map(text);
+    if let Some((error, _)) = error {
+        broker
+            .metrics
+            .request_error(ApiKey::FindCoordinator as i16, &format!("{error:?}"));
+    }
+    let code = error.map_or(0, |(error, _)| error.code());
+    let message = error.map(|(_, message)| text(message));
     let response = if request.version >= 4 {
         let coordinators = asked
             .coordinator_keys
@@ -112,26 +125,28 @@ async fn join_group(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
         requires_known_member_id: version >= 4,
     };
     let group_id = asked.group_id.to_string();
-    let owner = broker.group_owner(&group_id);
     let member_id = join.member_id.clone();
-    let result = broker
-        .on_shard(owner, move |b| async move {
-            match b.groups.join(&group_id, join) {
-                Reply::Now(result) => result,
-                Reply::Later(rx) => rx.await.unwrap_or_else(|_| JoinResult {
-                    error: ResponseError::UnknownMemberId.code(),
-                    generation: -1,
-                    member_id,
-                    ..Default::default()
-                }),
-            }
-        })
-        .await
-        .unwrap_or_else(|_| JoinResult {
+    // No client waits for a JoinGroup longer than its own rebalance timeout
+    // (librdkafka adds 3 s, the Java client 5 s), so the connection's
+    // safety net starts then even if other members hold the group longer.
+    let own = Some(join.rebalance_timeout);
+    let reply = group_reply(&broker, &request, group_id, own, |groups, id| {
+        groups.join(id, join)
+    });
+    let result = match reply.await {
+        Ok(Some(result)) => result,
+        Ok(None) => JoinResult {
+            error: ResponseError::UnknownMemberId.code(),
+            generation: -1,
+            member_id,
+            ..Default::default()
+        },
+        Err(_) => JoinResult {
             error: UNAVAILABLE.code(),
             generation: -1,
             ..Default::default()
-        });
+        },
+    };
     let members = result
         .members
         .into_iter()
@@ -182,29 +197,21 @@ async fn sync_group(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
         asked.protocol_type.map(|t| t.to_string()),
         asked.protocol_name.map(|n| n.to_string()),
     );
-    let owner = broker.group_owner(&group_id);
-    let result = broker
-        .on_shard(owner, move |b| async move {
-            let reply = b.groups.sync(
-                &group_id,
-                &member_id,
-                instance_id.as_deref(),
-                asked.generation_id,
-                assignments,
-            );
-            match reply {
-                Reply::Now(result) => result,
-                Reply::Later(rx) => rx.await.unwrap_or_else(|_| SyncResult {
-                    error: ResponseError::RebalanceInProgress.code(),
-                    ..Default::default()
-                }),
-            }
-        })
-        .await
-        .unwrap_or_else(|_| SyncResult {
+    let generation = asked.generation_id;
+    let reply = group_reply(&broker, &request, group_id, None, move |groups, id| {
+        groups.sync(id, &member_id, instance_id.as_deref(), generation, assignments)
+    });
+    let result = match reply.await {
+        Ok(Some(result)) => result,
+        Ok(None) => SyncResult {
+            error: ResponseError::RebalanceInProgress.code(),
+            ..Default::default()
+        },
+        Err(_) => SyncResult {
             error: UNAVAILABLE.code(),
             ..Default::default()
-        });
+        },
+    };
     // v5+: the client says which protocol it synced for; it must match.
     let mismatch = result.error == 0
         && ((asked_type.is_some() && asked_type != result.protocol_type)
@@ -222,6 +229,44 @@ async fn sync_group(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
             .with_protocol_name(result.protocol_name.map(text));
     }
     request.respond(&response)
+}
+
+/// Runs `call` on the group's shard. An answer that must wait for the
+/// group (a JoinGroup during a rebalance, a follower's SyncGroup) is
+/// awaited here, after telling the connection the group's deadline for it:
+/// Kafka holds these as long as the rebalance takes, with no request
+/// timeout of its own; `own_bound` caps that at what the client waits.
+/// `Ok(None)`: the group dropped the waiter.
+async fn group_reply<T, F>(
+    broker: &Rc<ShardBroker>,
+    request: &Request,
+    group_id: String,
+    own_bound: Option<Duration>,
+    call: F,
+) -> Result<Option<T>, ShardUnreachable>
+where
+    T: Send + 'static,
+    F: FnOnce(&GroupCoordinator, &str) -> Reply<T> + Send + 'static,
+{
+    let owner = broker.group_owner(&group_id);
+    let reply = broker
+        .on_shard(owner, move |b| async move {
+            match call(&b.groups, &group_id) {
+                Reply::Now(result) => Ok(result),
+                Reply::Later(rx) => Err((b.groups.answer_deadline(&group_id), rx)),
+            }
+        })
+        .await?;
+    match reply {
+        Ok(result) => Ok(Some(result)),
+        Err((deadline, rx)) => {
+            let own = own_bound.map(|bound| Instant::now() + bound);
+            if let Some(until) = deadline.into_iter().chain(own).min() {
+                request.wait.until(until);
+            }
+            Ok(rx.await.ok())
+        }
+    }
 }
 
 async fn heartbeat(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {

@@ -3,13 +3,14 @@
 
 use super::{handler, Handler, Outcome, Request};
 use crate::controller::ensure_topics;
+use crate::metrics::ShardMetrics;
 use crate::server::ShardBroker;
-use crate::topics::TopicEntry;
+use crate::topics::{validate_topic_name, TopicEntry};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
-use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::messages::{ApiKey, BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use std::rc::Rc;
@@ -46,7 +47,7 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
                     Some(name) => catalog.get(name),
                     None => catalog.by_id(&asked.topic_id),
                 };
-                found.map_or_else(|| unknown_topic(asked), |t| describe_topic(t))
+                found.map_or_else(|| missing_topic(&broker, asked), |t| describe_topic(t))
             })
             .collect(),
     };
@@ -85,12 +86,19 @@ fn describe_topic(topic: &TopicEntry) -> MetadataResponseTopic {
         .with_partitions(partitions)
 }
 
-fn unknown_topic(topic: MetadataRequestTopic) -> MetadataResponseTopic {
-    let error = if topic.name.is_some() {
-        ResponseError::UnknownTopicOrPartition
-    } else {
-        ResponseError::UnknownTopicId
+/// A topic asked for that does not exist: INVALID_TOPIC_EXCEPTION for a
+/// name Kafka refuses (never created, and not retriable, so clients stop
+/// waiting for it), else UNKNOWN_TOPIC_OR_PARTITION / UNKNOWN_TOPIC_ID.
+/// Counted like errors of other APIs.
+fn missing_topic(broker: &ShardBroker, topic: MetadataRequestTopic) -> MetadataResponseTopic {
+    let error = match &topic.name {
+        Some(name) if validate_topic_name(name).is_err() => ResponseError::InvalidTopicException,
+        Some(_) => ResponseError::UnknownTopicOrPartition,
+        None => ResponseError::UnknownTopicId,
     };
+    broker
+        .metrics
+        .request_error(ApiKey::Metadata as i16, &ShardMetrics::error_name(error.code()));
     MetadataResponseTopic::default()
         .with_error_code(error.code())
         .with_name(topic.name)

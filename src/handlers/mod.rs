@@ -16,7 +16,7 @@ mod producer_id;
 mod topics_admin;
 
 use crate::protocol::response::{encode_response, encode_response_spliced, ResponseFrame};
-use crate::server::ShardBroker;
+use crate::server::{ProtocolWait, ShardBroker};
 use crate::storage::ShardStorage;
 use crate::topics::TopicPartition;
 use bytes::Bytes;
@@ -44,6 +44,9 @@ pub(crate) struct Request {
     pub listener: usize,
     /// The client's address (DescribeGroups shows it as the member's host).
     pub peer: SocketAddr,
+    /// Until when the protocol lets this request wait (see
+    /// `server::deadline`); handlers that may hold an answer set it.
+    pub wait: ProtocolWait,
 }
 
 /// A whole response frame, nothing (acks=0), or why the request was

@@ -9,7 +9,7 @@ use crate::log::{batch, validator};
 use crate::metrics::ShardMetrics;
 use crate::server::ShardBroker;
 use crate::storage::AppendResult;
-use crate::topics::TopicPartition;
+use crate::topics::{validate_topic_name, TopicPartition};
 use bytes::Bytes;
 use futures::future::join_all;
 use kafka_protocol::messages::produce_response::{
@@ -62,16 +62,22 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
         } else {
             catalog.get(&topic.name)
         };
-        let name: Option<Rc<str>> = entry.map(|t| Rc::from(t.name.as_str()));
+        // A name Kafka refuses can never exist: say so, so clients stop
+        // retrying (UNKNOWN_TOPIC_OR_PARTITION is retriable).
+        let name: Result<Rc<str>, (ResponseError, Rc<str>)> = match entry {
+            Some(t) => Ok(Rc::from(t.name.as_str())),
+            None => Err(match validate_topic_name(&topic.name) {
+                Err(why) if !by_id => (ResponseError::InvalidTopicException, Rc::from(why)),
+                _ => (ResponseError::UnknownTopicOrPartition, Rc::from("unknown topic")),
+            }),
+        };
         let appends = topic.partition_data.into_iter().map(|data| {
             let broker = broker.clone();
             let name = name.clone();
             async move {
                 let result = match name {
-                    None => {
-                        AppendResult::error(ResponseError::UnknownTopicOrPartition.code(), "unknown topic")
-                    }
-                    Some(name) => {
+                    Err((error, why)) => AppendResult::error(error.code(), why.as_ref()),
+                    Ok(name) => {
                         append(
                             &broker,
                             TopicPartition::new(&name, data.index),
@@ -103,10 +109,16 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     }
     // All partitions of all topics at once; each starts (and, on its own
     // shard, appends) in request order on its first poll. Answered with
-    // REQUEST_TIMED_OUT before the connection-level request timeout would
-    // close the connection (an acks=all sync stuck on a failing disk).
+    // REQUEST_TIMED_OUT (an acks=all sync stuck on a failing disk) after
+    // the request's timeout_ms for acks=all, as Kafka does, else before the
+    // connection-level request timeout would close the connection.
+    let limit = match acks {
+        -1 => std::time::Duration::from_millis(u64::try_from(produce.timeout_ms).unwrap_or(0)),
+        _ => broker.config.request_timeout.mul_f64(0.9),
+    };
+    request.wait.until(std::time::Instant::now() + limit);
     let all = std::pin::pin!(join_all(topics));
-    let limit = std::pin::pin!(glommio::timer::sleep(broker.config.request_timeout.mul_f64(0.9)));
+    let limit = std::pin::pin!(glommio::timer::sleep(limit));
     match futures::future::select(all, limit).await {
         futures::future::Either::Left((responses, _)) => respond(&request, acks, responses),
         futures::future::Either::Right(_) => {

@@ -25,6 +25,18 @@ pub struct ShardMetrics {
 /// Whether hot-path recording is compiled in (the `metrics` feature).
 const RECORDING: bool = cfg!(feature = "metrics");
 
+/// Error series created (at zero) with the shard, so the
+/// `chronik_request_errors` family is in the first scrape and a rate or
+/// increase over it is 0, not absent, until errors happen; the others
+/// appear as they occur. The errors a misconfigured client or a failing
+/// disk produces first.
+const SEEDED_ERRORS: &[(ApiKey, &str)] = &[
+    (ApiKey::Metadata, "UnknownTopicOrPartition"),
+    (ApiKey::Produce, "UnknownTopicOrPartition"),
+    (ApiKey::Produce, "RequestTimedOut"),
+    (ApiKey::Fetch, "UnknownTopicOrPartition"),
+];
+
 /// Per-topic counters, in this order.
 const PRODUCE_RECORDS: usize = 0;
 const PRODUCE_BYTES: usize = 1;
@@ -49,6 +61,13 @@ impl ShardMetrics {
             });
         }
         let _ = metrics.groups.get_or_create(&label);
+        for (api, error) in SEEDED_ERRORS {
+            let _ = metrics.request_errors.get_or_create(&ErrorLabels {
+                shard: label.shard.clone(),
+                api: api_name(*api as i16),
+                error: error.to_string(),
+            });
+        }
         ShardMetrics {
             pending: metrics.pending_requests.get_or_create_owned(&label),
             backpressure: metrics.backpressure_events.get_or_create_owned(&label),

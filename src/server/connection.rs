@@ -8,6 +8,7 @@
 //! Handler tasks start in arrival order too, which keeps per-partition
 //! append order equal to request order.
 
+use super::deadline::{answered_in_time, ProtocolWait};
 use super::shard_broker::ShardBroker;
 use crate::config::SecurityProtocol;
 use crate::handlers::{self, Outcome, Request};
@@ -38,6 +39,7 @@ pub(crate) const MAX_IN_FLIGHT: usize = 64;
 struct Pending {
     api: i16,
     started: Instant,
+    wait: ProtocolWait,
     answer: Answer,
 }
 
@@ -280,6 +282,7 @@ fn dispatch(
                 .map(|frame| Pending {
                     api: ids.api_key,
                     started,
+                    wait: ProtocolWait::default(),
                     answer: Answer::Ready(ResponseFrame::Whole(frame)),
                 })
                 .map_err(|e| frame_error(broker, entry, &e, Some((ids, &frame))));
@@ -318,7 +321,9 @@ fn dispatch(
         api_version = ids.api_version,
         correlation_id = ids.correlation_id,
     );
+    let wait = ProtocolWait::default();
     let request = Request {
+        wait: wait.clone(),
         header,
         version: ids.api_version,
         body,
@@ -330,6 +335,7 @@ fn dispatch(
     Ok(Pending {
         api: ids.api_key,
         started,
+        wait,
         answer: Answer::Running(task),
     })
 }
@@ -345,24 +351,20 @@ async fn write_responses<W: futures::AsyncWrite + Unpin>(
         let outcome = match pending.answer {
             Answer::Ready(frame) => Ok(Some(frame)),
             Answer::Running(task) => {
-                // Measured from when the request arrived, not from when its
-                // turn to be written came.
-                let left = broker
-                    .config
-                    .request_timeout
-                    .saturating_sub(pending.started.elapsed());
-                let timeout = pin!(glommio::timer::sleep(left));
-                match select(task, timeout).await {
-                    Either::Left((outcome, _)) => outcome,
-                    Either::Right(_) => {
+                // Measured from when the request arrived (or its protocol
+                // wait ended), not from when its turn to be written came.
+                let safety = broker.config.request_timeout;
+                match answered_in_time(task, pending.started, &pending.wait, safety).await {
+                    Some(outcome) => outcome,
+                    None => {
                         broker.metrics.request_timeout();
                         broker.metrics.request_error(pending.api, "RequestTimedOut");
                         warn!(
                             conn = entry.id(),
                             peer = %entry.peer(),
                             api = pending.api,
-                            timeout_secs = broker.config.request_timeout.as_secs(),
-                            "request not answered within REQUEST_TIMEOUT_SECS; closing connection"
+                            timeout_secs = safety.as_secs(),
+                            "request not answered within REQUEST_TIMEOUT_SECS (after any wait its protocol allows); closing connection"
                         );
                         entry.request_finished();
                         broker.metrics.pending.dec();

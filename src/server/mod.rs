@@ -15,6 +15,7 @@ mod advertised;
 mod backpressure;
 mod connection;
 mod counters;
+mod deadline;
 mod observe;
 mod shard_broker;
 
@@ -31,6 +32,7 @@ use crate::topics::CatalogStore;
 use advertised::{Advertised, BrokerListener};
 use chronik_shard::{Runtime, RuntimeConfig, StartError};
 pub(crate) use counters::BrokerCounters;
+pub(crate) use deadline::ProtocolWait;
 pub(crate) use shard_broker::{ShardBroker, CONTROLLER_SHARD};
 use std::net::SocketAddr;
 use std::path::PathBuf;
