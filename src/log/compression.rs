@@ -7,6 +7,7 @@
 //! the LZ4 *frame* format, and zstd frames.
 
 use super::batch::{self, BatchError, BatchHeader};
+use std::borrow::Cow;
 use std::io::{self, BufRead, Read, Write};
 
 /// A batch's codec, from the low three bits of its attributes.
@@ -225,14 +226,19 @@ thread_local! {
         std::cell::RefCell::new(zstd::bulk::Compressor::new(3).ok());
 }
 
-/// The records of a validated batch, decompressed if need be.
-pub fn records(batch: &[u8], header: &BatchHeader) -> Result<Vec<u8>, BatchError> {
+/// The records of a validated batch, decompressed if need be (borrowed
+/// from the batch when it is uncompressed).
+pub fn records<'a>(batch: &'a [u8], header: &BatchHeader) -> Result<Cow<'a, [u8]>, BatchError> {
     let codec = Codec::from_id(header.compression())
         .ok_or_else(|| BatchError::Invalid(format!("unknown compression codec {}", header.compression())))?;
     let body = batch
         .get(batch::HEADER_LEN..header.size)
         .ok_or_else(|| BatchError::Corrupt("batch shorter than its length field".into()))?;
+    if codec == Codec::None {
+        return Ok(Cow::Borrowed(body));
+    }
     decompress(codec, body, MAX_DECOMPRESSED)
+        .map(Cow::Owned)
         .map_err(|e| BatchError::Corrupt(format!("records do not decompress ({codec:?}): {e}")))
 }
 
@@ -297,7 +303,7 @@ mod tests {
 
     fn records_of(batch: &[u8]) -> Vec<u8> {
         let header = batch::validate(batch).unwrap();
-        records(batch, &header).unwrap()
+        records(batch, &header).unwrap().into_owned()
     }
 
     #[test]
