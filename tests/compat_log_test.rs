@@ -360,3 +360,35 @@ fn create_time_outside_the_topic_window_is_refused() {
     // LogAppendTime topics ignore the window.
     assert!(send("append-time", now + two_hours).is_ok());
 }
+
+#[test]
+fn recompressed_batches_keep_the_idempotent_producer_fields() {
+    let broker = TestBroker::start("compat-recompress-idem", 2);
+    let topic = "zstd-idempotent";
+    create_topic(broker.addr, topic, 1, &[("compression.type", "zstd")]);
+    let sizes: Vec<usize> = (0..2000).map(|i| 200 + i % 300).collect();
+    produce_indexed(
+        broker.addr,
+        topic,
+        &sizes,
+        &[
+            ("enable.idempotence", "true"),
+            ("compression.codec", "none"),
+            ("linger.ms", "2"),
+            ("batch.num.messages", "100"),
+        ],
+    );
+    let batches = stored_batches(&broker, topic);
+    assert!(batches.len() >= 20, "{} batches", batches.len());
+    let mut next_sequence = 0;
+    for b in &batches {
+        assert_eq!(b.compression(), 4, "stored zstd");
+        assert!(b.producer_id >= 0, "producer id kept");
+        assert_eq!(b.base_sequence, next_sequence, "sequences kept and contiguous");
+        next_sequence += b.records_count;
+    }
+    assert_eq!(next_sequence, 2000);
+    let (consumer, _) = recording_consumer(broker.addr, topic, 1, &[]);
+    let missing = consume_indexed(&consumer, &sizes, Duration::from_secs(30));
+    assert!(missing.is_empty(), "records not consumed: {missing:?}");
+}

@@ -11,6 +11,7 @@ use super::batch::{self, BatchError, BatchHeader};
 use super::compression;
 use super::partition_log::LogConfig;
 use kafka_protocol::ResponseError;
+use std::borrow::Cow;
 
 /// A produced batch refused as a whole, with Kafka's per-record errors
 /// (Produce v8+ `record_errors`: index of the record in the batch).
@@ -40,7 +41,7 @@ pub fn prepare(
     now: i64,
 ) -> Result<Option<(Vec<u8>, BatchHeader)>, Rejection> {
     // Decompressed at most once, for whichever step needs the records.
-    let mut records: Option<Vec<u8>> = None;
+    let mut records: Option<Cow<[u8]>> = None;
     if !config.log_append_time {
         check_timestamps(batch, header, config, now, &mut records)?;
     }
@@ -57,12 +58,12 @@ pub fn prepare(
     Ok(Some(compression::rebuild(batch, header, &records, codec)?))
 }
 
-fn check_timestamps(
-    batch: &[u8],
+fn check_timestamps<'a>(
+    batch: &'a [u8],
     header: &BatchHeader,
     config: &LogConfig,
     now: i64,
-    records: &mut Option<Vec<u8>>,
+    records: &mut Option<Cow<'a, [u8]>>,
 ) -> Result<(), Rejection> {
     if header.is_log_append_time() {
         let message =
