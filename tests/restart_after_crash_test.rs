@@ -48,15 +48,25 @@ fn a_restart_within_100_ms_of_kill_9_comes_up_on_the_same_port() {
                 ("retries", "0"),
             ],
         );
-        let metadata = producer
-            .client()
-            .fetch_metadata(Some(TOPIC), Duration::from_secs(10))
-            .unwrap_or_else(|e| {
-                panic!(
-                    "round {round}: no Metadata answer: {e}\n{}",
-                    broker.log_lines().join("\n")
-                )
-            });
+        // Comes up: answers Metadata. A client retries a dropped connection,
+        // so do we (bounded), but say so: it should not happen.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let metadata = loop {
+            match producer
+                .client()
+                .fetch_metadata(Some(TOPIC), Duration::from_secs(10))
+            {
+                Ok(metadata) => break metadata,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!(
+                        "round {round}: Metadata failed ({e}); retrying. Broker log:\n{}",
+                        broker.log_lines().join("\n")
+                    );
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => panic!("round {round}: no Metadata answer: {e}"),
+            }
+        };
         let topic = &metadata.topics()[0];
         assert!(topic.error().is_none(), "round {round}: {:?}", topic.error());
         let stop = Arc::new(AtomicBool::new(false));
