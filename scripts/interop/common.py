@@ -20,6 +20,16 @@ def check(name, ok, detail=""):
     return ok
 
 
+def run_steps(steps):
+    """Runs each (name, step) in turn; a client exception is a failed check
+    for that step, not the end of the suite."""
+    for name, step in steps:
+        try:
+            step()
+        except Exception as e:
+            check(f"{name}: no client error", False, repr(e))
+
+
 def start_broker(binary, data_dir, extra_env=None):
     """Starts the broker; returns (process, log file, "host:port")."""
     env = dict(os.environ, BIND_ADDRESS="127.0.0.1:0", STORAGE_PATH=data_dir, METRICS_ADDRESS="",

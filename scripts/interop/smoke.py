@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 
-from common import check, finish, start_broker
+from common import check, finish, run_steps, start_broker
 
 BINARY = sys.argv[1] if len(sys.argv) > 1 else "target/debug/chronik-ingest"
 
@@ -116,11 +116,7 @@ def main():
              ("kafka-python", lambda: kafka_python_metadata(addr, log)),
              ("kcat round trip", lambda: kcat_round_trip(addr)),
              ("confluent-kafka round trip", lambda: confluent_round_trip(addr))]
-    for client, step in steps:
-        try:
-            step()
-        except Exception as e:  # a client error is a failed check, not a crash
-            check(f"{client}", False, repr(e))
+    run_steps(steps)
     finish("interop smoke", proc, log, data_dir)
 
 

@@ -246,109 +246,110 @@ fn resource(
     }
 }
 
-/// Alters one resource on the controller shard.
-async fn alter_one(
+/// One resource as an alter request names it: type, name, and its
+/// changes (or the invalid operation code that spoils them).
+type AlterTarget = (i8, StrBytes, Result<Vec<ConfigChange>, i8>);
+
+/// Alters each resource in turn on the controller shard; the outcomes come
+/// back in request order, with each resource's type and name.
+async fn alter_each(
     broker: &Rc<ShardBroker>,
-    resource_type: i8,
-    name: &str,
-    changes: Result<Vec<ConfigChange>, i8>,
+    targets: Vec<AlterTarget>,
     replace_all: bool,
     validate_only: bool,
-) -> AlterOutcome {
+) -> Vec<(i8, StrBytes, AlterOutcome)> {
     let failed = |error: ResponseError, message: String| AlterOutcome {
         error_code: error.code(),
         message: Some(message),
     };
-    let target = match resource(broker, resource_type, name) {
-        Ok(target) => target,
-        Err((error, message)) => return failed(error, message),
-    };
-    let changes = match changes {
-        Ok(changes) => changes,
-        Err(op) => {
-            return failed(
+    let mut outcomes = Vec::with_capacity(targets.len());
+    for (resource_type, name, changes) in targets {
+        let target = resource(broker, resource_type, &name);
+        let outcome = match (target, changes) {
+            (Err((error, message)), _) => failed(error, message),
+            (_, Err(op)) => failed(
                 ResponseError::InvalidRequest,
                 format!("config operation {op} is not valid"),
-            )
-        }
-    };
-    broker
-        .on_shard(CONTROLLER_SHARD, move |b| {
-            alter::alter_configs(b, target, changes, replace_all, validate_only)
-        })
-        .await
-        .unwrap_or_else(|e| failed(ResponseError::KafkaStorageError, e.to_string()))
+            ),
+            (Ok(target), Ok(changes)) => broker
+                .on_shard(CONTROLLER_SHARD, move |b| {
+                    alter::alter_configs(b, target, changes, replace_all, validate_only)
+                })
+                .await
+                .unwrap_or_else(|e| failed(ResponseError::KafkaStorageError, e.to_string())),
+        };
+        outcomes.push((resource_type, name, outcome));
+    }
+    outcomes
 }
 
 async fn alter_configs(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let asked: IncrementalAlterConfigsRequest = request.decode("IncrementalAlterConfigs")?;
-    let mut responses = Vec::with_capacity(asked.resources.len());
-    for r in asked.resources {
-        let changes = r
-            .configs
-            .into_iter()
-            .map(|c| {
-                Ok(ConfigChange {
-                    name: c.name.to_string(),
-                    operation: Operation::from_code(c.config_operation).ok_or(c.config_operation)?,
-                    value: c.value.map(|v| v.to_string()),
+    let targets = asked
+        .resources
+        .into_iter()
+        .map(|r| {
+            let changes = r
+                .configs
+                .into_iter()
+                .map(|c| {
+                    Ok(ConfigChange {
+                        name: c.name.to_string(),
+                        operation: Operation::from_code(c.config_operation).ok_or(c.config_operation)?,
+                        value: c.value.map(|v| v.to_string()),
+                    })
                 })
-            })
-            .collect();
-        let outcome = alter_one(
-            &broker,
-            r.resource_type,
-            &r.resource_name,
-            changes,
-            false,
-            asked.validate_only,
-        )
-        .await;
-        responses.push(
+                .collect();
+            (r.resource_type, r.resource_name, changes)
+        })
+        .collect();
+    let responses = alter_each(&broker, targets, false, asked.validate_only)
+        .await
+        .into_iter()
+        .map(|(resource_type, name, outcome)| {
             incremental_alter_configs_response::AlterConfigsResourceResponse::default()
-                .with_resource_type(r.resource_type)
-                .with_resource_name(r.resource_name)
+                .with_resource_type(resource_type)
+                .with_resource_name(name)
                 .with_error_code(outcome.error_code)
-                .with_error_message(outcome.message.map(text)),
-        );
-    }
+                .with_error_message(outcome.message.map(text))
+        })
+        .collect();
     request.respond(&IncrementalAlterConfigsResponse::default().with_responses(responses))
 }
 
 /// The legacy form: the configs given become the resource's whole set.
 async fn alter_configs_legacy(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let asked: AlterConfigsRequest = request.decode("AlterConfigs")?;
-    let mut responses = Vec::with_capacity(asked.resources.len());
-    for r in asked.resources {
-        let changes = r
-            .configs
-            .into_iter()
-            .map(|c| ConfigChange {
-                name: c.name.to_string(),
-                operation: if c.value.is_some() {
-                    Operation::Set
-                } else {
-                    Operation::Delete
-                },
-                value: c.value.map(|v| v.to_string()),
-            })
-            .collect();
-        let outcome = alter_one(
-            &broker,
-            r.resource_type,
-            &r.resource_name,
-            Ok(changes),
-            true,
-            asked.validate_only,
-        )
-        .await;
-        responses.push(
+    let targets = asked
+        .resources
+        .into_iter()
+        .map(|r| {
+            let changes = r
+                .configs
+                .into_iter()
+                .map(|c| ConfigChange {
+                    name: c.name.to_string(),
+                    operation: if c.value.is_some() {
+                        Operation::Set
+                    } else {
+                        Operation::Delete
+                    },
+                    value: c.value.map(|v| v.to_string()),
+                })
+                .collect();
+            (r.resource_type, r.resource_name, Ok(changes))
+        })
+        .collect();
+    let responses = alter_each(&broker, targets, true, asked.validate_only)
+        .await
+        .into_iter()
+        .map(|(resource_type, name, outcome)| {
             alter_configs_response::AlterConfigsResourceResponse::default()
-                .with_resource_type(r.resource_type)
-                .with_resource_name(r.resource_name)
+                .with_resource_type(resource_type)
+                .with_resource_name(name)
                 .with_error_code(outcome.error_code)
-                .with_error_message(outcome.message.map(text)),
-        );
-    }
+                .with_error_message(outcome.message.map(text))
+        })
+        .collect();
     request.respond(&AlterConfigsResponse::default().with_responses(responses))
 }
