@@ -11,7 +11,7 @@ endpoint:
 - confluent-kafka's init_transactions() fails fast with a fatal error
   saying transactions are not supported; idempotent producing still works
   (kcat and confluent-kafka);
-- a JoinGroup held ~12 s (more than REQUEST_TIMEOUT_SECS) by a slow
+- a JoinGroup held 60 s (12 x REQUEST_TIMEOUT_SECS) by a slow
   member completes on its connection: two confluent-kafka consumers, the
   first stops polling so it rejoins late, the second (rebalance timeout
   120 s) waits for it; no request timeout, no disconnect;
@@ -131,11 +131,11 @@ def transactions(addr):
 
 def held_join_group(addr, metrics_port, log):
     """Member 1 joins and stops polling; member 2 (rebalance timeout 120 s)
-    joins and is held until member 1 polls again, `hold` seconds later.
-    Scaled down: a 12 s hold against REQUEST_TIMEOUT_SECS=5 stands for a
-    60 s hold against the default 30 s (the broker's logic is the same)."""
+    joins and is held until member 1 polls again, `hold` seconds later:
+    the issue's 60 s, twelve times REQUEST_TIMEOUT_SECS (5 here) and twice
+    the default 30 s."""
     from confluent_kafka import Consumer
-    hold = 12
+    hold = 60
     topic, group = "held-join", "held-join-group"
     subprocess.run(["kcat", "-b", addr, "-P", "-t", topic], input="x\n", capture_output=True, text=True, timeout=30)
     disconnects = []
