@@ -88,15 +88,20 @@ fn offsets_for_times_and_max_timestamp_answer_the_record_inside_the_batch() {
     for (codec, id) in [("none", 0), ("zstd", 4)] {
         let topic = format!("times-{codec}");
         create_topic(broker.addr, &topic, 1, &[]);
-        // A long linger: the four records leave as one batch.
+        // A long linger, and the leader known before the first send: the
+        // four records wait in one partition queue and leave as one batch.
         let (producer, deliveries) = producer(
             broker.addr,
             &[
-                ("linger.ms", "1000"),
+                ("linger.ms", "5000"),
                 ("compression.codec", codec),
                 ("enable.idempotence", "true"),
             ],
         );
+        producer
+            .client()
+            .fetch_metadata(Some(&topic), Duration::from_secs(10))
+            .expect("metadata");
         let value = "v".repeat(300);
         for (i, delta) in [100, 400, 200, 400].into_iter().enumerate() {
             let key = format!("k{i}");

@@ -57,7 +57,10 @@ def list_offsets_by_record(addr, data_dir):
     for codec in ("none", "zstd"):
         topic = f"times-{codec}"
         create(addr, topic)
-        producer = Producer({"bootstrap.servers": addr, "linger.ms": 1000, "compression.type": codec})
+        producer = Producer({"bootstrap.servers": addr, "linger.ms": 5000, "compression.type": codec})
+        # The partition's leader known first, so the four records wait in
+        # one partition queue for the same linger and go as one batch.
+        producer.list_topics(topic, timeout=10)
         for i, delta in enumerate((100, 400, 200, 400)):
             producer.produce(topic, key=f"k{i}", value="v" * 300, timestamp=base + delta)
         left = producer.flush(30)

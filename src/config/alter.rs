@@ -6,9 +6,9 @@
 //! Runs on the controller shard, so changes apply one at a time; what
 //! changed is persisted before it is published, then applied at once.
 
-use super::broker_configs::{check_broker_change, live_settings};
+use super::broker_configs::{check_broker_change, check_broker_name, live_settings};
 use super::dynamic::{ConfigMap, Scope};
-use crate::groups::configs::check_group_change;
+use crate::groups::configs::{check_group_change, check_group_name};
 use crate::server::ShardBroker;
 use crate::topics::{list_items, topic_config, topic_config_for_broker_name, validate_config, ConfigType};
 use kafka_protocol::ResponseError;
@@ -73,6 +73,8 @@ type Refusal = (ResponseError, String);
 
 /// How one kind of resource checks its configs.
 struct Rules {
+    /// Whether `name` may be changed at all (DELETE checks only this).
+    known: fn(&str) -> Result<(), Refusal>,
     check: fn(&str, &str) -> Result<(), Refusal>,
     /// Whether `name` is a list config (APPEND/SUBTRACT apply to it).
     is_list: fn(&str) -> bool,
@@ -82,6 +84,13 @@ struct Rules {
 
 fn topic_rules() -> Rules {
     Rules {
+        known: |name| match topic_config(name) {
+            Some(_) => Ok(()),
+            None => Err((
+                ResponseError::InvalidConfig,
+                format!("unknown topic config {name:?}"),
+            )),
+        },
         check: |name, value| validate_config(name, value).map_err(|m| (ResponseError::InvalidConfig, m)),
         is_list: |name| topic_config(name).is_some_and(|d| d.config_type == ConfigType::List),
         default: |name| {
@@ -94,6 +103,7 @@ fn topic_rules() -> Rules {
 
 fn broker_rules() -> Rules {
     Rules {
+        known: check_broker_name,
         check: check_broker_change,
         is_list: |name| topic_config_for_broker_name(name).is_some_and(|d| d.config_type == ConfigType::List),
         default: |name| {
@@ -106,6 +116,7 @@ fn broker_rules() -> Rules {
 
 fn group_rules() -> Rules {
     Rules {
+        known: check_group_name,
         check: check_group_change,
         is_list: |_| false,
         default: |_| String::new(),
@@ -129,17 +140,7 @@ fn apply(
         let name = change.name;
         let value = match (change.operation, change.value) {
             (Operation::Delete, _) => {
-                // Deleting an override of a config that could never be set
-                // is a mistake worth reporting; one that is not set is not.
-                if !next.contains_key(&name) {
-                    (rules.check)(&name, &(rules.default)(&name)).or_else(|(code, message)| {
-                        if code == ResponseError::InvalidRequest || message.contains("unknown") {
-                            Err((code, message))
-                        } else {
-                            Ok(())
-                        }
-                    })?;
-                }
+                (rules.known)(&name)?;
                 next.remove(&name);
                 continue;
             }

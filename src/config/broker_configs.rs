@@ -227,47 +227,49 @@ pub fn describe_cluster_defaults(config: &ServerConfig, dynamic: &DynamicConfigs
         .collect()
 }
 
+/// Whether `name` is a broker config that can change at run time; the
+/// error is the Kafka error and its message.
+pub fn check_broker_name(name: &str) -> Result<(), (ResponseError, String)> {
+    if topic_config_for_broker_name(name).is_some() {
+        return Ok(());
+    }
+    let static_setting = match OWN_CONFIGS.iter().find(|d| d.name == name) {
+        Some(def) if def.dynamic => return Ok(()),
+        Some(def) => Some(def.setting),
+        None => SETTINGS
+            .iter()
+            .find(|s| s.name.eq_ignore_ascii_case(name))
+            .map(|s| s.name),
+    };
+    Err((
+        ResponseError::InvalidRequest,
+        match static_setting {
+            Some(setting) => format!("{name} cannot be changed at run time: set {setting} and restart"),
+            None => format!("{name} is not a broker config of this broker"),
+        },
+    ))
+}
+
 /// Whether `name` may be set to `value` at run time; the error is the
 /// Kafka error and its message.
 pub fn check_broker_change(name: &str, value: &str) -> Result<(), (ResponseError, String)> {
+    check_broker_name(name)?;
     if let Some(topic) = topic_config_for_broker_name(name) {
         return topic
             .validate(value)
             .map_err(|m| (ResponseError::InvalidConfig, m.replacen(topic.name, name, 1)));
     }
-    if let Some(def) = OWN_CONFIGS.iter().find(|d| d.name == name) {
-        if !def.dynamic {
-            return Err((
-                ResponseError::InvalidRequest,
-                format!(
-                    "{name} cannot be changed at run time: set {} and restart",
-                    def.setting
-                ),
-            ));
-        }
-        return match value.trim().parse::<i64>() {
-            Ok(n) if n >= def.min && (def.config_type != ConfigType::Int || n <= i64::from(i32::MAX)) => {
-                Ok(())
-            }
-            _ => Err((
-                ResponseError::InvalidConfig,
-                format!("{name}={value}: expected a whole number >= {}", def.min),
-            )),
-        };
+    let min = OWN_CONFIGS.iter().find(|d| d.name == name).map_or(0, |d| d.min);
+    let is_int = OWN_CONFIGS
+        .iter()
+        .any(|d| d.name == name && d.config_type == ConfigType::Int);
+    match value.trim().parse::<i64>() {
+        Ok(n) if n >= min && (!is_int || n <= i64::from(i32::MAX)) => Ok(()),
+        _ => Err((
+            ResponseError::InvalidConfig,
+            format!("{name}={value}: expected a whole number >= {min}"),
+        )),
     }
-    if let Some(setting) = SETTINGS.iter().find(|s| s.name.eq_ignore_ascii_case(name)) {
-        return Err((
-            ResponseError::InvalidRequest,
-            format!(
-                "{name} cannot be changed at run time: set {} and restart",
-                setting.name
-            ),
-        ));
-    }
-    Err((
-        ResponseError::InvalidRequest,
-        format!("{name} is not a broker config of this broker"),
-    ))
 }
 
 /// The value in force for one of our own dynamic configs.

@@ -119,14 +119,24 @@ pub static GROUP_CONFIGS: &[GroupConfigDef] = &[
     },
 ];
 
-/// Whether a group config may be set to `value`.
-pub fn check_group_change(name: &str, value: &str) -> Result<(), (ResponseError, String)> {
-    let Some(def) = GROUP_CONFIGS.iter().find(|d| d.name == name) else {
-        return Err((
+/// The definition of `name`, or INVALID_CONFIG.
+fn group_config(name: &str) -> Result<&'static GroupConfigDef, (ResponseError, String)> {
+    GROUP_CONFIGS.iter().find(|d| d.name == name).ok_or_else(|| {
+        (
             ResponseError::InvalidConfig,
             format!("unknown group config {name:?}"),
-        ));
-    };
+        )
+    })
+}
+
+/// Whether `name` is a group config (any of them may be deleted).
+pub fn check_group_name(name: &str) -> Result<(), (ResponseError, String)> {
+    group_config(name).map(|_| ())
+}
+
+/// Whether a group config may be set to `value`.
+pub fn check_group_change(name: &str, value: &str) -> Result<(), (ResponseError, String)> {
+    let def = group_config(name)?;
     if let Some(why) = def.refused {
         return Err((
             ResponseError::InvalidConfig,

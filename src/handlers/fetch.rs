@@ -200,20 +200,32 @@ fn trim_to_limits(parts: &mut [(bytes::Bytes, usize)], max_bytes: usize) {
     let mut min_one = true;
     for (records, partition_max) in parts.iter_mut() {
         let limit = (*partition_max).min(left);
-        let mut end = 0;
-        while let Some(size) = records.get(end..).and_then(batch::batch_size) {
-            let whole_first = min_one && end == 0;
-            if end + size > records.len() || (end + size > limit && !whole_first) {
-                break;
-            }
-            end += size;
-        }
+        // Reads return whole batches: what fits needs no walk.
+        let end = if records.len() <= limit {
+            records.len()
+        } else {
+            whole_batches_within(records, limit, min_one)
+        };
         *records = records.slice(..end);
         left = left.saturating_sub(end);
         if end > 0 {
             min_one = false;
         }
     }
+}
+
+/// The length of the whole batches at the start of `records` that fit in
+/// `limit`; with `whole_first`, the first batch counts whatever its size.
+fn whole_batches_within(records: &[u8], limit: usize, whole_first: bool) -> usize {
+    let mut end = 0;
+    while let Some(size) = records.get(end..).and_then(batch::batch_size) {
+        let exempt = whole_first && end == 0;
+        if end + size > records.len() || (end + size > limit && !exempt) {
+            break;
+        }
+        end += size;
+    }
+    end
 }
 
 /// Leaves a watch on every owner of a wanted partition; each resolves when

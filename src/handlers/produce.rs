@@ -5,7 +5,7 @@
 use super::{handler, Handler, Outcome, Request};
 use crate::controller::ensure_topics;
 use crate::log::partition_log::now_ms;
-use crate::log::{batch, validator};
+use crate::log::{batch, validator, LogConfig};
 use crate::metrics::ShardMetrics;
 use crate::server::ShardBroker;
 use crate::storage::AppendResult;
@@ -64,8 +64,10 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
         };
         // A name Kafka refuses can never exist: say so, so clients stop
         // retrying (UNKNOWN_TOPIC_OR_PARTITION is retriable).
-        let name: Result<Rc<str>, (ResponseError, Rc<str>)> = match entry {
-            Some(t) => Ok(Rc::from(t.name.as_str())),
+        // The topic's log settings come with it: one catalog lookup per
+        // topic, not one per partition.
+        let name: Result<(Rc<str>, Rc<LogConfig>), (ResponseError, Rc<str>)> = match entry {
+            Some(t) => Ok((Rc::from(t.name.as_str()), Rc::new(t.log_config()))),
             None => Err(match validate_topic_name(&topic.name) {
                 Err(why) if !by_id => (ResponseError::InvalidTopicException, Rc::from(why)),
                 _ => (ResponseError::UnknownTopicOrPartition, Rc::from("unknown topic")),
@@ -77,10 +79,11 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
             async move {
                 let result = match name {
                     Err((error, why)) => AppendResult::error(error.code(), why.as_ref()),
-                    Ok(name) => {
+                    Ok((name, config)) => {
                         append(
                             &broker,
                             TopicPartition::new(&name, data.index),
+                            &config,
                             data.records,
                             acks,
                         )
@@ -135,6 +138,7 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
 async fn append(
     broker: &Rc<ShardBroker>,
     tp: TopicPartition,
+    config: &LogConfig,
     records: Option<Bytes>,
     acks: i16,
 ) -> AppendResult {
@@ -148,11 +152,10 @@ async fn append(
     };
     // The topic's timestamp bounds and codec, applied here rather than on
     // the owner so the (de)compression CPU is spread over shards.
-    let config = broker.catalog.snapshot().get(&tp.topic).map(|t| t.log_config());
-    let (records, header) = match config.map(|c| validator::prepare(&records, &header, &c, now_ms())) {
-        None | Some(Ok(None)) => (records, header),
-        Some(Ok(Some((rebuilt, header)))) => (Bytes::from(rebuilt), header),
-        Some(Err(rejected)) => {
+    let (records, header) = match validator::prepare(&records, &header, config, now_ms()) {
+        Ok(None) => (records, header),
+        Ok(Some((rebuilt, header))) => (Bytes::from(rebuilt), header),
+        Err(rejected) => {
             return AppendResult {
                 record_errors: rejected.record_errors,
                 ..AppendResult::error(rejected.code, rejected.message)

@@ -42,18 +42,12 @@ pub enum Valid {
     ListOf(&'static [&'static str]),
 }
 
-/// What this broker does with a config.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Support {
-    /// Applied to the partition log.
-    Applied,
-    /// Accepted, stored and reported; it has no effect on a single broker
-    /// (replication, throttles) or only once a later feature exists.
-    Stored,
-    /// Only the default is accepted until the named feature is built; any
-    /// other value is refused with INVALID_CONFIG and this reason.
-    DefaultOnly(&'static str),
-}
+/// A value refused until the feature it needs is built: (the value, or
+/// list item, compared ignoring case; why, for INVALID_CONFIG).
+pub type Unbuilt = Option<(&'static str, &'static str)>;
+
+const COMPACTION: Unbuilt = Some(("compact", "log compaction is not built yet; use delete"));
+const TIERED_STORAGE: Unbuilt = Some(("true", "tiered storage is not built yet"));
 
 /// One topic config.
 #[derive(Debug)]
@@ -64,21 +58,24 @@ pub struct TopicConfigDef {
     pub valid: Valid,
     /// The broker config that sets the default for every topic.
     pub broker_synonym: Option<&'static str>,
-    pub support: Support,
+    /// Configs without an effect here (replication, flush, compaction
+    /// tuning, ...) are stored and reported like the rest; only this value
+    /// is refused.
+    pub unbuilt: Unbuilt,
     pub doc: &'static str,
 }
 
 const LONG_MAX: &str = "9223372036854775807";
 
 macro_rules! def {
-    ($name:expr, $t:ident, $default:expr, $valid:expr, $synonym:expr, $support:expr, $doc:expr) => {
+    ($name:expr, $t:ident, $default:expr, $valid:expr, $synonym:expr, $unbuilt:expr, $doc:expr) => {
         TopicConfigDef {
             name: $name,
             config_type: ConfigType::$t,
             default: $default,
             valid: $valid,
             broker_synonym: $synonym,
-            support: $support,
+            unbuilt: $unbuilt,
             doc: $doc,
         }
     };
@@ -87,73 +84,73 @@ macro_rules! def {
 /// Every topic config of Apache Kafka 4.x, sorted by name.
 pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
     def!("cleanup.policy", List, "delete", Valid::ListOf(&["delete", "compact"]), Some("log.cleanup.policy"),
-        Support::Applied, "How old segments are discarded: delete (by retention.ms / retention.bytes); compact is not built yet and is refused."),
+        COMPACTION, "How old segments are discarded: delete (by retention.ms / retention.bytes); compact is not built yet and is refused."),
     def!("compression.gzip.level", Int, "-1", Valid::Between(-1.0, 9.0), Some("compression.gzip.level"),
-        Support::Stored, "Level for gzip when the broker recompresses (stored; the broker uses the codec's default level)."),
+        None, "Level for gzip when the broker recompresses (stored; the broker uses the codec's default level)."),
     def!("compression.lz4.level", Int, "9", Valid::Between(1.0, 17.0), Some("compression.lz4.level"),
-        Support::Stored, "Level for lz4 when the broker recompresses (stored; the broker uses the codec's default level)."),
+        None, "Level for lz4 when the broker recompresses (stored; the broker uses the codec's default level)."),
     def!("compression.type", String, "producer", Valid::OneOf(&["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"]),
-        Some("compression.type"), Support::Applied,
+        Some("compression.type"), None,
         "Codec batches are stored in: producer keeps each batch as sent; a named codec makes the broker recompress batches that arrive in another one."),
     def!("compression.zstd.level", Int, "3", Valid::Between(-131072.0, 22.0), Some("compression.zstd.level"),
-        Support::Stored, "Level for zstd when the broker recompresses (stored; the broker uses the codec's default level)."),
+        None, "Level for zstd when the broker recompresses (stored; the broker uses the codec's default level)."),
     def!("delete.retention.ms", Long, "86400000", Valid::AtLeast(0), Some("log.cleaner.delete.retention.ms"),
-        Support::Stored, "How long tombstones are kept after compaction (compacted topics)."),
+        None, "How long tombstones are kept after compaction (compacted topics)."),
     def!("file.delete.delay.ms", Long, "60000", Valid::AtLeast(0), Some("log.segment.delete.delay.ms"),
-        Support::Stored, "Delay before a deleted segment's files are removed from disk."),
+        None, "Delay before a deleted segment's files are removed from disk."),
     def!("flush.messages", Long, LONG_MAX, Valid::AtLeast(1), Some("log.flush.interval.messages"),
-        Support::Stored, "Records appended between forced fsyncs (acks=all already syncs before answering)."),
+        None, "Records appended between forced fsyncs (acks=all already syncs before answering)."),
     def!("flush.ms", Long, LONG_MAX, Valid::AtLeast(0), Some("log.flush.interval.ms"),
-        Support::Stored, "Longest time between forced fsyncs (acks=all already syncs before answering)."),
+        None, "Longest time between forced fsyncs (acks=all already syncs before answering)."),
     def!("follower.replication.throttled.replicas", List, "", Valid::Any, None,
-        Support::Stored, "Replicas throttled on the follower side (no followers on a single broker)."),
+        None, "Replicas throttled on the follower side (no followers on a single broker)."),
     def!("index.interval.bytes", Int, "4096", Valid::AtLeast(0), Some("log.index.interval.bytes"),
-        Support::Stored, "Bytes of log between entries of the offset index."),
+        None, "Bytes of log between entries of the offset index."),
     def!("leader.replication.throttled.replicas", List, "", Valid::Any, None,
-        Support::Stored, "Replicas throttled on the leader side (no followers on a single broker)."),
+        None, "Replicas throttled on the leader side (no followers on a single broker)."),
     def!("local.retention.bytes", Long, "-2", Valid::AtLeast(-2), Some("log.local.retention.bytes"),
-        Support::Stored, "Bytes kept on local disk when tiered storage is on (-2 = retention.bytes)."),
+        None, "Bytes kept on local disk when tiered storage is on (-2 = retention.bytes)."),
     def!("local.retention.ms", Long, "-2", Valid::AtLeast(-2), Some("log.local.retention.ms"),
-        Support::Stored, "Time kept on local disk when tiered storage is on (-2 = retention.ms)."),
+        None, "Time kept on local disk when tiered storage is on (-2 = retention.ms)."),
     def!("max.compaction.lag.ms", Long, LONG_MAX, Valid::AtLeast(1), Some("log.cleaner.max.compaction.lag.ms"),
-        Support::Stored, "Longest a record stays uncompacted (compacted topics)."),
+        None, "Longest a record stays uncompacted (compacted topics)."),
     def!("max.message.bytes", Int, "1048588", Valid::AtLeast(0), Some("message.max.bytes"),
-        Support::Applied, "Largest record batch accepted, after compression."),
+        None, "Largest record batch accepted, after compression."),
     def!("message.timestamp.after.max.ms", Long, "3600000", Valid::AtLeast(0), Some("log.message.timestamp.after.max.ms"),
-        Support::Applied, "How far in the future a CreateTime timestamp may be before the batch is refused."),
+        None, "How far in the future a CreateTime timestamp may be before the batch is refused."),
     def!("message.timestamp.before.max.ms", Long, LONG_MAX, Valid::AtLeast(0), Some("log.message.timestamp.before.max.ms"),
-        Support::Applied, "How far in the past a CreateTime timestamp may be before the batch is refused."),
+        None, "How far in the past a CreateTime timestamp may be before the batch is refused."),
     def!("message.timestamp.type", String, "CreateTime", Valid::OneOf(&["CreateTime", "LogAppendTime"]),
-        Some("log.message.timestamp.type"), Support::Applied,
+        Some("log.message.timestamp.type"), None,
         "CreateTime keeps the producer's timestamps; LogAppendTime stamps batches with the broker's clock."),
     def!("min.cleanable.dirty.ratio", Double, "0.5", Valid::Between(0.0, 1.0), Some("log.cleaner.min.cleanable.ratio"),
-        Support::Stored, "Share of uncompacted log that makes a partition eligible for cleaning (compacted topics)."),
+        None, "Share of uncompacted log that makes a partition eligible for cleaning (compacted topics)."),
     def!("min.compaction.lag.ms", Long, "0", Valid::AtLeast(0), Some("log.cleaner.min.compaction.lag.ms"),
-        Support::Stored, "Shortest time a record stays uncompacted (compacted topics)."),
+        None, "Shortest time a record stays uncompacted (compacted topics)."),
     def!("min.insync.replicas", Int, "1", Valid::AtLeast(1), Some("min.insync.replicas"),
-        Support::Stored, "Replicas that must acknowledge an acks=all write (one broker: always the leader)."),
+        None, "Replicas that must acknowledge an acks=all write (one broker: always the leader)."),
     def!("preallocate", Boolean, "false", Valid::Any, Some("log.preallocate"),
-        Support::Stored, "Whether segment files are preallocated when created."),
+        None, "Whether segment files are preallocated when created."),
     def!("remote.log.copy.disable", Boolean, "false", Valid::Any, None,
-        Support::Stored, "Stop copying segments to tiered storage while keeping what is there."),
+        None, "Stop copying segments to tiered storage while keeping what is there."),
     def!("remote.log.delete.on.disable", Boolean, "false", Valid::Any, None,
-        Support::Stored, "Delete the remote copy when tiered storage is turned off for the topic."),
+        None, "Delete the remote copy when tiered storage is turned off for the topic."),
     def!("remote.storage.enable", Boolean, "false", Valid::Any, None,
-        Support::DefaultOnly("tiered storage is not built yet"), "Copy closed segments to tiered (object) storage."),
+        TIERED_STORAGE, "Copy closed segments to tiered (object) storage."),
     def!("retention.bytes", Long, "-1", Valid::AtLeast(-1), Some("log.retention.bytes"),
-        Support::Applied, "Largest size of a partition before old segments are deleted (-1 = no limit)."),
+        None, "Largest size of a partition before old segments are deleted (-1 = no limit)."),
     def!("retention.ms", Long, "604800000", Valid::AtLeast(-1), Some("log.retention.ms"),
-        Support::Applied, "How long segments are kept before they are deleted (-1 = forever)."),
+        None, "How long segments are kept before they are deleted (-1 = forever)."),
     def!("segment.bytes", Int, "1073741824", Valid::AtLeast(14), Some("log.segment.bytes"),
-        Support::Applied, "Size at which the active segment is rolled."),
+        None, "Size at which the active segment is rolled."),
     def!("segment.index.bytes", Int, "10485760", Valid::AtLeast(4), Some("log.index.size.max.bytes"),
-        Support::Stored, "Largest size of a segment's offset index."),
+        None, "Largest size of a segment's offset index."),
     def!("segment.jitter.ms", Long, "0", Valid::AtLeast(0), Some("log.roll.jitter.ms"),
-        Support::Stored, "Random jitter subtracted from segment.ms so segments do not all roll at once."),
+        None, "Random jitter subtracted from segment.ms so segments do not all roll at once."),
     def!("segment.ms", Long, "604800000", Valid::AtLeast(1), Some("log.roll.ms"),
-        Support::Applied, "Age at which the active segment is rolled."),
+        None, "Age at which the active segment is rolled."),
     def!("unclean.leader.election.enable", Boolean, "false", Valid::Any, Some("unclean.leader.election.enable"),
-        Support::Stored, "Whether an out-of-sync replica may become leader (no followers on a single broker)."),
+        None, "Whether an out-of-sync replica may become leader (no followers on a single broker)."),
 ];
 
 /// The definition of `name`, if Kafka has such a topic config.
@@ -225,35 +222,23 @@ impl TopicConfigDef {
                         allowed.join(", ")
                     ));
                 }
-                if self.config_type == ConfigType::List && items.is_empty() && self.name == "cleanup.policy" {
+                if items.is_empty() {
                     return Err(format!("{name} needs at least one of {}", allowed.join(", ")));
                 }
             }
             _ => {}
         }
-        if let Support::DefaultOnly(why) = self.support {
-            if !same_value(self, value, self.default) {
+        if let Some((refused, why)) = self.unbuilt {
+            let given = if self.config_type == ConfigType::List {
+                list_items(value)
+            } else {
+                vec![value.to_string()]
+            };
+            if given.iter().any(|v| v.eq_ignore_ascii_case(refused)) {
                 return Err(format!("{name}={value} is not supported: {why}"));
             }
         }
-        // Refused until log compaction is built; `delete` is what is stored.
-        if self.name == "cleanup.policy"
-            && list_items(value)
-                .iter()
-                .any(|i| i.eq_ignore_ascii_case("compact"))
-        {
-            return Err(format!(
-                "{name}={value} is not supported: log compaction is not built yet; use delete"
-            ));
-        }
         Ok(())
-    }
-}
-
-fn same_value(def: &TopicConfigDef, a: &str, b: &str) -> bool {
-    match def.config_type {
-        ConfigType::Boolean => a.eq_ignore_ascii_case(b),
-        _ => a == b,
     }
 }
 

@@ -11,8 +11,7 @@ mod config;
 pub use catalog::{Catalog, CatalogStore, TopicEntry};
 pub use config::{
     describe_topic_configs, list_items, topic_config, topic_config_for_broker_name, validate_config,
-    BrokerTopicDefaults, ConfigEntry, ConfigSource, ConfigSynonym, ConfigType, Support, TopicConfigDef,
-    TOPIC_CONFIGS,
+    BrokerTopicDefaults, ConfigEntry, ConfigSource, ConfigSynonym, ConfigType, TopicConfigDef, TOPIC_CONFIGS,
 };
 
 /// A partition of a topic.
