@@ -22,6 +22,9 @@ use std::rc::Rc;
 
 pub(crate) const HANDLER: Handler = handler!(ProduceRequest, handle);
 
+/// Why every partition of a topic is refused: the error and its message.
+type Refused = (ResponseError, Rc<str>);
+
 async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let produce: ProduceRequest = request.decode("Produce")?;
     let acks = produce.acks;
@@ -66,7 +69,7 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
         // retrying (UNKNOWN_TOPIC_OR_PARTITION is retriable).
         // The topic's log settings come with it: one catalog lookup per
         // topic, not one per partition.
-        let name: Result<(Rc<str>, Rc<LogConfig>), (ResponseError, Rc<str>)> = match entry {
+        let name: Result<(Rc<str>, Rc<LogConfig>), Refused> = match entry {
             Some(t) => Ok((Rc::from(t.name.as_str()), Rc::new(t.log_config()))),
             None => Err(match validate_topic_name(&topic.name) {
                 Err(why) if !by_id => (ResponseError::InvalidTopicException, Rc::from(why)),
