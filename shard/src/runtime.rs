@@ -11,7 +11,7 @@ use crossbeam_channel::{Receiver, Sender};
 use futures::future::{select, Either};
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
 use glommio::net::{TcpListener, TcpStream};
-use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement, PoolPlacement};
 use std::cell::RefCell;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -53,6 +53,11 @@ pub struct RuntimeConfig {
     pub limits: ConnectionLimits,
     /// Connections without a whole request for this long are closed.
     pub idle_timeout: Option<Duration>,
+    /// Threads in each shard's blocking pool (disk work the shard hands
+    /// off). Several, so one slow operation (a cold read) does not queue
+    /// the others behind it; unpinned, so they run on whichever core is
+    /// free rather than competing with their own shard's thread.
+    pub blocking_threads: usize,
 }
 
 /// Built once on every shard; serves every connection that shard accepts
@@ -155,6 +160,8 @@ pub enum StartError {
     Uring(UringUnavailable),
     Bind(SocketAddr, std::io::Error),
     Spawn(String),
+    /// A shard could not build its service (recovery failed, ...).
+    Service(String),
 }
 
 impl std::fmt::Display for StartError {
@@ -163,6 +170,7 @@ impl std::fmt::Display for StartError {
             StartError::Uring(e) => write!(f, "{e}"),
             StartError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
             StartError::Spawn(e) => write!(f, "cannot start shard executors: {e}"),
+            StartError::Service(e) => write!(f, "{e}"),
         }
     }
 }
@@ -198,14 +206,20 @@ struct ShardSeed<F, M: Send + 'static> {
     views: Receiver<Arc<GlobalView>>,
     counters: Arc<ShardCounters>,
     shutdown_timeout: Duration,
+    /// Whether the service was built, reported once.
+    built: std::sync::mpsc::Sender<Result<(), String>>,
 }
 
 impl Runtime {
     /// Probes io_uring, binds every shard's listener, starts the control
     /// thread and the pinned executors. Returns once all are spawned.
+    /// `make_service` builds each shard's service on its thread (it may
+    /// fail: the error names what); `start` returns once every shard has
+    /// built its service, or with the first failure after stopping the
+    /// shards that did start.
     pub fn start<F, S>(config: RuntimeConfig, make_service: F) -> Result<Runtime, StartError>
     where
-        F: Fn(ShardContext<S::Message>) -> S + Send + Sync + 'static,
+        F: Fn(ShardContext<S::Message>) -> Result<S, String> + Send + Sync + 'static,
         S: ShardService,
     {
         probe_io_uring().map_err(StartError::Uring)?;
@@ -246,6 +260,7 @@ impl Runtime {
         let make_service = Arc::new(make_service);
         let mesh = MeshBuilder::full(shards, MESH_CHANNEL_CAPACITY);
         let drained = Arc::new(AtomicUsize::new(0));
+        let (built_tx, built_rx) = std::sync::mpsc::channel();
         let mut runtime = Runtime {
             local_addrs: local_addrs.clone(),
             stop: stop.clone(),
@@ -278,11 +293,13 @@ impl Runtime {
                 views,
                 counters,
                 shutdown_timeout: config.shutdown_timeout,
+                built: built_tx.clone(),
             };
             let spawned = LocalExecutorBuilder::new(placement)
                 .name(&format!("shard-{id}"))
                 .io_memory(config.io_memory)
                 .ring_depth(RING_DEPTH)
+                .blocking_thread_pool_placement(PoolPlacement::Unbound(config.blocking_threads.max(1)))
                 .spawn(move || run_shard(seed));
             match spawned {
                 Ok(handle) => runtime.executors.push(handle),
@@ -296,6 +313,24 @@ impl Runtime {
         // The control thread ends once every shard has dropped its sender.
         drop(plane.reports);
         runtime.control = Some(plane.thread);
+        drop(built_tx);
+        let mut failures = Vec::new();
+        for _ in 0..shards {
+            match built_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failures.push(e),
+                // A shard ended without saying (its thread failed).
+                Err(_) => {
+                    failures.push("a shard ended before building its service".to_string());
+                    break;
+                }
+            }
+        }
+        if !failures.is_empty() {
+            runtime.stop();
+            let _ = runtime.join();
+            return Err(StartError::Service(failures.join("; ")));
+        }
         Ok(runtime)
     }
 
@@ -374,7 +409,7 @@ impl Stopper {
 
 async fn run_shard<F, S>(seed: ShardSeed<F, S::Message>)
 where
-    F: Fn(ShardContext<S::Message>) -> S + Send + Sync + 'static,
+    F: Fn(ShardContext<S::Message>) -> Result<S, String> + Send + Sync + 'static,
     S: ShardService,
 {
     // Every shard joins before any serves, so a forwarded request always
@@ -383,6 +418,10 @@ where
         Ok(joined) => joined,
         Err(e) => {
             warn!(shard = seed.id, error = %e, "could not join the shard mesh");
+            let _ = seed.built.send(Err(format!(
+                "shard {}: could not join the shard mesh: {e}",
+                seed.id
+            )));
             return;
         }
     };
@@ -410,7 +449,22 @@ where
             unsafe { TcpListener::from_raw_fd(fd.into_raw_fd()) }
         })
         .collect();
-    let service = Rc::new((seed.make_service)(ctx.clone()));
+    let service = match (seed.make_service)(ctx.clone()) {
+        Ok(service) => {
+            let _ = seed.built.send(Ok(()));
+            Rc::new(service)
+        }
+        Err(e) => {
+            // Every other shard is told to stop (and stops cleanly);
+            // `Runtime::start` returns the error.
+            warn!(shard = seed.id, error = %e, "shard could not start");
+            seed.stop.store(true, Ordering::Release);
+            let _ = seed.built.send(Err(format!("shard {}: {e}", seed.id)));
+            seed.drained.fetch_add(1, Ordering::AcqRel);
+            ctx.mesh.close();
+            return;
+        }
+    };
     service.on_start();
     let admission = Rc::new(Admission::new(
         seed.limits.clone(),

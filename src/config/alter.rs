@@ -8,11 +8,11 @@
 
 use super::broker_configs::{check_broker_change, check_broker_name, live_settings};
 use super::dynamic::{ConfigMap, Scope};
+use crate::controller::{Controller, ControllerContext};
 use crate::groups::configs::{check_group_change, check_group_name};
-use crate::server::ShardBroker;
+use crate::storage::run_blocking;
 use crate::topics::{list_items, topic_config, topic_config_for_broker_name, validate_config, ConfigType};
 use kafka_protocol::ResponseError;
-use std::rc::Rc;
 use std::sync::Arc;
 use tracing::info;
 
@@ -61,7 +61,7 @@ pub(crate) struct AlterOutcome {
 }
 
 impl AlterOutcome {
-    fn failed(error: ResponseError, message: impl Into<String>) -> AlterOutcome {
+    pub(crate) fn failed(error: ResponseError, message: impl Into<String>) -> AlterOutcome {
         AlterOutcome {
             error_code: error.code(),
             message: Some(message.into()),
@@ -176,44 +176,48 @@ fn apply(
     Ok(next)
 }
 
-/// Applies one resource's changes. Runs on the controller shard.
+/// Applies one resource's changes. Runs on the controller; the stores'
+/// durable writes run on the blocking pool.
 pub(crate) async fn alter_configs(
-    broker: Rc<ShardBroker>,
+    controller: &Controller,
     resource: Resource,
     changes: Vec<ConfigChange>,
     replace_all: bool,
     validate_only: bool,
 ) -> AlterOutcome {
+    let context = controller.context();
     let result = match resource {
-        Resource::Topic(name) => alter_topic(&broker, &name, changes, replace_all, validate_only),
+        Resource::Topic(name) => alter_topic(context, &name, changes, replace_all, validate_only).await,
         Resource::Broker(scope) => {
-            let current = broker.dynamic.snapshot().get(&scope).cloned().unwrap_or_default();
-            apply(&broker_rules(), &current, changes, replace_all).and_then(|next| {
-                if validate_only || next == current {
-                    return Ok(());
+            let current = context
+                .dynamic
+                .snapshot()
+                .get(&scope)
+                .cloned()
+                .unwrap_or_default();
+            match apply(&broker_rules(), &current, changes, replace_all) {
+                Ok(next) if !validate_only && next != current => {
+                    let stored = replace_dynamic(context, scope.clone(), next.clone()).await;
+                    stored.map(|()| {
+                        info!(scope = ?scope, configs = ?next, "dynamic broker configs changed");
+                        apply_live_settings(context);
+                    })
                 }
-                broker
-                    .dynamic
-                    .replace(&scope, next.clone())
-                    .map_err(|e| (ResponseError::KafkaStorageError, e.to_string()))?;
-                info!(scope = ?scope, configs = ?next, "dynamic broker configs changed");
-                apply_live_settings(&broker);
-                Ok(())
-            })
+                other => other.map(|_| ()),
+            }
         }
         Resource::Group(id) => {
             let scope = Scope::Group(id);
-            let current = broker.dynamic.snapshot().get(&scope).cloned().unwrap_or_default();
-            apply(&group_rules(), &current, changes, replace_all).and_then(|next| {
-                if validate_only || next == current {
-                    return Ok(());
-                }
-                broker
-                    .dynamic
-                    .replace(&scope, next)
-                    .map(|_| ())
-                    .map_err(|e| (ResponseError::KafkaStorageError, e.to_string()))
-            })
+            let current = context
+                .dynamic
+                .snapshot()
+                .get(&scope)
+                .cloned()
+                .unwrap_or_default();
+            match apply(&group_rules(), &current, changes, replace_all) {
+                Ok(next) if !validate_only && next != current => replace_dynamic(context, scope, next).await,
+                other => other.map(|_| ()),
+            }
         }
     };
     match result {
@@ -222,14 +226,24 @@ pub(crate) async fn alter_configs(
     }
 }
 
-fn alter_topic(
-    broker: &ShardBroker,
+/// Stores one scope's dynamic configs durably, off the shard thread.
+async fn replace_dynamic(context: &ControllerContext, scope: Scope, next: ConfigMap) -> Result<(), Refusal> {
+    let dynamic = context.dynamic.clone();
+    run_blocking("writing dynamic configs", move || {
+        dynamic.replace(&scope, next).map(|_| ())
+    })
+    .await
+    .map_err(|e| (ResponseError::KafkaStorageError, e.to_string()))
+}
+
+async fn alter_topic(
+    context: &ControllerContext,
     name: &str,
     changes: Vec<ConfigChange>,
     replace_all: bool,
     validate_only: bool,
 ) -> Result<(), Refusal> {
-    let entry = broker
+    let entry = context
         .catalog
         .snapshot()
         .get(name)
@@ -240,13 +254,16 @@ fn alter_topic(
         return Ok(());
     }
     let updated = Arc::new(entry.with_configs(next));
-    broker
-        .catalog
-        .update(|topics| {
-            topics.insert(name.to_string(), updated);
-        })
-        .map(|_| ())
-        .map_err(|e| (ResponseError::KafkaStorageError, e.to_string()))?;
+    let (catalog, key) = (context.catalog.clone(), name.to_string());
+    run_blocking("writing the topic catalog", move || {
+        catalog
+            .update(|topics| {
+                topics.insert(key, updated);
+            })
+            .map(|_| ())
+    })
+    .await
+    .map_err(|e| (ResponseError::KafkaStorageError, e.to_string()))?;
     info!(topic = name, "topic configs changed");
     Ok(())
 }
@@ -254,11 +271,13 @@ fn alter_topic(
 /// Makes the shards enforce the dynamic broker configs now in the store:
 /// connection limits, idle timeout and backpressure (shared by every
 /// shard), and the topic defaults (a new catalog version).
-pub(crate) fn apply_live_settings(broker: &ShardBroker) {
-    let live = live_settings(&broker.config, &broker.dynamic.snapshot());
-    broker.shard.limits.set(&live.limits, live.idle_timeout);
-    broker.backpressure.set_threshold(live.backpressure_threshold);
-    broker.catalog.set_defaults(live.topic_defaults);
+pub(crate) fn apply_live_settings(context: &ControllerContext) {
+    let live = live_settings(&context.config, &context.dynamic.snapshot());
+    context.limits.set(&live.limits, live.idle_timeout);
+    context
+        .backpressure_threshold
+        .store(live.backpressure_threshold, std::sync::atomic::Ordering::Relaxed);
+    context.catalog.set_defaults(live.topic_defaults);
 }
 
 #[cfg(test)]

@@ -1,10 +1,10 @@
 //! Consumer group coordination (classic protocol) and committed offsets.
 //!
 //! Groups are spread over 50 offsets partitions, as Kafka spreads them over
-//! `__consumer_offsets`: partition = crc32c(group id) % 50. The shard that
-//! owns that partition (the same pure function as for topic partitions)
-//! owns the group: its state machine, its committed offsets and their file.
-//! Requests reach it by message passing, like partition requests.
+//! `__consumer_offsets`: partition = crc32c(group id) % 50. The shard the
+//! router says owns that partition owns the group: its state machine, its
+//! committed offsets and their file. Requests reach it by message passing,
+//! like partition requests.
 
 pub(crate) mod configs;
 mod group;
@@ -13,7 +13,8 @@ mod offsets_log;
 pub use group::{GroupState, JoinRequest, JoinResult, Reply, SyncResult};
 pub use offsets_log::Committed;
 
-use crate::storage::{owner_of, ShardStorage};
+use crate::routing::{PartitionRouter, Route, OFFSETS_PARTITIONS, OFFSETS_TOPIC};
+use crate::storage::GroupCommit;
 use crate::topics::TopicPartition;
 use bytes::Bytes;
 use group::Group;
@@ -24,24 +25,12 @@ use std::collections::HashMap;
 use std::io;
 use std::path::Path;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::info;
 
-/// Partitions of the offsets space (Kafka's offsets.topic.num.partitions).
-pub const OFFSETS_PARTITIONS: u32 = 50;
-const OFFSETS_DIR: &str = "__consumer_offsets";
-
-pub fn offsets_partition(group_id: &str) -> u32 {
-    crc32c::crc32c(group_id.as_bytes()) % OFFSETS_PARTITIONS
-}
-
-/// The shard that coordinates `group_id`.
-pub fn coordinator_shard(group_id: &str, shards: usize) -> usize {
-    owner_of(
-        &TopicPartition::new(OFFSETS_DIR, offsets_partition(group_id) as i32),
-        shards,
-    )
-}
+pub use crate::routing::offsets_partition;
+const OFFSETS_DIR: &str = OFFSETS_TOPIC;
 
 /// Topics with partition numbers, as offset requests name them.
 pub type TopicPartitions = Vec<(String, Vec<i32>)>;
@@ -75,7 +64,7 @@ pub(crate) struct GroupCoordinator {
     logs: RefCell<HashMap<u32, OffsetsLog>>,
     initial_delay: Duration,
     offsets_retention: Duration,
-    storage: Rc<ShardStorage>,
+    group_commit: Rc<GroupCommit>,
 }
 
 impl GroupCoordinator {
@@ -83,11 +72,11 @@ impl GroupCoordinator {
     /// committed offsets starts out Empty.
     pub(crate) fn open(
         shard: usize,
-        shards: usize,
         root: &Path,
         initial_delay: Duration,
         offsets_retention: Duration,
-        storage: Rc<ShardStorage>,
+        router: Arc<PartitionRouter>,
+        group_commit: Rc<GroupCommit>,
     ) -> io::Result<GroupCoordinator> {
         let dir = root.join(OFFSETS_DIR);
         let now = Instant::now();
@@ -95,7 +84,7 @@ impl GroupCoordinator {
         let mut groups = HashMap::new();
         for partition in 0..OFFSETS_PARTITIONS {
             let tp = TopicPartition::new(OFFSETS_DIR, partition as i32);
-            if owner_of(&tp, shards) != shard {
+            if !matches!(router.route(&tp), Route::Local { shard: s, .. } if s == shard) {
                 continue;
             }
             let log = OffsetsLog::open(&dir, partition)?;
@@ -112,7 +101,7 @@ impl GroupCoordinator {
             logs: RefCell::new(logs),
             initial_delay,
             offsets_retention,
-            storage,
+            group_commit,
         })
     }
 
@@ -293,8 +282,8 @@ impl GroupCoordinator {
                 .map_err(|_| ResponseError::KafkaStorageError.code())?;
             log.file()
         };
-        self.storage
-            .sync_file(file)
+        self.group_commit
+            .sync(file)
             .await
             .map_err(|_| ResponseError::KafkaStorageError.code())
     }

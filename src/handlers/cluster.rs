@@ -16,8 +16,8 @@ const BROKER_ENDPOINTS: i8 = 1;
 async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let asked: DescribeClusterRequest = request.decode("DescribeCluster")?;
     let mut response = DescribeClusterResponse::default()
-        .with_cluster_id(StrBytes::from_string(broker.identity.cluster_id.clone()))
-        .with_controller_id(BrokerId(broker.identity.node_id));
+        .with_cluster_id(StrBytes::from_string(broker.identity().cluster_id.clone()))
+        .with_controller_id(BrokerId(broker.identity().node_id));
     if request.version >= 1 && asked.endpoint_type != BROKER_ENDPOINTS {
         response = response
             .with_error_code(ResponseError::UnsupportedEndpointType.code())
@@ -29,7 +29,7 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let (host, port) = broker.advertised_to(&request);
     let response = response
         .with_brokers(vec![DescribeClusterBroker::default()
-            .with_broker_id(BrokerId(broker.identity.node_id))
+            .with_broker_id(BrokerId(broker.identity().node_id))
             .with_host(StrBytes::from_string(host))
             .with_port(i32::from(port))])
         .with_cluster_authorized_operations(super::acl_operations::cluster(

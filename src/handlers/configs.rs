@@ -4,11 +4,11 @@
 //! (`config::alter`), run on the controller shard.
 
 use super::{handler, Handler, Outcome, Request};
-use crate::config::alter::{self, AlterOutcome, ConfigChange, Operation, Resource};
+use crate::config::alter::{AlterOutcome, ConfigChange, Operation, Resource};
 use crate::config::broker_configs::{describe_broker, describe_cluster_defaults, BrokerConfigEntry};
 use crate::config::dynamic::Scope;
 use crate::groups::configs::describe_group;
-use crate::server::{ShardBroker, CONTROLLER_SHARD};
+use crate::server::ShardBroker;
 use crate::topics::{describe_topic_configs, BrokerTopicDefaults, ConfigEntry, ConfigSource};
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
@@ -148,9 +148,9 @@ async fn describe_configs(broker: Rc<ShardBroker>, mut request: Request) -> Outc
         synonyms: asked.include_synonyms,
         documentation: asked.include_documentation,
     };
-    let catalog = broker.catalog.snapshot();
-    let dynamic = broker.dynamic.snapshot();
-    let node = broker.identity.node_id.to_string();
+    let catalog = broker.catalog().snapshot();
+    let dynamic = broker.dynamic().snapshot();
+    let node = broker.identity().node_id.to_string();
     let results = asked
         .resources
         .into_iter()
@@ -183,7 +183,7 @@ async fn describe_configs(broker: Rc<ShardBroker>, mut request: Request) -> Outc
                     ),
                 },
                 BROKER if r.resource_name.is_empty() => {
-                    let described = describe_cluster_defaults(&broker.config, &dynamic);
+                    let described = describe_cluster_defaults(&broker.config(), &dynamic);
                     result.with_configs(results(
                         described.into_iter().map(Described::from).collect(),
                         keys,
@@ -191,7 +191,7 @@ async fn describe_configs(broker: Rc<ShardBroker>, mut request: Request) -> Outc
                     ))
                 }
                 BROKER if *r.resource_name == *node => {
-                    let described = describe_broker(&broker.config, &dynamic);
+                    let described = describe_broker(&broker.config(), &dynamic);
                     result.with_configs(results(
                         described.into_iter().map(Described::from).collect(),
                         keys,
@@ -233,10 +233,10 @@ fn resource(
     match resource_type {
         TOPIC => Ok(Resource::Topic(name.to_string())),
         BROKER if name.is_empty() => Ok(Resource::Broker(Scope::Cluster)),
-        BROKER if name == broker.identity.node_id.to_string() => Ok(Resource::Broker(Scope::Broker)),
+        BROKER if name == broker.identity().node_id.to_string() => Ok(Resource::Broker(Scope::Broker)),
         BROKER => Err((
             ResponseError::InvalidRequest,
-            format!("this is broker {}", broker.identity.node_id),
+            format!("this is broker {}", broker.identity().node_id),
         )),
         GROUP | ACL_GROUP if !name.is_empty() => Ok(Resource::Group(name.to_string())),
         other => Err((
@@ -271,12 +271,12 @@ async fn alter_each(
                 ResponseError::InvalidRequest,
                 format!("config operation {op} is not valid"),
             ),
-            (Ok(target), Ok(changes)) => broker
-                .on_shard(CONTROLLER_SHARD, move |b| {
-                    alter::alter_configs(b, target, changes, replace_all, validate_only)
-                })
-                .await
-                .unwrap_or_else(|e| failed(ResponseError::KafkaStorageError, e.to_string())),
+            (Ok(target), Ok(changes)) => {
+                broker
+                    .controller()
+                    .alter_configs(target, changes, replace_all, validate_only)
+                    .await
+            }
         };
         outcomes.push((resource_type, name, outcome));
     }

@@ -6,14 +6,13 @@
 use super::{handler, Handler, Outcome, Request};
 use crate::log::batch;
 use crate::metrics::ShardMetrics;
+use crate::partition::ReadSpec;
 use crate::server::ShardBroker;
-use crate::storage::ReadResult;
 use crate::topics::TopicPartition;
-use futures::future::{join_all, select, select_all, Either};
+use futures::future::{select, select_all, Either};
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse};
 use kafka_protocol::ResponseError;
-use std::collections::BTreeMap;
 use std::pin::pin;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -28,6 +27,7 @@ struct Wanted {
     tp: Option<TopicPartition>,
     offset: i64,
     max_bytes: usize,
+    current_leader_epoch: i32,
 }
 
 async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
@@ -38,7 +38,7 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
         return request.respond(&response);
     }
     let by_id = request.version >= 13;
-    let catalog = broker.catalog.snapshot();
+    let catalog = broker.catalog().snapshot();
     let unknown = if by_id {
         ResponseError::UnknownTopicId
     } else {
@@ -58,6 +58,7 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
                 tp: entry.map(|e| TopicPartition::new(&e.name, p.partition)),
                 offset: p.fetch_offset,
                 max_bytes: usize::try_from(p.partition_max_bytes).unwrap_or(0),
+                current_leader_epoch: p.current_leader_epoch,
             });
         }
     }
@@ -73,7 +74,7 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
         let bytes: usize = results.iter().map(|r| r.records.len()).sum();
         let failed = results.iter().any(|r| r.error_code != 0);
         let now = Instant::now();
-        if bytes >= min_bytes.max(1) || failed || now >= deadline || broker.shard.drain.is_fired() {
+        if bytes >= min_bytes.max(1) || failed || now >= deadline || broker.shard().drain.is_fired() {
             break results;
         }
         let watches = watch_all(&broker, &wanted).await;
@@ -82,7 +83,7 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
         }
         let woken = pin!(select_all(watches));
         let timeout = pin!(glommio::timer::sleep(deadline - now));
-        let drained = pin!(broker.shard.drain.wait());
+        let drained = pin!(broker.shard().drain.wait());
         if let Either::Right(_) = select(woken, select(timeout, drained)).await {
             break read_all(&broker, &wanted, max_bytes, unknown.code()).await;
         }
@@ -104,7 +105,7 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
                 .with_partition_index(want.partition)
                 .with_error_code(result.error_code)
                 .with_high_watermark(result.high_watermark)
-                .with_last_stable_offset(result.high_watermark)
+                .with_last_stable_offset(result.last_stable_offset)
                 .with_log_start_offset(result.log_start_offset)
                 .with_aborted_transactions(Some(Vec::new()))
                 .with_preferred_read_replica(BrokerId(-1))
@@ -124,56 +125,70 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     )
 }
 
-/// Reads every wanted partition (each owner's share in one message, each
-/// read bounded by its own and the request's limit), then trims to the
-/// request's `max_bytes` in request order (see `trim_to_limits`).
+/// One partition's answer: an error code and what was read.
+#[derive(Debug, Default)]
+struct ReadResult {
+    error_code: i16,
+    high_watermark: i64,
+    last_stable_offset: i64,
+    log_start_offset: i64,
+    records: bytes::Bytes,
+}
+
+/// Reads every wanted partition (each owner's share in one operation,
+/// each read bounded by its own and the request's limit), then trims to
+/// the request's `max_bytes` in request order (see `trim_to_limits`).
 async fn read_all(
     broker: &Rc<ShardBroker>,
     wanted: &[Wanted],
     max_bytes: usize,
     unknown: i16,
 ) -> Vec<ReadResult> {
-    let mut by_owner: BTreeMap<usize, Vec<(usize, TopicPartition, i64, usize)>> = BTreeMap::new();
-    for (i, w) in wanted.iter().enumerate() {
-        if let Some(tp) = &w.tp {
-            by_owner.entry(broker.owner(tp)).or_default().push((
+    let known: Vec<(usize, ReadSpec)> = wanted
+        .iter()
+        .enumerate()
+        .filter_map(|(i, w)| {
+            let tp = w.tp.clone()?;
+            Some((
                 i,
-                tp.clone(),
-                w.offset,
-                w.max_bytes.min(max_bytes),
-            ));
-        }
-    }
-    let reads = by_owner.into_iter().map(|(owner, parts)| {
-        broker.on_shard(owner, move |b| async move {
-            parts
-                .into_iter()
-                .map(|(i, tp, offset, max)| (i, b.storage.read(&tp, offset, max, true)))
-                .collect::<Vec<_>>()
+                ReadSpec {
+                    tp,
+                    offset: w.offset,
+                    max_bytes: w.max_bytes.min(max_bytes),
+                    current_leader_epoch: w.current_leader_epoch,
+                },
+            ))
         })
-    });
+        .collect();
+    let (indexes, specs): (Vec<usize>, Vec<ReadSpec>) = known.into_iter().unzip();
+    let answers = broker.partitions().read(specs).await;
     let mut results: Vec<ReadResult> = wanted
         .iter()
         .map(|_| ReadResult {
             error_code: unknown,
             high_watermark: -1,
+            last_stable_offset: -1,
             log_start_offset: -1,
             ..Default::default()
         })
         .collect();
-    for read in join_all(reads).await {
-        match read {
-            Ok(parts) => {
-                for (i, result) in parts {
-                    results[i] = result;
-                }
-            }
-            Err(_) => {
-                for r in results.iter_mut().filter(|r| r.error_code == unknown) {
-                    r.error_code = ResponseError::KafkaStorageError.code();
-                }
-            }
-        }
+    for (i, answer) in indexes.into_iter().zip(answers) {
+        results[i] = match answer {
+            Ok(a) => ReadResult {
+                error_code: 0,
+                high_watermark: a.high_watermark,
+                last_stable_offset: a.last_stable_offset,
+                log_start_offset: a.log_start_offset,
+                records: a.records,
+            },
+            Err(e) => ReadResult {
+                error_code: e.code(),
+                high_watermark: -1,
+                last_stable_offset: -1,
+                log_start_offset: -1,
+                records: bytes::Bytes::new(),
+            },
+        };
     }
     let mut parts: Vec<(bytes::Bytes, usize)> = wanted
         .iter()
@@ -229,42 +244,23 @@ fn whole_batches_within(records: &[u8], limit: usize, whole_first: bool) -> usiz
 }
 
 /// Leaves a watch on every owner of a wanted partition; each resolves when
-/// one of its partitions grows past the fetch offset.
+/// one of its partitions' high watermark passes the fetch offset.
 async fn watch_all(
     broker: &Rc<ShardBroker>,
     wanted: &[Wanted],
 ) -> Vec<futures::channel::oneshot::Receiver<()>> {
-    let mut by_owner: BTreeMap<usize, Vec<(TopicPartition, i64)>> = BTreeMap::new();
-    for w in wanted {
-        if let Some(tp) = &w.tp {
-            by_owner
-                .entry(broker.owner(tp))
-                .or_default()
-                .push((tp.clone(), w.offset));
-        }
-    }
-    let watches = by_owner
-        .into_iter()
-        // The watch is registered on the owner; the receiver comes back here
-        // to be awaited, which is why the closure's value is itself a future.
-        .map(|(owner, parts)| {
-            broker.on_shard(owner, move |b| {
-                let receiver = b.storage.watch(&parts);
-                std::future::ready(receiver)
-            })
-        });
-    join_all(watches)
-        .await
-        .into_iter()
-        .filter_map(Result::ok)
-        .collect()
+    let parts = wanted
+        .iter()
+        .filter_map(|w| Some((w.tp.clone()?, w.offset)))
+        .collect();
+    broker.partitions().watch(parts).await
 }
 
 /// Per-topic fetched records and bytes, and per-partition errors.
 fn record_fetch(broker: &ShardBroker, want: &Wanted, result: &ReadResult) {
     if result.error_code != 0 {
         let error = ShardMetrics::error_name(result.error_code);
-        broker.metrics.request_error(ApiKey::Fetch as i16, &error);
+        broker.metrics().request_error(ApiKey::Fetch as i16, &error);
         return;
     }
     let (Some(tp), false) = (&want.tp, result.records.is_empty()) else {
@@ -277,7 +273,7 @@ fn record_fetch(broker: &ShardBroker, want: &Wanted, result: &ReadResult) {
         at += header.size;
     }
     broker
-        .metrics
+        .metrics()
         .fetched(&tp.topic, records, result.records.len() as u64);
 }
 

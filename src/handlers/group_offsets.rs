@@ -32,7 +32,7 @@ const MAX_METADATA_BYTES: usize = 4096;
 
 async fn offset_commit(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let asked: OffsetCommitRequest = request.decode("OffsetCommit")?;
-    let catalog = broker.catalog.snapshot();
+    let catalog = broker.catalog().snapshot();
     let now = now_ms();
     // Per partition: an error decided here, or an offset to commit.
     let mut codes: Vec<(String, Vec<(i32, i16)>)> = Vec::new();
@@ -71,8 +71,8 @@ async fn offset_commit(broker: Rc<ShardBroker>, mut request: Request) -> Outcome
         let generation = asked.generation_id_or_member_epoch;
         let owner = broker.group_owner(&group_id);
         let outcome = broker
-            .on_shard(owner, move |b| async move {
-                b.groups
+            .on_coordinator(owner, move |b| async move {
+                b.groups()
                     .commit(
                         &group_id,
                         (&member_id, instance_id.as_deref(), generation),
@@ -118,8 +118,8 @@ async fn fetch_group(
 ) -> Result<FetchedOffsets, i16> {
     let owner = broker.group_owner(&group_id);
     broker
-        .on_shard(owner, move |b| async move {
-            b.groups.fetch_offsets(&group_id, wanted)
+        .on_coordinator(owner, move |b| async move {
+            b.groups().fetch_offsets(&group_id, wanted)
         })
         .await
         .map_err(|_| ResponseError::CoordinatorNotAvailable.code())
@@ -227,8 +227,8 @@ async fn offset_delete(broker: Rc<ShardBroker>, mut request: Request) -> Outcome
         .collect();
     let owner = broker.group_owner(&group_id);
     let outcome = broker
-        .on_shard(owner, move |b| async move {
-            b.groups.delete_offsets(&group_id, topics).await
+        .on_coordinator(owner, move |b| async move {
+            b.groups().delete_offsets(&group_id, topics).await
         })
         .await
         .unwrap_or(Err(ResponseError::CoordinatorNotAvailable.code()));

@@ -45,7 +45,7 @@ const UNAVAILABLE: ResponseError = ResponseError::CoordinatorNotAvailable;
 async fn find_coordinator(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let asked: FindCoordinatorRequest = request.decode("FindCoordinator")?;
     let (host, port) = broker.advertised_to(&request);
-    let node = BrokerId(broker.identity.node_id);
+    let node = BrokerId(broker.identity().node_id);
     let error = match asked.key_type {
         0 => None,
         1 => Some((
@@ -56,7 +56,7 @@ async fn find_coordinator(broker: Rc<ShardBroker>, mut request: Request) -> Outc
     };
     if let Some((error, _)) = error {
         broker
-            .metrics
+            .metrics()
             .request_error(ApiKey::FindCoordinator as i16, &format!("{error:?}"));
     }
     let code = error.map_or(0, |(error, _)| error.code());
@@ -250,10 +250,10 @@ where
 {
     let owner = broker.group_owner(&group_id);
     let reply = broker
-        .on_shard(owner, move |b| async move {
-            match call(&b.groups, &group_id) {
+        .on_coordinator(owner, move |b| async move {
+            match call(&b.groups(), &group_id) {
                 Reply::Now(result) => Ok(result),
-                Reply::Later(rx) => Err((b.groups.answer_deadline(&group_id), rx)),
+                Reply::Later(rx) => Err((b.groups().answer_deadline(&group_id), rx)),
             }
         })
         .await?;
@@ -276,8 +276,8 @@ async fn heartbeat(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let member_id = asked.member_id.to_string();
     let instance_id = asked.group_instance_id.map(|i| i.to_string());
     let code = broker
-        .on_shard(owner, move |b| async move {
-            b.groups
+        .on_coordinator(owner, move |b| async move {
+            b.groups()
                 .heartbeat(&group_id, &member_id, instance_id.as_deref(), asked.generation_id)
         })
         .await
@@ -306,7 +306,7 @@ async fn leave_group(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let owner = broker.group_owner(&group_id);
     let who = leaving.clone();
     let result = broker
-        .on_shard(owner, move |b| async move { b.groups.leave(&group_id, &who) })
+        .on_coordinator(owner, move |b| async move { b.groups().leave(&group_id, &who) })
         .await
         .unwrap_or(Err(UNAVAILABLE.code()));
     let response = match (result, version >= 3) {
@@ -344,7 +344,7 @@ async fn list_groups(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
             .iter()
             .any(|t| t.eq_ignore_ascii_case("classic"));
     let per_shard =
-        (0..broker.shard.count).map(|shard| broker.on_shard(shard, |b| async move { b.groups.list() }));
+        (0..broker.shard().count).map(|shard| broker.on_shard(shard, |b| async move { b.groups().list() }));
     let mut groups: Vec<ListedGroup> = Vec::new();
     for listed in join_all(per_shard).await.into_iter().flatten() {
         for (id, protocol_type, state) in listed {
@@ -376,7 +376,7 @@ async fn describe_groups(broker: Rc<ShardBroker>, mut request: Request) -> Outco
             let id = group_id.to_string();
             let owner = broker.group_owner(&id);
             let found = broker
-                .on_shard(owner, move |b| async move { b.groups.describe(&id) })
+                .on_coordinator(owner, move |b| async move { b.groups().describe(&id) })
                 .await;
             let group = DescribedGroup::default()
                 .with_group_id(group_id)
@@ -425,7 +425,7 @@ async fn delete_groups(broker: Rc<ShardBroker>, mut request: Request) -> Outcome
             let id = group_id.to_string();
             let owner = broker.group_owner(&id);
             let code = broker
-                .on_shard(owner, move |b| async move { b.groups.delete_group(&id).await })
+                .on_coordinator(owner, move |b| async move { b.groups().delete_group(&id).await })
                 .await
                 .unwrap_or(UNAVAILABLE.code());
             DeletableGroupResult::default()

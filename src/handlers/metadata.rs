@@ -2,7 +2,6 @@
 //! the controller, and the topics asked for (auto-created if allowed).
 
 use super::{handler, Handler, Outcome, Request};
-use crate::controller::ensure_topics;
 use crate::metrics::ShardMetrics;
 use crate::server::ShardBroker;
 use crate::topics::{validate_topic_name, TopicEntry};
@@ -26,15 +25,15 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     if let Some(topics) = &wanted {
         // v4+ lets the client say no; before v4 the broker setting decides.
         let allowed = request.version < 4 || asked.allow_auto_topic_creation;
-        if broker.config.auto_create_topics && allowed {
+        if broker.config().auto_create_topics && allowed {
             let names = topics
                 .iter()
                 .filter_map(|t| t.name.as_ref().map(|n| n.to_string()))
                 .collect();
-            ensure_topics(&broker, names).await;
+            broker.controller().ensure_topics(names).await;
         }
     }
-    let catalog = broker.catalog.snapshot();
+    let catalog = broker.catalog().snapshot();
     let topic_operations = super::acl_operations::topic(asked.include_topic_authorized_operations);
     let describe_topic =
         |t: &TopicEntry| describe_topic(t).with_topic_authorized_operations(topic_operations);
@@ -52,13 +51,13 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
             .collect(),
     };
     let (host, port) = broker.advertised_to(&request);
-    let node_id = BrokerId(broker.identity.node_id);
+    let node_id = BrokerId(broker.identity().node_id);
     let response = MetadataResponse::default()
         .with_brokers(vec![MetadataResponseBroker::default()
             .with_node_id(node_id)
             .with_host(StrBytes::from_string(host))
             .with_port(i32::from(port))])
-        .with_cluster_id(Some(StrBytes::from_string(broker.identity.cluster_id.clone())))
+        .with_cluster_id(Some(StrBytes::from_string(broker.identity().cluster_id.clone())))
         .with_controller_id(node_id)
         .with_cluster_authorized_operations(super::acl_operations::cluster(
             asked.include_cluster_authorized_operations,
@@ -97,7 +96,7 @@ fn missing_topic(broker: &ShardBroker, topic: MetadataRequestTopic) -> MetadataR
         None => ResponseError::UnknownTopicId,
     };
     broker
-        .metrics
+        .metrics()
         .request_error(ApiKey::Metadata as i16, &ShardMetrics::error_name(error.code()));
     MetadataResponseTopic::default()
         .with_error_code(error.code())

@@ -17,8 +17,6 @@ mod topics_admin;
 
 use crate::protocol::response::{encode_response, encode_response_spliced, ResponseFrame};
 use crate::server::{ProtocolWait, ShardBroker};
-use crate::storage::ShardStorage;
-use crate::topics::TopicPartition;
 use bytes::Bytes;
 use kafka_protocol::messages::RequestHeader;
 use kafka_protocol::protocol::{
@@ -99,20 +97,6 @@ impl Request {
     pub fn respond_spliced<R: Encodable + HeaderVersion>(&self, body: &R, splice: Vec<Bytes>) -> Outcome {
         encode_response_spliced(self.header.correlation_id, self.version, body, splice).map(Some)
     }
-}
-
-/// Runs `work` on the shard that owns `tp`, with that shard's storage.
-/// If the owner cannot be reached the partition gets KAFKA_STORAGE_ERROR.
-pub(crate) async fn on_owner<T, W>(broker: &Rc<ShardBroker>, tp: TopicPartition, work: W) -> Result<T, i16>
-where
-    T: Send + 'static,
-    W: FnOnce(&ShardStorage, &TopicPartition) -> Result<T, i16> + Send + 'static,
-{
-    let owner = broker.owner(&tp);
-    broker
-        .on_shard(owner, move |b| async move { work(&b.storage, &tp) })
-        .await
-        .unwrap_or(Err(kafka_protocol::ResponseError::KafkaStorageError.code()))
 }
 
 /// Answers every partition of every topic concurrently and regroups the

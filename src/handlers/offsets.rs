@@ -1,8 +1,9 @@
 //! Offsets of a partition: ListOffsets (earliest, latest, by timestamp, max
-//! timestamp) and OffsetForLeaderEpoch (there is one leader epoch, 0, as
-//! Metadata reports, so clients validating positions get an answer).
+//! timestamp) and OffsetForLeaderEpoch, answered by the partition (which
+//! checks the client's leader epoch against its own).
 
-use super::{handler, on_owner, per_partition, Handler, Outcome, Request};
+use super::{handler, per_partition, Handler, Outcome, Request};
+use crate::routing::Route;
 use crate::server::ShardBroker;
 use crate::topics::TopicPartition;
 use kafka_protocol::messages::list_offsets_request::ListOffsetsPartition;
@@ -16,42 +17,41 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 use kafka_protocol::messages::{
     ListOffsetsRequest, ListOffsetsResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
 };
-use kafka_protocol::ResponseError;
 use std::rc::Rc;
 
 pub(crate) const LIST_OFFSETS: Handler = handler!(ListOffsetsRequest, list_offsets);
 pub(crate) const OFFSET_FOR_LEADER_EPOCH: Handler =
     handler!(OffsetForLeaderEpochRequest, offset_for_leader_epoch);
 
-/// The only leader epoch this single broker has.
-const LEADER_EPOCH: i32 = 0;
-
-/// A client's `current_leader_epoch` against ours: newer is unknown to us,
-/// older is fenced, -1 means "not checked".
-fn check_epoch(current_leader_epoch: i32) -> Result<(), i16> {
-    match current_leader_epoch {
-        -1 | LEADER_EPOCH => Ok(()),
-        e if e > LEADER_EPOCH => Err(ResponseError::UnknownLeaderEpoch.code()),
-        _ => Err(ResponseError::FencedLeaderEpoch.code()),
+/// The leader epoch the router has for `tp` (-1 if not led here).
+fn leader_epoch(broker: &ShardBroker, tp: &TopicPartition) -> i32 {
+    match broker.partitions().router().route(tp) {
+        Route::Local { leader_epoch, .. } | Route::Remote { leader_epoch, .. } => leader_epoch,
+        Route::NotLeader => -1,
     }
 }
 
 async fn list_offsets(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let asked: ListOffsetsRequest = request.decode("ListOffsets")?;
     // The field exists from v4; the encoder refuses it set on older versions.
-    let leader_epoch = if request.version >= 4 { LEADER_EPOCH } else { -1 };
+    let with_epoch = request.version >= 4;
     let topics = asked.topics.into_iter().map(|t| (t.name, t.partitions)).collect();
     let answered = per_partition(topics, |topic, p: ListOffsetsPartition| {
         let tp = TopicPartition::new(topic, p.partition_index);
         let broker = broker.clone();
         async move {
-            let found = match check_epoch(p.current_leader_epoch) {
-                Ok(()) => on_owner(&broker, tp, move |s, tp| s.list_offset(tp, p.timestamp)).await,
-                Err(code) => Err(code),
+            let leader_epoch = if with_epoch {
+                leader_epoch(&broker, &tp)
+            } else {
+                -1
             };
+            let found = broker
+                .partitions()
+                .list_offset(tp, p.timestamp, p.current_leader_epoch)
+                .await;
             let (error_code, (offset, timestamp)) = match found {
                 Ok(found) => (0, found),
-                Err(code) => (code, (-1, -1)),
+                Err(e) => (e.code(), (-1, -1)),
             };
             ListOffsetsPartitionResponse::default()
                 .with_partition_index(p.partition_index)
@@ -84,18 +84,13 @@ async fn offset_for_leader_epoch(broker: Rc<ShardBroker>, mut request: Request) 
         let tp = TopicPartition::new(topic, p.partition);
         let broker = broker.clone();
         async move {
-            let answer = match check_epoch(p.current_leader_epoch) {
-                Err(code) => Err(code),
-                // Epoch 0 ends at the log end; a later epoch than ours has
-                // no end offset yet (UNDEFINED, no error).
-                Ok(()) if p.leader_epoch > LEADER_EPOCH => Ok((-1, -1)),
-                Ok(()) => on_owner(&broker, tp, |s, tp| s.end_offset(tp))
-                    .await
-                    .map(|end| (LEADER_EPOCH, end)),
-            };
+            let answer = broker
+                .partitions()
+                .epoch_end(tp, p.leader_epoch, p.current_leader_epoch)
+                .await;
             let (error_code, (epoch, end_offset)) = match answer {
                 Ok(found) => (0, found),
-                Err(code) => (code, (-1, -1)),
+                Err(e) => (e.code(), (-1, -1)),
             };
             EpochEndOffset::default()
                 .with_partition(p.partition)

@@ -3,12 +3,10 @@
 //! and answer once every partition has its result. acks=0 gets no answer.
 
 use super::{handler, Handler, Outcome, Request};
-use crate::controller::ensure_topics;
 use crate::log::partition_log::now_ms;
 use crate::log::{batch, validator, LogConfig};
 use crate::metrics::ShardMetrics;
 use crate::server::ShardBroker;
-use crate::storage::AppendResult;
 use crate::topics::{validate_topic_name, TopicPartition};
 use bytes::Bytes;
 use futures::future::join_all;
@@ -24,6 +22,31 @@ pub(crate) const HANDLER: Handler = handler!(ProduceRequest, handle);
 
 /// Why every partition of a topic is refused: the error and its message.
 type Refused = (ResponseError, Rc<str>);
+
+/// The answer to one partition's append, as the response carries it.
+#[derive(Debug, Clone, Default)]
+struct AppendResult {
+    error_code: i16,
+    error_message: Option<String>,
+    base_offset: i64,
+    log_append_time: i64,
+    log_start_offset: i64,
+    /// Produce v8+ per-record errors: (index in the batch, message).
+    record_errors: Vec<(i32, String)>,
+}
+
+impl AppendResult {
+    fn error(code: i16, message: impl Into<String>) -> Self {
+        AppendResult {
+            error_code: code,
+            error_message: Some(message.into()),
+            base_offset: -1,
+            log_append_time: -1,
+            log_start_offset: -1,
+            record_errors: Vec::new(),
+        }
+    }
+}
 
 async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let produce: ProduceRequest = request.decode("Produce")?;
@@ -48,14 +71,13 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
             error_all(&shape(&produce), ResponseError::InvalidRequiredAcks),
         );
     }
-    if broker.config.auto_create_topics && !by_id {
-        ensure_topics(
-            &broker,
-            produce.topic_data.iter().map(|t| t.name.to_string()).collect(),
-        )
-        .await;
+    if broker.config().auto_create_topics && !by_id {
+        broker
+            .controller()
+            .ensure_topics(produce.topic_data.iter().map(|t| t.name.to_string()).collect())
+            .await;
     }
-    let catalog = broker.catalog.snapshot();
+    let catalog = broker.catalog().snapshot();
     // Kept for a REQUEST_TIMED_OUT answer once the batches are moved out.
     let timed_out = shape(&produce);
     let mut topics = Vec::with_capacity(produce.topic_data.len());
@@ -95,7 +117,7 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
                 };
                 if result.error_code != 0 {
                     let error = ShardMetrics::error_name(result.error_code);
-                    broker.metrics.request_error(ApiKey::Produce as i16, &error);
+                    broker.metrics().request_error(ApiKey::Produce as i16, &error);
                 }
                 (data.index, result)
             }
@@ -120,7 +142,7 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     // connection-level request timeout would close the connection.
     let limit = match acks {
         -1 => std::time::Duration::from_millis(u64::try_from(produce.timeout_ms).unwrap_or(0)),
-        _ => broker.config.request_timeout.mul_f64(0.9),
+        _ => broker.config().request_timeout.mul_f64(0.9),
     };
     request.wait.until(std::time::Instant::now() + limit);
     let all = std::pin::pin!(join_all(topics));
@@ -128,7 +150,7 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     match futures::future::select(all, limit).await {
         futures::future::Either::Left((responses, _)) => respond(&request, acks, responses),
         futures::future::Either::Right(_) => {
-            broker.metrics.request_timeout();
+            broker.metrics().request_timeout();
             respond(
                 &request,
                 acks,
@@ -165,20 +187,21 @@ async fn append(
             }
         }
     };
-    let owner = broker.owner(&tp);
     let (topic, bytes) = (tp.topic.clone(), records.len() as u64);
-    let result = broker
-        .on_shard(owner, move |b| async move {
-            b.storage.append(&tp, records, header, acks).await
-        })
-        .await
-        .unwrap_or_else(|e| AppendResult::error(ResponseError::KafkaStorageError.code(), e.to_string()));
-    if result.error_code == 0 {
-        broker
-            .metrics
-            .produced(&topic, header.records_count.max(0) as u64, bytes);
+    match broker.partitions().append(tp, records, header, acks).await {
+        Ok(appended) => {
+            broker
+                .metrics()
+                .produced(&topic, header.records_count.max(0) as u64, bytes);
+            AppendResult {
+                base_offset: appended.base_offset,
+                log_append_time: appended.log_append_time,
+                log_start_offset: appended.log_start_offset,
+                ..AppendResult::default()
+            }
+        }
+        Err(e) => AppendResult::error(e.code(), e.to_string()),
     }
-    result
 }
 
 fn partition_response(index: i32, r: AppendResult) -> PartitionProduceResponse {

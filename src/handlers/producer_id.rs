@@ -4,7 +4,7 @@
 //! bumped instead, which fences its older epoch in every partition.
 
 use super::{handler, Handler, Outcome, Request};
-use crate::server::{ShardBroker, CONTROLLER_SHARD};
+use crate::server::ShardBroker;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 use kafka_protocol::ResponseError;
 use std::rc::Rc;
@@ -28,16 +28,7 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
             .with_producer_epoch(asked.producer_epoch + 1);
         return request.respond(&response);
     }
-    let allocated = broker
-        .on_shard(CONTROLLER_SHARD, |b| async move {
-            match &b.controller {
-                Some(controller) => controller.allocate_producer_id().map_err(|e| e.to_string()),
-                None => Err("controller state missing".to_string()),
-            }
-        })
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r);
+    let allocated = broker.controller().allocate_producer_id().await;
     let response = match allocated {
         Ok(id) => response.with_producer_id(ProducerId(id)).with_producer_epoch(0),
         Err(e) => {

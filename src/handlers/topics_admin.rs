@@ -3,9 +3,9 @@
 //! owner).
 
 use super::configs::topic_config_results;
-use super::{handler, on_owner, per_partition, Handler, Outcome, Request};
-use crate::controller::{self, NewTopic, TopicOutcome};
-use crate::server::{ShardBroker, CONTROLLER_SHARD};
+use super::{handler, per_partition, Handler, Outcome, Request};
+use crate::controller::{NewPartitions, NewTopic};
+use crate::server::ShardBroker;
 use crate::topics::TopicPartition;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
@@ -31,25 +31,6 @@ fn topic_name(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))
 }
 
-/// Runs a controller operation; an unreachable controller fails every item.
-async fn on_controller<F, Fut>(broker: &Rc<ShardBroker>, names: Vec<String>, work: F) -> Vec<TopicOutcome>
-where
-    F: FnOnce(Rc<ShardBroker>) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = Vec<TopicOutcome>> + 'static,
-{
-    broker.on_shard(CONTROLLER_SHARD, work).await.unwrap_or_else(|e| {
-        names
-            .iter()
-            .map(|n| TopicOutcome {
-                name: n.clone(),
-                error_code: ResponseError::KafkaStorageError.code(),
-                message: Some(e.to_string()),
-                entry: None,
-            })
-            .collect()
-    })
-}
-
 async fn create_topics(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let asked: CreateTopicsRequest = request.decode("CreateTopics")?;
     let topics: Vec<NewTopic> = asked
@@ -71,12 +52,10 @@ async fn create_topics(broker: Rc<ShardBroker>, mut request: Request) -> Outcome
                 .collect(),
         })
         .collect();
-    let names = topics.iter().map(|t| t.name.clone()).collect();
-    let validate_only = asked.validate_only;
-    let outcomes = on_controller(&broker, names, move |b| {
-        controller::create_topics(b, topics, validate_only)
-    })
-    .await;
+    let outcomes = broker
+        .controller()
+        .create_topics(topics, asked.validate_only)
+        .await;
     let with_configs = request.version >= 5;
     let results = outcomes
         .into_iter()
@@ -91,15 +70,16 @@ async fn create_topics(broker: Rc<ShardBroker>, mut request: Request) -> Outcome
                     .with_num_partitions(entry.partitions)
                     .with_replication_factor(1);
                 if with_configs {
-                    let configs = topic_config_results(&entry.configs, broker.catalog.snapshot().defaults())
-                        .into_iter()
-                        .map(|c| {
-                            CreatableTopicConfigs::default()
-                                .with_name(c.name)
-                                .with_value(c.value)
-                                .with_config_source(c.config_source)
-                        })
-                        .collect();
+                    let configs =
+                        topic_config_results(&entry.configs, broker.catalog().snapshot().defaults())
+                            .into_iter()
+                            .map(|c| {
+                                CreatableTopicConfigs::default()
+                                    .with_name(c.name)
+                                    .with_value(c.value)
+                                    .with_config_source(c.config_source)
+                            })
+                            .collect();
                     result = result.with_configs(Some(configs));
                 }
             }
@@ -111,7 +91,7 @@ async fn create_topics(broker: Rc<ShardBroker>, mut request: Request) -> Outcome
 
 async fn delete_topics(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let asked: DeleteTopicsRequest = request.decode("DeleteTopics")?;
-    let catalog = broker.catalog.snapshot();
+    let catalog = broker.catalog().snapshot();
     // v0-5 name topics; v6 names or ids them.
     let mut names: Vec<String> = asked.topic_names.iter().map(|n| n.to_string()).collect();
     let mut unknown_ids = Vec::new();
@@ -122,8 +102,7 @@ async fn delete_topics(broker: Rc<ShardBroker>, mut request: Request) -> Outcome
             (None, None) => unknown_ids.push(state.topic_id),
         }
     }
-    let to_delete = names.clone();
-    let outcomes = on_controller(&broker, names, move |b| controller::delete_topics(b, to_delete)).await;
+    let outcomes = broker.controller().delete_topics(names).await;
     let mut responses: Vec<DeletableTopicResult> = outcomes
         .into_iter()
         .map(|o| {
@@ -144,7 +123,7 @@ async fn delete_topics(broker: Rc<ShardBroker>, mut request: Request) -> Outcome
 
 async fn create_partitions(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let asked: CreatePartitionsRequest = request.decode("CreatePartitions")?;
-    let changes: Vec<controller::NewPartitions> = asked
+    let changes: Vec<NewPartitions> = asked
         .topics
         .iter()
         .map(|t| {
@@ -157,12 +136,10 @@ async fn create_partitions(broker: Rc<ShardBroker>, mut request: Request) -> Out
             (t.name.to_string(), t.count, assignments)
         })
         .collect();
-    let names = changes.iter().map(|(n, _, _)| n.clone()).collect();
-    let validate_only = asked.validate_only;
-    let outcomes = on_controller(&broker, names, move |b| {
-        controller::create_partitions(b, changes, validate_only)
-    })
-    .await;
+    let outcomes = broker
+        .controller()
+        .create_partitions(changes, asked.validate_only)
+        .await;
     let results = outcomes
         .into_iter()
         .map(|o| {
@@ -182,10 +159,10 @@ async fn delete_records(broker: Rc<ShardBroker>, mut request: Request) -> Outcom
         let tp = TopicPartition::new(topic, p.partition_index);
         let broker = broker.clone();
         async move {
-            let result = on_owner(&broker, tp, move |s, tp| s.delete_records(tp, p.offset)).await;
+            let result = broker.partitions().delete_records(tp, p.offset).await;
             let (error_code, low_watermark) = match result {
                 Ok(low) => (0, low),
-                Err(code) => (code, -1),
+                Err(e) => (e.code(), -1),
             };
             DeleteRecordsPartitionResult::default()
                 .with_partition_index(p.partition_index)

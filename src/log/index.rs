@@ -49,13 +49,14 @@ impl OffsetIndex {
         self.entries.retain(|&(_, p)| p < size);
     }
 
-    pub fn write(&self, path: &Path) -> io::Result<()> {
+    /// The index file's contents (taken on the shard, written elsewhere).
+    pub fn to_bytes(&self) -> Vec<u8> {
         let mut bytes = Vec::with_capacity(self.entries.len() * 8);
         for (o, p) in &self.entries {
             bytes.extend_from_slice(&o.to_be_bytes());
             bytes.extend_from_slice(&p.to_be_bytes());
         }
-        write_file(path, &bytes)
+        bytes
     }
 
     /// Loads an index, refusing one that is damaged: a partial entry,
@@ -114,13 +115,14 @@ impl TimeIndex {
         self.entries.retain(|&(_, o)| o < relative_offset);
     }
 
-    pub fn write(&self, path: &Path) -> io::Result<()> {
+    /// The index file's contents (taken on the shard, written elsewhere).
+    pub fn to_bytes(&self) -> Vec<u8> {
         let mut bytes = Vec::with_capacity(self.entries.len() * 12);
         for (t, o) in &self.entries {
             bytes.extend_from_slice(&t.to_be_bytes());
             bytes.extend_from_slice(&o.to_be_bytes());
         }
-        write_file(path, &bytes)
+        bytes
     }
 
     pub fn load(path: &Path) -> io::Result<Option<TimeIndex>> {
@@ -204,7 +206,7 @@ mod tests {
         let mut index = OffsetIndex::default();
         index.push(0, 0);
         index.push(5, 5000);
-        index.write(&path).unwrap();
+        write_file(&path, &index.to_bytes()).unwrap();
         assert_eq!(OffsetIndex::load(&path, 6000).unwrap(), Some(index.clone()));
         // Position beyond the segment: damaged.
         assert_eq!(OffsetIndex::load(&path, 4000).unwrap(), None);

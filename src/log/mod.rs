@@ -16,4 +16,7 @@ pub mod validator;
 #[cfg(test)]
 mod tests;
 
-pub use partition_log::{AppendError, AppendOutcome, LogConfig, PartitionLog, ReadError, RecoveryReport};
+pub use partition_log::{
+    AppendError, AppendOutcome, LogConfig, PartitionLog, PendingWrite, ReadError, ReadPlan, RecoveryReport,
+    Sealed, TimestampPlan, Trimmed, Written,
+};

@@ -16,13 +16,14 @@ use super::batch::{self, BatchHeader};
 use super::compression::CompressionType;
 use super::index::write_file;
 use super::producer_state::{ProducerStates, SequenceCheck};
-use super::segment::Segment;
+use super::segment::{Segment, SegmentIndexes, SegmentReader};
+use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 const CLEAN_SHUTDOWN: &str = ".clean-shutdown";
@@ -83,9 +84,183 @@ pub struct AppendOutcome {
     /// The broker's timestamp for LogAppendTime topics, else -1.
     pub log_append_time: i64,
     pub duplicate: bool,
-    /// A segment that rolled during this append and must be fsynced; then
-    /// call `set_recovery_point(recovery_point)`.
-    pub rolled: Option<(Arc<File>, i64)>,
+    /// A segment that rolled before this batch: to be sealed once every
+    /// write before it is done (see [`Sealed::finish`]).
+    pub rolled: Option<Sealed>,
+    /// The bytes to write (none for a duplicate).
+    pub write: Option<PendingWrite>,
+}
+
+/// How far the log is written: every batch below `offset` is in its file;
+/// the log's written part ends in segment `segment_base` at `position`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    pub offset: i64,
+    pub segment_base: i64,
+    pub position: u64,
+}
+
+/// One batch's bytes and where they go. Writes of one partition are done
+/// in the order they were reserved.
+#[derive(Debug)]
+pub struct PendingWrite {
+    pub file: Arc<File>,
+    pub position: u64,
+    pub parts: [Bytes; 2],
+    /// The log's written end once this write is done.
+    pub end: Written,
+}
+
+impl PendingWrite {
+    /// Blocking: the bytes to the file (page cache).
+    pub fn write(&self) -> io::Result<()> {
+        super::segment::write_all_vectored_at(&self.file, &[&self.parts[0], &self.parts[1]], self.position)
+    }
+}
+
+/// A value kept in a small file that only ever grows (recovery point, log
+/// start offset). Shared with the blocking threads that write it, which
+/// may finish out of order: an older value never overwrites a newer one.
+#[derive(Debug)]
+pub struct MonotonicFile {
+    path: PathBuf,
+    stored: Mutex<i64>,
+}
+
+impl MonotonicFile {
+    fn new(path: PathBuf, stored: i64) -> Arc<MonotonicFile> {
+        Arc::new(MonotonicFile {
+            path,
+            stored: Mutex::new(stored),
+        })
+    }
+
+    /// Blocking: writes `value` durably if it is larger than what is stored.
+    pub fn store(&self, value: i64) -> io::Result<()> {
+        let mut stored = self.stored.lock().map_err(|_| io::Error::other("poisoned"))?;
+        if value > *stored {
+            write_file(&self.path, value.to_string().as_bytes())?;
+            *stored = value;
+        }
+        Ok(())
+    }
+}
+
+/// A rolled segment's remaining work: its indexes, an fsync of its data,
+/// the producer state as of its end, and then the recovery point past it.
+#[derive(Debug)]
+pub struct Sealed {
+    file: Arc<File>,
+    indexes: SegmentIndexes,
+    snapshot: (PathBuf, Vec<u8>),
+    recovery_point: i64,
+    recovery: Arc<MonotonicFile>,
+}
+
+impl Sealed {
+    /// Blocking, in this order, so that a crash at any point leaves a
+    /// recovery point that only covers synced data.
+    pub fn finish(self) -> io::Result<()> {
+        self.indexes.write()?;
+        self.file.sync_data()?;
+        write_file(&self.snapshot.0, &self.snapshot.1)?;
+        self.recovery.store(self.recovery_point)
+    }
+}
+
+/// What retention or DeleteRecords took away: the files to remove and the
+/// new log start to store, both off the shard thread.
+#[derive(Debug, Default)]
+pub struct Trimmed {
+    pub deleted_segments: usize,
+    removed: Vec<[PathBuf; 3]>,
+    log_start: Option<(Arc<MonotonicFile>, i64)>,
+    /// An expired active segment rolled so it could go too.
+    pub rolled: Option<Sealed>,
+}
+
+impl Trimmed {
+    /// Blocking: the new log start, durably, then the segment files.
+    pub fn finish(self) -> io::Result<()> {
+        if let Some((file, start)) = &self.log_start {
+            file.store(*start)?;
+        }
+        for paths in &self.removed {
+            for path in paths {
+                match fs::remove_file(path) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A read planned on the shard (which segment, from where, how far is
+/// written) and done off it: [`ReadPlan::execute`] is blocking.
+#[derive(Debug)]
+pub struct ReadPlan {
+    offset: i64,
+    segments: Vec<(SegmentReader, u64)>,
+}
+
+impl ReadPlan {
+    /// Whole batches from the one holding the planned offset.
+    pub fn execute(&self, max_bytes: usize, at_least_one: bool) -> io::Result<Vec<u8>> {
+        for (reader, start) in &self.segments {
+            if let Some(bytes) = reader.read_from(*start, self.offset, max_bytes, at_least_one)? {
+                return Ok(bytes);
+            }
+        }
+        Ok(Vec::new())
+    }
+}
+
+/// A timestamp lookup planned on the shard and done off it.
+#[derive(Debug)]
+pub enum TimestampPlan {
+    /// The first record at or after a time: candidate segments in order.
+    AtOrAfter {
+        timestamp: i64,
+        log_start: i64,
+        segments: Vec<(SegmentReader, u64)>,
+    },
+    /// The earliest record with the largest timestamp.
+    Max {
+        reader: SegmentReader,
+        from: u64,
+        max: i64,
+        fallback: i64,
+    },
+    Nothing,
+}
+
+impl TimestampPlan {
+    /// Blocking: (offset, timestamp) of the answer, if there is one.
+    pub fn execute(&self) -> io::Result<Option<(i64, i64)>> {
+        match self {
+            TimestampPlan::AtOrAfter {
+                timestamp,
+                log_start,
+                segments,
+            } => {
+                for (reader, start) in segments {
+                    if let Some((offset, ts)) = reader.find_timestamp(*start, *timestamp)? {
+                        return Ok(Some((offset.max(*log_start), ts)));
+                    }
+                }
+                Ok(None)
+            }
+            TimestampPlan::Max {
+                reader,
+                from,
+                max,
+                fallback,
+            } => reader.find_max_timestamp(*from, *max, *fallback).map(Some),
+            TimestampPlan::Nothing => Ok(None),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -105,7 +280,8 @@ pub struct PartitionLog {
     dir: PathBuf,
     segments: Vec<Segment>,
     log_start_offset: i64,
-    recovery_point: i64,
+    log_start_file: Arc<MonotonicFile>,
+    recovery: Arc<MonotonicFile>,
     producers: ProducerStates,
 }
 
@@ -192,7 +368,8 @@ impl PartitionLog {
             dir: dir.to_path_buf(),
             segments,
             log_start_offset,
-            recovery_point,
+            log_start_file: MonotonicFile::new(dir.join(LOG_START_OFFSET), stored_start.unwrap_or(0)),
+            recovery: MonotonicFile::new(dir.join(RECOVERY_POINT), recovery_point),
             producers: ProducerStates::default(),
         };
         log.load_producer_state()?;
@@ -251,10 +428,15 @@ impl PartitionLog {
         self.active().next_offset()
     }
 
-    /// With a single replica, everything appended is replicated: the high
-    /// watermark is the log end offset.
-    pub fn high_watermark(&self) -> i64 {
-        self.log_end_offset()
+    /// Everything reserved so far, as if written: what a log whose writes
+    /// are done inline (at open, in tests) has on disk.
+    pub fn written_end(&self) -> Written {
+        let active = self.active();
+        Written {
+            offset: active.next_offset(),
+            segment_base: active.base_offset(),
+            position: active.size(),
+        }
     }
 
     pub fn log_start_offset(&self) -> i64 {
@@ -274,11 +456,31 @@ impl PartitionLog {
         self.active().file().clone()
     }
 
-    /// Appends one validated batch: sequence check, offset assignment and
-    /// write happen together, with nothing in between.
+    /// Appends one validated batch, writing it here and now (tests and
+    /// tools; the broker uses [`PartitionLog::reserve`]).
     pub fn append(
         &mut self,
         batch: &[u8],
+        header: BatchHeader,
+        config: &LogConfig,
+    ) -> Result<AppendOutcome, AppendError> {
+        let mut outcome = self.reserve(&Bytes::copy_from_slice(batch), header, config)?;
+        if let Some(write) = outcome.write.take() {
+            write.write().map_err(AppendError::Io)?;
+        }
+        if let Some(sealed) = outcome.rolled.take() {
+            sealed.finish().map_err(AppendError::Io)?;
+        }
+        Ok(outcome)
+    }
+
+    /// Appends one validated batch without writing it: sequence check,
+    /// offset assignment and the file position are decided together, with
+    /// nothing in between; the caller writes [`AppendOutcome::write`] (in
+    /// reservation order) and finishes any rolled segment after it.
+    pub fn reserve(
+        &mut self,
+        batch: &Bytes,
         mut header: BatchHeader,
         config: &LogConfig,
     ) -> Result<AppendOutcome, AppendError> {
@@ -289,6 +491,7 @@ impl PartitionLog {
                     log_append_time: -1,
                     duplicate: true,
                     rolled: None,
+                    write: None,
                 })
             }
             SequenceCheck::Append => {}
@@ -301,30 +504,31 @@ impl PartitionLog {
         };
         let base_offset = self.log_end_offset();
         header.base_offset = base_offset;
-        let log_append_time = if config.log_append_time {
+        let (parts, log_append_time) = if config.log_append_time {
             let mut copy = batch.to_vec();
             batch::stamp_log_append_time(&mut copy, now);
             batch::assign_offset(&mut copy, base_offset, 0);
             header.max_timestamp = now;
-            self.active_mut()
-                .append(&copy, &[], &header)
-                .map_err(AppendError::Io)?;
-            now
+            ([Bytes::from(copy), Bytes::new()], now)
         } else {
             let mut prefix = [0u8; 16];
             prefix.copy_from_slice(&batch[..16]);
             batch::assign_offset(&mut prefix, base_offset, 0);
-            self.active_mut()
-                .append(&prefix, &batch[16..], &header)
-                .map_err(AppendError::Io)?;
-            -1
+            ([Bytes::copy_from_slice(&prefix), batch.slice(16..)], -1)
         };
+        let (file, position) = self.active_mut().reserve(&header);
         self.producers.record(&header);
         Ok(AppendOutcome {
             base_offset,
             log_append_time,
             duplicate: false,
             rolled,
+            write: Some(PendingWrite {
+                file,
+                position,
+                parts,
+                end: self.written_end(),
+            }),
         })
     }
 
@@ -341,62 +545,87 @@ impl PartitionLog {
         too_big || too_old
     }
 
-    /// Starts a new segment at the log end. Returns the old segment's file
-    /// (to fsync off the hot path) and the recovery point that becomes
-    /// valid once it is synced.
-    fn roll(&mut self) -> io::Result<(Arc<File>, i64)> {
-        self.active().write_indexes()?;
-        let old = self.active_file();
+    /// Starts a new segment at the log end. The old segment's indexes,
+    /// fsync and the recovery point past it are left to the caller, as
+    /// [`Sealed`], to do off the shard thread once its writes are done.
+    fn roll(&mut self) -> io::Result<Sealed> {
+        let old = self.active();
+        let sealed = Sealed {
+            file: old.file().clone(),
+            indexes: old.indexes(),
+            snapshot: self.producer_snapshot()?,
+            recovery_point: self.log_end_offset(),
+            recovery: self.recovery.clone(),
+        };
         let base = self.log_end_offset();
         self.segments.push(Segment::create(&self.dir, base)?);
-        self.write_producer_snapshot()?;
-        Ok((old, base))
+        Ok(sealed)
     }
 
-    /// Records that everything below `offset` is on disk.
+    /// The producer-state file's path and contents as of the log end.
+    fn producer_snapshot(&self) -> io::Result<(PathBuf, Vec<u8>)> {
+        let snapshot = ProducerSnapshot {
+            offset: self.log_end_offset(),
+            state: self.producers.clone(),
+        };
+        let bytes = serde_json::to_vec(&snapshot).map_err(io::Error::other)?;
+        Ok((self.dir.join(PRODUCER_STATE), bytes))
+    }
+
+    /// Records that everything below `offset` is on disk (blocking).
     pub fn set_recovery_point(&mut self, offset: i64) -> io::Result<()> {
-        if offset > self.recovery_point {
-            self.recovery_point = offset;
-            write_file(&self.dir.join(RECOVERY_POINT), offset.to_string().as_bytes())?;
-        }
-        Ok(())
+        self.recovery.store(offset)
     }
 
-    /// Whole batches from `offset`, up to `max_bytes` (at least one batch if
-    /// `at_least_one`). Empty at the log end; `Err` outside the log.
-    pub fn read(&self, offset: i64, max_bytes: usize, at_least_one: bool) -> Result<Vec<u8>, ReadError> {
-        let end = self.log_end_offset();
-        if offset < self.log_start_offset || offset > end {
+    /// Plans a read of whole batches from `offset`, seeing only what
+    /// `written` covers. `Err` outside the log (below its start or past
+    /// its end); empty between the written end and the log end.
+    pub fn plan_read(&self, offset: i64, written: Written) -> Result<ReadPlan, ReadError> {
+        if offset < self.log_start_offset || offset > self.log_end_offset() {
             return Err(ReadError::OutOfRange);
         }
-        let start = self
+        let first = self
             .segments
             .partition_point(|s| s.base_offset() <= offset)
             .saturating_sub(1);
-        for segment in &self.segments[start..] {
-            if let Some(position) = segment.find_position(offset).map_err(ReadError::Io)? {
-                return segment
-                    .read_batches(position, max_bytes, at_least_one)
-                    .map_err(ReadError::Io);
-            }
-        }
-        Ok(Vec::new())
+        // A plan never needs more than the segment holding the offset and,
+        // should that one end early, the next.
+        let segments = self.segments[first..]
+            .iter()
+            .take(2)
+            .filter_map(|s| Some((self.readable(s, written)?, s.index_floor(offset))))
+            .collect();
+        Ok(ReadPlan { offset, segments })
     }
 
-    /// The first record whose timestamp is >= `timestamp`: (its offset,
-    /// its timestamp) (ListOffsets by time).
-    pub fn offset_for_timestamp(&self, timestamp: i64) -> io::Result<Option<(i64, i64)>> {
-        for segment in &self.segments {
-            if let Some((offset, ts)) = segment.find_timestamp(timestamp)? {
-                return Ok(Some((offset.max(self.log_start_offset), ts)));
-            }
+    /// A reader of what `written` covers of `segment`, if any.
+    fn readable(&self, segment: &Segment, written: Written) -> Option<SegmentReader> {
+        use std::cmp::Ordering;
+        match segment.base_offset().cmp(&written.segment_base) {
+            Ordering::Less => Some(segment.reader(segment.size())),
+            Ordering::Equal => Some(segment.reader(written.position)),
+            Ordering::Greater => None,
         }
-        Ok(None)
     }
 
-    /// The earliest record with the largest timestamp: (its offset, the
-    /// timestamp) (ListOffsets MAX_TIMESTAMP, as Kafka answers since 3.8).
-    pub fn max_timestamp(&self) -> io::Result<Option<(i64, i64)>> {
+    /// Plans ListOffsets by time: the first record whose timestamp is >=
+    /// `timestamp`.
+    pub fn plan_offset_for_timestamp(&self, timestamp: i64, written: Written) -> TimestampPlan {
+        let segments = self
+            .segments
+            .iter()
+            .filter_map(|s| Some((self.readable(s, written)?, s.timestamp_start(timestamp)?)))
+            .collect();
+        TimestampPlan::AtOrAfter {
+            timestamp,
+            log_start: self.log_start_offset,
+            segments,
+        }
+    }
+
+    /// Plans ListOffsets MAX_TIMESTAMP: the earliest record with the
+    /// largest timestamp (as Kafka answers since 3.8).
+    pub fn plan_max_timestamp(&self, written: Written) -> TimestampPlan {
         // The first segment holding the max, as Kafka's maxBy picks it.
         let mut best: Option<&Segment> = None;
         for segment in &self.segments {
@@ -406,76 +635,124 @@ impl PartitionLog {
                 best = Some(segment);
             }
         }
-        match best {
-            Some(segment) => segment.find_max_timestamp(),
-            None => Ok(None),
+        let planned = best.and_then(|s| Some((self.readable(s, written)?, s.max_timestamp_start()?)));
+        match planned {
+            Some((reader, (from, max, fallback))) => TimestampPlan::Max {
+                reader,
+                from,
+                max,
+                fallback,
+            },
+            None => TimestampPlan::Nothing,
         }
     }
 
-    /// Deletes whole segments past `retention.ms` or beyond
-    /// `retention.bytes`, oldest first; returns how many went.
-    pub fn apply_retention(&mut self, config: &LogConfig) -> io::Result<usize> {
+    /// Whole batches from `offset`, up to `max_bytes` (at least one batch if
+    /// `at_least_one`). Empty at the log end; `Err` outside the log.
+    /// Blocking (tests, tools).
+    pub fn read(&self, offset: i64, max_bytes: usize, at_least_one: bool) -> Result<Vec<u8>, ReadError> {
+        self.plan_read(offset, self.written_end())?
+            .execute(max_bytes, at_least_one)
+            .map_err(ReadError::Io)
+    }
+
+    /// The first record whose timestamp is >= `timestamp` (blocking).
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> io::Result<Option<(i64, i64)>> {
+        self.plan_offset_for_timestamp(timestamp, self.written_end())
+            .execute()
+    }
+
+    /// The earliest record with the largest timestamp (blocking).
+    pub fn max_timestamp(&self) -> io::Result<Option<(i64, i64)>> {
+        self.plan_max_timestamp(self.written_end()).execute()
+    }
+
+    /// Takes whole segments past `retention.ms` or beyond `retention.bytes`
+    /// out of the log, oldest first, but none that reaches `keep_from`
+    /// (data not yet safe to delete: unwritten, or later not yet in object
+    /// storage). The files go when the caller finishes the result.
+    pub fn trim_for_retention(&mut self, config: &LogConfig, keep_from: i64) -> io::Result<Trimmed> {
         let now = now_ms();
         let expired = |s: &Segment| {
             config.retention_ms.is_some_and(|ms| {
                 !s.is_empty() && s.max_timestamp() >= 0 && s.max_timestamp() < now - ms as i64
             })
         };
-        // An expired active segment is rolled so it can go too.
+        let mut trimmed = Trimmed::default();
+        // An expired active segment is rolled so it can go too, once
+        // written and sealed.
         if expired(self.active()) {
-            let (file, recovery_point) = self.roll()?;
-            file.sync_data()?;
-            self.set_recovery_point(recovery_point)?;
+            trimmed.rolled = Some(self.roll()?);
         }
-        let mut deleted = 0;
         while self.segments.len() > 1 {
             let total = self.size_bytes();
             let first = &self.segments[0];
             let over_size = config
                 .retention_bytes
                 .is_some_and(|max| total - first.size() >= max);
-            if !(expired(first) || over_size) {
+            if !(expired(first) || over_size) || first.next_offset() > keep_from {
                 break;
             }
-            first.delete_files()?;
+            trimmed.removed.push(first.file_paths());
             self.segments.remove(0);
-            deleted += 1;
+            trimmed.deleted_segments += 1;
         }
-        if deleted > 0 {
-            self.raise_log_start(self.segments[0].base_offset())?;
+        if trimmed.deleted_segments > 0 {
+            trimmed.log_start = self.raise_log_start(self.segments[0].base_offset());
         }
+        Ok(trimmed)
+    }
+
+    /// Retention, done here and now (tests, tools): returns how many
+    /// segments went.
+    pub fn apply_retention(&mut self, config: &LogConfig) -> io::Result<usize> {
+        let mut trimmed = self.trim_for_retention(config, i64::MAX)?;
+        if let Some(sealed) = trimmed.rolled.take() {
+            sealed.finish()?;
+        }
+        let deleted = trimmed.deleted_segments;
+        trimmed.finish()?;
         Ok(deleted)
     }
 
-    /// DeleteRecords: the log starts at `offset` from now on (-1 = the high
-    /// watermark). Returns the new log start offset.
-    pub fn delete_records(&mut self, offset: i64) -> Result<i64, ReadError> {
-        let target = if offset == -1 {
-            self.high_watermark()
-        } else {
-            offset
-        };
-        if target < 0 || target > self.high_watermark() {
+    /// DeleteRecords: the log starts at `offset` from now on (-1 = the
+    /// high watermark `hw`). Whole segments below it are taken out; the
+    /// caller finishes the result (the new start stored, files removed).
+    pub fn trim_to(&mut self, offset: i64, hw: i64) -> Result<Trimmed, ReadError> {
+        let target = if offset == -1 { hw } else { offset };
+        if target < 0 || target > hw {
             return Err(ReadError::OutOfRange);
         }
-        self.raise_log_start(target).map_err(ReadError::Io)?;
+        let mut trimmed = Trimmed {
+            log_start: self.raise_log_start(target),
+            ..Trimmed::default()
+        };
         while self.segments.len() > 1 && self.segments[0].next_offset() <= self.log_start_offset {
-            self.segments[0].delete_files().map_err(ReadError::Io)?;
+            trimmed.removed.push(self.segments[0].file_paths());
             self.segments.remove(0);
+            trimmed.deleted_segments += 1;
         }
+        Ok(trimmed)
+    }
+
+    /// DeleteRecords done here and now (tests, tools).
+    pub fn delete_records(&mut self, offset: i64) -> Result<i64, ReadError> {
+        let hw = self.log_end_offset();
+        self.trim_to(offset, hw)?.finish().map_err(ReadError::Io)?;
         Ok(self.log_start_offset)
     }
 
-    fn raise_log_start(&mut self, offset: i64) -> io::Result<()> {
+    fn raise_log_start(&mut self, offset: i64) -> Option<(Arc<MonotonicFile>, i64)> {
         if offset > self.log_start_offset {
             self.log_start_offset = offset;
-            write_file(&self.dir.join(LOG_START_OFFSET), offset.to_string().as_bytes())?;
+            return Some((self.log_start_file.clone(), offset));
         }
-        Ok(())
+        None
     }
 
-    /// Graceful close: indexes, data and producer state to disk, then the
-    /// clean-shutdown marker so the next open re-reads nothing.
+    /// Graceful close (blocking; every write done): indexes, data and
+    /// producer state to disk, then the clean-shutdown marker so the next
+    /// open re-reads nothing.
     pub fn close(self) -> io::Result<()> {
         self.active().write_indexes()?;
         self.active().file().sync_data()?;
@@ -487,11 +764,15 @@ impl PartitionLog {
         sync_dir(&self.dir)
     }
 
-    /// Removes the partition's directory and everything in it.
+    /// Removes the partition's directory and everything in it (blocking).
     pub fn delete(self) -> io::Result<()> {
         let dir = self.dir.clone();
         drop(self);
         fs::remove_dir_all(dir)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     pub fn producer_count(&self) -> usize {

@@ -2,7 +2,7 @@
 //! it, with its sparse indexes.
 
 use super::batch::{self, BatchHeader, HEADER_LEN};
-use super::index::{OffsetIndex, TimeIndex, INDEX_INTERVAL_BYTES};
+use super::index::{write_file, OffsetIndex, TimeIndex, INDEX_INTERVAL_BYTES};
 use super::timestamps;
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -150,12 +150,60 @@ impl Segment {
     }
 
     /// Appends one batch whose first `prefix.len()` bytes are replaced by
-    /// `prefix` (the broker-assigned base offset and leader epoch).
+    /// `prefix` (the broker-assigned base offset and leader epoch), writing
+    /// it here and now: for recovery tools and tests; the broker reserves
+    /// with [`Segment::reserve`] and writes off the shard thread.
     pub fn append(&mut self, prefix: &[u8], rest: &[u8], header: &BatchHeader) -> io::Result<()> {
         let position = self.size;
         write_all_vectored_at(&self.file, &[prefix, rest], position)?;
         self.note_batch(position, header);
         Ok(())
+    }
+
+    /// Takes the next `header.size` bytes of the file for a batch and
+    /// indexes it; the caller writes it at the returned position before
+    /// any reader is allowed past it.
+    pub fn reserve(&mut self, header: &BatchHeader) -> (Arc<File>, u64) {
+        let position = self.size;
+        self.note_batch(position, header);
+        (self.file.clone(), position)
+    }
+
+    /// A reader of this segment's first `limit` bytes (whole batches).
+    pub fn reader(&self, limit: u64) -> SegmentReader {
+        SegmentReader {
+            file: self.file.clone(),
+            limit: limit.min(self.size),
+        }
+    }
+
+    /// Where to start looking for `offset`: the index entry at or before it.
+    pub fn index_floor(&self, offset: i64) -> u64 {
+        let relative = (offset.max(self.base_offset) - self.base_offset) as u32;
+        u64::from(self.index.floor_position(relative))
+    }
+
+    /// Where to start looking for the first record at or after
+    /// `timestamp`, or `None` if nothing here is that late.
+    pub fn timestamp_start(&self, timestamp: i64) -> Option<u64> {
+        if self.max_timestamp < timestamp {
+            return None;
+        }
+        let start = self.time_index.lookup(timestamp).unwrap_or(0);
+        Some(u64::from(self.index.floor_position(start)))
+    }
+
+    /// Where to start looking for the earliest record carrying this
+    /// segment's max timestamp, the max, and the offset to answer if the
+    /// batch cannot be found: `None` for an empty segment.
+    pub fn max_timestamp_start(&self) -> Option<(u64, i64, i64)> {
+        if self.max_timestamp < 0 {
+            return None;
+        }
+        // `max_timestamp_offset` is at or before the first batch with the
+        // max (after an open from indexes it can be an earlier batch).
+        let from = self.index_floor(self.max_timestamp_offset.max(self.base_offset));
+        Some((from, self.max_timestamp, self.max_timestamp_offset))
     }
 
     /// Where the batch holding `offset` starts (or the first batch after
@@ -164,106 +212,30 @@ impl Segment {
         if offset >= self.next_offset {
             return Ok(None);
         }
-        let relative = (offset.max(self.base_offset) - self.base_offset) as u32;
-        let found = self.first_batch_from(u64::from(self.index.floor_position(relative)), |h| {
-            h.last_offset() >= offset
-        })?;
+        let found = self
+            .reader(self.size)
+            .first_batch_from(self.index_floor(offset), |h| h.last_offset() >= offset)?;
         Ok(found.map(|(position, _)| position))
     }
 
-    /// Walks batch headers from `position` (an index entry) to the first
-    /// one that satisfies `wanted`.
-    fn first_batch_from(
-        &self,
-        mut position: u64,
-        wanted: impl Fn(&BatchHeader) -> bool,
-    ) -> io::Result<Option<(u64, BatchHeader)>> {
-        let mut header = [0u8; HEADER_LEN];
-        while position < self.size {
-            self.file.read_exact_at(&mut header, position)?;
-            let parsed =
-                batch::parse_header(&header).map_err(|e| io::Error::other(e.message().to_string()))?;
-            if wanted(&parsed) {
-                return Ok(Some((position, parsed)));
-            }
-            position += parsed.size as u64;
-        }
-        Ok(None)
-    }
-
-    /// Up to `max_bytes` of whole batches from `position`; at least one
-    /// whole batch when `at_least_one` even if it is larger.
-    pub fn read_batches(&self, position: u64, max_bytes: usize, at_least_one: bool) -> io::Result<Vec<u8>> {
-        let available = (self.size - position.min(self.size)) as usize;
-        let mut want = available.min(max_bytes);
-        if at_least_one && available >= HEADER_LEN {
-            let mut header = [0u8; HEADER_LEN];
-            self.file.read_exact_at(&mut header, position)?;
-            let first = batch::batch_size(&header).unwrap_or(0);
-            want = want.max(first.min(available));
-        }
-        let mut bytes = read_vec_at(&self.file, want, position)?;
-        // Trim to whole batches.
-        let mut whole = 0;
-        while let Some(size) = bytes.get(whole..).and_then(batch::batch_size) {
-            if whole + size > bytes.len() {
-                break;
-            }
-            whole += size;
-        }
-        bytes.truncate(whole);
-        Ok(bytes)
-    }
-
-    /// The first record whose timestamp is >= `timestamp`: (its offset,
-    /// its timestamp). The time index finds where to start; batches whose
-    /// max timestamp reaches the time are opened and their records read.
+    /// The first record whose timestamp is >= `timestamp` (see
+    /// [`SegmentReader::find_timestamp`]).
     pub fn find_timestamp(&self, timestamp: i64) -> io::Result<Option<(i64, i64)>> {
-        if self.max_timestamp < timestamp {
-            return Ok(None);
+        match self.timestamp_start(timestamp) {
+            Some(start) => self.reader(self.size).find_timestamp(start, timestamp),
+            None => Ok(None),
         }
-        let start = self.time_index.lookup(timestamp).unwrap_or(0);
-        let mut position = u64::from(self.index.floor_position(start));
-        while let Some((at, header)) = self.first_batch_from(position, |h| h.max_timestamp >= timestamp)? {
-            let bytes = self.read_batch(at, &header)?;
-            match timestamps::first_at_or_after(&bytes, &header, timestamp) {
-                Ok(Some(found)) => return Ok(Some(found)),
-                // A header that claims a later time than its records:
-                // the answer is further on.
-                Ok(None) => {}
-                // Records that cannot be read: the batch is the closest
-                // answer there is.
-                Err(_) => return Ok(Some((header.base_offset, header.max_timestamp))),
-            }
-            position = at + header.size as u64;
-        }
-        Ok(None)
     }
 
-    /// The earliest record carrying this segment's max timestamp: (its
-    /// offset, the timestamp); `None` for an empty segment.
+    /// The earliest record carrying this segment's max timestamp.
     pub fn find_max_timestamp(&self) -> io::Result<Option<(i64, i64)>> {
-        if self.max_timestamp < 0 {
-            return Ok(None);
+        match self.max_timestamp_start() {
+            Some((from, max, fallback)) => self
+                .reader(self.size)
+                .find_max_timestamp(from, max, fallback)
+                .map(Some),
+            None => Ok(None),
         }
-        // `max_timestamp_offset` is at or before the first batch with the
-        // max (after an open from indexes it can be an earlier batch).
-        let from = self
-            .find_position(self.max_timestamp_offset.max(self.base_offset))?
-            .unwrap_or(0);
-        let max = self.max_timestamp;
-        let Some((at, header)) = self.first_batch_from(from, |h| h.max_timestamp == max)? else {
-            return Ok(Some((self.max_timestamp_offset, max)));
-        };
-        let bytes = self.read_batch(at, &header)?;
-        Ok(Some(
-            timestamps::offset_of_max_timestamp(&bytes, &header).unwrap_or((header.base_offset, max)),
-        ))
-    }
-
-    /// The whole batch at `position`.
-    fn read_batch(&self, position: u64, header: &BatchHeader) -> io::Result<Vec<u8>> {
-        read_vec_at(&self.file, header.size, position)
     }
 
     /// Visits every batch header from the start (no CRC check).
@@ -271,9 +243,21 @@ impl Segment {
         scan(&self.file, 0, self.size, false, visit).map(|_| ())
     }
 
+    /// The index files as they stand, to be written off the shard.
+    pub fn indexes(&self) -> SegmentIndexes {
+        SegmentIndexes {
+            index: (self.path("index"), self.index.to_bytes()),
+            time_index: (self.path("timeindex"), self.time_index.to_bytes()),
+        }
+    }
+
     pub fn write_indexes(&self) -> io::Result<()> {
-        self.index.write(&self.path("index"))?;
-        self.time_index.write(&self.path("timeindex"))
+        self.indexes().write()
+    }
+
+    /// The segment's three files (to remove off the shard thread).
+    pub fn file_paths(&self) -> [PathBuf; 3] {
+        [self.path("log"), self.path("index"), self.path("timeindex")]
     }
 
     pub fn delete_files(&self) -> io::Result<()> {
@@ -313,6 +297,123 @@ impl Segment {
     }
     pub fn file(&self) -> &Arc<File> {
         &self.file
+    }
+}
+
+/// A segment's index files' contents and where they go.
+#[derive(Debug)]
+pub struct SegmentIndexes {
+    index: (PathBuf, Vec<u8>),
+    time_index: (PathBuf, Vec<u8>),
+}
+
+impl SegmentIndexes {
+    /// Blocking: each file written whole and durably.
+    pub fn write(&self) -> io::Result<()> {
+        write_file(&self.index.0, &self.index.1)?;
+        write_file(&self.time_index.0, &self.time_index.1)
+    }
+}
+
+/// A segment's file as far as a reader may see it: whole, written batches
+/// up to `limit`. Cheap to clone and `Send`, so reads run wherever the
+/// caller wants them (the blocking pool, off the shard thread).
+#[derive(Debug, Clone)]
+pub struct SegmentReader {
+    file: Arc<File>,
+    limit: u64,
+}
+
+impl SegmentReader {
+    /// Walks batch headers from `position` (an index entry) to the first
+    /// one that satisfies `wanted`.
+    pub fn first_batch_from(
+        &self,
+        mut position: u64,
+        wanted: impl Fn(&BatchHeader) -> bool,
+    ) -> io::Result<Option<(u64, BatchHeader)>> {
+        let mut header = [0u8; HEADER_LEN];
+        while position + HEADER_LEN as u64 <= self.limit {
+            self.file.read_exact_at(&mut header, position)?;
+            let parsed =
+                batch::parse_header(&header).map_err(|e| io::Error::other(e.message().to_string()))?;
+            if wanted(&parsed) {
+                return Ok(Some((position, parsed)));
+            }
+            position += parsed.size as u64;
+        }
+        Ok(None)
+    }
+
+    /// Whole batches from the one holding `offset` (searched from `start`),
+    /// up to `max_bytes` (at least one with `at_least_one`); `None` if the
+    /// readable part ends before `offset`.
+    pub fn read_from(
+        &self,
+        start: u64,
+        offset: i64,
+        max_bytes: usize,
+        at_least_one: bool,
+    ) -> io::Result<Option<Vec<u8>>> {
+        match self.first_batch_from(start, |h| h.last_offset() >= offset)? {
+            Some((position, _)) => self.read_batches(position, max_bytes, at_least_one).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Up to `max_bytes` of whole batches from `position`; at least one
+    /// whole batch when `at_least_one` even if it is larger.
+    pub fn read_batches(&self, position: u64, max_bytes: usize, at_least_one: bool) -> io::Result<Vec<u8>> {
+        let available = (self.limit - position.min(self.limit)) as usize;
+        let mut want = available.min(max_bytes);
+        if at_least_one && available >= HEADER_LEN {
+            let mut header = [0u8; HEADER_LEN];
+            self.file.read_exact_at(&mut header, position)?;
+            let first = batch::batch_size(&header).unwrap_or(0);
+            want = want.max(first.min(available));
+        }
+        let mut bytes = read_vec_at(&self.file, want, position)?;
+        // Trim to whole batches.
+        let mut whole = 0;
+        while let Some(size) = bytes.get(whole..).and_then(batch::batch_size) {
+            if whole + size > bytes.len() {
+                break;
+            }
+            whole += size;
+        }
+        bytes.truncate(whole);
+        Ok(bytes)
+    }
+
+    /// The first record whose timestamp is >= `timestamp`, searching from
+    /// `start`: (its offset, its timestamp). Batches whose max timestamp
+    /// reaches the time are opened and their records read.
+    pub fn find_timestamp(&self, start: u64, timestamp: i64) -> io::Result<Option<(i64, i64)>> {
+        let mut position = start;
+        while let Some((at, header)) = self.first_batch_from(position, |h| h.max_timestamp >= timestamp)? {
+            let bytes = read_vec_at(&self.file, header.size, at)?;
+            match timestamps::first_at_or_after(&bytes, &header, timestamp) {
+                Ok(Some(found)) => return Ok(Some(found)),
+                // A header that claims a later time than its records:
+                // the answer is further on.
+                Ok(None) => {}
+                // Records that cannot be read: the batch is the closest
+                // answer there is.
+                Err(_) => return Ok(Some((header.base_offset, header.max_timestamp))),
+            }
+            position = at + header.size as u64;
+        }
+        Ok(None)
+    }
+
+    /// The earliest record carrying timestamp `max`, searching from
+    /// `from`; `fallback` is answered if no batch carries it.
+    pub fn find_max_timestamp(&self, from: u64, max: i64, fallback: i64) -> io::Result<(i64, i64)> {
+        let Some((at, header)) = self.first_batch_from(from, |h| h.max_timestamp == max)? else {
+            return Ok((fallback, max));
+        };
+        let bytes = read_vec_at(&self.file, header.size, at)?;
+        Ok(timestamps::offset_of_max_timestamp(&bytes, &header).unwrap_or((header.base_offset, max)))
     }
 }
 
@@ -434,7 +535,7 @@ fn syscall_count(n: isize) -> io::Result<Option<usize>> {
 }
 
 /// pwritev(2) until every byte is written.
-fn write_all_vectored_at(file: &File, parts: &[&[u8]], mut position: u64) -> io::Result<()> {
+pub(crate) fn write_all_vectored_at(file: &File, parts: &[&[u8]], mut position: u64) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let mut parts: Vec<&[u8]> = parts.iter().copied().filter(|p| !p.is_empty()).collect();
     while !parts.is_empty() {

@@ -30,12 +30,6 @@ impl Backpressure {
         self.threshold.load(Ordering::Relaxed)
     }
 
-    /// Changes the threshold on every shard; each applies it from its
-    /// next request (and a shard held back by the old one resumes then).
-    pub(crate) fn set_threshold(&self, threshold: usize) {
-        self.threshold.store(threshold, Ordering::Relaxed);
-    }
-
     /// A request was accepted for processing; true if this engaged
     /// backpressure (a transition to count).
     pub(crate) fn started(&self) -> bool {

@@ -65,12 +65,13 @@ impl Session {
 
 pub(crate) async fn serve(broker: Rc<ShardBroker>, conn: Connection) {
     let security = broker
+        .net()
         .listeners
         .get(conn.listener)
         .map_or(SecurityProtocol::Plaintext, |l| l.security);
     let span = tracing::info_span!(
         "conn",
-        shard = broker.shard.id,
+        shard = broker.shard().id,
         conn = conn.entry.id(),
         peer = %conn.entry.peer(),
         listener = security.name(),
@@ -88,7 +89,7 @@ async fn serve_listener(broker: Rc<ShardBroker>, conn: Connection, security: Sec
         entry,
         drain,
     } = conn;
-    let tls = match (security, &broker.tls) {
+    let tls = match (security, &broker.net().tls) {
         (SecurityProtocol::Plaintext, _) => None,
         (SecurityProtocol::Ssl, Some(tls)) => Some(tls.current()),
         (SecurityProtocol::Ssl, None) => {
@@ -116,10 +117,10 @@ async fn serve_tls(
     tls: std::sync::Arc<rustls::ServerConfig>,
 ) {
     let stream = tls::ReadAhead::new(stream);
-    let established = match tls::accept(tls, stream, broker.config.tls_handshake_timeout).await {
+    let established = match tls::accept(tls, stream, broker.config().tls_handshake_timeout).await {
         Ok(established) => established,
         Err(failure) => {
-            broker.metrics.tls_handshake_failed(failure.reason);
+            broker.metrics().tls_handshake_failed(failure.reason);
             warn!(
                 peer = %entry.peer(),
                 reason = failure.reason,
@@ -187,7 +188,7 @@ async fn read_requests<R: futures::AsyncRead + Unpin>(
     slots: &Semaphore,
     drain: &chronik_shard::Signal,
 ) {
-    let mut buffer = FrameBuffer::new(broker.config.buffer_size, broker.config.max_request_bytes);
+    let mut buffer = FrameBuffer::new(broker.config().buffer_size, broker.config().max_request_bytes);
     loop {
         loop {
             let frame = match buffer.next_frame() {
@@ -207,11 +208,11 @@ async fn read_requests<R: futures::AsyncRead + Unpin>(
                 Err(()) => return,
             };
             entry.request_started();
-            broker.metrics.pending.inc();
-            if broker.backpressure.started() {
-                broker.metrics.backpressure_event();
+            broker.metrics().pending.inc();
+            if broker.net().backpressure.started() {
+                broker.metrics().backpressure_event();
                 debug!(
-                    shard = broker.shard.id,
+                    shard = broker.shard().id,
                     "backpressure: too many pending requests; pausing reads"
                 );
             }
@@ -222,7 +223,7 @@ async fn read_requests<R: futures::AsyncRead + Unpin>(
         if drain.is_fired() {
             return;
         }
-        broker.backpressure.ready_to_read().await;
+        broker.net().backpressure.ready_to_read().await;
         let read = {
             let read = pin!(buffer.read_from(&mut reader));
             let drained = pin!(drain.wait());
@@ -259,7 +260,7 @@ fn dispatch(
     session: &Session,
     frame: Bytes,
 ) -> Result<Pending, ()> {
-    bump(&broker.counters.requests, 1);
+    bump(&broker.net().counters.requests, 1);
     let started = Instant::now();
     let Some(ids) = peek_ids(&frame) else {
         frame_error(broker, entry, "frame shorter than a request header", None);
@@ -277,7 +278,7 @@ fn dispatch(
                 version = ids.api_version,
                 "ApiVersions at unsupported version"
             );
-            broker.metrics.request_error(ids.api_key, "UnsupportedVersion");
+            broker.metrics().request_error(ids.api_key, "UnsupportedVersion");
             return handlers::unsupported_version_response(ids.correlation_id)
                 .map(|frame| Pending {
                     api: ids.api_key,
@@ -353,12 +354,12 @@ async fn write_responses<W: futures::AsyncWrite + Unpin>(
             Answer::Running(task) => {
                 // Measured from when the request arrived (or its protocol
                 // wait ended), not from when its turn to be written came.
-                let safety = broker.config.request_timeout;
+                let safety = broker.config().request_timeout;
                 match answered_in_time(task, pending.started, &pending.wait, safety).await {
                     Some(outcome) => outcome,
                     None => {
-                        broker.metrics.request_timeout();
-                        broker.metrics.request_error(pending.api, "RequestTimedOut");
+                        broker.metrics().request_timeout();
+                        broker.metrics().request_error(pending.api, "RequestTimedOut");
                         warn!(
                             conn = entry.id(),
                             peer = %entry.peer(),
@@ -367,19 +368,19 @@ async fn write_responses<W: futures::AsyncWrite + Unpin>(
                             "request not answered within REQUEST_TIMEOUT_SECS (after any wait its protocol allows); closing connection"
                         );
                         entry.request_finished();
-                        broker.metrics.pending.dec();
-                        broker.backpressure.finished();
+                        broker.metrics().pending.dec();
+                        broker.net().backpressure.finished();
                         return;
                     }
                 }
             }
         };
         entry.request_finished();
-        broker.metrics.pending.dec();
-        broker.backpressure.finished();
+        broker.metrics().pending.dec();
+        broker.net().backpressure.finished();
         slots.signal(1);
         let took = pending.started.elapsed();
-        broker.metrics.request_done(pending.api, took);
+        broker.metrics().request_done(pending.api, took);
         debug!(target: "chronik_protocol", api = pending.api, duration_us = took.as_micros() as u64, "request done");
         match outcome {
             Ok(Some(frame)) => {
@@ -392,7 +393,7 @@ async fn write_responses<W: futures::AsyncWrite + Unpin>(
             }
             Ok(None) => {}
             Err(reason) => {
-                broker.metrics.request_error(pending.api, "InvalidRequest");
+                broker.metrics().request_error(pending.api, "InvalidRequest");
                 frame_error(broker, entry, &reason, None);
                 return;
             }
@@ -421,10 +422,10 @@ fn frame_error(
     reason: &str,
     request: Option<(RequestIds, &Bytes)>,
 ) {
-    bump(&broker.counters.frame_errors, 1);
+    bump(&broker.net().counters.frame_errors, 1);
     match request {
         Some((ids, frame)) => warn!(
-            shard = broker.shard.id,
+            shard = broker.shard().id,
             conn = entry.id(),
             peer = %entry.peer(),
             client_id = peek_client_id(frame.as_ref()).unwrap_or("-"),
@@ -435,7 +436,7 @@ fn frame_error(
             "{reason}; closing connection"
         ),
         None => warn!(
-            shard = broker.shard.id,
+            shard = broker.shard().id,
             conn = entry.id(),
             peer = %entry.peer(),
             "malformed request: {reason}; closing connection"

@@ -17,6 +17,7 @@ mod connection;
 mod counters;
 mod deadline;
 mod observe;
+mod service;
 mod shard_broker;
 
 pub use chronik_shard::Stopper;
@@ -24,16 +25,20 @@ pub use counters::ShardSnapshot;
 
 use crate::cluster::{ClusterIdentity, DataDirLock};
 use crate::config::{ConfigError, SecurityProtocol, ServerConfig};
-use crate::controller::Controller;
+use crate::controller::{
+    Controller, ControllerContext, ControllerHandle, SendToController, CONTROLLER_SHARD,
+};
 use crate::groups::GroupCoordinator;
 use crate::metrics::{Metrics, MetricsServer, RuntimeCounters, ShardMetrics};
-use crate::storage::ShardStorage;
+use crate::partition::{PartitionClient, SendToShard, ShardPartitions};
+use crate::routing::PartitionRouter;
 use crate::topics::CatalogStore;
 use advertised::{Advertised, BrokerListener};
-use chronik_shard::{Runtime, RuntimeConfig, StartError};
+use chronik_shard::{Runtime, RuntimeConfig, ShardContext, StartError};
 pub(crate) use counters::BrokerCounters;
 pub(crate) use deadline::ProtocolWait;
-pub(crate) use shard_broker::{ShardBroker, CONTROLLER_SHARD};
+pub(crate) use shard_broker::ShardBroker;
+use shard_broker::{NetServices, ShardMessage, ShardParts};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -45,6 +50,11 @@ use tracing::info;
 
 /// Listen backlog per shard; the kernel caps it at net.core.somaxconn.
 const LISTEN_BACKLOG: i32 = 4096;
+/// Blocking-pool threads per shard: segment writes, reads of data not in
+/// memory, fsyncs and file management run there, off the shard thread.
+/// Four lets a cold read, an fsync and the partition writers proceed at
+/// once.
+const BLOCKING_THREADS_PER_SHARD: usize = 4;
 /// io_uring-registered buffer memory per shard. Network I/O does not use
 /// it; kept small so many shards (and tests) stay far from memlock limits.
 const IO_MEMORY_PER_SHARD: usize = 2 << 20;
@@ -121,8 +131,6 @@ impl IngestServer {
         );
         let backpressure_threshold =
             Arc::new(std::sync::atomic::AtomicUsize::new(live.backpressure_threshold));
-        let controller = Controller::open(&dir).map_err(|e| ServerError::DataDir(dir.clone(), e))?;
-        let controller = Mutex::new(Some(controller));
 
         let shards = self.config.shard_count();
         let counters: Vec<Arc<BrokerCounters>> = (0..shards).map(|_| Arc::default()).collect();
@@ -134,6 +142,7 @@ impl IngestServer {
             io_memory: IO_MEMORY_PER_SHARD,
             limits: live.limits.clone(),
             idle_timeout: live.idle_timeout,
+            blocking_threads: BLOCKING_THREADS_PER_SHARD,
         };
         let runtime_counters = Arc::new(std::sync::OnceLock::new());
         let metrics = Arc::new(Metrics::new(RuntimeCounters {
@@ -165,49 +174,78 @@ impl IngestServer {
         let fsyncs: Arc<Mutex<Vec<Arc<AtomicU64>>>> = Arc::default();
         let shard_fsyncs = fsyncs.clone();
         let shard_tls = tls.clone();
-        let runtime = Runtime::start(runtime_config, move |shard| {
-            let storage = Rc::new(ShardStorage::open(
+        let router = Arc::new(PartitionRouter::single_broker(shards));
+        let runtime = Runtime::start(runtime_config, move |shard: ShardContext<ShardMessage>| {
+            let local = Rc::new(ShardPartitions::open(
                 shard.id,
-                shard.count,
                 shard_dir.clone(),
                 catalog.clone(),
-            ));
+                router.clone(),
+            )?);
             if let Ok(mut all) = shard_fsyncs.lock() {
-                all.push(storage.fsync_counter());
+                all.push(local.fsync_counter());
             }
+            let partitions = {
+                let mesh = shard.clone();
+                let send: SendToShard = Rc::new(move |to, op| {
+                    let mesh = mesh.clone();
+                    Box::pin(async move {
+                        mesh.send_to(to, ShardMessage::Partition(op))
+                            .await
+                            .map_err(|e| e.to_string())
+                    })
+                });
+                PartitionClient::new(shard.id, router.clone(), local.clone(), send)
+            };
             glommio::spawn_local(apply_retention_periodically(
-                storage.clone(),
+                local.clone(),
                 shard.drain.clone(),
                 shard_config.retention_check_interval,
             ))
             .detach();
-            let groups = match GroupCoordinator::open(
+            let groups = GroupCoordinator::open(
                 shard.id,
-                shard.count,
                 &shard_dir,
                 Duration::from_millis(shard_config.group_initial_rebalance_delay_ms),
                 Duration::from_secs(shard_config.offsets_retention_minutes * 60),
-                storage.clone(),
-            ) {
-                Ok(groups) => Rc::new(groups),
-                Err(e) => {
-                    // The broker cannot coordinate groups without its
-                    // offsets: stop rather than serve with them missing.
-                    tracing::error!(shard = shard.id, error = %e, "cannot load committed offsets; stopping");
-                    std::process::exit(1);
-                }
-            };
+                router.clone(),
+                local.group_commit(),
+            )
+            .map(Rc::new)
+            // The broker cannot coordinate groups without its offsets:
+            // refuse to start rather than serve with them missing.
+            .map_err(|e| format!("cannot load committed offsets: {e}"))?;
             glommio::spawn_local(drive_groups(groups.clone(), shard.drain.clone())).detach();
-            let controller = if shard.id == CONTROLLER_SHARD {
-                controller.lock().ok().and_then(|mut c| c.take())
+            let local_controller = if shard.id == CONTROLLER_SHARD {
+                let context = ControllerContext {
+                    config: shard_config.clone(),
+                    identity: shard_identity.clone(),
+                    catalog: catalog.clone(),
+                    dynamic: dynamic.clone(),
+                    limits: shard.limits.clone(),
+                    backpressure_threshold: backpressure_threshold.clone(),
+                    shards: shard.count,
+                };
+                let controller = Controller::open(&shard_dir, context, partitions.clone())
+                    .map_err(|e| format!("cannot load the controller's state: {e}"))?;
+                Some(Rc::new(controller))
             } else {
                 None
             };
-            let broker = ShardBroker {
+            let controller = {
+                let mesh = shard.clone();
+                let send: SendToController = Rc::new(move |op| {
+                    let mesh = mesh.clone();
+                    Box::pin(async move {
+                        mesh.send_to(CONTROLLER_SHARD, ShardMessage::Controller(op))
+                            .await
+                            .map_err(|e| e.to_string())
+                    })
+                });
+                ControllerHandle::new(local_controller, send, catalog.clone())
+            };
+            let net = NetServices {
                 backpressure: backpressure::Backpressure::new(backpressure_threshold.clone()),
-                dynamic: dynamic.clone(),
-                end_offsets: shard_ends.clone(),
-                metrics: Rc::new(ShardMetrics::new(shard.id, shard_metrics.clone())),
                 listeners: listener_specs
                     .iter()
                     .zip(shard.listen_addrs.iter())
@@ -218,16 +256,23 @@ impl IngestServer {
                     .collect(),
                 tls: shard_tls.clone(),
                 counters: shard_counters[shard.id].clone(),
+            };
+            let broker = ShardBroker::new(ShardParts {
+                dynamic: dynamic.clone(),
+                end_offsets: shard_ends.clone(),
+                metrics: Rc::new(ShardMetrics::new(shard.id, shard_metrics.clone())),
                 identity: shard_identity.clone(),
                 config: shard_config.clone(),
                 catalog: catalog.clone(),
-                storage,
+                partitions,
+                local_partitions: local,
                 groups,
                 controller,
+                net,
                 shard,
-            };
+            });
             shard_ready.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-            broker
+            Ok(broker)
         })
         .map_err(ServerError::Runtime)?;
         let listening: Vec<String> = config
@@ -379,9 +424,10 @@ impl ServerHandle {
     }
 }
 
-/// Applies retention every `interval` until the shard drains.
+/// Applies retention every `interval` until the shard drains, and retries
+/// the removal of deleted topics' directories.
 async fn apply_retention_periodically(
-    storage: Rc<ShardStorage>,
+    partitions: Rc<ShardPartitions>,
     drain: chronik_shard::Signal,
     interval: Duration,
 ) {
@@ -391,7 +437,9 @@ async fn apply_retention_periodically(
         if let futures::future::Either::Right(_) = futures::future::select(sleep, drained).await {
             return;
         }
-        storage.apply_retention();
+        partitions.apply_retention();
+        // Failures are logged inside; the next round tries again.
+        let _ = partitions.sweep(None).await;
     }
 }
 

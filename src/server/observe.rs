@@ -28,34 +28,36 @@ pub(crate) async fn observe(broker: Rc<ShardBroker>, ends: EndOffsets) {
     let mut last_stats: Option<ShardStats> = None;
     let mut last_requests = 0u64;
     let mut last_tasks = 0u64;
-    while !broker.shard.drain.is_fired() {
+    while !broker.shard().drain.is_fired() {
         glommio::timer::sleep(REFRESH).await;
-        let (per_topic, owned_ends) = broker.storage.log_stats();
-        broker.metrics.set_logs(&per_topic);
-        if let Some(mine) = ends.get(broker.shard.id) {
+        let (per_topic, owned_ends) = broker.local_partitions().log_stats();
+        broker.metrics().set_logs(&per_topic);
+        if let Some(mine) = ends.get(broker.shard().id) {
             mine.store(Arc::new(owned_ends));
         }
-        let groups = broker.groups.lag_stats(|topic, partition| {
+        let groups = broker.groups().lag_stats(|topic, partition| {
             let tp = TopicPartition::new(topic, partition);
-            ends.get(broker.owner(&tp))
+            let owner = broker.partitions().router().local_shard(&tp)?;
+            ends.get(owner)
                 .and_then(|snapshot| snapshot.load().get(&tp).copied())
         });
-        broker.metrics.set_groups(&groups);
+        broker.metrics().set_groups(&groups);
         let tasks = glommio::executor().executor_stats().tasks_executed();
-        broker.metrics.tasks.inc_by(tasks.saturating_sub(last_tasks));
+        broker.metrics().tasks.inc_by(tasks.saturating_sub(last_tasks));
         last_tasks = tasks;
 
         let elapsed = last_summary.elapsed();
-        if elapsed >= broker.config.metrics_interval {
-            let stats = broker.shard.counters.snapshot(broker.shard.id);
+        if elapsed >= broker.config().metrics_interval {
+            let stats = broker.shard().counters.snapshot(broker.shard().id);
             let requests = broker
+                .net()
                 .counters
                 .requests
                 .load(std::sync::atomic::Ordering::Relaxed);
             let previous = last_stats.unwrap_or_default();
             let secs = elapsed.as_secs_f64().max(0.001);
             info!(
-                shard = broker.shard.id,
+                shard = broker.shard().id,
                 connections = stats.connections_active,
                 requests_per_sec = format!("{:.1}", (requests - last_requests) as f64 / secs),
                 bytes_in_per_sec = format!(
@@ -76,13 +78,13 @@ pub(crate) async fn observe(broker: Rc<ShardBroker>, ends: EndOffsets) {
 /// Sleeps for `PROBE` over and over; waking much later than asked means
 /// some task held the event loop.
 async fn probe_stalls(broker: Rc<ShardBroker>) {
-    while !broker.shard.drain.is_fired() {
+    while !broker.shard().drain.is_fired() {
         let asked = Instant::now();
         glommio::timer::sleep(PROBE).await;
         let late = asked.elapsed().saturating_sub(PROBE);
-        broker.metrics.loop_lag.set(late.as_secs_f64());
+        broker.metrics().loop_lag.set(late.as_secs_f64());
         if late > STALL {
-            broker.metrics.stalls.inc();
+            broker.metrics().stalls.inc();
         }
     }
 }

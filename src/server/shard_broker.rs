@@ -1,53 +1,110 @@
-//! The broker as one shard sees it: the state a handler may use, all of it
-//! owned by this shard or immutable and shared, and the one way to run
-//! something on another shard.
+//! The broker as one shard sees it: services with private state, each
+//! owned by this shard or immutable and shared. Handlers reach partitions
+//! through the partition client (which asks the router where they live),
+//! the controller through its handle, and groups through their
+//! coordinator shard.
 
 use super::advertised::BrokerListener;
-use super::connection;
 use super::counters::BrokerCounters;
 use crate::cluster::ClusterIdentity;
+use crate::config::dynamic::DynamicConfigStore;
 use crate::config::ServerConfig;
-use crate::controller::Controller;
+use crate::controller::{ControllerHandle, ControllerOp};
 use crate::groups::GroupCoordinator;
 use crate::metrics::ShardMetrics;
-use crate::storage::{owner_of, ShardStorage};
-use crate::topics::{CatalogStore, TopicPartition};
-use chronik_shard::{Connection, ShardContext, ShardService, ShardUnreachable};
+use crate::partition::{PartitionClient, PartitionOp, ShardPartitions};
+use crate::routing::Route;
+use crate::topics::CatalogStore;
+use chronik_shard::{ShardContext, ShardUnreachable};
 use futures::channel::oneshot;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 
-/// Work sent to another shard: a closure run there with that shard's broker.
+/// Work sent to another shard as a closure run there with that shard's
+/// broker: what has no typed operation yet (group coordination).
 pub(crate) type ShardTask = Box<dyn FnOnce(Rc<ShardBroker>) -> Pin<Box<dyn Future<Output = ()>>> + Send>;
 
-/// The shard that runs topic administration and producer-id allocation,
-/// so those never race.
-pub(crate) const CONTROLLER_SHARD: usize = 0;
+/// What shards send each other.
+pub(crate) enum ShardMessage {
+    Partition(PartitionOp),
+    Controller(ControllerOp),
+    Run(ShardTask),
+}
 
-pub(crate) struct ShardBroker {
-    pub shard: ShardContext<ShardTask>,
-    pub config: Arc<ServerConfig>,
-    pub identity: Arc<ClusterIdentity>,
+/// Connection-level services: listeners, TLS, counters, backpressure.
+pub(crate) struct NetServices {
     /// Every listener, in configured order (`Connection::listener` indexes it).
     pub listeners: Rc<[BrokerListener]>,
     /// The SSL listener's (reloadable) TLS configuration.
     pub tls: Option<Arc<crate::tls::ServerTls>>,
     pub counters: Arc<BrokerCounters>,
-    pub catalog: Arc<CatalogStore>,
-    /// Configs changed at run time (broker and group configs).
-    pub dynamic: Arc<crate::config::dynamic::DynamicConfigStore>,
-    pub storage: Rc<ShardStorage>,
-    pub groups: Rc<GroupCoordinator>,
-    pub metrics: Rc<ShardMetrics>,
-    pub end_offsets: super::observe::EndOffsets,
     pub backpressure: super::backpressure::Backpressure,
-    /// Present on the controller shard only.
-    pub controller: Option<Controller>,
+}
+
+/// Everything a shard's broker is made of (see `IngestServer::start`).
+pub(crate) struct ShardParts {
+    pub shard: ShardContext<ShardMessage>,
+    pub config: Arc<ServerConfig>,
+    pub identity: Arc<ClusterIdentity>,
+    pub catalog: Arc<CatalogStore>,
+    pub dynamic: Arc<DynamicConfigStore>,
+    pub partitions: PartitionClient,
+    pub local_partitions: Rc<ShardPartitions>,
+    pub groups: Rc<GroupCoordinator>,
+    pub controller: ControllerHandle,
+    pub metrics: Rc<ShardMetrics>,
+    pub net: NetServices,
+    pub end_offsets: super::observe::EndOffsets,
+}
+
+pub(crate) struct ShardBroker {
+    parts: ShardParts,
 }
 
 impl ShardBroker {
+    pub(crate) fn new(parts: ShardParts) -> ShardBroker {
+        ShardBroker { parts }
+    }
+
+    pub(crate) fn shard(&self) -> &ShardContext<ShardMessage> {
+        &self.parts.shard
+    }
+    pub(crate) fn config(&self) -> &Arc<ServerConfig> {
+        &self.parts.config
+    }
+    pub(crate) fn identity(&self) -> &ClusterIdentity {
+        &self.parts.identity
+    }
+    pub(crate) fn catalog(&self) -> &Arc<CatalogStore> {
+        &self.parts.catalog
+    }
+    pub(crate) fn dynamic(&self) -> &DynamicConfigStore {
+        &self.parts.dynamic
+    }
+    pub(crate) fn partitions(&self) -> &PartitionClient {
+        &self.parts.partitions
+    }
+    pub(crate) fn local_partitions(&self) -> &Rc<ShardPartitions> {
+        &self.parts.local_partitions
+    }
+    pub(crate) fn groups(&self) -> &Rc<GroupCoordinator> {
+        &self.parts.groups
+    }
+    pub(crate) fn controller(&self) -> &ControllerHandle {
+        &self.parts.controller
+    }
+    pub(crate) fn metrics(&self) -> &Rc<ShardMetrics> {
+        &self.parts.metrics
+    }
+    pub(crate) fn net(&self) -> &NetServices {
+        &self.parts.net
+    }
+    pub(crate) fn end_offsets(&self) -> &super::observe::EndOffsets {
+        &self.parts.end_offsets
+    }
+
     /// Runs `work` on `shard` (directly if that is this shard) and returns
     /// its result. `work` and its result cross threads, so they are `Send`;
     /// the future it makes runs on the target shard and need not be.
@@ -61,7 +118,7 @@ impl ShardBroker {
         F: FnOnce(Rc<ShardBroker>) -> Fut + Send + 'static,
         Fut: Future<Output = T> + 'static,
     {
-        if shard == self.shard.id {
+        if shard == self.parts.shard.id {
             return Ok(work(self.clone()).await);
         }
         let (tx, rx) = oneshot::channel();
@@ -70,50 +127,45 @@ impl ShardBroker {
                 let _ = tx.send(work(broker).await);
             })
         });
-        self.shard.send_to(shard, task).await?;
+        self.parts.shard.send_to(shard, ShardMessage::Run(task)).await?;
         rx.await.map_err(|_| ShardUnreachable(shard))
+    }
+
+    /// [`ShardBroker::on_shard`] on a group's coordinator shard (see
+    /// [`ShardBroker::group_owner`]); `Err` when this broker does not
+    /// coordinate the group, which handlers answer as for an unreachable
+    /// coordinator.
+    pub(crate) async fn on_coordinator<T, F, Fut>(
+        self: &Rc<Self>,
+        owner: Option<usize>,
+        work: F,
+    ) -> Result<T, ShardUnreachable>
+    where
+        T: Send + 'static,
+        F: FnOnce(Rc<ShardBroker>) -> Fut + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+    {
+        match owner {
+            Some(shard) => self.on_shard(shard, work).await,
+            None => Err(ShardUnreachable(usize::MAX)),
+        }
     }
 
     /// The host and port to give the client of `request` for this broker:
     /// what the listener it came in on advertises.
     pub(crate) fn advertised_to(&self, request: &crate::handlers::Request) -> (String, u16) {
-        match self.listeners.get(request.listener) {
+        match self.parts.net.listeners.get(request.listener) {
             Some(listener) => listener.advertised.for_connection(request.local_addr),
             None => (request.local_addr.ip().to_string(), request.local_addr.port()),
         }
     }
 
-    pub(crate) fn owner(&self, tp: &TopicPartition) -> usize {
-        owner_of(tp, self.shard.count)
-    }
-
-    /// The shard that coordinates `group_id`.
-    pub(crate) fn group_owner(&self, group_id: &str) -> usize {
-        crate::groups::coordinator_shard(group_id, self.shard.count)
-    }
-}
-
-impl ShardService for ShardBroker {
-    type Message = ShardTask;
-
-    fn serve(self: Rc<Self>, conn: Connection) -> impl Future<Output = ()> + 'static {
-        connection::serve(self, conn)
-    }
-
-    fn on_start(self: &Rc<Self>) {
-        glommio::spawn_local(super::observe::observe(self.clone(), self.end_offsets.clone())).detach();
-    }
-
-    fn on_message(self: Rc<Self>, task: ShardTask) -> impl Future<Output = ()> + 'static {
-        task(self)
-    }
-
-    async fn stop(self: Rc<Self>) {
-        self.storage.close_all();
-        let fsyncs = self
-            .storage
-            .fsync_counter()
-            .load(std::sync::atomic::Ordering::Relaxed);
-        tracing::info!(shard = self.shard.id, fsyncs, "partitions closed");
+    /// The shard that coordinates `group_id` (its offsets partition's
+    /// owner), or `None` if this broker does not coordinate it.
+    pub(crate) fn group_owner(&self, group_id: &str) -> Option<usize> {
+        match self.parts.partitions.router().group_coordinator(group_id) {
+            Route::Local { shard, .. } => Some(shard),
+            _ => None,
+        }
     }
 }

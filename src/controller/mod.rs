@@ -1,0 +1,252 @@
+//! Work that must happen in one place: topic administration, config
+//! changes and producer-id allocation. The [`Controller`] lives on the
+//! controller shard (shard 0), so changes apply one at a time without
+//! locks; every shard reaches it through a [`ControllerHandle`], which
+//! hides the hop (and can later become a cluster metadata client).
+
+mod producer_ids;
+mod topics;
+
+pub(crate) use topics::{NewPartitions, NewTopic, TopicOutcome};
+
+use crate::cluster::ClusterIdentity;
+use crate::config::alter::{AlterOutcome, ConfigChange, Resource};
+use crate::config::dynamic::DynamicConfigStore;
+use crate::config::ServerConfig;
+use crate::partition::PartitionClient;
+use crate::storage::StorageError;
+use crate::topics::{validate_topic_name, CatalogStore};
+use chronik_shard::LiveLimits;
+use futures::channel::oneshot;
+use futures::future::LocalBoxFuture;
+use kafka_protocol::ResponseError;
+use producer_ids::ProducerIds;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+/// The shard the controller runs on.
+pub(crate) const CONTROLLER_SHARD: usize = 0;
+
+/// What the controller may change, all of it shared by every shard.
+pub(crate) struct ControllerContext {
+    pub config: Arc<ServerConfig>,
+    pub identity: Arc<ClusterIdentity>,
+    pub catalog: Arc<CatalogStore>,
+    pub dynamic: Arc<DynamicConfigStore>,
+    pub limits: Arc<LiveLimits>,
+    pub backpressure_threshold: Arc<AtomicUsize>,
+    pub shards: usize,
+}
+
+pub(crate) struct Controller {
+    context: ControllerContext,
+    partitions: PartitionClient,
+    producer_ids: ProducerIds,
+}
+
+/// A request to the controller, with where its answer goes.
+pub(crate) enum ControllerOp {
+    CreateTopics {
+        topics: Vec<NewTopic>,
+        validate_only: bool,
+        reply: oneshot::Sender<Vec<TopicOutcome>>,
+    },
+    DeleteTopics {
+        names: Vec<String>,
+        reply: oneshot::Sender<Vec<TopicOutcome>>,
+    },
+    CreatePartitions {
+        changes: Vec<NewPartitions>,
+        validate_only: bool,
+        reply: oneshot::Sender<Vec<TopicOutcome>>,
+    },
+    AlterConfigs {
+        resource: Resource,
+        changes: Vec<ConfigChange>,
+        replace_all: bool,
+        validate_only: bool,
+        reply: oneshot::Sender<AlterOutcome>,
+    },
+    AllocateProducerId {
+        reply: oneshot::Sender<Result<i64, StorageError>>,
+    },
+}
+
+impl Controller {
+    /// Blocking (start-up): loads the controller's persisted state.
+    pub(crate) fn open(
+        dir: &Path,
+        context: ControllerContext,
+        partitions: PartitionClient,
+    ) -> std::io::Result<Controller> {
+        Ok(Controller {
+            producer_ids: ProducerIds::open(dir)?,
+            context,
+            partitions,
+        })
+    }
+
+    pub(crate) fn context(&self) -> &ControllerContext {
+        &self.context
+    }
+
+    pub(crate) async fn serve(self: Rc<Self>, op: ControllerOp) {
+        match op {
+            ControllerOp::CreateTopics {
+                topics,
+                validate_only,
+                reply,
+            } => {
+                let _ = reply.send(self.create_topics(topics, validate_only).await);
+            }
+            ControllerOp::DeleteTopics { names, reply } => {
+                let _ = reply.send(self.delete_topics(names).await);
+            }
+            ControllerOp::CreatePartitions {
+                changes,
+                validate_only,
+                reply,
+            } => {
+                let _ = reply.send(self.create_partitions(changes, validate_only).await);
+            }
+            ControllerOp::AlterConfigs {
+                resource,
+                changes,
+                replace_all,
+                validate_only,
+                reply,
+            } => {
+                let outcome =
+                    crate::config::alter::alter_configs(&self, resource, changes, replace_all, validate_only)
+                        .await;
+                let _ = reply.send(outcome);
+            }
+            ControllerOp::AllocateProducerId { reply } => {
+                let _ = reply.send(self.producer_ids.allocate().await);
+            }
+        }
+    }
+}
+
+/// Sends an op to the controller shard; `Err` if it cannot be reached.
+pub(crate) type SendToController = Rc<dyn Fn(ControllerOp) -> LocalBoxFuture<'static, Result<(), String>>>;
+
+/// The controller as every shard sees it.
+#[derive(Clone)]
+pub(crate) struct ControllerHandle {
+    /// Present on the controller shard: calls go straight to it.
+    local: Option<Rc<Controller>>,
+    send: SendToController,
+    catalog: Arc<CatalogStore>,
+}
+
+impl ControllerHandle {
+    pub(crate) fn new(
+        local: Option<Rc<Controller>>,
+        send: SendToController,
+        catalog: Arc<CatalogStore>,
+    ) -> Self {
+        ControllerHandle { local, send, catalog }
+    }
+
+    /// The controller itself, on the controller shard (to serve ops sent
+    /// from other shards).
+    pub(crate) fn local(&self) -> Option<&Rc<Controller>> {
+        self.local.as_ref()
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> ControllerOp) -> Result<T, String> {
+        let (tx, rx) = oneshot::channel();
+        let op = make(tx);
+        match &self.local {
+            Some(controller) => controller.clone().serve(op).await,
+            None => (self.send)(op).await?,
+        }
+        rx.await
+            .map_err(|_| "the controller dropped the request".to_string())
+    }
+
+    pub(crate) async fn create_topics(
+        &self,
+        topics: Vec<NewTopic>,
+        validate_only: bool,
+    ) -> Vec<TopicOutcome> {
+        let names: Vec<String> = topics.iter().map(|t| t.name.clone()).collect();
+        self.call(|reply| ControllerOp::CreateTopics {
+            topics,
+            validate_only,
+            reply,
+        })
+        .await
+        .unwrap_or_else(|e| TopicOutcome::all_failed(&names, &e))
+    }
+
+    pub(crate) async fn delete_topics(&self, names: Vec<String>) -> Vec<TopicOutcome> {
+        let asked = names.clone();
+        self.call(|reply| ControllerOp::DeleteTopics { names, reply })
+            .await
+            .unwrap_or_else(|e| TopicOutcome::all_failed(&asked, &e))
+    }
+
+    pub(crate) async fn create_partitions(
+        &self,
+        changes: Vec<NewPartitions>,
+        validate_only: bool,
+    ) -> Vec<TopicOutcome> {
+        let names: Vec<String> = changes.iter().map(|c| c.0.clone()).collect();
+        self.call(|reply| ControllerOp::CreatePartitions {
+            changes,
+            validate_only,
+            reply,
+        })
+        .await
+        .unwrap_or_else(|e| TopicOutcome::all_failed(&names, &e))
+    }
+
+    pub(crate) async fn alter_configs(
+        &self,
+        resource: Resource,
+        changes: Vec<ConfigChange>,
+        replace_all: bool,
+        validate_only: bool,
+    ) -> AlterOutcome {
+        self.call(|reply| ControllerOp::AlterConfigs {
+            resource,
+            changes,
+            replace_all,
+            validate_only,
+            reply,
+        })
+        .await
+        .unwrap_or_else(|e| AlterOutcome::failed(ResponseError::KafkaStorageError, e))
+    }
+
+    pub(crate) async fn allocate_producer_id(&self) -> Result<i64, StorageError> {
+        self.call(|reply| ControllerOp::AllocateProducerId { reply })
+            .await
+            .map_err(StorageError::Unreachable)?
+    }
+
+    /// Makes sure `names` exist, creating missing ones with the defaults
+    /// (auto-creation on Metadata and Produce).
+    pub(crate) async fn ensure_topics(&self, names: Vec<String>) {
+        let catalog = self.catalog.snapshot();
+        let missing: Vec<NewTopic> = names
+            .into_iter()
+            .filter(|n| catalog.get(n).is_none() && validate_topic_name(n).is_ok())
+            .map(|name| NewTopic {
+                name,
+                partitions: -1,
+                replication_factor: -1,
+                configs: BTreeMap::new(),
+                assignments: Vec::new(),
+            })
+            .collect();
+        if !missing.is_empty() {
+            self.create_topics(missing, false).await;
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! The partition layer: what Kafka's partition owns, above the log that
+//! stores its batches.
+//!
+//! A [`Partition`] holds its leader epoch, high watermark, last stable
+//! offset and the fetches waiting on it; its [`Log`] (local segments today)
+//! only stores and reads. With one replica the high watermark follows what
+//! the log has stored, and with no transactions the last stable offset
+//! follows the high watermark, but both are fields of their own that later
+//! work (replication to object storage, transactions) moves independently.
+//!
+//! [`ShardPartitions`] is one shard's set of partitions; [`PartitionOp`]
+//! is the typed work other shards (and later brokers) send it, and
+//! [`PartitionClient`] the way handlers reach a partition wherever it is.
+
+mod client;
+mod directory;
+mod ops;
+mod shard_partitions;
+
+pub(crate) use client::{PartitionClient, SendToShard};
+pub(crate) use ops::{Appended, PartitionOp, ReadAnswer, ReadSpec};
+pub(crate) use shard_partitions::ShardPartitions;
+
+use crate::log::batch::BatchHeader;
+use crate::log::LogConfig;
+use crate::storage::{GroupCommit, Log, StorageError};
+use bytes::Bytes;
+use futures::channel::oneshot;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use uuid::Uuid;
+
+type Waiter = Rc<RefCell<Option<oneshot::Sender<()>>>>;
+
+/// The offsets a partition moves, shared with its log's progress callback.
+#[derive(Default)]
+pub(crate) struct PartitionState {
+    high_watermark: Cell<i64>,
+    last_stable_offset: Cell<i64>,
+    waiters: RefCell<Vec<Waiter>>,
+}
+
+impl PartitionState {
+    /// The log stored everything below `offset`: with one replica that is
+    /// the high watermark, and with no open transactions the stable offset.
+    fn stored(&self, offset: i64) {
+        if offset <= self.high_watermark.get() {
+            return;
+        }
+        self.high_watermark.set(offset);
+        self.last_stable_offset.set(offset);
+        for waiter in self.waiters.borrow_mut().drain(..) {
+            if let Some(tx) = waiter.borrow_mut().take() {
+                let _ = tx.send(());
+            }
+        }
+    }
+
+    fn wake_all(&self) {
+        for waiter in self.waiters.borrow_mut().drain(..) {
+            if let Some(tx) = waiter.borrow_mut().take() {
+                let _ = tx.send(());
+            }
+        }
+    }
+}
+
+pub(crate) struct Partition {
+    topic_id: Uuid,
+    leader_epoch: i32,
+    log: RefCell<Box<dyn Log>>,
+    state: Rc<PartitionState>,
+}
+
+impl Partition {
+    fn new(topic_id: Uuid, leader_epoch: i32, log: Box<dyn Log>, state: Rc<PartitionState>) -> Partition {
+        let stored = log.offsets().stored_end;
+        state.high_watermark.set(stored);
+        state.last_stable_offset.set(stored);
+        Partition {
+            topic_id,
+            leader_epoch,
+            log: RefCell::new(log),
+            state,
+        }
+    }
+
+    pub(crate) fn high_watermark(&self) -> i64 {
+        self.state.high_watermark.get()
+    }
+
+    pub(crate) fn last_stable_offset(&self) -> i64 {
+        self.state.last_stable_offset.get()
+    }
+
+    pub(crate) fn log_start_offset(&self) -> i64 {
+        self.log.borrow().offsets().log_start
+    }
+
+    pub(crate) fn log_end_offset(&self) -> i64 {
+        self.log.borrow().offsets().log_end
+    }
+
+    /// A client's `current_leader_epoch` against ours: newer is unknown to
+    /// us, older is fenced, -1 means "not checked".
+    pub(crate) fn check_epoch(&self, current: i32) -> Result<(), StorageError> {
+        match current {
+            -1 => Ok(()),
+            e if e == self.leader_epoch => Ok(()),
+            e if e > self.leader_epoch => Err(StorageError::UnknownEpoch),
+            _ => Err(StorageError::FencedEpoch),
+        }
+    }
+
+    /// Appends a validated batch; answers once it is stored (and, with
+    /// acks=all, synced through the shard's group commit).
+    async fn append(
+        &self,
+        batch: Bytes,
+        header: BatchHeader,
+        config: &LogConfig,
+        acks: i16,
+        group_commit: &Rc<GroupCommit>,
+    ) -> Result<Appended, StorageError> {
+        if batch.len() > config.max_message_bytes {
+            return Err(StorageError::TooLarge(format!(
+                "batch of {} bytes exceeds max.message.bytes {}",
+                batch.len(),
+                config.max_message_bytes
+            )));
+        }
+        let appending = self.log.borrow_mut().append(&batch, header, config)?;
+        let file = appending.stored.await?;
+        if acks == -1 {
+            if let Some(file) = file {
+                group_commit
+                    .sync(file)
+                    .await
+                    .map_err(|e| StorageError::io("fdatasync", &e))?;
+            }
+        }
+        Ok(Appended {
+            base_offset: appending.base_offset,
+            log_append_time: appending.log_append_time,
+            log_start_offset: self.log_start_offset(),
+        })
+    }
+
+    /// Whole batches from `offset` up to the high watermark.
+    async fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadAnswer, StorageError> {
+        let (high_watermark, last_stable_offset) = (self.high_watermark(), self.last_stable_offset());
+        let log_start_offset = self.log_start_offset();
+        let records = if offset == high_watermark {
+            // Caught up: no read at all (the common long-poll case).
+            Bytes::new()
+        } else {
+            let read = self.log.borrow().read(offset, max_bytes, true);
+            read.await?
+        };
+        Ok(ReadAnswer {
+            high_watermark,
+            last_stable_offset,
+            log_start_offset,
+            records,
+        })
+    }
+
+    /// ListOffsets for one timestamp or special value: (offset, timestamp).
+    async fn list_offset(&self, timestamp: i64) -> Result<(i64, i64), StorageError> {
+        let lookup = match timestamp {
+            -1 => return Ok((self.high_watermark(), -1)),
+            -2 | -4 | -5 => return Ok((self.log_start_offset(), -1)),
+            -3 => self.log.borrow().max_timestamp(),
+            ts if ts >= 0 => self.log.borrow().offset_for_timestamp(ts),
+            other => return Err(StorageError::Invalid(format!("unknown timestamp {other}"))),
+        };
+        Ok(lookup.await?.unwrap_or((-1, -1)))
+    }
+
+    /// OffsetForLeaderEpoch: the end of `epoch` as (epoch, end offset).
+    /// There has only ever been this leader's epoch: its end is the log
+    /// end; a later epoch has none yet.
+    fn epoch_end(&self, epoch: i32) -> (i32, i64) {
+        if epoch > self.leader_epoch {
+            return (-1, -1);
+        }
+        (self.leader_epoch, self.log_end_offset())
+    }
+
+    async fn delete_records(&self, offset: i64) -> Result<i64, StorageError> {
+        let hw = self.high_watermark();
+        let done = self.log.borrow_mut().delete_records(offset, hw)?;
+        done.await
+    }
+
+    /// Leaves `waiter` to be woken when the high watermark passes `offset`;
+    /// `false` if it already has.
+    fn watch(&self, offset: i64, waiter: &Waiter) -> bool {
+        if self.high_watermark() > offset {
+            return false;
+        }
+        let mut waiters = self.state.waiters.borrow_mut();
+        waiters.retain(|w| w.borrow().as_ref().is_some_and(|tx| !tx.is_canceled()));
+        waiters.push(waiter.clone());
+        true
+    }
+}

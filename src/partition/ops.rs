@@ -1,0 +1,81 @@
+//! The typed work a shard does for a partition it owns, as other shards
+//! (and later other brokers) send it. Everything here crosses threads.
+
+use crate::log::batch::BatchHeader;
+use crate::storage::StorageError;
+use crate::topics::TopicPartition;
+use bytes::Bytes;
+use futures::channel::oneshot;
+use uuid::Uuid;
+
+/// One partition's share of a Fetch.
+#[derive(Debug, Clone)]
+pub(crate) struct ReadSpec {
+    pub tp: TopicPartition,
+    pub offset: i64,
+    pub max_bytes: usize,
+    /// The client's `current_leader_epoch` (-1: unchecked).
+    pub current_leader_epoch: i32,
+}
+
+/// A stored append.
+#[derive(Debug, Clone)]
+pub(crate) struct Appended {
+    pub base_offset: i64,
+    pub log_append_time: i64,
+    pub log_start_offset: i64,
+}
+
+/// A partition's answer to a read.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ReadAnswer {
+    pub high_watermark: i64,
+    pub last_stable_offset: i64,
+    pub log_start_offset: i64,
+    pub records: Bytes,
+}
+
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, StorageError>>;
+
+pub(crate) enum PartitionOp {
+    Append {
+        tp: TopicPartition,
+        batch: Bytes,
+        header: BatchHeader,
+        acks: i16,
+        reply: Reply<Appended>,
+    },
+    Read {
+        parts: Vec<ReadSpec>,
+        reply: oneshot::Sender<Vec<Result<ReadAnswer, StorageError>>>,
+    },
+    /// Resolves the returned receiver when any part's high watermark
+    /// passes its offset.
+    Watch {
+        parts: Vec<(TopicPartition, i64)>,
+        reply: oneshot::Sender<oneshot::Receiver<()>>,
+    },
+    ListOffset {
+        tp: TopicPartition,
+        timestamp: i64,
+        current_leader_epoch: i32,
+        reply: Reply<(i64, i64)>,
+    },
+    EpochEnd {
+        tp: TopicPartition,
+        epoch: i32,
+        current_leader_epoch: i32,
+        reply: Reply<(i32, i64)>,
+    },
+    DeleteRecords {
+        tp: TopicPartition,
+        offset: i64,
+        reply: Reply<i64>,
+    },
+    /// Close and remove every partition of a deleted topic this shard owns.
+    DropTopic {
+        name: String,
+        topic_id: Uuid,
+        reply: Reply<()>,
+    },
+}

@@ -1,0 +1,421 @@
+//! One shard's partitions: those the router says this shard owns, opened
+//! at start (recovery) or on first use, and the operations on them.
+
+use super::directory;
+use super::ops::{Appended, PartitionOp, ReadAnswer, ReadSpec};
+use super::{Partition, PartitionState, Waiter};
+use crate::log::batch::BatchHeader;
+use crate::log::{PartitionLog, RecoveryReport};
+use crate::routing::{PartitionRouter, Route};
+use crate::storage::{run_blocking, GroupCommit, LocalLog, StorageError};
+use crate::topics::{CatalogStore, TopicEntry, TopicPartition};
+use bytes::Bytes;
+use futures::channel::oneshot;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use tracing::{error, info, warn};
+use uuid::Uuid;
+
+pub(crate) struct ShardPartitions {
+    shard: usize,
+    root: PathBuf,
+    catalog: Arc<CatalogStore>,
+    router: Arc<PartitionRouter>,
+    partitions: RefCell<HashMap<TopicPartition, Rc<Partition>>>,
+    /// Partitions being opened, with whoever waits for them.
+    opening: RefCell<HashMap<TopicPartition, Vec<oneshot::Sender<()>>>>,
+    group_commit: Rc<GroupCommit>,
+}
+
+fn log_recovery(tp: &TopicPartition, log: &PartitionLog, report: &RecoveryReport) {
+    if let Some((end, bytes, why)) = &report.truncated {
+        warn!(partition = %tp, end_offset = end, bytes_cut = bytes, reason = %why, "recovered partition: truncated a torn or corrupt tail");
+    } else if !report.clean && log.log_end_offset() > 0 {
+        info!(partition = %tp, end_offset = log.log_end_offset(), rescanned = report.rescanned_segments, "recovered partition after an unclean shutdown");
+    }
+}
+
+/// Blocking: claims the directory for `topic_id` and opens its log.
+fn open_dir(
+    tp: &TopicPartition,
+    dir: &Path,
+    topic_id: Uuid,
+) -> std::io::Result<(PartitionLog, RecoveryReport)> {
+    if directory::claim(dir, topic_id)? {
+        warn!(partition = %tp, "removed a directory left by an earlier topic of the same name");
+    }
+    PartitionLog::open(dir)
+}
+
+impl ShardPartitions {
+    /// Opens (and recovers) every partition in the catalog this shard
+    /// owns. Runs at shard start, before the shard serves, so it may block.
+    pub(crate) fn open(
+        shard: usize,
+        root: PathBuf,
+        catalog: Arc<CatalogStore>,
+        router: Arc<PartitionRouter>,
+    ) -> Result<ShardPartitions, String> {
+        let partitions = ShardPartitions {
+            shard,
+            root,
+            catalog,
+            router,
+            partitions: RefCell::default(),
+            opening: RefCell::default(),
+            group_commit: Rc::default(),
+        };
+        let snapshot = partitions.catalog.snapshot();
+        for topic in snapshot.topics() {
+            for p in 0..topic.partitions {
+                let tp = TopicPartition::new(&topic.name, p);
+                let Some(epoch) = partitions.owned_epoch(&tp) else {
+                    continue;
+                };
+                let dir = partitions.root.join(tp.dir_name());
+                let (log, report) = open_dir(&tp, &dir, topic.id)
+                    .map_err(|e| format!("partition {tp} in {}: {e}", dir.display()))?;
+                log_recovery(&tp, &log, &report);
+                partitions.insert(tp, topic.id, epoch, log);
+            }
+        }
+        Ok(partitions)
+    }
+
+    /// This shard's leader epoch for `tp`, if it owns it.
+    fn owned_epoch(&self, tp: &TopicPartition) -> Option<i32> {
+        match self.router.route(tp) {
+            Route::Local { shard, leader_epoch } if shard == self.shard => Some(leader_epoch),
+            _ => None,
+        }
+    }
+
+    fn insert(&self, tp: TopicPartition, topic_id: Uuid, epoch: i32, log: PartitionLog) -> Rc<Partition> {
+        let state = Rc::new(PartitionState::default());
+        let on_stored = {
+            let state = state.clone();
+            Rc::new(move |offset| state.stored(offset))
+        };
+        let log = LocalLog::with_log(log, &tp.to_string(), on_stored);
+        let partition = Rc::new(Partition::new(topic_id, epoch, Box::new(log), state));
+        self.partitions.borrow_mut().insert(tp, partition.clone());
+        partition
+    }
+
+    pub(crate) fn group_commit(&self) -> Rc<GroupCommit> {
+        self.group_commit.clone()
+    }
+
+    pub(crate) fn fsync_counter(&self) -> Arc<AtomicU64> {
+        self.group_commit.syncs.clone()
+    }
+
+    /// The partition and its topic, opening the partition on first use.
+    async fn partition(&self, tp: &TopicPartition) -> Result<(Rc<Partition>, Arc<TopicEntry>), StorageError> {
+        loop {
+            let topic = self
+                .catalog
+                .snapshot()
+                .get(&tp.topic)
+                .filter(|t| tp.partition >= 0 && tp.partition < t.partitions)
+                .cloned()
+                .ok_or(StorageError::UnknownPartition)?;
+            let epoch = self.owned_epoch(tp).ok_or(StorageError::NotLeader)?;
+            let open = self.partitions.borrow().get(tp).cloned();
+            match open {
+                Some(p) if p.topic_id == topic.id => return Ok((p, topic)),
+                // The topic was deleted and made again: the old log goes.
+                Some(_) => self.remove(tp).await,
+                None => {}
+            }
+            let waiting = match self.opening.borrow_mut().entry(tp.clone()) {
+                std::collections::hash_map::Entry::Occupied(mut others) => {
+                    let (tx, rx) = oneshot::channel();
+                    others.get_mut().push(tx);
+                    Some(rx)
+                }
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(Vec::new());
+                    None
+                }
+            };
+            if let Some(rx) = waiting {
+                let _ = rx.await;
+                continue;
+            }
+            let dir = self.root.join(tp.dir_name());
+            let (opening_tp, id) = (tp.clone(), topic.id);
+            let opened = run_blocking("opening the log", move || open_dir(&opening_tp, &dir, id)).await;
+            let waiters = self.opening.borrow_mut().remove(tp).unwrap_or_default();
+            for tx in waiters {
+                let _ = tx.send(());
+            }
+            let (log, report) = opened?;
+            log_recovery(tp, &log, &report);
+            return Ok((self.insert(tp.clone(), topic.id, epoch, log), topic));
+        }
+    }
+
+    /// Runs one operation sent by another shard and answers it.
+    pub(crate) async fn serve(self: Rc<Self>, op: PartitionOp) {
+        match op {
+            PartitionOp::Append {
+                tp,
+                batch,
+                header,
+                acks,
+                reply,
+            } => {
+                let _ = reply.send(self.append(&tp, batch, header, acks).await);
+            }
+            PartitionOp::Read { parts, reply } => {
+                let _ = reply.send(self.read(parts).await);
+            }
+            PartitionOp::Watch { parts, reply } => {
+                let _ = reply.send(self.watch(&parts).await);
+            }
+            PartitionOp::ListOffset {
+                tp,
+                timestamp,
+                current_leader_epoch,
+                reply,
+            } => {
+                let _ = reply.send(self.list_offset(&tp, timestamp, current_leader_epoch).await);
+            }
+            PartitionOp::EpochEnd {
+                tp,
+                epoch,
+                current_leader_epoch,
+                reply,
+            } => {
+                let _ = reply.send(self.epoch_end(&tp, epoch, current_leader_epoch).await);
+            }
+            PartitionOp::DeleteRecords { tp, offset, reply } => {
+                let _ = reply.send(self.delete_records(&tp, offset).await);
+            }
+            PartitionOp::DropTopic {
+                name,
+                topic_id,
+                reply,
+            } => {
+                let _ = reply.send(self.drop_topic(&name, topic_id).await);
+            }
+        }
+    }
+
+    pub(crate) async fn append(
+        &self,
+        tp: &TopicPartition,
+        batch: Bytes,
+        header: BatchHeader,
+        acks: i16,
+    ) -> Result<Appended, StorageError> {
+        let (partition, topic) = self.partition(tp).await?;
+        let config = topic.log_config();
+        partition
+            .append(batch, header, &config, acks, &self.group_commit)
+            .await
+    }
+
+    pub(crate) async fn read(&self, parts: Vec<ReadSpec>) -> Vec<Result<ReadAnswer, StorageError>> {
+        let reads = parts.into_iter().map(|spec| async move {
+            let (partition, _) = self.partition(&spec.tp).await?;
+            partition.check_epoch(spec.current_leader_epoch)?;
+            partition.read(spec.offset, spec.max_bytes).await
+        });
+        futures::future::join_all(reads).await
+    }
+
+    /// Resolves when any of `parts` gets data past the given offset (at
+    /// once if one already has, or if one cannot be watched). Dropping the
+    /// receiver cancels the watch; stale waiters are pruned on the next
+    /// registration or wake.
+    pub(crate) async fn watch(&self, parts: &[(TopicPartition, i64)]) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        let waiter: Waiter = Rc::new(RefCell::new(Some(tx)));
+        for (tp, offset) in parts {
+            let left = match self.partition(tp).await {
+                Ok((partition, _)) => partition.watch(*offset, &waiter),
+                Err(_) => false,
+            };
+            if !left {
+                if let Some(tx) = waiter.borrow_mut().take() {
+                    let _ = tx.send(());
+                }
+                break;
+            }
+        }
+        rx
+    }
+
+    pub(crate) async fn list_offset(
+        &self,
+        tp: &TopicPartition,
+        timestamp: i64,
+        current_leader_epoch: i32,
+    ) -> Result<(i64, i64), StorageError> {
+        let (partition, _) = self.partition(tp).await?;
+        partition.check_epoch(current_leader_epoch)?;
+        partition.list_offset(timestamp).await
+    }
+
+    pub(crate) async fn epoch_end(
+        &self,
+        tp: &TopicPartition,
+        epoch: i32,
+        current_leader_epoch: i32,
+    ) -> Result<(i32, i64), StorageError> {
+        let (partition, _) = self.partition(tp).await?;
+        partition.check_epoch(current_leader_epoch)?;
+        Ok(partition.epoch_end(epoch))
+    }
+
+    pub(crate) async fn delete_records(&self, tp: &TopicPartition, offset: i64) -> Result<i64, StorageError> {
+        let (partition, _) = self.partition(tp).await?;
+        partition.delete_records(offset).await
+    }
+
+    /// Closes and deletes this shard's partitions of a deleted topic, and
+    /// any directory of it on disk. A failure is reported; the periodic
+    /// sweep retries, and a directory that survives is never reused
+    /// (`directory::claim` checks the topic id).
+    pub(crate) async fn drop_topic(&self, name: &str, topic_id: Uuid) -> Result<(), StorageError> {
+        let owned: Vec<TopicPartition> = self
+            .partitions
+            .borrow()
+            .iter()
+            .filter(|(tp, p)| &*tp.topic == name && p.topic_id == topic_id)
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        for tp in owned {
+            self.remove(&tp).await;
+        }
+        self.sweep(Some(name)).await
+    }
+
+    /// Removes directories whose topic is gone (or was made again with a
+    /// new id) among those this shard owns: the retry of failed deletes.
+    /// `only`: just this topic's.
+    pub(crate) async fn sweep(&self, only: Option<&str>) -> Result<(), StorageError> {
+        let root = self.root.clone();
+        let dirs = run_blocking("listing partition directories", move || {
+            directory::partition_dirs(&root)
+        })
+        .await?;
+        let catalog = self.catalog.snapshot();
+        let mut stale = Vec::new();
+        for (tp, path) in dirs {
+            if only.is_some_and(|name| name != &*tp.topic) || self.owned_epoch(&tp).is_none() {
+                continue;
+            }
+            if self.partitions.borrow().contains_key(&tp) {
+                continue;
+            }
+            let current = catalog
+                .get(&tp.topic)
+                .filter(|t| tp.partition < t.partitions)
+                .map(|t| t.id);
+            stale.push((tp, path, current));
+        }
+        if stale.is_empty() {
+            return Ok(());
+        }
+        let removed = run_blocking("removing deleted partitions", move || {
+            let mut failures = Vec::new();
+            for (tp, path, current) in stale {
+                let id = directory::topic_id_of(&path).ok().flatten();
+                // Kept: the live topic's own directory (or one from before
+                // ids were recorded, which the live topic adopts).
+                if current.is_some() && (id.is_none() || id == current) {
+                    continue;
+                }
+                if let Err(e) = std::fs::remove_dir_all(&path) {
+                    failures.push(format!("{tp}: {e}"));
+                }
+            }
+            if failures.is_empty() {
+                Ok(())
+            } else {
+                Err(std::io::Error::other(failures.join("; ")))
+            }
+        })
+        .await;
+        if let Err(e) = &removed {
+            error!(shard = self.shard, error = %e, "removing a deleted topic's partitions failed; will retry");
+        }
+        removed
+    }
+
+    async fn remove(&self, tp: &TopicPartition) {
+        let Some(partition) = self.partitions.borrow_mut().remove(tp) else {
+            return;
+        };
+        partition.state.wake_all();
+        let Ok(partition) = Rc::try_unwrap(partition) else {
+            // An operation still holds it; its log is dropped with it and
+            // the directory goes in the next sweep.
+            return;
+        };
+        if let Err(e) = partition.log.into_inner().delete().await {
+            error!(partition = %tp, error = %e, "deleting the partition failed; will retry");
+        }
+    }
+
+    /// Applies retention to every owned partition.
+    pub(crate) fn apply_retention(&self) {
+        let catalog = self.catalog.snapshot();
+        for (tp, partition) in self.partitions.borrow().iter() {
+            let Some(topic) = catalog.get(&tp.topic) else {
+                continue;
+            };
+            // Only what every reader may already see goes.
+            let keep_from = partition.high_watermark();
+            let applied = partition
+                .log
+                .borrow_mut()
+                .apply_retention(&topic.log_config(), keep_from);
+            match applied {
+                Ok(0) => {}
+                Ok(deleted) => {
+                    info!(partition = %tp, deleted, log_start_offset = partition.log_start_offset(), "retention deleted segments")
+                }
+                Err(e) => error!(partition = %tp, error = %e, "retention failed"),
+            }
+        }
+    }
+
+    /// Per topic (sum of high watermarks, bytes) of the partitions owned
+    /// here, and each owned partition's high watermark.
+    pub(crate) fn log_stats(&self) -> (HashMap<String, (i64, u64)>, HashMap<TopicPartition, i64>) {
+        let mut per_topic: HashMap<String, (i64, u64)> = HashMap::new();
+        let mut ends = HashMap::new();
+        for (tp, partition) in self.partitions.borrow().iter() {
+            let end = partition.high_watermark();
+            let entry = per_topic.entry(tp.topic.to_string()).or_default();
+            entry.0 += end;
+            entry.1 += partition.log.borrow().size_bytes();
+            ends.insert(tp.clone(), end);
+        }
+        (per_topic, ends)
+    }
+
+    /// Graceful close of every owned partition (clean-shutdown markers).
+    pub(crate) async fn close_all(&self) {
+        let all: Vec<(TopicPartition, Rc<Partition>)> = self.partitions.borrow_mut().drain().collect();
+        let closes = all.into_iter().map(|(tp, partition)| async move {
+            partition.state.wake_all();
+            let Ok(partition) = Rc::try_unwrap(partition) else {
+                warn!(partition = %tp, "still in use at shutdown; the next start recovers it");
+                return;
+            };
+            if let Err(e) = partition.log.into_inner().close().await {
+                error!(partition = %tp, error = %e, "closing the log failed");
+            }
+        });
+        futures::future::join_all(closes).await;
+    }
+}

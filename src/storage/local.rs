@@ -1,0 +1,342 @@
+//! A partition's log in local segment files, with every disk operation off
+//! the shard thread.
+//!
+//! Appends are decided on the shard (sequence check, offsets, file
+//! position) and their bytes queued; one writer task per partition drains
+//! the queue in order through the blocking pool, several batches per trip,
+//! so the stored end only ever moves forward over whole, written batches.
+//! Readers see up to the stored end. A rolled segment is sealed (indexes,
+//! fsync, producer snapshot, recovery point) in the background once the
+//! writes before it are done, without holding up the writes after it.
+
+use super::{run_blocking, Appending, Log, LogFuture, LogOffsets, StorageError};
+use crate::log::batch::BatchHeader;
+use crate::log::{AppendError, LogConfig, PartitionLog, PendingWrite, ReadError, Sealed, Written};
+use bytes::Bytes;
+use futures::channel::oneshot;
+use futures::FutureExt;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::fs::File;
+use std::rc::Rc;
+use std::sync::Arc;
+use tracing::{error, warn};
+
+/// Writes handed to the blocking pool in one trip at most.
+const WRITES_PER_TRIP: usize = 256;
+
+/// Called with the new stored end each time the writer advances it.
+pub(crate) type OnStored = Rc<dyn Fn(i64)>;
+
+enum Queued {
+    Write(PendingWrite, oneshot::Sender<Result<Arc<File>, StorageError>>),
+    Seal(Sealed),
+}
+
+/// The state the writer task shares with the log.
+struct Writer {
+    queue: RefCell<VecDeque<Queued>>,
+    running: Cell<bool>,
+    stored: Cell<Written>,
+    /// The first write error: the partition takes no more writes after it
+    /// (recovery at the next start cuts what was not written).
+    failed: RefCell<Option<String>>,
+    /// Seals in flight, and who waits for none to be (close).
+    seals: Cell<usize>,
+    sealed: RefCell<Vec<oneshot::Sender<()>>>,
+    /// Woken when the queue empties.
+    idle: RefCell<Vec<oneshot::Sender<()>>>,
+    on_stored: OnStored,
+}
+
+pub(crate) struct LocalLog {
+    log: PartitionLog,
+    writer: Rc<Writer>,
+    name: Rc<str>,
+}
+
+impl LocalLog {
+    /// Wraps a log opened elsewhere (shard start-up recovery).
+    pub(crate) fn with_log(log: PartitionLog, name: &str, on_stored: OnStored) -> LocalLog {
+        let stored = log.written_end();
+        LocalLog {
+            log,
+            writer: Rc::new(Writer {
+                queue: RefCell::default(),
+                running: Cell::new(false),
+                stored: Cell::new(stored),
+                failed: RefCell::new(None),
+                seals: Cell::new(0),
+                sealed: RefCell::default(),
+                idle: RefCell::default(),
+                on_stored,
+            }),
+            name: Rc::from(name),
+        }
+    }
+
+    fn enqueue(&self, item: Queued) {
+        self.writer.queue.borrow_mut().push_back(item);
+        if !self.writer.running.replace(true) {
+            glommio::spawn_local(run_writer(self.writer.clone(), self.name.clone())).detach();
+        }
+    }
+
+    /// Resolves once every write queued so far is stored and every seal done.
+    fn drained(&self) -> impl std::future::Future<Output = ()> + 'static {
+        let waiting = if self.writer.running.get() {
+            let (tx, rx) = oneshot::channel();
+            self.writer.idle.borrow_mut().push(tx);
+            Some(rx)
+        } else {
+            None
+        };
+        let writer = self.writer.clone();
+        async move {
+            if let Some(rx) = waiting {
+                let _ = rx.await;
+            }
+            if writer.seals.get() > 0 {
+                let (tx, rx) = oneshot::channel();
+                writer.sealed.borrow_mut().push(tx);
+                let _ = rx.await;
+            }
+        }
+    }
+
+    fn check_failed(&self) -> Result<(), StorageError> {
+        match &*self.writer.failed.borrow() {
+            Some(e) => Err(StorageError::Io {
+                what: "an earlier write",
+                error: e.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Drains the queue: consecutive writes go to the blocking pool together;
+/// a seal starts once the writes before it are stored.
+async fn run_writer(writer: Rc<Writer>, name: Rc<str>) {
+    loop {
+        let mut writes = Vec::new();
+        let mut seal = None;
+        {
+            let mut queue = writer.queue.borrow_mut();
+            while writes.len() < WRITES_PER_TRIP {
+                match queue.pop_front() {
+                    Some(Queued::Write(w, tx)) => writes.push((w, tx)),
+                    Some(Queued::Seal(s)) => {
+                        seal = Some(s);
+                        break;
+                    }
+                    None => break,
+                }
+            }
+        }
+        if writes.is_empty() && seal.is_none() {
+            writer.running.set(false);
+            for tx in writer.idle.borrow_mut().drain(..) {
+                let _ = tx.send(());
+            }
+            return;
+        }
+        if !writes.is_empty() {
+            store_writes(&writer, &name, writes).await;
+        }
+        if let Some(sealed) = seal {
+            let (name, writer) = (name.clone(), writer.clone());
+            writer.seals.set(writer.seals.get() + 1);
+            glommio::spawn_local(async move {
+                if let Err(e) = run_blocking("sealing a rolled segment", move || sealed.finish()).await {
+                    error!(partition = %name, error = %e, "sealing a rolled segment failed; the next start re-reads it");
+                }
+                writer.seals.set(writer.seals.get() - 1);
+                if writer.seals.get() == 0 {
+                    for tx in writer.sealed.borrow_mut().drain(..) {
+                        let _ = tx.send(());
+                    }
+                }
+            })
+            .detach();
+        }
+    }
+}
+
+async fn store_writes(
+    writer: &Writer,
+    name: &str,
+    writes: Vec<(PendingWrite, oneshot::Sender<Result<Arc<File>, StorageError>>)>,
+) {
+    if let Some(e) = writer.failed.borrow().clone() {
+        for (_, tx) in writes {
+            let _ = tx.send(Err(StorageError::Io {
+                what: "an earlier write",
+                error: e.clone(),
+            }));
+        }
+        return;
+    }
+    let (pending, replies): (Vec<PendingWrite>, Vec<_>) = writes.into_iter().unzip();
+    let done = run_blocking("write", move || {
+        for w in &pending {
+            w.write()?;
+        }
+        Ok(pending)
+    })
+    .await;
+    match done {
+        Ok(pending) => {
+            if let Some(last) = pending.last() {
+                writer.stored.set(last.end);
+                (writer.on_stored)(last.end.offset);
+            }
+            for (w, tx) in pending.into_iter().zip(replies) {
+                let _ = tx.send(Ok(w.file));
+            }
+        }
+        Err(e) => {
+            error!(partition = %name, error = %e, "write failed; the partition takes no more writes until restart");
+            *writer.failed.borrow_mut() = Some(e.to_string());
+            for tx in replies {
+                let _ = tx.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
+impl Log for LocalLog {
+    fn offsets(&self) -> LogOffsets {
+        LogOffsets {
+            log_start: self.log.log_start_offset(),
+            log_end: self.log.log_end_offset(),
+            stored_end: self.writer.stored.get().offset,
+        }
+    }
+
+    fn append(
+        &mut self,
+        batch: &Bytes,
+        header: BatchHeader,
+        config: &LogConfig,
+    ) -> Result<Appending, StorageError> {
+        self.check_failed()?;
+        let mut outcome = self.log.reserve(batch, header, config).map_err(|e| match e {
+            AppendError::Producer(code) => StorageError::Producer(code),
+            AppendError::Io(e) => StorageError::io("rolling a segment", &e),
+        })?;
+        if let Some(sealed) = outcome.rolled.take() {
+            self.enqueue(Queued::Seal(sealed));
+        }
+        let stored: super::LogFuture<Option<Arc<File>>> = match outcome.write.take() {
+            Some(write) => {
+                let (tx, rx) = oneshot::channel();
+                self.enqueue(Queued::Write(write, tx));
+                async move {
+                    match rx.await {
+                        Ok(Ok(file)) => Ok(Some(file)),
+                        Ok(Err(e)) => Err(e),
+                        Err(_) => Err(StorageError::Io {
+                            what: "write",
+                            error: "the partition was closed".into(),
+                        }),
+                    }
+                }
+                .boxed_local()
+            }
+            None => async { Ok(None) }.boxed_local(),
+        };
+        Ok(Appending {
+            base_offset: outcome.base_offset,
+            log_append_time: outcome.log_append_time,
+            stored,
+        })
+    }
+
+    fn read(&self, offset: i64, max_bytes: usize, at_least_one: bool) -> LogFuture<Bytes> {
+        let stored = self.writer.stored.get();
+        let planned = self.log.plan_read(offset, stored);
+        async move {
+            let plan = match planned {
+                Ok(plan) => plan,
+                Err(ReadError::OutOfRange) => return Err(StorageError::OutOfRange),
+                Err(ReadError::Io(e)) => return Err(StorageError::io("read", &e)),
+            };
+            let bytes = run_blocking("read", move || plan.execute(max_bytes, at_least_one)).await?;
+            Ok(Bytes::from(bytes))
+        }
+        .boxed_local()
+    }
+
+    fn offset_for_timestamp(&self, timestamp: i64) -> LogFuture<Option<(i64, i64)>> {
+        let stored = self.writer.stored.get();
+        let plan = self.log.plan_offset_for_timestamp(timestamp, stored);
+        async move { run_blocking("timestamp lookup", move || plan.execute()).await }.boxed_local()
+    }
+
+    fn max_timestamp(&self) -> LogFuture<Option<(i64, i64)>> {
+        let stored = self.writer.stored.get();
+        let plan = self.log.plan_max_timestamp(stored);
+        async move { run_blocking("max timestamp lookup", move || plan.execute()).await }.boxed_local()
+    }
+
+    fn delete_records(&mut self, offset: i64, limit: i64) -> Result<LogFuture<i64>, StorageError> {
+        let trimmed = self.log.trim_to(offset, limit).map_err(|e| match e {
+            ReadError::OutOfRange => StorageError::OutOfRange,
+            ReadError::Io(e) => StorageError::io("delete records", &e),
+        })?;
+        let start = self.log.log_start_offset();
+        Ok(async move {
+            run_blocking("delete records", move || trimmed.finish()).await?;
+            Ok(start)
+        }
+        .boxed_local())
+    }
+
+    fn apply_retention(&mut self, config: &LogConfig, keep_from: i64) -> Result<usize, StorageError> {
+        // Only stored data may go: a segment with writes still queued stays.
+        let keep_from = keep_from.min(self.writer.stored.get().offset);
+        let mut trimmed = self
+            .log
+            .trim_for_retention(config, keep_from)
+            .map_err(|e| StorageError::io("retention", &e))?;
+        if let Some(sealed) = trimmed.rolled.take() {
+            self.enqueue(Queued::Seal(sealed));
+        }
+        let deleted = trimmed.deleted_segments;
+        if deleted > 0 {
+            let name = self.name.clone();
+            glommio::spawn_local(async move {
+                if let Err(e) = run_blocking("retention", move || trimmed.finish()).await {
+                    warn!(partition = %name, error = %e, "removing segments past retention failed");
+                }
+            })
+            .detach();
+        }
+        Ok(deleted)
+    }
+
+    fn size_bytes(&self) -> u64 {
+        self.log.size_bytes()
+    }
+
+    fn close(self: Box<Self>) -> LogFuture<()> {
+        let drained = self.drained();
+        async move {
+            drained.await;
+            let log = self.log;
+            run_blocking("closing the log", move || log.close()).await
+        }
+        .boxed_local()
+    }
+
+    fn delete(self: Box<Self>) -> LogFuture<()> {
+        let drained = self.drained();
+        async move {
+            drained.await;
+            let log = self.log;
+            run_blocking("deleting the partition", move || log.delete()).await
+        }
+        .boxed_local()
+    }
+}
