@@ -45,6 +45,11 @@ pub(crate) struct Controller {
     context: ControllerContext,
     partitions: PartitionClient,
     producer_ids: ProducerIds,
+    /// Metadata changes apply one at a time: each checks the catalog and
+    /// then awaits its durable write, and another change interleaved in
+    /// that wait would check a catalog about to change (two creations of
+    /// one topic, each with its own id).
+    changes: glommio::sync::Semaphore,
 }
 
 /// A request to the controller, with where its answer goes.
@@ -86,6 +91,7 @@ impl Controller {
             producer_ids: ProducerIds::open(dir)?,
             context,
             partitions,
+            changes: glommio::sync::Semaphore::new(1),
         })
     }
 
@@ -94,6 +100,15 @@ impl Controller {
     }
 
     pub(crate) async fn serve(self: Rc<Self>, op: ControllerOp) {
+        if let ControllerOp::AllocateProducerId { reply } = op {
+            let _ = reply.send(self.producer_ids.allocate().await);
+            return;
+        }
+        // Closed only if the semaphore is dropped, which it is not while
+        // `self` lives; the op is refused (its reply dropped) if it were.
+        let Ok(_turn) = self.changes.acquire_permit(1).await else {
+            return;
+        };
         match op {
             ControllerOp::CreateTopics {
                 topics,
@@ -124,9 +139,7 @@ impl Controller {
                         .await;
                 let _ = reply.send(outcome);
             }
-            ControllerOp::AllocateProducerId { reply } => {
-                let _ = reply.send(self.producer_ids.allocate().await);
-            }
+            ControllerOp::AllocateProducerId { .. } => {}
         }
     }
 }

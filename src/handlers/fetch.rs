@@ -175,7 +175,7 @@ async fn read_all(
     for (i, answer) in indexes.into_iter().zip(answers) {
         results[i] = match answer {
             Ok(a) => ReadResult {
-                error_code: 0,
+                error_code: a.error.map_or(0, |e| e.code()),
                 high_watermark: a.high_watermark,
                 last_stable_offset: a.last_stable_offset,
                 log_start_offset: a.log_start_offset,

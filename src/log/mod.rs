@@ -18,5 +18,5 @@ mod tests;
 
 pub use partition_log::{
     AppendError, AppendOutcome, LogConfig, PartitionLog, PendingWrite, ReadError, ReadPlan, RecoveryReport,
-    Sealed, TimestampPlan, Trimmed, Written,
+    Sealed, TimestampPlan, Trimmed, Unwritten, Written,
 };

@@ -168,6 +168,31 @@ impl Sealed {
     }
 }
 
+/// What forgetting unwritten batches leaves to do on disk: cut the file
+/// they were reserved in back, remove segments rolled after it.
+#[derive(Debug)]
+pub struct Unwritten {
+    file: Arc<File>,
+    len: u64,
+    removed: Vec<[PathBuf; 3]>,
+}
+
+impl Unwritten {
+    /// Blocking; must run before any later write to the log.
+    pub fn finish(&self) -> io::Result<()> {
+        self.file.set_len(self.len)?;
+        for paths in &self.removed {
+            for path in paths {
+                match fs::remove_file(path) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// What retention or DeleteRecords took away: the files to remove and the
 /// new log start to store, both off the shard thread.
 #[derive(Debug, Default)]
@@ -570,6 +595,26 @@ impl PartitionLog {
         };
         let bytes = serde_json::to_vec(&snapshot).map_err(io::Error::other)?;
         Ok((self.dir.join(PRODUCER_STATE), bytes))
+    }
+
+    /// Forgets every batch reserved past `written` (their writes failed):
+    /// offsets, indexes and producer state go back to what is on disk, so
+    /// the next append takes the first unwritten offset again.
+    pub fn forget_unwritten(&mut self, written: Written) -> Unwritten {
+        let mut removed = Vec::new();
+        while self.segments.len() > 1 && self.active().base_offset() > written.segment_base {
+            removed.push(self.active().file_paths());
+            self.segments.pop();
+        }
+        let active = self.active_mut();
+        active.cut_to(written.position, written.offset);
+        let file = active.file().clone();
+        self.producers.truncate_from(written.offset);
+        Unwritten {
+            file,
+            len: written.position,
+            removed,
+        }
     }
 
     /// Records that everything below `offset` is on disk (blocking).

@@ -169,6 +169,21 @@ impl Segment {
         (self.file.clone(), position)
     }
 
+    /// Forgets everything from byte `position` (offset `next_offset`) on:
+    /// reserved batches whose write failed. The file is cut by the caller.
+    pub fn cut_to(&mut self, position: u64, next_offset: i64) {
+        self.size = position;
+        self.next_offset = next_offset;
+        self.index.truncate_to_position(position as u32);
+        let relative = (next_offset - self.base_offset).max(0) as u32;
+        self.time_index.truncate_to_offset(relative);
+        self.max_timestamp = self.time_index.max_timestamp().unwrap_or(-1);
+        self.max_timestamp_offset = self
+            .time_index
+            .lookup(self.max_timestamp)
+            .map_or(-1, |rel| self.base_offset + i64::from(rel));
+    }
+
     /// A reader of this segment's first `limit` bytes (whole batches).
     pub fn reader(&self, limit: u64) -> SegmentReader {
         SegmentReader {

@@ -150,14 +150,18 @@ impl Partition {
     async fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadAnswer, StorageError> {
         let (high_watermark, last_stable_offset) = (self.high_watermark(), self.last_stable_offset());
         let log_start_offset = self.log_start_offset();
-        let records = if offset == high_watermark {
+        let (records, error) = if offset == high_watermark {
             // Caught up: no read at all (the common long-poll case).
-            Bytes::new()
+            (Bytes::new(), None)
         } else {
             let read = self.log.borrow().read(offset, max_bytes, true);
-            read.await?
+            match read.await {
+                Ok(records) => (records, None),
+                Err(e) => (Bytes::new(), Some(e)),
+            }
         };
         Ok(ReadAnswer {
+            error,
             high_watermark,
             last_stable_offset,
             log_start_offset,

@@ -26,9 +26,11 @@ pub(crate) struct Appended {
     pub log_start_offset: i64,
 }
 
-/// A partition's answer to a read.
+/// A partition's answer to a read: its offsets always (Kafka names the
+/// bounds even with OFFSET_OUT_OF_RANGE), the records or why not.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ReadAnswer {
+    pub error: Option<StorageError>,
     pub high_watermark: i64,
     pub last_stable_offset: i64,
     pub log_start_offset: i64,

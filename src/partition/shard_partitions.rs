@@ -12,7 +12,7 @@ use crate::topics::{CatalogStore, TopicEntry, TopicPartition};
 use bytes::Bytes;
 use futures::channel::oneshot;
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::AtomicU64;
@@ -26,8 +26,8 @@ pub(crate) struct ShardPartitions {
     catalog: Arc<CatalogStore>,
     router: Arc<PartitionRouter>,
     partitions: RefCell<HashMap<TopicPartition, Rc<Partition>>>,
-    /// Partitions being opened, with whoever waits for them.
-    opening: RefCell<HashMap<TopicPartition, Vec<oneshot::Sender<()>>>>,
+    /// Partitions being opened, with the line of callers waiting for them.
+    opening: RefCell<HashMap<TopicPartition, VecDeque<oneshot::Sender<()>>>>,
     group_commit: Rc<GroupCommit>,
 }
 
@@ -115,6 +115,13 @@ impl ShardPartitions {
     }
 
     /// The partition and its topic, opening the partition on first use.
+    ///
+    /// Callers get the partition in the order they asked for it, opening
+    /// or not: appends reserve their offsets right after this returns, so
+    /// a request that arrives while the partition opens must not overtake
+    /// the ones already waiting. Waiters are let through one at a time,
+    /// each waking the next only once it has its partition (and, being on
+    /// one thread, has reserved before the next runs).
     async fn partition(&self, tp: &TopicPartition) -> Result<(Rc<Partition>, Arc<TopicEntry>), StorageError> {
         loop {
             let topic = self
@@ -125,38 +132,58 @@ impl ShardPartitions {
                 .cloned()
                 .ok_or(StorageError::UnknownPartition)?;
             let epoch = self.owned_epoch(tp).ok_or(StorageError::NotLeader)?;
+            let queued = match self.opening.borrow_mut().get_mut(tp) {
+                Some(line) => {
+                    let (tx, rx) = oneshot::channel();
+                    line.push_back(tx);
+                    Some(rx)
+                }
+                None => None,
+            };
+            if let Some(turn) = queued {
+                let _ = turn.await;
+                let open = self.partitions.borrow().get(tp).cloned();
+                self.pass_turn(tp);
+                match open {
+                    Some(p) if p.topic_id == topic.id => return Ok((p, topic)),
+                    // The open failed (or the topic changed): try again.
+                    _ => continue,
+                }
+            }
             let open = self.partitions.borrow().get(tp).cloned();
             match open {
                 Some(p) if p.topic_id == topic.id => return Ok((p, topic)),
                 // The topic was deleted and made again: the old log goes.
-                Some(_) => self.remove(tp).await,
+                Some(_) => {
+                    self.remove(tp).await;
+                    continue;
+                }
                 None => {}
             }
-            let waiting = match self.opening.borrow_mut().entry(tp.clone()) {
-                std::collections::hash_map::Entry::Occupied(mut others) => {
-                    let (tx, rx) = oneshot::channel();
-                    others.get_mut().push(tx);
-                    Some(rx)
-                }
-                std::collections::hash_map::Entry::Vacant(slot) => {
-                    slot.insert(Vec::new());
-                    None
-                }
-            };
-            if let Some(rx) = waiting {
-                let _ = rx.await;
-                continue;
-            }
+            self.opening.borrow_mut().insert(tp.clone(), Default::default());
             let dir = self.root.join(tp.dir_name());
             let (opening_tp, id) = (tp.clone(), topic.id);
             let opened = run_blocking("opening the log", move || open_dir(&opening_tp, &dir, id)).await;
-            let waiters = self.opening.borrow_mut().remove(tp).unwrap_or_default();
-            for tx in waiters {
-                let _ = tx.send(());
+            let result = opened.map(|(log, report)| {
+                log_recovery(tp, &log, &report);
+                (self.insert(tp.clone(), topic.id, epoch, log), topic)
+            });
+            self.pass_turn(tp);
+            return result;
+        }
+    }
+
+    /// Wakes the next caller waiting for `tp` to open, or ends the line.
+    fn pass_turn(&self, tp: &TopicPartition) {
+        let mut opening = self.opening.borrow_mut();
+        if let Some(line) = opening.get_mut(tp) {
+            while let Some(next) = line.pop_front() {
+                // A waiter that gave up (its request ended) passes on.
+                if next.send(()).is_ok() {
+                    return;
+                }
             }
-            let (log, report) = opened?;
-            log_recovery(tp, &log, &report);
-            return Ok((self.insert(tp.clone(), topic.id, epoch, log), topic));
+            opening.remove(tp);
         }
     }
 

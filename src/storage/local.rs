@@ -11,7 +11,7 @@
 
 use super::{run_blocking, Appending, Log, LogFuture, LogOffsets, StorageError};
 use crate::log::batch::BatchHeader;
-use crate::log::{AppendError, LogConfig, PartitionLog, PendingWrite, ReadError, Sealed, Written};
+use crate::log::{AppendError, LogConfig, PartitionLog, PendingWrite, ReadError, Sealed, Unwritten, Written};
 use bytes::Bytes;
 use futures::channel::oneshot;
 use futures::FutureExt;
@@ -31,6 +31,8 @@ pub(crate) type OnStored = Rc<dyn Fn(i64)>;
 enum Queued {
     Write(PendingWrite, oneshot::Sender<Result<Arc<File>, StorageError>>),
     Seal(Sealed),
+    /// Cuts what failed writes left behind, before the writes after it.
+    Cut(Unwritten),
 }
 
 /// The state the writer task shares with the log.
@@ -38,8 +40,8 @@ struct Writer {
     queue: RefCell<VecDeque<Queued>>,
     running: Cell<bool>,
     stored: Cell<Written>,
-    /// The first write error: the partition takes no more writes after it
-    /// (recovery at the next start cuts what was not written).
+    /// The first write error since the last cut: the writes queued after
+    /// it fail too, and the next append first forgets them all.
     failed: RefCell<Option<String>>,
     /// Seals in flight, and who waits for none to be (close).
     seals: Cell<usize>,
@@ -104,13 +106,13 @@ impl LocalLog {
         }
     }
 
-    fn check_failed(&self) -> Result<(), StorageError> {
-        match &*self.writer.failed.borrow() {
-            Some(e) => Err(StorageError::Io {
-                what: "an earlier write",
-                error: e.clone(),
-            }),
-            None => Ok(()),
+    /// After failed writes (a full disk): forget the batches reserved past
+    /// what is stored and cut the files back before anything new is
+    /// written, so appends resume at the first unwritten offset.
+    fn recover_from_failed_writes(&mut self) {
+        if self.writer.failed.borrow_mut().take().is_some() {
+            let cut = self.log.forget_unwritten(self.writer.stored.get());
+            self.enqueue(Queued::Cut(cut));
         }
     }
 }
@@ -121,6 +123,7 @@ async fn run_writer(writer: Rc<Writer>, name: Rc<str>) {
     loop {
         let mut writes = Vec::new();
         let mut seal = None;
+        let mut cut = None;
         {
             let mut queue = writer.queue.borrow_mut();
             while writes.len() < WRITES_PER_TRIP {
@@ -130,9 +133,26 @@ async fn run_writer(writer: Rc<Writer>, name: Rc<str>) {
                         seal = Some(s);
                         break;
                     }
+                    // Always first in its trip: queued before any write
+                    // after it, and the queue is drained in order.
+                    Some(Queued::Cut(c)) if writes.is_empty() => {
+                        cut = Some(c);
+                        break;
+                    }
+                    Some(other) => {
+                        queue.push_front(other);
+                        break;
+                    }
                     None => break,
                 }
             }
+        }
+        if let Some(cut) = cut {
+            if let Err(e) = run_blocking("cutting failed writes", move || cut.finish()).await {
+                error!(partition = %name, error = %e, "cutting back failed writes failed");
+                fail_queued(&writer, &e.to_string());
+            }
+            continue;
         }
         if writes.is_empty() && seal.is_none() {
             writer.running.set(false);
@@ -144,7 +164,9 @@ async fn run_writer(writer: Rc<Writer>, name: Rc<str>) {
         if !writes.is_empty() {
             store_writes(&writer, &name, writes).await;
         }
-        if let Some(sealed) = seal {
+        // A segment whose writes failed is not sealed: its recovery point
+        // would cover data that is not there.
+        if let Some(sealed) = seal.filter(|_| writer.failed.borrow().is_none()) {
             let (name, writer) = (name.clone(), writer.clone());
             writer.seals.set(writer.seals.get() + 1);
             glommio::spawn_local(async move {
@@ -196,11 +218,26 @@ async fn store_writes(
             }
         }
         Err(e) => {
-            error!(partition = %name, error = %e, "write failed; the partition takes no more writes until restart");
-            *writer.failed.borrow_mut() = Some(e.to_string());
+            error!(partition = %name, error = %e, "write failed; the writes queued after it fail too");
             for tx in replies {
                 let _ = tx.send(Err(e.clone()));
             }
+            fail_queued(writer, &e.to_string());
+        }
+    }
+}
+
+/// A write failed: everything queued after it fails (and seals of
+/// segments whose data did not all reach the disk are dropped, so no
+/// recovery point passes unwritten data); the next append cuts back.
+fn fail_queued(writer: &Writer, error: &str) {
+    *writer.failed.borrow_mut() = Some(error.to_string());
+    for queued in writer.queue.borrow_mut().drain(..) {
+        if let Queued::Write(_, tx) = queued {
+            let _ = tx.send(Err(StorageError::Io {
+                what: "an earlier write",
+                error: error.to_string(),
+            }));
         }
     }
 }
@@ -220,7 +257,7 @@ impl Log for LocalLog {
         header: BatchHeader,
         config: &LogConfig,
     ) -> Result<Appending, StorageError> {
-        self.check_failed()?;
+        self.recover_from_failed_writes();
         let mut outcome = self.log.reserve(batch, header, config).map_err(|e| match e {
             AppendError::Producer(code) => StorageError::Producer(code),
             AppendError::Io(e) => StorageError::io("rolling a segment", &e),

@@ -400,6 +400,7 @@ pub struct BrokerProcess {
     pub child: Child,
     pub addr: SocketAddr,
     pub log: mpsc::Receiver<String>,
+    early: std::cell::RefCell<Vec<String>>,
     /// The log line `start_until` waited for.
     pub last_line: String,
 }
@@ -461,6 +462,8 @@ impl BrokerProcess {
             }
         });
         let deadline = Instant::now() + Duration::from_secs(20);
+        // Lines before the marker (recovery reports) stay readable.
+        let mut early = Vec::new();
         loop {
             let Ok(line) = log.recv_timeout(deadline.saturating_duration_since(Instant::now())) else {
                 let _ = child.kill();
@@ -477,9 +480,11 @@ impl BrokerProcess {
                     child,
                     addr,
                     log,
+                    early: std::cell::RefCell::new(early),
                     last_line: line,
                 };
             }
+            early.push(line);
         }
     }
 
@@ -508,8 +513,12 @@ impl BrokerProcess {
         }
     }
 
+    /// Every line not yet taken, those logged before start-up finished
+    /// included.
     pub fn log_lines(&self) -> Vec<String> {
-        self.log.try_iter().collect()
+        let mut lines = std::mem::take(&mut *self.early.borrow_mut());
+        lines.extend(self.log.try_iter());
+        lines
     }
 }
 
