@@ -3,13 +3,14 @@
 //! it there with `ShardBroker::on_shard`, so changes are applied one at a
 //! time without locks.
 
+use crate::metadata::{documents, FileStore, MetadataStore};
 use crate::server::ShardBroker;
 use crate::topics::{validate_config, validate_topic_name, TopicEntry};
 use kafka_protocol::ResponseError;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
 use tracing::info;
@@ -22,39 +23,47 @@ pub(crate) struct Controller {
     producer_ids: RefCell<ProducerIds>,
 }
 
+/// The producer-id allocator. Its document holds the end of the last block
+/// handed out, as a decimal number; every id below it may be in use.
 struct ProducerIds {
-    path: PathBuf,
+    store: Arc<dyn MetadataStore>,
     next: i64,
     block_end: i64,
 }
 
 impl Controller {
+    /// The controller state kept in the data directory.
     pub(crate) fn open(dir: &Path) -> io::Result<Controller> {
-        let path = dir.join("producer-id-block");
-        let next = match std::fs::read_to_string(&path) {
-            Ok(text) => text.trim().parse().map_err(|_| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{} is not a number", path.display()),
-                )
-            })?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
-            Err(e) => return Err(e),
+        Self::with_store(Arc::new(FileStore::new(dir)))
+    }
+
+    pub(crate) fn with_store(store: Arc<dyn MetadataStore>) -> io::Result<Controller> {
+        let name = documents::PRODUCER_ID_BLOCK;
+        let next = match store.get(name)? {
+            Some(bytes) => std::str::from_utf8(&bytes)
+                .ok()
+                .and_then(|text| text.trim().parse::<i64>().ok())
+                .filter(|end| *end >= 0)
+                .ok_or_else(|| store.invalid(name, "not a producer id"))?,
+            None => 0,
         };
         Ok(Controller {
             producer_ids: RefCell::new(ProducerIds {
-                path,
+                store,
                 next,
                 block_end: next,
             }),
         })
     }
 
+    /// The next producer id. A new block is persisted (durably: the store's
+    /// put syncs the directory too) before any id in it is handed out.
     pub(crate) fn allocate_producer_id(&self) -> io::Result<i64> {
         let mut ids = self.producer_ids.borrow_mut();
         if ids.next >= ids.block_end {
             let end = ids.next + PRODUCER_ID_BLOCK;
-            crate::log::index::write_file(&ids.path, end.to_string().as_bytes())?;
+            ids.store
+                .put(documents::PRODUCER_ID_BLOCK, end.to_string().as_bytes())?;
             ids.block_end = end;
         }
         let id = ids.next;
@@ -333,4 +342,29 @@ pub(crate) async fn ensure_topics(broker: &Rc<ShardBroker>, names: Vec<String>) 
             create_topics(b, missing, false)
         })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn producer_ids_stay_unique_across_reopen() {
+        let dir = std::env::temp_dir().join(format!("chronik-controller-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let first = Controller::open(&dir).unwrap();
+        assert_eq!(first.allocate_producer_id().unwrap(), 0);
+        assert_eq!(first.allocate_producer_id().unwrap(), 1);
+        // The format the broker has always written: the block's end.
+        let text = std::fs::read_to_string(dir.join("producer-id-block")).unwrap();
+        assert_eq!(text, PRODUCER_ID_BLOCK.to_string());
+        // A restart skips the rest of the block.
+        let again = Controller::open(&dir).unwrap();
+        assert_eq!(again.allocate_producer_id().unwrap(), PRODUCER_ID_BLOCK);
+        std::fs::write(dir.join("producer-id-block"), "x").unwrap();
+        let err = Controller::open(&dir).err().unwrap();
+        assert!(err.to_string().contains("producer-id-block"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
