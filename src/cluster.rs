@@ -1,6 +1,7 @@
 //! What makes this broker the same broker across restarts: its data
 //! directory (held by one process at a time) and its cluster id.
 
+use crate::metadata::{documents, FileStore, MetadataStore};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -13,7 +14,6 @@ pub struct ClusterIdentity {
     pub node_id: i32,
 }
 
-const META_FILE: &str = "meta.properties";
 const LOCK_FILE: &str = ".lock";
 
 /// Holds the data directory's lock for as long as it lives.
@@ -62,37 +62,33 @@ impl DataDirLock {
 }
 
 impl ClusterIdentity {
-    /// Reads `meta.properties`, or creates it with a new cluster id (written
-    /// to a temporary file, synced and renamed, so a crash never leaves a
-    /// half-written identity).
+    /// Reads `meta.properties` from the data directory, or creates it with
+    /// a new cluster id.
     pub fn load_or_create(dir: &Path) -> io::Result<ClusterIdentity> {
-        let path = dir.join(META_FILE);
-        match fs::read_to_string(&path) {
-            Ok(text) => parse(&text).ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{} lacks cluster.id or node.id", path.display()),
-                )
-            }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let identity = ClusterIdentity {
-                    cluster_id: new_cluster_id(),
-                    node_id: 0,
-                };
-                let text = format!(
-                    "# written by chronik-ingest\nversion=1\ncluster.id={}\nnode.id={}\n",
-                    identity.cluster_id, identity.node_id
-                );
-                let tmp = dir.join("meta.properties.tmp");
-                let mut file = File::create(&tmp)?;
-                file.write_all(text.as_bytes())?;
-                file.sync_all()?;
-                fs::rename(&tmp, &path)?;
-                File::open(dir)?.sync_all()?;
-                Ok(identity)
-            }
-            Err(e) => Err(e),
+        Self::load_or_create_in(&FileStore::new(dir))
+    }
+
+    /// Reads the identity from `store`, or creates it with a new cluster id
+    /// (written atomically and durably, so a crash never leaves a
+    /// half-written identity).
+    pub fn load_or_create_in(store: &dyn MetadataStore) -> io::Result<ClusterIdentity> {
+        let name = documents::CLUSTER_IDENTITY;
+        if let Some(bytes) = store.get(name)? {
+            return std::str::from_utf8(&bytes)
+                .ok()
+                .and_then(parse)
+                .ok_or_else(|| store.invalid(name, "lacks cluster.id or node.id"));
         }
+        let identity = ClusterIdentity {
+            cluster_id: new_cluster_id(),
+            node_id: 0,
+        };
+        let text = format!(
+            "# written by chronik-ingest\nversion=1\ncluster.id={}\nnode.id={}\n",
+            identity.cluster_id, identity.node_id
+        );
+        store.put(name, text.as_bytes())?;
+        Ok(identity)
     }
 }
 

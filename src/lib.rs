@@ -9,6 +9,7 @@ mod groups;
 mod handlers;
 pub mod log;
 mod malloc_tuning;
+pub mod metadata;
 pub mod metrics;
 mod partition;
 pub mod protocol;

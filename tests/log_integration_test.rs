@@ -193,20 +193,68 @@ fn idempotent_producer_retries_are_not_duplicated_and_gaps_are_refused() {
     // A gap in sequence numbers.
     let (code, _) = produce_raw(&mut client, "raw-idem", 0, batch(7));
     assert_eq!(code, 45, "OUT_OF_ORDER_SEQUENCE_NUMBER");
-    // A stale epoch after a bump.
-    let bumped = client.call(
-        4,
-        &InitProducerIdRequest::default()
-            .with_transactional_id(None)
-            .with_producer_id(init.producer_id)
-            .with_producer_epoch(0),
-    );
-    assert_eq!((bumped.producer_id.0, bumped.producer_epoch), (pid, 1));
+    // A stale epoch after the producer bumped its own epoch (an idempotent
+    // producer does that client-side, KIP-360).
     let fresh = chronik_ingest::log::batch::build_idempotent_batch(0, 1, pid, 1, 0, &[(b"k", b"v")]);
     assert_eq!(produce_raw(&mut client, "raw-idem", 0, fresh), (0, 4));
     let (code, _) = produce_raw(&mut client, "raw-idem", 0, batch(4));
     assert_eq!(code, 47, "INVALID_PRODUCER_EPOCH");
     assert_eq!(list_offset(&mut client, "raw-idem", 0, -1), (0, 5));
+}
+
+/// Kafka answers an InitProducerId without a transactional id with a fresh
+/// producer id, whatever id and epoch it names: nothing ties an idempotent
+/// producer's id to the client, so bumping the named id's epoch would let
+/// any client fence another's producer.
+#[test]
+fn init_producer_id_cannot_take_over_another_producers_id() {
+    let broker = TestBroker::start("pid-takeover", 1);
+    let mut a = RawClient::connect(broker.addr);
+    let init = |producer_id: i64, epoch: i16| {
+        InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id(producer_id.into())
+            .with_producer_epoch(epoch)
+    };
+    let owner = a.call(4, &init(-1, -1));
+    assert_eq!(owner.error_code, 0);
+    let (pid, epoch) = (owner.producer_id.0, owner.producer_epoch);
+    let batch = |pid: i64, epoch: i16, seq: i32| {
+        chronik_ingest::log::batch::build_idempotent_batch(0, 1, pid, epoch, seq, &[(b"k", b"v")])
+    };
+    assert_eq!(
+        produce_raw(&mut a, "pid-takeover", 0, batch(pid, epoch, 0)),
+        (0, 0)
+    );
+
+    // Another client names A's producer id and epoch.
+    let mut b = RawClient::connect(broker.addr);
+    let taken = b.call(4, &init(pid, epoch));
+    assert_eq!(taken.error_code, 0);
+    assert_ne!(
+        taken.producer_id.0, pid,
+        "B was handed A's producer id (epoch {})",
+        taken.producer_epoch
+    );
+    assert_eq!(taken.producer_epoch, 0, "a fresh id starts at epoch 0");
+    // B produces with what it was given; A's producer is not fenced.
+    let (b_pid, b_epoch) = (taken.producer_id.0, taken.producer_epoch);
+    assert_eq!(
+        produce_raw(&mut b, "pid-takeover", 0, batch(b_pid, b_epoch, 0)).0,
+        0
+    );
+    assert_eq!(
+        produce_raw(&mut a, "pid-takeover", 0, batch(pid, epoch, 1)),
+        (0, 2)
+    );
+
+    // Kafka's request checks: id and epoch come as a pair; an empty
+    // transactional id is invalid (INVALID_REQUEST = 42).
+    assert_eq!(b.call(4, &init(pid, -1)).error_code, 42);
+    assert_eq!(b.call(4, &init(-1, 3)).error_code, 42);
+    let empty = init(-1, -1).with_transactional_id(Some(Default::default()));
+    assert_eq!(b.call(4, &empty).error_code, 42);
 }
 
 #[test]

@@ -109,6 +109,14 @@ static OWN_CONFIGS: &[BrokerConfigDef] = &[
     },
 ];
 
+/// The broker config that changes `setting` at run time, if there is one.
+pub(crate) fn runtime_name(setting: &str) -> Option<&'static str> {
+    OWN_CONFIGS
+        .iter()
+        .find(|d| d.dynamic && d.setting == setting)
+        .map(|d| d.name)
+}
+
 /// One described broker config.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerConfigEntry {

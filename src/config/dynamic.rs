@@ -1,13 +1,14 @@
 //! Configs changed at run time through the admin API (Kafka's dynamic
 //! configs): broker configs for the whole cluster (resource name `""`) and
-//! for this broker (its id), and per-group configs. They live in
-//! `dynamic-configs.json` in the data directory, so a restart keeps them.
+//! for this broker (its id), and per-group configs. They live in the
+//! metadata store as `dynamic-configs.json`, so a restart keeps them.
 
+use crate::metadata::{documents, FileStore, MetadataStore};
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 pub type ConfigMap = BTreeMap<String, String>;
@@ -53,22 +54,20 @@ impl DynamicConfigs {
 /// The persisted dynamic configs. Reads are lock-free snapshots; writes
 /// happen on the controller shard only, so they never race.
 pub struct DynamicConfigStore {
-    path: PathBuf,
+    store: Arc<dyn MetadataStore>,
     current: ArcSwap<DynamicConfigs>,
 }
 
 impl DynamicConfigStore {
+    /// Loads `dynamic-configs.json` from the data directory.
     pub fn load(dir: &Path) -> io::Result<DynamicConfigStore> {
-        let path = dir.join("dynamic-configs.json");
-        let configs = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))
-            })?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => DynamicConfigs::default(),
-            Err(e) => return Err(e),
-        };
+        Self::open(Arc::new(FileStore::new(dir)))
+    }
+
+    pub fn open(store: Arc<dyn MetadataStore>) -> io::Result<DynamicConfigStore> {
+        let configs = store.get_json(documents::DYNAMIC_CONFIGS)?.unwrap_or_default();
         Ok(DynamicConfigStore {
-            path,
+            store,
             current: ArcSwap::from_pointee(configs),
         })
     }
@@ -78,14 +77,13 @@ impl DynamicConfigStore {
     }
 
     /// Replaces the configs of `scope` with `configs`, persists the result
-    /// (write, fsync, rename) and publishes it. On an I/O error nothing is
-    /// published.
+    /// (atomically and durably) and publishes it. On an I/O error nothing
+    /// is published.
     pub fn replace(&self, scope: &Scope, configs: ConfigMap) -> io::Result<Arc<DynamicConfigs>> {
         let mut next = (**self.current.load()).clone();
         *next.get_mut(scope) = configs;
         next.groups.retain(|_, c| !c.is_empty());
-        let bytes = serde_json::to_vec_pretty(&next).map_err(io::Error::other)?;
-        crate::log::index::write_file(&self.path, &bytes)?;
+        self.store.put_json(documents::DYNAMIC_CONFIGS, &next)?;
         let next = Arc::new(next);
         self.current.store(next.clone());
         Ok(next)

@@ -2,8 +2,9 @@
 //!
 //! Precedence, lowest first: built-in defaults, the TOML file given with
 //! `--config`, environment variables. Every setting is declared once, in
-//! [`settings::SETTINGS`], which drives the environment, the file and
-//! `--help` alike, so they cannot drift apart.
+//! [`settings::SETTINGS`] (with its file key in [`settings::SECTIONS`]),
+//! which drives the environment, the file and `--help` alike, so they
+//! cannot drift apart.
 
 pub(crate) mod alter;
 pub(crate) mod broker_configs;
@@ -14,7 +15,7 @@ mod settings;
 pub use crate::tls::TlsVersion;
 pub(crate) use listeners::host_port;
 pub use listeners::{AdvertisedListener, ListenerConfig, ListenerSpec, SecurityProtocol};
-pub use settings::{Setting, SETTINGS};
+pub use settings::{Section, Setting, SECTIONS, SETTINGS};
 
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
@@ -170,6 +171,30 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// A TOML value as setting text: strings, whole numbers and booleans as
+/// written; an array of strings (`listeners = ["PLAINTEXT://...", ...]`)
+/// as the comma-separated list the environment form takes.
+fn toml_text(shown: &str, value: toml::Value) -> Result<String, ConfigError> {
+    let wrong = |what: &str| ConfigError {
+        setting: shown.into(),
+        message: format!("expected a string, whole number, boolean or list of strings, got {what}"),
+    };
+    Ok(match value {
+        toml::Value::String(s) => s,
+        toml::Value::Integer(i) => i.to_string(),
+        toml::Value::Boolean(b) => b.to_string(),
+        toml::Value::Array(items) => items
+            .into_iter()
+            .map(|item| match item {
+                toml::Value::String(s) => Ok(s),
+                other => Err(wrong(&format!("a list holding a {}", other.type_str()))),
+            })
+            .collect::<Result<Vec<_>, _>>()?
+            .join(","),
+        other => return Err(wrong(&format!("a {}", other.type_str()))),
+    })
+}
+
 impl ServerConfig {
     /// Defaults overridden by environment variables.
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -204,15 +229,72 @@ impl ServerConfig {
         self.validate()
     }
 
-    /// Applies a TOML document whose keys are setting names in lower case
-    /// (`max_connections = 5000`). Unknown keys are an error: a typo in a
-    /// file must not be silently ignored.
+    /// Applies a TOML document. Keys are either a setting's key in its
+    /// section (`[limits]` `max_connections = 5000`) or, at the top level,
+    /// its name in lower case (`max_connections = 5000`, the flat form).
+    /// Unknown keys and sections are an error naming them: a typo in a file
+    /// must not be silently ignored. So is one setting given twice.
     pub fn apply_toml(&mut self, text: &str) -> Result<(), ConfigError> {
         let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError {
             setting: "--config".into(),
             message: e.to_string(),
         })?;
+        let mut given: Vec<(&'static str, String)> = Vec::new();
+        let mut apply = |config: &mut ServerConfig,
+                         setting: &'static Setting,
+                         shown: String,
+                         value: toml::Value|
+         -> Result<(), ConfigError> {
+            if let Some((_, first)) = given.iter().find(|(name, _)| *name == setting.name) {
+                return Err(ConfigError {
+                    setting: shown,
+                    message: format!("{} is already set (as {first})", setting.name),
+                });
+            }
+            let text = toml_text(&shown, value)?;
+            setting.apply_as(&shown, config, &text)?;
+            given.push((setting.name, shown));
+            Ok(())
+        };
         for (key, value) in table {
+            if let toml::Value::Table(entries) = value {
+                let section = SECTIONS
+                    .iter()
+                    .find(|s| s.name == key)
+                    .ok_or_else(|| ConfigError {
+                        setting: format!("[{key}]"),
+                        message: format!(
+                            "unknown section in config file (sections: {})",
+                            SECTIONS.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+                        ),
+                    })?;
+                for (entry, value) in entries {
+                    let shown = format!("{key}.{entry}");
+                    let setting = section
+                        .keys
+                        .iter()
+                        .find(|(k, _)| *k == entry)
+                        .and_then(|(_, name)| SETTINGS.iter().find(|s| s.name == *name))
+                        .ok_or_else(|| ConfigError {
+                            setting: shown.clone(),
+                            message: if section.keys.is_empty() {
+                                format!("[{key}] is reserved for settings this version does not have")
+                            } else {
+                                format!(
+                                    "unknown key in [{key}] (keys: {})",
+                                    section
+                                        .keys
+                                        .iter()
+                                        .map(|(k, _)| *k)
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                )
+                            },
+                        })?;
+                    apply(self, setting, shown, value)?;
+                }
+                continue;
+            }
             let setting = SETTINGS
                 .iter()
                 .find(|s| s.name.eq_ignore_ascii_case(&key))
@@ -220,18 +302,7 @@ impl ServerConfig {
                     setting: key.clone(),
                     message: "unknown setting in config file (see --help)".into(),
                 })?;
-            let text = match value {
-                toml::Value::String(s) => s,
-                toml::Value::Integer(i) => i.to_string(),
-                toml::Value::Boolean(b) => b.to_string(),
-                other => {
-                    return Err(ConfigError {
-                        setting: setting.name.into(),
-                        message: format!("expected a string, number or boolean, got a {}", other.type_str()),
-                    })
-                }
-            };
-            setting.apply(self, &text)?;
+            apply(self, setting, setting.name.to_string(), value)?;
         }
         self.validate()
     }
@@ -501,6 +572,180 @@ mod tests {
         ] {
             let err = ServerConfig::default().apply_vars(vars(&pairs)).unwrap_err();
             assert_eq!(err.setting, setting, "{pairs:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn toml_sections_hold_the_settings_and_flat_keys_still_work() {
+        let mut config = ServerConfig::default();
+        config
+            .apply_toml(
+                "rust_log = \"debug\"\n\
+                 [server]\nshards = 2\nshutdown_timeout = \"500ms\"\n\
+                 [limits]\nmax_connections = 5\nidle_timeout = \"10m\"\n\
+                 [groups]\ninitial_rebalance_delay = \"3s\"\noffsets_retention = \"1d\"\n\
+                 [metrics]\naddress = \"\"\n\
+                 [object_store]\n",
+            )
+            .unwrap();
+        assert_eq!(config.log_filter, "debug");
+        assert_eq!(config.shard_count(), 2);
+        assert_eq!(config.shutdown_timeout, Duration::from_millis(500));
+        assert_eq!(config.max_connections, 5);
+        assert_eq!(config.idle_timeout, Duration::from_secs(600));
+        assert_eq!(config.group_initial_rebalance_delay_ms, 3000);
+        assert_eq!(config.offsets_retention_minutes, 24 * 60);
+        assert_eq!(config.metrics_address, None);
+
+        let mut listed = ServerConfig::default();
+        listed
+            .apply_toml(
+                "[tls]\ncert_path = \"/c.pem\"\nkey_path = \"/k.pem\"\n\
+                 [server]\nlisteners = [\"PLAINTEXT://127.0.0.1:9092\", \"SSL://127.0.0.1:9093\"]\n",
+            )
+            .unwrap();
+        assert_eq!(listed.listeners().len(), 2);
+    }
+
+    #[test]
+    fn unknown_or_repeated_file_keys_are_named() {
+        for (text, setting) in [
+            ("[limits]\nmax_conections = 3", "limits.max_conections"),
+            ("[sasl]\nmechanism = \"PLAIN\"", "sasl.mechanism"),
+            ("[cluster]\nnode_id = 1", "cluster.node_id"),
+            ("[object_store]\nbucket = \"b\"", "object_store.bucket"),
+            ("[limitz]\nmax_connections = 3", "[limitz]"),
+            ("[limits]\nrequest_timeout = \"soon\"", "limits.request_timeout"),
+            ("[server]\nshards = 1.5", "server.shards"),
+        ] {
+            let err = ServerConfig::default().apply_toml(text).unwrap_err();
+            assert_eq!(err.setting, setting, "{text}: {err}");
+        }
+        let err = ServerConfig::default()
+            .apply_toml("[sasl]\nmechanism = \"PLAIN\"")
+            .unwrap_err();
+        assert!(err.message.contains("reserved"), "{err}");
+        // One setting given flat and in its section: which would win is
+        // not obvious, so neither does.
+        let err = ServerConfig::default()
+            .apply_toml("max_connections = 3\n[limits]\nmax_connections = 4")
+            .unwrap_err();
+        assert!(err.message.contains("MAX_CONNECTIONS is already set"), "{err}");
+    }
+
+    #[test]
+    fn durations_take_units_and_plain_numbers_keep_their_unit() {
+        let apply = |pairs: &[(&str, &str)]| {
+            let mut config = ServerConfig::default();
+            config.apply_vars(vars(pairs)).map(|()| config)
+        };
+        // Plain numbers mean what the names have always said.
+        let config = apply(&[
+            ("SHUTDOWN_TIMEOUT_SECS", "2"),
+            ("GROUP_INITIAL_REBALANCE_DELAY_MS", "250"),
+            ("OFFSETS_RETENTION_MINUTES", "90"),
+        ])
+        .unwrap();
+        assert_eq!(config.shutdown_timeout, Duration::from_secs(2));
+        assert_eq!(config.group_initial_rebalance_delay_ms, 250);
+        assert_eq!(config.offsets_retention_minutes, 90);
+        for (text, expected) in [
+            ("500ms", Duration::from_millis(500)),
+            ("30s", Duration::from_secs(30)),
+            ("10m", Duration::from_secs(600)),
+            ("1h", Duration::from_secs(3600)),
+            ("1d", Duration::from_secs(86_400)),
+            (" 45 s ", Duration::from_secs(45)),
+        ] {
+            let config = apply(&[("REQUEST_TIMEOUT_SECS", text)]).unwrap();
+            assert_eq!(config.request_timeout, expected, "{text}");
+        }
+        let config = apply(&[
+            ("GROUP_INITIAL_REBALANCE_DELAY_MS", "3s"),
+            ("OFFSETS_RETENTION_MINUTES", "7d"),
+        ])
+        .unwrap();
+        assert_eq!(config.group_initial_rebalance_delay_ms, 3000);
+        assert_eq!(config.offsets_retention_minutes, 7 * 24 * 60);
+        // Errors name the setting.
+        for (name, value) in [
+            ("IDLE_TIMEOUT_SECS", "10 minutes"),
+            ("IDLE_TIMEOUT_SECS", "-1"),
+            ("OFFSETS_RETENTION_MINUTES", "90s"),
+            ("OFFSETS_RETENTION_MINUTES", "0"),
+            ("REQUEST_TIMEOUT_SECS", "0"),
+            ("LOG_RETENTION_CHECK_INTERVAL_SECS", "0ms"),
+            ("METRICS_INTERVAL_SECS", "99999999999999999d"),
+        ] {
+            let err = apply(&[(name, value)]).unwrap_err();
+            assert_eq!(err.setting, name, "{value}: {err}");
+        }
+        // A sub-second value shows (and so round-trips) with its unit.
+        let setting = SETTINGS
+            .iter()
+            .find(|s| s.name == "SHUTDOWN_TIMEOUT_SECS")
+            .unwrap();
+        let config = apply(&[("SHUTDOWN_TIMEOUT_SECS", "1500ms")]).unwrap();
+        assert_eq!(setting.show(&config), "1500ms");
+        assert_eq!(setting.show(&ServerConfig::default()), "30");
+    }
+
+    /// The README says 0 means no limit (never) for these; the shards read
+    /// 0 that way, so the settings must accept it.
+    #[test]
+    fn zero_means_no_limit_where_the_readme_says_so() {
+        let mut config = ServerConfig::default();
+        config
+            .apply_vars(vars(&[
+                ("MAX_CONNECTIONS", "0"),
+                ("MAX_CONNECTIONS_PER_IP", "0"),
+                ("CONNECTION_RATE_LIMIT", "0"),
+                ("IDLE_TIMEOUT_SECS", "0"),
+            ]))
+            .unwrap();
+        assert_eq!(config.max_connections, 0);
+        assert_eq!(config.pool_config.max_per_ip, 0);
+        assert_eq!(config.pool_config.rate_limit, 0);
+        let live = broker_configs::live_settings(&config, &dynamic::DynamicConfigs::default());
+        assert_eq!(live.limits.max_connections, 0, "0 reaches the shards as no limit");
+        assert_eq!(live.idle_timeout, None, "idle timeout 0 = never");
+        // Where 0 would mean "nothing at all" it is still refused.
+        for name in [
+            "BACKPRESSURE_THRESHOLD",
+            "MAX_REQUEST_BYTES",
+            "NUM_PARTITIONS",
+            "BUFFER_SIZE",
+        ] {
+            let err = ServerConfig::default()
+                .apply_vars(vars(&[(name, "0")]))
+                .unwrap_err();
+            assert_eq!(err.setting, name);
+        }
+    }
+
+    #[test]
+    fn every_setting_sits_in_one_section() {
+        for setting in SETTINGS {
+            let homes: Vec<&str> = SECTIONS
+                .iter()
+                .filter(|s| s.keys.iter().any(|(_, name)| *name == setting.name))
+                .map(|s| s.name)
+                .collect();
+            assert_eq!(
+                homes.len(),
+                1,
+                "{} must be listed in exactly one of settings::SECTIONS, is in {homes:?}",
+                setting.name
+            );
+        }
+        for section in SECTIONS {
+            for (key, name) in section.keys {
+                assert!(
+                    SETTINGS.iter().any(|s| s.name == *name),
+                    "[{}] {key}: no setting {name}",
+                    section.name
+                );
+            }
         }
     }
 

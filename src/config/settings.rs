@@ -1,6 +1,7 @@
-//! The one table of settings. Each row names the environment variable (its
-//! lower-case form is the config-file key), says what it does, and where in
-//! [`ServerConfig`] it lands.
+//! The one table of settings. Each row names the environment variable, says
+//! what it does, and where in [`ServerConfig`] it lands; [`SECTIONS`] gives
+//! each its key in the config file (its lower-case name works too, at the
+//! top level).
 
 use super::{ConfigError, ServerConfig};
 use std::net::SocketAddr;
@@ -12,16 +13,27 @@ use std::time::Duration;
 pub struct Setting {
     pub name: &'static str,
     pub help: &'static str,
-    field: fn(&mut ServerConfig) -> &mut dyn SettingValue,
+    field: for<'a> fn(&'a mut ServerConfig) -> Box<dyn SettingValue + 'a>,
 }
 
 impl Setting {
     /// Parses `text` into the setting's field; the error names the setting.
     pub fn apply(&self, config: &mut ServerConfig, text: &str) -> Result<(), ConfigError> {
+        self.apply_as(self.name, config, text)
+    }
+
+    /// As [`Setting::apply`], naming the setting `shown` in an error (the
+    /// key the config file used).
+    pub(super) fn apply_as(
+        &self,
+        shown: &str,
+        config: &mut ServerConfig,
+        text: &str,
+    ) -> Result<(), ConfigError> {
         (self.field)(config)
             .set(text.trim())
             .map_err(|message| ConfigError {
-                setting: self.name.into(),
+                setting: shown.into(),
                 message: format!("{text:?}: {message}"),
             })
     }
@@ -29,14 +41,144 @@ impl Setting {
     /// The setting's current value as it would be written in the file.
     pub fn show(&self, config: &ServerConfig) -> String {
         let mut copy = config.clone();
-        (self.field)(&mut copy).show()
+        let value = (self.field)(&mut copy);
+        value.show()
+    }
+
+    /// For a duration, the unit a plain number is read in.
+    pub fn unit(&self) -> Option<&'static str> {
+        let mut config = ServerConfig::default();
+        let value = (self.field)(&mut config);
+        value.unit()
+    }
+
+    /// Where the setting sits in a sectioned config file: (section, key).
+    pub fn file_key(&self) -> Option<(&'static str, &'static str)> {
+        SECTIONS.iter().find_map(|section| {
+            section
+                .keys
+                .iter()
+                .find(|(_, setting)| *setting == self.name)
+                .map(|(key, _)| (section.name, *key))
+        })
     }
 }
+
+/// A table of the config file and the settings it holds.
+pub struct Section {
+    pub name: &'static str,
+    /// (key in the section, setting name).
+    pub keys: &'static [(&'static str, &'static str)],
+}
+
+/// Sections of the config file. Each setting sits in one; its lower-case
+/// name also works as a top-level key (the flat form older files use).
+/// Sections with no keys are reserved for settings still to come, so that
+/// a file written for a later version fails loudly here instead of being
+/// half understood.
+pub static SECTIONS: &[Section] = &[
+    Section {
+        name: "server",
+        keys: &[
+            ("bind_address", "BIND_ADDRESS"),
+            ("advertised_address", "ADVERTISED_ADDRESS"),
+            ("listeners", "LISTENERS"),
+            ("advertised_listeners", "ADVERTISED_LISTENERS"),
+            ("shards", "SHARDS"),
+            ("storage_path", "STORAGE_PATH"),
+            ("shutdown_timeout", "SHUTDOWN_TIMEOUT_SECS"),
+            ("buffer_size", "BUFFER_SIZE"),
+        ],
+    },
+    Section {
+        name: "log",
+        keys: &[("filter", "RUST_LOG"), ("format", "LOG_FORMAT")],
+    },
+    Section {
+        name: "topics",
+        keys: &[
+            ("auto_create", "AUTO_CREATE_TOPICS"),
+            ("num_partitions", "NUM_PARTITIONS"),
+            ("retention_check_interval", "LOG_RETENTION_CHECK_INTERVAL_SECS"),
+        ],
+    },
+    Section {
+        name: "groups",
+        keys: &[
+            ("initial_rebalance_delay", "GROUP_INITIAL_REBALANCE_DELAY_MS"),
+            ("offsets_retention", "OFFSETS_RETENTION_MINUTES"),
+        ],
+    },
+    Section {
+        name: "limits",
+        keys: &[
+            ("max_request_bytes", "MAX_REQUEST_BYTES"),
+            ("max_connections", "MAX_CONNECTIONS"),
+            ("max_connections_per_ip", "MAX_CONNECTIONS_PER_IP"),
+            ("connection_rate_limit", "CONNECTION_RATE_LIMIT"),
+            ("rate_limit_ban", "RATE_LIMIT_BAN_SECS"),
+            ("rate_limit_exempt", "RATE_LIMIT_EXEMPT"),
+            ("request_timeout", "REQUEST_TIMEOUT_SECS"),
+            ("idle_timeout", "IDLE_TIMEOUT_SECS"),
+            ("backpressure_threshold", "BACKPRESSURE_THRESHOLD"),
+        ],
+    },
+    Section {
+        name: "metrics",
+        keys: &[
+            ("address", "METRICS_ADDRESS"),
+            ("interval", "METRICS_INTERVAL_SECS"),
+        ],
+    },
+    Section {
+        name: "tls",
+        keys: &[
+            ("cert_path", "TLS_CERT_PATH"),
+            ("key_path", "TLS_KEY_PATH"),
+            ("ca_path", "TLS_CA_PATH"),
+            ("require_client_cert", "TLS_REQUIRE_CLIENT_CERT"),
+            ("versions", "TLS_VERSIONS"),
+            ("cipher_suites", "TLS_CIPHER_SUITES"),
+            ("handshake_timeout", "TLS_HANDSHAKE_TIMEOUT_SECS"),
+        ],
+    },
+    // Reserved: object storage, several brokers, SASL authentication.
+    Section {
+        name: "object_store",
+        keys: &[],
+    },
+    Section {
+        name: "cluster",
+        keys: &[],
+    },
+    Section {
+        name: "sasl",
+        keys: &[],
+    },
+];
 
 /// A field type a setting can hold.
 trait SettingValue {
     fn set(&mut self, text: &str) -> Result<(), String>;
     fn show(&self) -> String;
+    /// For durations: the unit of a plain number.
+    fn unit(&self) -> Option<&'static str> {
+        None
+    }
+}
+
+/// Rows name their field directly (`&mut c.field`); adapters below wrap a
+/// field that needs other parsing than its type's.
+impl<T: SettingValue + ?Sized> SettingValue for &mut T {
+    fn set(&mut self, text: &str) -> Result<(), String> {
+        (**self).set(text)
+    }
+    fn show(&self) -> String {
+        (**self).show()
+    }
+    fn unit(&self) -> Option<&'static str> {
+        (**self).unit()
+    }
 }
 
 impl SettingValue for usize {
@@ -55,6 +197,22 @@ impl SettingValue for usize {
     }
 }
 
+/// Limits where 0 means "no limit" (as the README and the run-time
+/// configs of the same name say).
+struct NoLimitIfZero<'a>(&'a mut usize);
+
+impl SettingValue for NoLimitIfZero<'_> {
+    fn set(&mut self, text: &str) -> Result<(), String> {
+        *self.0 = text
+            .parse()
+            .map_err(|_| "expected a whole number (0 = no limit)")?;
+        Ok(())
+    }
+    fn show(&self) -> String {
+        self.0.to_string()
+    }
+}
+
 /// Rates: 0 is allowed and means "no limit".
 impl SettingValue for u32 {
     fn set(&mut self, text: &str) -> Result<(), String> {
@@ -68,26 +226,141 @@ impl SettingValue for u32 {
     }
 }
 
-/// Plain whole numbers where 0 is meaningful (milliseconds, minutes).
-impl SettingValue for u64 {
-    fn set(&mut self, text: &str) -> Result<(), String> {
-        *self = text.parse().map_err(|_| "expected a whole number")?;
-        Ok(())
+/// The unit a plain number of a duration setting is read in: the one its
+/// name has always said (`_SECS`, `_MS`, `_MINUTES`), so existing files
+/// and environments keep their meaning.
+#[derive(Clone, Copy)]
+enum Unit {
+    Millis,
+    Secs,
+    Minutes,
+}
+
+impl Unit {
+    fn millis(self) -> u64 {
+        match self {
+            Unit::Millis => 1,
+            Unit::Secs => 1_000,
+            Unit::Minutes => 60_000,
+        }
     }
-    fn show(&self) -> String {
-        self.to_string()
+
+    fn name(self) -> &'static str {
+        match self {
+            Unit::Millis => "milliseconds",
+            Unit::Secs => "seconds",
+            Unit::Minutes => "minutes",
+        }
+    }
+
+    /// `d` as a plain number of this unit when it is whole, else in the
+    /// largest unit suffix that is (so `show` always parses back).
+    fn show(self, d: Duration) -> String {
+        let ms = d.as_millis();
+        if ms.is_multiple_of(u128::from(self.millis())) {
+            return (ms / u128::from(self.millis())).to_string();
+        }
+        match [(86_400_000, "d"), (3_600_000, "h"), (60_000, "m"), (1_000, "s")]
+            .into_iter()
+            .find(|(unit, _)| ms.is_multiple_of(*unit))
+        {
+            Some((unit, suffix)) => format!("{}{suffix}", ms / unit),
+            None => format!("{ms}ms"),
+        }
     }
 }
 
-/// Durations are whole seconds, as the `_SECS` names say.
+/// Parses a duration: a whole number with a unit, `500ms`, `30s`, `10m`,
+/// `1h`, `1d`, or a plain whole number in `base`.
+fn parse_duration(text: &str, base: Unit) -> Result<Duration, String> {
+    parse_millis(text, base).map(Duration::from_millis)
+}
+
+/// [`parse_duration`] in whole milliseconds.
+fn parse_millis(text: &str, base: Unit) -> Result<u64, String> {
+    let expected = || {
+        format!(
+            "expected a duration: a whole number with a unit (500ms, 30s, 10m, 1h, 1d) or plain {}",
+            base.name()
+        )
+    };
+    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, suffix) = text.split_at(digits);
+    let number: u64 = number.parse().map_err(|_| expected())?;
+    let unit_ms: u64 = match suffix.trim() {
+        "" => base.millis(),
+        "ms" => 1,
+        "s" => 1_000,
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(expected()),
+    };
+    Ok(number.checked_mul(unit_ms).ok_or("too large")?)
+}
+
+/// Durations held as `Duration` are read in seconds when plain, as their
+/// `_SECS` names say; 0 is allowed (for IDLE_TIMEOUT_SECS it means never).
 impl SettingValue for Duration {
     fn set(&mut self, text: &str) -> Result<(), String> {
-        let secs: u64 = text.parse().map_err(|_| "expected whole seconds")?;
-        *self = Duration::from_secs(secs);
+        *self = parse_duration(text, Unit::Secs)?;
         Ok(())
     }
     fn show(&self) -> String {
-        self.as_secs().to_string()
+        Unit::Secs.show(*self)
+    }
+    fn unit(&self) -> Option<&'static str> {
+        Some(Unit::Secs.name())
+    }
+}
+
+/// A duration in seconds that must not be 0: a zero interval would spin,
+/// a zero timeout would fail everything at once.
+struct Positive<'a>(&'a mut Duration);
+
+impl SettingValue for Positive<'_> {
+    fn set(&mut self, text: &str) -> Result<(), String> {
+        let d = parse_duration(text, Unit::Secs)?;
+        if d.is_zero() {
+            return Err("must be more than 0".into());
+        }
+        *self.0 = d;
+        Ok(())
+    }
+    fn show(&self) -> String {
+        self.0.show()
+    }
+    fn unit(&self) -> Option<&'static str> {
+        self.0.unit()
+    }
+}
+
+/// A duration the rest of the broker keeps as a whole number of `unit`s
+/// (at least `min` of them).
+struct WholeUnits<'a> {
+    value: &'a mut u64,
+    unit: Unit,
+    min: u64,
+}
+
+impl SettingValue for WholeUnits<'_> {
+    fn set(&mut self, text: &str) -> Result<(), String> {
+        let ms = parse_millis(text, self.unit)?;
+        if !ms.is_multiple_of(self.unit.millis()) {
+            return Err(format!("must be whole {}", self.unit.name()));
+        }
+        let n = ms / self.unit.millis();
+        if n < self.min {
+            return Err(format!("must be at least {} {}", self.min, self.unit.name()));
+        }
+        *self.value = n;
+        Ok(())
+    }
+    fn show(&self) -> String {
+        self.value.to_string()
+    }
+    fn unit(&self) -> Option<&'static str> {
+        Some(self.unit.name())
     }
 }
 
@@ -323,7 +596,12 @@ macro_rules! setting {
         Setting {
             name: $name,
             help: $help,
-            field: |$c: &mut ServerConfig| -> &mut dyn SettingValue { $field },
+            field: {
+                fn field($c: &mut ServerConfig) -> Box<dyn SettingValue + '_> {
+                    Box::new($field)
+                }
+                field
+            },
         }
     };
 }
@@ -352,35 +630,35 @@ pub static SETTINGS: &[Setting] = &[
         "Create a topic (NUM_PARTITIONS partitions) when Metadata or Produce names one that does not exist."),
     setting!("NUM_PARTITIONS", |c| &mut c.num_partitions,
         "Partitions of auto-created topics and of CreateTopics requests that ask for the default (-1)."),
-    setting!("LOG_RETENTION_CHECK_INTERVAL_SECS", |c| &mut c.retention_check_interval,
+    setting!("LOG_RETENTION_CHECK_INTERVAL_SECS", |c| Positive(&mut c.retention_check_interval),
         "How often retention.ms / retention.bytes are applied (whole segments are deleted)."),
-    setting!("GROUP_INITIAL_REBALANCE_DELAY_MS", |c| &mut c.group_initial_rebalance_delay_ms,
+    setting!("GROUP_INITIAL_REBALANCE_DELAY_MS", |c| WholeUnits { value: &mut c.group_initial_rebalance_delay_ms, unit: Unit::Millis, min: 0 },
         "How long the first rebalance of an empty consumer group waits for more members (Kafka's group.initial.rebalance.delay.ms)."),
-    setting!("OFFSETS_RETENTION_MINUTES", |c| &mut c.offsets_retention_minutes,
+    setting!("OFFSETS_RETENTION_MINUTES", |c| WholeUnits { value: &mut c.offsets_retention_minutes, unit: Unit::Minutes, min: 1 },
         "Committed offsets of a group are dropped this long after the group became empty."),
     setting!("RUST_LOG", |c| &mut c.log_filter,
         "Log filter, e.g. info or chronik_ingest=info,chronik_protocol=debug (one line per request)."),
     setting!("LOG_FORMAT", |c| &mut c.log_format,
         "text, or json (one JSON object per line, with the connection and request spans)."),
-    setting!("MAX_CONNECTIONS", |c| &mut c.max_connections,
-        "Most connections open at once across all shards."),
-    setting!("MAX_CONNECTIONS_PER_IP", |c| &mut c.pool_config.max_per_ip,
-        "Most connections one client IP may hold across all shards."),
+    setting!("MAX_CONNECTIONS", |c| NoLimitIfZero(&mut c.max_connections),
+        "Most connections open at once across all shards (0 = no limit)."),
+    setting!("MAX_CONNECTIONS_PER_IP", |c| NoLimitIfZero(&mut c.pool_config.max_per_ip),
+        "Most connections one client IP may hold across all shards (0 = no limit)."),
     setting!("CONNECTION_RATE_LIMIT", |c| &mut c.pool_config.rate_limit,
         "New connections per second one IP may open before it is banned (0 = no limit)."),
     setting!("RATE_LIMIT_BAN_SECS", |c| &mut c.pool_config.ban_duration,
         "How long an IP that broke the rate limit stays banned."),
     setting!("RATE_LIMIT_EXEMPT", |c| &mut c.pool_config.exempt,
         "Comma-separated CIDR blocks (e.g. 127.0.0.0/8,::1) exempt from the rate limit and bans; empty: none, loopback included."),
-    setting!("REQUEST_TIMEOUT_SECS", |c| &mut c.request_timeout,
+    setting!("REQUEST_TIMEOUT_SECS", |c| Positive(&mut c.request_timeout),
         "A request not answered within this is counted and its connection closed (Fetch long-polls are capped below it)."),
     setting!("IDLE_TIMEOUT_SECS", |c| &mut c.idle_timeout,
-        "Connections without a complete request for this long are closed."),
+        "Connections without a complete request for this long are closed (0 = never)."),
     setting!("BACKPRESSURE_THRESHOLD", |c| &mut c.backpressure_threshold,
         "Pending requests per shard above which the shard stops reading new requests."),
     setting!("METRICS_ADDRESS", |c| &mut c.metrics_address,
         "Address of the /metrics, /health and /ready HTTP endpoint; empty = off."),
-    setting!("METRICS_INTERVAL_SECS", |c| &mut c.metrics_interval,
+    setting!("METRICS_INTERVAL_SECS", |c| Positive(&mut c.metrics_interval),
         "How often each shard logs a one-line summary."),
     setting!("TLS_CERT_PATH", |c| &mut tls(c).cert_path,
         "PEM certificate chain, leaf first, for the SSL listener (re-read on SIGHUP)."),
@@ -394,17 +672,21 @@ pub static SETTINGS: &[Setting] = &[
         "TLS protocol versions offered: 1.2, 1.3 or both."),
     setting!("TLS_CIPHER_SUITES", |c| &mut tls(c).cipher_suites,
         "IANA cipher-suite names in preference order, e.g. TLS_AES_256_GCM_SHA384,TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384. Empty: rustls's defaults. Each allowed version needs one."),
-    setting!("TLS_HANDSHAKE_TIMEOUT_SECS", |c| &mut c.tls_handshake_timeout,
+    setting!("TLS_HANDSHAKE_TIMEOUT_SECS", |c| Positive(&mut c.tls_handshake_timeout),
         "A TLS client that has not completed its handshake within this is disconnected."),
 ];
 
 impl ServerConfig {
-    /// `--help` text: every setting with its default.
+    /// `--help` text: every setting with its default, its config-file key,
+    /// the unit of a plain-number duration, and the broker config that
+    /// changes it at run time.
     pub fn settings_help() -> String {
         let defaults = ServerConfig::default();
         let mut out = String::from(
-            "Settings (environment variable; the lower-case name is the --config file key;\n\
-             environment overrides file, file overrides default):\n",
+            "Settings (environment variable; in the --config TOML file, the key shown in its\n\
+             [section], or the lower-case name at the top level; environment overrides file,\n\
+             file overrides default). Durations take a unit (500ms, 30s, 10m, 1h, 1d); a plain\n\
+             number is in the unit shown.\n",
         );
         for s in SETTINGS {
             let default = s.show(&defaults);
@@ -413,7 +695,21 @@ impl ServerConfig {
             } else {
                 default
             };
-            out.push_str(&format!("  {:<24} default: {default}\n      {}", s.name, s.help));
+            let unit = s.unit().map(|u| format!(" {u}")).unwrap_or_default();
+            out.push_str(&format!(
+                "  {:<24} default: {default}{unit}\n      {}",
+                s.name, s.help
+            ));
+            let mut notes = Vec::new();
+            if let Some((section, key)) = s.file_key() {
+                notes.push(format!("File: [{section}] {key}."));
+            }
+            if let Some(name) = super::broker_configs::runtime_name(s.name) {
+                notes.push(format!("Changes at run time as broker config {name}."));
+            }
+            if !notes.is_empty() {
+                out.push_str(&format!("\n      {}", notes.join(" ")));
+            }
             out.push('\n');
         }
         out

@@ -2,16 +2,20 @@
 //! is persisted before any id in them is used (a crash skips the rest of
 //! a block).
 
+use crate::metadata::{documents, FileStore, MetadataStore};
 use crate::storage::{run_blocking, StorageError};
 use glommio::sync::Semaphore;
 use std::cell::Cell;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 
 const PRODUCER_ID_BLOCK: i64 = 1000;
 
+/// Its document holds the end of the last block handed out, as a decimal
+/// number; every id below it may be in use.
 pub(crate) struct ProducerIds {
-    path: PathBuf,
+    store: Arc<dyn MetadataStore>,
     next: Cell<i64>,
     block_end: Cell<i64>,
     /// One block persisted at a time; allocations wait for it.
@@ -21,19 +25,21 @@ pub(crate) struct ProducerIds {
 impl ProducerIds {
     /// Blocking (start-up): reads the persisted block end.
     pub(crate) fn open(dir: &Path) -> io::Result<ProducerIds> {
-        let path = dir.join("producer-id-block");
-        let next = match std::fs::read_to_string(&path) {
-            Ok(text) => text.trim().parse().map_err(|_| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{} is not a number", path.display()),
-                )
-            })?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
-            Err(e) => return Err(e),
+        Self::with_store(Arc::new(FileStore::new(dir)))
+    }
+
+    pub(crate) fn with_store(store: Arc<dyn MetadataStore>) -> io::Result<ProducerIds> {
+        let name = documents::PRODUCER_ID_BLOCK;
+        let next = match store.get(name)? {
+            Some(bytes) => std::str::from_utf8(&bytes)
+                .ok()
+                .and_then(|text| text.trim().parse::<i64>().ok())
+                .filter(|end| *end >= 0)
+                .ok_or_else(|| store.invalid(name, "not a producer id"))?,
+            None => 0,
         };
         Ok(ProducerIds {
-            path,
+            store,
             next: Cell::new(next),
             block_end: Cell::new(next),
             persisting: Semaphore::new(1),
@@ -47,9 +53,11 @@ impl ProducerIds {
             })?;
         if self.next.get() >= self.block_end.get() {
             let end = self.next.get() + PRODUCER_ID_BLOCK;
-            let path = self.path.clone();
+            // Durable (the store syncs the directory too) before any id
+            // in the block is handed out.
+            let store = self.store.clone();
             run_blocking("persisting the producer-id block", move || {
-                crate::log::index::write_file(&path, end.to_string().as_bytes())
+                store.put(documents::PRODUCER_ID_BLOCK, end.to_string().as_bytes())
             })
             .await?;
             self.block_end.set(end);

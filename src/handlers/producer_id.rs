@@ -1,7 +1,13 @@
 //! InitProducerId: a producer id for an idempotent producer, unique across
-//! restarts (allocated by the controller shard from persisted blocks). A
-//! producer that sends back its id and epoch (KIP-360) gets the epoch
-//! bumped instead, which fences its older epoch in every partition.
+//! restarts (allocated by the controller shard from persisted blocks).
+//!
+//! As in Kafka's `TransactionCoordinator.handleInitProducerId`, a request
+//! without a transactional id always gets a fresh producer id at epoch 0,
+//! whatever producer id and epoch it names (KIP-360): the broker has no
+//! record tying an idempotent producer's id to the client asking, so
+//! bumping the epoch of a named id would let any client fence another's
+//! producer. An idempotent producer bumps its own epoch client-side; only a
+//! transactional id (not supported yet) owns its producer id across calls.
 
 use super::{handler, Handler, Outcome, Request};
 use crate::server::ShardBroker;
@@ -17,16 +23,8 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let response = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
-    if asked.transactional_id.as_ref().is_some_and(|t| !t.is_empty()) {
-        // No transaction coordinator: refuse rather than pretend.
-        let response = response.with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code());
-        return request.respond(&response);
-    }
-    if asked.producer_id.0 >= 0 && asked.producer_epoch >= 0 && asked.producer_epoch < i16::MAX - 1 {
-        let response = response
-            .with_producer_id(asked.producer_id)
-            .with_producer_epoch(asked.producer_epoch + 1);
-        return request.respond(&response);
+    if let Some(code) = refusal(&asked) {
+        return request.respond(&response.with_error_code(code.code()));
     }
     let allocated = broker.controller().allocate_producer_id().await;
     let response = match allocated {
@@ -37,4 +35,21 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
         }
     };
     request.respond(&response)
+}
+
+/// Why a request gets no producer id, checked in Kafka's order.
+fn refusal(asked: &InitProducerIdRequest) -> Option<ResponseError> {
+    // KafkaApis: a producer id and epoch come as a pair or not at all.
+    if (asked.producer_id.0 == -1) != (asked.producer_epoch == -1) {
+        return Some(ResponseError::InvalidRequest);
+    }
+    match &asked.transactional_id {
+        None => None,
+        // The coordinator refuses an empty transactional id outright, as
+        // the Java producer does.
+        Some(id) if id.is_empty() => Some(ResponseError::InvalidRequest),
+        // No transaction coordinator: refuse rather than pretend (a
+        // non-retriable error, so init_transactions() fails at once).
+        Some(_) => Some(ResponseError::TransactionalIdAuthorizationFailed),
+    }
 }

@@ -7,7 +7,7 @@
 //! rebuilt from the segment itself at open.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 
 /// Bytes of log between two index entries (Kafka's index.interval.bytes).
@@ -155,13 +155,10 @@ fn read_optional(path: &Path) -> io::Result<Option<Vec<u8>>> {
     }
 }
 
-/// Replaces a file atomically (write, sync, rename).
+/// Replaces a file atomically and durably (write, sync, rename, sync of
+/// the directory): the metadata store's write.
 pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("tmp-write");
-    let mut file = fs::File::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_data()?;
-    fs::rename(&tmp, path)
+    crate::metadata::write_durable(path, bytes)
 }
 
 #[cfg(test)]

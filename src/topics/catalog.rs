@@ -1,12 +1,13 @@
-//! The topic catalog and its file, `topics.json` in the data directory.
+//! The topic catalog, kept in the metadata store as `topics.json`.
 
 use super::config::{log_config, BrokerTopicDefaults};
 use crate::log::LogConfig;
+use crate::metadata::{documents, FileStore, MetadataStore};
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -125,31 +126,30 @@ struct CatalogFile {
 /// The shared, persisted catalog. Reads are lock-free; `update` is called
 /// by one thread only (the controller shard), so updates never race.
 pub struct CatalogStore {
-    path: PathBuf,
+    store: Arc<dyn MetadataStore>,
     current: ArcSwap<Catalog>,
 }
 
 impl CatalogStore {
-    /// Loads `topics.json`, resolving topic configs against `defaults`.
+    /// Loads `topics.json` from the data directory, resolving topic configs
+    /// against `defaults`.
     pub fn load(dir: &Path, defaults: BrokerTopicDefaults) -> io::Result<CatalogStore> {
-        let path = dir.join("topics.json");
-        let topics = match std::fs::read(&path) {
-            Ok(bytes) => {
-                let file: CatalogFile = serde_json::from_slice(&bytes).map_err(|e| {
-                    io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))
-                })?;
-                file.topics
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(e),
-        };
+        Self::open(Arc::new(FileStore::new(dir)), defaults)
+    }
+
+    /// Loads the catalog from `store`, resolving topic configs against
+    /// `defaults`.
+    pub fn open(store: Arc<dyn MetadataStore>, defaults: BrokerTopicDefaults) -> io::Result<CatalogStore> {
+        let topics = store
+            .get_json::<CatalogFile>(documents::TOPICS)?
+            .map_or_else(Vec::new, |file| file.topics);
         let catalog = Catalog::default().with_defaults(Arc::new(defaults), |map| {
             for topic in topics {
                 map.insert(topic.name.clone(), Arc::new(topic));
             }
         });
         Ok(CatalogStore {
-            path,
+            store,
             current: ArcSwap::from_pointee(catalog),
         })
     }
@@ -158,8 +158,9 @@ impl CatalogStore {
         self.current.load_full()
     }
 
-    /// Applies `change`, persists the result (write, fsync, rename), then
-    /// publishes it. On an I/O error nothing is published.
+    /// Applies `change`, persists the result (atomically and durably, see
+    /// [`MetadataStore::put`]), then publishes it. On an I/O error nothing
+    /// is published.
     pub fn update(
         &self,
         change: impl FnOnce(&mut BTreeMap<String, Arc<TopicEntry>>),
@@ -168,8 +169,7 @@ impl CatalogStore {
         let file = CatalogFile {
             topics: next.topics().map(|t| (**t).clone()).collect(),
         };
-        let bytes = serde_json::to_vec_pretty(&file).map_err(io::Error::other)?;
-        crate::log::index::write_file(&self.path, &bytes)?;
+        self.store.put_json(documents::TOPICS, &file)?;
         self.current.store(next.clone());
         Ok(next)
     }
