@@ -8,7 +8,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use std::rc::Rc;
 
-pub(crate) const HANDLER: Handler = handler!(DescribeClusterRequest, handle);
+pub(crate) const HANDLER: Handler = handler!(DescribeClusterRequest, handle, versions = 0..=2);
 
 /// Kafka's EndpointType for brokers (v1+; controllers are 2).
 const BROKER_ENDPOINTS: i8 = 1;

@@ -23,9 +23,12 @@ use kafka_protocol::ResponseError;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-pub(crate) const DESCRIBE_CONFIGS: Handler = handler!(DescribeConfigsRequest, describe_configs);
-pub(crate) const ALTER_CONFIGS: Handler = handler!(AlterConfigsRequest, alter_configs_legacy);
-pub(crate) const INCREMENTAL_ALTER_CONFIGS: Handler = handler!(IncrementalAlterConfigsRequest, alter_configs);
+pub(crate) const DESCRIBE_CONFIGS: Handler =
+    handler!(DescribeConfigsRequest, describe_configs, versions = 1..=4);
+pub(crate) const ALTER_CONFIGS: Handler =
+    handler!(AlterConfigsRequest, alter_configs_legacy, versions = 0..=2);
+pub(crate) const INCREMENTAL_ALTER_CONFIGS: Handler =
+    handler!(IncrementalAlterConfigsRequest, alter_configs, versions = 0..=1);
 
 /// Kafka's ConfigResource types. librdkafka names groups with the ACL
 /// resource type (3), Kafka's own clients with the config one (32).

@@ -18,7 +18,7 @@ use std::pin::pin;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-pub(crate) const HANDLER: Handler = handler!(FetchRequest, handle);
+pub(crate) const HANDLER: Handler = handler!(FetchRequest, handle, versions = 4..=18);
 
 /// One partition of the request, in request order.
 struct Wanted {

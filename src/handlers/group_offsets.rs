@@ -23,9 +23,9 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use std::rc::Rc;
 
-pub(crate) const OFFSET_COMMIT: Handler = handler!(OffsetCommitRequest, offset_commit);
-pub(crate) const OFFSET_FETCH: Handler = handler!(OffsetFetchRequest, offset_fetch);
-pub(crate) const OFFSET_DELETE: Handler = handler!(OffsetDeleteRequest, offset_delete);
+pub(crate) const OFFSET_COMMIT: Handler = handler!(OffsetCommitRequest, offset_commit, versions = 2..=9);
+pub(crate) const OFFSET_FETCH: Handler = handler!(OffsetFetchRequest, offset_fetch, versions = 1..=9);
+pub(crate) const OFFSET_DELETE: Handler = handler!(OffsetDeleteRequest, offset_delete, versions = 0..=0);
 
 /// Kafka's offset.metadata.max.bytes.
 const MAX_METADATA_BYTES: usize = 4096;

@@ -21,14 +21,16 @@ use kafka_protocol::ResponseError;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-pub(crate) const FIND_COORDINATOR: Handler = handler!(FindCoordinatorRequest, find_coordinator);
-pub(crate) const JOIN_GROUP: Handler = handler!(JoinGroupRequest, join_group);
-pub(crate) const SYNC_GROUP: Handler = handler!(SyncGroupRequest, sync_group);
-pub(crate) const HEARTBEAT: Handler = handler!(HeartbeatRequest, heartbeat);
-pub(crate) const LEAVE_GROUP: Handler = handler!(LeaveGroupRequest, leave_group);
-pub(crate) const LIST_GROUPS: Handler = handler!(ListGroupsRequest, list_groups);
-pub(crate) const DESCRIBE_GROUPS: Handler = handler!(DescribeGroupsRequest, describe_groups);
-pub(crate) const DELETE_GROUPS: Handler = handler!(DeleteGroupsRequest, delete_groups);
+pub(crate) const FIND_COORDINATOR: Handler =
+    handler!(FindCoordinatorRequest, find_coordinator, versions = 0..=6);
+pub(crate) const JOIN_GROUP: Handler = handler!(JoinGroupRequest, join_group, versions = 0..=9);
+pub(crate) const SYNC_GROUP: Handler = handler!(SyncGroupRequest, sync_group, versions = 0..=5);
+pub(crate) const HEARTBEAT: Handler = handler!(HeartbeatRequest, heartbeat, versions = 0..=4);
+pub(crate) const LEAVE_GROUP: Handler = handler!(LeaveGroupRequest, leave_group, versions = 0..=5);
+pub(crate) const LIST_GROUPS: Handler = handler!(ListGroupsRequest, list_groups, versions = 0..=5);
+pub(crate) const DESCRIBE_GROUPS: Handler =
+    handler!(DescribeGroupsRequest, describe_groups, versions = 0..=6);
+pub(crate) const DELETE_GROUPS: Handler = handler!(DeleteGroupsRequest, delete_groups, versions = 0..=2);
 
 fn text(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())

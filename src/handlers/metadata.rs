@@ -15,7 +15,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use std::rc::Rc;
 
-pub(crate) const HANDLER: Handler = handler!(MetadataRequest, handle);
+pub(crate) const HANDLER: Handler = handler!(MetadataRequest, handle, versions = 0..=13);
 
 async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let asked: MetadataRequest = request.decode("Metadata")?;

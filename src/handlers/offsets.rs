@@ -19,9 +19,12 @@ use kafka_protocol::messages::{
 use kafka_protocol::ResponseError;
 use std::rc::Rc;
 
-pub(crate) const LIST_OFFSETS: Handler = handler!(ListOffsetsRequest, list_offsets);
-pub(crate) const OFFSET_FOR_LEADER_EPOCH: Handler =
-    handler!(OffsetForLeaderEpochRequest, offset_for_leader_epoch);
+pub(crate) const LIST_OFFSETS: Handler = handler!(ListOffsetsRequest, list_offsets, versions = 1..=10);
+pub(crate) const OFFSET_FOR_LEADER_EPOCH: Handler = handler!(
+    OffsetForLeaderEpochRequest,
+    offset_for_leader_epoch,
+    versions = 2..=4
+);
 
 /// The only leader epoch this single broker has.
 const LEADER_EPOCH: i32 = 0;

@@ -20,7 +20,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use std::rc::Rc;
 
-pub(crate) const HANDLER: Handler = handler!(ProduceRequest, handle);
+pub(crate) const HANDLER: Handler = handler!(ProduceRequest, handle, versions = 3..=13);
 
 /// Why every partition of a topic is refused: the error and its message.
 type Refused = (ResponseError, Rc<str>);

@@ -10,7 +10,7 @@ use kafka_protocol::ResponseError;
 use std::rc::Rc;
 use tracing::error;
 
-pub(crate) const HANDLER: Handler = handler!(InitProducerIdRequest, handle);
+pub(crate) const HANDLER: Handler = handler!(InitProducerIdRequest, handle, versions = 0..=5);
 
 async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let asked: InitProducerIdRequest = request.decode("InitProducerId")?;

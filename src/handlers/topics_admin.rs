@@ -22,10 +22,11 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use std::rc::Rc;
 
-pub(crate) const CREATE_TOPICS: Handler = handler!(CreateTopicsRequest, create_topics);
-pub(crate) const DELETE_TOPICS: Handler = handler!(DeleteTopicsRequest, delete_topics);
-pub(crate) const CREATE_PARTITIONS: Handler = handler!(CreatePartitionsRequest, create_partitions);
-pub(crate) const DELETE_RECORDS: Handler = handler!(DeleteRecordsRequest, delete_records);
+pub(crate) const CREATE_TOPICS: Handler = handler!(CreateTopicsRequest, create_topics, versions = 2..=7);
+pub(crate) const DELETE_TOPICS: Handler = handler!(DeleteTopicsRequest, delete_topics, versions = 1..=6);
+pub(crate) const CREATE_PARTITIONS: Handler =
+    handler!(CreatePartitionsRequest, create_partitions, versions = 0..=3);
+pub(crate) const DELETE_RECORDS: Handler = handler!(DeleteRecordsRequest, delete_records, versions = 0..=2);
 
 fn topic_name(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))
