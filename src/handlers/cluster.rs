@@ -33,6 +33,7 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
             .with_host(StrBytes::from_string(host))
             .with_port(i32::from(port))])
         .with_cluster_authorized_operations(super::acl_operations::cluster(
+            &request,
             asked.include_cluster_authorized_operations,
         ));
     request.respond(&response)

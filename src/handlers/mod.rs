@@ -13,9 +13,12 @@ mod metadata;
 mod offsets;
 mod produce;
 mod producer_id;
+mod refused;
 mod topics_admin;
 
 use crate::protocol::response::{encode_response, encode_response_spliced, ResponseFrame};
+pub(crate) use crate::server::authorize::{AclOperation, Resource};
+use crate::server::session::Session;
 use crate::server::{ProtocolWait, ShardBroker};
 use crate::storage::ShardStorage;
 use crate::topics::TopicPartition;
@@ -24,6 +27,7 @@ use kafka_protocol::messages::RequestHeader;
 use kafka_protocol::protocol::{
     Decodable, Encodable, HeaderVersion, Message, Request as KafkaRequest, VersionRange,
 };
+use kafka_protocol::ResponseError;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -47,6 +51,10 @@ pub(crate) struct Request {
     /// Until when the protocol lets this request wait (see
     /// `server::deadline`); handlers that may hold an answer set it.
     pub wait: ProtocolWait,
+    /// The connection's session: listener, security protocol, principal,
+    /// authentication state (`listener`, `peer` and `local_addr` above are
+    /// its fields, copied for the handlers that use them).
+    pub session: Rc<Session>,
 }
 
 /// A whole response frame, nothing (acks=0), or why the request was
@@ -93,6 +101,47 @@ impl Handler {
 }
 
 impl Request {
+    /// Whether this request's principal may perform `operation` on
+    /// `resource`: the single authorization call point. `Err` is the error
+    /// Kafka answers for the denied resource (TOPIC_AUTHORIZATION_FAILED,
+    /// GROUP_AUTHORIZATION_FAILED, CLUSTER_AUTHORIZATION_FAILED, ...).
+    pub fn authorize(&self, operation: AclOperation, resource: Resource<'_>) -> Result<(), ResponseError> {
+        self.session.authorize(operation, resource)
+    }
+
+    /// Whether the principal may perform `operation` on `resource`, asked
+    /// only to filter a listing or report `authorized_operations`: a
+    /// denial here is not logged.
+    pub fn may(&self, operation: AclOperation, resource: Resource<'_>) -> bool {
+        self.session.may(operation, resource)
+    }
+
+    /// Authorizes `operation` on every topic a request names, by name or
+    /// (name empty) by id, resolved in the catalog; an unknown id is left
+    /// to the handler, which answers UNKNOWN_TOPIC_ID for it. CREATE on the
+    /// cluster covers every topic, as in Kafka. `Err`: the first denial.
+    pub fn authorize_topics<'a>(
+        &self,
+        broker: &ShardBroker,
+        operation: AclOperation,
+        topics: impl IntoIterator<Item = (&'a str, uuid::Uuid)>,
+    ) -> Result<(), ResponseError> {
+        if operation == AclOperation::Create && self.may(operation, Resource::Cluster) {
+            return Ok(());
+        }
+        let catalog = broker.catalog.snapshot();
+        for (name, id) in topics {
+            let name = match name {
+                "" => catalog.by_id(&id).map(|t| t.name.as_str()),
+                name => Some(name),
+            };
+            if let Some(name) = name {
+                self.authorize(operation, Resource::Topic(name))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Decodes the body as `R` at the request's version.
     pub fn decode<R: Decodable>(&mut self, api: &str) -> Result<R, String> {
         R::decode(&mut self.body, self.version).map_err(|e| format!("bad {api} v{} body: {e}", self.version))

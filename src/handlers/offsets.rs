@@ -41,6 +41,13 @@ fn check_epoch(current_leader_epoch: i32) -> Result<(), i16> {
 
 async fn list_offsets(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let asked: ListOffsetsRequest = request.decode("ListOffsets")?;
+    if let Err(denied) = request.authorize_topics(
+        &broker,
+        super::AclOperation::Describe,
+        asked.topics.iter().map(|t| (&*t.name.0, uuid::Uuid::nil())),
+    ) {
+        return request.respond(&super::refused::list_offsets(&asked, denied));
+    }
     // The field exists from v4; the encoder refuses it set on older versions.
     let leader_epoch = if request.version >= 4 { LEADER_EPOCH } else { -1 };
     let topics = asked.topics.into_iter().map(|t| (t.name, t.partitions)).collect();
@@ -78,6 +85,13 @@ async fn list_offsets(broker: Rc<ShardBroker>, mut request: Request) -> Outcome 
 
 async fn offset_for_leader_epoch(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let asked: OffsetForLeaderEpochRequest = request.decode("OffsetForLeaderEpoch")?;
+    if let Err(denied) = request.authorize_topics(
+        &broker,
+        super::AclOperation::Describe,
+        asked.topics.iter().map(|t| (&*t.topic.0, uuid::Uuid::nil())),
+    ) {
+        return request.respond(&super::refused::offset_for_leader_epoch(&asked, denied));
+    }
     let topics = asked
         .topics
         .into_iter()

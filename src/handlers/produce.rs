@@ -28,6 +28,13 @@ type Refused = (ResponseError, Rc<str>);
 async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let produce: ProduceRequest = request.decode("Produce")?;
     let acks = produce.acks;
+    if let Err(denied) = request.authorize_topics(
+        &broker,
+        super::AclOperation::Write,
+        produce.topic_data.iter().map(|t| (&*t.name.0, t.topic_id)),
+    ) {
+        return respond(&request, acks, error_all(&shape(&produce), denied));
+    }
     let by_id = request.version >= 13;
     if produce.transactional_id.is_some() {
         // Transactions are not implemented; say so rather than store

@@ -3,7 +3,7 @@
 //! producer that sends back its id and epoch (KIP-360) gets the epoch
 //! bumped instead, which fences its older epoch in every partition.
 
-use super::{handler, Handler, Outcome, Request};
+use super::{handler, AclOperation, Handler, Outcome, Request, Resource};
 use crate::server::{ShardBroker, CONTROLLER_SHARD};
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 use kafka_protocol::ResponseError;
@@ -17,6 +17,15 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let response = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
+    // Kafka: WRITE on the transactional id, or IDEMPOTENT_WRITE on the
+    // cluster for an idempotent producer.
+    let authorized = match asked.transactional_id.as_deref().filter(|t| !t.is_empty()) {
+        Some(id) => request.authorize(AclOperation::Write, Resource::TransactionalId(id)),
+        None => request.authorize(AclOperation::IdempotentWrite, Resource::Cluster),
+    };
+    if let Err(denied) = authorized {
+        return request.respond(&response.with_error_code(denied.code()));
+    }
     if asked.transactional_id.as_ref().is_some_and(|t| !t.is_empty()) {
         // No transaction coordinator: refuse rather than pretend.
         let response = response.with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code());

@@ -53,6 +53,13 @@ where
 
 async fn create_topics(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let asked: CreateTopicsRequest = request.decode("CreateTopics")?;
+    if let Err(denied) = request.authorize_topics(
+        &broker,
+        super::AclOperation::Create,
+        asked.topics.iter().map(|t| (&*t.name.0, uuid::Uuid::nil())),
+    ) {
+        return request.respond(&super::refused::create_topics(&asked, denied));
+    }
     let topics: Vec<NewTopic> = asked
         .topics
         .into_iter()
@@ -112,6 +119,22 @@ async fn create_topics(broker: Rc<ShardBroker>, mut request: Request) -> Outcome
 
 async fn delete_topics(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let asked: DeleteTopicsRequest = request.decode("DeleteTopics")?;
+    if let Err(denied) = request.authorize_topics(
+        &broker,
+        super::AclOperation::Delete,
+        asked
+            .topic_names
+            .iter()
+            .map(|n| (&*n.0, uuid::Uuid::nil()))
+            .chain(
+                asked
+                    .topics
+                    .iter()
+                    .map(|t| (t.name.as_deref().map_or("", |n| &**n), t.topic_id)),
+            ),
+    ) {
+        return request.respond(&super::refused::delete_topics(&asked, denied));
+    }
     let catalog = broker.catalog.snapshot();
     // v0-5 name topics; v6 names or ids them.
     let mut names: Vec<String> = asked.topic_names.iter().map(|n| n.to_string()).collect();
@@ -145,6 +168,13 @@ async fn delete_topics(broker: Rc<ShardBroker>, mut request: Request) -> Outcome
 
 async fn create_partitions(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let asked: CreatePartitionsRequest = request.decode("CreatePartitions")?;
+    if let Err(denied) = request.authorize_topics(
+        &broker,
+        super::AclOperation::Alter,
+        asked.topics.iter().map(|t| (&*t.name.0, uuid::Uuid::nil())),
+    ) {
+        return request.respond(&super::refused::create_partitions(&asked, denied));
+    }
     let changes: Vec<controller::NewPartitions> = asked
         .topics
         .iter()
@@ -178,6 +208,13 @@ async fn create_partitions(broker: Rc<ShardBroker>, mut request: Request) -> Out
 
 async fn delete_records(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let asked: DeleteRecordsRequest = request.decode("DeleteRecords")?;
+    if let Err(denied) = request.authorize_topics(
+        &broker,
+        super::AclOperation::Delete,
+        asked.topics.iter().map(|t| (&*t.name.0, uuid::Uuid::nil())),
+    ) {
+        return request.respond(&super::refused::delete_records(&asked, denied));
+    }
     let topics = asked.topics.into_iter().map(|t| (t.name, t.partitions)).collect();
     let answered = per_partition(topics, |topic, p: DeleteRecordsPartition| {
         let tp = TopicPartition::new(topic, p.partition_index);

@@ -236,7 +236,10 @@ mod tests {
         let header = batch::validate(&txn).unwrap();
         assert!(header.is_transactional());
         let refused = prepare(&txn, &header, &LogConfig::default(), NOW).unwrap_err();
-        assert_eq!(refused.code, ResponseError::TransactionalIdAuthorizationFailed.code());
+        assert_eq!(
+            refused.code,
+            ResponseError::TransactionalIdAuthorizationFailed.code()
+        );
     }
 
     #[test]

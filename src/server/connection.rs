@@ -8,7 +8,9 @@
 //! Handler tasks start in arrival order too, which keeps per-partition
 //! append order equal to request order.
 
+use super::authorize::shard_authorizer;
 use super::deadline::{answered_in_time, ProtocolWait};
+use super::session::{KafkaPrincipal, Session};
 use super::shard_broker::ShardBroker;
 use crate::config::SecurityProtocol;
 use crate::handlers::{self, Outcome, Request};
@@ -48,21 +50,6 @@ enum Answer {
     Running(Task<Outcome>),
 }
 
-/// What the handlers of one connection know about how it was made.
-struct Session {
-    listener: usize,
-    client_id_recorded: std::cell::Cell<bool>,
-}
-
-impl Session {
-    fn new(listener: usize) -> Session {
-        Session {
-            listener,
-            client_id_recorded: std::cell::Cell::new(false),
-        }
-    }
-}
-
 pub(crate) async fn serve(broker: Rc<ShardBroker>, conn: Connection) {
     let security = broker
         .listeners
@@ -99,12 +86,30 @@ async fn serve_listener(broker: Rc<ShardBroker>, conn: Connection, security: Sec
         }
     };
     let Some(tls) = tls else {
-        let session = Session::new(listener);
+        let session = new_session(listener, security, &entry, None);
         return serve_connection(broker, stream, entry, drain, session).await;
     };
     // Boxed: the handshake and the TLS session are large, and an unboxed
     // branch would make every plaintext connection's task as big.
     Box::pin(serve_tls(broker, stream, listener, entry, drain, tls)).await
+}
+
+/// The session of a connection that has finished whatever its listener
+/// authenticates with before the first request (TLS, or nothing).
+fn new_session(
+    listener: usize,
+    security: SecurityProtocol,
+    entry: &ConnectionEntry,
+    certificate_subject: Option<&str>,
+) -> Rc<Session> {
+    Rc::new(Session::new(
+        listener,
+        security,
+        KafkaPrincipal::of_certificate(certificate_subject),
+        entry.peer(),
+        entry.local(),
+        shard_authorizer(),
+    ))
 }
 
 async fn serve_tls(
@@ -147,7 +152,8 @@ async fn serve_tls(
         san = %established.identity.as_ref().map(|id| id.sans.join(",")).unwrap_or_default(),
         "TLS session established"
     );
-    let session = Session::new(listener);
+    let subject = established.identity.as_ref().map(|id| id.subject.as_str());
+    let session = new_session(listener, SecurityProtocol::Ssl, &entry, subject);
     serve_connection(broker, established.stream, entry, drain, session).await
 }
 
@@ -156,7 +162,7 @@ async fn serve_connection<S>(
     stream: S,
     entry: Rc<ConnectionEntry>,
     drain: chronik_shard::Signal,
-    session: Session,
+    session: Rc<Session>,
 ) where
     S: futures::AsyncRead + futures::AsyncWrite + Unpin,
 {
@@ -181,7 +187,7 @@ async fn serve_connection<S>(
 async fn read_requests<R: futures::AsyncRead + Unpin>(
     broker: &Rc<ShardBroker>,
     entry: &Rc<ConnectionEntry>,
-    session: &Session,
+    session: &Rc<Session>,
     mut reader: R,
     responses: LocalSender<Pending>,
     slots: &Semaphore,
@@ -256,7 +262,7 @@ async fn read_requests<R: futures::AsyncRead + Unpin>(
 fn dispatch(
     broker: &Rc<ShardBroker>,
     entry: &Rc<ConnectionEntry>,
-    session: &Session,
+    session: &Rc<Session>,
     frame: Bytes,
 ) -> Result<Pending, ()> {
     bump(&broker.counters.requests, 1);
@@ -294,6 +300,18 @@ fn dispatch(
         frame_error(broker, entry, "unknown api key", Some((ids, &frame)));
         return Err(());
     };
+    // Before authentication completes only the requests of the exchange
+    // itself are served; anything else closes the connection, as Kafka's
+    // SASL authenticator does. Plaintext and SSL sessions start
+    // authenticated, so this refuses nothing until SASL exists.
+    if !session.auth_state().allows(api_key) {
+        let reason = format!(
+            "{api_key:?} before authentication completed ({:?})",
+            session.auth_state()
+        );
+        frame_error(broker, entry, &reason, Some((ids, &frame)));
+        return Err(());
+    }
     // A refcount, not a copy: kept only to name the client if decoding fails.
     let raw = frame.clone();
     let (header, body) = decode_header(api_key, ids.api_version, frame)
@@ -327,9 +345,10 @@ fn dispatch(
         header,
         version: ids.api_version,
         body,
-        local_addr: entry.local(),
+        local_addr: session.local_addr,
         listener: session.listener,
-        peer: entry.peer(),
+        peer: session.peer,
+        session: session.clone(),
     };
     let task = glommio::spawn_local((handler.handle)(broker.clone(), request).instrument(request_span));
     Ok(Pending {

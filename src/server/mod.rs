@@ -12,11 +12,13 @@
 //! ```
 
 mod advertised;
+pub(crate) mod authorize;
 mod backpressure;
 mod connection;
 mod counters;
 mod deadline;
 mod observe;
+pub(crate) mod session;
 mod shard_broker;
 
 pub use chronik_shard::Stopper;
