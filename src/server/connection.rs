@@ -9,12 +9,13 @@
 //! append order equal to request order.
 
 use super::authorize::shard_authorizer;
+use super::backpressure::HeldBytes;
 use super::deadline::{answered_in_time, ProtocolWait};
 use super::session::{KafkaPrincipal, Session};
 use super::shard_broker::ShardBroker;
 use crate::config::SecurityProtocol;
 use crate::handlers::{self, Outcome, Request};
-use crate::protocol::frame::FrameBuffer;
+use crate::protocol::frame::{FrameBuffer, SIZE_PREFIX};
 use crate::protocol::header::{decode_header, peek_client_id, peek_ids, RequestIds};
 use crate::protocol::response::ResponseFrame;
 use crate::tls;
@@ -43,6 +44,9 @@ struct Pending {
     started: Instant,
     wait: ProtocolWait,
     answer: Answer,
+    /// The request's bytes against the shard's budget, given back once the
+    /// response is written (or the slot dropped with the connection).
+    _held: Option<HeldBytes>,
 }
 
 enum Answer {
@@ -194,8 +198,35 @@ async fn read_requests<R: futures::AsyncRead + Unpin>(
     drain: &chronik_shard::Signal,
 ) {
     let mut buffer = FrameBuffer::new(broker.config.buffer_size, broker.config.max_request_bytes);
+    let budget = broker.backpressure.bytes().clone();
+    budget.report_to(|| {
+        (
+            broker.metrics.queued_bytes.clone(),
+            broker.metrics.queued_bytes_peak.clone(),
+        )
+    });
+    let limit = broker.config.queued_max_request_bytes;
+    // The reservation for the frame at the front of the buffer, taken as
+    // soon as its size is known, before its body is read.
+    let mut front: Option<HeldBytes> = None;
     loop {
         loop {
+            if front.is_none() {
+                match buffer.next_size() {
+                    Ok(Some(size)) => {
+                        let reserve = pin!(budget.reserve(SIZE_PREFIX + size, limit));
+                        match select(reserve, pin!(drain.wait())).await {
+                            Either::Left((held, _)) => front = Some(held),
+                            Either::Right(_) => return,
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        frame_error(broker, entry, &format!("{e}"), None);
+                        return;
+                    }
+                }
+            }
             let frame = match buffer.next_frame() {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
@@ -208,7 +239,7 @@ async fn read_requests<R: futures::AsyncRead + Unpin>(
             if slots.acquire(1).await.is_err() {
                 return;
             }
-            let pending = match dispatch(broker, entry, session, frame) {
+            let pending = match dispatch(broker, entry, session, frame, front.take()) {
                 Ok(pending) => pending,
                 Err(()) => return,
             };
@@ -229,6 +260,14 @@ async fn read_requests<R: futures::AsyncRead + Unpin>(
             return;
         }
         broker.backpressure.ready_to_read().await;
+        // Between frames, read nothing more while the byte budget is spent
+        // (mid-frame the body is read: its bytes are already reserved).
+        if front.is_none() && budget.spent(limit) {
+            match select(pin!(budget.until_available(limit)), pin!(drain.wait())).await {
+                Either::Left(_) => {}
+                Either::Right(_) => return,
+            }
+        }
         let read = {
             let read = pin!(buffer.read_from(&mut reader));
             let drained = pin!(drain.wait());
@@ -264,6 +303,7 @@ fn dispatch(
     entry: &Rc<ConnectionEntry>,
     session: &Rc<Session>,
     frame: Bytes,
+    held: Option<HeldBytes>,
 ) -> Result<Pending, ()> {
     bump(&broker.counters.requests, 1);
     let started = Instant::now();
@@ -290,6 +330,7 @@ fn dispatch(
                     started,
                     wait: ProtocolWait::default(),
                     answer: Answer::Ready(ResponseFrame::Whole(frame)),
+                    _held: held,
                 })
                 .map_err(|e| frame_error(broker, entry, &e, Some((ids, &frame))));
         }
@@ -356,6 +397,7 @@ fn dispatch(
         started,
         wait,
         answer: Answer::Running(task),
+        _held: held,
     })
 }
 
