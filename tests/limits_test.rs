@@ -331,3 +331,78 @@ fn a_request_past_the_timeout_is_counted_and_its_connection_closed() {
         0
     );
 }
+
+/// The shard's request byte budget (QUEUED_MAX_REQUEST_BYTES): several
+/// connections pipelining large Produce requests are all answered, while
+/// the bytes held for requests being read and processed never exceed the
+/// budget; a single frame larger than the whole budget is still served
+/// (alone); and every byte is given back once the answers are written.
+#[test]
+fn the_byte_budget_bounds_request_memory_and_everyone_is_answered() {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    const BUDGET: usize = 3 << 20;
+    let broker = TestBroker::start_with("byte-budget", 1, |c| c.queued_max_request_bytes = BUDGET);
+    let produce = |value: &[u8]| {
+        let batch = chronik_ingest::log::batch::build_batch(0, 1, &[(b"k", value)]);
+        ProduceRequest::default()
+            .with_acks(1)
+            .with_timeout_ms(10_000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str("budget")))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(batch.into()))])])
+    };
+    let gauge = |name: &str| -> f64 {
+        let metrics = broker.handle().render_metrics();
+        metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}{{shard=\"0\"}}")))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} series:\n{metrics}"))
+    };
+    // 4 connections x 6 pipelined requests of ~700 KB: 16 MiB offered at once.
+    let request = produce(&vec![7u8; 700_000]);
+    let addr = broker.addr;
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let request = request.clone();
+            std::thread::spawn(move || {
+                let mut client = RawClient::connect(addr);
+                client
+                    .stream
+                    .set_read_timeout(Some(Duration::from_secs(30)))
+                    .unwrap();
+                let mut wire = Vec::new();
+                for id in 1..=6 {
+                    wire.extend_from_slice(&RawClient::encode(id, 9, &request));
+                }
+                client.stream.write_all(&wire).unwrap();
+                (1..=6)
+                    .map(|id| {
+                        client.read_response::<ProduceRequest>(id, 9).responses[0].partition_responses[0]
+                            .error_code
+                    })
+                    .collect::<Vec<i16>>()
+            })
+        })
+        .collect();
+    for client in clients {
+        assert_eq!(client.join().unwrap(), vec![0; 6], "every request answered");
+    }
+    let peak = gauge("chronik_queued_request_bytes_peak");
+    assert!(
+        peak > 0.0 && peak <= BUDGET as f64,
+        "request bytes held peaked at {peak}, budget {BUDGET}"
+    );
+    // One frame larger than the whole budget: served once nothing else is
+    // held (MESSAGE_TOO_LARGE for the batch, but answered).
+    let mut big = RawClient::connect(broker.addr);
+    let response = big.call(9, &produce(&vec![1u8; 4 << 20]));
+    assert_eq!(response.responses[0].partition_responses[0].error_code, 10);
+    assert!(gauge("chronik_queued_request_bytes_peak") > BUDGET as f64);
+    assert_eq!(gauge("chronik_queued_request_bytes"), 0.0, "all bytes given back");
+    assert_eq!(broker.frame_errors(), 0);
+}

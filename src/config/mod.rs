@@ -105,6 +105,9 @@ pub struct ServerConfig {
     pub metrics_address: Option<SocketAddr>,
     /// Largest request frame accepted, checked before anything is allocated.
     pub max_request_bytes: usize,
+    /// Bytes of requests each shard may hold while reading and processing
+    /// them (Kafka's queued.max.request.bytes); 0 = no limit.
+    pub queued_max_request_bytes: usize,
     pub storage_path: PathBuf,
     /// `RUST_LOG`-style filter for the binary's log output.
     pub log_filter: String,
@@ -144,6 +147,7 @@ impl Default for ServerConfig {
             metrics_interval: Duration::from_secs(60),
             metrics_address: Some(SocketAddr::from(([127, 0, 0, 1], 9644))),
             max_request_bytes: 100 * 1024 * 1024,
+            queued_max_request_bytes: 256 * 1024 * 1024,
             storage_path: PathBuf::from("./data"),
             log_filter: "info".into(),
             log_format: LogFormat::Text,

@@ -121,6 +121,7 @@ pub static SECTIONS: &[Section] = &[
             ("request_timeout", "REQUEST_TIMEOUT_SECS"),
             ("idle_timeout", "IDLE_TIMEOUT_SECS"),
             ("backpressure_threshold", "BACKPRESSURE_THRESHOLD"),
+            ("queued_max_request_bytes", "QUEUED_MAX_REQUEST_BYTES"),
         ],
     },
     Section {
@@ -622,6 +623,8 @@ pub static SETTINGS: &[Setting] = &[
         "Data directory (cluster id, lock file, partition logs)."),
     setting!("MAX_REQUEST_BYTES", |c| &mut c.max_request_bytes,
         "Largest request frame accepted; larger sizes close the connection before anything is allocated."),
+    setting!("QUEUED_MAX_REQUEST_BYTES", |c| &mut c.queued_max_request_bytes,
+        "Bytes of requests each shard may hold from when a frame's size is read until its response is written (Kafka's queued.max.request.bytes); when spent, the shard reads no more requests until answers free some. A frame larger than this is served alone. 0 = no limit."),
     setting!("SHUTDOWN_TIMEOUT_SECS", |c| &mut c.shutdown_timeout,
         "On SIGINT/SIGTERM, how long in-flight requests may take before connections are force-closed."),
     setting!("BUFFER_SIZE", |c| &mut c.buffer_size,

@@ -9,7 +9,7 @@ use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse};
 use kafka_protocol::ResponseError;
 use std::rc::Rc;
 
-pub(crate) const HANDLER: Handler = handler!(ApiVersionsRequest, handle);
+pub(crate) const HANDLER: Handler = handler!(ApiVersionsRequest, handle, versions = 0..=4);
 
 async fn handle(_broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     request.decode::<ApiVersionsRequest>("ApiVersions")?;

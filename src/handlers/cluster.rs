@@ -8,7 +8,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use std::rc::Rc;
 
-pub(crate) const HANDLER: Handler = handler!(DescribeClusterRequest, handle);
+pub(crate) const HANDLER: Handler = handler!(DescribeClusterRequest, handle, versions = 0..=2);
 
 /// Kafka's EndpointType for brokers (v1+; controllers are 2).
 const BROKER_ENDPOINTS: i8 = 1;
@@ -33,6 +33,7 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
             .with_host(StrBytes::from_string(host))
             .with_port(i32::from(port))])
         .with_cluster_authorized_operations(super::acl_operations::cluster(
+            &request,
             asked.include_cluster_authorized_operations,
         ));
     request.respond(&response)

@@ -3,7 +3,7 @@
 //! groups. The two alter forms share one implementation
 //! (`config::alter`), run on the controller shard.
 
-use super::{handler, Handler, Outcome, Request};
+use super::{handler, AclOperation, Handler, Outcome, Request};
 use crate::config::alter::{AlterOutcome, ConfigChange, Operation, Resource};
 use crate::config::broker_configs::{describe_broker, describe_cluster_defaults, BrokerConfigEntry};
 use crate::config::dynamic::Scope;
@@ -23,9 +23,12 @@ use kafka_protocol::ResponseError;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-pub(crate) const DESCRIBE_CONFIGS: Handler = handler!(DescribeConfigsRequest, describe_configs);
-pub(crate) const ALTER_CONFIGS: Handler = handler!(AlterConfigsRequest, alter_configs_legacy);
-pub(crate) const INCREMENTAL_ALTER_CONFIGS: Handler = handler!(IncrementalAlterConfigsRequest, alter_configs);
+pub(crate) const DESCRIBE_CONFIGS: Handler =
+    handler!(DescribeConfigsRequest, describe_configs, versions = 1..=4);
+pub(crate) const ALTER_CONFIGS: Handler =
+    handler!(AlterConfigsRequest, alter_configs_legacy, versions = 0..=2);
+pub(crate) const INCREMENTAL_ALTER_CONFIGS: Handler =
+    handler!(IncrementalAlterConfigsRequest, alter_configs, versions = 0..=1);
 
 /// Kafka's ConfigResource types. librdkafka names groups with the ACL
 /// resource type (3), Kafka's own clients with the config one (32).
@@ -33,6 +36,29 @@ const TOPIC: i8 = 2;
 const BROKER: i8 = 4;
 const GROUP: i8 = 32;
 const ACL_GROUP: i8 = 3;
+
+/// What a config resource is authorized on, as Kafka does: a topic's
+/// configs on the topic, broker configs on the cluster, a group's on the
+/// group. `None`: a type that is refused anyway.
+fn acl_resource(resource_type: i8, name: &str) -> Option<super::Resource<'_>> {
+    match resource_type {
+        TOPIC => Some(super::Resource::Topic(name)),
+        BROKER => Some(super::Resource::Cluster),
+        GROUP | ACL_GROUP => Some(super::Resource::Group(name)),
+        _ => None,
+    }
+}
+
+/// `Err` with the resource's error when `operation` on the config
+/// resource is denied.
+fn authorize_configs(
+    request: &Request,
+    operation: AclOperation,
+    resource_type: i8,
+    name: &str,
+) -> Result<(), ResponseError> {
+    acl_resource(resource_type, name).map_or(Ok(()), |resource| request.authorize(operation, resource))
+}
 
 fn text(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
@@ -167,6 +193,15 @@ async fn describe_configs(broker: Rc<ShardBroker>, mut request: Request) -> Outc
                     .with_error_code(error.code())
                     .with_error_message(Some(text(message)))
             };
+            let authorized = authorize_configs(
+                &request,
+                AclOperation::DescribeConfigs,
+                r.resource_type,
+                &r.resource_name,
+            );
+            if let Err(denied) = authorized {
+                return fail(denied, denied.to_string());
+            }
             match r.resource_type {
                 TOPIC => match catalog.get(&r.resource_name) {
                     Some(topic) => {
@@ -183,7 +218,7 @@ async fn describe_configs(broker: Rc<ShardBroker>, mut request: Request) -> Outc
                     ),
                 },
                 BROKER if r.resource_name.is_empty() => {
-                    let described = describe_cluster_defaults(&broker.config(), &dynamic);
+                    let described = describe_cluster_defaults(broker.config(), &dynamic);
                     result.with_configs(results(
                         described.into_iter().map(Described::from).collect(),
                         keys,
@@ -191,7 +226,7 @@ async fn describe_configs(broker: Rc<ShardBroker>, mut request: Request) -> Outc
                     ))
                 }
                 BROKER if *r.resource_name == *node => {
-                    let described = describe_broker(&broker.config(), &dynamic);
+                    let described = describe_broker(broker.config(), &dynamic);
                     result.with_configs(results(
                         described.into_iter().map(Described::from).collect(),
                         keys,
@@ -254,6 +289,7 @@ type AlterTarget = (i8, StrBytes, Result<Vec<ConfigChange>, i8>);
 /// back in request order, with each resource's type and name.
 async fn alter_each(
     broker: &Rc<ShardBroker>,
+    request: &Request,
     targets: Vec<AlterTarget>,
     replace_all: bool,
     validate_only: bool,
@@ -264,7 +300,10 @@ async fn alter_each(
     };
     let mut outcomes = Vec::with_capacity(targets.len());
     for (resource_type, name, changes) in targets {
-        let target = resource(broker, resource_type, &name);
+        let authorized = authorize_configs(request, AclOperation::AlterConfigs, resource_type, &name);
+        let target = authorized
+            .map_err(|denied| (denied, denied.to_string()))
+            .and_then(|()| resource(broker, resource_type, &name));
         let outcome = match (target, changes) {
             (Err((error, message)), _) => failed(error, message),
             (_, Err(op)) => failed(
@@ -303,7 +342,7 @@ async fn alter_configs(broker: Rc<ShardBroker>, mut request: Request) -> Outcome
             (r.resource_type, r.resource_name, changes)
         })
         .collect();
-    let responses = alter_each(&broker, targets, false, asked.validate_only)
+    let responses = alter_each(&broker, &request, targets, false, asked.validate_only)
         .await
         .into_iter()
         .map(|(resource_type, name, outcome)| {
@@ -340,7 +379,7 @@ async fn alter_configs_legacy(broker: Rc<ShardBroker>, mut request: Request) -> 
             (r.resource_type, r.resource_name, Ok(changes))
         })
         .collect();
-    let responses = alter_each(&broker, targets, true, asked.validate_only)
+    let responses = alter_each(&broker, &request, targets, true, asked.validate_only)
         .await
         .into_iter()
         .map(|(resource_type, name, outcome)| {

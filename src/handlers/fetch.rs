@@ -17,7 +17,7 @@ use std::pin::pin;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-pub(crate) const HANDLER: Handler = handler!(FetchRequest, handle);
+pub(crate) const HANDLER: Handler = handler!(FetchRequest, handle, versions = 4..=18);
 
 /// One partition of the request, in request order.
 struct Wanted {
@@ -32,6 +32,13 @@ struct Wanted {
 
 async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let fetch: FetchRequest = request.decode("Fetch")?;
+    if let Err(denied) = request.authorize_topics(
+        &broker,
+        super::AclOperation::Read,
+        fetch.topics.iter().map(|t| (&*t.topic.0, t.topic_id)),
+    ) {
+        return request.respond(&super::refused::fetch(&fetch, denied));
+    }
     if fetch.session_id != 0 {
         // We never hand out sessions, so a client cannot hold one.
         let response = FetchResponse::default().with_error_code(ResponseError::FetchSessionIdNotFound.code());

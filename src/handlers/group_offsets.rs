@@ -3,7 +3,7 @@
 //! once), OffsetDelete. Offsets live with the group's coordinator shard and
 //! are fsynced before a commit is acknowledged.
 
-use super::{handler, Handler, Outcome, Request};
+use super::{handler, AclOperation, Handler, Outcome, Request, Resource};
 use crate::groups::{Committed, FetchedOffsets, TopicPartitions};
 use crate::log::partition_log::now_ms;
 use crate::server::ShardBroker;
@@ -23,9 +23,9 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use std::rc::Rc;
 
-pub(crate) const OFFSET_COMMIT: Handler = handler!(OffsetCommitRequest, offset_commit);
-pub(crate) const OFFSET_FETCH: Handler = handler!(OffsetFetchRequest, offset_fetch);
-pub(crate) const OFFSET_DELETE: Handler = handler!(OffsetDeleteRequest, offset_delete);
+pub(crate) const OFFSET_COMMIT: Handler = handler!(OffsetCommitRequest, offset_commit, versions = 2..=9);
+pub(crate) const OFFSET_FETCH: Handler = handler!(OffsetFetchRequest, offset_fetch, versions = 1..=9);
+pub(crate) const OFFSET_DELETE: Handler = handler!(OffsetDeleteRequest, offset_delete, versions = 0..=0);
 
 /// Kafka's offset.metadata.max.bytes.
 const MAX_METADATA_BYTES: usize = 4096;
@@ -37,12 +37,24 @@ async fn offset_commit(broker: Rc<ShardBroker>, mut request: Request) -> Outcome
     // Per partition: an error decided here, or an offset to commit.
     let mut codes: Vec<(String, Vec<(i32, i16)>)> = Vec::new();
     let mut to_commit = Vec::new();
+    // Kafka: READ on the group, then READ on each topic; a denied group
+    // fails every partition.
+    let group_denied = request
+        .authorize(AclOperation::Read, Resource::Group(&asked.group_id))
+        .err();
     for topic in &asked.topics {
         let name = topic.name.to_string();
+        let denied = group_denied.or_else(|| {
+            request
+                .authorize(AclOperation::Read, Resource::Topic(&name))
+                .err()
+        });
         let partitions = catalog.get(&name).map_or(0, |t| t.partitions);
         let mut topic_codes = Vec::new();
         for p in &topic.partitions {
-            let code = if p.partition_index < 0 || p.partition_index >= partitions {
+            let code = if let Some(denied) = denied {
+                denied.code()
+            } else if p.partition_index < 0 || p.partition_index >= partitions {
                 ResponseError::UnknownTopicOrPartition.code()
             } else if p
                 .committed_metadata
@@ -110,19 +122,41 @@ async fn offset_commit(broker: Rc<ShardBroker>, mut request: Request) -> Outcome
     request.respond(&OffsetCommitResponse::default().with_topics(topics))
 }
 
-/// Committed offsets of one group, from its coordinator shard.
+/// Committed offsets of one group, from its coordinator shard, with each
+/// topic's error code. As Kafka: DESCRIBE on the group, else the group's
+/// error; topics asked for that the principal may not DESCRIBE answer
+/// TOPIC_AUTHORIZATION_FAILED, and when every topic is asked for, those
+/// are left out.
 async fn fetch_group(
     broker: &Rc<ShardBroker>,
+    request: &Request,
     group_id: String,
     wanted: Option<TopicPartitions>,
-) -> Result<FetchedOffsets, i16> {
+) -> Result<Vec<(String, Vec<(i32, Option<Committed>)>, i16)>, i16> {
+    request
+        .authorize(AclOperation::Describe, Resource::Group(&group_id))
+        .map_err(|denied| denied.code())?;
+    let all = wanted.is_none();
     let owner = broker.group_owner(&group_id);
-    broker
+    let fetched: FetchedOffsets = broker
         .on_coordinator(owner, move |b| async move {
             b.groups().fetch_offsets(&group_id, wanted)
         })
         .await
-        .map_err(|_| ResponseError::CoordinatorNotAvailable.code())
+        .map_err(|_| ResponseError::CoordinatorNotAvailable.code())?;
+    Ok(fetched
+        .into_iter()
+        .filter(|(name, _)| !all || request.may(AclOperation::Describe, Resource::Topic(name)))
+        .map(
+            |(name, partitions)| match request.authorize(AclOperation::Describe, Resource::Topic(&name)) {
+                Ok(()) => (name, partitions, 0),
+                Err(denied) => {
+                    let hidden = partitions.into_iter().map(|(p, _)| (p, None)).collect();
+                    (name, hidden, denied.code())
+                }
+            },
+        )
+        .collect())
 }
 
 /// (offset, leader epoch, metadata) as OffsetFetch reports them; no commit
@@ -137,6 +171,7 @@ async fn offset_fetch(broker: Rc<ShardBroker>, mut request: Request) -> Outcome 
     let asked: OffsetFetchRequest = request.decode("OffsetFetch")?;
     let version = request.version;
     if version >= 8 {
+        let request = &request;
         let groups = asked.groups.into_iter().map(|g| {
             let broker = broker.clone();
             async move {
@@ -146,12 +181,12 @@ async fn offset_fetch(broker: Rc<ShardBroker>, mut request: Request) -> Outcome 
                         .collect()
                 });
                 let response = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
-                match fetch_group(&broker, g.group_id.to_string(), wanted).await {
+                match fetch_group(&broker, request, g.group_id.to_string(), wanted).await {
                     Err(code) => response.with_error_code(code),
                     Ok(topics) => response.with_topics(
                         topics
                             .into_iter()
-                            .map(|(name, partitions)| {
+                            .map(|(name, partitions, code)| {
                                 OffsetFetchResponseTopics::default()
                                     .with_name(TopicName(StrBytes::from_string(name)))
                                     .with_partitions(
@@ -161,6 +196,7 @@ async fn offset_fetch(broker: Rc<ShardBroker>, mut request: Request) -> Outcome 
                                                 let (offset, epoch, metadata) = reported(c);
                                                 OffsetFetchResponsePartitions::default()
                                                     .with_partition_index(p)
+                                                    .with_error_code(code)
                                                     .with_committed_offset(offset)
                                                     .with_committed_leader_epoch(epoch)
                                                     .with_metadata(Some(StrBytes::from_string(metadata)))
@@ -180,12 +216,12 @@ async fn offset_fetch(broker: Rc<ShardBroker>, mut request: Request) -> Outcome 
             .map(|t| (t.name.to_string(), t.partition_indexes))
             .collect()
     });
-    let response = match fetch_group(&broker, asked.group_id.to_string(), wanted).await {
+    let response = match fetch_group(&broker, &request, asked.group_id.to_string(), wanted).await {
         Err(code) => OffsetFetchResponse::default().with_error_code(code),
         Ok(topics) => OffsetFetchResponse::default().with_topics(
             topics
                 .into_iter()
-                .map(|(name, partitions)| {
+                .map(|(name, partitions, code)| {
                     OffsetFetchResponseTopic::default()
                         .with_name(TopicName(StrBytes::from_string(name)))
                         .with_partitions(
@@ -195,6 +231,7 @@ async fn offset_fetch(broker: Rc<ShardBroker>, mut request: Request) -> Outcome 
                                     let (offset, epoch, metadata) = reported(c);
                                     let partition = OffsetFetchResponsePartition::default()
                                         .with_partition_index(p)
+                                        .with_error_code(code)
                                         .with_committed_offset(offset)
                                         .with_metadata(Some(StrBytes::from_string(metadata)));
                                     if version >= 5 {
@@ -215,16 +252,23 @@ async fn offset_fetch(broker: Rc<ShardBroker>, mut request: Request) -> Outcome 
 async fn offset_delete(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let asked: OffsetDeleteRequest = request.decode("OffsetDelete")?;
     let group_id = asked.group_id.to_string();
-    let topics: TopicPartitions = asked
-        .topics
-        .iter()
-        .map(|t| {
-            (
+    // Kafka: DELETE on the group, then READ on each topic; partitions of a
+    // denied topic are answered with its error and left alone.
+    if let Err(denied) = request.authorize(AclOperation::Delete, Resource::Group(&group_id)) {
+        return request.respond(&OffsetDeleteResponse::default().with_error_code(denied.code()));
+    }
+    let mut denied_topics: Vec<(String, Vec<(i32, i16)>)> = Vec::new();
+    let mut topics: TopicPartitions = Vec::new();
+    for t in &asked.topics {
+        let partitions = t.partitions.iter().map(|p| p.partition_index);
+        match request.authorize(AclOperation::Read, Resource::Topic(&t.name)) {
+            Ok(()) => topics.push((t.name.to_string(), partitions.collect())),
+            Err(denied) => denied_topics.push((
                 t.name.to_string(),
-                t.partitions.iter().map(|p| p.partition_index).collect(),
-            )
-        })
-        .collect();
+                partitions.map(|p| (p, denied.code())).collect(),
+            )),
+        }
+    }
     let owner = broker.group_owner(&group_id);
     let outcome = broker
         .on_coordinator(owner, move |b| async move {
@@ -237,6 +281,7 @@ async fn offset_delete(broker: Rc<ShardBroker>, mut request: Request) -> Outcome
         Ok(results) => OffsetDeleteResponse::default().with_topics(
             results
                 .into_iter()
+                .chain(denied_topics)
                 .map(|(name, partitions)| {
                     OffsetDeleteResponseTopic::default()
                         .with_name(TopicName(StrBytes::from_string(name)))

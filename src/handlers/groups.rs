@@ -3,7 +3,7 @@
 //! DescribeGroups, DeleteGroups. Each group's state lives on the shard that
 //! coordinates it; requests are sent there.
 
-use super::{handler, Handler, Outcome, Request};
+use super::{handler, AclOperation, Handler, Outcome, Request, Resource};
 use crate::groups::{GroupCoordinator, JoinRequest, JoinResult, Reply, SyncResult};
 use crate::server::ShardBroker;
 use bytes::Bytes;
@@ -21,14 +21,16 @@ use kafka_protocol::ResponseError;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-pub(crate) const FIND_COORDINATOR: Handler = handler!(FindCoordinatorRequest, find_coordinator);
-pub(crate) const JOIN_GROUP: Handler = handler!(JoinGroupRequest, join_group);
-pub(crate) const SYNC_GROUP: Handler = handler!(SyncGroupRequest, sync_group);
-pub(crate) const HEARTBEAT: Handler = handler!(HeartbeatRequest, heartbeat);
-pub(crate) const LEAVE_GROUP: Handler = handler!(LeaveGroupRequest, leave_group);
-pub(crate) const LIST_GROUPS: Handler = handler!(ListGroupsRequest, list_groups);
-pub(crate) const DESCRIBE_GROUPS: Handler = handler!(DescribeGroupsRequest, describe_groups);
-pub(crate) const DELETE_GROUPS: Handler = handler!(DeleteGroupsRequest, delete_groups);
+pub(crate) const FIND_COORDINATOR: Handler =
+    handler!(FindCoordinatorRequest, find_coordinator, versions = 0..=6);
+pub(crate) const JOIN_GROUP: Handler = handler!(JoinGroupRequest, join_group, versions = 0..=9);
+pub(crate) const SYNC_GROUP: Handler = handler!(SyncGroupRequest, sync_group, versions = 0..=5);
+pub(crate) const HEARTBEAT: Handler = handler!(HeartbeatRequest, heartbeat, versions = 0..=4);
+pub(crate) const LEAVE_GROUP: Handler = handler!(LeaveGroupRequest, leave_group, versions = 0..=5);
+pub(crate) const LIST_GROUPS: Handler = handler!(ListGroupsRequest, list_groups, versions = 0..=5);
+pub(crate) const DESCRIBE_GROUPS: Handler =
+    handler!(DescribeGroupsRequest, describe_groups, versions = 0..=6);
+pub(crate) const DELETE_GROUPS: Handler = handler!(DeleteGroupsRequest, delete_groups, versions = 0..=2);
 
 fn text(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
@@ -46,28 +48,36 @@ async fn find_coordinator(broker: Rc<ShardBroker>, mut request: Request) -> Outc
     let asked: FindCoordinatorRequest = request.decode("FindCoordinator")?;
     let (host, port) = broker.advertised_to(&request);
     let node = BrokerId(broker.identity().node_id);
-    let error = match asked.key_type {
-        0 => None,
+    // Kafka asks DESCRIBE on the group (or transactional id) of each key.
+    let error_for = |key: &str| match asked.key_type {
+        0 => request
+            .authorize(AclOperation::Describe, Resource::Group(key))
+            .err()
+            .map(|denied| (denied, "not authorized to describe the group")),
         1 => Some((
             ResponseError::TransactionalIdAuthorizationFailed,
             "transactions are not supported by this broker",
         )),
         _ => Some((ResponseError::InvalidRequest, "unknown coordinator key type")),
     };
-    if let Some((error, _)) = error {
-        broker
-            .metrics()
-            .request_error(ApiKey::FindCoordinator as i16, &format!("{error:?}"));
-    }
-    let code = error.map_or(0, |(error, _)| error.code());
-    let message = error.map(|(_, message)| text(message));
+    let count_error = |error: Option<(ResponseError, &'static str)>| {
+        if let Some((error, _)) = error {
+            broker
+                .metrics()
+                .request_error(ApiKey::FindCoordinator as i16, &format!("{error:?}"));
+        }
+        error
+    };
     let response = if request.version >= 4 {
         let coordinators = asked
             .coordinator_keys
-            .into_iter()
+            .iter()
             .map(|key| {
+                let error = count_error(error_for(key));
+                let code = error.map_or(0, |(error, _)| error.code());
+                let message = error.map(|(_, message)| text(message));
                 Coordinator::default()
-                    .with_key(key)
+                    .with_key(key.clone())
                     .with_node_id(if error.is_none() { node } else { BrokerId(-1) })
                     .with_host(if error.is_none() {
                         text(host.clone())
@@ -76,14 +86,18 @@ async fn find_coordinator(broker: Rc<ShardBroker>, mut request: Request) -> Outc
                     })
                     .with_port(if error.is_none() { i32::from(port) } else { -1 })
                     .with_error_code(code)
-                    .with_error_message(message.clone())
+                    .with_error_message(message)
             })
             .collect();
         FindCoordinatorResponse::default().with_coordinators(coordinators)
-    } else if error.is_some() {
+    } else if let Some((error, message)) = count_error(error_for(&asked.key)) {
         FindCoordinatorResponse::default()
-            .with_error_code(code)
-            .with_error_message(if request.version >= 1 { message } else { None })
+            .with_error_code(error.code())
+            .with_error_message(if request.version >= 1 {
+                Some(text(message))
+            } else {
+                None
+            })
             .with_node_id(BrokerId(-1))
             .with_port(-1)
     } else {
@@ -130,9 +144,23 @@ async fn join_group(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     // (librdkafka adds 3 s, the Java client 5 s), so the connection's
     // safety net starts then even if other members hold the group longer.
     let own = Some(join.rebalance_timeout);
-    let reply = group_reply(&broker, &request, group_id, own, |groups, id| {
-        groups.join(id, join)
-    });
+    let authorized = request.authorize(AclOperation::Read, Resource::Group(&group_id));
+    let reply = async {
+        match authorized {
+            Ok(()) => {
+                group_reply(&broker, &request, group_id, own, |groups, id| {
+                    groups.join(id, join)
+                })
+                .await
+            }
+            // Kafka answers with no member id and no generation.
+            Err(denied) => Ok(Some(JoinResult {
+                error: denied.code(),
+                generation: -1,
+                ..Default::default()
+            })),
+        }
+    };
     let result = match reply.await {
         Ok(Some(result)) => result,
         Ok(None) => JoinResult {
@@ -198,9 +226,21 @@ async fn sync_group(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
         asked.protocol_name.map(|n| n.to_string()),
     );
     let generation = asked.generation_id;
-    let reply = group_reply(&broker, &request, group_id, None, move |groups, id| {
-        groups.sync(id, &member_id, instance_id.as_deref(), generation, assignments)
-    });
+    let authorized = request.authorize(AclOperation::Read, Resource::Group(&group_id));
+    let reply = async {
+        match authorized {
+            Ok(()) => {
+                group_reply(&broker, &request, group_id, None, move |groups, id| {
+                    groups.sync(id, &member_id, instance_id.as_deref(), generation, assignments)
+                })
+                .await
+            }
+            Err(denied) => Ok(Some(SyncResult {
+                error: denied.code(),
+                ..Default::default()
+            })),
+        }
+    };
     let result = match reply.await {
         Ok(Some(result)) => result,
         Ok(None) => SyncResult {
@@ -251,7 +291,7 @@ where
     let owner = broker.group_owner(&group_id);
     let reply = broker
         .on_coordinator(owner, move |b| async move {
-            match call(&b.groups(), &group_id) {
+            match call(b.groups(), &group_id) {
                 Reply::Now(result) => Ok(result),
                 Reply::Later(rx) => Err((b.groups().answer_deadline(&group_id), rx)),
             }
@@ -272,6 +312,9 @@ where
 async fn heartbeat(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let asked: HeartbeatRequest = request.decode("Heartbeat")?;
     let group_id = asked.group_id.to_string();
+    if let Err(denied) = request.authorize(AclOperation::Read, Resource::Group(&group_id)) {
+        return request.respond(&HeartbeatResponse::default().with_error_code(denied.code()));
+    }
     let owner = broker.group_owner(&group_id);
     let member_id = asked.member_id.to_string();
     let instance_id = asked.group_instance_id.map(|i| i.to_string());
@@ -305,10 +348,13 @@ async fn leave_group(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let group_id = asked.group_id.to_string();
     let owner = broker.group_owner(&group_id);
     let who = leaving.clone();
-    let result = broker
-        .on_coordinator(owner, move |b| async move { b.groups().leave(&group_id, &who) })
-        .await
-        .unwrap_or(Err(UNAVAILABLE.code()));
+    let result = match request.authorize(AclOperation::Read, Resource::Group(&group_id)) {
+        Ok(()) => broker
+            .on_coordinator(owner, move |b| async move { b.groups().leave(&group_id, &who) })
+            .await
+            .unwrap_or(Err(UNAVAILABLE.code())),
+        Err(denied) => Err(denied.code()),
+    };
     let response = match (result, version >= 3) {
         (Err(code), _) => LeaveGroupResponse::default().with_error_code(code),
         (Ok(codes), false) => {
@@ -345,10 +391,17 @@ async fn list_groups(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
             .any(|t| t.eq_ignore_ascii_case("classic"));
     let per_shard =
         (0..broker.shard().count).map(|shard| broker.on_shard(shard, |b| async move { b.groups().list() }));
+    // DESCRIBE on the cluster lists every group; otherwise only those the
+    // principal may describe, the rest left out without a word (Kafka).
+    let all_visible = request.may(AclOperation::Describe, Resource::Cluster);
+    let visible = |id: &str| all_visible || request.may(AclOperation::Describe, Resource::Group(id));
     let mut groups: Vec<ListedGroup> = Vec::new();
     for listed in join_all(per_shard).await.into_iter().flatten() {
         for (id, protocol_type, state) in listed {
             if !classic_wanted || (!states.is_empty() && !states.contains(&state.to_ascii_lowercase())) {
+                continue;
+            }
+            if !visible(&id) {
                 continue;
             }
             let mut group = ListedGroup::default()
@@ -369,11 +422,19 @@ async fn list_groups(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
 async fn describe_groups(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let asked: DescribeGroupsRequest = request.decode("DescribeGroups")?;
     let version = request.version;
-    let operations = super::acl_operations::group(asked.include_authorized_operations);
+    let with_operations = asked.include_authorized_operations;
+    let request = &request;
     let described = asked.groups.into_iter().map(|group_id| {
         let broker = broker.clone();
         async move {
             let id = group_id.to_string();
+            if let Err(denied) = request.authorize(AclOperation::Describe, Resource::Group(&id)) {
+                return DescribedGroup::default()
+                    .with_group_id(group_id)
+                    .with_error_code(denied.code())
+                    .with_authorized_operations(super::acl_operations::NOT_REQUESTED);
+            }
+            let operations = super::acl_operations::group(request, with_operations, &id);
             let owner = broker.group_owner(&id);
             let found = broker
                 .on_coordinator(owner, move |b| async move { b.groups().describe(&id) })
@@ -419,15 +480,19 @@ async fn describe_groups(broker: Rc<ShardBroker>, mut request: Request) -> Outco
 
 async fn delete_groups(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let asked: DeleteGroupsRequest = request.decode("DeleteGroups")?;
+    let request = &request;
     let results = asked.groups_names.into_iter().map(|group_id| {
         let broker = broker.clone();
         async move {
             let id = group_id.to_string();
             let owner = broker.group_owner(&id);
-            let code = broker
-                .on_coordinator(owner, move |b| async move { b.groups().delete_group(&id).await })
-                .await
-                .unwrap_or(UNAVAILABLE.code());
+            let code = match request.authorize(AclOperation::Delete, Resource::Group(&id)) {
+                Ok(()) => broker
+                    .on_coordinator(owner, move |b| async move { b.groups().delete_group(&id).await })
+                    .await
+                    .unwrap_or(UNAVAILABLE.code()),
+                Err(denied) => denied.code(),
+            };
             DeletableGroupResult::default()
                 .with_group_id(group_id)
                 .with_error_code(code)

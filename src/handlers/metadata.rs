@@ -1,7 +1,7 @@
 //! Metadata: this broker (node 0) at its advertised address, the cluster id,
 //! the controller, and the topics asked for (auto-created if allowed).
 
-use super::{handler, Handler, Outcome, Request};
+use super::{handler, AclOperation, Handler, Outcome, Request, Resource};
 use crate::metrics::ShardMetrics;
 use crate::server::ShardBroker;
 use crate::topics::{validate_topic_name, TopicEntry};
@@ -14,7 +14,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use std::rc::Rc;
 
-pub(crate) const HANDLER: Handler = handler!(MetadataRequest, handle);
+pub(crate) const HANDLER: Handler = handler!(MetadataRequest, handle, versions = 0..=13);
 
 async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let asked: MetadataRequest = request.decode("Metadata")?;
@@ -26,19 +26,37 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
         // v4+ lets the client say no; before v4 the broker setting decides.
         let allowed = request.version < 4 || asked.allow_auto_topic_creation;
         if broker.config().auto_create_topics && allowed {
+            // Kafka creates only what the principal may create (CREATE on
+            // the cluster, or on the topic); existing names are no-ops.
+            let may_create = |name: &str| {
+                request.may(AclOperation::Create, Resource::Cluster)
+                    || request.may(AclOperation::Create, Resource::Topic(name))
+            };
             let names = topics
                 .iter()
                 .filter_map(|t| t.name.as_ref().map(|n| n.to_string()))
+                .filter(|n| may_create(n))
                 .collect();
             broker.controller().ensure_topics(names).await;
         }
     }
     let catalog = broker.catalog().snapshot();
-    let topic_operations = super::acl_operations::topic(asked.include_topic_authorized_operations);
-    let describe_topic =
-        |t: &TopicEntry| describe_topic(t).with_topic_authorized_operations(topic_operations);
+    let with_operations = asked.include_topic_authorized_operations;
+    let describe_topic = |t: &TopicEntry| {
+        describe_topic(t).with_topic_authorized_operations(super::acl_operations::topic(
+            &request,
+            with_operations,
+            &t.name,
+        ))
+    };
     let topics = match wanted {
-        None => catalog.topics().map(|t| describe_topic(t)).collect(),
+        // All topics: those the principal may describe, the rest left out
+        // without a word, as Kafka does.
+        None => catalog
+            .topics()
+            .filter(|t| request.may(AclOperation::Describe, Resource::Topic(&t.name)))
+            .map(|t| describe_topic(t))
+            .collect(),
         Some(topics) => topics
             .into_iter()
             .map(|asked| {
@@ -46,6 +64,14 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
                     Some(name) => catalog.get(name),
                     None => catalog.by_id(&asked.topic_id),
                 };
+                // Checked before existence, so a principal that may not
+                // describe a topic cannot learn whether it exists.
+                let name = asked.name.as_deref().map(|n| &**n).or(found.map(|t| &*t.name));
+                if let Some(Err(denied)) =
+                    name.map(|n| request.authorize(AclOperation::Describe, Resource::Topic(n)))
+                {
+                    return refused_topic(asked, denied);
+                }
                 found.map_or_else(|| missing_topic(&broker, asked), |t| describe_topic(t))
             })
             .collect(),
@@ -60,6 +86,7 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
         .with_cluster_id(Some(StrBytes::from_string(broker.identity().cluster_id.clone())))
         .with_controller_id(node_id)
         .with_cluster_authorized_operations(super::acl_operations::cluster(
+            &request,
             asked.include_cluster_authorized_operations,
         ))
         .with_topics(topics);
@@ -100,6 +127,15 @@ fn missing_topic(broker: &ShardBroker, topic: MetadataRequestTopic) -> MetadataR
         .request_error(ApiKey::Metadata as i16, &ShardMetrics::error_name(error.code()));
     MetadataResponseTopic::default()
         .with_error_code(error.code())
+        .with_name(topic.name)
+        .with_topic_id(topic.topic_id)
+}
+
+/// A topic the principal may not describe: TOPIC_AUTHORIZATION_FAILED,
+/// named as asked (a topic asked for by id keeps its name hidden).
+fn refused_topic(topic: MetadataRequestTopic, denied: ResponseError) -> MetadataResponseTopic {
+    MetadataResponseTopic::default()
+        .with_error_code(denied.code())
         .with_name(topic.name)
         .with_topic_id(topic.topic_id)
 }

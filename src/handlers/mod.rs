@@ -13,15 +13,19 @@ mod metadata;
 mod offsets;
 mod produce;
 mod producer_id;
+mod refused;
 mod topics_admin;
 
 use crate::protocol::response::{encode_response, encode_response_spliced, ResponseFrame};
+pub(crate) use crate::server::authorize::{AclOperation, Resource};
+use crate::server::session::Session;
 use crate::server::{ProtocolWait, ShardBroker};
 use bytes::Bytes;
 use kafka_protocol::messages::RequestHeader;
 use kafka_protocol::protocol::{
     Decodable, Encodable, HeaderVersion, Message, Request as KafkaRequest, VersionRange,
 };
+use kafka_protocol::ResponseError;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -45,6 +49,10 @@ pub(crate) struct Request {
     /// Until when the protocol lets this request wait (see
     /// `server::deadline`); handlers that may hold an answer set it.
     pub wait: ProtocolWait,
+    /// The connection's session: listener, security protocol, principal,
+    /// authentication state (`listener`, `peer` and `local_addr` above are
+    /// its fields, copied for the handlers that use them).
+    pub session: Rc<Session>,
 }
 
 /// A whole response frame, nothing (acks=0), or why the request was
@@ -59,17 +67,28 @@ pub(crate) struct Handler {
 }
 
 impl Handler {
-    /// A handler for request type `R`, at every version the crate can both
-    /// decode the request and encode the response in.
-    const fn of<R: KafkaRequest>(handle: fn(Rc<ShardBroker>, Request) -> HandlerFuture) -> Handler {
+    /// A handler for request type `R` at `tested` versions: the range the
+    /// tests exercise (tests/api_calls answers every advertised version).
+    /// It must lie within what the crate can both decode the request and
+    /// encode the response in; otherwise the `const` handler entry fails to
+    /// compile. So a crate upgrade never widens what is advertised (new
+    /// versions stay unadvertised until tested), and one that drops a
+    /// tested version stops the build instead of advertising less silently.
+    const fn of<R: KafkaRequest>(
+        tested: VersionRange,
+        handle: fn(Rc<ShardBroker>, Request) -> HandlerFuture,
+    ) -> Handler {
         let req = <R as Message>::VERSIONS;
         let resp = <R::Response as Message>::VERSIONS;
+        let crate_min = if req.min > resp.min { req.min } else { resp.min };
+        let crate_max = if req.max < resp.max { req.max } else { resp.max };
+        assert!(
+            crate_min <= tested.min && tested.min <= tested.max && tested.max <= crate_max,
+            "tested versions outside what kafka-protocol can decode and encode"
+        );
         Handler {
             api_key: R::KEY,
-            versions: VersionRange {
-                min: if req.min > resp.min { req.min } else { resp.min },
-                max: if req.max < resp.max { req.max } else { resp.max },
-            },
+            versions: tested,
             handle,
         }
     }
@@ -80,6 +99,47 @@ impl Handler {
 }
 
 impl Request {
+    /// Whether this request's principal may perform `operation` on
+    /// `resource`: the single authorization call point. `Err` is the error
+    /// Kafka answers for the denied resource (TOPIC_AUTHORIZATION_FAILED,
+    /// GROUP_AUTHORIZATION_FAILED, CLUSTER_AUTHORIZATION_FAILED, ...).
+    pub fn authorize(&self, operation: AclOperation, resource: Resource<'_>) -> Result<(), ResponseError> {
+        self.session.authorize(operation, resource)
+    }
+
+    /// Whether the principal may perform `operation` on `resource`, asked
+    /// only to filter a listing or report `authorized_operations`: a
+    /// denial here is not logged.
+    pub fn may(&self, operation: AclOperation, resource: Resource<'_>) -> bool {
+        self.session.may(operation, resource)
+    }
+
+    /// Authorizes `operation` on every topic a request names, by name or
+    /// (name empty) by id, resolved in the catalog; an unknown id is left
+    /// to the handler, which answers UNKNOWN_TOPIC_ID for it. CREATE on the
+    /// cluster covers every topic, as in Kafka. `Err`: the first denial.
+    pub fn authorize_topics<'a>(
+        &self,
+        broker: &ShardBroker,
+        operation: AclOperation,
+        topics: impl IntoIterator<Item = (&'a str, uuid::Uuid)>,
+    ) -> Result<(), ResponseError> {
+        if operation == AclOperation::Create && self.may(operation, Resource::Cluster) {
+            return Ok(());
+        }
+        let catalog = broker.catalog().snapshot();
+        for (name, id) in topics {
+            let name = match name {
+                "" => catalog.by_id(&id).map(|t| t.name.as_str()),
+                name => Some(name),
+            };
+            if let Some(name) = name {
+                self.authorize(operation, Resource::Topic(name))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Decodes the body as `R` at the request's version.
     pub fn decode<R: Decodable>(&mut self, api: &str) -> Result<R, String> {
         R::decode(&mut self.body, self.version).map_err(|e| format!("bad {api} v{} body: {e}", self.version))
@@ -119,10 +179,14 @@ where
     topics.into_iter().map(|(topic, _)| topic).zip(answers).collect()
 }
 
-/// A handler entry for request type `$request`, served by async fn `$handle`.
+/// A handler entry for request type `$request`, served by async fn
+/// `$handle`, advertised at versions `$min..=$max` (what its tests cover).
 macro_rules! handler {
-    ($request:ty, $handle:path) => {
-        $crate::handlers::Handler::of::<$request>(|broker, request| Box::pin($handle(broker, request)))
+    ($request:ty, $handle:path, versions = $min:literal..=$max:literal) => {
+        $crate::handlers::Handler::of::<$request>(
+            kafka_protocol::protocol::VersionRange { min: $min, max: $max },
+            |broker, request| Box::pin($handle(broker, request)),
+        )
     };
 }
 pub(crate) use handler;
@@ -177,5 +241,68 @@ mod tests {
         assert_eq!((api_versions.versions.min, api_versions.versions.max), (0, 4));
         let metadata = find(ApiKey::Metadata as i16).unwrap();
         assert!(metadata.supports(0) && metadata.supports(12));
+    }
+
+    /// The whole advertised table, pinned: a change to what clients are
+    /// told (a handler's range edited, a handler added or removed) must be
+    /// made here too, with tests/api_calls covering every version in it.
+    #[test]
+    fn advertised_versions_are_pinned() {
+        use ApiKey::*;
+        let pinned: &[(ApiKey, i16, i16)] = &[
+            (Produce, 3, 13),
+            (Fetch, 4, 18),
+            (ListOffsets, 1, 10),
+            (Metadata, 0, 13),
+            (OffsetForLeaderEpoch, 2, 4),
+            (ApiVersions, 0, 4),
+            (CreateTopics, 2, 7),
+            (DeleteTopics, 1, 6),
+            (DeleteRecords, 0, 2),
+            (InitProducerId, 0, 5),
+            (DescribeConfigs, 1, 4),
+            (CreatePartitions, 0, 3),
+            (AlterConfigs, 0, 2),
+            (IncrementalAlterConfigs, 0, 1),
+            (DescribeCluster, 0, 2),
+            (FindCoordinator, 0, 6),
+            (JoinGroup, 0, 9),
+            (Heartbeat, 0, 4),
+            (LeaveGroup, 0, 5),
+            (SyncGroup, 0, 5),
+            (DescribeGroups, 0, 6),
+            (ListGroups, 0, 5),
+            (DeleteGroups, 0, 2),
+            (OffsetCommit, 2, 9),
+            (OffsetFetch, 1, 9),
+            (OffsetDelete, 0, 0),
+        ];
+        let advertised: Vec<(i16, i16, i16)> = HANDLERS
+            .iter()
+            .map(|h| (h.api_key, h.versions.min, h.versions.max))
+            .collect();
+        let expected: Vec<(i16, i16, i16)> = pinned.iter().map(|(k, lo, hi)| (*k as i16, *lo, *hi)).collect();
+        assert_eq!(advertised, expected);
+    }
+
+    async fn never(_: Rc<ShardBroker>, _: Request) -> Outcome {
+        Ok(None)
+    }
+
+    /// In a `const` handler entry this is a compile error; called at run
+    /// time it panics, which is what this checks.
+    #[test]
+    #[should_panic(expected = "tested versions outside")]
+    fn a_tested_version_the_crate_cannot_encode_is_refused() {
+        let crate_max = <kafka_protocol::messages::ProduceRequest as Message>::VERSIONS.max;
+        let _ = handler!(kafka_protocol::messages::ProduceRequest, never, versions = 3..=99);
+        unreachable!("crate max is {crate_max}");
+    }
+
+    #[test]
+    #[should_panic(expected = "tested versions outside")]
+    fn a_tested_version_below_the_crate_minimum_is_refused() {
+        // Produce v0-2 (message sets) are gone from the crate's range.
+        let _ = handler!(kafka_protocol::messages::ProduceRequest, never, versions = 0..=13);
     }
 }

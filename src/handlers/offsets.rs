@@ -19,9 +19,12 @@ use kafka_protocol::messages::{
 };
 use std::rc::Rc;
 
-pub(crate) const LIST_OFFSETS: Handler = handler!(ListOffsetsRequest, list_offsets);
-pub(crate) const OFFSET_FOR_LEADER_EPOCH: Handler =
-    handler!(OffsetForLeaderEpochRequest, offset_for_leader_epoch);
+pub(crate) const LIST_OFFSETS: Handler = handler!(ListOffsetsRequest, list_offsets, versions = 1..=10);
+pub(crate) const OFFSET_FOR_LEADER_EPOCH: Handler = handler!(
+    OffsetForLeaderEpochRequest,
+    offset_for_leader_epoch,
+    versions = 2..=4
+);
 
 /// The leader epoch the router has for `tp` (-1 if not led here).
 fn leader_epoch(broker: &ShardBroker, tp: &TopicPartition) -> i32 {
@@ -33,6 +36,13 @@ fn leader_epoch(broker: &ShardBroker, tp: &TopicPartition) -> i32 {
 
 async fn list_offsets(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let asked: ListOffsetsRequest = request.decode("ListOffsets")?;
+    if let Err(denied) = request.authorize_topics(
+        &broker,
+        super::AclOperation::Describe,
+        asked.topics.iter().map(|t| (&*t.name.0, uuid::Uuid::nil())),
+    ) {
+        return request.respond(&super::refused::list_offsets(&asked, denied));
+    }
     // The field exists from v4; the encoder refuses it set on older versions.
     let with_epoch = request.version >= 4;
     let topics = asked.topics.into_iter().map(|t| (t.name, t.partitions)).collect();
@@ -75,6 +85,13 @@ async fn list_offsets(broker: Rc<ShardBroker>, mut request: Request) -> Outcome 
 
 async fn offset_for_leader_epoch(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let asked: OffsetForLeaderEpochRequest = request.decode("OffsetForLeaderEpoch")?;
+    if let Err(denied) = request.authorize_topics(
+        &broker,
+        super::AclOperation::Describe,
+        asked.topics.iter().map(|t| (&*t.topic.0, uuid::Uuid::nil())),
+    ) {
+        return request.respond(&super::refused::offset_for_leader_epoch(&asked, denied));
+    }
     let topics = asked
         .topics
         .into_iter()

@@ -18,7 +18,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use std::rc::Rc;
 
-pub(crate) const HANDLER: Handler = handler!(ProduceRequest, handle);
+pub(crate) const HANDLER: Handler = handler!(ProduceRequest, handle, versions = 3..=13);
 
 /// Why every partition of a topic is refused: the error and its message.
 type Refused = (ResponseError, Rc<str>);
@@ -51,6 +51,13 @@ impl AppendResult {
 async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let produce: ProduceRequest = request.decode("Produce")?;
     let acks = produce.acks;
+    if let Err(denied) = request.authorize_topics(
+        &broker,
+        super::AclOperation::Write,
+        produce.topic_data.iter().map(|t| (&*t.name.0, t.topic_id)),
+    ) {
+        return respond(&request, acks, error_all(&shape(&produce), denied));
+    }
     let by_id = request.version >= 13;
     if produce.transactional_id.is_some() {
         // Transactions are not implemented; say so rather than store

@@ -9,20 +9,29 @@
 //! producer. An idempotent producer bumps its own epoch client-side; only a
 //! transactional id (not supported yet) owns its producer id across calls.
 
-use super::{handler, Handler, Outcome, Request};
+use super::{handler, AclOperation, Handler, Outcome, Request, Resource};
 use crate::server::ShardBroker;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 use kafka_protocol::ResponseError;
 use std::rc::Rc;
 use tracing::error;
 
-pub(crate) const HANDLER: Handler = handler!(InitProducerIdRequest, handle);
+pub(crate) const HANDLER: Handler = handler!(InitProducerIdRequest, handle, versions = 0..=5);
 
 async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let asked: InitProducerIdRequest = request.decode("InitProducerId")?;
     let response = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
+    // Kafka: WRITE on the transactional id, or IDEMPOTENT_WRITE on the
+    // cluster for an idempotent producer.
+    let authorized = match asked.transactional_id.as_deref().filter(|t| !t.is_empty()) {
+        Some(id) => request.authorize(AclOperation::Write, Resource::TransactionalId(id)),
+        None => request.authorize(AclOperation::IdempotentWrite, Resource::Cluster),
+    };
+    if let Err(denied) = authorized {
+        return request.respond(&response.with_error_code(denied.code()));
+    }
     if let Some(code) = refusal(&asked) {
         return request.respond(&response.with_error_code(code.code()));
     }

@@ -22,10 +22,11 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use std::rc::Rc;
 
-pub(crate) const CREATE_TOPICS: Handler = handler!(CreateTopicsRequest, create_topics);
-pub(crate) const DELETE_TOPICS: Handler = handler!(DeleteTopicsRequest, delete_topics);
-pub(crate) const CREATE_PARTITIONS: Handler = handler!(CreatePartitionsRequest, create_partitions);
-pub(crate) const DELETE_RECORDS: Handler = handler!(DeleteRecordsRequest, delete_records);
+pub(crate) const CREATE_TOPICS: Handler = handler!(CreateTopicsRequest, create_topics, versions = 2..=7);
+pub(crate) const DELETE_TOPICS: Handler = handler!(DeleteTopicsRequest, delete_topics, versions = 1..=6);
+pub(crate) const CREATE_PARTITIONS: Handler =
+    handler!(CreatePartitionsRequest, create_partitions, versions = 0..=3);
+pub(crate) const DELETE_RECORDS: Handler = handler!(DeleteRecordsRequest, delete_records, versions = 0..=2);
 
 fn topic_name(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))
@@ -33,6 +34,13 @@ fn topic_name(name: &str) -> TopicName {
 
 async fn create_topics(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let asked: CreateTopicsRequest = request.decode("CreateTopics")?;
+    if let Err(denied) = request.authorize_topics(
+        &broker,
+        super::AclOperation::Create,
+        asked.topics.iter().map(|t| (&*t.name.0, uuid::Uuid::nil())),
+    ) {
+        return request.respond(&super::refused::create_topics(&asked, denied));
+    }
     let topics: Vec<NewTopic> = asked
         .topics
         .into_iter()
@@ -91,6 +99,22 @@ async fn create_topics(broker: Rc<ShardBroker>, mut request: Request) -> Outcome
 
 async fn delete_topics(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let asked: DeleteTopicsRequest = request.decode("DeleteTopics")?;
+    if let Err(denied) = request.authorize_topics(
+        &broker,
+        super::AclOperation::Delete,
+        asked
+            .topic_names
+            .iter()
+            .map(|n| (&*n.0, uuid::Uuid::nil()))
+            .chain(
+                asked
+                    .topics
+                    .iter()
+                    .map(|t| (t.name.as_deref().map_or("", |n| &**n), t.topic_id)),
+            ),
+    ) {
+        return request.respond(&super::refused::delete_topics(&asked, denied));
+    }
     let catalog = broker.catalog().snapshot();
     // v0-5 name topics; v6 names or ids them.
     let mut names: Vec<String> = asked.topic_names.iter().map(|n| n.to_string()).collect();
@@ -123,6 +147,13 @@ async fn delete_topics(broker: Rc<ShardBroker>, mut request: Request) -> Outcome
 
 async fn create_partitions(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let asked: CreatePartitionsRequest = request.decode("CreatePartitions")?;
+    if let Err(denied) = request.authorize_topics(
+        &broker,
+        super::AclOperation::Alter,
+        asked.topics.iter().map(|t| (&*t.name.0, uuid::Uuid::nil())),
+    ) {
+        return request.respond(&super::refused::create_partitions(&asked, denied));
+    }
     let changes: Vec<NewPartitions> = asked
         .topics
         .iter()
@@ -154,6 +185,13 @@ async fn create_partitions(broker: Rc<ShardBroker>, mut request: Request) -> Out
 
 async fn delete_records(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let asked: DeleteRecordsRequest = request.decode("DeleteRecords")?;
+    if let Err(denied) = request.authorize_topics(
+        &broker,
+        super::AclOperation::Delete,
+        asked.topics.iter().map(|t| (&*t.name.0, uuid::Uuid::nil())),
+    ) {
+        return request.respond(&super::refused::delete_records(&asked, denied));
+    }
     let topics = asked.topics.into_iter().map(|t| (t.name, t.partitions)).collect();
     let answered = per_partition(topics, |topic, p: DeleteRecordsPartition| {
         let tp = TopicPartition::new(topic, p.partition_index);

@@ -90,6 +90,8 @@ pub struct Metrics {
     pub(crate) request_timeouts: Family<ShardLabel, Counter>,
     pub(crate) pending_requests: Family<ShardLabel, Gauge>,
     pub(crate) backpressure_events: Family<ShardLabel, Counter>,
+    pub(crate) queued_request_bytes: Family<ShardLabel, Gauge>,
+    pub(crate) queued_request_bytes_peak: Family<ShardLabel, Gauge>,
     pub(crate) tls_handshake_failures: Family<ReasonLabels, Counter>,
     pub(crate) produce_records: Family<TopicLabels, Counter>,
     pub(crate) produce_bytes: Family<TopicLabels, Counter>,
@@ -118,6 +120,8 @@ impl Metrics {
             request_timeouts: Family::default(),
             pending_requests: Family::default(),
             backpressure_events: Family::default(),
+            queued_request_bytes: Family::default(),
+            queued_request_bytes_peak: Family::default(),
             tls_handshake_failures: Family::default(),
             produce_records: Family::default(),
             produce_bytes: Family::default(),
@@ -163,6 +167,16 @@ impl Metrics {
             "chronik_backpressure_events",
             "Times the shard stopped reading because too many requests were pending",
             metrics.backpressure_events.clone(),
+        );
+        r.register(
+            "chronik_queued_request_bytes",
+            "Bytes of requests being read or processed on the shard, counted against QUEUED_MAX_REQUEST_BYTES",
+            metrics.queued_request_bytes.clone(),
+        );
+        r.register(
+            "chronik_queued_request_bytes_peak",
+            "Highest chronik_queued_request_bytes since the broker started",
+            metrics.queued_request_bytes_peak.clone(),
         );
         r.register(
             "chronik_tls_handshake_failures",

@@ -16,6 +16,9 @@ pub struct ShardMetrics {
     per_topic: RefCell<HashMap<String, [Counter; 4]>>,
     pub(crate) pending: Gauge,
     backpressure: Counter,
+    /// Request bytes held against QUEUED_MAX_REQUEST_BYTES, and their peak.
+    pub(crate) queued_bytes: Gauge,
+    pub(crate) queued_bytes_peak: Gauge,
     timeouts: Counter,
     pub(crate) stalls: Counter,
     pub(crate) loop_lag: FloatGauge,
@@ -71,6 +74,8 @@ impl ShardMetrics {
         ShardMetrics {
             pending: metrics.pending_requests.get_or_create_owned(&label),
             backpressure: metrics.backpressure_events.get_or_create_owned(&label),
+            queued_bytes: metrics.queued_request_bytes.get_or_create_owned(&label),
+            queued_bytes_peak: metrics.queued_request_bytes_peak.get_or_create_owned(&label),
             timeouts: metrics.request_timeouts.get_or_create_owned(&label),
             stalls: metrics.executor_stalls.get_or_create_owned(&label),
             loop_lag: metrics.executor_loop_lag.get_or_create_owned(&label),

@@ -110,6 +110,13 @@ impl FrameBuffer {
         }
     }
 
+    /// Size of the frame at the front of the buffer (without its prefix),
+    /// as soon as its size prefix has arrived, before its body has: what
+    /// the shard's request byte budget reserves.
+    pub fn next_size(&self) -> Result<Option<usize>, FrameError> {
+        frame_size(&self.buf[..self.filled], self.max_frame)
+    }
+
     /// The next whole frame, if one has arrived.
     pub fn next_frame(&mut self) -> Result<Option<Bytes>, FrameError> {
         let Some(size) = frame_size(&self.buf[..self.filled], self.max_frame)? else {
@@ -240,6 +247,15 @@ mod tests {
             (0, 0),
             "drained: the buffer let go"
         );
+    }
+
+    #[test]
+    fn the_next_size_is_known_from_the_prefix_alone() {
+        let mut reader = FrameBuffer::new(64, MAX);
+        assert_eq!(reader.next_size(), Ok(None));
+        feed(&mut reader, &frame(b"0123456789")[..5]);
+        assert_eq!(reader.next_size(), Ok(Some(10)));
+        assert_eq!(reader.next_frame().unwrap(), None);
     }
 
     #[test]

@@ -8,11 +8,14 @@
 //! Handler tasks start in arrival order too, which keeps per-partition
 //! append order equal to request order.
 
+use super::authorize::shard_authorizer;
+use super::backpressure::HeldBytes;
 use super::deadline::{answered_in_time, ProtocolWait};
+use super::session::{KafkaPrincipal, Session};
 use super::shard_broker::ShardBroker;
 use crate::config::SecurityProtocol;
 use crate::handlers::{self, Outcome, Request};
-use crate::protocol::frame::FrameBuffer;
+use crate::protocol::frame::{FrameBuffer, SIZE_PREFIX};
 use crate::protocol::header::{decode_header, peek_client_id, peek_ids, RequestIds};
 use crate::protocol::response::ResponseFrame;
 use crate::tls;
@@ -41,26 +44,14 @@ struct Pending {
     started: Instant,
     wait: ProtocolWait,
     answer: Answer,
+    /// The request's bytes against the shard's budget, given back once the
+    /// response is written (or the slot dropped with the connection).
+    _held: Option<HeldBytes>,
 }
 
 enum Answer {
     Ready(ResponseFrame),
     Running(Task<Outcome>),
-}
-
-/// What the handlers of one connection know about how it was made.
-struct Session {
-    listener: usize,
-    client_id_recorded: std::cell::Cell<bool>,
-}
-
-impl Session {
-    fn new(listener: usize) -> Session {
-        Session {
-            listener,
-            client_id_recorded: std::cell::Cell::new(false),
-        }
-    }
 }
 
 pub(crate) async fn serve(broker: Rc<ShardBroker>, conn: Connection) {
@@ -100,12 +91,30 @@ async fn serve_listener(broker: Rc<ShardBroker>, conn: Connection, security: Sec
         }
     };
     let Some(tls) = tls else {
-        let session = Session::new(listener);
+        let session = new_session(listener, security, &entry, None);
         return serve_connection(broker, stream, entry, drain, session).await;
     };
     // Boxed: the handshake and the TLS session are large, and an unboxed
     // branch would make every plaintext connection's task as big.
     Box::pin(serve_tls(broker, stream, listener, entry, drain, tls)).await
+}
+
+/// The session of a connection that has finished whatever its listener
+/// authenticates with before the first request (TLS, or nothing).
+fn new_session(
+    listener: usize,
+    security: SecurityProtocol,
+    entry: &ConnectionEntry,
+    certificate_subject: Option<&str>,
+) -> Rc<Session> {
+    Rc::new(Session::new(
+        listener,
+        security,
+        KafkaPrincipal::of_certificate(certificate_subject),
+        entry.peer(),
+        entry.local(),
+        shard_authorizer(),
+    ))
 }
 
 async fn serve_tls(
@@ -148,7 +157,8 @@ async fn serve_tls(
         san = %established.identity.as_ref().map(|id| id.sans.join(",")).unwrap_or_default(),
         "TLS session established"
     );
-    let session = Session::new(listener);
+    let subject = established.identity.as_ref().map(|id| id.subject.as_str());
+    let session = new_session(listener, SecurityProtocol::Ssl, &entry, subject);
     serve_connection(broker, established.stream, entry, drain, session).await
 }
 
@@ -157,7 +167,7 @@ async fn serve_connection<S>(
     stream: S,
     entry: Rc<ConnectionEntry>,
     drain: chronik_shard::Signal,
-    session: Session,
+    session: Rc<Session>,
 ) where
     S: futures::AsyncRead + futures::AsyncWrite + Unpin,
 {
@@ -182,15 +192,42 @@ async fn serve_connection<S>(
 async fn read_requests<R: futures::AsyncRead + Unpin>(
     broker: &Rc<ShardBroker>,
     entry: &Rc<ConnectionEntry>,
-    session: &Session,
+    session: &Rc<Session>,
     mut reader: R,
     responses: LocalSender<Pending>,
     slots: &Semaphore,
     drain: &chronik_shard::Signal,
 ) {
     let mut buffer = FrameBuffer::new(broker.config().buffer_size, broker.config().max_request_bytes);
+    let budget = broker.net().backpressure.bytes().clone();
+    budget.report_to(|| {
+        (
+            broker.metrics().queued_bytes.clone(),
+            broker.metrics().queued_bytes_peak.clone(),
+        )
+    });
+    let limit = broker.config().queued_max_request_bytes;
+    // The reservation for the frame at the front of the buffer, taken as
+    // soon as its size is known, before its body is read.
+    let mut front: Option<HeldBytes> = None;
     loop {
         loop {
+            if front.is_none() {
+                match buffer.next_size() {
+                    Ok(Some(size)) => {
+                        let reserve = pin!(budget.reserve(SIZE_PREFIX + size, limit));
+                        match select(reserve, pin!(drain.wait())).await {
+                            Either::Left((held, _)) => front = Some(held),
+                            Either::Right(_) => return,
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        frame_error(broker, entry, &format!("{e}"), None);
+                        return;
+                    }
+                }
+            }
             let frame = match buffer.next_frame() {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
@@ -203,7 +240,7 @@ async fn read_requests<R: futures::AsyncRead + Unpin>(
             if slots.acquire(1).await.is_err() {
                 return;
             }
-            let pending = match dispatch(broker, entry, session, frame) {
+            let pending = match dispatch(broker, entry, session, frame, front.take()) {
                 Ok(pending) => pending,
                 Err(()) => return,
             };
@@ -224,6 +261,14 @@ async fn read_requests<R: futures::AsyncRead + Unpin>(
             return;
         }
         broker.net().backpressure.ready_to_read().await;
+        // Between frames, read nothing more while the byte budget is spent
+        // (mid-frame the body is read: its bytes are already reserved).
+        if front.is_none() && budget.spent(limit) {
+            match select(pin!(budget.until_available(limit)), pin!(drain.wait())).await {
+                Either::Left(_) => {}
+                Either::Right(_) => return,
+            }
+        }
         let read = {
             let read = pin!(buffer.read_from(&mut reader));
             let drained = pin!(drain.wait());
@@ -257,8 +302,9 @@ async fn read_requests<R: futures::AsyncRead + Unpin>(
 fn dispatch(
     broker: &Rc<ShardBroker>,
     entry: &Rc<ConnectionEntry>,
-    session: &Session,
+    session: &Rc<Session>,
     frame: Bytes,
+    held: Option<HeldBytes>,
 ) -> Result<Pending, ()> {
     bump(&broker.net().counters.requests, 1);
     let started = Instant::now();
@@ -285,6 +331,7 @@ fn dispatch(
                     started,
                     wait: ProtocolWait::default(),
                     answer: Answer::Ready(ResponseFrame::Whole(frame)),
+                    _held: held,
                 })
                 .map_err(|e| frame_error(broker, entry, &e, Some((ids, &frame))));
         }
@@ -295,6 +342,18 @@ fn dispatch(
         frame_error(broker, entry, "unknown api key", Some((ids, &frame)));
         return Err(());
     };
+    // Before authentication completes only the requests of the exchange
+    // itself are served; anything else closes the connection, as Kafka's
+    // SASL authenticator does. Plaintext and SSL sessions start
+    // authenticated, so this refuses nothing until SASL exists.
+    if !session.auth_state().allows(api_key) {
+        let reason = format!(
+            "{api_key:?} before authentication completed ({:?})",
+            session.auth_state()
+        );
+        frame_error(broker, entry, &reason, Some((ids, &frame)));
+        return Err(());
+    }
     // A refcount, not a copy: kept only to name the client if decoding fails.
     let raw = frame.clone();
     let (header, body) = decode_header(api_key, ids.api_version, frame)
@@ -328,9 +387,10 @@ fn dispatch(
         header,
         version: ids.api_version,
         body,
-        local_addr: entry.local(),
+        local_addr: session.local_addr,
         listener: session.listener,
-        peer: entry.peer(),
+        peer: session.peer,
+        session: session.clone(),
     };
     let task = glommio::spawn_local((handler.handle)(broker.clone(), request).instrument(request_span));
     Ok(Pending {
@@ -338,6 +398,7 @@ fn dispatch(
         started,
         wait,
         answer: Answer::Running(task),
+        _held: held,
     })
 }
 

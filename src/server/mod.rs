@@ -12,12 +12,14 @@
 //! ```
 
 mod advertised;
+pub(crate) mod authorize;
 mod backpressure;
 mod connection;
 mod counters;
 mod deadline;
 mod observe;
 mod service;
+pub(crate) mod session;
 mod shard_broker;
 
 pub use chronik_shard::Stopper;

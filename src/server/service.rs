@@ -19,21 +19,19 @@ impl ShardService for ShardBroker {
         glommio::spawn_local(super::observe::observe(self.clone(), self.end_offsets().clone())).detach();
     }
 
-    fn on_message(self: Rc<Self>, message: ShardMessage) -> impl Future<Output = ()> + 'static {
-        async move {
-            match message {
-                ShardMessage::Partition(op) => self.local_partitions().clone().serve(op).await,
-                ShardMessage::Controller(op) => match self.controller().local() {
-                    Some(controller) => controller.clone().serve(op).await,
-                    // Dropping the op drops its reply channel: the sender
-                    // learns the controller is not here.
-                    None => tracing::error!(
-                        shard = self.shard().id,
-                        "controller op sent to a shard without the controller"
-                    ),
-                },
-                ShardMessage::Run(task) => task(self).await,
-            }
+    async fn on_message(self: Rc<Self>, message: ShardMessage) {
+        match message {
+            ShardMessage::Partition(op) => self.local_partitions().clone().serve(op).await,
+            ShardMessage::Controller(op) => match self.controller().local() {
+                Some(controller) => controller.clone().serve(op).await,
+                // Dropping the op drops its reply channel: the sender
+                // learns the controller is not here.
+                None => tracing::error!(
+                    shard = self.shard().id,
+                    "controller op sent to a shard without the controller"
+                ),
+            },
+            ShardMessage::Run(task) => task(self).await,
         }
     }
 

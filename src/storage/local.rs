@@ -28,8 +28,11 @@ const WRITES_PER_TRIP: usize = 256;
 /// Called with the new stored end each time the writer advances it.
 pub(crate) type OnStored = Rc<dyn Fn(i64)>;
 
+/// Where a write's outcome goes: the file to sync for acks=all.
+type WriteReply = oneshot::Sender<Result<Arc<File>, StorageError>>;
+
 enum Queued {
-    Write(PendingWrite, oneshot::Sender<Result<Arc<File>, StorageError>>),
+    Write(PendingWrite, WriteReply),
     Seal(Sealed),
     /// Cuts what failed writes left behind, before the writes after it.
     Cut(Unwritten),
@@ -185,11 +188,7 @@ async fn run_writer(writer: Rc<Writer>, name: Rc<str>) {
     }
 }
 
-async fn store_writes(
-    writer: &Writer,
-    name: &str,
-    writes: Vec<(PendingWrite, oneshot::Sender<Result<Arc<File>, StorageError>>)>,
-) {
+async fn store_writes(writer: &Writer, name: &str, writes: Vec<(PendingWrite, WriteReply)>) {
     if let Some(e) = writer.failed.borrow().clone() {
         for (_, tx) in writes {
             let _ = tx.send(Err(StorageError::Io {

@@ -15,6 +15,9 @@ use x509_parser::x509::X509Name;
 pub(crate) struct PeerIdentity {
     /// `User:CN=...`, as Kafka names an SSL principal.
     pub principal: String,
+    /// The subject in RFC 4514 form (`CN=client,O=Example`): the
+    /// principal's name.
+    pub subject: String,
     /// Subject alternative names, `DNS:`, `IP:`, `email:`, `URI:` prefixed.
     pub sans: Vec<String>,
 }
@@ -24,8 +27,10 @@ impl PeerIdentity {
     /// by rustls when this is called).
     pub(crate) fn of(leaf: &CertificateDer<'_>) -> Option<PeerIdentity> {
         let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+        let subject = rfc4514(cert.subject());
         Some(PeerIdentity {
-            principal: format!("User:{}", rfc4514(cert.subject())),
+            principal: format!("User:{subject}"),
+            subject,
             sans: subject_alternative_names(&cert),
         })
     }

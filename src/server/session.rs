@@ -1,0 +1,221 @@
+//! Who is at the other end of a connection and how far they have proved
+//! it: the session every request of the connection is handled in.
+//!
+//! Kafka keeps the same per connection: the listener and its security
+//! protocol, the authenticated principal (`KafkaPrincipal`, built from the
+//! TLS client certificate or a SASL exchange, `User:ANONYMOUS` otherwise),
+//! and the authentication state that decides which requests may be sent
+//! before authentication completes.
+
+use super::authorize::{self, AclOperation, Authorizer, LogDenial, Resource};
+use crate::config::SecurityProtocol;
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::ResponseError;
+use std::cell::Cell;
+use std::fmt;
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+/// A principal as Kafka writes it: `User:alice`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KafkaPrincipal {
+    pub principal_type: &'static str,
+    pub name: String,
+}
+
+impl KafkaPrincipal {
+    pub(crate) const USER_TYPE: &'static str = "User";
+
+    pub(crate) fn user(name: impl Into<String>) -> KafkaPrincipal {
+        KafkaPrincipal {
+            principal_type: Self::USER_TYPE,
+            name: name.into(),
+        }
+    }
+
+    /// Kafka's principal for a client that proved nothing.
+    pub(crate) fn anonymous() -> KafkaPrincipal {
+        Self::user("ANONYMOUS")
+    }
+
+    /// What Kafka's default principal builder makes of a connection: on
+    /// SSL with a verified client certificate, `User:` and its subject in
+    /// RFC 4514 form (see `tls::identity`); otherwise (plaintext, or SSL
+    /// without a client certificate) `User:ANONYMOUS`.
+    pub(crate) fn of_certificate(subject: Option<&str>) -> KafkaPrincipal {
+        match subject {
+            Some(subject) if !subject.is_empty() => Self::user(subject),
+            _ => Self::anonymous(),
+        }
+    }
+}
+
+impl fmt::Display for KafkaPrincipal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.principal_type, self.name)
+    }
+}
+
+/// How far the client has authenticated. Plaintext and SSL listeners
+/// authenticate before the first request (the TLS handshake, or nothing),
+/// so their connections start `Authenticated`; SASL listeners will start
+/// in `AwaitingSaslHandshake` and move on as the exchange goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AuthState {
+    Authenticated,
+    /// Before SaslHandshake: only ApiVersions and SaslHandshake are served.
+    #[cfg_attr(not(test), allow(dead_code))] // entered by SASL listeners (not built yet)
+    AwaitingSaslHandshake,
+    /// Between SaslHandshake and a successful SaslAuthenticate: only
+    /// SaslAuthenticate is served.
+    #[cfg_attr(not(test), allow(dead_code))] // entered by SASL listeners (not built yet)
+    AwaitingSaslAuthenticate,
+}
+
+impl AuthState {
+    /// Whether a request of `api` may be served in this state. Kafka's
+    /// SaslServerAuthenticator closes the connection on anything else
+    /// ("Unexpected Kafka request of type ... during SASL handshake").
+    pub(crate) fn allows(self, api: ApiKey) -> bool {
+        match self {
+            AuthState::Authenticated => true,
+            AuthState::AwaitingSaslHandshake => {
+                matches!(api, ApiKey::ApiVersions | ApiKey::SaslHandshake)
+            }
+            AuthState::AwaitingSaslAuthenticate => api == ApiKey::SaslAuthenticate,
+        }
+    }
+}
+
+/// One connection's session, shared by every request read from it.
+pub(crate) struct Session {
+    /// Index into the broker's configured listeners.
+    pub listener: usize,
+    /// The listener's name: its security protocol's today (PLAINTEXT,
+    /// SSL); a configured name once named listeners exist.
+    pub listener_name: &'static str,
+    pub security: SecurityProtocol,
+    pub principal: KafkaPrincipal,
+    pub peer: SocketAddr,
+    /// The local address the client reached us at.
+    pub local_addr: SocketAddr,
+    auth: Cell<AuthState>,
+    authorizer: Rc<dyn Authorizer>,
+    /// Whether the connection's span has the client id yet (recorded once).
+    pub(super) client_id_recorded: Cell<bool>,
+}
+
+impl Session {
+    pub(crate) fn new(
+        listener: usize,
+        security: SecurityProtocol,
+        principal: KafkaPrincipal,
+        peer: SocketAddr,
+        local_addr: SocketAddr,
+        authorizer: Rc<dyn Authorizer>,
+    ) -> Session {
+        Session {
+            listener,
+            listener_name: security.name(),
+            security,
+            principal,
+            peer,
+            local_addr,
+            auth: Cell::new(AuthState::Authenticated),
+            authorizer,
+            client_id_recorded: Cell::new(false),
+        }
+    }
+
+    pub(crate) fn auth_state(&self) -> AuthState {
+        self.auth.get()
+    }
+
+    #[cfg_attr(not(test), allow(dead_code))] // moved by SASL (not built yet)
+    pub(crate) fn set_auth_state(&self, state: AuthState) {
+        self.auth.set(state);
+    }
+
+    /// May this connection's principal perform `operation` on `resource`?
+    /// `Err` carries the error Kafka answers for the resource's type
+    /// (TOPIC_AUTHORIZATION_FAILED, GROUP_AUTHORIZATION_FAILED, ...).
+    pub(crate) fn authorize(
+        &self,
+        operation: AclOperation,
+        resource: Resource<'_>,
+    ) -> Result<(), ResponseError> {
+        authorize::check(self, &*self.authorizer, operation, resource, LogDenial::Yes)
+    }
+
+    /// The same question, asked only to filter or report (a denial is not
+    /// logged): Kafka's `logIfDenied = false` checks.
+    pub(crate) fn may(&self, operation: AclOperation, resource: Resource<'_>) -> bool {
+        authorize::check(self, &*self.authorizer, operation, resource, LogDenial::No).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn principals_are_written_as_kafka_writes_them() {
+        assert_eq!(KafkaPrincipal::of_certificate(None).to_string(), "User:ANONYMOUS");
+        assert_eq!(
+            KafkaPrincipal::of_certificate(Some("")).to_string(),
+            "User:ANONYMOUS"
+        );
+        let certified = KafkaPrincipal::of_certificate(Some("CN=client,O=Example"));
+        assert_eq!(certified.to_string(), "User:CN=client,O=Example");
+        assert_eq!(certified.principal_type, "User");
+        assert_eq!(certified.name, "CN=client,O=Example");
+    }
+
+    #[test]
+    fn a_session_names_its_listener_and_starts_authenticated() {
+        let session = Session::new(
+            1,
+            SecurityProtocol::Ssl,
+            KafkaPrincipal::of_certificate(Some("CN=app")),
+            addr(40000),
+            addr(9093),
+            Rc::new(authorize::AllowAll),
+        );
+        assert_eq!(session.listener_name, "SSL");
+        assert_eq!(session.auth_state(), AuthState::Authenticated);
+        assert_eq!(session.principal.to_string(), "User:CN=app");
+        assert!(session
+            .authorize(AclOperation::Write, Resource::Topic("t"))
+            .is_ok());
+        // Where a SASL listener will start: dispatch then serves only the
+        // exchange (connection::dispatch asks `allows` for every request).
+        session.set_auth_state(AuthState::AwaitingSaslHandshake);
+        assert!(!session.auth_state().allows(ApiKey::Produce));
+    }
+
+    #[test]
+    fn before_authentication_only_the_sasl_exchange_is_served() {
+        let all = [
+            ApiKey::ApiVersions,
+            ApiKey::SaslHandshake,
+            ApiKey::SaslAuthenticate,
+            ApiKey::Produce,
+            ApiKey::Metadata,
+        ];
+        let allowed =
+            |state: AuthState| -> Vec<ApiKey> { all.into_iter().filter(|a| state.allows(*a)).collect() };
+        assert_eq!(allowed(AuthState::Authenticated), all.to_vec());
+        assert_eq!(
+            allowed(AuthState::AwaitingSaslHandshake),
+            vec![ApiKey::ApiVersions, ApiKey::SaslHandshake]
+        );
+        assert_eq!(
+            allowed(AuthState::AwaitingSaslAuthenticate),
+            vec![ApiKey::SaslAuthenticate]
+        );
+    }
+}
