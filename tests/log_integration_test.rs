@@ -578,3 +578,93 @@ fn transactional_batches_without_a_transactional_producer_are_refused() {
     assert_eq!(produce_raw(&mut client, "txn-bit", 0, plain), (0, 0));
     assert_eq!(broker.frame_errors(), 0);
 }
+
+/// Copies a directory tree (a partition directory) to `to`.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+/// A delete that left a partition directory behind (a shard failed to
+/// remove it) must not bring the old data back when the topic is made
+/// again under the same name: the directory carries the old topic's id.
+#[test]
+fn a_recreated_topic_never_sees_a_deleted_topics_data() {
+    let broker = TestBroker::start("recreate", 2);
+    let mut client = RawClient::connect(broker.addr);
+    let batch = |v: &[u8]| chronik_ingest::log::batch::build_batch(0, 1, &[(b"k", v)]);
+    for _ in 0..3 {
+        assert_eq!(produce_raw(&mut client, "again", 0, batch(b"old")).0, 0);
+    }
+    let dir = broker.dir.join("again-0");
+    let kept = broker.dir.join("kept-aside");
+    copy_dir(&dir, &kept);
+    let response = client.call(
+        4,
+        &kafka_protocol::messages::DeleteTopicsRequest::default().with_topic_names(vec![name("again")]),
+    );
+    assert_eq!(response.responses[0].error_code, 0);
+    // As if the owning shard had failed to remove it.
+    std::fs::rename(&kept, &dir).unwrap();
+
+    assert_eq!(
+        produce_raw(&mut client, "again", 0, batch(b"new")),
+        (0, 0),
+        "the new topic starts at offset 0"
+    );
+    let response = client.call(12, &fetch_request("again", 0, 0));
+    let partition = &response.responses[0].partitions[0];
+    assert_eq!(partition.high_watermark, 1);
+    let records = partition.records.clone().expect("records");
+    let header = chronik_ingest::log::batch::validate(&records).expect("one whole batch");
+    assert_eq!((header.base_offset, header.records_count), (0, 1));
+}
+
+/// The shard that owns `topic`-`partition` among `shards` (the broker's
+/// routing hash, recomputed here to pick test fixtures).
+fn owner(topic: &str, partition: i32, shards: usize) -> usize {
+    let hash = crc32c::crc32c_append(crc32c::crc32c(topic.as_bytes()), &partition.to_be_bytes());
+    chronik_shard::owner_shard(u64::from(hash), shards)
+}
+
+/// A shard that cannot start (its committed offsets cannot be read) stops
+/// the broker through `start()`: the error is reported, and the shards
+/// that did start stop cleanly, leaving their clean-shutdown markers
+/// (before, the failing shard called exit() and took them down mid-way).
+#[test]
+fn a_shard_that_cannot_start_fails_start_and_the_others_stop_cleanly() {
+    let mut broker = TestBroker::start_with("start-failure", 2, |c| c.num_partitions = 8);
+    let records = (0..80)
+        .map(|i| (None, format!("v{i}").into_bytes(), vec![]))
+        .collect();
+    for d in produce_all(broker.addr, &[("acks", "all")], "spread", records) {
+        d.expect("acked");
+    }
+    let dir = broker.dir.clone();
+    let config = broker.stop_and_take_config();
+    // An offsets partition of shard 0 that cannot be read: a directory
+    // where its log file should be.
+    let failing = (0..50)
+        .find(|p| owner("__consumer_offsets", *p, 2) == 0)
+        .expect("shard 0 owns an offsets partition");
+    let log = dir.join("__consumer_offsets").join(format!("{failing}.log"));
+    let _ = std::fs::remove_file(&log);
+    std::fs::create_dir_all(&log).unwrap();
+    let started = chronik_ingest::IngestServer::new(config, &dir).start();
+    let error = match started {
+        Ok(_) => panic!("a broker with unreadable offsets must not start"),
+        Err(e) => e.to_string(),
+    };
+    assert!(error.contains("committed offsets"), "{error}");
+    let on_shard_1: Vec<i32> = (0..8).filter(|p| owner("spread", *p, 2) == 1).collect();
+    assert!(!on_shard_1.is_empty());
+    for p in on_shard_1 {
+        assert!(
+            dir.join(format!("spread-{p}")).join(".clean-shutdown").exists(),
+            "spread-{p} (shard 1) was closed cleanly"
+        );
+    }
+}

@@ -59,6 +59,7 @@ impl ShardPartitions {
         root: PathBuf,
         catalog: Arc<CatalogStore>,
         router: Arc<PartitionRouter>,
+        group_commit: Rc<GroupCommit>,
     ) -> Result<ShardPartitions, String> {
         let partitions = ShardPartitions {
             shard,
@@ -67,7 +68,7 @@ impl ShardPartitions {
             router,
             partitions: RefCell::default(),
             opening: RefCell::default(),
-            group_commit: Rc::default(),
+            group_commit,
         };
         let snapshot = partitions.catalog.snapshot();
         for topic in snapshot.topics() {
@@ -104,10 +105,6 @@ impl ShardPartitions {
         let partition = Rc::new(Partition::new(topic_id, epoch, Box::new(log), state));
         self.partitions.borrow_mut().insert(tp, partition.clone());
         partition
-    }
-
-    pub(crate) fn group_commit(&self) -> Rc<GroupCommit> {
-        self.group_commit.clone()
     }
 
     pub(crate) fn fsync_counter(&self) -> Arc<AtomicU64> {

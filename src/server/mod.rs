@@ -34,6 +34,7 @@ use crate::groups::GroupCoordinator;
 use crate::metrics::{Metrics, MetricsServer, RuntimeCounters, ShardMetrics};
 use crate::partition::{PartitionClient, SendToShard, ShardPartitions};
 use crate::routing::PartitionRouter;
+use crate::storage::GroupCommit;
 use crate::topics::CatalogStore;
 use advertised::{Advertised, BrokerListener};
 use chronik_shard::{Runtime, RuntimeConfig, ShardContext, StartError};
@@ -178,11 +179,27 @@ impl IngestServer {
         let shard_tls = tls.clone();
         let router = Arc::new(PartitionRouter::single_broker(shards));
         let runtime = Runtime::start(runtime_config, move |shard: ShardContext<ShardMessage>| {
+            // Groups first: a failure here leaves no partition opened (and
+            // so none without its clean-shutdown marker) on this shard.
+            let group_commit: Rc<GroupCommit> = Rc::default();
+            let groups = GroupCoordinator::open(
+                shard.id,
+                &shard_dir,
+                Duration::from_millis(shard_config.group_initial_rebalance_delay_ms),
+                Duration::from_secs(shard_config.offsets_retention_minutes * 60),
+                router.clone(),
+                group_commit.clone(),
+            )
+            .map(Rc::new)
+            // The broker cannot coordinate groups without its offsets:
+            // refuse to start rather than serve with them missing.
+            .map_err(|e| format!("cannot load committed offsets: {e}"))?;
             let local = Rc::new(ShardPartitions::open(
                 shard.id,
                 shard_dir.clone(),
                 catalog.clone(),
                 router.clone(),
+                group_commit,
             )?);
             if let Ok(mut all) = shard_fsyncs.lock() {
                 all.push(local.fsync_counter());
@@ -205,18 +222,6 @@ impl IngestServer {
                 shard_config.retention_check_interval,
             ))
             .detach();
-            let groups = GroupCoordinator::open(
-                shard.id,
-                &shard_dir,
-                Duration::from_millis(shard_config.group_initial_rebalance_delay_ms),
-                Duration::from_secs(shard_config.offsets_retention_minutes * 60),
-                router.clone(),
-                local.group_commit(),
-            )
-            .map(Rc::new)
-            // The broker cannot coordinate groups without its offsets:
-            // refuse to start rather than serve with them missing.
-            .map_err(|e| format!("cannot load committed offsets: {e}"))?;
             glommio::spawn_local(drive_groups(groups.clone(), shard.drain.clone())).detach();
             let local_controller = if shard.id == CONTROLLER_SHARD {
                 let context = ControllerContext {

@@ -85,6 +85,16 @@ impl TestBroker {
         self.handle = Some(handle);
     }
 
+    /// Graceful stop; the configuration, to start another broker on the
+    /// same data directory by hand.
+    pub fn stop_and_take_config(&mut self) -> ServerConfig {
+        if let Some(handle) = self.handle.take() {
+            handle.stop();
+            handle.join().expect("clean stop");
+        }
+        self.config.clone()
+    }
+
     pub fn handle(&self) -> &ServerHandle {
         self.handle.as_ref().expect("running")
     }
