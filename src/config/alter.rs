@@ -6,15 +6,11 @@
 //! Runs on the controller shard, so changes apply one at a time; what
 //! changed is persisted before it is published, then applied at once.
 
-use super::broker_configs::{check_broker_change, check_broker_name, live_settings};
+use super::broker_configs::{check_broker_change, check_broker_name};
 use super::dynamic::{ConfigMap, Scope};
-use crate::controller::{Controller, ControllerContext};
 use crate::groups::configs::{check_group_change, check_group_name};
-use crate::storage::run_blocking;
 use crate::topics::{list_items, topic_config, topic_config_for_broker_name, validate_config, ConfigType};
 use kafka_protocol::ResponseError;
-use std::sync::Arc;
-use tracing::info;
 
 /// What a config change is for.
 #[derive(Debug, Clone)]
@@ -69,7 +65,8 @@ impl AlterOutcome {
     }
 }
 
-type Refusal = (ResponseError, String);
+/// Why a change is refused: the error and its message.
+pub(crate) type Refusal = (ResponseError, String);
 
 /// How one kind of resource checks its configs.
 struct Rules {
@@ -176,108 +173,20 @@ fn apply(
     Ok(next)
 }
 
-/// Applies one resource's changes. Runs on the controller; the stores'
-/// durable writes run on the blocking pool.
-pub(crate) async fn alter_configs(
-    controller: &Controller,
-    resource: Resource,
+/// The resource's new overrides after `changes`, every value checked by
+/// the resource kind's rules (the controller stores them).
+pub(crate) fn changed_configs(
+    resource: &Resource,
+    current: &ConfigMap,
     changes: Vec<ConfigChange>,
     replace_all: bool,
-    validate_only: bool,
-) -> AlterOutcome {
-    let context = controller.context();
-    let result = match resource {
-        Resource::Topic(name) => alter_topic(context, &name, changes, replace_all, validate_only).await,
-        Resource::Broker(scope) => {
-            let current = context
-                .dynamic
-                .snapshot()
-                .get(&scope)
-                .cloned()
-                .unwrap_or_default();
-            match apply(&broker_rules(), &current, changes, replace_all) {
-                Ok(next) if !validate_only && next != current => {
-                    let stored = replace_dynamic(context, scope.clone(), next.clone()).await;
-                    stored.map(|()| {
-                        info!(scope = ?scope, configs = ?next, "dynamic broker configs changed");
-                        apply_live_settings(context);
-                    })
-                }
-                other => other.map(|_| ()),
-            }
-        }
-        Resource::Group(id) => {
-            let scope = Scope::Group(id);
-            let current = context
-                .dynamic
-                .snapshot()
-                .get(&scope)
-                .cloned()
-                .unwrap_or_default();
-            match apply(&group_rules(), &current, changes, replace_all) {
-                Ok(next) if !validate_only && next != current => replace_dynamic(context, scope, next).await,
-                other => other.map(|_| ()),
-            }
-        }
+) -> Result<ConfigMap, Refusal> {
+    let rules = match resource {
+        Resource::Topic(_) => topic_rules(),
+        Resource::Broker(_) => broker_rules(),
+        Resource::Group(_) => group_rules(),
     };
-    match result {
-        Ok(()) => AlterOutcome::default(),
-        Err((error, message)) => AlterOutcome::failed(error, message),
-    }
-}
-
-/// Stores one scope's dynamic configs durably, off the shard thread.
-async fn replace_dynamic(context: &ControllerContext, scope: Scope, next: ConfigMap) -> Result<(), Refusal> {
-    let dynamic = context.dynamic.clone();
-    run_blocking("writing dynamic configs", move || {
-        dynamic.replace(&scope, next).map(|_| ())
-    })
-    .await
-    .map_err(|e| (ResponseError::KafkaStorageError, e.to_string()))
-}
-
-async fn alter_topic(
-    context: &ControllerContext,
-    name: &str,
-    changes: Vec<ConfigChange>,
-    replace_all: bool,
-    validate_only: bool,
-) -> Result<(), Refusal> {
-    let entry = context
-        .catalog
-        .snapshot()
-        .get(name)
-        .cloned()
-        .ok_or_else(|| (ResponseError::UnknownTopicOrPartition, format!("no topic {name}")))?;
-    let next = apply(&topic_rules(), &entry.configs, changes, replace_all)?;
-    if validate_only || next == entry.configs {
-        return Ok(());
-    }
-    let updated = Arc::new(entry.with_configs(next));
-    let (catalog, key) = (context.catalog.clone(), name.to_string());
-    run_blocking("writing the topic catalog", move || {
-        catalog
-            .update(|topics| {
-                topics.insert(key, updated);
-            })
-            .map(|_| ())
-    })
-    .await
-    .map_err(|e| (ResponseError::KafkaStorageError, e.to_string()))?;
-    info!(topic = name, "topic configs changed");
-    Ok(())
-}
-
-/// Makes the shards enforce the dynamic broker configs now in the store:
-/// connection limits, idle timeout and backpressure (shared by every
-/// shard), and the topic defaults (a new catalog version).
-pub(crate) fn apply_live_settings(context: &ControllerContext) {
-    let live = live_settings(&context.config, &context.dynamic.snapshot());
-    context.limits.set(&live.limits, live.idle_timeout);
-    context
-        .backpressure_threshold
-        .store(live.backpressure_threshold, std::sync::atomic::Ordering::Relaxed);
-    context.catalog.set_defaults(live.topic_defaults);
+    apply(&rules, current, changes, replace_all)
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! locks; every shard reaches it through a [`ControllerHandle`], which
 //! hides the hop (and can later become a cluster metadata client).
 
+mod configs;
 mod producer_ids;
 mod topics;
 
@@ -135,8 +136,7 @@ impl Controller {
                 reply,
             } => {
                 let outcome =
-                    crate::config::alter::alter_configs(&self, resource, changes, replace_all, validate_only)
-                        .await;
+                    configs::alter_configs(&self, resource, changes, replace_all, validate_only).await;
                 let _ = reply.send(outcome);
             }
             ControllerOp::AllocateProducerId { .. } => {}
