@@ -249,7 +249,10 @@ pub(crate) async fn delete_topics(broker: Rc<ShardBroker>, names: Vec<String>) -
         for shard in 0..broker.shard.count {
             let topic = name.clone();
             let _ = broker
-                .on_shard(shard, move |b| async move { b.storage.drop_topic(&topic) })
+                .on_shard(shard, move |b| async move {
+                    b.metrics.forget_topic(&topic);
+                    b.storage.drop_topic(&topic)
+                })
                 .await;
         }
         info!(topic = %name, id = %entry.id, "deleted topic");
