@@ -484,3 +484,62 @@ fn protocol_error_paths_get_kafkas_codes() {
     );
     assert_eq!(gone.groups[0].group_state.as_str(), "Dead");
 }
+
+/// JoinGroup spam (v4+, empty member id: each answer mints a pending id)
+/// stops at the group max size with GROUP_MAX_SIZE_REACHED, and the unused
+/// ids expire at the session timeout the requests asked for, not after 30
+/// minutes.
+#[test]
+fn join_group_spam_is_bounded_by_the_group_max_size_and_the_session_timeout() {
+    /// `GROUP_MAX_SIZE` in src/groups/group.rs.
+    const GROUP_MAX_SIZE: usize = 1000;
+    let broker = TestBroker::start_with("group-spam", 1, |c| c.group_initial_rebalance_delay_ms = 0);
+    let mut client = RawClient::connect(broker.addr);
+    let join = |member: &str| {
+        JoinGroupRequest::default()
+            .with_group_id(GroupId(s("spam")))
+            .with_session_timeout_ms(6_000)
+            .with_rebalance_timeout_ms(6_000)
+            .with_member_id(s(member))
+            .with_protocol_type(s("consumer"))
+            .with_protocols(vec![JoinGroupRequestProtocol::default().with_name(s("range"))])
+    };
+    let started = Instant::now();
+    let mut ids = Vec::new();
+    for i in 0..GROUP_MAX_SIZE {
+        let answer = client.call(5, &join(""));
+        assert_eq!(answer.error_code, 79, "MEMBER_ID_REQUIRED for join {i}");
+        ids.push(answer.member_id);
+    }
+    let refused = client.call(5, &join(""));
+    assert_eq!(refused.error_code, 81, "GROUP_MAX_SIZE_REACHED");
+    assert_eq!(refused.member_id.as_str(), "");
+    // An id handed out before the cap still joins.
+    let joined = client.call(5, &join(&ids[0]));
+    assert_eq!((joined.error_code, joined.generation_id), (0, 1));
+
+    // The other ids expire 6 s after they were handed out; then there is
+    // room again. (Bounded wait, far below the old 30 minutes.)
+    let reopened = loop {
+        let answer = client.call(5, &join(""));
+        if answer.error_code == 79 {
+            break started.elapsed();
+        }
+        assert_eq!(answer.error_code, 81, "GROUP_MAX_SIZE_REACHED while full");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "pending ids never expired"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        reopened >= Duration::from_millis(5_500),
+        "expired early: {reopened:?}"
+    );
+    // ids[1], the oldest still pending, is the one that made room.
+    assert_eq!(
+        client.call(5, &join(&ids[1])).error_code,
+        25,
+        "an expired pending id is UNKNOWN_MEMBER_ID"
+    );
+}

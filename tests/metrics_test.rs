@@ -240,3 +240,144 @@ fn ready_is_503_until_a_large_log_is_recovered() {
     let _ = broker.child.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `label` value -> sample, for every series of `name` in `exposition`.
+fn by_label(exposition: &str, name: &str, label: &str) -> std::collections::HashMap<String, f64> {
+    let key = format!("{label}=\"");
+    exposition
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter_map(|l| {
+            let value = l.split(&key).nth(1)?.split('"').next()?.to_string();
+            Some((value, l.rsplit(' ').next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Scrapes until `check` holds (bounded: the gauges refresh every second).
+fn scrape_until(metrics: SocketAddr, what: &str, check: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let scrape = get(metrics, "/metrics", "text/plain").2;
+        if check(&scrape) {
+            return scrape;
+        }
+        assert!(Instant::now() < deadline, "{what}: never happened\n{scrape}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Past the per-shard cap of 1,000 labelled groups: the labelled set is the
+/// first thousand and stays put while more groups come, the rest is summed
+/// under `_other`; a deleted topic's and a deleted group's series go away.
+#[test]
+fn labelled_series_are_stable_other_sums_and_deleted_ones_go() {
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use kafka_protocol::messages::{
+        DeleteGroupsRequest, DeleteTopicsRequest, GroupId, JoinGroupRequest, LeaveGroupRequest, TopicName,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    /// `MAX_LABELLED` in src/metrics/mod.rs.
+    const MAX_LABELLED: usize = 1000;
+    let s = |text: &str| StrBytes::from_string(text.to_string());
+    let broker = TestBroker::start_with("metrics-cap", 1, |c| {
+        c.metrics_address = Some("127.0.0.1:0".parse().unwrap());
+        c.group_initial_rebalance_delay_ms = 0;
+    });
+    let metrics = broker.handle().metrics_addr().expect("metrics served");
+
+    // A deleted topic's series, counters and gauges, go.
+    for topic in ["doomed", "kept"] {
+        for r in produce_all(broker.addr, &[], topic, vec![(None, b"v".to_vec(), vec![])]) {
+            r.expect("acked");
+        }
+    }
+    scrape_until(metrics, "log gauges of both topics", |m| {
+        let ends = by_label(m, "chronik_log_end_offset", "topic");
+        ends.contains_key("doomed") && ends.contains_key("kept")
+    });
+    let mut client = RawClient::connect(broker.addr);
+    let deleted = client.call(
+        4,
+        &DeleteTopicsRequest::default().with_topic_names(vec![TopicName(s("doomed"))]),
+    );
+    assert_eq!(deleted.responses[0].error_code, 0);
+    scrape_until(metrics, "the deleted topic's series gone", |m| {
+        !m.contains("topic=\"doomed\"")
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let later = get(metrics, "/metrics", "text/plain").2;
+    assert!(!later.contains("topic=\"doomed\""), "came back: {later}");
+    assert!(later.contains("topic=\"kept\""));
+
+    // One member in each of MAX_LABELLED + 5 groups (v3: no member-id round trip).
+    let join = |client: &mut RawClient, group: &str| {
+        let joined = client.call(
+            3,
+            &JoinGroupRequest::default()
+                .with_group_id(GroupId(s(group)))
+                .with_session_timeout_ms(300_000)
+                .with_rebalance_timeout_ms(300_000)
+                .with_member_id(s(""))
+                .with_protocol_type(s("consumer"))
+                .with_protocols(vec![JoinGroupRequestProtocol::default().with_name(s("range"))]),
+        );
+        assert_eq!(joined.error_code, 0, "JoinGroup {group}");
+        joined.member_id
+    };
+    let mut members = Vec::new();
+    for i in 0..MAX_LABELLED + 5 {
+        members.push(join(&mut client, &format!("g{i:05}")));
+    }
+    let count = |n: usize| move |m: &str| sum(m, "chronik_consumer_groups", &[]) == n as f64;
+    let first = scrape_until(metrics, "1005 groups counted", count(MAX_LABELLED + 5));
+    let first = by_label(&first, "chronik_consumer_group_members", "group");
+    let labelled = |series: &std::collections::HashMap<String, f64>| {
+        let mut names: Vec<String> = series.keys().filter(|g| *g != "_other").cloned().collect();
+        names.sort();
+        names
+    };
+    assert_eq!(labelled(&first).len(), MAX_LABELLED);
+    assert_eq!(
+        first["_other"], 5.0,
+        "_other sums the members of the other groups"
+    );
+
+    // A new group goes to `_other`; the labelled set does not move.
+    join(&mut client, "late-comer");
+    let second = scrape_until(metrics, "1006 groups counted", count(MAX_LABELLED + 6));
+    let second = by_label(&second, "chronik_consumer_group_members", "group");
+    assert_eq!(labelled(&second), labelled(&first), "the labelled set moved");
+    assert_eq!(second["_other"], 6.0);
+
+    // A deleted group's series go.
+    let victim = labelled(&first)[0].clone();
+    let index: usize = victim[1..].parse().unwrap();
+    let left = client.call(
+        0,
+        &LeaveGroupRequest::default()
+            .with_group_id(GroupId(s(&victim)))
+            .with_member_id(members[index].clone()),
+    );
+    assert_eq!(left.error_code, 0);
+    let deleted = client.call(
+        0,
+        &DeleteGroupsRequest::default().with_groups_names(vec![GroupId(s(&victim))]),
+    );
+    // 69 GROUP_ID_NOT_FOUND: the coordinator already forgot the group
+    // (empty, no offsets) between the leave and the delete; gone either way.
+    assert!(
+        matches!(deleted.results[0].error_code, 0 | 69),
+        "{}",
+        deleted.results[0].error_code
+    );
+    let third = scrape_until(metrics, "deleted group uncounted", count(MAX_LABELLED + 5));
+    let third = by_label(&third, "chronik_consumer_group_members", "group");
+    assert!(!third.contains_key(&victim), "{victim} still has a series");
+    assert_eq!(
+        labelled(&third).len(),
+        MAX_LABELLED,
+        "its label went to another group"
+    );
+    assert_eq!(third["_other"], 5.0);
+}

@@ -17,6 +17,13 @@ use std::time::{Duration, Instant};
 pub const MIN_SESSION_TIMEOUT: Duration = Duration::from_millis(6_000);
 pub const MAX_SESSION_TIMEOUT: Duration = Duration::from_millis(1_800_000);
 
+/// Kafka's group.max.size: members plus ids handed out with
+/// MEMBER_ID_REQUIRED and not yet used. Kafka's default is unbounded; a
+/// bound here is what keeps JoinGroup spam (each empty-id JoinGroup mints
+/// an id) from growing a group's memory without limit. A thousand is far
+/// above any consumer group that could get a partition each.
+pub const GROUP_MAX_SIZE: usize = 1000;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupState {
     Empty,
@@ -137,8 +144,12 @@ pub struct Group {
     pub protocol: Option<String>,
     pub leader: Option<String>,
     pub members: BTreeMap<String, Member>,
-    /// Ids handed out with MEMBER_ID_REQUIRED, not yet joined.
+    /// Ids handed out with MEMBER_ID_REQUIRED, not yet joined, with when
+    /// each expires: the session timeout its JoinGroup asked for, as in
+    /// Kafka (KIP-394), counted from when it was handed out.
     pending: BTreeMap<String, Instant>,
+    /// Members plus pending ids allowed (see `GROUP_MAX_SIZE`).
+    max_size: usize,
     join_counter: u64,
     rebalance_deadline: Option<Instant>,
     /// The first rebalance of an empty group waits this long for others.
@@ -165,6 +176,7 @@ impl Group {
             leader: None,
             members: BTreeMap::new(),
             pending: BTreeMap::new(),
+            max_size: GROUP_MAX_SIZE,
             join_counter: 0,
             rebalance_deadline: None,
             initial_delay_until: None,
@@ -173,6 +185,35 @@ impl Group {
             initial_delay,
             empty_since: Some(now),
         }
+    }
+
+    /// The same group with another size cap (a setting could use it).
+    #[cfg(test)]
+    pub fn with_max_size(mut self, max_size: usize) -> Group {
+        self.max_size = max_size;
+        self
+    }
+
+    /// Ids handed out with MEMBER_ID_REQUIRED and not yet swept.
+    #[cfg(test)]
+    pub fn pending_count(&self) -> usize {
+        self.pending.len()
+    }
+
+    fn expire_pending(&mut self, now: Instant) {
+        self.pending.retain(|_, expires| now < *expires);
+    }
+
+    /// Whether one more member (or pending id) fits. Counting pending ids
+    /// (Kafka counts members only) is what bounds JoinGroup spam, which
+    /// creates pending ids and never members.
+    fn has_room(&mut self, now: Instant) -> bool {
+        if self.members.len() + self.pending.len() < self.max_size {
+            return true;
+        }
+        // Only when full: a sweep is O(pending), bounded by the cap.
+        self.expire_pending(now);
+        self.members.len() + self.pending.len() < self.max_size
     }
 
     fn member_by_instance(&self, instance: &str) -> Option<&str> {
@@ -197,12 +238,21 @@ impl Group {
         }
         let mut member_id = request.member_id.clone();
         if member_id.is_empty() {
+            let returning_instance = request
+                .instance_id
+                .as_deref()
+                .is_some_and(|i| self.member_by_instance(i).is_some());
+            if !returning_instance && !self.has_room(now) {
+                // Kafka answers with an empty member id.
+                return Reply::Now(JoinResult::error(ResponseError::GroupMaxSizeReached, ""));
+            }
             if let Some(instance) = &request.instance_id {
                 return self.join_static_unknown_id(request.clone(), instance.clone(), now);
             }
             member_id = new_member_id(&request.client_id);
             if request.requires_known_member_id {
-                self.pending.insert(member_id.clone(), now);
+                self.pending
+                    .insert(member_id.clone(), now + request.session_timeout);
                 return Reply::Now(JoinResult::error(ResponseError::MemberIdRequired, &member_id));
             }
         } else if let Some(instance) = &request.instance_id {
@@ -213,7 +263,12 @@ impl Group {
             }
         }
         let known = self.members.contains_key(&member_id);
-        if !known && self.pending.remove(&member_id).is_none() && !request.member_id.is_empty() {
+        // A pending id past its expiry (not yet swept by `tick`) is unknown.
+        let pending = self
+            .pending
+            .remove(&member_id)
+            .is_some_and(|expires| now < expires);
+        if !known && !pending && !request.member_id.is_empty() {
             return Reply::Now(JoinResult::error(ResponseError::UnknownMemberId, &member_id));
         }
         if !self.supports_excluding(&member_id, &request.protocol_type, &request.protocols) {
@@ -705,8 +760,7 @@ impl Group {
 
     /// Session expiry, rebalance and sync deadlines. Called periodically.
     pub fn tick(&mut self, now: Instant) {
-        self.pending
-            .retain(|_, at| now.duration_since(*at) < MAX_SESSION_TIMEOUT);
+        self.expire_pending(now);
         let expired: Vec<String> = self
             .members
             .values()
@@ -781,6 +835,88 @@ mod tests {
         );
         group.tick(t0 + MAX_SESSION_TIMEOUT + Duration::from_secs(1));
         assert!(group.is_forgettable(), "an unused id expires");
+    }
+
+    #[test]
+    fn a_pending_id_lives_as_long_as_the_session_timeout_it_asked_for() {
+        let t0 = Instant::now();
+        let mut group = Group::new("g", Duration::ZERO, t0);
+        let mut short = request("", None);
+        short.session_timeout = MIN_SESSION_TIMEOUT;
+        let first = now_result(group.join(short.clone(), t0));
+        assert_eq!(first.error, ResponseError::MemberIdRequired.code());
+        group.tick(t0 + MIN_SESSION_TIMEOUT - Duration::from_millis(1));
+        assert!(!group.is_forgettable(), "still usable just before its timeout");
+        group.tick(t0 + MIN_SESSION_TIMEOUT);
+        assert!(
+            group.is_forgettable(),
+            "gone at its session timeout, not after 30 minutes"
+        );
+        assert_eq!(group.pending_count(), 0);
+
+        // Used after its timeout but before a tick swept it: unknown too.
+        let second = now_result(group.join(short.clone(), t0));
+        let mut late = short;
+        late.member_id = second.member_id;
+        assert_eq!(
+            now_result(group.join(late, t0 + MIN_SESSION_TIMEOUT)).error,
+            ResponseError::UnknownMemberId.code()
+        );
+    }
+
+    #[test]
+    fn join_group_spam_stops_at_the_group_max_size() {
+        let t0 = Instant::now();
+        let mut group = Group::new("g", Duration::ZERO, t0);
+        let mut first_id = String::new();
+        for i in 0..GROUP_MAX_SIZE {
+            let r = now_result(group.join(request("", None), t0));
+            assert_eq!(r.error, ResponseError::MemberIdRequired.code(), "join {i}");
+            if i == 0 {
+                first_id = r.member_id;
+            }
+        }
+        let refused = now_result(group.join(request("", None), t0));
+        assert_eq!(refused.error, ResponseError::GroupMaxSizeReached.code());
+        assert_eq!(refused.member_id, "", "as Kafka answers it");
+        assert_eq!(group.pending_count(), GROUP_MAX_SIZE);
+        // An id already handed out holds its place and can still join.
+        let mut joined = later(group.join(request(&first_id, None), t0));
+        assert_eq!(joined.try_recv().unwrap().unwrap().error, 0);
+        assert_eq!(group.pending_count(), GROUP_MAX_SIZE - 1);
+        // The unused ids expire with their session timeout (10 s here),
+        // which makes room without waiting for a tick.
+        let t1 = t0 + Duration::from_secs(10);
+        let again = now_result(group.join(request("", None), t1));
+        assert_eq!(again.error, ResponseError::MemberIdRequired.code());
+        assert_eq!(group.pending_count(), 1);
+    }
+
+    #[test]
+    fn members_count_against_the_cap_and_a_known_static_instance_always_returns() {
+        let t0 = Instant::now();
+        let mut group = Group::new("g", Duration::ZERO, t0).with_max_size(2);
+        let mut a = later(group.join(request("", Some("instance-a")), t0));
+        let a = a.try_recv().unwrap().unwrap();
+        group.sync(&a.member_id, Some("instance-a"), a.generation, vec![], t0);
+        let (b, _b_join) = join(&mut group, t0);
+        assert_eq!(
+            now_result(group.join(request("", None), t0)).error,
+            ResponseError::GroupMaxSizeReached.code()
+        );
+        assert_eq!(
+            now_result(group.join(request("", Some("instance-c")), t0)).error,
+            ResponseError::GroupMaxSizeReached.code(),
+            "a new static instance is a new member"
+        );
+        // instance-a restarting (empty member id) replaces itself.
+        let back = group.join(request("", Some("instance-a")), t0);
+        let back = match back {
+            Reply::Now(r) => r,
+            Reply::Later(mut rx) => rx.try_recv().unwrap().unwrap(),
+        };
+        assert_ne!(back.error, ResponseError::GroupMaxSizeReached.code());
+        assert!(group.members.contains_key(&b));
     }
 
     #[test]

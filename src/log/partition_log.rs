@@ -9,13 +9,14 @@
 //! - `.clean-shutdown`: written by a graceful close with the end offset;
 //!   its presence means nothing needs re-reading (removed, durably, at open);
 //! - `log-start-offset`: raised by retention and DeleteRecords;
-//! - `producer-state.json`: idempotent-producer state as of an offset,
-//!   written at roll and close; batches after it are replayed at open.
+//! - `producer-state.snapshot`: idempotent-producer state as of an offset,
+//!   written at roll and close; batches after it are replayed at open
+//!   (`producer-state.json`, its older form, is still read).
 
 use super::batch::{self, BatchHeader};
 use super::compression::CompressionType;
 use super::index::write_file;
-use super::producer_state::{ProducerStates, SequenceCheck};
+use super::producer_state::{decode_snapshot, ProducerStates, SequenceCheck, PRODUCER_ID_EXPIRATION_MS};
 use super::segment::{Segment, SegmentIndexes, SegmentReader};
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
@@ -25,11 +26,16 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
+use tracing::warn;
 
 const CLEAN_SHUTDOWN: &str = ".clean-shutdown";
 const RECOVERY_POINT: &str = "recovery-point";
 const LOG_START_OFFSET: &str = "log-start-offset";
-const PRODUCER_STATE: &str = "producer-state.json";
+/// Binary producer snapshot (see `producer_state::decode_snapshot`).
+pub(super) const PRODUCER_STATE: &str = "producer-state.snapshot";
+/// The JSON snapshot of earlier versions: read at open if no binary one
+/// exists, removed once a binary one is written.
+pub(super) const LEGACY_PRODUCER_STATE: &str = "producer-state.json";
 
 /// Per-topic log settings (Kafka's topic configs of the same names).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,6 +170,10 @@ impl Sealed {
         self.indexes.write()?;
         self.file.sync_data()?;
         write_file(&self.snapshot.0, &self.snapshot.1)?;
+        // The binary snapshot replaces the JSON one of earlier versions.
+        if let Some(dir) = self.snapshot.0.parent() {
+            let _ = fs::remove_file(dir.join(LEGACY_PRODUCER_STATE));
+        }
         self.recovery.store(self.recovery_point)
     }
 }
@@ -402,17 +412,33 @@ impl PartitionLog {
     }
 
     /// Loads the producer snapshot and replays batches written after it;
-    /// without a usable snapshot, replays the whole log.
+    /// without a usable snapshot, replays the whole log. A data directory
+    /// from before the binary snapshot still has `producer-state.json`: it
+    /// is read when no binary snapshot exists. Producers idle for longer
+    /// than the expiration are dropped, as Kafka drops them at load.
     fn load_producer_state(&mut self) -> io::Result<()> {
         let end = self.log_end_offset();
-        let snapshot: Option<ProducerSnapshot> = fs::read(self.dir.join(PRODUCER_STATE))
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .filter(|s: &ProducerSnapshot| s.offset <= end);
-        let from = match snapshot {
-            Some(s) => {
-                self.producers = s.state;
-                s.offset
+        let snapshot = match fs::read(self.dir.join(PRODUCER_STATE)) {
+            Ok(bytes) => match decode_snapshot(&bytes) {
+                Ok(snapshot) => Some(snapshot),
+                Err(e) => {
+                    warn!(dir = %self.dir.display(), "{e}; rebuilding producer state from the whole log");
+                    None
+                }
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => fs::read(self.dir.join(LEGACY_PRODUCER_STATE))
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<ProducerSnapshot>(&bytes).ok())
+                .map(|s| (s.offset, s.state)),
+            Err(e) => {
+                warn!(dir = %self.dir.display(), "producer snapshot unreadable ({e}); rebuilding producer state from the whole log");
+                None
+            }
+        };
+        let from = match snapshot.filter(|(offset, _)| *offset <= end) {
+            Some((offset, state)) => {
+                self.producers = state;
+                offset
             }
             None => i64::MIN,
         };
@@ -427,16 +453,22 @@ impl PartitionLog {
                 }
             })?;
         }
+        self.producers.expire(now_ms(), PRODUCER_ID_EXPIRATION_MS);
         Ok(())
     }
 
+    /// Writes the producer snapshot (binary, expired producers left out)
+    /// and then drops a JSON one left by an older version. That removal is
+    /// best effort: while the binary snapshot exists the JSON is never read.
     fn write_producer_snapshot(&self) -> io::Result<()> {
-        let snapshot = ProducerSnapshot {
-            offset: self.log_end_offset(),
-            state: self.producers.clone(),
-        };
-        let bytes = serde_json::to_vec(&snapshot).map_err(io::Error::other)?;
-        write_file(&self.dir.join(PRODUCER_STATE), &bytes)
+        let bytes = self.producers.snapshot_bytes_unexpired(
+            self.log_end_offset(),
+            now_ms(),
+            PRODUCER_ID_EXPIRATION_MS,
+        );
+        write_file(&self.dir.join(PRODUCER_STATE), &bytes)?;
+        let _ = fs::remove_file(self.dir.join(LEGACY_PRODUCER_STATE));
+        Ok(())
     }
 
     fn active(&self) -> &Segment {
@@ -589,12 +621,18 @@ impl PartitionLog {
 
     /// The producer-state file's path and contents as of the log end.
     fn producer_snapshot(&self) -> io::Result<(PathBuf, Vec<u8>)> {
-        let snapshot = ProducerSnapshot {
-            offset: self.log_end_offset(),
-            state: self.producers.clone(),
-        };
-        let bytes = serde_json::to_vec(&snapshot).map_err(io::Error::other)?;
+        let bytes = self.producers.snapshot_bytes_unexpired(
+            self.log_end_offset(),
+            now_ms(),
+            PRODUCER_ID_EXPIRATION_MS,
+        );
         Ok((self.dir.join(PRODUCER_STATE), bytes))
+    }
+
+    /// Forgets producers idle past `producer.id.expiration.ms` (run from
+    /// the retention tick, so the map stays bounded while running).
+    pub fn expire_producers(&mut self) {
+        self.producers.expire(now_ms(), PRODUCER_ID_EXPIRATION_MS);
     }
 
     /// Forgets every batch reserved past `written` (their writes failed):

@@ -4,15 +4,46 @@
 //!
 //! Check and record happen inside one synchronous append on the
 //! partition's owning shard, so no other append can slip between them.
+//!
+//! A producer idle for `PRODUCER_ID_EXPIRATION_MS` is forgotten (Kafka's
+//! `producer.id.expiration.ms`), so the map is bounded by the producers
+//! active in the last day, not by every producer that ever wrote. The
+//! state is snapshotted in a small binary form (version, CRC-32C, then
+//! fixed-width entries) that the caller may build on the shard thread and
+//! write anywhere: see `snapshot_bytes` and `decode_snapshot`.
 
 use super::batch::BatchHeader;
 use kafka_protocol::ResponseError;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::time::SystemTime;
 
 /// Batches remembered per producer (Kafka's max.in.flight bound for
 /// idempotence).
 pub const REMEMBERED_BATCHES: usize = 5;
+
+/// Kafka's `producer.id.expiration.ms` default (one day). A constant, not a
+/// setting: reaching the partition log from the config would mean threading
+/// it through storage.
+pub const PRODUCER_ID_EXPIRATION_MS: i64 = 86_400_000;
+
+/// First byte of a snapshot; a reader refuses versions it does not know.
+pub const SNAPSHOT_VERSION: u8 = 1;
+/// version (1) + crc (4): the CRC covers everything after it.
+const SNAPSHOT_CRC_END: usize = 5;
+/// crc end + offset (8) + producer count (4).
+const SNAPSHOT_HEADER: usize = SNAPSHOT_CRC_END + 12;
+/// producer id (8) + epoch (2) + last timestamp (8) + batch count (1).
+const ENTRY_HEADER: usize = 19;
+/// base offset (8) + offset delta (4) + first and last sequence (4 + 4).
+const BATCH_SIZE: usize = 20;
+
+fn wall_clock_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchRange {
@@ -26,6 +57,11 @@ pub struct BatchRange {
 pub struct ProducerEntry {
     pub epoch: i16,
     pub batches: VecDeque<BatchRange>,
+    /// Broker time (ms) of this producer's last append. The old JSON
+    /// snapshot has none: such a producer counts as seen when it is loaded,
+    /// so an upgrade forgets nobody early.
+    #[serde(default = "wall_clock_ms")]
+    pub last_timestamp: i64,
 }
 
 /// What an append should do with a producer's batch.
@@ -92,12 +128,26 @@ impl ProducerStates {
         }
     }
 
-    /// Records an appended batch (with its assigned base offset).
+    /// Records an appended batch (with its assigned base offset), seen now.
     pub fn record(&mut self, header: &BatchHeader) {
+        self.record_at(header, wall_clock_ms());
+    }
+
+    /// Records an appended batch seen at `now_ms` (broker time).
+    ///
+    /// Kafka dates a producer by its last batch's max timestamp; this uses
+    /// the broker's clock instead, because a CreateTime can be arbitrarily
+    /// old (mirrored or back-filled data) and here a forgotten producer
+    /// resuming mid-sequence is refused with OUT_OF_ORDER_SEQUENCE_NUMBER
+    /// (Kafka, since KIP-360, accepts it): expiring a producer that is
+    /// still writing would break it. Batches replayed from the log at open
+    /// count as seen then, which only ever keeps a producer longer.
+    pub fn record_at(&mut self, header: &BatchHeader, now_ms: i64) {
         if !header.has_producer_id() {
             return;
         }
         let entry = self.producers.entry(header.producer_id).or_default();
+        entry.last_timestamp = entry.last_timestamp.max(now_ms);
         if header.producer_epoch != entry.epoch {
             entry.epoch = header.producer_epoch;
             entry.batches.clear();
@@ -128,6 +178,166 @@ impl ProducerStates {
     pub fn is_empty(&self) -> bool {
         self.producers.is_empty()
     }
+
+    /// Forgets producers whose last append is `expiration_ms` or more
+    /// before `now_ms` (Kafka's `removeExpiredProducers`); returns how many.
+    /// Called at open and meant for the periodic retention tick.
+    pub fn expire(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        let before = self.producers.len();
+        self.producers
+            .retain(|_, e| !is_expired(e, now_ms, expiration_ms));
+        before - self.producers.len()
+    }
+
+    /// The snapshot of every producer, as of `offset` (batches below it are
+    /// in the state; the ones from it on are replayed at open).
+    pub fn snapshot_bytes(&self, offset: i64) -> Vec<u8> {
+        self.encode(offset, |_| true)
+    }
+
+    /// The snapshot leaving out producers expired at `now_ms`: taking a
+    /// snapshot expires, even when the caller cannot mutate the state.
+    pub fn snapshot_bytes_unexpired(&self, offset: i64, now_ms: i64, expiration_ms: i64) -> Vec<u8> {
+        self.encode(offset, |e| !is_expired(e, now_ms, expiration_ms))
+    }
+
+    fn encode(&self, offset: i64, keep: impl Fn(&ProducerEntry) -> bool) -> Vec<u8> {
+        // Sorted by producer id: the same state always gives the same bytes.
+        let mut kept: Vec<(&i64, &ProducerEntry)> = self.producers.iter().filter(|(_, e)| keep(e)).collect();
+        kept.sort_unstable_by_key(|(id, _)| **id);
+        let size = SNAPSHOT_HEADER
+            + kept
+                .iter()
+                .map(|(_, e)| ENTRY_HEADER + e.batches.len() * BATCH_SIZE)
+                .sum::<usize>();
+        let mut out = Vec::with_capacity(size);
+        out.push(SNAPSHOT_VERSION);
+        out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(&offset.to_be_bytes());
+        out.extend_from_slice(&(kept.len() as u32).to_be_bytes());
+        for (id, entry) in kept {
+            out.extend_from_slice(&id.to_be_bytes());
+            out.extend_from_slice(&entry.epoch.to_be_bytes());
+            out.extend_from_slice(&entry.last_timestamp.to_be_bytes());
+            // At most REMEMBERED_BATCHES (5), so one byte holds it.
+            out.push(entry.batches.len() as u8);
+            for b in &entry.batches {
+                out.extend_from_slice(&b.base_offset.to_be_bytes());
+                let delta = (b.last_offset - b.base_offset).clamp(0, i64::from(u32::MAX)) as u32;
+                out.extend_from_slice(&delta.to_be_bytes());
+                out.extend_from_slice(&b.first_sequence.to_be_bytes());
+                out.extend_from_slice(&b.last_sequence.to_be_bytes());
+            }
+        }
+        let crc = crc32c::crc32c(&out[SNAPSHOT_CRC_END..]);
+        out[1..SNAPSHOT_CRC_END].copy_from_slice(&crc.to_be_bytes());
+        out
+    }
+}
+
+fn is_expired(entry: &ProducerEntry, now_ms: i64, expiration_ms: i64) -> bool {
+    now_ms.saturating_sub(entry.last_timestamp) >= expiration_ms
+}
+
+/// Why a snapshot cannot be used (the caller then replays the whole log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorruptSnapshot(pub String);
+
+impl fmt::Display for CorruptSnapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "corrupt producer snapshot: {}", self.0)
+    }
+}
+
+impl std::error::Error for CorruptSnapshot {}
+
+/// Reads big-endian fields off the front of a byte slice.
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], CorruptSnapshot> {
+        let Some((head, rest)) = self.0.split_first_chunk::<N>() else {
+            return Err(CorruptSnapshot("truncated".into()));
+        };
+        self.0 = rest;
+        Ok(*head)
+    }
+    fn i64(&mut self) -> Result<i64, CorruptSnapshot> {
+        self.take().map(i64::from_be_bytes)
+    }
+    fn i32(&mut self) -> Result<i32, CorruptSnapshot> {
+        self.take().map(i32::from_be_bytes)
+    }
+    fn u32(&mut self) -> Result<u32, CorruptSnapshot> {
+        self.take().map(u32::from_be_bytes)
+    }
+    fn i16(&mut self) -> Result<i16, CorruptSnapshot> {
+        self.take().map(i16::from_be_bytes)
+    }
+    fn u8(&mut self) -> Result<u8, CorruptSnapshot> {
+        self.take::<1>().map(|[b]| b)
+    }
+}
+
+/// Decodes `snapshot_bytes`: the offset it was taken at and the state.
+/// Anything but a whole, CRC-clean snapshot of a known version is refused.
+pub fn decode_snapshot(bytes: &[u8]) -> Result<(i64, ProducerStates), CorruptSnapshot> {
+    let mut r = Reader(bytes);
+    let version = r.u8()?;
+    if version != SNAPSHOT_VERSION {
+        return Err(CorruptSnapshot(format!("unknown version {version}")));
+    }
+    let stored = r.u32()?;
+    let computed = crc32c::crc32c(r.0);
+    if stored != computed {
+        return Err(CorruptSnapshot(format!(
+            "crc mismatch (stored {stored:#010x}, computed {computed:#010x})"
+        )));
+    }
+    let offset = r.i64()?;
+    let count = r.u32()? as usize;
+    // Checked before allocating: a bad count must not reserve gigabytes.
+    if count > r.0.len() / ENTRY_HEADER {
+        return Err(CorruptSnapshot(format!("{count} producers cannot fit")));
+    }
+    let mut producers = HashMap::with_capacity(count);
+    for _ in 0..count {
+        let id = r.i64()?;
+        let epoch = r.i16()?;
+        let last_timestamp = r.i64()?;
+        let batch_count = usize::from(r.u8()?);
+        if batch_count > REMEMBERED_BATCHES {
+            return Err(CorruptSnapshot(format!(
+                "{batch_count} batches for producer {id}"
+            )));
+        }
+        let mut batches = VecDeque::with_capacity(batch_count);
+        for _ in 0..batch_count {
+            let base_offset = r.i64()?;
+            let delta = r.u32()?;
+            batches.push_back(BatchRange {
+                base_offset,
+                last_offset: base_offset + i64::from(delta),
+                first_sequence: r.i32()?,
+                last_sequence: r.i32()?,
+            });
+        }
+        let entry = ProducerEntry {
+            epoch,
+            batches,
+            last_timestamp,
+        };
+        if producers.insert(id, entry).is_some() {
+            return Err(CorruptSnapshot(format!("producer {id} twice")));
+        }
+    }
+    if !r.0.is_empty() {
+        return Err(CorruptSnapshot(format!(
+            "{} bytes after the last producer",
+            r.0.len()
+        )));
+    }
+    Ok((offset, ProducerStates { producers }))
 }
 
 #[cfg(test)]
@@ -175,6 +385,104 @@ mod tests {
             states.check(&header(2, 0, 7, 1, 6)),
             Err(ResponseError::OutOfOrderSequenceNumber)
         );
+    }
+
+    const DAY: i64 = PRODUCER_ID_EXPIRATION_MS;
+
+    #[test]
+    fn idle_producers_expire_and_active_ones_stay() {
+        let t0 = 1_700_000_000_000;
+        let mut states = ProducerStates::default();
+        states.record_at(&header(1, 0, 0, 2, 0), t0);
+        states.record_at(&header(2, 0, 0, 2, 2), t0);
+        // Producer 2 writes again ten hours later; producer 1 stays idle.
+        states.record_at(&header(2, 0, 2, 1, 4), t0 + 10 * 3_600_000);
+        assert_eq!(
+            states.expire(t0 + DAY - 1, DAY),
+            0,
+            "not idle for a whole day yet"
+        );
+        assert_eq!(states.expire(t0 + DAY, DAY), 1);
+        assert_eq!(states.len(), 1);
+        // Producer 1 is forgotten: its next batch is that of an unknown producer.
+        assert_eq!(
+            states.check(&header(1, 0, 2, 1, 5)),
+            Err(ResponseError::OutOfOrderSequenceNumber)
+        );
+        assert_eq!(
+            states.check(&header(2, 0, 2, 1, 9)),
+            Ok(SequenceCheck::Duplicate { base_offset: 4 })
+        );
+    }
+
+    /// Several producers, a sequence that wraps, a bumped epoch.
+    fn sample(t0: i64) -> ProducerStates {
+        let mut states = ProducerStates::default();
+        for i in 0..7 {
+            states.record_at(&header(1, 3, i * 2, 2, i64::from(i) * 2), t0 + i64::from(i));
+        }
+        states.record_at(&header(2, 0, i32::MAX - 1, 2, 100), t0);
+        states.record_at(&header(2, 0, 0, 3, 102), t0 + 5);
+        states.record_at(&header(i64::MAX, i16::MAX, 0, 1, 105), t0 - DAY);
+        states
+    }
+
+    #[test]
+    fn the_binary_snapshot_roundtrips() {
+        let t0 = 1_700_000_000_000;
+        let states = sample(t0);
+        let bytes = states.snapshot_bytes(106);
+        assert_eq!(bytes[0], SNAPSHOT_VERSION);
+        assert_eq!(decode_snapshot(&bytes), Ok((106, states.clone())));
+        assert_eq!(
+            bytes,
+            states.clone().snapshot_bytes(106),
+            "same state, same bytes"
+        );
+        assert_eq!(
+            decode_snapshot(&ProducerStates::default().snapshot_bytes(0)),
+            Ok((0, ProducerStates::default()))
+        );
+        // Taking a snapshot leaves out who has expired.
+        let (_, live) = decode_snapshot(&states.snapshot_bytes_unexpired(106, t0, DAY)).unwrap();
+        let mut expected = states.clone();
+        assert_eq!(expected.expire(t0, DAY), 1);
+        assert_eq!(live, expected);
+        // Compact: well under the JSON form of the same state.
+        let json = serde_json::to_vec(&states).unwrap();
+        assert!(
+            bytes.len() * 2 < json.len(),
+            "{} binary vs {} JSON",
+            bytes.len(),
+            json.len()
+        );
+    }
+
+    #[test]
+    fn a_damaged_snapshot_is_refused() {
+        let bytes = sample(1_700_000_000_000).snapshot_bytes(106);
+        for at in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[at] ^= 0x20;
+            assert!(
+                decode_snapshot(&bad).is_err(),
+                "a flipped bit at byte {at} went unnoticed"
+            );
+            assert!(
+                decode_snapshot(&bytes[..at]).is_err(),
+                "cut at {at} went unnoticed"
+            );
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(decode_snapshot(&longer).is_err());
+        // A count that cannot fit, with a valid CRC, is refused before
+        // anything is allocated for it.
+        let mut huge = ProducerStates::default().snapshot_bytes(0);
+        huge[13..17].copy_from_slice(&u32::MAX.to_be_bytes());
+        let crc = crc32c::crc32c(&huge[SNAPSHOT_CRC_END..]);
+        huge[1..5].copy_from_slice(&crc.to_be_bytes());
+        assert!(decode_snapshot(&huge).unwrap_err().0.contains("cannot fit"));
     }
 
     #[test]

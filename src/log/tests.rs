@@ -332,3 +332,105 @@ fn log_append_time_is_stamped() {
     let header = validate(&stored).unwrap();
     assert_eq!(header.max_timestamp, out.log_append_time);
 }
+
+/// Appends `batches` two-record batches of producer `pid` and closes.
+fn write_producer(dir: &std::path::Path, pid: i64, batches: i32) {
+    let config = LogConfig {
+        segment_bytes: 1024,
+        ..LogConfig::default()
+    };
+    let (mut log, _) = PartitionLog::open(dir).unwrap();
+    for i in 0..batches {
+        let b = build_idempotent_batch(0, 0, pid, 0, 2 * i, &[(b"k", b"v"), (b"k", b"w")]);
+        append(&mut log, &b, &config);
+    }
+    log.close().unwrap();
+}
+
+fn is_duplicate(log: &mut PartitionLog, pid: i64, seq: i32) -> Option<i64> {
+    let b = build_idempotent_batch(0, 0, pid, 0, seq, &[(b"k", b"v"), (b"k", b"w")]);
+    let header = validate(&b).unwrap();
+    match log.append(&b, header, &LogConfig::default()) {
+        Ok(out) if out.duplicate => Some(out.base_offset),
+        _ => None,
+    }
+}
+
+#[test]
+fn producer_state_is_snapshotted_in_binary() {
+    let dir = Scratch::new("producer-binary");
+    write_producer(&dir.0, 7, 30);
+    let bytes = fs::read(dir.0.join(partition_log::PRODUCER_STATE)).unwrap();
+    assert_eq!(bytes[0], producer_state::SNAPSHOT_VERSION);
+    let (offset, state) = producer_state::decode_snapshot(&bytes).unwrap();
+    assert_eq!((offset, state.len()), (60, 1));
+    assert!(!dir.0.join(partition_log::LEGACY_PRODUCER_STATE).exists());
+}
+
+#[test]
+fn a_corrupted_producer_snapshot_means_a_full_replay() {
+    let dir = Scratch::new("producer-corrupt");
+    write_producer(&dir.0, 7, 30);
+    let path = dir.0.join(partition_log::PRODUCER_STATE);
+    let mut bytes = fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    fs::write(&path, &bytes).unwrap();
+    let (mut log, _) = PartitionLog::open(&dir.0).unwrap();
+    assert_eq!(log.producer_count(), 1);
+    assert_eq!(is_duplicate(&mut log, 7, 58), Some(58), "rebuilt from the log");
+}
+
+#[test]
+fn an_old_json_producer_snapshot_still_loads() {
+    let dir = Scratch::new("producer-json");
+    write_producer(&dir.0, 7, 3);
+    fs::remove_file(dir.0.join(partition_log::PRODUCER_STATE)).unwrap();
+    // As an earlier version wrote it at offset 6, but naming a producer (9)
+    // the log does not hold: only the file can have told the log about it.
+    let json = r#"{"offset":6,"state":{"producers":{
+        "7":{"epoch":0,"batches":[{"first_sequence":4,"last_sequence":5,"base_offset":4,"last_offset":5}]},
+        "9":{"epoch":0,"batches":[{"first_sequence":0,"last_sequence":1,"base_offset":0,"last_offset":1}]}}}}"#;
+    fs::write(dir.0.join(partition_log::LEGACY_PRODUCER_STATE), json).unwrap();
+    {
+        let (mut log, _) = PartitionLog::open(&dir.0).unwrap();
+        assert_eq!(log.producer_count(), 2);
+        assert_eq!(is_duplicate(&mut log, 9, 0), Some(0));
+        assert_eq!(is_duplicate(&mut log, 7, 4), Some(4));
+        // The next snapshot is binary and replaces the JSON one.
+        log.close().unwrap();
+    }
+    assert!(!dir.0.join(partition_log::LEGACY_PRODUCER_STATE).exists());
+    let (mut log, _) = PartitionLog::open(&dir.0).unwrap();
+    assert_eq!(
+        is_duplicate(&mut log, 9, 0),
+        Some(0),
+        "kept, not expired, across the upgrade"
+    );
+}
+
+#[test]
+fn producers_idle_past_the_expiration_are_dropped_at_open() {
+    let dir = Scratch::new("producer-expiry");
+    write_producer(&dir.0, 7, 3);
+    write_producer(&dir.0, 8, 3);
+    // Producer 7 last wrote two days ago, 8 just now (a snapshot as the
+    // broker would have written it at close, offset 12 = log end).
+    let path = dir.0.join(partition_log::PRODUCER_STATE);
+    let (offset, state) = producer_state::decode_snapshot(&fs::read(&path).unwrap()).unwrap();
+    assert_eq!((offset, state.len()), (12, 2));
+    let mut aged = producer_state::ProducerStates::default();
+    let now = now_ms();
+    for (pid, at, base) in [
+        (7, now - 2 * producer_state::PRODUCER_ID_EXPIRATION_MS, 4),
+        (8, now, 10),
+    ] {
+        let b = build_idempotent_batch(base, 0, pid, 0, 4, &[(b"k", b"v"), (b"k", b"w")]);
+        aged.record_at(&validate(&b).unwrap(), at);
+    }
+    fs::write(&path, aged.snapshot_bytes(12)).unwrap();
+    let (mut log, _) = PartitionLog::open(&dir.0).unwrap();
+    assert_eq!(log.producer_count(), 1, "the idle producer is forgotten");
+    assert_eq!(is_duplicate(&mut log, 8, 4), Some(10));
+    assert_eq!(is_duplicate(&mut log, 7, 4), None);
+}

@@ -7,8 +7,9 @@
 //!
 //! Cardinality is bounded by design: no per-partition or per-connection
 //! labels; per-topic series per shard stop at [`MAX_LABELLED`] distinct
-//! topics (and per-group series at as many groups), beyond which values
-//! are counted under `topic="_other"` / `group="_other"`.
+//! topics (and per-group series at as many groups), the first to appear,
+//! beyond which values are summed under `topic="_other"` /
+//! `group="_other"`. A deleted topic's or group's series are removed.
 
 mod collectors;
 mod http;

@@ -29,6 +29,9 @@ pub(crate) struct ShardPartitions {
     /// Partitions being opened, with the line of callers waiting for them.
     opening: RefCell<HashMap<TopicPartition, VecDeque<oneshot::Sender<()>>>>,
     group_commit: Rc<GroupCommit>,
+    /// Told each deleted topic's name once its partitions here are gone
+    /// (the shard's metrics forget its series).
+    on_topic_dropped: Box<dyn Fn(&str)>,
 }
 
 fn log_recovery(tp: &TopicPartition, log: &PartitionLog, report: &RecoveryReport) {
@@ -60,6 +63,7 @@ impl ShardPartitions {
         catalog: Arc<CatalogStore>,
         router: Arc<PartitionRouter>,
         group_commit: Rc<GroupCommit>,
+        on_topic_dropped: Box<dyn Fn(&str)>,
     ) -> Result<ShardPartitions, String> {
         let partitions = ShardPartitions {
             shard,
@@ -69,6 +73,7 @@ impl ShardPartitions {
             partitions: RefCell::default(),
             opening: RefCell::default(),
             group_commit,
+            on_topic_dropped,
         };
         let snapshot = partitions.catalog.snapshot();
         for topic in snapshot.topics() {
@@ -318,6 +323,7 @@ impl ShardPartitions {
         for tp in owned {
             self.remove(&tp).await;
         }
+        (self.on_topic_dropped)(name);
         self.sweep(Some(name)).await
     }
 

@@ -194,12 +194,18 @@ impl IngestServer {
             // The broker cannot coordinate groups without its offsets:
             // refuse to start rather than serve with them missing.
             .map_err(|e| format!("cannot load committed offsets: {e}"))?;
+            let metrics = Rc::new(ShardMetrics::new(shard.id, shard_metrics.clone()));
+            let forget: Box<dyn Fn(&str)> = {
+                let metrics = metrics.clone();
+                Box::new(move |topic| metrics.forget_topic(topic))
+            };
             let local = Rc::new(ShardPartitions::open(
                 shard.id,
                 shard_dir.clone(),
                 catalog.clone(),
                 router.clone(),
                 group_commit,
+                forget,
             )?);
             if let Ok(mut all) = shard_fsyncs.lock() {
                 all.push(local.fsync_counter());
@@ -267,7 +273,7 @@ impl IngestServer {
             let broker = ShardBroker::new(ShardParts {
                 dynamic: dynamic.clone(),
                 end_offsets: shard_ends.clone(),
-                metrics: Rc::new(ShardMetrics::new(shard.id, shard_metrics.clone())),
+                metrics,
                 identity: shard_identity.clone(),
                 config: shard_config.clone(),
                 catalog: catalog.clone(),

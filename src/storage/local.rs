@@ -330,6 +330,7 @@ impl Log for LocalLog {
     }
 
     fn apply_retention(&mut self, config: &LogConfig, keep_from: i64) -> Result<usize, StorageError> {
+        self.log.expire_producers();
         // Only stored data may go: a segment with writes still queued stays.
         let keep_from = keep_from.min(self.writer.stored.get().offset);
         let mut trimmed = self
