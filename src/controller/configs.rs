@@ -25,12 +25,7 @@ pub(crate) async fn alter_configs(
     let result = match resource {
         Resource::Topic(name) => alter_topic(context, &name, changes, replace_all, validate_only).await,
         Resource::Broker(scope) => {
-            let current = context
-                .dynamic
-                .snapshot()
-                .get(&scope)
-                .cloned()
-                .unwrap_or_default();
+            let current = current_dynamic(context, &scope);
             let checked = changed_configs(&Resource::Broker(scope.clone()), &current, changes, replace_all);
             match checked {
                 Ok(next) if !validate_only && next != current => {
@@ -45,12 +40,7 @@ pub(crate) async fn alter_configs(
         }
         Resource::Group(id) => {
             let scope = Scope::Group(id.clone());
-            let current = context
-                .dynamic
-                .snapshot()
-                .get(&scope)
-                .cloned()
-                .unwrap_or_default();
+            let current = current_dynamic(context, &scope);
             match changed_configs(&Resource::Group(id), &current, changes, replace_all) {
                 Ok(next) if !validate_only && next != current => replace_dynamic(context, scope, next).await,
                 other => other.map(|_| ()),
@@ -61,6 +51,11 @@ pub(crate) async fn alter_configs(
         Ok(()) => AlterOutcome::default(),
         Err((error, message)) => AlterOutcome::failed(error, message),
     }
+}
+
+/// The overrides a scope has now.
+fn current_dynamic(context: &ControllerContext, scope: &Scope) -> ConfigMap {
+    context.dynamic.snapshot().get(scope).cloned().unwrap_or_default()
 }
 
 /// Stores one scope's dynamic configs durably, off the shard thread.

@@ -191,16 +191,19 @@ impl Unwritten {
     /// Blocking; must run before any later write to the log.
     pub fn finish(&self) -> io::Result<()> {
         self.file.set_len(self.len)?;
-        for paths in &self.removed {
-            for path in paths {
-                match fs::remove_file(path) {
-                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                    _ => {}
-                }
-            }
-        }
-        Ok(())
+        remove_segment_files(&self.removed)
     }
+}
+
+/// Removes segments' files (blocking); one already gone is not an error.
+fn remove_segment_files(segments: &[[PathBuf; 3]]) -> io::Result<()> {
+    for path in segments.iter().flatten() {
+        match fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// What retention or DeleteRecords took away: the files to remove and the
@@ -220,15 +223,7 @@ impl Trimmed {
         if let Some((file, start)) = &self.log_start {
             file.store(*start)?;
         }
-        for paths in &self.removed {
-            for path in paths {
-                match fs::remove_file(path) {
-                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                    _ => {}
-                }
-            }
-        }
-        Ok(())
+        remove_segment_files(&self.removed)
     }
 }
 
