@@ -2,14 +2,14 @@
 # broker on an ephemeral port with a scratch data directory, and its CPU.
 
 # start_broker LOG DATA_DIR [VAR=value ...]: starts target/release/chronik-ingest
-# in the background with the extra environment given; sets `pid`, `started`
+# (or $BROKER_BIN, to compare another build) in the background with the extra environment given; sets `pid`, `started`
 # (its start log line, naming every listener) and `addr` (the first
 # listener). Waits at most 10 s; on failure prints the log and returns 1.
 start_broker() {
     local log=$1 dir=$2
     shift 2
     env BIND_ADDRESS=127.0.0.1:0 STORAGE_PATH="$dir" METRICS_ADDRESS= RUST_LOG=info "$@" \
-        target/release/chronik-ingest 2>"$log" &
+        "${BROKER_BIN:-target/release/chronik-ingest}" 2>"$log" &
     pid=$!
     for _ in $(seq 1 100); do
         started=$(grep -m1 "chronik-ingest started" "$log" || true)
