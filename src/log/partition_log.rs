@@ -236,7 +236,7 @@ pub struct ReadPlan {
 }
 
 impl ReadPlan {
-    /// Whole batches from the one holding the planned offset.
+    /// Whole batches from the one holding the planned offset (blocking).
     pub fn execute(&self, max_bytes: usize, at_least_one: bool) -> io::Result<Vec<u8>> {
         for (reader, start) in &self.segments {
             if let Some(bytes) = reader.read_from(*start, self.offset, max_bytes, at_least_one)? {
@@ -244,6 +244,24 @@ impl ReadPlan {
             }
         }
         Ok(Vec::new())
+    }
+
+    /// The same read if the page cache holds all of it, without waiting
+    /// for the disk (never blocks: safe on the shard thread); `None` if
+    /// some of it is not cached, or the file system cannot say
+    /// (EOPNOTSUPP): the blocking read then answers, errors included.
+    pub fn execute_cached(&self, max_bytes: usize, at_least_one: bool) -> Option<Vec<u8>> {
+        for (reader, start) in &self.segments {
+            match reader
+                .cached_only()
+                .read_from(*start, self.offset, max_bytes, at_least_one)
+            {
+                Ok(Some(bytes)) => return Some(bytes),
+                Ok(None) => {}
+                Err(_) => return None,
+            }
+        }
+        Some(Vec::new())
     }
 }
 

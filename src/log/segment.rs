@@ -189,6 +189,7 @@ impl Segment {
         SegmentReader {
             file: self.file.clone(),
             limit: limit.min(self.size),
+            nowait: false,
         }
     }
 
@@ -337,9 +338,19 @@ impl SegmentIndexes {
 pub struct SegmentReader {
     file: Arc<File>,
     limit: u64,
+    /// Only from the page cache: `WouldBlock` rather than wait for the disk.
+    nowait: bool,
 }
 
 impl SegmentReader {
+    /// This reader, reading only what the page cache holds.
+    pub fn cached_only(&self) -> SegmentReader {
+        SegmentReader {
+            nowait: true,
+            ..self.clone()
+        }
+    }
+
     /// Walks batch headers from `position` (an index entry) to the first
     /// one that satisfies `wanted`.
     pub fn first_batch_from(
@@ -349,7 +360,7 @@ impl SegmentReader {
     ) -> io::Result<Option<(u64, BatchHeader)>> {
         let mut header = [0u8; HEADER_LEN];
         while position + HEADER_LEN as u64 <= self.limit {
-            self.file.read_exact_at(&mut header, position)?;
+            read_exact_at(&self.file, &mut header, position, self.nowait)?;
             let parsed =
                 batch::parse_header(&header).map_err(|e| io::Error::other(e.message().to_string()))?;
             if wanted(&parsed) {
@@ -383,11 +394,11 @@ impl SegmentReader {
         let mut want = available.min(max_bytes);
         if at_least_one && available >= HEADER_LEN {
             let mut header = [0u8; HEADER_LEN];
-            self.file.read_exact_at(&mut header, position)?;
+            read_exact_at(&self.file, &mut header, position, self.nowait)?;
             let first = batch::batch_size(&header).unwrap_or(0);
             want = want.max(first.min(available));
         }
-        let mut bytes = read_vec_at(&self.file, want, position)?;
+        let mut bytes = read_vec_at(&self.file, want, position, self.nowait)?;
         // Trim to whole batches.
         let mut whole = 0;
         while let Some(size) = bytes.get(whole..).and_then(batch::batch_size) {
@@ -406,7 +417,7 @@ impl SegmentReader {
     pub fn find_timestamp(&self, start: u64, timestamp: i64) -> io::Result<Option<(i64, i64)>> {
         let mut position = start;
         while let Some((at, header)) = self.first_batch_from(position, |h| h.max_timestamp >= timestamp)? {
-            let bytes = read_vec_at(&self.file, header.size, at)?;
+            let bytes = read_vec_at(&self.file, header.size, at, self.nowait)?;
             match timestamps::first_at_or_after(&bytes, &header, timestamp) {
                 Ok(Some(found)) => return Ok(Some(found)),
                 // A header that claims a later time than its records:
@@ -427,7 +438,7 @@ impl SegmentReader {
         let Some((at, header)) = self.first_batch_from(from, |h| h.max_timestamp == max)? else {
             return Ok((fallback, max));
         };
-        let bytes = read_vec_at(&self.file, header.size, at)?;
+        let bytes = read_vec_at(&self.file, header.size, at, self.nowait)?;
         Ok(timestamps::offset_of_max_timestamp(&bytes, &header).unwrap_or((header.base_offset, max)))
     }
 }
@@ -501,23 +512,90 @@ pub fn scan(
     }
 }
 
+/// pread(2) of up to `len` bytes into `dst`; with `nowait`, preadv2(2)
+/// with RWF_NOWAIT: only what the page cache holds, `WouldBlock` (EAGAIN)
+/// instead of waiting for the disk.
+///
+/// # Safety
+/// `dst` must be valid for writes of `len` bytes for the whole call.
+unsafe fn pread_into(file: &File, dst: *mut u8, len: usize, position: u64, nowait: bool) -> isize {
+    use std::os::fd::AsRawFd;
+    if nowait {
+        let iov = libc::iovec {
+            iov_base: dst.cast::<libc::c_void>(),
+            iov_len: len,
+        };
+        // SAFETY: the caller guarantees `dst` is writable for `len` bytes;
+        // the one iovec points there and lives across the call.
+        unsafe {
+            libc::preadv2(
+                file.as_raw_fd(),
+                &iov,
+                1,
+                position as libc::off_t,
+                libc::RWF_NOWAIT,
+            )
+        }
+    } else {
+        // SAFETY: as above.
+        unsafe {
+            libc::pread(
+                file.as_raw_fd(),
+                dst.cast::<libc::c_void>(),
+                len,
+                position as libc::off_t,
+            )
+        }
+    }
+}
+
+/// Fills `buf` from `position` (see [`pread_into`] for `nowait`).
+fn read_exact_at(file: &File, buf: &mut [u8], position: u64, nowait: bool) -> io::Result<()> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let rest = &mut buf[filled..];
+        // SAFETY: `rest` is an exclusively borrowed slice of `rest.len()`
+        // bytes, alive for the call.
+        let n = unsafe {
+            pread_into(
+                file,
+                rest.as_mut_ptr(),
+                rest.len(),
+                position + filled as u64,
+                nowait,
+            )
+        };
+        let Some(n) = syscall_count(n)? else {
+            continue;
+        };
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "segment shorter than its recorded size",
+            ));
+        }
+        filled += n;
+    }
+    Ok(())
+}
+
 /// Reads exactly `len` bytes at `position` into a new Vec without zeroing
 /// it first: on a 1 MiB fetch the memset was an eighth of the read.
-fn read_vec_at(file: &File, len: usize, position: u64) -> io::Result<Vec<u8>> {
-    use std::os::fd::AsRawFd;
+fn read_vec_at(file: &File, len: usize, position: u64, nowait: bool) -> io::Result<Vec<u8>> {
     let mut bytes: Vec<u8> = Vec::with_capacity(len);
     while bytes.len() < len {
         let filled = bytes.len();
         let spare = bytes.spare_capacity_mut();
         // SAFETY: `spare` is the Vec's unused capacity, at least
         // `len - filled` bytes long and exclusively borrowed for the call;
-        // pread writes at most that many bytes into it and reads none.
+        // the read writes at most that many bytes into it and reads none.
         let n = unsafe {
-            libc::pread(
-                file.as_raw_fd(),
-                spare.as_mut_ptr().cast::<libc::c_void>(),
+            pread_into(
+                file,
+                spare.as_mut_ptr().cast::<u8>(),
                 len - filled,
-                (position + filled as u64) as libc::off_t,
+                position + filled as u64,
+                nowait,
             )
         };
         let Some(n) = syscall_count(n)? else {

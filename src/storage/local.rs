@@ -5,7 +5,9 @@
 //! position) and their bytes queued; one writer task per partition drains
 //! the queue in order through the blocking pool, several batches per trip,
 //! so the stored end only ever moves forward over whole, written batches.
-//! Readers see up to the stored end. A rolled segment is sealed (indexes,
+//! Readers see up to the stored end; a read the page cache holds entirely
+//! is done on the shard with RWF_NOWAIT (which never waits for the disk),
+//! any other on the pool. A rolled segment is sealed (indexes,
 //! fsync, producer snapshot, recovery point) in the background once the
 //! writes before it are done, without holding up the writes after it.
 
@@ -298,6 +300,12 @@ impl Log for LocalLog {
                 Err(ReadError::OutOfRange) => return Err(StorageError::OutOfRange),
                 Err(ReadError::Io(e)) => return Err(StorageError::io("read", &e)),
             };
+            // Recent data is in the page cache: read it here (RWF_NOWAIT
+            // cannot wait for the disk) and save the trip to the pool;
+            // anything else goes to the pool.
+            if let Some(bytes) = plan.execute_cached(max_bytes, at_least_one) {
+                return Ok(Bytes::from(bytes));
+            }
             let bytes = run_blocking("read", move || plan.execute(max_bytes, at_least_one)).await?;
             Ok(Bytes::from(bytes))
         }
