@@ -1,38 +1,54 @@
 //! Group commit for acks=all: producers on one shard that need their data
-//! durable share fdatasync calls. While one round of syncs runs on a
-//! blocking thread, new requests queue; the next round syncs every file
-//! they touched once and answers them all.
+//! durable share fdatasync calls, per file. While a file's sync runs on
+//! the blocking pool, requests for that file queue; the next sync of the
+//! file answers them all. Files sync independently and in parallel (up to
+//! the pool's threads), so a slow sync of one partition does not hold the
+//! acks=all answers of another.
 
 use futures::channel::oneshot;
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+type Waiter = oneshot::Sender<Result<(), String>>;
+
+/// One file's queue: whether a sync is running, and who waits for the
+/// next one (their data was written before they asked, which may be after
+/// the running sync began).
+#[derive(Default)]
+struct FileQueue {
+    running: bool,
+    waiting: Vec<Waiter>,
+}
+
 #[derive(Default)]
 pub(crate) struct GroupCommit {
-    files: RefCell<Vec<Arc<File>>>,
-    waiters: RefCell<Vec<oneshot::Sender<Result<(), String>>>>,
-    running: Cell<bool>,
-    /// fdatasync calls made (one per file per round).
+    /// Keyed by the file's address: one entry per open segment file.
+    files: RefCell<HashMap<usize, FileQueue>>,
+    /// fdatasync calls made.
     pub syncs: Arc<AtomicU64>,
+}
+
+fn key(file: &Arc<File>) -> usize {
+    Arc::as_ptr(file) as usize
 }
 
 impl GroupCommit {
     /// Returns once `file` has been fdatasync'ed after this call started.
     pub(crate) async fn sync(self: &Rc<Self>, file: Arc<File>) -> io::Result<()> {
         let (tx, rx) = oneshot::channel();
-        {
+        let start = {
             let mut files = self.files.borrow_mut();
-            if !files.iter().any(|f| Arc::ptr_eq(f, &file)) {
-                files.push(file);
-            }
-        }
-        self.waiters.borrow_mut().push(tx);
-        if !self.running.replace(true) {
-            glommio::spawn_local(self.clone().run()).detach();
+            let queue = files.entry(key(&file)).or_default();
+            queue.waiting.push(tx);
+            !std::mem::replace(&mut queue.running, true)
+        };
+        if start {
+            glommio::spawn_local(self.clone().run(file)).detach();
         }
         match rx.await {
             Ok(Ok(())) => Ok(()),
@@ -41,25 +57,27 @@ impl GroupCommit {
         }
     }
 
-    async fn run(self: Rc<Self>) {
+    /// Syncs `file` for everyone waiting, round after round, until nobody
+    /// waits; then forgets the file.
+    async fn run(self: Rc<Self>, file: Arc<File>) {
         loop {
-            let files = std::mem::take(&mut *self.files.borrow_mut());
-            let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
-            if waiters.is_empty() {
-                self.running.set(false);
-                return;
-            }
-            let count = files.len() as u64;
+            let waiters = {
+                let mut files = self.files.borrow_mut();
+                let Some(queue) = files.get_mut(&key(&file)) else {
+                    return;
+                };
+                if queue.waiting.is_empty() {
+                    files.remove(&key(&file));
+                    return;
+                }
+                std::mem::take(&mut queue.waiting)
+            };
+            let syncing = file.clone();
             let result = glommio::executor()
-                .spawn_blocking(move || {
-                    for file in &files {
-                        file.sync_data()?;
-                    }
-                    Ok::<(), io::Error>(())
-                })
+                .spawn_blocking(move || syncing.sync_data())
                 .await
                 .map_err(|e| e.to_string());
-            self.syncs.fetch_add(count, Ordering::Relaxed);
+            self.syncs.fetch_add(1, Ordering::Relaxed);
             for waiter in waiters {
                 let _ = waiter.send(result.clone());
             }
