@@ -9,16 +9,13 @@
 
 mod common;
 
-use common::{scratch_dir, RawClient, BIN};
+use common::{scratch_dir, BrokerProcess, RawClient};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::{CreateTopicsRequest, InitProducerIdRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// One finished system call of the trace.
@@ -132,52 +129,23 @@ fn metadata_renames_are_followed_by_a_directory_fsync() {
     let dir = scratch_dir("durable-meta");
     std::fs::create_dir_all(&dir).unwrap();
     let trace = dir.with_extension("strace");
-    let mut child = Command::new("strace")
-        .args(["-f", "-qq", "-e", "signal=none", "-e"])
-        .arg("trace=openat,rename,renameat,renameat2,fsync,fdatasync")
-        .arg("-o")
-        .arg(&trace)
-        .arg(BIN)
-        .env_clear()
-        .env("BIND_ADDRESS", "127.0.0.1:0")
-        .env("STORAGE_PATH", &dir)
-        .env("METRICS_ADDRESS", "")
-        .env("SHARDS", "1")
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("strace must be installed to run this test (scripts/test installs it)");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, log) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let addr: SocketAddr = loop {
-        let Ok(line) = log.recv_timeout(deadline.saturating_duration_since(Instant::now())) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "the broker never started under strace (can this process ptrace?): {}",
-                std::fs::read_to_string(&trace).unwrap_or_default()
-            );
-        };
-        if line.contains("chronik-ingest started") {
-            if let Some(addr) = line
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix("listen="))
-                .and_then(|a| a.parse().ok())
-            {
-                break addr;
-            }
-        }
-    };
+    let tracer: Vec<String> = [
+        "strace",
+        "-f",
+        "-qq",
+        "-e",
+        "signal=none",
+        "-e",
+        "trace=openat,rename,renameat,renameat2,fsync,fdatasync",
+        "-o",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .chain([trace.to_string_lossy().to_string()])
+    .collect();
+    // Needs strace, and permission to ptrace (scripts/test installs it).
+    let mut broker = BrokerProcess::start_wrapped(&dir, &[("SHARDS", "1")], &tracer);
+    let addr = broker.addr;
 
     let mut client = RawClient::connect(addr);
     let init = client.call(4, &InitProducerIdRequest::default().with_transactional_id(None));
@@ -200,11 +168,11 @@ fn metadata_renames_are_followed_by_a_directory_fsync() {
     let status = Command::new("kill").args(["-TERM", pid.trim()]).status().unwrap();
     assert!(status.success(), "kill {pid}");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().unwrap().is_none() {
+    while broker.child.try_wait().unwrap().is_none() {
         if Instant::now() > deadline {
             let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
-            let _ = child.kill();
-            let _ = child.wait();
+            let _ = broker.child.kill();
+            let _ = broker.child.wait();
             panic!("broker did not stop within 30 s of SIGTERM");
         }
         std::thread::sleep(Duration::from_millis(20));

@@ -521,11 +521,6 @@ impl PartitionLog {
         self.segments.len()
     }
 
-    /// The file that holds the newest data (to fsync for acks=all).
-    pub fn active_file(&self) -> Arc<File> {
-        self.active().file().clone()
-    }
-
     /// Appends one validated batch, writing it here and now (tests and
     /// tools; the broker uses [`PartitionLog::reserve`]).
     pub fn append(
@@ -666,11 +661,6 @@ impl PartitionLog {
             len: written.position,
             removed,
         }
-    }
-
-    /// Records that everything below `offset` is on disk (blocking).
-    pub fn set_recovery_point(&mut self, offset: i64) -> io::Result<()> {
-        self.recovery.store(offset)
     }
 
     /// Plans a read of whole batches from `offset`, seeing only what
@@ -865,10 +855,6 @@ impl PartitionLog {
         let dir = self.dir.clone();
         drop(self);
         fs::remove_dir_all(dir)
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     pub fn producer_count(&self) -> usize {

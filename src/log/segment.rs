@@ -4,7 +4,7 @@
 use super::batch::{self, BatchHeader, HEADER_LEN};
 use super::index::{write_file, OffsetIndex, TimeIndex, INDEX_INTERVAL_BYTES};
 use super::timestamps;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -222,38 +222,6 @@ impl Segment {
         Some((from, self.max_timestamp, self.max_timestamp_offset))
     }
 
-    /// Where the batch holding `offset` starts (or the first batch after
-    /// it), or `None` if the segment ends before `offset`.
-    pub fn find_position(&self, offset: i64) -> io::Result<Option<u64>> {
-        if offset >= self.next_offset {
-            return Ok(None);
-        }
-        let found = self
-            .reader(self.size)
-            .first_batch_from(self.index_floor(offset), |h| h.last_offset() >= offset)?;
-        Ok(found.map(|(position, _)| position))
-    }
-
-    /// The first record whose timestamp is >= `timestamp` (see
-    /// [`SegmentReader::find_timestamp`]).
-    pub fn find_timestamp(&self, timestamp: i64) -> io::Result<Option<(i64, i64)>> {
-        match self.timestamp_start(timestamp) {
-            Some(start) => self.reader(self.size).find_timestamp(start, timestamp),
-            None => Ok(None),
-        }
-    }
-
-    /// The earliest record carrying this segment's max timestamp.
-    pub fn find_max_timestamp(&self) -> io::Result<Option<(i64, i64)>> {
-        match self.max_timestamp_start() {
-            Some((from, max, fallback)) => self
-                .reader(self.size)
-                .find_max_timestamp(from, max, fallback)
-                .map(Some),
-            None => Ok(None),
-        }
-    }
-
     /// Visits every batch header from the start (no CRC check).
     pub fn for_each_batch(&self, visit: impl FnMut(u64, &BatchHeader)) -> io::Result<()> {
         scan(&self.file, 0, self.size, false, visit).map(|_| ())
@@ -276,16 +244,6 @@ impl Segment {
         [self.path("log"), self.path("index"), self.path("timeindex")]
     }
 
-    pub fn delete_files(&self) -> io::Result<()> {
-        for ext in ["log", "index", "timeindex"] {
-            match fs::remove_file(self.path(ext)) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-        }
-        Ok(())
-    }
-
     fn path(&self, extension: &str) -> PathBuf {
         self.dir.join(file_name(self.base_offset, extension))
     }
@@ -304,9 +262,6 @@ impl Segment {
     }
     pub fn max_timestamp(&self) -> i64 {
         self.max_timestamp
-    }
-    pub fn max_timestamp_offset(&self) -> i64 {
-        self.max_timestamp_offset
     }
     pub fn created(&self) -> SystemTime {
         self.created
@@ -549,18 +504,20 @@ unsafe fn pread_into(file: &File, dst: *mut u8, len: usize, position: u64, nowai
     }
 }
 
-/// Fills `buf` from `position` (see [`pread_into`] for `nowait`).
-fn read_exact_at(file: &File, buf: &mut [u8], position: u64, nowait: bool) -> io::Result<()> {
+/// Reads exactly `len` bytes at `position` into `dst`.
+///
+/// # Safety
+/// `dst` must be valid for writes of `len` bytes for the whole call.
+unsafe fn read_fully(file: &File, dst: *mut u8, len: usize, position: u64, nowait: bool) -> io::Result<()> {
     let mut filled = 0;
-    while filled < buf.len() {
-        let rest = &mut buf[filled..];
-        // SAFETY: `rest` is an exclusively borrowed slice of `rest.len()`
-        // bytes, alive for the call.
+    while filled < len {
+        // SAFETY: `dst + filled .. dst + len` lies inside what the caller
+        // guarantees writable.
         let n = unsafe {
             pread_into(
                 file,
-                rest.as_mut_ptr(),
-                rest.len(),
+                dst.add(filled),
+                len - filled,
                 position + filled as u64,
                 nowait,
             )
@@ -579,38 +536,21 @@ fn read_exact_at(file: &File, buf: &mut [u8], position: u64, nowait: bool) -> io
     Ok(())
 }
 
+/// Fills `buf` from `position` (see [`pread_into`] for `nowait`).
+fn read_exact_at(file: &File, buf: &mut [u8], position: u64, nowait: bool) -> io::Result<()> {
+    // SAFETY: `buf` is an exclusively borrowed slice of `buf.len()` bytes.
+    unsafe { read_fully(file, buf.as_mut_ptr(), buf.len(), position, nowait) }
+}
+
 /// Reads exactly `len` bytes at `position` into a new Vec without zeroing
 /// it first: on a 1 MiB fetch the memset was an eighth of the read.
 fn read_vec_at(file: &File, len: usize, position: u64, nowait: bool) -> io::Result<Vec<u8>> {
     let mut bytes: Vec<u8> = Vec::with_capacity(len);
-    while bytes.len() < len {
-        let filled = bytes.len();
-        let spare = bytes.spare_capacity_mut();
-        // SAFETY: `spare` is the Vec's unused capacity, at least
-        // `len - filled` bytes long and exclusively borrowed for the call;
-        // the read writes at most that many bytes into it and reads none.
-        let n = unsafe {
-            pread_into(
-                file,
-                spare.as_mut_ptr().cast::<u8>(),
-                len - filled,
-                position + filled as u64,
-                nowait,
-            )
-        };
-        let Some(n) = syscall_count(n)? else {
-            continue;
-        };
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "segment shorter than its recorded size",
-            ));
-        }
-        // SAFETY: pread initialised the `n` bytes after `filled`, and
-        // `filled + n <= len <= capacity`.
-        unsafe { bytes.set_len(filled + n) };
-    }
+    // SAFETY: the Vec's capacity is at least `len` bytes, exclusively ours;
+    // the read only writes into it.
+    unsafe { read_fully(file, bytes.as_mut_ptr(), len, position, nowait)? };
+    // SAFETY: `read_fully` initialised all `len <= capacity` bytes.
+    unsafe { bytes.set_len(len) };
     Ok(bytes)
 }
 

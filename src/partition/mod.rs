@@ -85,6 +85,13 @@ impl Partition {
         }
     }
 
+    /// Takes a partition out of service: its waiters are woken, and its
+    /// log is handed back unless an operation still holds the partition.
+    fn into_log(partition: Rc<Partition>) -> Option<Box<dyn Log>> {
+        partition.state.wake_all();
+        Rc::try_unwrap(partition).ok().map(|p| p.log.into_inner())
+    }
+
     pub(crate) fn high_watermark(&self) -> i64 {
         self.state.high_watermark.get()
     }

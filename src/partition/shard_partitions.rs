@@ -384,13 +384,12 @@ impl ShardPartitions {
         let Some(partition) = self.partitions.borrow_mut().remove(tp) else {
             return;
         };
-        partition.state.wake_all();
-        let Ok(partition) = Rc::try_unwrap(partition) else {
+        let Some(log) = Partition::into_log(partition) else {
             // An operation still holds it; its log is dropped with it and
             // the directory goes in the next sweep.
             return;
         };
-        if let Err(e) = partition.log.into_inner().delete().await {
+        if let Err(e) = log.delete().await {
             error!(partition = %tp, error = %e, "deleting the partition failed; will retry");
         }
     }
@@ -437,12 +436,11 @@ impl ShardPartitions {
     pub(crate) async fn close_all(&self) {
         let all: Vec<(TopicPartition, Rc<Partition>)> = self.partitions.borrow_mut().drain().collect();
         let closes = all.into_iter().map(|(tp, partition)| async move {
-            partition.state.wake_all();
-            let Ok(partition) = Rc::try_unwrap(partition) else {
+            let Some(log) = Partition::into_log(partition) else {
                 warn!(partition = %tp, "still in use at shutdown; the next start recovers it");
                 return;
             };
-            if let Err(e) = partition.log.into_inner().close().await {
+            if let Err(e) = log.close().await {
                 error!(partition = %tp, error = %e, "closing the log failed");
             }
         });

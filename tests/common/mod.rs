@@ -426,25 +426,35 @@ impl BrokerProcess {
         extra_env: &[(&str, &str)],
         nofile: Option<u32>,
     ) -> BrokerProcess {
-        Self::spawn(data_dir, extra_env, nofile, "chronik-ingest started")
+        let prefix = match nofile {
+            Some(limit) => vec![
+                "sh".to_string(),
+                "-c".to_string(),
+                format!("ulimit -n {limit} && exec \"$0\""),
+            ],
+            None => Vec::new(),
+        };
+        Self::spawn(data_dir, extra_env, &prefix, "chronik-ingest started")
+    }
+
+    /// Starts the broker as the last argument of `wrapper` (a tracer, say);
+    /// `child` is then the wrapper's process.
+    pub fn start_wrapped(data_dir: &Path, extra_env: &[(&str, &str)], wrapper: &[String]) -> BrokerProcess {
+        Self::spawn(data_dir, extra_env, wrapper, "chronik-ingest started")
     }
 
     /// Starts the broker and returns as soon as it logs a line containing
     /// `marker` (`addr` is only known once the start line was seen).
     pub fn start_until(data_dir: &Path, extra_env: &[(&str, &str)], marker: &str) -> BrokerProcess {
-        Self::spawn(data_dir, extra_env, None, marker)
+        Self::spawn(data_dir, extra_env, &[], marker)
     }
 
-    fn spawn(
-        data_dir: &Path,
-        extra_env: &[(&str, &str)],
-        nofile: Option<u32>,
-        marker: &str,
-    ) -> BrokerProcess {
-        let mut command = match nofile {
-            Some(limit) => {
-                let mut c = Command::new("sh");
-                c.args(["-c", &format!("ulimit -n {limit} && exec \"$0\""), BIN]);
+    /// Runs `prefix... BIN` (just BIN without a prefix).
+    fn spawn(data_dir: &Path, extra_env: &[(&str, &str)], prefix: &[String], marker: &str) -> BrokerProcess {
+        let mut command = match prefix.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(BIN);
                 c
             }
             None => Command::new(BIN),
@@ -471,7 +481,8 @@ impl BrokerProcess {
                 }
             }
         });
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // Generous for a broker under a tracer; bounded all the same.
+        let deadline = Instant::now() + Duration::from_secs(60);
         // Lines before the marker (recovery reports) stay readable.
         let mut early = Vec::new();
         loop {
