@@ -109,6 +109,10 @@ pub struct ServerConfig {
     /// them (Kafka's queued.max.request.bytes); 0 = no limit.
     pub queued_max_request_bytes: usize,
     pub storage_path: PathBuf,
+    /// How segment files are written.
+    pub segment_write: crate::storage::WriteMode,
+    /// Recently stored batches kept in memory per shard, in MiB.
+    pub recent_cache_mb: usize,
     /// `RUST_LOG`-style filter for the binary's log output.
     pub log_filter: String,
     pub log_format: LogFormat,
@@ -149,6 +153,8 @@ impl Default for ServerConfig {
             max_request_bytes: 100 * 1024 * 1024,
             queued_max_request_bytes: 256 * 1024 * 1024,
             storage_path: PathBuf::from("./data"),
+            segment_write: crate::storage::WriteMode::Direct,
+            recent_cache_mb: 256,
             log_filter: "info".into(),
             log_format: LogFormat::Text,
             auto_create_topics: true,

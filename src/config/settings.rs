@@ -95,6 +95,13 @@ pub static SECTIONS: &[Section] = &[
         keys: &[("filter", "RUST_LOG"), ("format", "LOG_FORMAT")],
     },
     Section {
+        name: "storage",
+        keys: &[
+            ("segment_write", "SEGMENT_WRITE"),
+            ("recent_cache_mb", "RECENT_CACHE_MB"),
+        ],
+    },
+    Section {
         name: "topics",
         keys: &[
             ("auto_create", "AUTO_CREATE_TOPICS"),
@@ -211,6 +218,36 @@ impl SettingValue for NoLimitIfZero<'_> {
     }
     fn show(&self) -> String {
         self.0.to_string()
+    }
+}
+
+/// Sizes where 0 turns the thing off.
+struct ZeroIsOff<'a>(&'a mut usize);
+
+impl SettingValue for ZeroIsOff<'_> {
+    fn set(&mut self, text: &str) -> Result<(), String> {
+        *self.0 = text.parse().map_err(|_| "expected a whole number (0 = off)")?;
+        Ok(())
+    }
+    fn show(&self) -> String {
+        self.0.to_string()
+    }
+}
+
+impl SettingValue for crate::storage::WriteMode {
+    fn set(&mut self, text: &str) -> Result<(), String> {
+        *self = match text.to_ascii_lowercase().as_str() {
+            "direct" => crate::storage::WriteMode::Direct,
+            "buffered" => crate::storage::WriteMode::Buffered,
+            _ => return Err("expected direct or buffered".into()),
+        };
+        Ok(())
+    }
+    fn show(&self) -> String {
+        match self {
+            crate::storage::WriteMode::Direct => "direct".into(),
+            crate::storage::WriteMode::Buffered => "buffered".into(),
+        }
     }
 }
 
@@ -621,6 +658,10 @@ pub static SETTINGS: &[Setting] = &[
         "Number of shards (pinned io_uring executors); auto = one per CPU this process may use."),
     setting!("STORAGE_PATH", |c| &mut c.storage_path,
         "Data directory (cluster id, lock file, partition logs)."),
+    setting!("SEGMENT_WRITE", |c| &mut c.segment_write,
+        "How segment files are written: direct (O_DIRECT from the broker's aligned buffers; the device's speed, no dirty page cache, cheap fdatasync) or buffered (through the page cache). A file system without O_DIRECT falls back to buffered."),
+    setting!("RECENT_CACHE_MB", |c| ZeroIsOff(&mut c.recent_cache_mb),
+        "Memory per shard for the batches written last, which consumers that keep up with producers read without touching the disk; one partition keeps at most a quarter. 0 = off."),
     setting!("MAX_REQUEST_BYTES", |c| &mut c.max_request_bytes,
         "Largest request frame accepted; larger sizes close the connection before anything is allocated."),
     setting!("QUEUED_MAX_REQUEST_BYTES", |c| &mut c.queued_max_request_bytes,

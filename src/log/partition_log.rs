@@ -111,7 +111,10 @@ pub struct Written {
 #[derive(Debug)]
 pub struct PendingWrite {
     pub file: Arc<File>,
+    /// The file's path, for writers that open it their own way (O_DIRECT).
+    pub path: Arc<Path>,
     pub position: u64,
+    pub base_offset: i64,
     pub parts: [Bytes; 2],
     /// The log's written end once this write is done.
     pub end: Written,
@@ -157,6 +160,9 @@ impl MonotonicFile {
 #[derive(Debug)]
 pub struct Sealed {
     file: Arc<File>,
+    /// The segment's size: an O_DIRECT writer may have padded the file
+    /// past it with zeros to a block boundary.
+    len: u64,
     indexes: SegmentIndexes,
     snapshot: (PathBuf, Vec<u8>),
     recovery_point: i64,
@@ -168,6 +174,7 @@ impl Sealed {
     /// recovery point that only covers synced data.
     pub fn finish(self) -> io::Result<()> {
         self.indexes.write()?;
+        self.file.set_len(self.len)?;
         self.file.sync_data()?;
         write_file(&self.snapshot.0, &self.snapshot.1)?;
         // The binary snapshot replaces the JSON one of earlier versions.
@@ -509,6 +516,11 @@ impl PartitionLog {
         }
     }
 
+    #[cfg(test)]
+    pub fn written_end_path(&self) -> &Path {
+        self.active().log_path()
+    }
+
     pub fn log_start_offset(&self) -> i64 {
         self.log_start_offset
     }
@@ -590,7 +602,9 @@ impl PartitionLog {
             rolled,
             write: Some(PendingWrite {
                 file,
+                path: self.active().log_path().clone(),
                 position,
+                base_offset,
                 parts,
                 end: self.written_end(),
             }),
@@ -617,6 +631,7 @@ impl PartitionLog {
         let old = self.active();
         let sealed = Sealed {
             file: old.file().clone(),
+            len: old.size(),
             indexes: old.indexes(),
             snapshot: self.producer_snapshot()?,
             recovery_point: self.log_end_offset(),
@@ -841,6 +856,8 @@ impl PartitionLog {
     /// open re-reads nothing.
     pub fn close(self) -> io::Result<()> {
         self.active().write_indexes()?;
+        // Cuts the zero padding of an O_DIRECT writer's last block.
+        self.active().file().set_len(self.active().size())?;
         self.active().file().sync_data()?;
         self.write_producer_snapshot()?;
         write_file(

@@ -23,6 +23,7 @@ pub struct Segment {
     base_offset: i64,
     dir: PathBuf,
     file: Arc<File>,
+    log_path: Arc<Path>,
     size: u64,
     next_offset: i64,
     index: OffsetIndex,
@@ -59,6 +60,7 @@ impl Segment {
             base_offset,
             dir: dir.to_path_buf(),
             file: Arc::new(file),
+            log_path: Arc::from(dir.join(file_name(base_offset, "log"))),
             size: 0,
             next_offset: base_offset,
             index: OffsetIndex::default(),
@@ -110,7 +112,13 @@ impl Segment {
                 ));
             }
         }
-        let end = segment.rebuild(size, !trust_indexes)?;
+        let mut end = segment.rebuild(size, !trust_indexes)?;
+        if end.problem.is_some() && zeros_from(&segment.file, end.valid_until, size)? {
+            // Never-written space: the zero padding of an O_DIRECT
+            // writer's last block, or blocks allocated but not yet
+            // written when the broker stopped. Nothing was lost there.
+            end.problem = None;
+        }
         if end.valid_until < size {
             segment.file.set_len(end.valid_until)?;
         }
@@ -269,6 +277,23 @@ impl Segment {
     pub fn file(&self) -> &Arc<File> {
         &self.file
     }
+    pub fn log_path(&self) -> &Arc<Path> {
+        &self.log_path
+    }
+}
+
+/// Whether the file holds only zero bytes from `from` to its end `to`,
+/// which is a block boundary as an O_DIRECT writer leaves it; a tail
+/// longer than a few blocks is not padding and is not read.
+fn zeros_from(file: &File, from: u64, to: u64) -> io::Result<bool> {
+    const MOST: u64 = 1 << 20;
+    const BLOCK: u64 = 4096;
+    if to <= from || to - from > MOST || to % BLOCK != 0 {
+        return Ok(false);
+    }
+    let mut bytes = vec![0u8; (to - from) as usize];
+    file.read_exact_at(&mut bytes, from)?;
+    Ok(bytes.iter().all(|&b| b == 0))
 }
 
 /// A segment's index files' contents and where they go.

@@ -7,7 +7,7 @@ use super::{Partition, PartitionState, Waiter};
 use crate::log::batch::BatchHeader;
 use crate::log::{PartitionLog, RecoveryReport};
 use crate::routing::{PartitionRouter, Route};
-use crate::storage::{run_blocking, GroupCommit, LocalLog, StorageError};
+use crate::storage::{run_blocking, GroupCommit, LocalLog, LocalLogOptions, StorageError};
 use crate::topics::{CatalogStore, TopicEntry, TopicPartition};
 use bytes::Bytes;
 use futures::channel::oneshot;
@@ -29,6 +29,7 @@ pub(crate) struct ShardPartitions {
     /// Partitions being opened, with the line of callers waiting for them.
     opening: RefCell<HashMap<TopicPartition, VecDeque<oneshot::Sender<()>>>>,
     group_commit: Rc<GroupCommit>,
+    log_options: LocalLogOptions,
     /// Told each deleted topic's name once its partitions here are gone
     /// (the shard's metrics forget its series).
     on_topic_dropped: Box<dyn Fn(&str)>,
@@ -64,6 +65,7 @@ impl ShardPartitions {
         router: Arc<PartitionRouter>,
         group_commit: Rc<GroupCommit>,
         on_topic_dropped: Box<dyn Fn(&str)>,
+        log_options: LocalLogOptions,
     ) -> Result<ShardPartitions, String> {
         let partitions = ShardPartitions {
             shard,
@@ -73,6 +75,7 @@ impl ShardPartitions {
             partitions: RefCell::default(),
             opening: RefCell::default(),
             group_commit,
+            log_options,
             on_topic_dropped,
         };
         let snapshot = partitions.catalog.snapshot();
@@ -106,7 +109,7 @@ impl ShardPartitions {
             let state = state.clone();
             Rc::new(move |offset| state.stored(offset))
         };
-        let log = LocalLog::with_log(log, &tp.to_string(), on_stored);
+        let log = LocalLog::with_log(log, &tp.to_string(), on_stored, &self.log_options);
         let partition = Rc::new(Partition::new(topic_id, epoch, Box::new(log), state));
         self.partitions.borrow_mut().insert(tp, partition.clone());
         partition

@@ -34,7 +34,7 @@ use crate::groups::GroupCoordinator;
 use crate::metrics::{Metrics, MetricsServer, RuntimeCounters, ShardMetrics};
 use crate::partition::{PartitionClient, SendToShard, ShardPartitions};
 use crate::routing::PartitionRouter;
-use crate::storage::GroupCommit;
+use crate::storage::{GroupCommit, LocalLogOptions, RecentBudget};
 use crate::topics::CatalogStore;
 use advertised::{Advertised, BrokerListener};
 use chronik_shard::{Runtime, RuntimeConfig, ShardContext, StartError};
@@ -206,6 +206,10 @@ impl IngestServer {
                 router.clone(),
                 group_commit,
                 forget,
+                LocalLogOptions {
+                    write_mode: shard_config.segment_write,
+                    recent: RecentBudget::new(shard_config.recent_cache_mb << 20),
+                },
             )?);
             if let Ok(mut all) = shard_fsyncs.lock() {
                 all.push(local.fsync_counter());

@@ -11,6 +11,8 @@
 //! fsync, producer snapshot, recovery point) in the background once the
 //! writes before it are done, without holding up the writes after it.
 
+use super::direct::{SegmentAppender, WriteMode};
+use super::recent::{RecentBatches, RecentBudget};
 use super::{run_blocking, Appending, Log, LogFuture, LogOffsets, StorageError};
 use crate::log::batch::BatchHeader;
 use crate::log::{AppendError, LogConfig, PartitionLog, PendingWrite, ReadError, Sealed, Unwritten, Written};
@@ -54,6 +56,17 @@ struct Writer {
     /// Woken when the queue empties.
     idle: RefCell<Vec<oneshot::Sender<()>>>,
     on_stored: OnStored,
+    /// Taken by the trip in flight (there is at most one).
+    appender: RefCell<Option<SegmentAppender>>,
+    /// What was stored last, for readers of recent data.
+    recent: RefCell<RecentBatches>,
+}
+
+/// How a shard's logs store and cache their batches.
+#[derive(Clone)]
+pub(crate) struct LocalLogOptions {
+    pub write_mode: WriteMode,
+    pub recent: Rc<RecentBudget>,
 }
 
 pub(crate) struct LocalLog {
@@ -64,7 +77,12 @@ pub(crate) struct LocalLog {
 
 impl LocalLog {
     /// Wraps a log opened elsewhere (shard start-up recovery).
-    pub(crate) fn with_log(log: PartitionLog, name: &str, on_stored: OnStored) -> LocalLog {
+    pub(crate) fn with_log(
+        log: PartitionLog,
+        name: &str,
+        on_stored: OnStored,
+        options: &LocalLogOptions,
+    ) -> LocalLog {
         let stored = log.written_end();
         LocalLog {
             log,
@@ -77,6 +95,8 @@ impl LocalLog {
                 sealed: RefCell::default(),
                 idle: RefCell::default(),
                 on_stored,
+                appender: RefCell::new(Some(SegmentAppender::new(options.write_mode))),
+                recent: RefCell::new(RecentBatches::new(options.recent.clone())),
             }),
             name: Rc::from(name),
         }
@@ -201,17 +221,28 @@ async fn store_writes(writer: &Writer, name: &str, writes: Vec<(PendingWrite, Wr
         return;
     }
     let (pending, replies): (Vec<PendingWrite>, Vec<_>) = writes.into_iter().unzip();
-    let done = run_blocking("write", move || {
-        for w in &pending {
-            w.write()?;
-        }
-        Ok(pending)
-    })
-    .await;
+    // The writer task runs one trip at a time, so the appender is here.
+    let Some(mut appender) = writer.appender.borrow_mut().take() else {
+        error!(partition = %name, "segment appender missing");
+        return;
+    };
+    let done = glommio::executor()
+        .spawn_blocking(move || {
+            let result = appender.write_all(&pending);
+            (appender, result.map(|()| pending))
+        })
+        .await;
+    let (appender, done) = done;
+    *writer.appender.borrow_mut() = Some(appender);
     match done {
         Ok(pending) => {
             if let Some(last) = pending.last() {
                 writer.stored.set(last.end);
+                let mut recent = writer.recent.borrow_mut();
+                for w in &pending {
+                    recent.push(w.base_offset, w.end.offset, &w.parts);
+                }
+                drop(recent);
                 (writer.on_stored)(last.end.offset);
             }
             for (w, tx) in pending.into_iter().zip(replies) {
@@ -219,6 +250,7 @@ async fn store_writes(writer: &Writer, name: &str, writes: Vec<(PendingWrite, Wr
             }
         }
         Err(e) => {
+            let e = StorageError::io("write", &e);
             error!(partition = %name, error = %e, "write failed; the writes queued after it fail too");
             for tx in replies {
                 let _ = tx.send(Err(e.clone()));
@@ -294,6 +326,15 @@ impl Log for LocalLog {
     fn read(&self, offset: i64, max_bytes: usize, at_least_one: bool) -> LogFuture<Bytes> {
         let stored = self.writer.stored.get();
         let planned = self.log.plan_read(offset, stored);
+        if planned.is_ok() {
+            if offset >= stored.offset {
+                // Waiting for data, as a consumer at the head does.
+                return async { Ok(Bytes::new()) }.boxed_local();
+            }
+            if let Some(bytes) = self.writer.recent.borrow().read(offset, max_bytes, at_least_one) {
+                return async move { Ok(bytes) }.boxed_local();
+            }
+        }
         async move {
             let plan = match planned {
                 Ok(plan) => plan,

@@ -2,21 +2,27 @@
 //! partition layer above it decides offsets' meaning (high watermark,
 //! stable offset, leader epoch); a log only stores and reads batches.
 //!
-//! [`LocalLog`] keeps them in local segments. None of its disk work runs
+//! [`LocalLog`] keeps them in local segments, written with O_DIRECT from
+//! aligned buffers (`direct`), the last batches kept in memory for the
+//! consumers that follow producers (`recent`). None of its disk work runs
 //! on the shard thread: writes, reads, fsyncs, index and recovery-point
 //! writes, file removal and recovery go to the executor's blocking pool,
 //! so a cold read or a slow disk stalls only the requests that need it.
 //! Later logs (object storage) implement the same trait.
 
 mod blocking;
+mod direct;
 mod error;
 mod group_commit;
 mod local;
+mod recent;
 
 pub(crate) use blocking::run_blocking;
 pub(crate) use error::StorageError;
 pub(crate) use group_commit::GroupCommit;
-pub(crate) use local::LocalLog;
+pub use direct::WriteMode;
+pub(crate) use local::{LocalLog, LocalLogOptions};
+pub(crate) use recent::RecentBudget;
 
 use crate::log::batch::BatchHeader;
 use crate::log::LogConfig;
