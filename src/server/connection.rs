@@ -9,7 +9,7 @@
 //! append order equal to request order.
 
 use super::authorize::shard_authorizer;
-use super::backpressure::HeldBytes;
+use super::backpressure::{ByteBudget, HeldBytes};
 use super::deadline::{answered_in_time, ProtocolWait};
 use super::session::{KafkaPrincipal, Session};
 use super::shard_broker::ShardBroker;
@@ -38,15 +38,26 @@ use tracing::{debug, info, warn};
 /// up to 1,000,000 otherwise; bounding it bounds per-connection memory.
 pub(crate) const MAX_IN_FLIGHT: usize = 64;
 
+/// Request bytes one connection may have read and not yet answered. A
+/// producer that outruns its partitions' writes would otherwise stack up
+/// to MAX_IN_FLIGHT large requests here, each waiting behind the others
+/// (64 x 1 MiB is over 50 ms at device speed); past this the rest wait
+/// unread in the socket, as Kafka, which reads one request per connection
+/// at a time, leaves them. A larger frame is served alone.
+const CONNECTION_QUEUED_BYTES: usize = 8 << 20;
+
+/// A request's bytes held against its connection's and its shard's
+/// budgets, given back once the response is written (or the slot dropped
+/// with the connection).
+type Held = (HeldBytes, HeldBytes);
+
 /// A response slot, in request order.
 struct Pending {
     api: i16,
     started: Instant,
     wait: ProtocolWait,
     answer: Answer,
-    /// The request's bytes against the shard's budget, given back once the
-    /// response is written (or the slot dropped with the connection).
-    _held: Option<HeldBytes>,
+    _held: Option<Held>,
 }
 
 enum Answer {
@@ -207,15 +218,20 @@ async fn read_requests<R: futures::AsyncRead + Unpin>(
         )
     });
     let limit = broker.config().queued_max_request_bytes;
-    // The reservation for the frame at the front of the buffer, taken as
+    let connection_budget = Rc::new(ByteBudget::default());
+    // The reservations for the frame at the front of the buffer, taken as
     // soon as its size is known, before its body is read.
-    let mut front: Option<HeldBytes> = None;
+    let mut front: Option<Held> = None;
     loop {
         loop {
             if front.is_none() {
                 match buffer.next_size() {
                     Ok(Some(size)) => {
-                        let reserve = pin!(budget.reserve(SIZE_PREFIX + size, limit));
+                        let bytes = SIZE_PREFIX + size;
+                        let reserve = pin!(async {
+                            let connection = connection_budget.reserve(bytes, crate::storage::tune("CHRONIK_CONN_KB", CONNECTION_QUEUED_BYTES)).await;
+                            (connection, budget.reserve(bytes, limit).await)
+                        });
                         match select(reserve, pin!(drain.wait())).await {
                             Either::Left((held, _)) => front = Some(held),
                             Either::Right(_) => return,
@@ -304,7 +320,7 @@ fn dispatch(
     entry: &Rc<ConnectionEntry>,
     session: &Rc<Session>,
     frame: Bytes,
-    held: Option<HeldBytes>,
+    held: Option<Held>,
 ) -> Result<Pending, ()> {
     bump(&broker.net().counters.requests, 1);
     let started = Instant::now();

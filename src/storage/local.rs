@@ -29,6 +29,11 @@ use tracing::{error, warn};
 /// Writes handed to the blocking pool in one trip at most.
 const WRITES_PER_TRIP: usize = 256;
 
+/// Bytes after which a trip takes no more writes: the stored end (and the
+/// produce answers waiting on it) moves every few milliseconds at device
+/// speed, instead of once per tens of megabytes queued.
+const BYTES_PER_TRIP: usize = 4 << 20;
+
 /// Called with the new stored end each time the writer advances it.
 pub(crate) type OnStored = Rc<dyn Fn(i64)>;
 
@@ -151,9 +156,13 @@ async fn run_writer(writer: Rc<Writer>, name: Rc<str>) {
         let mut cut = None;
         {
             let mut queue = writer.queue.borrow_mut();
-            while writes.len() < WRITES_PER_TRIP {
+            let mut bytes = 0;
+            while writes.len() < WRITES_PER_TRIP && bytes < tune("CHRONIK_TRIP_KB", BYTES_PER_TRIP) {
                 match queue.pop_front() {
-                    Some(Queued::Write(w, tx)) => writes.push((w, tx)),
+                    Some(Queued::Write(w, tx)) => {
+                        bytes += w.parts[0].len() + w.parts[1].len();
+                        writes.push((w, tx));
+                    }
                     Some(Queued::Seal(s)) => {
                         seal = Some(s);
                         break;
@@ -425,4 +434,8 @@ impl Log for LocalLog {
         }
         .boxed_local()
     }
+}
+
+pub(crate) fn tune(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse::<usize>().ok()).map_or(default, |kb| kb << 10)
 }
