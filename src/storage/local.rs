@@ -11,7 +11,7 @@
 //! fsync, producer snapshot, recovery point) in the background once the
 //! writes before it are done, without holding up the writes after it.
 
-use super::direct::{SegmentAppender, WriteMode};
+use super::direct::{SegmentAppender, WriteMode, TRIPS_IN_FLIGHT};
 use super::recent::{RecentBatches, RecentBudget};
 use super::{run_blocking, Appending, Log, LogFuture, LogOffsets, StorageError};
 use crate::log::batch::BatchHeader;
@@ -61,8 +61,7 @@ struct Writer {
     /// Woken when the queue empties.
     idle: RefCell<Vec<oneshot::Sender<()>>>,
     on_stored: OnStored,
-    /// Taken by the trip in flight (there is at most one).
-    appender: RefCell<Option<SegmentAppender>>,
+    appender: RefCell<SegmentAppender>,
     /// What was stored last, for readers of recent data.
     recent: RefCell<RecentBatches>,
 }
@@ -100,7 +99,7 @@ impl LocalLog {
                 sealed: RefCell::default(),
                 idle: RefCell::default(),
                 on_stored,
-                appender: RefCell::new(Some(SegmentAppender::new(options.write_mode))),
+                appender: RefCell::new(SegmentAppender::new(options.write_mode)),
                 recent: RefCell::new(RecentBatches::new(options.recent.clone())),
             }),
             name: Rc::from(name),
@@ -147,79 +146,101 @@ impl LocalLog {
     }
 }
 
-/// Drains the queue: consecutive writes go to the blocking pool together;
-/// a seal starts once the writes before it are stored.
+/// What the writer does next.
+enum Next {
+    Writes(Vec<(PendingWrite, WriteReply)>),
+    Seal(Sealed),
+    Cut(Unwritten),
+    Nothing,
+}
+
+/// Takes the next trip's writes (consecutive, one segment, a few MiB) or
+/// the next seal or cut off the front of the queue.
+fn take_next(writer: &Writer) -> Next {
+    let mut queue = writer.queue.borrow_mut();
+    let mut writes: Vec<(PendingWrite, WriteReply)> = Vec::new();
+    let mut bytes = 0;
+    while writes.len() < WRITES_PER_TRIP && bytes < tune("CHRONIK_TRIP_KB", BYTES_PER_TRIP) {
+        match queue.pop_front() {
+            Some(Queued::Write(w, tx)) if writes.last().is_none_or(|(last, _)| last.path == w.path) => {
+                bytes += w.parts[0].len() + w.parts[1].len();
+                writes.push((w, tx));
+            }
+            Some(Queued::Seal(s)) if writes.is_empty() => return Next::Seal(s),
+            Some(Queued::Cut(c)) if writes.is_empty() => return Next::Cut(c),
+            Some(other) => {
+                queue.push_front(other);
+                break;
+            }
+            None => break,
+        }
+    }
+    if writes.is_empty() {
+        Next::Nothing
+    } else {
+        Next::Writes(writes)
+    }
+}
+
+/// A trip on the blocking pool and who waits for its writes.
+struct Flight {
+    task: glommio::task::JoinHandle<TripOutcome>,
+    replies: Vec<WriteReply>,
+}
+
+type TripOutcome = (Vec<PendingWrite>, std::io::Result<Option<super::direct::Tail>>);
+
+/// Drains the queue: consecutive writes go to the blocking pool in trips,
+/// two at a time; the stored end moves over each trip in order once it
+/// and those before it are done. A seal or a cut waits for every trip
+/// before it.
 async fn run_writer(writer: Rc<Writer>, name: Rc<str>) {
+    let mut flights: VecDeque<Flight> = VecDeque::new();
     loop {
-        let mut writes = Vec::new();
-        let mut seal = None;
-        let mut cut = None;
-        {
-            let mut queue = writer.queue.borrow_mut();
-            let mut bytes = 0;
-            while writes.len() < WRITES_PER_TRIP && bytes < tune("CHRONIK_TRIP_KB", BYTES_PER_TRIP) {
-                match queue.pop_front() {
-                    Some(Queued::Write(w, tx)) => {
-                        bytes += w.parts[0].len() + w.parts[1].len();
-                        writes.push((w, tx));
-                    }
-                    Some(Queued::Seal(s)) => {
-                        seal = Some(s);
-                        break;
-                    }
-                    // Always first in its trip: queued before any write
-                    // after it, and the queue is drained in order.
-                    Some(Queued::Cut(c)) if writes.is_empty() => {
-                        cut = Some(c);
-                        break;
-                    }
-                    Some(other) => {
-                        queue.push_front(other);
-                        break;
-                    }
-                    None => break,
+        let room = flights.len() < TRIPS_IN_FLIGHT && writer.appender.borrow().ready();
+        let next = if room { take_next(&writer) } else { Next::Nothing };
+        match next {
+            Next::Writes(writes) => {
+                if let Some(flight) = launch(&writer, writes) {
+                    flights.push_back(flight);
                 }
             }
-        }
-        if let Some(cut) = cut {
-            if let Err(e) = run_blocking("cutting failed writes", move || cut.finish()).await {
-                error!(partition = %name, error = %e, "cutting back failed writes failed");
-                fail_queued(&writer, &e.to_string());
-            }
-            continue;
-        }
-        if writes.is_empty() && seal.is_none() {
-            writer.running.set(false);
-            for tx in writer.idle.borrow_mut().drain(..) {
-                let _ = tx.send(());
-            }
-            return;
-        }
-        if !writes.is_empty() {
-            store_writes(&writer, &name, writes).await;
-        }
-        // A segment whose writes failed is not sealed: its recovery point
-        // would cover data that is not there.
-        if let Some(sealed) = seal.filter(|_| writer.failed.borrow().is_none()) {
-            let (name, writer) = (name.clone(), writer.clone());
-            writer.seals.set(writer.seals.get() + 1);
-            glommio::spawn_local(async move {
-                if let Err(e) = run_blocking("sealing a rolled segment", move || sealed.finish()).await {
-                    error!(partition = %name, error = %e, "sealing a rolled segment failed; the next start re-reads it");
+            Next::Seal(sealed) if flights.is_empty() => seal(&writer, &name, sealed),
+            Next::Cut(cut) if flights.is_empty() => {
+                if let Err(e) = run_blocking("cutting failed writes", move || cut.finish()).await {
+                    error!(partition = %name, error = %e, "cutting back failed writes failed");
+                    fail_queued(&writer, &e.to_string());
                 }
-                writer.seals.set(writer.seals.get() - 1);
-                if writer.seals.get() == 0 {
-                    for tx in writer.sealed.borrow_mut().drain(..) {
+            }
+            Next::Seal(sealed) => {
+                writer.queue.borrow_mut().push_front(Queued::Seal(sealed));
+                if let Some(flight) = flights.pop_front() {
+                    land(&writer, &name, flight).await;
+                }
+            }
+            Next::Cut(cut) => {
+                writer.queue.borrow_mut().push_front(Queued::Cut(cut));
+                if let Some(flight) = flights.pop_front() {
+                    land(&writer, &name, flight).await;
+                }
+            }
+            Next::Nothing => match flights.pop_front() {
+                Some(flight) => land(&writer, &name, flight).await,
+                None => {
+                    writer.running.set(false);
+                    for tx in writer.idle.borrow_mut().drain(..) {
                         let _ = tx.send(());
                     }
+                    return;
                 }
-            })
-            .detach();
+            },
         }
     }
 }
 
-async fn store_writes(writer: &Writer, name: &str, writes: Vec<(PendingWrite, WriteReply)>) {
+/// Starts a trip on the pool, or fails its writes at once after an
+/// earlier failure.
+fn launch(writer: &Writer, writes: Vec<(PendingWrite, WriteReply)>) -> Option<Flight> {
     if let Some(e) = writer.failed.borrow().clone() {
         for (_, tx) in writes {
             let _ = tx.send(Err(StorageError::Io {
@@ -227,23 +248,35 @@ async fn store_writes(writer: &Writer, name: &str, writes: Vec<(PendingWrite, Wr
                 error: e.clone(),
             }));
         }
-        return;
+        return None;
     }
     let (pending, replies): (Vec<PendingWrite>, Vec<_>) = writes.into_iter().unzip();
-    // The writer task runs one trip at a time, so the appender is here.
-    let Some(mut appender) = writer.appender.borrow_mut().take() else {
-        error!(partition = %name, "segment appender missing");
-        return;
+    let trip = writer.appender.borrow_mut().trip(pending);
+    // A task of its own, so the trip is handed to the pool now, in order,
+    // while this writer goes on to plan the next.
+    let task = glommio::spawn_local(glommio::executor().spawn_blocking(move || trip.run())).detach();
+    Some(Flight { task, replies })
+}
+
+/// Waits for a trip and answers its writes.
+async fn land(writer: &Writer, name: &str, flight: Flight) {
+    let outcome = flight.task.await;
+    let result = match outcome {
+        Some((pending, Ok(tail))) if writer.failed.borrow().is_none() => {
+            writer.appender.borrow_mut().learn(tail);
+            Ok(pending)
+        }
+        Some((_, Ok(_))) => Err(StorageError::Io {
+            what: "an earlier write",
+            error: writer.failed.borrow().clone().unwrap_or_default(),
+        }),
+        Some((_, Err(e))) => Err(StorageError::io("write", &e)),
+        None => Err(StorageError::Io {
+            what: "write",
+            error: "the write task was cancelled".into(),
+        }),
     };
-    let done = glommio::executor()
-        .spawn_blocking(move || {
-            let result = appender.write_all(&pending);
-            (appender, result.map(|()| pending))
-        })
-        .await;
-    let (appender, done) = done;
-    *writer.appender.borrow_mut() = Some(appender);
-    match done {
+    match result {
         Ok(pending) => {
             if let Some(last) = pending.last() {
                 writer.stored.set(last.end);
@@ -254,19 +287,44 @@ async fn store_writes(writer: &Writer, name: &str, writes: Vec<(PendingWrite, Wr
                 drop(recent);
                 (writer.on_stored)(last.end.offset);
             }
-            for (w, tx) in pending.into_iter().zip(replies) {
+            for (w, tx) in pending.into_iter().zip(flight.replies) {
                 let _ = tx.send(Ok(w.file));
             }
         }
         Err(e) => {
-            let e = StorageError::io("write", &e);
-            error!(partition = %name, error = %e, "write failed; the writes queued after it fail too");
-            for tx in replies {
+            if writer.failed.borrow().is_none() {
+                error!(partition = %name, error = %e, "write failed; the writes queued after it fail too");
+                writer.appender.borrow_mut().reset();
+                fail_queued(writer, &e.to_string());
+            }
+            for tx in flight.replies {
                 let _ = tx.send(Err(e.clone()));
             }
-            fail_queued(writer, &e.to_string());
         }
     }
+}
+
+/// Seals a rolled segment in the background once its writes are stored.
+/// A segment whose writes failed is not sealed: its recovery point would
+/// cover data that is not there.
+fn seal(writer: &Rc<Writer>, name: &Rc<str>, sealed: Sealed) {
+    if writer.failed.borrow().is_some() {
+        return;
+    }
+    let (name, writer) = (name.clone(), writer.clone());
+    writer.seals.set(writer.seals.get() + 1);
+    glommio::spawn_local(async move {
+        if let Err(e) = run_blocking("sealing a rolled segment", move || sealed.finish()).await {
+            error!(partition = %name, error = %e, "sealing a rolled segment failed; the next start re-reads it");
+        }
+        writer.seals.set(writer.seals.get() - 1);
+        if writer.seals.get() == 0 {
+            for tx in writer.sealed.borrow_mut().drain(..) {
+                let _ = tx.send(());
+            }
+        }
+    })
+    .detach();
 }
 
 /// A write failed: everything queued after it fails (and seals of
