@@ -288,7 +288,7 @@ impl Segment {
 fn zeros_from(file: &File, from: u64, to: u64) -> io::Result<bool> {
     const MOST: u64 = 1 << 20;
     const BLOCK: u64 = 4096;
-    if to <= from || to - from > MOST || to % BLOCK != 0 {
+    if to <= from || to - from > MOST || !to.is_multiple_of(BLOCK) {
         return Ok(false);
     }
     let mut bytes = vec![0u8; (to - from) as usize];

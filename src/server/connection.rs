@@ -229,7 +229,7 @@ async fn read_requests<R: futures::AsyncRead + Unpin>(
                     Ok(Some(size)) => {
                         let bytes = SIZE_PREFIX + size;
                         let reserve = pin!(async {
-                            let connection = connection_budget.reserve(bytes, crate::storage::tune("CHRONIK_CONN_KB", CONNECTION_QUEUED_BYTES)).await;
+                            let connection = connection_budget.reserve(bytes, CONNECTION_QUEUED_BYTES).await;
                             (connection, budget.reserve(bytes, limit).await)
                         });
                         match select(reserve, pin!(drain.wait())).await {

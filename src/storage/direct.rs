@@ -102,6 +102,9 @@ unsafe impl Send for AlignedBuf {}
 /// bytes of it written so far.
 pub(crate) type Tail = (Arc<Path>, u64, Vec<u8>);
 
+/// A trip's writes back, and the tail it read from the file, if it had to.
+pub(crate) type TripOutcome = (Vec<PendingWrite>, io::Result<Option<Tail>>);
+
 /// Set once a trip's writes are done, for the trip after it, whose first
 /// block rewrites this trip's last one and so must reach the device after
 /// it. Set (as failed) on drop too, so a waiter never hangs.
@@ -212,7 +215,9 @@ impl SegmentAppender {
             let first = &writes[0];
             let start = first.position - first.position % BLOCK as u64;
             let head = match self.tail.take() {
-                Some((path, at, bytes)) if path == first.path && at + bytes.len() as u64 == first.position => {
+                Some((path, at, bytes))
+                    if path == first.path && at + bytes.len() as u64 == first.position =>
+                {
                     Some(bytes)
                 }
                 _ if first.position == start => Some(Vec::new()),
@@ -278,7 +283,7 @@ impl Trip {
     /// Blocking: every write of the trip in its file. Returns the writes
     /// and, for a trip that had to read its head from the file, the tail
     /// it leaves (for the appender).
-    pub(crate) fn run(mut self) -> (Vec<PendingWrite>, io::Result<Option<Tail>>) {
+    pub(crate) fn run(mut self) -> TripOutcome {
         let result = match self.direct.take() {
             None => self.writes.iter().try_for_each(write_buffered).map(|()| None),
             Some(direct) => direct.run(&self.writes),
@@ -313,7 +318,9 @@ impl DirectTrip {
         let mut buf = self.take_buffer(padded);
         let out = buf.as_mut_slice();
         let mut at = 0;
-        for piece in std::iter::once(&head[..]).chain(writes.iter().flat_map(|w| [&w.parts[0][..], &w.parts[1][..]])) {
+        for piece in
+            std::iter::once(&head[..]).chain(writes.iter().flat_map(|w| [&w.parts[0][..], &w.parts[1][..]]))
+        {
             out[at..at + piece.len()].copy_from_slice(piece);
             at += piece.len();
         }
@@ -402,7 +409,7 @@ mod tests {
     /// Runs trips as the writer does, two at a time on their own threads.
     struct Trips {
         appender: SegmentAppender,
-        running: std::collections::VecDeque<std::thread::JoinHandle<(Vec<crate::log::PendingWrite>, io::Result<Option<Tail>>)>>,
+        running: std::collections::VecDeque<std::thread::JoinHandle<TripOutcome>>,
     }
 
     impl Trips {

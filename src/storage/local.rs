@@ -11,7 +11,7 @@
 //! fsync, producer snapshot, recovery point) in the background once the
 //! writes before it are done, without holding up the writes after it.
 
-use super::direct::{SegmentAppender, WriteMode, TRIPS_IN_FLIGHT};
+use super::direct::{SegmentAppender, TripOutcome, WriteMode, TRIPS_IN_FLIGHT};
 use super::recent::{RecentBatches, RecentBudget};
 use super::{run_blocking, Appending, Log, LogFuture, LogOffsets, StorageError};
 use crate::log::batch::BatchHeader;
@@ -160,7 +160,7 @@ fn take_next(writer: &Writer) -> Next {
     let mut queue = writer.queue.borrow_mut();
     let mut writes: Vec<(PendingWrite, WriteReply)> = Vec::new();
     let mut bytes = 0;
-    while writes.len() < WRITES_PER_TRIP && bytes < tune("CHRONIK_TRIP_KB", BYTES_PER_TRIP) {
+    while writes.len() < WRITES_PER_TRIP && bytes < BYTES_PER_TRIP {
         match queue.pop_front() {
             Some(Queued::Write(w, tx)) if writes.last().is_none_or(|(last, _)| last.path == w.path) => {
                 bytes += w.parts[0].len() + w.parts[1].len();
@@ -187,8 +187,6 @@ struct Flight {
     task: glommio::task::JoinHandle<TripOutcome>,
     replies: Vec<WriteReply>,
 }
-
-type TripOutcome = (Vec<PendingWrite>, std::io::Result<Option<super::direct::Tail>>);
 
 /// Drains the queue: consecutive writes go to the blocking pool in trips,
 /// two at a time; the stored end moves over each trip in order once it
@@ -492,8 +490,4 @@ impl Log for LocalLog {
         }
         .boxed_local()
     }
-}
-
-pub(crate) fn tune(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse::<usize>().ok()).map_or(default, |kb| kb << 10)
 }

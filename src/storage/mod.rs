@@ -18,10 +18,10 @@ mod local;
 mod recent;
 
 pub(crate) use blocking::run_blocking;
+pub use direct::WriteMode;
 pub(crate) use error::StorageError;
 pub(crate) use group_commit::GroupCommit;
-pub use direct::WriteMode;
-pub(crate) use local::{tune, LocalLog, LocalLogOptions};
+pub(crate) use local::{LocalLog, LocalLogOptions};
 pub(crate) use recent::RecentBudget;
 
 use crate::log::batch::BatchHeader;
