@@ -17,6 +17,6 @@ pub mod validator;
 mod tests;
 
 pub use partition_log::{
-    AppendError, AppendOutcome, LogConfig, PartitionLog, PendingWrite, ReadError, ReadPlan, RecoveryReport,
-    Sealed, TimestampPlan, Trimmed, Unwritten, Written,
+    AppendError, AppendOutcome, LogConfig, Naming, PartitionLog, PendingWrite, ReadError, ReadPlan,
+    RecoveryReport, Sealed, SpareSegment, TimestampPlan, Trimmed, Unwritten, Written,
 };

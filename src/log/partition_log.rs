@@ -9,6 +9,8 @@
 //! - `.clean-shutdown`: written by a graceful close with the end offset;
 //!   its presence means nothing needs re-reading (removed, durably, at open);
 //! - `log-start-offset`: raised by retention and DeleteRecords;
+//! - `<n>.spare`: the file the next roll will name, made ahead
+//!   so a roll creates nothing on the shard thread (removed at open);
 //! - `producer-state.snapshot`: idempotent-producer state as of an offset,
 //!   written at roll and close; batches after it are replayed at open
 //!   (`producer-state.json`, its older form, is still read).
@@ -31,6 +33,9 @@ use tracing::warn;
 const CLEAN_SHUTDOWN: &str = ".clean-shutdown";
 const RECOVERY_POINT: &str = "recovery-point";
 const LOG_START_OFFSET: &str = "log-start-offset";
+/// The extension of the next segment's file, made ahead of time (see
+/// [`SpareSegment`]).
+const SPARE_SEGMENT: &str = "spare";
 /// Binary producer snapshot (see `producer_state::decode_snapshot`).
 pub(super) const PRODUCER_STATE: &str = "producer-state.snapshot";
 /// The JSON snapshot of earlier versions: read at open if no binary one
@@ -159,6 +164,8 @@ impl MonotonicFile {
 /// the producer state as of its end, and then the recovery point past it.
 #[derive(Debug)]
 pub struct Sealed {
+    /// The new segment's file was the spare: it takes its name first.
+    pub naming: Option<Naming>,
     file: Arc<File>,
     /// The segment's size: an O_DIRECT writer may have padded the file
     /// past it with zeros to a block boundary.
@@ -182,6 +189,51 @@ impl Sealed {
             let _ = fs::remove_file(dir.join(LEGACY_PRODUCER_STATE));
         }
         self.recovery.store(self.recovery_point)
+    }
+}
+
+/// A file made ahead of time for the next segment, so that rolling the
+/// log creates no file on the shard thread: the roll takes it and names
+/// it ([`Naming`]) before the first write to it.
+#[derive(Debug)]
+pub struct SpareSegment {
+    path: PathBuf,
+    file: File,
+}
+
+impl SpareSegment {
+    /// Blocking: an empty spare file in `dir`.
+    pub fn create(dir: &Path) -> io::Result<SpareSegment> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        // A name of its own: the spare before it may not be renamed yet.
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = dir.join(format!("{}-{n}.{SPARE_SEGMENT}", std::process::id()));
+        let file = fs::OpenOptions::new()
+            .create_new(true)
+            .read(true)
+            .write(true)
+            .open(&path)?;
+        Ok(SpareSegment { path, file })
+    }
+}
+
+/// A rolled-to spare file's rename to its segment name.
+#[derive(Debug)]
+pub struct Naming {
+    from: PathBuf,
+    to: PathBuf,
+}
+
+impl Naming {
+    /// Blocking; before any write to the segment. The directory is synced
+    /// so the name is as durable as the data later synced into the file.
+    pub fn finish(&self) -> io::Result<()> {
+        fs::rename(&self.from, &self.to)?;
+        match self.to.parent() {
+            Some(dir) => sync_dir(dir),
+            None => Ok(()),
+        }
     }
 }
 
@@ -338,6 +390,7 @@ pub struct PartitionLog {
     log_start_file: Arc<MonotonicFile>,
     recovery: Arc<MonotonicFile>,
     producers: ProducerStates,
+    spare: Option<SpareSegment>,
 }
 
 fn read_i64(path: &Path) -> io::Result<Option<i64>> {
@@ -371,6 +424,12 @@ impl PartitionLog {
             .collect();
         bases.sort_unstable();
 
+        for entry in fs::read_dir(dir)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == SPARE_SEGMENT) {
+                fs::remove_file(path)?;
+            }
+        }
         let clean_end = read_i64(&dir.join(CLEAN_SHUTDOWN))?;
         if clean_end.is_some() {
             // Gone before anything new is written, or a crash later would
@@ -426,6 +485,7 @@ impl PartitionLog {
             log_start_file: MonotonicFile::new(dir.join(LOG_START_OFFSET), stored_start.unwrap_or(0)),
             recovery: MonotonicFile::new(dir.join(RECOVERY_POINT), recovery_point),
             producers: ProducerStates::default(),
+            spare: None,
         };
         log.load_producer_state()?;
         Ok((log, report))
@@ -542,6 +602,9 @@ impl PartitionLog {
         config: &LogConfig,
     ) -> Result<AppendOutcome, AppendError> {
         let mut outcome = self.reserve(&Bytes::copy_from_slice(batch), header, config)?;
+        if let Some(naming) = outcome.rolled.as_mut().and_then(|s| s.naming.take()) {
+            naming.finish().map_err(AppendError::Io)?;
+        }
         if let Some(write) = outcome.write.take() {
             write.write().map_err(AppendError::Io)?;
         }
@@ -630,6 +693,7 @@ impl PartitionLog {
     fn roll(&mut self) -> io::Result<Sealed> {
         let old = self.active();
         let sealed = Sealed {
+            naming: None,
             file: old.file().clone(),
             len: old.size(),
             indexes: old.indexes(),
@@ -638,8 +702,29 @@ impl PartitionLog {
             recovery: self.recovery.clone(),
         };
         let base = self.log_end_offset();
-        self.segments.push(Segment::create(&self.dir, base)?);
+        let mut sealed = sealed;
+        match self.spare.take() {
+            Some(spare) => {
+                let segment = Segment::from_spare(&self.dir, base, spare.file);
+                sealed.naming = Some(Naming {
+                    from: spare.path,
+                    to: segment.log_path().to_path_buf(),
+                });
+                self.segments.push(segment);
+            }
+            None => self.segments.push(Segment::create(&self.dir, base)?),
+        }
         Ok(sealed)
+    }
+
+    /// Where a spare file for the next roll should be made, if the log has
+    /// none.
+    pub fn wants_spare(&self) -> Option<PathBuf> {
+        self.spare.is_none().then(|| self.dir.clone())
+    }
+
+    pub fn give_spare(&mut self, spare: SpareSegment) {
+        self.spare = Some(spare);
     }
 
     /// The producer-state file's path and contents as of the log end.
@@ -808,7 +893,10 @@ impl PartitionLog {
     /// segments went.
     pub fn apply_retention(&mut self, config: &LogConfig) -> io::Result<usize> {
         let mut trimmed = self.trim_for_retention(config, i64::MAX)?;
-        if let Some(sealed) = trimmed.rolled.take() {
+        if let Some(mut sealed) = trimmed.rolled.take() {
+            if let Some(naming) = sealed.naming.take() {
+                naming.finish()?;
+            }
             sealed.finish()?;
         }
         let deleted = trimmed.deleted_segments;
@@ -860,6 +948,9 @@ impl PartitionLog {
         self.active().file().set_len(self.active().size())?;
         self.active().file().sync_data()?;
         self.write_producer_snapshot()?;
+        if let Some(spare) = &self.spare {
+            let _ = fs::remove_file(&spare.path);
+        }
         write_file(
             &self.dir.join(CLEAN_SHUTDOWN),
             self.log_end_offset().to_string().as_bytes(),

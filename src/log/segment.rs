@@ -55,6 +55,12 @@ impl Segment {
         Ok(Segment::with_file(dir, base_offset, file, SystemTime::now()))
     }
 
+    /// A new, empty segment in a file made ahead of time under another
+    /// name; the caller renames it before writing to it.
+    pub fn from_spare(dir: &Path, base_offset: i64, file: File) -> Segment {
+        Segment::with_file(dir, base_offset, file, SystemTime::now())
+    }
+
     fn with_file(dir: &Path, base_offset: i64, file: File, created: SystemTime) -> Segment {
         Segment {
             base_offset,

@@ -15,9 +15,13 @@ use super::direct::{SegmentAppender, TripOutcome, WriteMode, TRIPS_IN_FLIGHT};
 use super::recent::{RecentBatches, RecentBudget};
 use super::{run_blocking, Appending, Log, LogFuture, LogOffsets, StorageError};
 use crate::log::batch::BatchHeader;
-use crate::log::{AppendError, LogConfig, PartitionLog, PendingWrite, ReadError, Sealed, Unwritten, Written};
+use crate::log::{
+    AppendError, LogConfig, Naming, PartitionLog, PendingWrite, ReadError, Sealed, SpareSegment, Unwritten,
+    Written,
+};
 use bytes::Bytes;
 use futures::channel::oneshot;
+use futures::future::Shared;
 use futures::FutureExt;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -45,6 +49,8 @@ enum Queued {
     Seal(Sealed),
     /// Cuts what failed writes left behind, before the writes after it.
     Cut(Unwritten),
+    /// Names a new segment's file (made ahead as a spare) before its writes.
+    Name(Naming),
 }
 
 /// The state the writer task shares with the log.
@@ -62,6 +68,8 @@ struct Writer {
     idle: RefCell<Vec<oneshot::Sender<()>>>,
     on_stored: OnStored,
     appender: RefCell<SegmentAppender>,
+    /// Done when the last seal queued is.
+    last_seal: RefCell<Option<Shared<oneshot::Receiver<()>>>>,
     /// What was stored last, for readers of recent data.
     recent: RefCell<RecentBatches>,
 }
@@ -77,6 +85,10 @@ pub(crate) struct LocalLog {
     log: PartitionLog,
     writer: Rc<Writer>,
     name: Rc<str>,
+    /// The next segment's file, once made off the shard; `making` while
+    /// that runs.
+    spare: Rc<RefCell<Option<SpareSegment>>>,
+    making_spare: Rc<Cell<bool>>,
 }
 
 impl LocalLog {
@@ -100,10 +112,46 @@ impl LocalLog {
                 idle: RefCell::default(),
                 on_stored,
                 appender: RefCell::new(SegmentAppender::new(options.write_mode)),
+                last_seal: RefCell::default(),
                 recent: RefCell::new(RecentBatches::new(options.recent.clone())),
             }),
             name: Rc::from(name),
+            spare: Rc::default(),
+            making_spare: Rc::default(),
         }
+    }
+
+    /// Hands the log a spare file for its next roll, making one in the
+    /// background when it has none, so a roll creates no file on the
+    /// shard thread.
+    fn keep_a_spare(&mut self) {
+        if let Some(spare) = self.spare.borrow_mut().take() {
+            self.log.give_spare(spare);
+        }
+        let Some(dir) = self.log.wants_spare() else {
+            return;
+        };
+        if self.making_spare.replace(true) {
+            return;
+        }
+        let (slot, making, name) = (self.spare.clone(), self.making_spare.clone(), self.name.clone());
+        glommio::spawn_local(async move {
+            match run_blocking("making the next segment's file", move || SpareSegment::create(&dir)).await {
+                Ok(spare) => *slot.borrow_mut() = Some(spare),
+                Err(e) => warn!(partition = %name, error = %e, "could not make the next segment's file ahead; the roll will"),
+            }
+            making.set(false);
+        })
+        .detach();
+    }
+
+    /// Queues a rolled segment's seal, after naming the new segment's file
+    /// if it was the spare.
+    fn rolled(&self, mut sealed: Sealed) {
+        if let Some(naming) = sealed.naming.take() {
+            self.enqueue(Queued::Name(naming));
+        }
+        self.enqueue(Queued::Seal(sealed));
     }
 
     fn enqueue(&self, item: Queued) {
@@ -151,6 +199,7 @@ enum Next {
     Writes(Vec<(PendingWrite, WriteReply)>),
     Seal(Sealed),
     Cut(Unwritten),
+    Name(Naming),
     Nothing,
 }
 
@@ -168,6 +217,7 @@ fn take_next(writer: &Writer) -> Next {
             }
             Some(Queued::Seal(s)) if writes.is_empty() => return Next::Seal(s),
             Some(Queued::Cut(c)) if writes.is_empty() => return Next::Cut(c),
+            Some(Queued::Name(n)) if writes.is_empty() => return Next::Name(n),
             Some(other) => {
                 queue.push_front(other);
                 break;
@@ -208,6 +258,18 @@ async fn run_writer(writer: Rc<Writer>, name: Rc<str>) {
                 if let Err(e) = run_blocking("cutting failed writes", move || cut.finish()).await {
                     error!(partition = %name, error = %e, "cutting back failed writes failed");
                     fail_queued(&writer, &e.to_string());
+                }
+            }
+            Next::Name(naming) if flights.is_empty() => {
+                if let Err(e) = run_blocking("naming a new segment", move || naming.finish()).await {
+                    error!(partition = %name, error = %e, "naming a new segment's file failed");
+                    fail_queued(&writer, &e.to_string());
+                }
+            }
+            Next::Name(naming) => {
+                writer.queue.borrow_mut().push_front(Queued::Name(naming));
+                if let Some(flight) = flights.pop_front() {
+                    land(&writer, &name, flight).await;
                 }
             }
             Next::Seal(sealed) => {
@@ -311,7 +373,14 @@ fn seal(writer: &Rc<Writer>, name: &Rc<str>, sealed: Sealed) {
     }
     let (name, writer) = (name.clone(), writer.clone());
     writer.seals.set(writer.seals.get() + 1);
+    // One seal at a time, in roll order: each writes the producer snapshot
+    // and the recovery point, and an older one must not land last.
+    let (done, this) = oneshot::channel::<()>();
+    let before = writer.last_seal.replace(Some(this.shared()));
     glommio::spawn_local(async move {
+        if let Some(before) = before {
+            let _ = before.await;
+        }
         if let Err(e) = run_blocking("sealing a rolled segment", move || sealed.finish()).await {
             error!(partition = %name, error = %e, "sealing a rolled segment failed; the next start re-reads it");
         }
@@ -321,6 +390,7 @@ fn seal(writer: &Rc<Writer>, name: &Rc<str>, sealed: Sealed) {
                 let _ = tx.send(());
             }
         }
+        let _ = done.send(());
     })
     .detach();
 }
@@ -356,13 +426,15 @@ impl Log for LocalLog {
         config: &LogConfig,
     ) -> Result<Appending, StorageError> {
         self.recover_from_failed_writes();
+        self.keep_a_spare();
         let mut outcome = self.log.reserve(batch, header, config).map_err(|e| match e {
             AppendError::Producer(code) => StorageError::Producer(code),
             AppendError::Io(e) => StorageError::io("rolling a segment", &e),
         })?;
         if let Some(sealed) = outcome.rolled.take() {
-            self.enqueue(Queued::Seal(sealed));
+            self.rolled(sealed);
         }
+        self.keep_a_spare();
         let stored: super::LogFuture<Option<Arc<File>>> = match outcome.write.take() {
             Some(write) => {
                 let (tx, rx) = oneshot::channel();
@@ -452,7 +524,7 @@ impl Log for LocalLog {
             .trim_for_retention(config, keep_from)
             .map_err(|e| StorageError::io("retention", &e))?;
         if let Some(sealed) = trimmed.rolled.take() {
-            self.enqueue(Queued::Seal(sealed));
+            self.rolled(sealed);
         }
         let deleted = trimmed.deleted_segments;
         if deleted > 0 {
