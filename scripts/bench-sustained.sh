@@ -49,6 +49,12 @@ records=$((size_mb * 1024))
 burst_records=$((burst_mb * 1024))
 
 say() { echo "[bench-sustained $(date +%T)] $*" >&2; }
+for step in ${only//,/ }; do
+    case $step in
+    limit | acks1 | acksall | parts4 | burst | consume | fsync) ;;
+    *) echo "ONLY: unknown step '$step' (limit,acks1,acksall,parts4,burst,consume,fsync)" >&2; exit 2 ;;
+    esac
+done
 want() { [[ ",$only," == *",$1,"* ]]; }
 # calc EXPR [DECIMALS]: floating-point arithmetic on figures we produced.
 calc() { awk "BEGIN { printf \"%.${2:-0}f\", ($1) }"; }
@@ -436,13 +442,12 @@ if want burst; then
     done
     hi=$(best "${rates[@]}")
     lo=$(printf '%s\n' "${rates[@]}" | sort -g | head -1)
-    md "Runs (records/s): $(for x in "${rates[@]}"; do printf '%s ' "$(fmt "$x")"; done)"
     if [ "$hi" -gt 0 ]; then
         spread_pct=$(calc "100 * ($hi - $lo) / $hi" 1)
     else
         spread_pct=100
     fi
-    md "; spread (max-min)/max = **${spread_pct}%**."
+    md "Runs (records/s): $(for x in "${rates[@]}"; do printf '%s, ' "$(fmt "$x")"; done | sed 's/, $//'); spread (max-min)/max = **${spread_pct}%**."
     md ""
     if [ "$lo" -gt 0 ] && awk "BEGIN { exit !($spread_pct < 15) }"; then
         verdict PASS "burst spread < 15%" "${spread_pct}% over $bursts runs ($(fmt "$lo")-$(fmt "$hi") records/s)"
