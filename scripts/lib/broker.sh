@@ -27,3 +27,36 @@ start_broker() {
 broker_cpu_seconds() {
     awk -v t="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / t}' "/proc/$pid/stat"
 }
+
+# broker_metrics_addr LOG: prints the address the broker's metrics endpoint
+# bound (its "metrics listening" line); start_broker leaves metrics off
+# unless METRICS_ADDRESS=127.0.0.1:0 is among its extra variables. Waits at
+# most 10 s; returns 1 when metrics are off or the line never came.
+broker_metrics_addr() {
+    local log=$1 m
+    for _ in $(seq 1 100); do
+        m=$(sed -n 's/.*metrics listening.*metrics=\([^ ]*\).*/\1/p' "$log" | head -1)
+        if [ -n "$m" ]; then
+            echo "$m"
+            return 0
+        fi
+        sleep 0.1
+    done
+    return 1
+}
+
+# stop_broker [SECONDS]: SIGTERM to the broker ($pid), SIGKILL if it has not
+# exited within SECONDS (default 30: a clean stop syncs its partitions);
+# clears `pid`.
+stop_broker() {
+    local limit=${1:-30}
+    [ -n "${pid:-}" ] || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 $((limit * 10))); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    pid=
+}

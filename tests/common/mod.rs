@@ -405,6 +405,13 @@ pub fn consume(consumer: &rdkafka::consumer::BaseConsumer, count: usize, limit: 
 /// The broker binary built for these tests.
 pub const BIN: &str = env!("CARGO_BIN_EXE_chronik-ingest");
 
+/// The binary [`BrokerProcess`] runs: [`BIN`], or `$CHRONIK_BROKER_BIN`
+/// when a script points a test at another build (the release binary it
+/// measures, say).
+pub fn broker_bin() -> std::ffi::OsString {
+    std::env::var_os("CHRONIK_BROKER_BIN").unwrap_or_else(|| BIN.into())
+}
+
 /// A broker process; killed on drop if still running.
 pub struct BrokerProcess {
     pub child: Child,
@@ -449,15 +456,15 @@ impl BrokerProcess {
         Self::spawn(data_dir, extra_env, &[], marker)
     }
 
-    /// Runs `prefix... BIN` (just BIN without a prefix).
+    /// Runs `prefix... BIN` (just BIN without a prefix; see [`broker_bin`]).
     fn spawn(data_dir: &Path, extra_env: &[(&str, &str)], prefix: &[String], marker: &str) -> BrokerProcess {
         let mut command = match prefix.split_first() {
             Some((program, args)) => {
                 let mut c = Command::new(program);
-                c.args(args).arg(BIN);
+                c.args(args).arg(broker_bin());
                 c
             }
-            None => Command::new(BIN),
+            None => Command::new(broker_bin()),
         };
         let mut child = command
             .env_clear()
