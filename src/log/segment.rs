@@ -385,6 +385,16 @@ impl SegmentReader {
             want = want.max(first.min(available));
         }
         let mut bytes = read_vec_at(&self.file, want, position, self.nowait)?;
+        if !self.nowait {
+            // This read went to the disk: a consumer reading on will want
+            // what follows, so have the kernel fetch it now, many requests
+            // deep, while the answer travels and the next fetch arrives.
+            prefetch(
+                &self.file,
+                position + want as u64,
+                PREFETCH_BYTES.min(self.limit.saturating_sub(position + want as u64)),
+            );
+        }
         // Trim to whole batches.
         let mut whole = 0;
         while let Some(size) = bytes.get(whole..).and_then(batch::batch_size) {
@@ -583,6 +593,28 @@ fn read_vec_at(file: &File, len: usize, position: u64, nowait: bool) -> io::Resu
     // SAFETY: `read_fully` initialised all `len <= capacity` bytes.
     unsafe { bytes.set_len(len) };
     Ok(bytes)
+}
+
+/// How far past a read from the disk the kernel is asked to read ahead.
+const PREFETCH_BYTES: u64 = 32 << 20;
+
+/// posix_fadvise(WILLNEED): starts reading `len` bytes at `position` into
+/// the page cache without waiting for them. Advice only: errors ignored.
+fn prefetch(file: &File, position: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    if len == 0 {
+        return;
+    }
+    // SAFETY: posix_fadvise reads no memory of ours; the fd is owned by
+    // `file` and open for the call's duration.
+    let _ = unsafe {
+        libc::posix_fadvise(
+            file.as_raw_fd(),
+            position as libc::off_t,
+            len as libc::off_t,
+            libc::POSIX_FADV_WILLNEED,
+        )
+    };
 }
 
 /// A byte-count syscall's result: the count, `None` if interrupted before
