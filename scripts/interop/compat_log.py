@@ -35,6 +35,8 @@ def stored_batches(data_dir, topic):
     out, at = [], 0
     while at + 61 <= len(data):
         (length,) = struct.unpack_from(">i", data, at + 8)
+        if length == 0:
+            break  # the zero padding after the last batch (O_DIRECT writes whole blocks)
         (attributes,) = struct.unpack_from(">h", data, at + 21)
         (count,) = struct.unpack_from(">i", data, at + 57)
         out.append((count, CODECS.get(attributes & 7, "?")))
