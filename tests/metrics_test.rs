@@ -345,7 +345,12 @@ fn labelled_series_are_stable_other_sums_and_deleted_ones_go() {
 
     // A new group goes to `_other`; the labelled set does not move.
     join(&mut client, "late-comer");
-    let second = scrape_until(metrics, "1006 groups counted", count(MAX_LABELLED + 6));
+    // The group count and the members gauge are separate series: wait for
+    // both to take the new group in.
+    let second = scrape_until(metrics, "1006 groups counted, 6 members in _other", |m| {
+        count(MAX_LABELLED + 6)(m)
+            && by_label(m, "chronik_consumer_group_members", "group").get("_other") == Some(&6.0)
+    });
     let second = by_label(&second, "chronik_consumer_group_members", "group");
     assert_eq!(labelled(&second), labelled(&first), "the labelled set moved");
     assert_eq!(second["_other"], 6.0);
