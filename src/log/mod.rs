@@ -17,6 +17,6 @@ pub mod validator;
 mod tests;
 
 pub use partition_log::{
-    AppendError, AppendOutcome, LogConfig, Naming, PartitionLog, PendingWrite, ReadError, ReadPlan,
+    AppendError, AppendOutcome, LogConfig, Naming, PartitionLog, PendingWrite, ReadEnd, ReadError, ReadPlan,
     RecoveryReport, Sealed, SpareSegment, TimestampPlan, Trimmed, Unwritten, Written,
 };

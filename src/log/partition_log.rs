@@ -294,33 +294,52 @@ pub struct ReadPlan {
     segments: Vec<(SegmentReader, u64)>,
 }
 
+/// Where a read ended: the segment and the position after the bytes
+/// read, for reading ahead from there.
+#[derive(Debug, Clone)]
+pub struct ReadEnd {
+    pub reader: SegmentReader,
+    pub position: u64,
+}
+
 impl ReadPlan {
-    /// Whole batches from the one holding the planned offset (blocking).
-    pub fn execute(&self, max_bytes: usize, at_least_one: bool) -> io::Result<Vec<u8>> {
+    /// Whole batches from the one holding the planned offset (blocking),
+    /// and where they end.
+    pub fn execute(&self, max_bytes: usize, at_least_one: bool) -> io::Result<(Vec<u8>, Option<ReadEnd>)> {
         for (reader, start) in &self.segments {
-            if let Some(bytes) = reader.read_from(*start, self.offset, max_bytes, at_least_one)? {
-                return Ok(bytes);
+            if let Some((position, bytes)) = reader.read_from(*start, self.offset, max_bytes, at_least_one)? {
+                let end = ReadEnd {
+                    reader: reader.clone(),
+                    position: position + bytes.len() as u64,
+                };
+                return Ok((bytes, Some(end)));
             }
         }
-        Ok(Vec::new())
+        Ok((Vec::new(), None))
     }
 
     /// The same read if the page cache holds all of it, without waiting
     /// for the disk (never blocks: safe on the shard thread); `None` if
     /// some of it is not cached, or the file system cannot say
     /// (EOPNOTSUPP): the blocking read then answers, errors included.
-    pub fn execute_cached(&self, max_bytes: usize, at_least_one: bool) -> Option<Vec<u8>> {
+    pub fn execute_cached(&self, max_bytes: usize, at_least_one: bool) -> Option<(Vec<u8>, Option<ReadEnd>)> {
         for (reader, start) in &self.segments {
             match reader
                 .cached_only()
                 .read_from(*start, self.offset, max_bytes, at_least_one)
             {
-                Ok(Some(bytes)) => return Some(bytes),
+                Ok(Some((position, bytes))) => {
+                    let end = ReadEnd {
+                        reader: reader.clone(),
+                        position: position + bytes.len() as u64,
+                    };
+                    return Some((bytes, Some(end)));
+                }
                 Ok(None) => {}
                 Err(_) => return None,
             }
         }
-        Some(Vec::new())
+        Some((Vec::new(), None))
     }
 }
 
@@ -839,6 +858,7 @@ impl PartitionLog {
     pub fn read(&self, offset: i64, max_bytes: usize, at_least_one: bool) -> Result<Vec<u8>, ReadError> {
         self.plan_read(offset, self.written_end())?
             .execute(max_bytes, at_least_one)
+            .map(|(bytes, _)| bytes)
             .map_err(ReadError::Io)
     }
 

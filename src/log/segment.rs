@@ -366,11 +366,39 @@ impl SegmentReader {
         offset: i64,
         max_bytes: usize,
         at_least_one: bool,
-    ) -> io::Result<Option<Vec<u8>>> {
+    ) -> io::Result<Option<(u64, Vec<u8>)>> {
         match self.first_batch_from(start, |h| h.last_offset() >= offset)? {
-            Some((position, _)) => self.read_batches(position, max_bytes, at_least_one).map(Some),
+            Some((position, _)) => self
+                .read_batches(position, max_bytes, at_least_one)
+                .map(|bytes| Some((position, bytes))),
             None => Ok(None),
         }
+    }
+
+    /// Blocking: asks the kernel to read up to `len` bytes from `position`
+    /// (as far as this reader may see) into the page cache, without
+    /// waiting for them. Advice only: errors are ignored.
+    pub fn prefetch(&self, position: u64, len: u64) {
+        use std::os::fd::AsRawFd;
+        let len = len.min(self.limit.saturating_sub(position));
+        if len == 0 {
+            return;
+        }
+        // SAFETY: posix_fadvise reads no memory of ours; the fd is owned
+        // by `self.file` and open for the call's duration.
+        let _ = unsafe {
+            libc::posix_fadvise(
+                self.file.as_raw_fd(),
+                position as libc::off_t,
+                len as libc::off_t,
+                libc::POSIX_FADV_WILLNEED,
+            )
+        };
+    }
+
+    /// Identity of the file read, to tell one segment's reads from another's.
+    pub fn file_id(&self) -> usize {
+        Arc::as_ptr(&self.file) as usize
     }
 
     /// Up to `max_bytes` of whole batches from `position`; at least one
@@ -385,16 +413,6 @@ impl SegmentReader {
             want = want.max(first.min(available));
         }
         let mut bytes = read_vec_at(&self.file, want, position, self.nowait)?;
-        if !self.nowait {
-            // This read went to the disk: a consumer reading on will want
-            // what follows, so have the kernel fetch it now, many requests
-            // deep, while the answer travels and the next fetch arrives.
-            prefetch(
-                &self.file,
-                position + want as u64,
-                PREFETCH_BYTES.min(self.limit.saturating_sub(position + want as u64)),
-            );
-        }
         // Trim to whole batches.
         let mut whole = 0;
         while let Some(size) = bytes.get(whole..).and_then(batch::batch_size) {
@@ -593,28 +611,6 @@ fn read_vec_at(file: &File, len: usize, position: u64, nowait: bool) -> io::Resu
     // SAFETY: `read_fully` initialised all `len <= capacity` bytes.
     unsafe { bytes.set_len(len) };
     Ok(bytes)
-}
-
-/// How far past a read from the disk the kernel is asked to read ahead.
-const PREFETCH_BYTES: u64 = 32 << 20;
-
-/// posix_fadvise(WILLNEED): starts reading `len` bytes at `position` into
-/// the page cache without waiting for them. Advice only: errors ignored.
-fn prefetch(file: &File, position: u64, len: u64) {
-    use std::os::fd::AsRawFd;
-    if len == 0 {
-        return;
-    }
-    // SAFETY: posix_fadvise reads no memory of ours; the fd is owned by
-    // `file` and open for the call's duration.
-    let _ = unsafe {
-        libc::posix_fadvise(
-            file.as_raw_fd(),
-            position as libc::off_t,
-            len as libc::off_t,
-            libc::POSIX_FADV_WILLNEED,
-        )
-    };
 }
 
 /// A byte-count syscall's result: the count, `None` if interrupted before
