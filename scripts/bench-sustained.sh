@@ -77,13 +77,7 @@ if want consume; then
 fi
 
 # Scratch on target/'s filesystem: /tmp may be a tmpfs or another disk.
-mkdir -p target
-parent=${TMPDIR:-/tmp}
-if [ "$(stat -f -c %T "$parent")" = tmpfs ] || [ "$(stat -c %d "$parent")" != "$(stat -c %d target)" ]; then
-    parent=target/tmp
-    mkdir -p "$parent"
-fi
-scratch=$(realpath "$(mktemp -d "$parent/bench-sustained.XXXXXX")")
+scratch=$(scratch_on_target bench-sustained)
 fs_desc="$(df -h --output=source,fstype,target "$scratch" | tail -1 | tr -s ' ')"
 
 pid=

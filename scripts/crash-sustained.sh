@@ -31,13 +31,8 @@ broker=$(realpath "${BROKER_BIN:-target/release/chronik-ingest}")
 cargo build --quiet --release --test crash_sustained_test
 
 # Scratch on target/'s filesystem (the one the bench measures), not a tmpfs.
-mkdir -p target
-parent=${TMPDIR:-/tmp}
-if [ "$(stat -f -c %T "$parent")" = tmpfs ] || [ "$(stat -c %d "$parent")" != "$(stat -c %d target)" ]; then
-    parent=target/tmp
-    mkdir -p "$parent"
-fi
-scratch=$(realpath "$(mktemp -d "$parent/crash-sustained.XXXXXX")")
+. scripts/lib/broker.sh
+scratch=$(scratch_on_target crash-sustained)
 trap 'rm -rf "$scratch"' EXIT
 
 # Bounded: per round the load (<= MAX_S), the read-back (<= 600 s in the

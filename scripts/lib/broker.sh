@@ -60,3 +60,16 @@ stop_broker() {
     wait "$pid" 2>/dev/null || true
     pid=
 }
+
+# scratch_on_target NAME: prints a new scratch directory on the filesystem
+# target/ is on (the one the benches measure): under $TMPDIR or /tmp when
+# that is the same filesystem and not a tmpfs, else under target/tmp.
+scratch_on_target() {
+    local parent=${TMPDIR:-/tmp}
+    mkdir -p target
+    if [ "$(stat -f -c %T "$parent")" = tmpfs ] || [ "$(stat -c %d "$parent")" != "$(stat -c %d target)" ]; then
+        parent=target/tmp
+        mkdir -p "$parent"
+    fi
+    realpath "$(mktemp -d "$parent/$1.XXXXXX")"
+}
