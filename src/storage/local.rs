@@ -12,12 +12,13 @@
 //! writes before it are done, without holding up the writes after it.
 
 use super::direct::{SegmentAppender, TripOutcome, WriteMode, TRIPS_IN_FLIGHT};
+use super::read_ahead::{read_ahead, ReadAhead};
 use super::recent::{RecentBatches, RecentBudget};
 use super::{run_blocking, Appending, Log, LogFuture, LogOffsets, StorageError};
 use crate::log::batch::BatchHeader;
 use crate::log::{
-    AppendError, LogConfig, Naming, PartitionLog, PendingWrite, ReadEnd, ReadError, Sealed, SpareSegment,
-    Unwritten, Written,
+    AppendError, LogConfig, Naming, PartitionLog, PendingWrite, ReadError, Sealed, SpareSegment, Unwritten,
+    Written,
 };
 use bytes::Bytes;
 use futures::channel::oneshot;
@@ -90,44 +91,6 @@ pub(crate) struct LocalLog {
     spare: Rc<RefCell<Option<SpareSegment>>>,
     making_spare: Rc<Cell<bool>>,
     read_ahead: Rc<Cell<ReadAhead>>,
-}
-
-/// The window of a segment the kernel was last asked to read ahead.
-#[derive(Clone, Copy, Default)]
-struct ReadAhead {
-    file: usize,
-    from: u64,
-    until: u64,
-}
-
-/// How far ahead of a consumer reading from the files the kernel is asked
-/// to read, and how close to the window's end a read may come before the
-/// next part is asked for.
-const READ_AHEAD_WINDOW: u64 = 64 << 20;
-const READ_AHEAD_REFILL: u64 = 32 << 20;
-
-/// Keeps the disk reading ahead of a consumer of the files: one window
-/// per partition, moved on as reads approach its end, started afresh at
-/// a read outside it (another segment, another consumer). The advice runs
-/// on the blocking pool (it may wait to queue the I/O) and is not awaited.
-/// With O_DIRECT writes nothing read back is in the page cache, and one
-/// 1 MiB fetch at a time kept the device one request deep.
-fn read_ahead(state: &Cell<ReadAhead>, end: ReadEnd) {
-    let window = state.get();
-    let file = end.reader.file_id();
-    let inside = window.file == file && end.position >= window.from && end.position < window.until;
-    if inside && end.position + READ_AHEAD_REFILL <= window.until {
-        return;
-    }
-    let from = if inside { window.until } else { end.position };
-    let until = end.position + READ_AHEAD_WINDOW;
-    state.set(ReadAhead {
-        file,
-        from: end.position,
-        until,
-    });
-    glommio::spawn_local(glommio::executor().spawn_blocking(move || end.reader.prefetch(from, until - from)))
-        .detach();
 }
 
 impl LocalLog {

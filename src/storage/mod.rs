@@ -15,6 +15,7 @@ mod direct;
 mod error;
 mod group_commit;
 mod local;
+mod read_ahead;
 mod recent;
 
 pub(crate) use blocking::run_blocking;
