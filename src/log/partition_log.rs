@@ -300,17 +300,21 @@ pub struct ReadPlan {
 pub struct ReadEnd {
     pub reader: SegmentReader,
     pub position: u64,
+    /// The segment after it, if the plan holds one: read-ahead goes on
+    /// there past the end of this one.
+    pub next: Option<SegmentReader>,
 }
 
 impl ReadPlan {
     /// Whole batches from the one holding the planned offset (blocking),
     /// and where they end.
     pub fn execute(&self, max_bytes: usize, at_least_one: bool) -> io::Result<(Vec<u8>, Option<ReadEnd>)> {
-        for (reader, start) in &self.segments {
+        for (i, (reader, start)) in self.segments.iter().enumerate() {
             if let Some((position, bytes)) = reader.read_from(*start, self.offset, max_bytes, at_least_one)? {
                 let end = ReadEnd {
                     reader: reader.clone(),
                     position: position + bytes.len() as u64,
+                    next: self.segments.get(i + 1).map(|(next, _)| next.clone()),
                 };
                 return Ok((bytes, Some(end)));
             }
@@ -323,7 +327,7 @@ impl ReadPlan {
     /// some of it is not cached, or the file system cannot say
     /// (EOPNOTSUPP): the blocking read then answers, errors included.
     pub fn execute_cached(&self, max_bytes: usize, at_least_one: bool) -> Option<(Vec<u8>, Option<ReadEnd>)> {
-        for (reader, start) in &self.segments {
+        for (i, (reader, start)) in self.segments.iter().enumerate() {
             match reader
                 .cached_only()
                 .read_from(*start, self.offset, max_bytes, at_least_one)
@@ -332,6 +336,7 @@ impl ReadPlan {
                     let end = ReadEnd {
                         reader: reader.clone(),
                         position: position + bytes.len() as u64,
+                        next: self.segments.get(i + 1).map(|(next, _)| next.clone()),
                     };
                     return Some((bytes, Some(end)));
                 }

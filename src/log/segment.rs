@@ -396,6 +396,11 @@ impl SegmentReader {
         };
     }
 
+    /// How far this reader may read.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
     /// Identity of the file read, to tell one segment's reads from another's.
     pub fn file_id(&self) -> usize {
         Arc::as_ptr(&self.file) as usize

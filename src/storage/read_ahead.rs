@@ -39,6 +39,13 @@ pub(crate) fn read_ahead(state: &Cell<ReadAhead>, end: ReadEnd) {
         from: end.position,
         until,
     });
-    glommio::spawn_local(glommio::executor().spawn_blocking(move || end.reader.prefetch(from, until - from)))
-        .detach();
+    glommio::spawn_local(glommio::executor().spawn_blocking(move || {
+        end.reader.prefetch(from, until - from);
+        // A window past this segment's end goes on into the next one, so
+        // the consumer does not wait on the disk at every roll.
+        if let Some(next) = &end.next {
+            next.prefetch(0, until.saturating_sub(end.reader.limit().max(from)));
+        }
+    }))
+    .detach();
 }
