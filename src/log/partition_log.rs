@@ -126,7 +126,12 @@ pub struct PendingWrite {
 }
 
 impl PendingWrite {
-    /// Blocking: the bytes to the file (page cache).
+    /// The batch's size in bytes.
+    pub fn size(&self) -> usize {
+        self.parts[0].len() + self.parts[1].len()
+    }
+
+    /// Blocking: the bytes to the file through the page cache.
     pub fn write(&self) -> io::Result<()> {
         super::segment::write_all_vectored_at(&self.file, &[&self.parts[0], &self.parts[1]], self.position)
     }

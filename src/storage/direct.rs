@@ -30,6 +30,7 @@ use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 use tracing::warn;
@@ -115,6 +116,10 @@ pub(crate) struct Done {
 }
 
 impl Done {
+    fn is_set(&self) -> bool {
+        self.state.lock().map_or(true, |s| s.is_some())
+    }
+
     fn set(&self, ok: bool) {
         if let Ok(mut state) = self.state.lock() {
             state.get_or_insert(ok);
@@ -164,6 +169,8 @@ pub(crate) struct SegmentAppender {
     /// The last trip started, for the next to follow.
     last: Option<Arc<Done>>,
     buffers: Arc<Mutex<Vec<AlignedBuf>>>,
+    /// Set by a trip whose file system refused O_DIRECT.
+    refused: Arc<AtomicBool>,
 }
 
 /// A batch of consecutive writes to one segment, done on the blocking
@@ -182,6 +189,7 @@ struct DirectTrip {
     /// The trip before, if this one rewrites its last block.
     after: Option<Arc<Done>>,
     buffers: Arc<Mutex<Vec<AlignedBuf>>>,
+    refused: Arc<AtomicBool>,
 }
 
 impl SegmentAppender {
@@ -191,6 +199,7 @@ impl SegmentAppender {
             tail: None,
             last: None,
             buffers: Arc::default(),
+            refused: Arc::default(),
         }
     }
 
@@ -211,6 +220,9 @@ impl SegmentAppender {
     pub(crate) fn trip(&mut self, writes: Vec<PendingWrite>) -> Trip {
         let done = Arc::new(Done::default());
         let after = self.last.replace(done.clone());
+        if self.refused.load(Ordering::Relaxed) {
+            self.mode = WriteMode::Buffered;
+        }
         let direct = (self.mode == WriteMode::Direct).then(|| {
             let first = &writes[0];
             let start = first.position - first.position % BLOCK as u64;
@@ -234,6 +246,7 @@ impl SegmentAppender {
                 head,
                 after,
                 buffers: self.buffers.clone(),
+                refused: self.refused.clone(),
             }
         });
         Trip {
@@ -252,18 +265,12 @@ impl SegmentAppender {
     }
 }
 
-impl Done {
-    fn is_set(&self) -> bool {
-        self.state.lock().map_or(true, |s| s.is_some())
-    }
-}
-
 /// The last partial block after `writes`, which start after `head` at
 /// `start`: (its block-aligned position, its bytes).
 fn tail_of(path: &Arc<Path>, start: u64, head: &[u8], writes: &[PendingWrite]) -> Tail {
     let end = writes
         .last()
-        .map_or(start + head.len() as u64, |w| w.position + w.len() as u64);
+        .map_or(start + head.len() as u64, |w| w.position + w.size() as u64);
     let from = end - end % BLOCK as u64;
     let mut tail = Vec::with_capacity((end - from) as usize);
     let pieces = std::iter::once((start, head)).chain(writes.iter().flat_map(|w| {
@@ -285,7 +292,11 @@ impl Trip {
     /// it leaves (for the appender).
     pub(crate) fn run(mut self) -> TripOutcome {
         let result = match self.direct.take() {
-            None => self.writes.iter().try_for_each(write_buffered).map(|()| None),
+            None => self
+                .writes
+                .iter()
+                .try_for_each(PendingWrite::write)
+                .map(|()| None),
             Some(direct) => direct.run(&self.writes),
         };
         self.done.1 = result.is_ok();
@@ -298,10 +309,13 @@ impl DirectTrip {
         let first = &writes[0];
         let file = match open_direct(&first.path) {
             Ok(file) => file,
-            // tmpfs and some others refuse O_DIRECT: write buffered.
+            // tmpfs and some others refuse O_DIRECT: this trip and the
+            // partition's later ones write buffered (said once).
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                warn!(path = %first.path.display(), "the file system refuses O_DIRECT; writing this trip through the page cache");
-                return writes.iter().try_for_each(write_buffered).map(|()| None);
+                if !self.refused.swap(true, Ordering::Relaxed) {
+                    warn!(path = %first.path.display(), "the file system refuses O_DIRECT; writing through the page cache");
+                }
+                return writes.iter().try_for_each(PendingWrite::write).map(|()| None);
             }
             Err(e) => return Err(e),
         };
@@ -313,7 +327,7 @@ impl DirectTrip {
                 (head, true)
             }
         };
-        let len = head.len() + writes.iter().map(PendingWrite::len).sum::<usize>();
+        let len = head.len() + writes.iter().map(PendingWrite::size).sum::<usize>();
         let padded = len.div_ceil(BLOCK) * BLOCK;
         let mut buf = self.take_buffer(padded);
         let out = buf.as_mut_slice();
@@ -370,17 +384,6 @@ impl DirectTrip {
 /// Trips of one partition in flight at once: one writing while the next
 /// is copied into its buffer.
 pub(crate) const TRIPS_IN_FLIGHT: usize = 2;
-
-impl PendingWrite {
-    fn len(&self) -> usize {
-        self.parts[0].len() + self.parts[1].len()
-    }
-}
-
-fn write_buffered(w: &PendingWrite) -> io::Result<()> {
-    let parts = [&w.parts[0][..], &w.parts[1][..]];
-    crate::log::segment::write_all_vectored_at(&w.file, &parts, w.position)
-}
 
 fn open_direct(path: &Path) -> io::Result<File> {
     OpenOptions::new()

@@ -206,21 +206,23 @@ enum Next {
     Nothing,
 }
 
-/// Takes the next trip's writes (consecutive, one segment, a few MiB) or
-/// the next seal or cut off the front of the queue.
-fn take_next(writer: &Writer) -> Next {
+/// Takes the next trip's writes (consecutive, one segment, a few MiB) off
+/// the front of the queue, or the seal, cut or naming there once no trip
+/// is in flight (`Nothing` before that: the caller lands a trip first).
+fn take_next(writer: &Writer, nothing_in_flight: bool) -> Next {
     let mut queue = writer.queue.borrow_mut();
     let mut writes: Vec<(PendingWrite, WriteReply)> = Vec::new();
     let mut bytes = 0;
     while writes.len() < WRITES_PER_TRIP && bytes < BYTES_PER_TRIP {
         match queue.pop_front() {
             Some(Queued::Write(w, tx)) if writes.last().is_none_or(|(last, _)| last.path == w.path) => {
-                bytes += w.parts[0].len() + w.parts[1].len();
+                bytes += w.size();
                 writes.push((w, tx));
             }
-            Some(Queued::Seal(s)) if writes.is_empty() => return Next::Seal(s),
-            Some(Queued::Cut(c)) if writes.is_empty() => return Next::Cut(c),
-            Some(Queued::Name(n)) if writes.is_empty() => return Next::Name(n),
+            // Seals, cuts and namings wait for every write before them.
+            Some(Queued::Seal(s)) if writes.is_empty() && nothing_in_flight => return Next::Seal(s),
+            Some(Queued::Cut(c)) if writes.is_empty() && nothing_in_flight => return Next::Cut(c),
+            Some(Queued::Name(n)) if writes.is_empty() && nothing_in_flight => return Next::Name(n),
             Some(other) => {
                 queue.push_front(other);
                 break;
@@ -249,42 +251,28 @@ async fn run_writer(writer: Rc<Writer>, name: Rc<str>) {
     let mut flights: VecDeque<Flight> = VecDeque::new();
     loop {
         let room = flights.len() < TRIPS_IN_FLIGHT && writer.appender.borrow().ready();
-        let next = if room { take_next(&writer) } else { Next::Nothing };
+        let next = if room {
+            take_next(&writer, flights.is_empty())
+        } else {
+            Next::Nothing
+        };
         match next {
             Next::Writes(writes) => {
                 if let Some(flight) = launch(&writer, writes) {
                     flights.push_back(flight);
                 }
             }
-            Next::Seal(sealed) if flights.is_empty() => seal(&writer, &name, sealed),
-            Next::Cut(cut) if flights.is_empty() => {
+            Next::Seal(sealed) => seal(&writer, &name, sealed),
+            Next::Cut(cut) => {
                 if let Err(e) = run_blocking("cutting failed writes", move || cut.finish()).await {
                     error!(partition = %name, error = %e, "cutting back failed writes failed");
                     fail_queued(&writer, &e.to_string());
                 }
             }
-            Next::Name(naming) if flights.is_empty() => {
+            Next::Name(naming) => {
                 if let Err(e) = run_blocking("naming a new segment", move || naming.finish()).await {
                     error!(partition = %name, error = %e, "naming a new segment's file failed");
                     fail_queued(&writer, &e.to_string());
-                }
-            }
-            Next::Name(naming) => {
-                writer.queue.borrow_mut().push_front(Queued::Name(naming));
-                if let Some(flight) = flights.pop_front() {
-                    land(&writer, &name, flight).await;
-                }
-            }
-            Next::Seal(sealed) => {
-                writer.queue.borrow_mut().push_front(Queued::Seal(sealed));
-                if let Some(flight) = flights.pop_front() {
-                    land(&writer, &name, flight).await;
-                }
-            }
-            Next::Cut(cut) => {
-                writer.queue.borrow_mut().push_front(Queued::Cut(cut));
-                if let Some(flight) = flights.pop_front() {
-                    land(&writer, &name, flight).await;
                 }
             }
             Next::Nothing => match flights.pop_front() {
@@ -437,7 +425,6 @@ impl Log for LocalLog {
         if let Some(sealed) = outcome.rolled.take() {
             self.rolled(sealed);
         }
-        self.keep_a_spare();
         let stored: super::LogFuture<Option<Arc<File>>> = match outcome.write.take() {
             Some(write) => {
                 let (tx, rx) = oneshot::channel();
