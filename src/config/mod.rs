@@ -111,8 +111,9 @@ pub struct ServerConfig {
     pub storage_path: PathBuf,
     /// How segment files are written.
     pub segment_write: crate::storage::WriteMode,
-    /// Recently stored batches kept in memory per shard, in MiB.
-    pub recent_cache_mb: usize,
+    /// Recently stored batches kept in memory per shard, in MiB; `None`:
+    /// see [`Config::recent_cache_bytes_per_shard`].
+    pub recent_cache_mb: Option<usize>,
     /// `RUST_LOG`-style filter for the binary's log output.
     pub log_filter: String,
     pub log_format: LogFormat,
@@ -154,7 +155,7 @@ impl Default for ServerConfig {
             queued_max_request_bytes: 256 * 1024 * 1024,
             storage_path: PathBuf::from("./data"),
             segment_write: crate::storage::WriteMode::Direct,
-            recent_cache_mb: 256,
+            recent_cache_mb: None,
             log_filter: "info".into(),
             log_format: LogFormat::Text,
             auto_create_topics: true,
@@ -438,6 +439,20 @@ impl ServerConfig {
                     .or_else(|| self.advertised_address.clone()),
             })
             .collect()
+    }
+
+    /// Each shard's cache of recently stored batches, in bytes: the
+    /// configured size, or by default an eighth of the host's memory split
+    /// between the shards, at most 1 GiB each. Not more by default: memory
+    /// the process has not used yet costs a page fault and zeroing per page
+    /// on first use, and on the VM this was measured on, filling 6 GiB of
+    /// cache halved a fresh broker's ingest rate (BENCHMARKS.md, issue 14).
+    pub fn recent_cache_bytes_per_shard(&self) -> usize {
+        match self.recent_cache_mb {
+            Some(mb) => mb << 20,
+            None => crate::storage::HostMemory::read()
+                .map_or(256 << 20, |m| (m.total / 8 / self.shard_count()).min(1 << 30)),
+        }
     }
 
     /// Shards to start: the configured count, or one per usable CPU.

@@ -221,19 +221,6 @@ impl SettingValue for NoLimitIfZero<'_> {
     }
 }
 
-/// Sizes where 0 turns the thing off.
-struct ZeroIsOff<'a>(&'a mut usize);
-
-impl SettingValue for ZeroIsOff<'_> {
-    fn set(&mut self, text: &str) -> Result<(), String> {
-        *self.0 = text.parse().map_err(|_| "expected a whole number (0 = off)")?;
-        Ok(())
-    }
-    fn show(&self) -> String {
-        self.0.to_string()
-    }
-}
-
 impl SettingValue for crate::storage::WriteMode {
     fn set(&mut self, text: &str) -> Result<(), String> {
         *self = match text.to_ascii_lowercase().as_str() {
@@ -504,6 +491,27 @@ impl SettingValue for Option<String> {
     }
 }
 
+/// Sizes with a default worked out from the host: `auto` (or empty), a
+/// whole number, or 0 for off.
+struct AutoSize<'a>(&'a mut Option<usize>);
+
+impl SettingValue for AutoSize<'_> {
+    fn set(&mut self, text: &str) -> Result<(), String> {
+        if text.is_empty() || text.eq_ignore_ascii_case("auto") {
+            *self.0 = None;
+            return Ok(());
+        }
+        *self.0 = Some(
+            text.parse()
+                .map_err(|_| "expected a whole number, auto, or 0 for off")?,
+        );
+        Ok(())
+    }
+    fn show(&self) -> String {
+        self.0.map_or_else(|| "auto".into(), |n| n.to_string())
+    }
+}
+
 /// Shard count: `auto` (or empty) = one per CPU this process may use.
 impl SettingValue for Option<NonZeroUsize> {
     fn set(&mut self, text: &str) -> Result<(), String> {
@@ -660,8 +668,8 @@ pub static SETTINGS: &[Setting] = &[
         "Data directory (cluster id, lock file, partition logs)."),
     setting!("SEGMENT_WRITE", |c| &mut c.segment_write,
         "How segment files are written: direct (O_DIRECT from the broker's aligned buffers; the device's speed, no dirty page cache, cheap fdatasync) or buffered (through the page cache). A file system without O_DIRECT falls back to buffered."),
-    setting!("RECENT_CACHE_MB", |c| ZeroIsOff(&mut c.recent_cache_mb),
-        "Memory per shard for the batches written last, which consumers that keep up with producers read without touching the disk; one partition keeps at most a quarter. 0 = off."),
+    setting!("RECENT_CACHE_MB", |c| AutoSize(&mut c.recent_cache_mb),
+        "Memory per shard for the batches written last, which consumers read without touching the disk, spent oldest first across the shard's partitions and given back while the host's available memory is under an eighth of its total. auto = an eighth of the host's memory split between the shards, at most 1024 each; 0 = off."),
     setting!("MAX_REQUEST_BYTES", |c| &mut c.max_request_bytes,
         "Largest request frame accepted; larger sizes close the connection before anything is allocated."),
     setting!("QUEUED_MAX_REQUEST_BYTES", |c| &mut c.queued_max_request_bytes,

@@ -293,7 +293,7 @@ impl Trimmed {
 
 /// A read planned on the shard (which segment, from where, how far is
 /// written) and done off it: [`ReadPlan::execute`] is blocking.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ReadPlan {
     offset: i64,
     segments: Vec<(SegmentReader, u64)>,
@@ -325,6 +325,25 @@ impl ReadPlan {
             }
         }
         Ok((Vec::new(), None))
+    }
+
+    /// Blocking: the reader of the segment holding the planned offset and
+    /// the position of the batch that holds it; `None` if what is written
+    /// ends before it.
+    pub fn locate(&self) -> io::Result<Option<(SegmentReader, u64)>> {
+        for (reader, start) in &self.segments {
+            if let Some((position, _)) =
+                reader.first_batch_from(*start, |h| h.last_offset() >= self.offset)?
+            {
+                return Ok(Some((reader.clone(), position)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The planned segments' readers, in order.
+    pub fn readers(&self) -> impl Iterator<Item = &SegmentReader> {
+        self.segments.iter().map(|(reader, _)| reader)
     }
 
     /// The same read if the page cache holds all of it, without waiting

@@ -396,6 +396,17 @@ impl SegmentReader {
         };
     }
 
+    /// Blocking: the same file opened again for O_DIRECT reads (through
+    /// /proc/self/fd, so a rename or deletion since does not matter).
+    pub fn open_direct(&self) -> io::Result<File> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
+    }
+
     /// How far this reader may read.
     pub fn limit(&self) -> u64 {
         self.limit

@@ -34,7 +34,11 @@ use crate::groups::GroupCoordinator;
 use crate::metrics::{Metrics, MetricsServer, RuntimeCounters, ShardMetrics};
 use crate::partition::{PartitionClient, SendToShard, ShardPartitions};
 use crate::routing::PartitionRouter;
-use crate::storage::{GroupCommit, LocalLogOptions, RecentBudget};
+use crate::storage::{GroupCommit, LocalLogOptions, ReadAheadBudget, RecentBudget};
+
+/// Memory each shard's partitions may hold in chunks read ahead of
+/// consumers of the files (4 MiB chunks, a few per partition read).
+const READ_AHEAD_BYTES_PER_SHARD: usize = 256 << 20;
 use crate::topics::CatalogStore;
 use advertised::{Advertised, BrokerListener};
 use chronik_shard::{Runtime, RuntimeConfig, ShardContext, StartError};
@@ -199,6 +203,13 @@ impl IngestServer {
                 let metrics = metrics.clone();
                 Box::new(move |topic| metrics.forget_topic(topic))
             };
+            let recent = RecentBudget::new(shard_config.recent_cache_bytes_per_shard());
+            glommio::spawn_local(crate::storage::follow_host_memory(
+                recent.clone(),
+                shards,
+                shard.drain.clone(),
+            ))
+            .detach();
             let local = Rc::new(ShardPartitions::open(
                 shard.id,
                 shard_dir.clone(),
@@ -208,7 +219,8 @@ impl IngestServer {
                 forget,
                 LocalLogOptions {
                     write_mode: shard_config.segment_write,
-                    recent: RecentBudget::new(shard_config.recent_cache_mb << 20),
+                    recent: recent.clone(),
+                    read_ahead: ReadAheadBudget::new(READ_AHEAD_BYTES_PER_SHARD),
                 },
             )?);
             if let Ok(mut all) = shard_fsyncs.lock() {

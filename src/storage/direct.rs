@@ -53,7 +53,7 @@ pub enum WriteMode {
 
 /// A zeroed, block-aligned heap buffer of `len` bytes (a multiple of
 /// BLOCK).
-struct AlignedBuf {
+pub(crate) struct AlignedBuf {
     ptr: NonNull<u8>,
     len: usize,
 }
@@ -65,7 +65,7 @@ impl AlignedBuf {
         Layout::from_size_align(len, BLOCK).unwrap_or_else(|_| unreachable!("block-aligned layout"))
     }
 
-    fn new(len: usize) -> AlignedBuf {
+    pub(crate) fn new(len: usize) -> AlignedBuf {
         let len = len.div_ceil(BLOCK).max(1) * BLOCK;
         let layout = Self::layout(len);
         // SAFETY: the layout has a non-zero size.
@@ -76,13 +76,13 @@ impl AlignedBuf {
         AlignedBuf { ptr, len }
     }
 
-    fn as_slice(&self) -> &[u8] {
+    pub(crate) fn as_slice(&self) -> &[u8] {
         // SAFETY: `ptr` points to `len` initialised (zeroed at allocation,
         // then only written through `as_mut_slice`) bytes we own.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 
-    fn as_mut_slice(&mut self) -> &mut [u8] {
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
         // SAFETY: as above, and `&mut self` makes this the only borrow.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
     }

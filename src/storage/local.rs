@@ -12,6 +12,7 @@
 //! writes before it are done, without holding up the writes after it.
 
 use super::direct::{SegmentAppender, TripOutcome, WriteMode, TRIPS_IN_FLIGHT};
+use super::direct_read::{DirectReads, ReadAheadBudget};
 use super::read_ahead::{read_ahead, ReadAhead};
 use super::recent::{RecentBatches, RecentBudget};
 use super::{run_blocking, Appending, Log, LogFuture, LogOffsets, StorageError};
@@ -80,6 +81,7 @@ struct Writer {
 pub(crate) struct LocalLogOptions {
     pub write_mode: WriteMode,
     pub recent: Rc<RecentBudget>,
+    pub read_ahead: Rc<ReadAheadBudget>,
 }
 
 pub(crate) struct LocalLog {
@@ -91,6 +93,9 @@ pub(crate) struct LocalLog {
     spare: Rc<RefCell<Option<SpareSegment>>>,
     making_spare: Rc<Cell<bool>>,
     read_ahead: Rc<Cell<ReadAhead>>,
+    /// Reads of what the cache no longer holds, when segments are written
+    /// with O_DIRECT (their data is not in the page cache either).
+    direct_reads: Option<Rc<DirectReads>>,
 }
 
 impl LocalLog {
@@ -121,6 +126,8 @@ impl LocalLog {
             spare: Rc::default(),
             making_spare: Rc::default(),
             read_ahead: Rc::default(),
+            direct_reads: (options.write_mode == WriteMode::Direct)
+                .then(|| DirectReads::new(options.read_ahead.clone())),
         }
     }
 
@@ -463,12 +470,21 @@ impl Log for LocalLog {
             }
         }
         let ahead = self.read_ahead.clone();
+        let direct = self.direct_reads.clone();
         async move {
             let plan = match planned {
                 Ok(plan) => plan,
                 Err(ReadError::OutOfRange) => return Err(StorageError::OutOfRange),
                 Err(ReadError::Io(e)) => return Err(StorageError::io("read", &e)),
             };
+            if let Some(direct) = direct {
+                match direct.read(plan.clone(), offset, max_bytes, at_least_one).await {
+                    Ok(Some(bytes)) => return Ok(bytes),
+                    // O_DIRECT refused here: the buffered read below.
+                    Ok(None) => {}
+                    Err(e) => return Err(StorageError::io("read", &e)),
+                }
+            }
             // Recent data is in the page cache: read it here (RWF_NOWAIT
             // cannot wait for the disk) and save the trip to the pool;
             // anything else goes to the pool.

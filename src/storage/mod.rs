@@ -4,7 +4,10 @@
 //!
 //! [`LocalLog`] keeps them in local segments, written with O_DIRECT from
 //! aligned buffers (`direct`), the last batches kept in memory for the
-//! consumers that follow producers (`recent`). None of its disk work runs
+//! consumers that follow producers (`recent`), older ones read with
+//! O_DIRECT into chunks read ahead of each consumer (`direct_read`; the
+//! kernel's read-ahead, `read_ahead`, where segments are written
+//! buffered). None of its disk work runs
 //! on the shard thread: writes, reads, fsyncs, index and recovery-point
 //! writes, file removal and recovery go to the executor's blocking pool,
 //! so a cold read or a slow disk stalls only the requests that need it.
@@ -12,6 +15,7 @@
 
 mod blocking;
 mod direct;
+mod direct_read;
 mod error;
 mod group_commit;
 mod local;
@@ -20,10 +24,12 @@ mod recent;
 
 pub(crate) use blocking::run_blocking;
 pub use direct::WriteMode;
+pub(crate) use direct_read::ReadAheadBudget;
 pub(crate) use error::StorageError;
 pub(crate) use group_commit::GroupCommit;
 pub(crate) use local::{LocalLog, LocalLogOptions};
 pub(crate) use recent::RecentBudget;
+pub(crate) use recent::{follow_host_memory, HostMemory};
 
 use crate::log::batch::BatchHeader;
 use crate::log::LogConfig;

@@ -1,18 +1,22 @@
-//! The broker's own cache of recently stored batches, per partition: with
-//! O_DIRECT writes the page cache no longer holds what was just written,
-//! and consumers that keep up with producers read exactly that. A fetch
-//! whose offset falls in the cached window is answered from memory.
+//! The broker's own cache of recently stored batches: with O_DIRECT writes
+//! the page cache no longer holds what was just written, and consumers
+//! that keep up with producers (or read back the last hours) read exactly
+//! that. A fetch whose offset falls in a partition's cached window is
+//! answered from memory.
 //!
-//! Bounded twice: per partition (so one busy partition cannot take it
-//! all) and per shard (so a thousand partitions cannot add up to more
-//! than the operator allowed); past either, a partition drops its own
-//! oldest batches.
+//! One budget per shard, shared by its partitions and spent oldest first
+//! across all of them (as Redpanda's batch cache is): recency decides,
+//! so a busy partition may hold most of it while an idle one's batches age
+//! out. The budget is the operator's limit, lowered while the host runs
+//! short of memory ([`follow_host_memory`]), since memory held here is
+//! memory the kernel cannot reclaim.
 
 use crate::log::batch::{self, HEADER_LEN};
 use bytes::{Bytes, BytesMut};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
+use std::time::Duration;
 
 /// Batches smaller than this are copied into the cache rather than kept
 /// as slices of the request they came in, which would pin the whole
@@ -22,25 +26,163 @@ const COPY_BELOW: usize = 64 << 10;
 /// A shard's cache budget, shared by its partitions.
 #[derive(Debug)]
 pub(crate) struct RecentBudget {
-    shard_limit: usize,
-    partition_limit: usize,
+    /// The operator's limit.
+    limit: usize,
+    /// What may be held now: `limit`, or less while the host is short of
+    /// memory.
+    allowed: Cell<usize>,
     used: Cell<usize>,
+    /// Every cached batch of the shard, oldest first.
+    order: RefCell<VecDeque<Held>>,
+    /// Batches still cached; `order` also holds stale records of batches a
+    /// window dropped by itself, compacted away when they outnumber these.
+    live: Cell<usize>,
+}
+
+/// Which batch of which window: the window's first batch when it is this
+/// one's turn to go, unless the window dropped it already.
+#[derive(Debug)]
+struct Held {
+    window: Weak<RefCell<Window>>,
+    base_offset: i64,
 }
 
 impl RecentBudget {
-    /// `shard_limit` bytes for the shard; a partition keeps at most a
-    /// quarter of it. 0 turns the cache off.
-    pub(crate) fn new(shard_limit: usize) -> Rc<RecentBudget> {
+    /// `limit` bytes for the shard; 0 turns the cache off.
+    pub(crate) fn new(limit: usize) -> Rc<RecentBudget> {
         Rc::new(RecentBudget {
-            shard_limit,
-            partition_limit: shard_limit / 4,
+            limit,
+            allowed: Cell::new(limit),
             used: Cell::new(0),
+            order: RefCell::new(VecDeque::new()),
+            live: Cell::new(0),
         })
     }
 
     #[cfg(test)]
     pub(crate) fn used(&self) -> usize {
         self.used.get()
+    }
+
+    /// Sets what may be held now (at most the limit) and drops the oldest
+    /// batches of the shard until within it.
+    fn allow(&self, bytes: usize) {
+        self.allowed.set(bytes.min(self.limit));
+        self.evict();
+    }
+
+    fn evict(&self) {
+        while self.used.get() > self.allowed.get() {
+            let Some(held) = self.order.borrow_mut().pop_front() else {
+                break;
+            };
+            let Some(window) = held.window.upgrade() else {
+                continue;
+            };
+            let mut window = window.borrow_mut();
+            if window
+                .entries
+                .front()
+                .is_some_and(|e| e.base_offset == held.base_offset)
+            {
+                window.pop_oldest(self);
+            }
+        }
+        let stale = self.order.borrow().len().saturating_sub(self.live.get());
+        if stale > self.live.get() + 1024 {
+            self.order.borrow_mut().retain(|held| {
+                held.window.upgrade().is_some_and(|w| {
+                    let w = w.borrow();
+                    let first = w.entries.front().map_or(i64::MAX, |e| e.base_offset);
+                    held.base_offset >= first
+                        && w.entries
+                            .back()
+                            .is_some_and(|e| held.base_offset <= e.base_offset)
+                })
+            });
+        }
+    }
+
+    fn add(&self, len: usize) {
+        self.used.set(self.used.get() + len);
+        self.live.set(self.live.get() + 1);
+    }
+
+    fn remove(&self, len: usize) {
+        self.used.set(self.used.get() - len);
+        self.live.set(self.live.get() - 1);
+    }
+}
+
+/// Keeps the shard's budget within what the host can spare: every second,
+/// the cache may grow into the memory the host has available above an
+/// eighth of its total (split between the shards), and gives memory back,
+/// oldest batches first, when available memory falls below that.
+pub(crate) async fn follow_host_memory(
+    budget: Rc<RecentBudget>,
+    shards: usize,
+    drain: chronik_shard::Signal,
+) {
+    if budget.limit == 0 {
+        return;
+    }
+    let shards = shards.max(1);
+    loop {
+        // /proc is answered from kernel memory: no disk wait on the shard.
+        if let Some(memory) = HostMemory::read() {
+            let reserve = memory.total / 8;
+            let used = budget.used.get();
+            if memory.available >= reserve {
+                budget.allow(used + (memory.available - reserve) / shards);
+            } else {
+                budget.allow(used.saturating_sub((reserve - memory.available) / shards));
+                // What the cache let go of may sit free in the allocator's
+                // arena of the shard that read the request: give it back.
+                let _ = glommio::executor().spawn_blocking(release_free_memory).await;
+            }
+        }
+        let sleep = std::pin::pin!(glommio::timer::sleep(Duration::from_secs(1)));
+        let drained = std::pin::pin!(drain.wait());
+        if let futures::future::Either::Right(_) = futures::future::select(sleep, drained).await {
+            return;
+        }
+    }
+}
+
+/// Returns the allocator's free memory to the kernel.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks glibc's own arenas under their locks
+    // and releases free pages; it touches no memory of ours.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// The host's memory, from /proc/meminfo.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HostMemory {
+    pub total: usize,
+    pub available: usize,
+}
+
+impl HostMemory {
+    pub(crate) fn read() -> Option<HostMemory> {
+        let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+        let field = |name: &str| -> Option<usize> {
+            let line = text.lines().find(|l| l.starts_with(name))?;
+            let kib: usize = line[name.len()..]
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .ok()?;
+            Some(kib << 10)
+        };
+        Some(HostMemory {
+            total: field("MemTotal:")?,
+            available: field("MemAvailable:")?,
+        })
     }
 }
 
@@ -57,18 +199,31 @@ impl Entry {
     }
 }
 
+#[derive(Default)]
+struct Window {
+    entries: VecDeque<Entry>,
+}
+
+impl Window {
+    fn pop_oldest(&mut self, budget: &RecentBudget) -> bool {
+        let Some(entry) = self.entries.pop_front() else {
+            return false;
+        };
+        budget.remove(entry.len());
+        true
+    }
+}
+
 /// One partition's recently stored batches, in offset order, contiguous.
 pub(crate) struct RecentBatches {
-    entries: VecDeque<Entry>,
-    bytes: usize,
+    window: Rc<RefCell<Window>>,
     budget: Rc<RecentBudget>,
 }
 
 impl RecentBatches {
     pub(crate) fn new(budget: Rc<RecentBudget>) -> RecentBatches {
         RecentBatches {
-            entries: VecDeque::new(),
-            bytes: 0,
+            window: Rc::default(),
             budget,
         }
     }
@@ -77,64 +232,53 @@ impl RecentBatches {
     /// of the batch as it is in the file. A batch that does not follow the
     /// last one (a cut after failed writes) starts the window afresh.
     pub(crate) fn push(&mut self, base_offset: i64, end_offset: i64, parts: &[Bytes; 2]) {
-        if self.budget.partition_limit == 0 {
-            return;
-        }
-        if self.entries.back().is_some_and(|e| e.end_offset != base_offset) {
-            self.clear();
-        }
+        let budget = &self.budget;
         let len = parts[0].len() + parts[1].len();
-        if len > self.budget.partition_limit {
-            self.clear();
-            return;
-        }
-        let parts = if len < COPY_BELOW {
-            let mut copy = BytesMut::with_capacity(len);
-            copy.extend_from_slice(&parts[0]);
-            copy.extend_from_slice(&parts[1]);
-            [copy.freeze(), Bytes::new()]
-        } else {
-            parts.clone()
-        };
-        self.entries.push_back(Entry {
-            base_offset,
-            end_offset,
-            parts,
-        });
-        self.bytes += len;
-        self.budget.used.set(self.budget.used.get() + len);
-        while self.bytes > self.budget.partition_limit || self.budget.used.get() > self.budget.shard_limit {
-            if !self.pop_oldest() {
-                break;
+        {
+            let mut window = self.window.borrow_mut();
+            if window.entries.back().is_some_and(|e| e.end_offset != base_offset) {
+                while window.pop_oldest(budget) {}
             }
+            if len > budget.allowed.get() {
+                while window.pop_oldest(budget) {}
+                return;
+            }
+            let parts = if len < COPY_BELOW {
+                let mut copy = BytesMut::with_capacity(len);
+                copy.extend_from_slice(&parts[0]);
+                copy.extend_from_slice(&parts[1]);
+                [copy.freeze(), Bytes::new()]
+            } else {
+                parts.clone()
+            };
+            window.entries.push_back(Entry {
+                base_offset,
+                end_offset,
+                parts,
+            });
         }
-    }
-
-    fn pop_oldest(&mut self) -> bool {
-        let Some(entry) = self.entries.pop_front() else {
-            return false;
-        };
-        self.bytes -= entry.len();
-        self.budget.used.set(self.budget.used.get() - entry.len());
-        true
-    }
-
-    fn clear(&mut self) {
-        while self.pop_oldest() {}
+        budget.add(len);
+        budget.order.borrow_mut().push_back(Held {
+            window: Rc::downgrade(&self.window),
+            base_offset,
+        });
+        budget.evict();
     }
 
     /// Whole batches from the one holding `offset`, up to `max_bytes` (at
     /// least one with `at_least_one`), if the window holds that batch;
     /// `None` sends the read to the file.
     pub(crate) fn read(&self, offset: i64, max_bytes: usize, at_least_one: bool) -> Option<Bytes> {
-        let first = self.entries.front()?;
+        let window = self.window.borrow();
+        let entries = &window.entries;
+        let first = entries.front()?;
         if offset < first.base_offset {
             return None;
         }
-        let from = self.entries.partition_point(|e| e.end_offset <= offset);
+        let from = entries.partition_point(|e| e.end_offset <= offset);
         let mut take = 0;
         let mut len = 0;
-        for entry in self.entries.range(from..) {
+        for entry in entries.range(from..) {
             let fits = len + entry.len() <= max_bytes || (take == 0 && at_least_one);
             if !fits {
                 break;
@@ -146,13 +290,13 @@ impl RecentBatches {
             // Nothing here (the window ends before `offset`), or the first
             // batch is over `max_bytes` without `at_least_one`: as a file
             // read would answer.
-            return (from < self.entries.len()).then(Bytes::new);
+            return (from < entries.len()).then(Bytes::new);
         }
-        if take == 1 && self.entries[from].parts[1].is_empty() {
-            return Some(self.entries[from].parts[0].clone());
+        if take == 1 && entries[from].parts[1].is_empty() {
+            return Some(entries[from].parts[0].clone());
         }
         let mut out = BytesMut::with_capacity(len);
-        for entry in self.entries.range(from..from + take) {
+        for entry in entries.range(from..from + take) {
             out.extend_from_slice(&entry.parts[0]);
             out.extend_from_slice(&entry.parts[1]);
         }
@@ -163,7 +307,8 @@ impl RecentBatches {
 
 impl Drop for RecentBatches {
     fn drop(&mut self) {
-        self.clear();
+        let mut window = self.window.borrow_mut();
+        while window.pop_oldest(&self.budget) {}
     }
 }
 
@@ -194,29 +339,72 @@ mod tests {
     }
 
     #[test]
-    fn stays_within_the_partition_and_shard_budgets() {
+    fn the_shard_budget_goes_to_the_most_recent_batches_of_any_partition() {
         let budget = RecentBudget::new(4000);
         let mut a = RecentBatches::new(budget.clone());
         let mut b = RecentBatches::new(budget.clone());
-        for i in 0..20 {
+        for i in 0..10 {
             a.push(i, i + 1, &batch(300));
         }
-        assert!(a.bytes <= 1000);
-        assert_eq!(a.read(0, 1000, true), None, "the oldest batches went");
-        assert!(a.read(19, 1000, true).is_some());
-        for i in 0..20 {
+        assert_eq!(budget.used(), 3000, "one busy partition may use most of it");
+        for i in 0..10 {
             b.push(i, i + 1, &batch(300));
         }
         assert!(budget.used() <= 4000);
+        assert_eq!(
+            a.read(0, 1000, true),
+            None,
+            "the shard's oldest batches went first"
+        );
+        assert!(
+            b.read(0, 1000, true).is_some(),
+            "b's batches are all newer than a's"
+        );
+        assert!(a.read(7, 1000, true).is_some());
+        a.push(10, 11, &batch(300));
+        assert_eq!(
+            a.read(7, 1000, true),
+            None,
+            "a's older batches go before any of b's"
+        );
+        assert!(b.read(0, 1000, true).is_some());
+        assert!(a.read(8, 1000, true).is_some());
     }
 
     #[test]
-    fn a_gap_starts_the_window_afresh() {
+    fn less_memory_allowed_drops_the_oldest_batches_now() {
         let budget = RecentBudget::new(1 << 20);
-        let mut recent = RecentBatches::new(budget);
+        let mut a = RecentBatches::new(budget.clone());
+        for i in 0..10 {
+            a.push(i, i + 1, &batch(1000));
+        }
+        budget.allow(2500);
+        assert_eq!(budget.used(), 2000);
+        assert_eq!(a.read(7, 1000, true), None);
+        assert!(a.read(8, 1000, true).is_some());
+        budget.allow(usize::MAX);
+        assert_eq!(budget.allowed.get(), 1 << 20, "never above the operator's limit");
+    }
+
+    #[test]
+    fn a_gap_starts_the_window_afresh_and_stale_records_stay_bounded() {
+        let budget = RecentBudget::new(1 << 20);
+        let mut recent = RecentBatches::new(budget.clone());
         recent.push(0, 5, &batch(100));
         recent.push(7, 9, &batch(100));
         assert_eq!(recent.read(0, 1000, true), None);
         assert_eq!(recent.read(7, 1000, true).map(|b| b.len()), Some(100));
+        for i in 0..5000 {
+            // Every batch after a gap: the window holds one at a time.
+            recent.push(i * 10, i * 10 + 1, &batch(100));
+        }
+        assert_eq!(budget.used(), 100);
+        assert!(budget.order.borrow().len() <= 1024 + 2);
+    }
+
+    #[test]
+    fn host_memory_is_read() {
+        let memory = HostMemory::read().expect("/proc/meminfo");
+        assert!(memory.total > 0 && memory.available <= memory.total);
     }
 }
