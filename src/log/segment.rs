@@ -317,6 +317,16 @@ impl SegmentIndexes {
     }
 }
 
+/// Which segment file a reader reads; see [`SegmentReader::identity`].
+#[derive(Debug, Clone)]
+pub struct FileIdentity(std::sync::Weak<File>);
+
+impl PartialEq for FileIdentity {
+    fn eq(&self, other: &FileIdentity) -> bool {
+        self.0.ptr_eq(&other.0)
+    }
+}
+
 /// A segment's file as far as a reader may see it: whole, written batches
 /// up to `limit`. Cheap to clone and `Send`, so reads run wherever the
 /// caller wants them (the blocking pool, off the shard thread).
@@ -415,6 +425,13 @@ impl SegmentReader {
     /// Identity of the file read, to tell one segment's reads from another's.
     pub fn file_id(&self) -> usize {
         Arc::as_ptr(&self.file) as usize
+    }
+
+    /// The same, safe to keep: while it is held the address it compares
+    /// by cannot be reused for another file (it keeps the allocation, not
+    /// the descriptor, so a deleted segment's space is still freed).
+    pub fn identity(&self) -> FileIdentity {
+        FileIdentity(Arc::downgrade(&self.file))
     }
 
     /// Up to `max_bytes` of whole batches from `position`; at least one

@@ -18,16 +18,15 @@
 
 use super::direct::{AlignedBuf, BLOCK};
 use crate::log::batch::{self, HEADER_LEN};
-use crate::log::segment::SegmentReader;
+use crate::log::segment::{FileIdentity, SegmentReader};
 use crate::log::ReadPlan;
 use bytes::Bytes;
 use futures::future::{FutureExt, LocalBoxFuture, Shared};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::fs::File;
 use std::io;
 use std::rc::Rc;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 /// Bytes per chunk read; a batch larger than this gets a chunk of its own
 /// size.
@@ -102,7 +101,7 @@ impl ReadAheadBudget {
 /// Part of a segment file as read.
 #[derive(Clone)]
 struct Chunk {
-    file: usize,
+    file: FileIdentity,
     /// File position of `bytes[0]` (block-aligned).
     start: u64,
     /// The file's bytes from `start`, up to what the reader might read.
@@ -114,8 +113,8 @@ impl Chunk {
         self.start + self.bytes.len() as u64
     }
 
-    fn holds(&self, file: usize, from: u64, to: u64) -> bool {
-        self.file == file && self.start <= from && to <= self.end()
+    fn holds(&self, file: &FileIdentity, from: u64, to: u64) -> bool {
+        self.file == *file && self.start <= from && to <= self.end()
     }
 }
 
@@ -125,7 +124,7 @@ type Load = Shared<LocalBoxFuture<'static, Result<Chunk, Rc<io::Error>>>>;
 #[derive(Clone)]
 struct Next {
     offset: i64,
-    file: usize,
+    file: FileIdentity,
     position: u64,
 }
 
@@ -133,10 +132,8 @@ struct Next {
 struct State {
     chunks: VecDeque<Chunk>,
     /// Chunk reads under way: file, start, length.
-    loads: Vec<(usize, u64, u64, Load)>,
+    loads: Vec<(FileIdentity, u64, u64, Load)>,
     next: Option<Next>,
-    /// The O_DIRECT descriptor of the file read last.
-    direct: Option<(usize, Arc<File>)>,
     /// Set when the file system refused O_DIRECT: reads go buffered.
     refused: bool,
 }
@@ -169,7 +166,7 @@ impl DirectReads {
             return Ok(None);
         }
         let continued = self.state.borrow().next.as_ref().and_then(|next| {
-            let reader = plan.readers().find(|r| r.file_id() == next.file)?;
+            let reader = plan.readers().find(|r| r.identity() == next.file)?;
             (next.offset == offset && next.position + HEADER_LEN as u64 <= reader.limit())
                 .then(|| (reader.clone(), next.position))
         });
@@ -249,7 +246,7 @@ impl DirectReads {
             let mut state = self.state.borrow_mut();
             state.next = Some(Next {
                 offset: next_offset,
-                file: reader.file_id(),
+                file: reader.identity(),
                 position: end,
             });
             self.drop_chunks(&mut state, |c| c.end() > end);
@@ -260,10 +257,10 @@ impl DirectReads {
     /// The chunk holding `from..to` of the reader's file: one already
     /// read, one being read, or one read now.
     async fn chunk_holding(self: &Rc<Self>, reader: &SegmentReader, from: u64, to: u64) -> io::Result<Chunk> {
-        let file = reader.file_id();
+        let file = reader.identity();
         let (found, loading) = {
             let state = self.state.borrow();
-            let found = state.chunks.iter().find(|c| c.holds(file, from, to)).cloned();
+            let found = state.chunks.iter().find(|c| c.holds(&file, from, to)).cloned();
             let loading = state
                 .loads
                 .iter()
@@ -276,7 +273,7 @@ impl DirectReads {
         }
         if let Some(load) = loading {
             if let Ok(chunk) = load.await {
-                if chunk.holds(file, from, to) {
+                if chunk.holds(&file, from, to) {
                     return Ok(chunk);
                 }
             }
@@ -291,25 +288,18 @@ impl DirectReads {
     /// Reads `len` bytes of the reader's file from `start` into a chunk on
     /// the blocking pool.
     fn load(self: &Rc<Self>, reader: SegmentReader, start: u64, len: usize) -> Load {
-        let file = reader.file_id();
-        let direct = self
-            .state
-            .borrow()
-            .direct
-            .clone()
-            .filter(|(f, _)| *f == file)
-            .map(|(_, fd)| fd);
+        let file = reader.identity();
         let this = self.clone();
+        let loading = file.clone();
         // A task of its own: a fetch that gives up waiting (its connection
         // closed) does not leave the read unrecorded.
         let task = glommio::spawn_local(async move {
             let read = glommio::executor()
-                .spawn_blocking(move || read_chunk(&reader, direct, start, len))
+                .spawn_blocking(move || read_chunk(&reader, start, len))
                 .await;
             let mut state = this.state.borrow_mut();
             state.loads.retain(|(f, s, _, _)| !(*f == file && *s == start));
-            let (chunk, fd) = read.map_err(Rc::new)?;
-            state.direct = Some((file, fd));
+            let chunk = read.map_err(Rc::new)?;
             // One file's chunks at a time, in file order; a longer read of
             // the same start (the file grew) replaces the shorter.
             this.drop_chunks(&mut state, |c| {
@@ -332,7 +322,7 @@ impl DirectReads {
         self.state
             .borrow_mut()
             .loads
-            .push((file, start, len as u64, load.clone()));
+            .push((loading, start, len as u64, load.clone()));
         load
     }
 
@@ -341,7 +331,7 @@ impl DirectReads {
     /// consumer and fewer than [`LOADS_IN_FLIGHT`] are under way; each,
     /// once in, starts the next where the one before ends.
     fn read_ahead(self: Rc<Self>, reader: SegmentReader) {
-        let file = reader.file_id();
+        let file = reader.identity();
         loop {
             let tail = {
                 let state = self.state.borrow();
@@ -401,18 +391,12 @@ impl Drop for DirectReads {
 }
 
 /// Blocking: `len` bytes of the reader's file from `start` (block-aligned)
-/// with O_DIRECT, cut to what the reader may read.
-fn read_chunk(
-    reader: &SegmentReader,
-    direct: Option<Arc<File>>,
-    start: u64,
-    len: usize,
-) -> io::Result<(Chunk, Arc<File>)> {
+/// with O_DIRECT, cut to what the reader may read. The O_DIRECT
+/// descriptor is opened per chunk (microseconds per 8 MiB) rather than
+/// kept, so none outlives the segment's deletion.
+fn read_chunk(reader: &SegmentReader, start: u64, len: usize) -> io::Result<Chunk> {
     use std::os::unix::fs::FileExt;
-    let fd = match direct {
-        Some(fd) => fd,
-        None => Arc::new(reader.open_direct()?),
-    };
+    let fd = reader.open_direct()?;
     let len = len.div_ceil(BLOCK) * BLOCK;
     let mut buffer = take_buffer(len);
     let want = (reader.limit().saturating_sub(start) as usize).min(len);
@@ -431,11 +415,11 @@ fn read_chunk(
         len: valid,
     });
     let chunk = Chunk {
-        file: reader.file_id(),
+        file: reader.identity(),
         start,
         bytes,
     };
-    Ok((chunk, fd))
+    Ok(chunk)
 }
 
 #[cfg(test)]
