@@ -32,10 +32,10 @@ use std::sync::Mutex;
 /// size.
 const CHUNK_BYTES: usize = 8 << 20;
 /// Chunks kept or being read ahead of a consumer.
-const CHUNKS_AHEAD: usize = 6;
+const CHUNKS_AHEAD: usize = 8;
 /// Chunk reads in flight per partition: one the consumer may wait on, one
 /// ahead, so the device always has the next read queued.
-const LOADS_IN_FLIGHT: usize = 3;
+const LOADS_IN_FLIGHT: usize = 4;
 /// Chunk buffers kept for reuse, process-wide.
 const SPARE_BUFFERS: usize = 64;
 
