@@ -39,10 +39,6 @@ use tracing::warn;
 /// covers every logical block size in use (512 B, 4 KiB).
 pub(crate) const BLOCK: usize = 4096;
 
-/// A trip's buffer: trips are cut at about 4 MiB (see `local`), plus the
-/// head block and one batch past it; larger trips allocate their own.
-const CHUNK: usize = 6 << 20;
-
 /// How segment files are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WriteMode {
@@ -90,10 +86,73 @@ impl AlignedBuf {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
-        // SAFETY: allocated in `new` with this same layout, freed once.
+        // SAFETY: allocated in `new` or `Unfilled::new` with this same
+        // layout, freed once.
         unsafe { alloc::dealloc(self.ptr.as_ptr(), Self::layout(self.len)) }
     }
 }
+
+impl AsRef<[u8]> for AlignedBuf {
+    fn as_ref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+/// A block-aligned allocation whose bytes are not written yet (zeroing a
+/// trip's buffer that is about to be overwritten cost a memset per byte
+/// stored): [`Unfilled::fill`] writes every byte and makes it an
+/// [`AlignedBuf`]. Allocated on the shard, so that the memory goes back to
+/// the shard's own allocator arena when the recent cache lets it go.
+pub(crate) struct Unfilled {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl Unfilled {
+    pub(crate) fn new(len: usize) -> Unfilled {
+        let len = len.div_ceil(BLOCK).max(1) * BLOCK;
+        let layout = AlignedBuf::layout(len);
+        // SAFETY: the layout has a non-zero size.
+        let raw = unsafe { alloc::alloc(layout) };
+        let Some(ptr) = NonNull::new(raw) else {
+            alloc::handle_alloc_error(layout)
+        };
+        Unfilled { ptr, len }
+    }
+
+    /// The pieces one after another from the start, zeros after them.
+    pub(crate) fn fill<'a>(self, pieces: impl IntoIterator<Item = &'a [u8]>) -> AlignedBuf {
+        let mut at = 0;
+        for piece in pieces {
+            let n = piece.len().min(self.len - at);
+            // SAFETY: `at + n <= len`: the destination lies inside our
+            // allocation, which no slice borrows; the source is a live
+            // slice elsewhere (a distinct allocation), so they cannot overlap.
+            unsafe { std::ptr::copy_nonoverlapping(piece.as_ptr(), self.ptr.as_ptr().add(at), n) };
+            at += n;
+        }
+        // SAFETY: `at <= len`, inside our allocation; after this every
+        // byte of it has been written, as `AlignedBuf` requires.
+        unsafe { std::ptr::write_bytes(self.ptr.as_ptr().add(at), 0, self.len - at) };
+        let buf = AlignedBuf {
+            ptr: self.ptr,
+            len: self.len,
+        };
+        std::mem::forget(self);
+        buf
+    }
+}
+
+impl Drop for Unfilled {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this same layout, freed once
+        // (`fill` forgets `self` after handing the memory on).
+        unsafe { alloc::dealloc(self.ptr.as_ptr(), AlignedBuf::layout(self.len)) }
+    }
+}
+
+// SAFETY: plain owned memory with no thread affinity, as `AlignedBuf`.
+unsafe impl Send for Unfilled {}
 
 // SAFETY: the buffer is plain owned memory with no thread affinity; moving
 // it to another thread moves its only owner.
@@ -103,8 +162,25 @@ unsafe impl Send for AlignedBuf {}
 /// bytes of it written so far.
 pub(crate) type Tail = (Arc<Path>, u64, Vec<u8>);
 
-/// A trip's writes back, and the tail it read from the file, if it had to.
-pub(crate) type TripOutcome = (Vec<PendingWrite>, io::Result<Option<Tail>>);
+/// A trip's writes back, and what it left: the tail it read from the
+/// file, if it had to, and its batches as written.
+pub(crate) type TripOutcome = (Vec<PendingWrite>, io::Result<Landed>);
+
+/// What a trip that wrote leaves behind.
+#[derive(Default)]
+pub(crate) struct Landed {
+    pub tail: Option<Tail>,
+    /// The trip's batches as they are in the file, one after another from
+    /// `first` in `bytes` (O_DIRECT trips only): the recent cache keeps
+    /// slices of it rather than of the requests, so a fetch of several
+    /// batches is one slice and the request buffers are freed at once.
+    pub image: Option<Image>,
+}
+
+pub(crate) struct Image {
+    pub bytes: bytes::Bytes,
+    pub first: usize,
+}
 
 /// Set once a trip's writes are done, for the trip after it, whose first
 /// block rewrites this trip's last one and so must reach the device after
@@ -168,7 +244,6 @@ pub(crate) struct SegmentAppender {
     tail: Option<Tail>,
     /// The last trip started, for the next to follow.
     last: Option<Arc<Done>>,
-    buffers: Arc<Mutex<Vec<AlignedBuf>>>,
     /// Set by a trip whose file system refused O_DIRECT.
     refused: Arc<AtomicBool>,
 }
@@ -188,7 +263,8 @@ struct DirectTrip {
     head: Option<Vec<u8>>,
     /// The trip before, if this one rewrites its last block.
     after: Option<Arc<Done>>,
-    buffers: Arc<Mutex<Vec<AlignedBuf>>>,
+    /// Room for the head, the writes and the padding to a block boundary.
+    buffer: Option<Unfilled>,
     refused: Arc<AtomicBool>,
 }
 
@@ -198,7 +274,6 @@ impl SegmentAppender {
             mode,
             tail: None,
             last: None,
-            buffers: Arc::default(),
             refused: Arc::default(),
         }
     }
@@ -241,11 +316,13 @@ impl SegmentAppender {
             // Only a trip that shares its first block with the one before
             // waits for it.
             let after = after.filter(|_| first.position != start);
+            let len =
+                (first.position - start) as usize + writes.iter().map(PendingWrite::size).sum::<usize>();
             DirectTrip {
                 start,
                 head,
                 after,
-                buffers: self.buffers.clone(),
+                buffer: Some(Unfilled::new(len)),
                 refused: self.refused.clone(),
             }
         });
@@ -258,9 +335,9 @@ impl SegmentAppender {
 
     /// Takes back the tail a trip read from its file, if the appender did
     /// not know it.
-    pub(crate) fn learn(&mut self, tail: Option<Tail>) {
+    pub(crate) fn learn(&mut self, landed: &mut Landed) {
         if self.tail.is_none() {
-            self.tail = tail;
+            self.tail = landed.tail.take();
         }
     }
 }
@@ -296,7 +373,7 @@ impl Trip {
                 .writes
                 .iter()
                 .try_for_each(PendingWrite::write)
-                .map(|()| None),
+                .map(|()| Landed::default()),
             Some(direct) => direct.run(&self.writes),
         };
         self.done.1 = result.is_ok();
@@ -305,7 +382,7 @@ impl Trip {
 }
 
 impl DirectTrip {
-    fn run(mut self, writes: &[PendingWrite]) -> io::Result<Option<Tail>> {
+    fn run(mut self, writes: &[PendingWrite]) -> io::Result<Landed> {
         let first = &writes[0];
         let file = match open_direct(&first.path) {
             Ok(file) => file,
@@ -315,7 +392,10 @@ impl DirectTrip {
                 if !self.refused.swap(true, Ordering::Relaxed) {
                     warn!(path = %first.path.display(), "the file system refuses O_DIRECT; writing through the page cache");
                 }
-                return writes.iter().try_for_each(PendingWrite::write).map(|()| None);
+                return writes
+                    .iter()
+                    .try_for_each(PendingWrite::write)
+                    .map(|()| Landed::default());
             }
             Err(e) => return Err(e),
         };
@@ -329,20 +409,18 @@ impl DirectTrip {
         };
         let len = head.len() + writes.iter().map(PendingWrite::size).sum::<usize>();
         let padded = len.div_ceil(BLOCK) * BLOCK;
-        let mut buf = self.take_buffer(padded);
-        let out = buf.as_mut_slice();
-        let mut at = 0;
-        for piece in
-            std::iter::once(&head[..]).chain(writes.iter().flat_map(|w| [&w.parts[0][..], &w.parts[1][..]]))
-        {
-            out[at..at + piece.len()].copy_from_slice(piece);
-            at += piece.len();
-        }
-        out[len..padded].fill(0);
-        let result = self.write(&file, &buf.as_slice()[..padded]);
-        self.give_back(buf);
-        result?;
-        Ok(learned.then(|| tail_of(&first.path, self.start, &head, writes)))
+        let buffer = self.buffer.take().unwrap_or_else(|| Unfilled::new(len));
+        let buf = buffer.fill(
+            std::iter::once(&head[..]).chain(writes.iter().flat_map(|w| [&w.parts[0][..], &w.parts[1][..]])),
+        );
+        self.write(&file, &buf.as_slice()[..padded.min(buf.len)])?;
+        Ok(Landed {
+            tail: learned.then(|| tail_of(&first.path, self.start, &head, writes)),
+            image: Some(Image {
+                bytes: bytes::Bytes::from_owner(buf).slice(..len),
+                first: head.len(),
+            }),
+        })
     }
 
     /// The blocks after the first go at once; the first, if the trip
@@ -359,25 +437,6 @@ impl DirectTrip {
             return Err(io::Error::other("the write before this one failed"));
         }
         file.write_all_at(&bytes[..first], self.start)
-    }
-
-    fn take_buffer(&self, len: usize) -> AlignedBuf {
-        if len <= CHUNK {
-            if let Some(buf) = self.buffers.lock().ok().and_then(|mut b| b.pop()) {
-                return buf;
-            }
-        }
-        AlignedBuf::new(len.max(CHUNK))
-    }
-
-    fn give_back(&self, buf: AlignedBuf) {
-        if buf.len == CHUNK {
-            if let Ok(mut buffers) = self.buffers.lock() {
-                if buffers.len() < TRIPS_IN_FLIGHT {
-                    buffers.push(buf);
-                }
-            }
-        }
     }
 }
 
@@ -429,7 +488,7 @@ mod tests {
 
         fn land(&mut self) {
             let (_, result) = self.running.pop_front().unwrap().join().unwrap();
-            self.appender.learn(result.unwrap());
+            self.appender.learn(&mut result.unwrap());
         }
 
         fn finish(&mut self) {

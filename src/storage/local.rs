@@ -320,9 +320,9 @@ fn launch(writer: &Writer, writes: Vec<(PendingWrite, WriteReply)>) -> Option<Fl
 async fn land(writer: &Writer, name: &str, flight: Flight) {
     let outcome = flight.task.await;
     let result = match outcome {
-        Some((pending, Ok(tail))) if writer.failed.borrow().is_none() => {
-            writer.appender.borrow_mut().learn(tail);
-            Ok(pending)
+        Some((pending, Ok(mut landed))) if writer.failed.borrow().is_none() => {
+            writer.appender.borrow_mut().learn(&mut landed);
+            Ok((pending, landed.image))
         }
         Some((_, Ok(_))) => Err(StorageError::Io {
             what: "an earlier write",
@@ -335,12 +335,19 @@ async fn land(writer: &Writer, name: &str, flight: Flight) {
         }),
     };
     match result {
-        Ok(pending) => {
+        Ok((pending, image)) => {
             if let Some(last) = pending.last() {
                 writer.stored.set(last.end);
                 let mut recent = writer.recent.borrow_mut();
+                let mut at = image.as_ref().map_or(0, |i| i.first);
                 for w in &pending {
-                    recent.push(w.base_offset, w.end.offset, &w.parts);
+                    match &image {
+                        Some(image) => {
+                            recent.push_written(w.base_offset, w.end.offset, &image.bytes, at, w.size())
+                        }
+                        None => recent.push(w.base_offset, w.end.offset, &w.parts),
+                    }
+                    at += w.size();
                 }
                 drop(recent);
                 (writer.on_stored)(last.end.offset);

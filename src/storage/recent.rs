@@ -191,6 +191,9 @@ struct Entry {
     /// The offset after the batch.
     end_offset: i64,
     parts: [Bytes; 2],
+    /// The trip image `parts[0]` is a slice of, if it is one: consecutive
+    /// batches of one image are read as one slice of it.
+    image: Option<Bytes>,
 }
 
 impl Entry {
@@ -232,6 +235,24 @@ impl RecentBatches {
     /// of the batch as it is in the file. A batch that does not follow the
     /// last one (a cut after failed writes) starts the window afresh.
     pub(crate) fn push(&mut self, base_offset: i64, end_offset: i64, parts: &[Bytes; 2]) {
+        self.add(base_offset, end_offset, parts, None);
+    }
+
+    /// Adds a batch just stored as `len` bytes from `at` of the image its
+    /// trip wrote (nothing copied: the image holds only stored batches).
+    pub(crate) fn push_written(
+        &mut self,
+        base_offset: i64,
+        end_offset: i64,
+        image: &Bytes,
+        at: usize,
+        len: usize,
+    ) {
+        let parts = [image.slice(at..at + len), Bytes::new()];
+        self.add(base_offset, end_offset, &parts, Some(image));
+    }
+
+    fn add(&mut self, base_offset: i64, end_offset: i64, parts: &[Bytes; 2], image: Option<&Bytes>) {
         let budget = &self.budget;
         let len = parts[0].len() + parts[1].len();
         {
@@ -243,7 +264,7 @@ impl RecentBatches {
                 while window.pop_oldest(budget) {}
                 return;
             }
-            let parts = if len < COPY_BELOW {
+            let parts = if len < COPY_BELOW && image.is_none() {
                 let mut copy = BytesMut::with_capacity(len);
                 copy.extend_from_slice(&parts[0]);
                 copy.extend_from_slice(&parts[1]);
@@ -255,6 +276,7 @@ impl RecentBatches {
                 base_offset,
                 end_offset,
                 parts,
+                image: image.cloned(),
             });
         }
         budget.add(len);
@@ -295,6 +317,9 @@ impl RecentBatches {
         if take == 1 && entries[from].parts[1].is_empty() {
             return Some(entries[from].parts[0].clone());
         }
+        if let Some(slice) = one_slice(entries.range(from..from + take), len) {
+            return Some(slice);
+        }
         let mut out = BytesMut::with_capacity(len);
         for entry in entries.range(from..from + take) {
             out.extend_from_slice(&entry.parts[0]);
@@ -303,6 +328,23 @@ impl RecentBatches {
         debug_assert!(out.len() < HEADER_LEN || batch::batch_size(&out).is_some());
         Some(out.freeze())
     }
+}
+
+/// The entries as one slice of their trip image, if they all lie end to
+/// end in the same one.
+fn one_slice<'a>(mut entries: impl Iterator<Item = &'a Entry>, len: usize) -> Option<Bytes> {
+    let first = entries.next()?;
+    let image = first.image.as_ref()?;
+    let mut end = first.parts[0].as_ptr_range().end;
+    for entry in entries {
+        let same = entry.image.as_ref().is_some_and(|i| i.as_ptr() == image.as_ptr());
+        if !same || entry.parts[0].as_ptr() != end || !entry.parts[1].is_empty() {
+            return None;
+        }
+        end = entry.parts[0].as_ptr_range().end;
+    }
+    let at = (first.parts[0].as_ptr() as usize).checked_sub(image.as_ptr() as usize)?;
+    (at + len <= image.len()).then(|| image.slice(at..at + len))
 }
 
 impl Drop for RecentBatches {
@@ -400,6 +442,33 @@ mod tests {
         }
         assert_eq!(budget.used(), 100);
         assert!(budget.order.borrow().len() <= 1024 + 2);
+    }
+
+    #[test]
+    fn batches_of_one_trip_image_are_read_as_one_slice_of_it() {
+        let budget = RecentBudget::new(1 << 20);
+        let mut recent = RecentBatches::new(budget);
+        let image = Bytes::from(vec![7u8; 1000]);
+        let other = Bytes::from(vec![8u8; 1000]);
+        // A head of 100 bytes, then three batches of 300; then a batch of
+        // another trip's image.
+        recent.push_written(0, 2, &image, 100, 300);
+        recent.push_written(2, 4, &image, 400, 300);
+        recent.push_written(4, 6, &image, 700, 300);
+        recent.push_written(6, 8, &other, 0, 300);
+        let read = recent.read(0, 900, true).unwrap();
+        assert_eq!(read.len(), 900);
+        assert_eq!(
+            read.as_ptr(),
+            image[100..].as_ptr(),
+            "a slice of the image, not a copy"
+        );
+        let read = recent.read(2, 600, true).unwrap();
+        assert_eq!(read.as_ptr(), image[400..].as_ptr());
+        let across = recent.read(4, 600, true).unwrap();
+        assert_eq!(across.len(), 600, "across two images: copied, still whole");
+        assert_eq!(&across[..300], &image[700..]);
+        assert_eq!(&across[300..], &other[..300]);
     }
 
     #[test]
