@@ -192,6 +192,14 @@ impl DirectReads {
         let first = batch::batch_size(&chunk.bytes[at..])
             .ok_or_else(|| io::Error::other(format!("no batch header at position {position}")))?;
         let first_end = position + first as u64;
+        if first_end > reader.limit() {
+            // Only whole, written batches lie below the limit: a length
+            // past it is not one (and must not size a read).
+            return Err(io::Error::other(format!(
+                "the batch at position {position} runs past the written end {}",
+                reader.limit()
+            )));
+        }
         if first > max_bytes && !at_least_one {
             return Ok(Some(Bytes::new()));
         }
