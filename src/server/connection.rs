@@ -43,12 +43,13 @@ pub(crate) const MAX_IN_FLIGHT: usize = 64;
 /// to MAX_IN_FLIGHT large requests here, each waiting behind the others
 /// (64 x 1 MiB is over 50 ms at device speed); past this the rest wait
 /// unread in the socket, as Kafka, which reads one request per connection
-/// at a time, leaves them. A larger frame is served alone. 16 MiB rather
-/// than 8: with acks=1 answered once the O_DIRECT write is done, two 4 MiB
-/// trips in flight filled 8 MiB, so the next requests were only read after
-/// a trip landed (6 GiB acks=1: 0.90-0.95 M records/s with 8 MiB, 1.01-1.24
-/// M with 16, no request over 51.2 ms with either).
-const CONNECTION_QUEUED_BYTES: usize = 16 << 20;
+/// at a time, leaves them. A larger frame is served alone. Three 4 MiB
+/// trips' worth: with acks=1 answered once the O_DIRECT write is done, the
+/// two trips in flight filled 8 MiB and the next requests were only read
+/// after a trip landed (6 GiB acks=1: 0.90-0.97 M records/s with 8 MiB;
+/// 0.90-1.13 M with 12; 0.96-1.30 M with 16, which once let 0.18% of
+/// requests pass 51.2 ms while the virtual disk was slow).
+const CONNECTION_QUEUED_BYTES: usize = 12 << 20;
 
 /// A request's bytes held against its connection's and its shard's
 /// budgets, given back once the response is written (or the slot dropped
