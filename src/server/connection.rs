@@ -43,13 +43,13 @@ pub(crate) const MAX_IN_FLIGHT: usize = 64;
 /// to MAX_IN_FLIGHT large requests here, each waiting behind the others
 /// (64 x 1 MiB is over 50 ms at device speed); past this the rest wait
 /// unread in the socket, as Kafka, which reads one request per connection
-/// at a time, leaves them. A larger frame is served alone. Three 4 MiB
-/// trips' worth: with acks=1 answered once the O_DIRECT write is done, the
-/// two trips in flight filled 8 MiB and the next requests were only read
-/// after a trip landed (6 GiB acks=1: 0.90-0.97 M records/s with 8 MiB;
-/// 0.90-1.13 M with 12; 0.96-1.30 M with 16, which once let 0.18% of
-/// requests pass 51.2 ms while the virtual disk was slow).
-const CONNECTION_QUEUED_BYTES: usize = 12 << 20;
+/// at a time, leaves them. A larger frame is served alone. More would
+/// keep the writer busier (acks=1 is answered once the O_DIRECT write is
+/// done, and two 4 MiB trips in flight fill 8 MiB: 6 GiB acks=1 gave
+/// 0.87-0.97 M records/s with 8 MiB, 0.90-1.13 M with 12, 0.96-1.30 M with
+/// 16), but with 12 or 16 MiB queued, 0.05-0.18% of requests waited over
+/// 51.2 ms whenever the virtual disk slowed; with 8 MiB none did in 24 runs.
+const CONNECTION_QUEUED_BYTES: usize = 8 << 20;
 
 /// A request's bytes held against its connection's and its shard's
 /// budgets, given back once the response is written (or the slot dropped
