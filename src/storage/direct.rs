@@ -62,19 +62,14 @@ impl AlignedBuf {
     }
 
     pub(crate) fn new(len: usize) -> AlignedBuf {
-        let len = len.div_ceil(BLOCK).max(1) * BLOCK;
-        let layout = Self::layout(len);
-        // SAFETY: the layout has a non-zero size.
-        let raw = unsafe { alloc::alloc_zeroed(layout) };
-        let Some(ptr) = NonNull::new(raw) else {
-            alloc::handle_alloc_error(layout)
-        };
+        let (ptr, len) = allocate(len, true);
         AlignedBuf { ptr, len }
     }
 
     pub(crate) fn as_slice(&self) -> &[u8] {
-        // SAFETY: `ptr` points to `len` initialised (zeroed at allocation,
-        // then only written through `as_mut_slice`) bytes we own.
+        // SAFETY: `ptr` points to `len` initialised bytes we own: zeroed
+        // at allocation (`new`) or all written by `Unfilled::fill`, then
+        // only written through `as_mut_slice`.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 
@@ -82,6 +77,25 @@ impl AlignedBuf {
         // SAFETY: as above, and `&mut self` makes this the only borrow.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
     }
+}
+
+/// A block-aligned allocation of at least `len` bytes (a whole number of
+/// blocks, at least one), zeroed or not: the pointer and its length.
+fn allocate(len: usize, zeroed: bool) -> (NonNull<u8>, usize) {
+    let len = len.div_ceil(BLOCK).max(1) * BLOCK;
+    let layout = AlignedBuf::layout(len);
+    // SAFETY: the layout has a non-zero size.
+    let raw = unsafe {
+        if zeroed {
+            alloc::alloc_zeroed(layout)
+        } else {
+            alloc::alloc(layout)
+        }
+    };
+    let Some(ptr) = NonNull::new(raw) else {
+        alloc::handle_alloc_error(layout)
+    };
+    (ptr, len)
 }
 
 impl Drop for AlignedBuf {
@@ -110,13 +124,7 @@ pub(crate) struct Unfilled {
 
 impl Unfilled {
     pub(crate) fn new(len: usize) -> Unfilled {
-        let len = len.div_ceil(BLOCK).max(1) * BLOCK;
-        let layout = AlignedBuf::layout(len);
-        // SAFETY: the layout has a non-zero size.
-        let raw = unsafe { alloc::alloc(layout) };
-        let Some(ptr) = NonNull::new(raw) else {
-            alloc::handle_alloc_error(layout)
-        };
+        let (ptr, len) = allocate(len, false);
         Unfilled { ptr, len }
     }
 
