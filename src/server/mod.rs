@@ -35,10 +35,6 @@ use crate::metrics::{Metrics, MetricsServer, RuntimeCounters, ShardMetrics};
 use crate::partition::{PartitionClient, SendToShard, ShardPartitions};
 use crate::routing::PartitionRouter;
 use crate::storage::{GroupCommit, LocalLogOptions, ReadAheadBudget, RecentBudget};
-
-/// Memory each shard's partitions may hold in chunks read ahead of
-/// consumers of the files (4 MiB chunks, a few per partition read).
-const READ_AHEAD_BYTES_PER_SHARD: usize = 256 << 20;
 use crate::topics::CatalogStore;
 use advertised::{Advertised, BrokerListener};
 use chronik_shard::{Runtime, RuntimeConfig, ShardContext, StartError};
@@ -65,6 +61,10 @@ const BLOCKING_THREADS_PER_SHARD: usize = 4;
 /// io_uring-registered buffer memory per shard. Network I/O does not use
 /// it; kept small so many shards (and tests) stay far from memlock limits.
 const IO_MEMORY_PER_SHARD: usize = 2 << 20;
+
+/// Memory each shard's partitions may hold in chunks read ahead of
+/// consumers of the files (4 MiB chunks, a few per partition read).
+const READ_AHEAD_BYTES_PER_SHARD: usize = 256 << 20;
 
 /// A configured, not yet running broker.
 pub struct IngestServer {

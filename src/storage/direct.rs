@@ -47,8 +47,8 @@ pub enum WriteMode {
     Buffered,
 }
 
-/// A zeroed, block-aligned heap buffer of `len` bytes (a multiple of
-/// BLOCK).
+/// A block-aligned heap buffer of `len` initialised bytes (a multiple of
+/// BLOCK): zeroed, or filled by [`Unfilled::fill`].
 pub(crate) struct AlignedBuf {
     ptr: NonNull<u8>,
     len: usize,
@@ -272,7 +272,7 @@ struct DirectTrip {
     /// The trip before, if this one rewrites its last block.
     after: Option<Arc<Done>>,
     /// Room for the head, the writes and the padding to a block boundary.
-    buffer: Option<Unfilled>,
+    buffer: Unfilled,
     refused: Arc<AtomicBool>,
 }
 
@@ -330,7 +330,7 @@ impl SegmentAppender {
                 start,
                 head,
                 after,
-                buffer: Some(Unfilled::new(len)),
+                buffer: Unfilled::new(len),
                 refused: self.refused.clone(),
             }
         });
@@ -390,14 +390,21 @@ impl Trip {
 }
 
 impl DirectTrip {
-    fn run(mut self, writes: &[PendingWrite]) -> io::Result<Landed> {
+    fn run(self, writes: &[PendingWrite]) -> io::Result<Landed> {
+        let DirectTrip {
+            start,
+            head,
+            after,
+            buffer,
+            refused,
+        } = self;
         let first = &writes[0];
         let file = match open_direct(&first.path) {
             Ok(file) => file,
             // tmpfs and some others refuse O_DIRECT: this trip and the
             // partition's later ones write buffered (said once).
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                if !self.refused.swap(true, Ordering::Relaxed) {
+                if !refused.swap(true, Ordering::Relaxed) {
                     warn!(path = %first.path.display(), "the file system refuses O_DIRECT; writing through the page cache");
                 }
                 return writes
@@ -407,45 +414,45 @@ impl DirectTrip {
             }
             Err(e) => return Err(e),
         };
-        let (head, learned) = match self.head.take() {
+        let (head, learned) = match head {
             Some(head) => (head, false),
             None => {
-                let mut head = vec![0u8; (first.position - self.start) as usize];
-                first.file.read_exact_at(&mut head, self.start)?;
+                let mut head = vec![0u8; (first.position - start) as usize];
+                first.file.read_exact_at(&mut head, start)?;
                 (head, true)
             }
         };
         let len = head.len() + writes.iter().map(PendingWrite::size).sum::<usize>();
-        let padded = len.div_ceil(BLOCK) * BLOCK;
-        let buffer = self.buffer.take().unwrap_or_else(|| Unfilled::new(len));
+        // Sized in `trip` for exactly this, padded to a block boundary.
         let buf = buffer.fill(
             std::iter::once(&head[..]).chain(writes.iter().flat_map(|w| [&w.parts[0][..], &w.parts[1][..]])),
         );
-        self.write(&file, &buf.as_slice()[..padded.min(buf.len)])?;
+        write_in_order(&file, buf.as_slice(), start, after.as_deref())?;
         Ok(Landed {
-            tail: learned.then(|| tail_of(&first.path, self.start, &head, writes)),
+            tail: learned.then(|| tail_of(&first.path, start, &head, writes)),
             image: Some(Image {
                 bytes: bytes::Bytes::from_owner(buf).slice(..len),
                 first: head.len(),
             }),
         })
     }
+}
 
-    /// The blocks after the first go at once; the first, if the trip
-    /// before also wrote it, only once that trip is done.
-    fn write(&self, file: &File, bytes: &[u8]) -> io::Result<()> {
-        let Some(after) = &self.after else {
-            return file.write_all_at(bytes, self.start);
-        };
-        let first = bytes.len().min(BLOCK);
-        if bytes.len() > first {
-            file.write_all_at(&bytes[first..], self.start + first as u64)?;
-        }
-        if !after.wait() {
-            return Err(io::Error::other("the write before this one failed"));
-        }
-        file.write_all_at(&bytes[..first], self.start)
+/// Writes `bytes` at `start`: the blocks after the first at once; the
+/// first, if the trip before (`after`) also wrote it, only once that trip
+/// is done.
+fn write_in_order(file: &File, bytes: &[u8], start: u64, after: Option<&Done>) -> io::Result<()> {
+    let Some(after) = after else {
+        return file.write_all_at(bytes, start);
+    };
+    let first = bytes.len().min(BLOCK);
+    if bytes.len() > first {
+        file.write_all_at(&bytes[first..], start + first as u64)?;
     }
+    if !after.wait() {
+        return Err(io::Error::other("the write before this one failed"));
+    }
+    file.write_all_at(&bytes[..first], start)
 }
 
 /// Trips of one partition in flight at once: one writing while the next

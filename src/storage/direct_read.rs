@@ -204,7 +204,9 @@ impl DirectReads {
         if first > max_bytes && !at_least_one {
             return Ok(Some(Bytes::new()));
         }
-        if first_end > chunk.end() {
+        // What is sent, where its last batch starts in it, and where it
+        // ends in the file.
+        let (out, last, end) = if first_end > chunk.end() {
             // The batch goes on into the next chunk: served alone, joined
             // from the two (chunks are read end to end, each byte once).
             let after = self.chunk_holding(&reader, chunk.end(), first_end).await?;
@@ -225,27 +227,25 @@ impl DirectReads {
                     .bytes
                     .slice((position - whole.start) as usize..(first_end - whole.start) as usize)
             };
-            let header =
-                batch::parse_header(&joined).map_err(|e| io::Error::other(e.message().to_string()))?;
-            self.served(&reader, header.last_offset() + 1, first_end);
-            return Ok(Some(joined));
-        }
-        // Whole batches of the chunk from `position`, within `max_bytes`.
-        let at = (position - chunk.start) as usize;
-        let mut end = at;
-        let mut next_offset = offset;
-        while let Some(size) = chunk.bytes.get(end..).and_then(batch::batch_size) {
-            let over = end - at + size > max_bytes && end > at;
-            if end + size > chunk.bytes.len() || over {
-                break;
+            (joined, 0, first_end)
+        } else {
+            // Whole batches of the chunk from `position`, within `max_bytes`.
+            let mut end = at;
+            let mut last = at;
+            while let Some(size) = chunk.bytes.get(end..).and_then(batch::batch_size) {
+                let over = end - at + size > max_bytes && end > at;
+                if end + size > chunk.bytes.len() || over {
+                    break;
+                }
+                last = end;
+                end += size;
             }
-            let header = batch::parse_header(&chunk.bytes[end..])
-                .map_err(|e| io::Error::other(e.message().to_string()))?;
-            next_offset = header.last_offset() + 1;
-            end += size;
-        }
-        self.served(&reader, next_offset, chunk.start + end as u64);
-        Ok(Some(chunk.bytes.slice(at..end)))
+            (chunk.bytes.slice(at..end), last - at, chunk.start + end as u64)
+        };
+        let header =
+            batch::parse_header(&out[last..]).map_err(|e| io::Error::other(e.message().to_string()))?;
+        self.served(&reader, header.last_offset() + 1, end);
+        Ok(Some(out))
     }
 
     /// Records where a read ended, drops the chunks the consumer has moved

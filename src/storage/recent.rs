@@ -18,9 +18,10 @@ use std::collections::VecDeque;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
-/// Batches smaller than this are copied into the cache rather than kept
-/// as slices of the request they came in, which would pin the whole
-/// request buffer for a few bytes of batch.
+/// Batches smaller than this that are slices of the request they came in
+/// (buffered writes) are copied into the cache rather than kept, which
+/// would pin the whole request buffer for a few bytes of batch. Slices of
+/// a trip's image are kept as they are: the image holds only batches.
 const COPY_BELOW: usize = 64 << 10;
 
 /// A shard's cache budget, shared by its partitions.
@@ -92,12 +93,10 @@ impl RecentBudget {
         if stale > self.live.get() + 1024 {
             self.order.borrow_mut().retain(|held| {
                 held.window.upgrade().is_some_and(|w| {
-                    let w = w.borrow();
-                    let first = w.entries.front().map_or(i64::MAX, |e| e.base_offset);
-                    held.base_offset >= first
-                        && w.entries
-                            .back()
-                            .is_some_and(|e| held.base_offset <= e.base_offset)
+                    w.borrow()
+                        .entries
+                        .binary_search_by_key(&held.base_offset, |e| e.base_offset)
+                        .is_ok()
                 })
             });
         }
@@ -136,8 +135,8 @@ pub(crate) async fn follow_host_memory(
                 budget.allow(used + (memory.available - reserve) / shards);
             } else {
                 budget.allow(used.saturating_sub((reserve - memory.available) / shards));
-                // What the cache let go of may sit free in the allocator's
-                // arena of the shard that read the request: give it back.
+                // What the cache let go of may sit free in an allocator
+                // arena: give it back.
                 let _ = glommio::executor().spawn_blocking(release_free_memory).await;
             }
         }
@@ -235,7 +234,7 @@ impl RecentBatches {
     /// of the batch as it is in the file. A batch that does not follow the
     /// last one (a cut after failed writes) starts the window afresh.
     pub(crate) fn push(&mut self, base_offset: i64, end_offset: i64, parts: &[Bytes; 2]) {
-        self.add(base_offset, end_offset, parts, None);
+        self.add(base_offset, end_offset, parts.clone(), None);
     }
 
     /// Adds a batch just stored as `len` bytes from `at` of the image its
@@ -249,10 +248,10 @@ impl RecentBatches {
         len: usize,
     ) {
         let parts = [image.slice(at..at + len), Bytes::new()];
-        self.add(base_offset, end_offset, &parts, Some(image));
+        self.add(base_offset, end_offset, parts, Some(image));
     }
 
-    fn add(&mut self, base_offset: i64, end_offset: i64, parts: &[Bytes; 2], image: Option<&Bytes>) {
+    fn add(&mut self, base_offset: i64, end_offset: i64, parts: [Bytes; 2], image: Option<&Bytes>) {
         let budget = &self.budget;
         let len = parts[0].len() + parts[1].len();
         {
@@ -270,7 +269,7 @@ impl RecentBatches {
                 copy.extend_from_slice(&parts[1]);
                 [copy.freeze(), Bytes::new()]
             } else {
-                parts.clone()
+                parts
             };
             window.entries.push_back(Entry {
                 base_offset,
