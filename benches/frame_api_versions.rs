@@ -47,7 +47,7 @@ fn frame_decode(c: &mut Criterion) {
         b.iter(|| {
             // As a connection reads: from the socket into the frame buffer.
             let mut socket = futures::io::Cursor::new(&wire[..]);
-            futures::executor::block_on(reader.read_from(&mut socket)).expect("read");
+            futures::executor::block_on(reader.read_from(&mut socket, None)).expect("read");
             let frame = reader.next_frame().expect("valid").expect("whole");
             let ids = peek_ids(&frame).expect("ids");
             let (header, mut body) =

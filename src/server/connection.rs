@@ -27,6 +27,7 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::sync::Semaphore;
 use glommio::Task;
 use kafka_protocol::messages::ApiKey;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::pin;
 use std::rc::Rc;
 use std::time::Instant;
@@ -108,7 +109,10 @@ async fn serve_listener(broker: Rc<ShardBroker>, conn: Connection, security: Sec
     };
     let Some(tls) = tls else {
         let session = new_session(listener, security, &entry, None);
-        return serve_connection(broker, stream, entry, drain, session).await;
+        // glommio's default TcpStream keeps no receive buffer of its own,
+        // so reading its descriptor directly cannot reorder bytes.
+        let socket = Some(stream.as_raw_fd());
+        return serve_connection(broker, stream, socket, entry, drain, session).await;
     };
     // Boxed: the handshake and the TLS session are large, and an unboxed
     // branch would make every plaintext connection's task as big.
@@ -175,12 +179,13 @@ async fn serve_tls(
     );
     let subject = established.identity.as_ref().map(|id| id.subject.as_str());
     let session = new_session(listener, SecurityProtocol::Ssl, &entry, subject);
-    serve_connection(broker, established.stream, entry, drain, session).await
+    serve_connection(broker, established.stream, None, entry, drain, session).await
 }
 
 async fn serve_connection<S>(
     broker: Rc<ShardBroker>,
     stream: S,
+    socket: Option<RawFd>,
     entry: Rc<ConnectionEntry>,
     drain: chronik_shard::Signal,
     session: Rc<Session>,
@@ -194,7 +199,7 @@ async fn serve_connection<S>(
     let (tx, rx) = local_channel::new_unbounded();
     let slots = Semaphore::new(MAX_IN_FLIGHT as u64);
     let read_side = pin!(read_requests(
-        &broker, &entry, &session, reader, tx, &slots, &drain
+        &broker, &entry, &session, reader, socket, tx, &slots, &drain
     ));
     let write_side = pin!(write_responses(&broker, &entry, writer, rx, &slots));
     // When reading ends (EOF, drain, bad frame) the responses already owed
@@ -210,6 +215,7 @@ async fn read_requests<R: futures::AsyncRead + Unpin>(
     entry: &Rc<ConnectionEntry>,
     session: &Rc<Session>,
     mut reader: R,
+    socket: Option<RawFd>,
     responses: LocalSender<Pending>,
     slots: &Semaphore,
     drain: &chronik_shard::Signal,
@@ -291,7 +297,7 @@ async fn read_requests<R: futures::AsyncRead + Unpin>(
             }
         }
         let read = {
-            let read = pin!(buffer.read_from(&mut reader));
+            let read = pin!(buffer.read_from(&mut reader, socket));
             let drained = pin!(drain.wait());
             match select(read, drained).await {
                 Either::Left((read, _)) => read,
