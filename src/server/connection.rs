@@ -46,10 +46,11 @@ pub(crate) const MAX_IN_FLIGHT: usize = 64;
 /// unread in the socket, as Kafka, which reads one request per connection
 /// at a time, leaves them. A larger frame is served alone. More would
 /// keep the writer busier (acks=1 is answered once the O_DIRECT write is
-/// done, and two 4 MiB trips in flight fill 8 MiB: 6 GiB acks=1 gave
-/// 0.87-0.97 M records/s with 8 MiB, 0.90-1.13 M with 12, 0.96-1.30 M with
-/// 16), but with 12 or 16 MiB queued, 0.05-0.18% of requests waited over
-/// 51.2 ms whenever the virtual disk slowed; with 8 MiB none did in 24 runs.
+/// done: with two 4 MiB trips in flight, 6 GiB acks=1 gave 0.87-0.97 M
+/// records/s with 8 MiB, 0.90-1.13 M with 12, 0.96-1.30 M with 16; with
+/// four ~2 MB trips 1.08-1.16 M with 8 and 1.10-1.22 M with 12), but with 12
+/// or 16 MiB queued, 0.05-0.18% of requests waited over 51.2 ms whenever
+/// the virtual disk slowed; with 8 MiB far fewer did.
 const CONNECTION_QUEUED_BYTES: usize = 8 << 20;
 
 /// A request's bytes held against its connection's and its shard's

@@ -36,9 +36,9 @@ use tracing::{error, warn};
 const WRITES_PER_TRIP: usize = 256;
 
 /// Bytes after which a trip takes no more writes: the stored end (and the
-/// produce answers waiting on it) moves every few milliseconds at device
-/// speed, instead of once per tens of megabytes queued.
-const BYTES_PER_TRIP: usize = 4 << 20;
+/// produce answers waiting on it) moves every millisecond or so at device
+/// speed, and several trips keep the device busy (see `direct`).
+const BYTES_PER_TRIP: usize = 1 << 20;
 
 /// Called with the new stored end each time the writer advances it.
 pub(crate) type OnStored = Rc<dyn Fn(i64)>;
@@ -251,7 +251,7 @@ struct Flight {
 }
 
 /// Drains the queue: consecutive writes go to the blocking pool in trips,
-/// two at a time; the stored end moves over each trip in order once it
+/// several at a time; the stored end moves over each trip in order once it
 /// and those before it are done. A seal or a cut waits for every trip
 /// before it.
 async fn run_writer(writer: Rc<Writer>, name: Rc<str>) {
