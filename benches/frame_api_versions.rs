@@ -5,7 +5,7 @@
 //!   with one shard, one request at a time and 64 pipelined.
 
 use bytes::{BufMut, BytesMut};
-use chronik_ingest::protocol::frame::FrameBuffer;
+use chronik_ingest::protocol::frame::{FrameBuffer, Incoming};
 use chronik_ingest::protocol::header::{decode_header, peek_ids};
 use chronik_ingest::{IngestServer, ServerConfig};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -46,8 +46,11 @@ fn frame_decode(c: &mut Criterion) {
         let mut reader = FrameBuffer::new(64 * 1024, 100 << 20);
         b.iter(|| {
             // As a connection reads: from the socket into the frame buffer.
-            let mut socket = futures::io::Cursor::new(&wire[..]);
-            futures::executor::block_on(reader.read_from(&mut socket, None)).expect("read");
+            let mut socket = Incoming {
+                reader: futures::io::Cursor::new(&wire[..]),
+                socket: None,
+            };
+            futures::executor::block_on(reader.read_from(&mut socket)).expect("read");
             let frame = reader.next_frame().expect("valid").expect("whole");
             let ids = peek_ids(&frame).expect("ids");
             let (header, mut body) =

@@ -74,6 +74,18 @@ pub fn bytes_missing(buf: &[u8], max: usize) -> usize {
     }
 }
 
+/// Where a connection's bytes come from.
+pub struct Incoming<R> {
+    pub reader: R,
+    /// The descriptor `reader` reads from, when `reader` is a plain
+    /// socket that buffers nothing itself (not TLS): frame bodies are then
+    /// received straight into the frame's unwritten allocation. Going
+    /// through `AsyncRead` needs the memory initialised first, and zeroing
+    /// every byte of a 1 MiB produce request before the kernel overwrote
+    /// it was a fifth of the shard's time at full ingest.
+    pub socket: Option<RawFd>,
+}
+
 /// A connection's read buffer. Bytes past `filled` are initialised (zeroed
 /// once when the buffer grows) and reused by later reads, so a frame that
 /// arrives in many pieces is not re-zeroed for every piece; whole frames are
@@ -182,24 +194,14 @@ impl FrameBuffer {
         self.buf.capacity()
     }
 
-    /// Reads once from `reader` into the buffer; `Ok(0)` is end of stream.
-    /// Mid-frame the read goes straight into the heap buffer; with nothing
-    /// buffered it lands on the stack first, so waiting for the next
-    /// request holds no buffer. Cancel-safe: bytes are committed in the
-    /// same poll that reads them.
-    ///
-    /// `socket`: the descriptor `reader` reads from, when `reader` is a
-    /// plain unbuffered socket (not TLS). Mid-frame the body is then
-    /// received straight into the frame's unwritten allocation: going
-    /// through `AsyncRead` needs the memory initialised first, and zeroing
-    /// every byte of a 1 MiB produce request before the kernel overwrote
-    /// it was a fifth of the shard's time at full ingest.
-    pub async fn read_from<R: AsyncRead + Unpin>(
-        &mut self,
-        reader: &mut R,
-        socket: Option<RawFd>,
-    ) -> io::Result<usize> {
-        futures::future::poll_fn(|cx| self.poll_read_from(cx, reader, socket)).await
+    /// Reads once from `incoming` into the buffer; `Ok(0)` is end of
+    /// stream. Mid-frame the read goes straight into the heap buffer
+    /// (received into its unwritten memory when `incoming.socket` is
+    /// known); with nothing buffered it lands on the stack first, so
+    /// waiting for the next request holds no buffer. Cancel-safe: bytes
+    /// are committed in the same poll that reads them.
+    pub async fn read_from<R: AsyncRead + Unpin>(&mut self, incoming: &mut Incoming<R>) -> io::Result<usize> {
+        futures::future::poll_fn(|cx| self.poll_read_from(cx, &mut incoming.reader, incoming.socket)).await
     }
 
     fn poll_read_from<R: AsyncRead + Unpin>(
@@ -294,7 +296,10 @@ mod tests {
         let mut wire = frame(b"small request");
         let big: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
         wire.extend_from_slice(&frame(&big));
-        let mut reader = futures::io::Cursor::new(wire);
+        let mut reader = Incoming {
+            reader: futures::io::Cursor::new(wire),
+            socket: None,
+        };
         let mut buffer = FrameBuffer::new(64 * 1024, 1 << 20);
         assert_eq!(buffer.held(), 0, "nothing allocated before data arrives");
         let mut frames = Vec::new();
@@ -303,7 +308,7 @@ mod tests {
                 while let Some(frame) = buffer.next_frame().unwrap() {
                     frames.push(frame);
                 }
-                if buffer.read_from(&mut reader, None).await.unwrap() == 0 {
+                if buffer.read_from(&mut reader).await.unwrap() == 0 {
                     break;
                 }
             }
@@ -333,8 +338,10 @@ mod tests {
                 std::thread::sleep(std::time::Duration::from_millis(2));
             }
         });
-        let fd = receiver.as_raw_fd();
-        let mut reader = futures::io::AllowStdIo::new(receiver.try_clone().unwrap());
+        let mut reader = Incoming {
+            reader: futures::io::AllowStdIo::new(receiver.try_clone().unwrap()),
+            socket: Some(receiver.as_raw_fd()),
+        };
         let mut buffer = FrameBuffer::new(64 * 1024, 4 << 20);
         let mut frames = Vec::new();
         futures::executor::block_on(async {
@@ -342,7 +349,7 @@ mod tests {
                 while let Some(frame) = buffer.next_frame().unwrap() {
                     frames.push(frame);
                 }
-                if buffer.read_from(&mut reader, Some(fd)).await.unwrap() == 0 {
+                if buffer.read_from(&mut reader).await.unwrap() == 0 {
                     break;
                 }
             }

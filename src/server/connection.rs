@@ -15,7 +15,7 @@ use super::session::{KafkaPrincipal, Session};
 use super::shard_broker::ShardBroker;
 use crate::config::SecurityProtocol;
 use crate::handlers::{self, Outcome, Request};
-use crate::protocol::frame::{FrameBuffer, SIZE_PREFIX};
+use crate::protocol::frame::{FrameBuffer, Incoming, SIZE_PREFIX};
 use crate::protocol::header::{decode_header, peek_client_id, peek_ids, RequestIds};
 use crate::protocol::response::ResponseFrame;
 use crate::tls;
@@ -194,13 +194,14 @@ async fn serve_connection<S>(
     S: futures::AsyncRead + futures::AsyncWrite + Unpin,
 {
     let (reader, writer) = stream.split();
+    let incoming = Incoming { reader, socket };
     // Unbounded queue, bounded by the slots: a bounded channel would
     // reserve MAX_IN_FLIGHT entries up front on every connection, most of
     // which never have more than a few requests in flight.
     let (tx, rx) = local_channel::new_unbounded();
     let slots = Semaphore::new(MAX_IN_FLIGHT as u64);
     let read_side = pin!(read_requests(
-        &broker, &entry, &session, reader, socket, tx, &slots, &drain
+        &broker, &entry, &session, incoming, tx, &slots, &drain
     ));
     let write_side = pin!(write_responses(&broker, &entry, writer, rx, &slots));
     // When reading ends (EOF, drain, bad frame) the responses already owed
@@ -215,8 +216,7 @@ async fn read_requests<R: futures::AsyncRead + Unpin>(
     broker: &Rc<ShardBroker>,
     entry: &Rc<ConnectionEntry>,
     session: &Rc<Session>,
-    mut reader: R,
-    socket: Option<RawFd>,
+    mut incoming: Incoming<R>,
     responses: LocalSender<Pending>,
     slots: &Semaphore,
     drain: &chronik_shard::Signal,
@@ -298,7 +298,7 @@ async fn read_requests<R: futures::AsyncRead + Unpin>(
             }
         }
         let read = {
-            let read = pin!(buffer.read_from(&mut reader, socket));
+            let read = pin!(buffer.read_from(&mut incoming));
             let drained = pin!(drain.wait());
             match select(read, drained).await {
                 Either::Left((read, _)) => read,
