@@ -13,6 +13,7 @@ pub mod metadata;
 pub mod metrics;
 mod partition;
 pub mod protocol;
+mod remote;
 mod routing;
 pub mod server;
 mod storage;

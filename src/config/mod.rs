@@ -114,6 +114,9 @@ pub struct ServerConfig {
     /// Recently stored batches kept in memory per shard, in MiB; `None`:
     /// see [`Config::recent_cache_bytes_per_shard`].
     pub recent_cache_mb: Option<usize>,
+    /// Where tiered topics keep their closed segments (`s3://bucket/prefix`,
+    /// `gs://`, `az://`, `file:///dir`); `None`: no tiering.
+    pub object_store_url: Option<String>,
     /// `RUST_LOG`-style filter for the binary's log output.
     pub log_filter: String,
     pub log_format: LogFormat,
@@ -156,6 +159,7 @@ impl Default for ServerConfig {
             storage_path: PathBuf::from("./data"),
             segment_write: crate::storage::WriteMode::Direct,
             recent_cache_mb: None,
+            object_store_url: None,
             log_filter: "info".into(),
             log_format: LogFormat::Text,
             auto_create_topics: true,

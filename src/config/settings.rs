@@ -153,7 +153,7 @@ pub static SECTIONS: &[Section] = &[
     // Reserved: object storage, several brokers, SASL authentication.
     Section {
         name: "object_store",
-        keys: &[],
+        keys: &[("url", "OBJECT_STORE_URL")],
     },
     Section {
         name: "cluster",
@@ -491,6 +491,34 @@ impl SettingValue for Option<String> {
     }
 }
 
+/// An object store's URL: empty for none, else one of the schemes the
+/// `object_store` crate is built with here.
+struct StoreUrl<'a>(&'a mut Option<String>);
+
+impl SettingValue for StoreUrl<'_> {
+    fn set(&mut self, text: &str) -> Result<(), String> {
+        if text.is_empty() {
+            *self.0 = None;
+            return Ok(());
+        }
+        let scheme = url::Url::parse(text).map(|u| u.scheme().to_string());
+        if !matches!(
+            scheme.as_deref(),
+            Ok("s3" | "s3a" | "gs" | "az" | "azure" | "abfs" | "abfss" | "file")
+        ) {
+            return Err(
+                "expected s3://bucket/prefix, gs://bucket/prefix, az://container/prefix or file:///dir"
+                    .into(),
+            );
+        }
+        *self.0 = Some(text.into());
+        Ok(())
+    }
+    fn show(&self) -> String {
+        self.0.clone().unwrap_or_default()
+    }
+}
+
 /// Sizes with a default worked out from the host: `auto` (or empty), a
 /// whole number, or 0 for off.
 struct AutoSize<'a>(&'a mut Option<usize>);
@@ -670,6 +698,8 @@ pub static SETTINGS: &[Setting] = &[
         "How segment files are written: direct (O_DIRECT from the broker's aligned buffers; the device's speed, no dirty page cache, cheap fdatasync) or buffered (through the page cache). A file system without O_DIRECT falls back to buffered."),
     setting!("RECENT_CACHE_MB", |c| AutoSize(&mut c.recent_cache_mb),
         "Memory per shard for the batches written last, which consumers read without touching the disk, spent oldest first across the shard's partitions and given back while the host's available memory is under an eighth of its total. auto = an eighth of the host's memory split between the shards, at most 1024 each; 0 = off."),
+    setting!("OBJECT_STORE_URL", |c| StoreUrl(&mut c.object_store_url),
+        "Object storage for tiered topics (remote.storage.enable=true): s3://bucket/prefix (with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL, AWS_ALLOW_HTTP for S3-compatible servers), gs://bucket/prefix, az://container/prefix, or file:///dir. Empty = no tiering. A broker started with an empty data directory takes back every tiered topic it finds there."),
     setting!("MAX_REQUEST_BYTES", |c| &mut c.max_request_bytes,
         "Largest request frame accepted; larger sizes close the connection before anything is allocated."),
     setting!("QUEUED_MAX_REQUEST_BYTES", |c| &mut c.queued_max_request_bytes,

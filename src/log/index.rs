@@ -65,8 +65,13 @@ impl OffsetIndex {
         let Some(bytes) = read_optional(path)? else {
             return Ok(None);
         };
-        if bytes.len() % 8 != 0 {
-            return Ok(None);
+        Ok(Self::from_bytes(&bytes, segment_size))
+    }
+
+    /// Parses an index file's contents (`None` if damaged).
+    pub fn from_bytes(bytes: &[u8], segment_size: u64) -> Option<OffsetIndex> {
+        if !bytes.len().is_multiple_of(8) {
+            return None;
         }
         let mut index = OffsetIndex::default();
         for chunk in bytes.chunks_exact(8) {
@@ -74,11 +79,11 @@ impl OffsetIndex {
             let p = u32::from_be_bytes([chunk[4], chunk[5], chunk[6], chunk[7]]);
             if u64::from(p) >= segment_size.max(1) || index.last().is_some_and(|(lo, lp)| o <= lo || p <= lp)
             {
-                return Ok(None);
+                return None;
             }
             index.entries.push((o, p));
         }
-        Ok(Some(index))
+        Some(index)
     }
 }
 
@@ -129,8 +134,13 @@ impl TimeIndex {
         let Some(bytes) = read_optional(path)? else {
             return Ok(None);
         };
-        if bytes.len() % 12 != 0 {
-            return Ok(None);
+        Ok(Self::from_bytes(&bytes))
+    }
+
+    /// Parses a time index file's contents (`None` if damaged).
+    pub fn from_bytes(bytes: &[u8]) -> Option<TimeIndex> {
+        if !bytes.len().is_multiple_of(12) {
+            return None;
         }
         let mut index = TimeIndex::default();
         for chunk in bytes.chunks_exact(12) {
@@ -139,11 +149,11 @@ impl TimeIndex {
             let t = i64::from_be_bytes(t);
             let o = u32::from_be_bytes([chunk[8], chunk[9], chunk[10], chunk[11]]);
             if index.entries.last().is_some_and(|&(lt, lo)| t <= lt || o < lo) {
-                return Ok(None);
+                return None;
             }
             index.entries.push((t, o));
         }
-        Ok(Some(index))
+        Some(index)
     }
 }
 

@@ -17,6 +17,7 @@ pub mod validator;
 mod tests;
 
 pub use partition_log::{
-    AppendError, AppendOutcome, LogConfig, Naming, PartitionLog, PendingWrite, ReadEnd, ReadError, ReadPlan,
-    RecoveryReport, Sealed, SpareSegment, TimestampPlan, Trimmed, Unwritten, Written,
+    AppendError, AppendOutcome, ClosedSegment, LogConfig, Naming, PartitionLog, PendingWrite, ReadEnd,
+    ReadError, ReadPlan, RecoveryReport, Sealed, SpareSegment, TimestampPlan, Trimmed, Unwritten, Written,
+    LOG_START_OFFSET, PRODUCER_STATE,
 };

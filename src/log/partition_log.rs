@@ -32,12 +32,12 @@ use tracing::warn;
 
 const CLEAN_SHUTDOWN: &str = ".clean-shutdown";
 const RECOVERY_POINT: &str = "recovery-point";
-const LOG_START_OFFSET: &str = "log-start-offset";
+pub const LOG_START_OFFSET: &str = "log-start-offset";
 /// The extension of the next segment's file, made ahead of time (see
 /// [`SpareSegment`]).
 const SPARE_SEGMENT: &str = "spare";
 /// Binary producer snapshot (see `producer_state::decode_snapshot`).
-pub(super) const PRODUCER_STATE: &str = "producer-state.snapshot";
+pub const PRODUCER_STATE: &str = "producer-state.snapshot";
 /// The JSON snapshot of earlier versions: read at open if no binary one
 /// exists, removed once a binary one is written.
 pub(super) const LEGACY_PRODUCER_STATE: &str = "producer-state.json";
@@ -61,6 +61,13 @@ pub struct LogConfig {
     /// `message.timestamp.after.max.ms`: how far in the future (Kafka 4.0
     /// made the default one hour, KIP-1030).
     pub timestamp_after_max_ms: i64,
+    /// `remote.storage.enable`: closed segments go to object storage.
+    pub remote_storage: bool,
+    /// `local.retention.ms` resolved (-2 = `retention.ms`): how long
+    /// uploaded segments stay on the local disk.
+    pub local_retention_ms: Option<u64>,
+    /// `local.retention.bytes` resolved (-2 = `retention.bytes`).
+    pub local_retention_bytes: Option<u64>,
 }
 
 impl Default for LogConfig {
@@ -75,6 +82,9 @@ impl Default for LogConfig {
             compression: CompressionType::Producer,
             timestamp_before_max_ms: i64::MAX,
             timestamp_after_max_ms: 3_600_000,
+            remote_storage: false,
+            local_retention_ms: Some(7 * 24 * 3600 * 1000),
+            local_retention_bytes: None,
         }
     }
 }
@@ -152,6 +162,11 @@ impl MonotonicFile {
             path,
             stored: Mutex::new(stored),
         })
+    }
+
+    /// The value stored last.
+    pub fn value(&self) -> i64 {
+        self.stored.lock().map_or(i64::MIN, |v| *v)
     }
 
     /// Blocking: writes `value` durably if it is larger than what is stored.
@@ -430,6 +445,17 @@ struct ProducerSnapshot {
     state: ProducerStates,
 }
 
+/// A closed segment as tiering sees it.
+#[derive(Debug, Clone)]
+pub struct ClosedSegment {
+    pub base_offset: i64,
+    pub next_offset: i64,
+    pub size: u64,
+    pub max_timestamp: i64,
+    /// The log, offset index and time index files.
+    pub files: [PathBuf; 3],
+}
+
 #[derive(Debug)]
 pub struct PartitionLog {
     dir: PathBuf,
@@ -607,6 +633,28 @@ impl PartitionLog {
     fn active_mut(&mut self) -> &mut Segment {
         let last = self.segments.len() - 1;
         &mut self.segments[last]
+    }
+
+    /// Segments rolled and sealed (indexes written, data synced: the
+    /// recovery point is past them), oldest first: what tiering uploads.
+    pub fn closed_segments(&self) -> Vec<ClosedSegment> {
+        let sealed_to = self.recovery.value();
+        self.segments[..self.segments.len() - 1]
+            .iter()
+            .filter(|s| s.next_offset() <= sealed_to && !s.is_empty())
+            .map(|s| ClosedSegment {
+                base_offset: s.base_offset(),
+                next_offset: s.next_offset(),
+                size: s.size(),
+                max_timestamp: s.max_timestamp(),
+                files: s.file_paths(),
+            })
+            .collect()
+    }
+
+    /// The partition's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     pub fn log_end_offset(&self) -> i64 {

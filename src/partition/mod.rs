@@ -18,6 +18,7 @@ mod ops;
 mod shard_partitions;
 
 pub(crate) use client::{PartitionClient, SendToShard};
+pub(crate) use directory::claim as claim_partition_dir;
 pub(crate) use ops::{Appended, PartitionOp, ReadAnswer, ReadSpec};
 pub(crate) use shard_partitions::ShardPartitions;
 

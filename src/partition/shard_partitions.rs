@@ -6,8 +6,9 @@ use super::ops::{Appended, PartitionOp, ReadAnswer, ReadSpec};
 use super::{Partition, PartitionState, Waiter};
 use crate::log::batch::BatchHeader;
 use crate::log::{PartitionLog, RecoveryReport};
+use crate::remote::{load_cached_manifest, Manifest, TieredLog};
 use crate::routing::{PartitionRouter, Route};
-use crate::storage::{run_blocking, GroupCommit, LocalLog, LocalLogOptions, StorageError};
+use crate::storage::{run_blocking, GroupCommit, LocalLog, LocalLogOptions, Log, StorageError};
 use crate::topics::{CatalogStore, TopicEntry, TopicPartition};
 use bytes::Bytes;
 use futures::channel::oneshot;
@@ -43,16 +44,17 @@ fn log_recovery(tp: &TopicPartition, log: &PartitionLog, report: &RecoveryReport
     }
 }
 
+/// A partition's log as opened, and the manifest of its remote tier as
+/// last cached beside it.
+type Opened = (PartitionLog, RecoveryReport, Manifest);
+
 /// Blocking: claims the directory for `topic_id` and opens its log.
-fn open_dir(
-    tp: &TopicPartition,
-    dir: &Path,
-    topic_id: Uuid,
-) -> std::io::Result<(PartitionLog, RecoveryReport)> {
+fn open_dir(tp: &TopicPartition, dir: &Path, topic_id: Uuid) -> std::io::Result<Opened> {
     if directory::claim(dir, topic_id)? {
         warn!(partition = %tp, "removed a directory left by an earlier topic of the same name");
     }
-    PartitionLog::open(dir)
+    let (log, report) = PartitionLog::open(dir)?;
+    Ok((log, report, load_cached_manifest(dir)))
 }
 
 impl ShardPartitions {
@@ -86,10 +88,10 @@ impl ShardPartitions {
                     continue;
                 };
                 let dir = partitions.root.join(tp.dir_name());
-                let (log, report) = open_dir(&tp, &dir, topic.id)
+                let (log, report, manifest) = open_dir(&tp, &dir, topic.id)
                     .map_err(|e| format!("partition {tp} in {}: {e}", dir.display()))?;
                 log_recovery(&tp, &log, &report);
-                partitions.insert(tp, topic.id, epoch, log);
+                partitions.insert(tp, topic, epoch, log, manifest);
             }
         }
         Ok(partitions)
@@ -103,14 +105,37 @@ impl ShardPartitions {
         }
     }
 
-    fn insert(&self, tp: TopicPartition, topic_id: Uuid, epoch: i32, log: PartitionLog) -> Rc<Partition> {
+    fn insert(
+        &self,
+        tp: TopicPartition,
+        topic: &TopicEntry,
+        epoch: i32,
+        log: PartitionLog,
+        manifest: Manifest,
+    ) -> Rc<Partition> {
         let state = Rc::new(PartitionState::default());
         let on_stored = {
             let state = state.clone();
             Rc::new(move |offset| state.stored(offset))
         };
-        let log = LocalLog::with_log(log, &tp.to_string(), on_stored, &self.log_options);
-        let partition = Rc::new(Partition::new(topic_id, epoch, Box::new(log), state));
+        let name: Rc<str> = tp.to_string().into();
+        let local = LocalLog::with_log(log, &name, on_stored, &self.log_options);
+        // With an object store every partition can tier: its topic's
+        // remote.storage.enable, read at each retention pass, decides.
+        let log: Box<dyn Log> = match &self.log_options.tiering {
+            Some(tiering) => Box::new(TieredLog::new(
+                local,
+                name,
+                tiering.clone(),
+                topic.id,
+                tp.partition,
+                epoch,
+                serde_json::to_vec(topic).unwrap_or_default().into(),
+                manifest,
+            )),
+            None => Box::new(local),
+        };
+        let partition = Rc::new(Partition::new(topic.id, epoch, log, state));
         self.partitions.borrow_mut().insert(tp, partition.clone());
         partition
     }
@@ -169,9 +194,9 @@ impl ShardPartitions {
             let dir = self.root.join(tp.dir_name());
             let (opening_tp, id) = (tp.clone(), topic.id);
             let opened = run_blocking("opening the log", move || open_dir(&opening_tp, &dir, id)).await;
-            let result = opened.map(|(log, report)| {
+            let result = opened.map(|(log, report, manifest)| {
                 log_recovery(tp, &log, &report);
-                (self.insert(tp.clone(), topic.id, epoch, log), topic)
+                (self.insert(tp.clone(), &topic, epoch, log, manifest), topic)
             });
             self.pass_turn(tp);
             return result;

@@ -33,6 +33,10 @@ use crate::controller::{
 use crate::groups::GroupCoordinator;
 use crate::metrics::{Metrics, MetricsServer, RuntimeCounters, ShardMetrics};
 use crate::partition::{PartitionClient, SendToShard, ShardPartitions};
+use crate::remote::{
+    rebuild_from_bucket, RemoteReads, RemoteStore, SideRuntime, TieringContext, TieringStats,
+    READ_CACHE_BYTES_PER_SHARD, UPLOADS_PER_SHARD,
+};
 use crate::routing::PartitionRouter;
 use crate::storage::{GroupCommit, LocalLogOptions, ReadAheadBudget, RecentBudget};
 use crate::topics::CatalogStore;
@@ -138,6 +142,26 @@ impl IngestServer {
         );
         let backpressure_threshold =
             Arc::new(std::sync::atomic::AtomicUsize::new(live.backpressure_threshold));
+        let (side, remote_store) = match &self.config.object_store_url {
+            Some(url) => {
+                let unusable = |message: String| {
+                    ServerError::Config(crate::ConfigError {
+                        setting: "OBJECT_STORE_URL".into(),
+                        message,
+                    })
+                };
+                let side = SideRuntime::start()
+                    .map_err(|e| unusable(format!("cannot start the object-store thread: {e}")))?;
+                let store = RemoteStore::open(url, side.handle()).map_err(unusable)?;
+                crate::topics::set_tiering_available(true);
+                let (topics, partitions) = rebuild_from_bucket(&store, &catalog, &dir).map_err(unusable)?;
+                if topics + partitions > 0 {
+                    info!(topics, partitions, url = %url, "took back tiered topics from object storage");
+                }
+                (Some(side), Some(store))
+            }
+            None => (None, None),
+        };
 
         let shards = self.config.shard_count();
         let counters: Vec<Arc<BrokerCounters>> = (0..shards).map(|_| Arc::default()).collect();
@@ -182,6 +206,7 @@ impl IngestServer {
         let shard_fsyncs = fsyncs.clone();
         let shard_tls = tls.clone();
         let router = Arc::new(PartitionRouter::single_broker(shards));
+        let shard_remote = remote_store.clone();
         let runtime = Runtime::start(runtime_config, move |shard: ShardContext<ShardMessage>| {
             // Groups first: a failure here leaves no partition opened (and
             // so none without its clean-shutdown marker) on this shard.
@@ -221,6 +246,15 @@ impl IngestServer {
                     write_mode: shard_config.segment_write,
                     recent: recent.clone(),
                     read_ahead: ReadAheadBudget::new(READ_AHEAD_BYTES_PER_SHARD),
+                    tiering: shard_remote.clone().map(|store| {
+                        let stats = Rc::new(TieringStats::default());
+                        TieringContext {
+                            store,
+                            reads: RemoteReads::new(READ_CACHE_BYTES_PER_SHARD, stats.clone()),
+                            stats,
+                            uploads: Rc::new(glommio::sync::Semaphore::new(UPLOADS_PER_SHARD)),
+                        }
+                    }),
                 },
             )?);
             if let Ok(mut all) = shard_fsyncs.lock() {
@@ -328,6 +362,7 @@ impl IngestServer {
             fsyncs,
             counters,
             identity,
+            side,
             _lock: lock,
         })
     }
@@ -361,6 +396,8 @@ pub struct ServerHandle {
     fsyncs: Arc<Mutex<Vec<Arc<AtomicU64>>>>,
     counters: Vec<Arc<BrokerCounters>>,
     identity: Arc<ClusterIdentity>,
+    /// The object-store thread, stopped after the shards.
+    side: Option<SideRuntime>,
     _lock: DataDirLock,
 }
 
@@ -443,9 +480,11 @@ impl ServerHandle {
             runtime,
             _lock,
             metrics_server,
+            side,
             ..
         } = self;
         let result = runtime.join().map_err(ServerError::Shards);
+        drop(side);
         drop(metrics_server);
         info!("chronik-ingest stopped");
         drop(_lock);

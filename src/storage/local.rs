@@ -18,8 +18,8 @@ use super::recent::{RecentBatches, RecentBudget};
 use super::{run_blocking, Appending, Log, LogFuture, LogOffsets, StorageError};
 use crate::log::batch::BatchHeader;
 use crate::log::{
-    AppendError, LogConfig, Naming, PartitionLog, PendingWrite, ReadError, Sealed, SpareSegment, Unwritten,
-    Written,
+    AppendError, ClosedSegment, LogConfig, Naming, PartitionLog, PendingWrite, ReadError, Sealed,
+    SpareSegment, Unwritten, Written,
 };
 use bytes::Bytes;
 use futures::channel::oneshot;
@@ -82,6 +82,8 @@ pub(crate) struct LocalLogOptions {
     pub write_mode: WriteMode,
     pub recent: Rc<RecentBudget>,
     pub read_ahead: Rc<ReadAheadBudget>,
+    /// With an object store: what tiered partitions share on the shard.
+    pub tiering: Option<crate::remote::TieringContext>,
 }
 
 pub(crate) struct LocalLog {
@@ -412,6 +414,17 @@ fn fail_queued(writer: &Writer, error: &str) {
                 error: error.to_string(),
             }));
         }
+    }
+}
+
+impl LocalLog {
+    /// Rolled and sealed segments, oldest first (tiering uploads them).
+    pub(crate) fn closed_segments(&self) -> Vec<ClosedSegment> {
+        self.log.closed_segments()
+    }
+
+    pub(crate) fn dir(&self) -> &std::path::Path {
+        self.log.dir()
     }
 }
 

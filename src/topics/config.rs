@@ -9,6 +9,7 @@
 use crate::log::compression::CompressionType;
 use crate::log::LogConfig;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Kafka's ConfigType codes, as DescribeConfigs v3+ reports them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +48,16 @@ pub enum Valid {
 pub type Unbuilt = Option<(&'static str, &'static str)>;
 
 const COMPACTION: Unbuilt = Some(("compact", "log compaction is not built yet; use delete"));
-const TIERED_STORAGE: Unbuilt = Some(("true", "tiered storage is not built yet"));
+
+/// Whether this process has an object store (OBJECT_STORE_URL): without
+/// one, `remote.storage.enable=true` is refused as Kafka refuses it on a
+/// broker without remote log storage.
+static TIERING_AVAILABLE: AtomicBool = AtomicBool::new(false);
+
+/// Set at start when OBJECT_STORE_URL is configured.
+pub fn set_tiering_available(available: bool) {
+    TIERING_AVAILABLE.store(available, Ordering::Relaxed);
+}
 
 /// One topic config.
 #[derive(Debug)]
@@ -135,8 +145,8 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         None, "Stop copying segments to tiered storage while keeping what is there."),
     def!("remote.log.delete.on.disable", Boolean, "false", Valid::Any, None,
         None, "Delete the remote copy when tiered storage is turned off for the topic."),
-    def!("remote.storage.enable", Boolean, "false", Valid::Any, None,
-        TIERED_STORAGE, "Copy closed segments to tiered (object) storage."),
+    def!("remote.storage.enable", Boolean, "false", Valid::Any, Some("log.remote.storage.enable"),
+        None, "Copy closed segments to tiered (object) storage (needs OBJECT_STORE_URL on the broker)."),
     def!("retention.bytes", Long, "-1", Valid::AtLeast(-1), Some("log.retention.bytes"),
         None, "Largest size of a partition before old segments are deleted (-1 = no limit)."),
     def!("retention.ms", Long, "604800000", Valid::AtLeast(-1), Some("log.retention.ms"),
@@ -255,6 +265,15 @@ pub fn list_items(value: &str) -> Vec<String> {
 /// Checks one topic config; the error is what INVALID_CONFIG says.
 pub fn validate_config(name: &str, value: &str) -> Result<(), String> {
     match topic_config(name) {
+        Some(def) if def.name == "remote.storage.enable" => {
+            def.validate(value)?;
+            if value.eq_ignore_ascii_case("true") && !TIERING_AVAILABLE.load(Ordering::Relaxed) {
+                return Err(format!(
+                    "{name}={value}: tiered storage is disabled on this broker (OBJECT_STORE_URL is not set)"
+                ));
+            }
+            Ok(())
+        }
         Some(def) => def.validate(value),
         None => Err(format!("unknown topic config {name:?}")),
     }
@@ -374,11 +393,18 @@ pub fn log_config(overrides: &BTreeMap<String, String>, defaults: &BrokerTopicDe
     let int = |name: &str| get(name).trim().parse::<i64>().unwrap_or(-1);
     let optional = |v: i64| u64::try_from(v).ok();
     let fallback = LogConfig::default();
+    let retention_ms = optional(int("retention.ms"));
+    let retention_bytes = optional(int("retention.bytes"));
+    // -2: as far as the whole log's retention.
+    let local = |value: i64, whole: Option<u64>| if value == -2 { whole } else { optional(value) };
     LogConfig {
         segment_bytes: optional(int("segment.bytes")).unwrap_or(fallback.segment_bytes),
         segment_ms: optional(int("segment.ms")).unwrap_or(fallback.segment_ms),
-        retention_ms: optional(int("retention.ms")),
-        retention_bytes: optional(int("retention.bytes")),
+        retention_ms,
+        retention_bytes,
+        remote_storage: get("remote.storage.enable").eq_ignore_ascii_case("true"),
+        local_retention_ms: local(int("local.retention.ms"), retention_ms),
+        local_retention_bytes: local(int("local.retention.bytes"), retention_bytes),
         max_message_bytes: usize::try_from(int("max.message.bytes")).unwrap_or(fallback.max_message_bytes),
         log_append_time: get("message.timestamp.type") == "LogAppendTime",
         compression: CompressionType::parse(&get("compression.type")).unwrap_or(fallback.compression),
@@ -468,7 +494,7 @@ mod tests {
             ("preallocate", "yes", "true or false"),
             ("cleanup.policy", "compact", "compaction"),
             ("cleanup.policy", "delete,compact", "compaction"),
-            ("remote.storage.enable", "true", "tiered storage"),
+            ("remote.storage.enable", "true", "OBJECT_STORE_URL"),
             ("no.such.config", "1", "unknown"),
         ] {
             let error = validate_config(name, value).unwrap_err();

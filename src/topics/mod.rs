@@ -10,8 +10,9 @@ mod config;
 
 pub use catalog::{Catalog, CatalogStore, TopicEntry};
 pub use config::{
-    describe_topic_configs, list_items, topic_config, topic_config_for_broker_name, validate_config,
-    BrokerTopicDefaults, ConfigEntry, ConfigSource, ConfigSynonym, ConfigType, TopicConfigDef, TOPIC_CONFIGS,
+    describe_topic_configs, list_items, set_tiering_available, topic_config, topic_config_for_broker_name,
+    validate_config, BrokerTopicDefaults, ConfigEntry, ConfigSource, ConfigSynonym, ConfigType,
+    TopicConfigDef, TOPIC_CONFIGS,
 };
 
 /// A partition of a topic.
