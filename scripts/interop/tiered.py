@@ -6,11 +6,18 @@ byte-identical (most of them from the bucket), offsets_for_times finds
 records in remote segments, and a second broker with an empty data
 directory serves the whole tiered history.
 
-usage: tiered.py BROKER_BINARY [file|s3 ...]   (default: both)
-RECORDS (default 2,000,000) sets the records produced."""
+Also: kill -9 during uploads (crash, CRASH_ROUNDS rounds) and the S3
+server stopped under produce (outage, OUTAGE_SECONDS).
+
+usage: tiered.py BROKER_BINARY [file|s3|crash|outage ...]   (default: all)
+RECORDS (default 2,000,000) sets the records produced by file and s3."""
 import hashlib
+import json
 import os
+import random
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -209,10 +216,228 @@ def run(backend, binary):
     shutil.rmtree(work, ignore_errors=True)
 
 
+def s3_keys(env, prefix):
+    """Every object key under `prefix` in the moto bucket (ListObjectsV2)."""
+    import urllib.parse
+    import urllib.request
+    keys, token = [], None
+    while True:
+        query = {"list-type": "2", "prefix": prefix}
+        if token:
+            query["continuation-token"] = token
+        url = f"{env['AWS_ENDPOINT_URL']}/tiering?{urllib.parse.urlencode(query)}"
+        body = urllib.request.urlopen(url, timeout=10).read().decode()
+        keys += re.findall(r"<Key>([^<]+)</Key>", body)
+        m = re.search(r"<NextContinuationToken>([^<]+)</NextContinuationToken>", body)
+        if not m:
+            return keys
+        token = m.group(1)
+
+
+def s3_get(env, key):
+    import urllib.request
+    return urllib.request.urlopen(f"{env['AWS_ENDPOINT_URL']}/tiering/{key}", timeout=10).read()
+
+
+class Feeder:
+    """Produces records value(seq) acks=all in a thread until stopped,
+    at most `rate` records/s; remembers (offset, seq) of each acked one
+    and the errors the broker answered."""
+
+    def __init__(self, addr, first_seq, rate=None):
+        self.acked, self.errors, self.seq, self.rate = [], [], first_seq, rate
+        self.first = first_seq
+        self.running = True
+        self.p = Producer({"bootstrap.servers": addr, "linger.ms": 5, "acks": "all", "retries": 0,
+                           "enable.idempotence": False, "message.timeout.ms": 30000,
+                           "socket.timeout.ms": 5000})
+        self.thread = threading.Thread(target=self.loop)
+        self.thread.start()
+
+    def delivered(self, seq):
+        def report(err, msg):
+            if err:
+                self.errors.append(err)
+            else:
+                self.acked.append((msg.offset(), seq))
+        return report
+
+    def loop(self):
+        started = time.time()
+        while self.running:
+            if self.rate and self.seq - self.first >= self.rate * (time.time() - started):
+                self.p.poll(0.01)
+                continue
+            try:
+                self.p.produce(TOPIC, value=value(self.seq), partition=0, on_delivery=self.delivered(self.seq))
+                self.seq += 1
+            except BufferError:
+                self.p.poll(0.05)
+            self.p.poll(0)
+
+    def stop(self, flush=10):
+        self.running = False
+        self.thread.join()
+        self.p.flush(flush)
+
+
+def create_topic(addr, **configs):
+    admin = AdminClient({"bootstrap.servers": addr})
+    base = {"remote.storage.enable": "true"}
+    base.update({k.replace("_", "."): str(v) for k, v in configs.items()})
+    admin.create_topics([NewTopic(TOPIC, 1, 1, config=base)])[TOPIC].result(30)
+
+
+def wait_uploaded(data_dir, limit, seconds=180):
+    deadline = time.time() + seconds
+    while time.time() < deadline and local_log_bytes(data_dir) > limit:
+        time.sleep(0.5)
+    return local_log_bytes(data_dir)
+
+
+def read_back(addr, acked):
+    """Every acked (offset, seq) reads back with value(seq)."""
+    want = dict(acked)
+    if not want:
+        return True, "nothing acked"
+    top = max(want) + 1
+    c = Consumer({"bootstrap.servers": addr, "group.id": f"check-{time.time_ns()}", "enable.auto.commit": False,
+                  "check.crcs": True})
+    c.assign([TopicPartition(TOPIC, 0, 0)])
+    seen, wrong, deadline = 0, [], time.time() + 300
+    while seen < top and time.time() < deadline:
+        for m in c.consume(10000, 1.0):
+            if m.error():
+                c.close()
+                return False, f"consumer error {m.error()}"
+            seq = want.get(m.offset())
+            if seq is not None and m.value() != value(seq):
+                wrong.append(m.offset())
+            seen = m.offset() + 1
+    c.close()
+    return seen >= top and not wrong, f"read to {seen} of {top}; wrong values at {wrong[:5]}"
+
+
+def run_crash(binary, rounds=5):
+    """kill -9 while segments upload: afterwards every acked record reads
+    back, and the bucket holds each segment once, all named in the
+    manifest, with no gap or overlap."""
+    work = tempfile.mkdtemp(prefix="tiered-crash-", dir=os.environ.get("TMPDIR"))
+    moto, env = start_moto()
+    env.update(OBJECT_STORE_URL="s3://tiering/crash", LOG_RETENTION_CHECK_INTERVAL_SECS="1")
+    data = os.path.join(work, "data")
+    os.makedirs(data)
+    acked, seq, rng = [], 0, random.Random(int(os.environ.get("SEED", time.time_ns())))
+    for r in range(rounds):
+        proc, log, addr = start_broker(binary, data, env)
+        if r == 0:
+            create_topic(addr, segment_bytes=2 << 20, local_retention_bytes=4 << 20)
+        feeder = Feeder(addr, seq)
+        time.sleep(rng.uniform(2.0, 5.0))
+        proc.kill()
+        proc.wait()
+        feeder.stop(flush=5)
+        seq = feeder.seq
+        acked += feeder.acked
+        log.seek(0)
+        uploaded = log.read().count("segment uploaded")
+        print(f"crash round {r + 1}: killed with {len(feeder.acked)} acked, {uploaded} segments uploaded", flush=True)
+    proc, log, addr = start_broker(binary, data, env)
+    try:
+        size = wait_uploaded(data, (4 << 20) + (2 << 20) * 2)
+        ok, detail = read_back(addr, acked)
+        check(f"crash: after {rounds} kill -9 rounds during uploads every acked record reads back "
+              f"({len(acked)} acked)", ok, detail)
+        keys = s3_keys(env, "crash/topics/")
+        manifests = [k for k in keys if k.endswith("manifest.json")]
+        manifest = json.loads(s3_get(env, manifests[0])) if len(manifests) == 1 else {"segments": []}
+        segments = manifest["segments"]
+        contiguous = all(a["next_offset"] == b["base_offset"] for a, b in zip(segments, segments[1:]))
+        named = {f"{s['base_offset']:020d}-{s['leader_epoch']}.log" for s in segments}
+        logs = [k.rsplit("/", 1)[1] for k in keys if k.endswith(".log")]
+        check(f"crash: the manifest names {len(segments)} segments from offset 0 with no gap or overlap",
+              segments and segments[0]["base_offset"] == 0 and contiguous, json.dumps(segments)[:500])
+        check("crash: no remote segment duplicated or missing (every .log object named once in the manifest)",
+              sorted(logs) == sorted(named) and len(logs) == len(set(logs)),
+              f"objects {len(logs)}, named {len(named)}, local bytes {size}")
+    finally:
+        code = stop_broker(proc)
+        check("crash: broker exits 0", code == 0, f"exit {code}")
+        if not all(results):
+            log.seek(0)
+            print(log.read()[-6000:])
+    moto.kill()
+    moto.wait()
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def run_outage(binary, seconds):
+    """The S3 server stopped (SIGSTOP: requests hang, as behind a network
+    partition) for `seconds` under produce: produce goes on, uploads resume
+    when it returns, nothing is lost; with TIERING_LOCAL_CAP_MB, produce
+    is refused with KAFKA_STORAGE_ERROR only once the cap is reached."""
+    work = tempfile.mkdtemp(prefix="tiered-outage-", dir=os.environ.get("TMPDIR"))
+    moto, env = start_moto()
+    cap_mb = 48
+    env.update(OBJECT_STORE_URL="s3://tiering/outage", LOG_RETENTION_CHECK_INTERVAL_SECS="1",
+               TIERING_LOCAL_CAP_MB=str(cap_mb))
+    data = os.path.join(work, "data")
+    os.makedirs(data)
+    proc, log, addr = start_broker(binary, data, env)
+    try:
+        create_topic(addr, segment_bytes=4 << 20, local_retention_bytes=8 << 20)
+        # 30 MiB over the outage: under the cap.
+        rate = int(30 * 1024 / seconds)
+        feeder = Feeder(addr, 0, rate=rate)
+        time.sleep(2)
+        os.kill(moto.pid, signal.SIGSTOP)
+        time.sleep(seconds)
+        stopped_bytes = local_log_bytes(data)
+        os.kill(moto.pid, signal.SIGCONT)
+        feeder.stop(flush=30)
+        check(f"outage: produce goes on while the S3 server is stopped for {seconds} s "
+              f"({len(feeder.acked)} acked, local {stopped_bytes >> 20} MiB)",
+              not feeder.errors and len(feeder.acked) == feeder.seq, f"errors {feeder.errors[:3]}")
+        size = wait_uploaded(data, (8 << 20) + (4 << 20), seconds=240)
+        check(f"outage: uploads resume when it returns (local segments back to {size >> 20} MiB)",
+              size <= (8 << 20) + (4 << 20), f"{size} bytes")
+        ok, detail = read_back(addr, feeder.acked)
+        check("outage: nothing is lost", ok, detail)
+        # Past the cap: stop the server again and produce without a rate.
+        os.kill(moto.pid, signal.SIGSTOP)
+        flood = Feeder(addr, feeder.seq)
+        deadline = time.time() + 120
+        while time.time() < deadline and not flood.errors:
+            time.sleep(0.2)
+        peak = local_log_bytes(data)
+        flood.stop(flush=10)
+        os.kill(moto.pid, signal.SIGCONT)
+        codes = {e.name() for e in flood.errors}
+        check(f"outage: KAFKA_STORAGE_ERROR once local segments reach TIERING_LOCAL_CAP_MB={cap_mb} "
+              f"(refused at {peak >> 20} MiB)",
+              codes == {"KAFKA_STORAGE_ERROR"} and peak >= (cap_mb << 20) - (4 << 20), f"{codes}, {peak} bytes")
+        ok, detail = read_back(addr, flood.acked)
+        check("outage: what was acknowledged before the cap reads back", ok, detail)
+    finally:
+        code = stop_broker(proc)
+        check("outage: broker exits 0", code == 0, f"exit {code}")
+        if not all(results):
+            log.seek(0)
+            print(log.read()[-6000:])
+    moto.kill()
+    moto.wait()
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def main():
     binary = sys.argv[1]
-    for backend in sys.argv[2:] or ["file", "s3"]:
-        run(backend, binary)
+    for part in sys.argv[2:] or ["file", "s3", "crash", "outage"]:
+        if part == "crash":
+            run_crash(binary, int(os.environ.get("CRASH_ROUNDS", "5")))
+        elif part == "outage":
+            run_outage(binary, int(os.environ.get("OUTAGE_SECONDS", "60")))
+        else:
+            run(part, binary)
     passed = sum(results)
     print(f"tiered: {passed} passed, {len(results) - passed} failed", flush=True)
     sys.exit(0 if all(results) else 1)

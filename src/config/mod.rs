@@ -117,6 +117,9 @@ pub struct ServerConfig {
     /// Where tiered topics keep their closed segments (`s3://bucket/prefix`,
     /// `gs://`, `az://`, `file:///dir`); `None`: no tiering.
     pub object_store_url: Option<String>,
+    /// Local segment bytes per tiered partition past which produce is
+    /// refused (uploads not keeping up, or failing); 0 = no cap.
+    pub tiering_local_cap_mb: usize,
     /// `RUST_LOG`-style filter for the binary's log output.
     pub log_filter: String,
     pub log_format: LogFormat,
@@ -160,6 +163,7 @@ impl Default for ServerConfig {
             segment_write: crate::storage::WriteMode::Direct,
             recent_cache_mb: None,
             object_store_url: None,
+            tiering_local_cap_mb: 0,
             log_filter: "info".into(),
             log_format: LogFormat::Text,
             auto_create_topics: true,

@@ -106,6 +106,77 @@ pub struct Metrics {
     pub(crate) executor_stalls: Family<ShardLabel, Counter>,
     pub(crate) executor_loop_lag: Family<ShardLabel, FloatGauge>,
     pub(crate) executor_tasks: Family<ShardLabel, Counter>,
+    pub(crate) tiering: TieringFamilies,
+}
+
+/// Tiered storage's series (present with OBJECT_STORE_URL).
+pub(crate) struct TieringFamilies {
+    pub uploaded_bytes: Family<ShardLabel, Counter>,
+    pub uploaded_segments: Family<ShardLabel, Counter>,
+    pub upload_lag: Family<ShardLabel, Gauge>,
+    pub remote_read_bytes: Family<ShardLabel, Counter>,
+    pub remote_read_duration: Family<ShardLabel, Histogram, fn() -> Histogram>,
+    pub remote_chunks_fetched: Family<ShardLabel, Counter>,
+    pub remote_cache_hits: Family<ShardLabel, Counter>,
+    pub errors: Family<ReasonLabels, Counter>,
+}
+
+impl TieringFamilies {
+    fn new() -> TieringFamilies {
+        TieringFamilies {
+            uploaded_bytes: Family::default(),
+            uploaded_segments: Family::default(),
+            upload_lag: Family::default(),
+            remote_read_bytes: Family::default(),
+            remote_read_duration: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
+            remote_chunks_fetched: Family::default(),
+            remote_cache_hits: Family::default(),
+            errors: Family::default(),
+        }
+    }
+
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "chronik_tiered_uploaded_bytes",
+            "Segment bytes the shard copied to object storage",
+            self.uploaded_bytes.clone(),
+        );
+        r.register(
+            "chronik_tiered_uploaded_segments",
+            "Segments the shard copied to object storage (named in their manifest)",
+            self.uploaded_segments.clone(),
+        );
+        r.register(
+            "chronik_tiered_upload_lag_offsets",
+            "Offsets of the shard's tiered partitions not yet in object storage",
+            self.upload_lag.clone(),
+        );
+        r.register(
+            "chronik_tiered_remote_read_bytes",
+            "Batch bytes served to fetches from object storage",
+            self.remote_read_bytes.clone(),
+        );
+        r.register(
+            "chronik_tiered_remote_read_duration_seconds",
+            "Time to serve one partition's fetch from object storage",
+            self.remote_read_duration.clone(),
+        );
+        r.register(
+            "chronik_tiered_remote_chunks_fetched",
+            "Ranged GETs of segment chunks (read cache misses)",
+            self.remote_chunks_fetched.clone(),
+        );
+        r.register(
+            "chronik_tiered_remote_cache_hits",
+            "Reads of segment chunks served from the shard's read cache",
+            self.remote_cache_hits.clone(),
+        );
+        r.register(
+            "chronik_tiered_errors",
+            "Object-storage failures by kind (request, denied, not_found, missing, corrupt, local_io, stopped)",
+            self.errors.clone(),
+        );
+    }
 }
 
 impl Metrics {
@@ -136,6 +207,7 @@ impl Metrics {
             executor_stalls: Family::default(),
             executor_loop_lag: Family::default(),
             executor_tasks: Family::default(),
+            tiering: TieringFamilies::new(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -244,6 +316,7 @@ impl Metrics {
             "Tasks the shard's executor has run",
             metrics.executor_tasks.clone(),
         );
+        metrics.tiering.register(r);
         Metrics { registry, ..metrics }
     }
 

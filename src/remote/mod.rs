@@ -22,7 +22,12 @@ pub(crate) use runtime::SideRuntime;
 pub(crate) use store::RemoteStore;
 pub(crate) use tiered::{load_cached_manifest, TieredLog, TieringContext};
 
-use std::cell::{Cell, RefCell};
+use crate::metrics::{Metrics, ReasonLabels, ShardLabel};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
@@ -33,51 +38,71 @@ pub(crate) const READ_CACHE_BYTES_PER_SHARD: usize = 64 << 20;
 /// that many segment files' worth of parts).
 pub(crate) const UPLOADS_PER_SHARD: u64 = 2;
 
-/// A shard's tiering figures, read by its metrics.
-#[derive(Default)]
+/// A shard's tiering series: atomics only this shard writes.
 pub(crate) struct TieringStats {
-    pub uploaded_bytes: Cell<u64>,
-    pub uploaded_segments: Cell<u64>,
-    pub upload_seconds: Cell<f64>,
-    pub remote_read_bytes: Cell<u64>,
-    pub remote_reads: Cell<u64>,
-    pub remote_read_seconds: Cell<f64>,
-    pub fetched_bytes: Cell<u64>,
-    pub cache_hits: Cell<u64>,
-    pub errors: RefCell<HashMap<&'static str, u64>>,
-    /// Offsets not yet remote, per partition.
-    pub lag: RefCell<HashMap<Rc<str>, i64>>,
+    shard: String,
+    uploaded_bytes: Counter,
+    uploaded_segments: Counter,
+    upload_lag: Gauge,
+    remote_read_bytes: Counter,
+    remote_read_duration: Histogram,
+    chunks_fetched: Counter,
+    cache_hits: Counter,
+    errors: Family<ReasonLabels, Counter>,
+    /// Offsets not yet remote, per partition (the gauge is their sum).
+    lag: RefCell<HashMap<Rc<str>, i64>>,
 }
 
 impl TieringStats {
-    fn uploaded(&self, bytes: u64, took: Duration) {
-        self.uploaded_bytes.set(self.uploaded_bytes.get() + bytes);
-        self.uploaded_segments.set(self.uploaded_segments.get() + 1);
-        self.upload_seconds
-            .set(self.upload_seconds.get() + took.as_secs_f64());
+    pub(crate) fn new(shard: usize, metrics: &Metrics) -> TieringStats {
+        let label = ShardLabel {
+            shard: shard.to_string(),
+        };
+        let families = &metrics.tiering;
+        TieringStats {
+            uploaded_bytes: families.uploaded_bytes.get_or_create_owned(&label),
+            uploaded_segments: families.uploaded_segments.get_or_create_owned(&label),
+            upload_lag: families.upload_lag.get_or_create_owned(&label),
+            remote_read_bytes: families.remote_read_bytes.get_or_create_owned(&label),
+            remote_read_duration: families.remote_read_duration.get_or_create_owned(&label),
+            chunks_fetched: families.remote_chunks_fetched.get_or_create_owned(&label),
+            cache_hits: families.remote_cache_hits.get_or_create_owned(&label),
+            errors: families.errors.clone(),
+            shard: label.shard,
+            lag: RefCell::default(),
+        }
+    }
+
+    fn uploaded(&self, bytes: u64) {
+        self.uploaded_bytes.inc_by(bytes);
+        self.uploaded_segments.inc();
     }
 
     fn read(&self, bytes: usize, took: Duration) {
-        self.remote_read_bytes
-            .set(self.remote_read_bytes.get() + bytes as u64);
-        self.remote_reads.set(self.remote_reads.get() + 1);
-        self.remote_read_seconds
-            .set(self.remote_read_seconds.get() + took.as_secs_f64());
+        self.remote_read_bytes.inc_by(bytes as u64);
+        self.remote_read_duration.observe(took.as_secs_f64());
     }
 
-    fn fetched(&self, bytes: usize) {
-        self.fetched_bytes.set(self.fetched_bytes.get() + bytes as u64);
+    fn fetched(&self) {
+        self.chunks_fetched.inc();
     }
 
     fn cache_hit(&self) {
-        self.cache_hits.set(self.cache_hits.get() + 1);
+        self.cache_hits.inc();
     }
 
     fn error(&self, kind: &'static str) {
-        *self.errors.borrow_mut().entry(kind).or_default() += 1;
+        self.errors
+            .get_or_create(&ReasonLabels {
+                shard: self.shard.clone(),
+                reason: kind.to_string(),
+            })
+            .inc();
     }
 
     fn set_lag(&self, partition: &Rc<str>, offsets: i64) {
-        self.lag.borrow_mut().insert(partition.clone(), offsets.max(0));
+        let mut lag = self.lag.borrow_mut();
+        lag.insert(partition.clone(), offsets.max(0));
+        self.upload_lag.set(lag.values().sum());
     }
 }

@@ -117,7 +117,7 @@ impl RemoteReads {
         let bytes = store
             .get_range(key, start..(start + CHUNK_BYTES).min(size))
             .await?;
-        self.stats.fetched(bytes.len());
+        self.stats.fetched();
         self.chunks.borrow_mut().keep(id, bytes.clone(), self.budget);
         Ok(bytes)
     }

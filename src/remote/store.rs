@@ -77,6 +77,18 @@ impl fmt::Debug for RemoteStore {
     }
 }
 
+/// The client's own retries stay short: a failed upload is retried by
+/// the partition with its own backoff (and said in the log), and a read
+/// should fail within a fetch's patience rather than after the client's
+/// default three minutes.
+fn retry() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        max_retries: 3,
+        retry_timeout: std::time::Duration::from_secs(20),
+        ..Default::default()
+    }
+}
+
 /// Builds the store for `url`: `s3://bucket/prefix` (and S3-compatible
 /// servers through AWS_ENDPOINT_URL), `gs://`, `az://` / `abfs://`, or
 /// `file:///dir`, each cloud configured from its standard environment.
@@ -96,18 +108,21 @@ pub(crate) fn open_store(url: &str) -> Result<(Arc<dyn ObjectStore>, ObjectPath)
         "s3" | "s3a" => Arc::new(
             object_store::aws::AmazonS3Builder::from_env()
                 .with_url(url)
+                .with_retry(retry())
                 .build()
                 .map_err(|e| e.to_string())?,
         ),
         "gs" => Arc::new(
             object_store::gcp::GoogleCloudStorageBuilder::from_env()
                 .with_url(url)
+                .with_retry(retry())
                 .build()
                 .map_err(|e| e.to_string())?,
         ),
         "az" | "azure" | "abfs" | "abfss" => Arc::new(
             object_store::azure::MicrosoftAzureBuilder::from_env()
                 .with_url(url)
+                .with_retry(retry())
                 .build()
                 .map_err(|e| e.to_string())?,
         ),

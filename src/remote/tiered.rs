@@ -45,6 +45,8 @@ pub(crate) struct TieringContext {
     pub stats: Rc<TieringStats>,
     /// Uploads running on the shard at once.
     pub uploads: Rc<Semaphore>,
+    /// TIERING_LOCAL_CAP_MB in bytes (0 = none).
+    pub local_cap: u64,
 }
 
 /// The remote half of a tiered partition, shared with its upload and read
@@ -216,7 +218,6 @@ impl RemotePartition {
                 max_timestamp: closed.max_timestamp,
                 leader_epoch: self.leader_epoch,
             };
-            let started = Instant::now();
             let [log, index, timeindex] = closed.files.clone();
             let sent = match store.put_file(&self.keys.segment(&segment, "log"), log).await {
                 Ok(sent) => sent,
@@ -244,7 +245,7 @@ impl RemotePartition {
                 m.segments.insert(at, segment.clone());
             })
             .await?;
-            self.context.stats.uploaded(sent, started.elapsed());
+            self.context.stats.uploaded(sent);
             info!(partition = %self.name, base_offset = segment.base_offset, next_offset = segment.next_offset, bytes = sent, "segment uploaded to object storage");
         }
         Ok(())
@@ -495,6 +496,25 @@ impl Log for TieredLog {
         header: BatchHeader,
         config: &LogConfig,
     ) -> Result<Appending, StorageError> {
+        let cap = self.remote.context.local_cap;
+        if config.remote_storage && cap > 0 && self.local.size_bytes() >= cap {
+            let remote = &self.remote;
+            if remote
+                .last_warning
+                .get()
+                .is_none_or(|at| at.elapsed() >= WARN_EVERY)
+            {
+                remote.last_warning.set(Some(Instant::now()));
+                warn!(partition = %remote.name, local_bytes = self.local.size_bytes(), cap,
+                    "local segments reached TIERING_LOCAL_CAP_MB with uploads behind; produce refused until they catch up");
+            }
+            remote.context.stats.error("local_cap");
+            return Err(StorageError::Io {
+                what: "append",
+                error: "the partition's local segments reached TIERING_LOCAL_CAP_MB while uploads to object storage are behind"
+                    .into(),
+            });
+        }
         self.local.append(batch, header, config)
     }
 

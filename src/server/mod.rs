@@ -247,12 +247,13 @@ impl IngestServer {
                     recent: recent.clone(),
                     read_ahead: ReadAheadBudget::new(READ_AHEAD_BYTES_PER_SHARD),
                     tiering: shard_remote.clone().map(|store| {
-                        let stats = Rc::new(TieringStats::default());
+                        let stats = Rc::new(TieringStats::new(shard.id, &shard_metrics));
                         TieringContext {
                             store,
                             reads: RemoteReads::new(READ_CACHE_BYTES_PER_SHARD, stats.clone()),
                             stats,
                             uploads: Rc::new(glommio::sync::Semaphore::new(UPLOADS_PER_SHARD)),
+                            local_cap: (shard_config.tiering_local_cap_mb as u64) << 20,
                         }
                     }),
                 },
