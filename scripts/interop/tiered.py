@@ -99,12 +99,12 @@ def produce(addr, count):
     return left == 0 and not failed, f"{left} unflushed, errors {failed[:3]}"
 
 
-def consume_all(addr, upto):
-    """Reads offsets 0..upto from partition 0: (all identical, first bad offset or None)."""
+def consume_all(addr, upto, start=0):
+    """Reads offsets start..upto from partition 0: (all identical, first bad offset or None)."""
     c = Consumer({"bootstrap.servers": addr, "group.id": f"tiered-{time.time_ns()}",
                   "enable.auto.commit": False, "fetch.max.bytes": 52428800})
-    c.assign([TopicPartition(TOPIC, 0, 0)])
-    expect = 0
+    c.assign([TopicPartition(TOPIC, 0, start)])
+    expect = start
     deadline = time.time() + 300
     bad = None
     while expect < upto and time.time() < deadline:
@@ -152,11 +152,7 @@ def run(backend, binary):
     os.makedirs(first)
     proc, log, addr = start_broker(binary, first, env)
     try:
-        admin = AdminClient({"bootstrap.servers": addr})
-        topic = NewTopic(TOPIC, 1, 1, config={
-            "remote.storage.enable": "true", "segment.bytes": str(SEGMENT),
-            "local.retention.bytes": str(LOCAL_CAP)})
-        admin.create_topics([topic])[TOPIC].result(30)
+        create_topic(addr, segment_bytes=SEGMENT, local_retention_bytes=LOCAL_CAP)
         started = time.time()
         peak = [0]
         watching = [True]
@@ -189,6 +185,21 @@ def run(backend, binary):
             found = c.offsets_for_times([TopicPartition(TOPIC, 0, BASE_TS + k)], timeout=20)[0].offset
             check(f"{backend}: offsets_for_times finds offset {k} in a remote segment", found == k, f"got {found}")
         c.close()
+        if backend == "file":
+            # DeleteRecords into the remote history: both starts move, the
+            # remote segments wholly below go from the bucket.
+            cut = RECORDS // 4
+            bucket = os.path.join(work, "bucket")
+            logs_before = sum(f.endswith(".log") for _, _, fs in os.walk(bucket) for f in fs)
+            admin = AdminClient({"bootstrap.servers": addr})
+            done = admin.delete_records([TopicPartition(TOPIC, 0, cut)])
+            low = list(done.values())[0].result(30).low_watermark
+            del admin
+            logs_after = sum(f.endswith(".log") for _, _, fs in os.walk(bucket) for f in fs)
+            lo, _ = high_watermark(addr)
+            check(f"{backend}: DeleteRecords to {cut} moves the log start into the remote history "
+                  f"(remote segments {logs_before} -> {logs_after})",
+                  low == cut and lo == cut and logs_after < logs_before, f"low {low}, start {lo}")
     finally:
         code = stop_broker(proc)
         check(f"{backend}: broker exits 0 on SIGTERM", code == 0, f"exit {code}")
@@ -200,9 +211,10 @@ def run(backend, binary):
     proc, log, addr = start_broker(binary, second, env)
     try:
         lo, hi = high_watermark(addr)
+        start = RECORDS // 4 if backend == "file" else 0
         check(f"{backend}: a broker with an empty data directory takes the topic back from the bucket",
-              lo == 0 and hi > RECORDS // 2, f"{lo}..{hi}")
-        ok, detail = consume_all(addr, hi)
+              lo == start and hi > RECORDS // 2, f"{lo}..{hi}")
+        ok, detail = consume_all(addr, hi, start)
         check(f"{backend}: it serves the whole tiered history byte-identical", ok, detail)
     finally:
         code = stop_broker(proc)
@@ -216,27 +228,21 @@ def run(backend, binary):
     shutil.rmtree(work, ignore_errors=True)
 
 
+def s3_client(env):
+    import boto3
+    return boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_REGION"],
+                        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+
+
 def s3_keys(env, prefix):
-    """Every object key under `prefix` in the moto bucket (ListObjectsV2)."""
-    import urllib.parse
-    import urllib.request
-    keys, token = [], None
-    while True:
-        query = {"list-type": "2", "prefix": prefix}
-        if token:
-            query["continuation-token"] = token
-        url = f"{env['AWS_ENDPOINT_URL']}/tiering?{urllib.parse.urlencode(query)}"
-        body = urllib.request.urlopen(url, timeout=10).read().decode()
-        keys += re.findall(r"<Key>([^<]+)</Key>", body)
-        m = re.search(r"<NextContinuationToken>([^<]+)</NextContinuationToken>", body)
-        if not m:
-            return keys
-        token = m.group(1)
+    """Every object key under `prefix` in the moto bucket."""
+    pages = s3_client(env).get_paginator("list_objects_v2").paginate(Bucket="tiering", Prefix=prefix)
+    return [o["Key"] for page in pages for o in page.get("Contents", [])]
 
 
 def s3_get(env, key):
-    import urllib.request
-    return urllib.request.urlopen(f"{env['AWS_ENDPOINT_URL']}/tiering/{key}", timeout=10).read()
+    return s3_client(env).get_object(Bucket="tiering", Key=key)["Body"].read()
 
 
 class Feeder:
@@ -282,6 +288,8 @@ class Feeder:
 
 
 def create_topic(addr, **configs):
+    """The tiered topic; the admin client goes with this call (left alive,
+    it would go on reconnecting to a stopped broker)."""
     admin = AdminClient({"bootstrap.servers": addr})
     base = {"remote.storage.enable": "true"}
     base.update({k.replace("_", "."): str(v) for k, v in configs.items()})
@@ -331,8 +339,9 @@ def run_crash(binary, rounds=5):
     for r in range(rounds):
         proc, log, addr = start_broker(binary, data, env)
         if r == 0:
-            create_topic(addr, segment_bytes=2 << 20, local_retention_bytes=4 << 20)
-        feeder = Feeder(addr, seq)
+            create_topic(addr, segment_bytes=4 << 20, local_retention_bytes=8 << 20)
+        # Bounded, so the read-back through the S3 server stays short.
+        feeder = Feeder(addr, seq, rate=40000)
         time.sleep(rng.uniform(2.0, 5.0))
         proc.kill()
         proc.wait()
@@ -344,7 +353,7 @@ def run_crash(binary, rounds=5):
         print(f"crash round {r + 1}: killed with {len(feeder.acked)} acked, {uploaded} segments uploaded", flush=True)
     proc, log, addr = start_broker(binary, data, env)
     try:
-        size = wait_uploaded(data, (4 << 20) + (2 << 20) * 2)
+        size = wait_uploaded(data, (8 << 20) + (4 << 20) * 2)
         ok, detail = read_back(addr, acked)
         check(f"crash: after {rounds} kill -9 rounds during uploads every acked record reads back "
               f"({len(acked)} acked)", ok, detail)

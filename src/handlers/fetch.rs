@@ -77,7 +77,7 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     request.wait.until(deadline);
 
     let results = loop {
-        let results = read_all(&broker, &wanted, max_bytes, unknown.code()).await;
+        let results = read_all(&broker, &wanted, max_bytes, unknown.code(), deadline).await;
         let bytes: usize = results.iter().map(|r| r.records.len()).sum();
         let failed = results.iter().any(|r| r.error_code != 0);
         let now = Instant::now();
@@ -92,7 +92,7 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
         let timeout = pin!(glommio::timer::sleep(deadline - now));
         let drained = pin!(broker.shard().drain.wait());
         if let Either::Right(_) = select(woken, select(timeout, drained)).await {
-            break read_all(&broker, &wanted, max_bytes, unknown.code()).await;
+            break read_all(&broker, &wanted, max_bytes, unknown.code(), deadline).await;
         }
     };
 
@@ -150,6 +150,7 @@ async fn read_all(
     wanted: &[Wanted],
     max_bytes: usize,
     unknown: i16,
+    answer_by: Instant,
 ) -> Vec<ReadResult> {
     let known: Vec<(usize, ReadSpec)> = wanted
         .iter()
@@ -163,6 +164,7 @@ async fn read_all(
                     offset: w.offset,
                     max_bytes: w.max_bytes.min(max_bytes),
                     current_leader_epoch: w.current_leader_epoch,
+                    answer_by: Some(answer_by),
                 },
             ))
         })

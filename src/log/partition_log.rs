@@ -545,6 +545,17 @@ impl PartitionLog {
                 break;
             }
         }
+        // A segment rolled but not yet sealed when the broker died has its
+        // indexes only as rebuilt above: written now, as its seal would
+        // have, since it takes no more batches (tiering uploads them).
+        if let Some((_, closed)) = segments.split_last() {
+            for segment in closed {
+                let [_, index, time_index] = segment.file_paths();
+                if !index.exists() || !time_index.exists() {
+                    segment.write_indexes()?;
+                }
+            }
+        }
         let stored_start = read_i64(&dir.join(LOG_START_OFFSET))?;
         if segments.is_empty() {
             segments.push(Segment::create(dir, stored_start.unwrap_or(0))?);

@@ -27,11 +27,17 @@ use crate::log::LogConfig;
 use crate::storage::{GroupCommit, Log, StorageError};
 use bytes::Bytes;
 use futures::channel::oneshot;
+use futures::future::{select, Either};
 use std::cell::{Cell, RefCell};
+use std::pin::pin;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 type Waiter = Rc<RefCell<Option<oneshot::Sender<()>>>>;
+
+/// How long a fetch's read may take even when its `max_wait_ms` is spent.
+const MIN_READ_PATIENCE: Duration = Duration::from_millis(20);
 
 /// The offsets a partition moves, shared with its log's progress callback.
 #[derive(Default)]
@@ -155,7 +161,12 @@ impl Partition {
     }
 
     /// Whole batches from `offset` up to the high watermark.
-    async fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadAnswer, StorageError> {
+    async fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        answer_by: Option<Instant>,
+    ) -> Result<ReadAnswer, StorageError> {
         let (high_watermark, last_stable_offset) = (self.high_watermark(), self.last_stable_offset());
         let log_start_offset = self.log_start_offset();
         let (records, error) = if offset == high_watermark {
@@ -163,7 +174,22 @@ impl Partition {
             (Bytes::new(), None)
         } else {
             let read = self.log.borrow().read(offset, max_bytes, true);
-            match read.await {
+            let outcome = match answer_by {
+                Some(at) => {
+                    // A moment at least, so a read the cache can answer
+                    // (a remote one is a task of its own) gets to run.
+                    let patience = at
+                        .saturating_duration_since(Instant::now())
+                        .max(MIN_READ_PATIENCE);
+                    let timer = pin!(glommio::timer::sleep(patience));
+                    match select(read, timer).await {
+                        Either::Left((outcome, _)) => outcome,
+                        Either::Right(_) => Ok(Bytes::new()),
+                    }
+                }
+                None => read.await,
+            };
+            match outcome {
                 Ok(records) => (records, None),
                 Err(e) => (Bytes::new(), Some(e)),
             }

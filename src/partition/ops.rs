@@ -16,6 +16,11 @@ pub(crate) struct ReadSpec {
     pub max_bytes: usize,
     /// The client's `current_leader_epoch` (-1: unchecked).
     pub current_leader_epoch: i32,
+    /// When the fetch must answer (its `max_wait_ms`): a read still going
+    /// then (one from object storage) is answered empty and goes on
+    /// filling the read cache for the next fetch, so it does not hold up
+    /// the request's other partitions.
+    pub answer_by: Option<std::time::Instant>,
 }
 
 /// A stored append.

@@ -522,11 +522,10 @@ impl Log for TieredLog {
         let local_start = self.local.offsets().log_start;
         if offset < local_start {
             if let Some(segment) = self.remote.manifest.borrow().segment_for(offset).cloned() {
-                return self
-                    .remote
-                    .clone()
-                    .read(segment, offset, max_bytes, at_least_one)
-                    .boxed_local();
+                // A task of its own: a fetch that stops waiting (its
+                // max_wait_ms) leaves it to fill the read cache.
+                let read = self.remote.clone().read(segment, offset, max_bytes, at_least_one);
+                return glommio::spawn_local(read).boxed_local();
             }
         }
         self.local.read(offset, max_bytes, at_least_one)
