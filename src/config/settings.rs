@@ -703,7 +703,7 @@ pub static SETTINGS: &[Setting] = &[
         "Memory per shard for the batches written last, which consumers read without touching the disk, spent oldest first across the shard's partitions and given back while the host's available memory is under an eighth of its total. auto = an eighth of the host's memory split between the shards, at most 1024 each; 0 = off."),
     setting!("OBJECT_STORE_URL", |c| StoreUrl(&mut c.object_store_url),
         "Object storage for tiered topics (remote.storage.enable=true): s3://bucket/prefix (with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL, AWS_ALLOW_HTTP for S3-compatible servers), gs://bucket/prefix, az://container/prefix, or file:///dir. Empty = no tiering. A broker started with an empty data directory takes back every tiered topic it finds there."),
-    setting!("TIERING_LOCAL_CAP_MB", |c| &mut c.tiering_local_cap_mb,
+    setting!("TIERING_LOCAL_CAP_MB", |c| NoLimitIfZero(&mut c.tiering_local_cap_mb),
         "Per tiered partition: MiB of local segments past which produce is answered KAFKA_STORAGE_ERROR, because uploads to object storage are failing or behind and local retention may only delete what is uploaded. 0 = no cap (the disk fills until uploads resume)."),
     setting!("MAX_REQUEST_BYTES", |c| &mut c.max_request_bytes,
         "Largest request frame accepted; larger sizes close the connection before anything is allocated."),
