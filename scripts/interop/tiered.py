@@ -72,6 +72,20 @@ def start_moto():
     sys.exit("moto_server did not start")
 
 
+def stop_and_report(name, proc, log):
+    """Stops the broker (it must exit 0); on any failure so far, shows its log."""
+    code = stop_broker(proc)
+    check(f"{name}: broker exits 0", code == 0, f"exit {code}")
+    if not all(results):
+        log.seek(0)
+        print(log.read()[-6000:])
+
+
+def stop_moto(moto):
+    moto.kill()
+    moto.wait()
+
+
 def local_log_bytes(data_dir):
     total = 0
     for root, _, files in os.walk(data_dir):
@@ -201,11 +215,7 @@ def run(backend, binary):
                   f"(remote segments {logs_before} -> {logs_after})",
                   low == cut and lo == cut and logs_after < logs_before, f"low {low}, start {lo}")
     finally:
-        code = stop_broker(proc)
-        check(f"{backend}: broker exits 0 on SIGTERM", code == 0, f"exit {code}")
-        if not all(results):
-            log.seek(0)
-            print(log.read()[-8000:])
+        stop_and_report(backend, proc, log)
     second = os.path.join(work, "second")
     os.makedirs(second)
     proc, log, addr = start_broker(binary, second, env)
@@ -217,14 +227,9 @@ def run(backend, binary):
         ok, detail = consume_all(addr, hi, start)
         check(f"{backend}: it serves the whole tiered history byte-identical", ok, detail)
     finally:
-        code = stop_broker(proc)
-        check(f"{backend}: second broker exits 0", code == 0, f"exit {code}")
-        if not all(results):
-            log.seek(0)
-            print(log.read()[-8000:])
+        stop_and_report(f"{backend} (second broker)", proc, log)
     if moto:
-        moto.kill()
-        moto.wait()
+        stop_moto(moto)
     shutil.rmtree(work, ignore_errors=True)
 
 
@@ -370,13 +375,8 @@ def run_crash(binary, rounds=5):
               sorted(logs) == sorted(named) and len(logs) == len(set(logs)),
               f"objects {len(logs)}, named {len(named)}, local bytes {size}")
     finally:
-        code = stop_broker(proc)
-        check("crash: broker exits 0", code == 0, f"exit {code}")
-        if not all(results):
-            log.seek(0)
-            print(log.read()[-6000:])
-    moto.kill()
-    moto.wait()
+        stop_and_report("crash", proc, log)
+    stop_moto(moto)
     shutil.rmtree(work, ignore_errors=True)
 
 
@@ -428,13 +428,8 @@ def run_outage(binary, seconds):
         ok, detail = read_back(addr, flood.acked)
         check("outage: what was acknowledged before the cap reads back", ok, detail)
     finally:
-        code = stop_broker(proc)
-        check("outage: broker exits 0", code == 0, f"exit {code}")
-        if not all(results):
-            log.seek(0)
-            print(log.read()[-6000:])
-    moto.kill()
-    moto.wait()
+        stop_and_report("outage", proc, log)
+    stop_moto(moto)
     shutil.rmtree(work, ignore_errors=True)
 
 

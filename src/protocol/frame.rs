@@ -291,6 +291,22 @@ mod tests {
         }
     }
 
+    /// Every frame until the reader's end of stream.
+    fn read_to_end<R: AsyncRead + Unpin>(buffer: &mut FrameBuffer, reader: &mut Incoming<R>) -> Vec<Bytes> {
+        let mut frames = Vec::new();
+        futures::executor::block_on(async {
+            loop {
+                while let Some(frame) = buffer.next_frame().unwrap() {
+                    frames.push(frame);
+                }
+                if buffer.read_from(reader).await.unwrap() == 0 {
+                    break;
+                }
+            }
+        });
+        frames
+    }
+
     #[test]
     fn a_drained_buffer_holds_nothing_and_reads_land_on_the_stack_first() {
         let mut wire = frame(b"small request");
@@ -302,17 +318,7 @@ mod tests {
         };
         let mut buffer = FrameBuffer::new(64 * 1024, 1 << 20);
         assert_eq!(buffer.held(), 0, "nothing allocated before data arrives");
-        let mut frames = Vec::new();
-        futures::executor::block_on(async {
-            loop {
-                while let Some(frame) = buffer.next_frame().unwrap() {
-                    frames.push(frame);
-                }
-                if buffer.read_from(&mut reader).await.unwrap() == 0 {
-                    break;
-                }
-            }
-        });
+        let frames = read_to_end(&mut buffer, &mut reader);
         assert_eq!(frames.len(), 2);
         assert_eq!(&frames[0][..], b"small request");
         assert_eq!(&frames[1][..], &big[..]);
@@ -343,17 +349,7 @@ mod tests {
             socket: Some(receiver.as_raw_fd()),
         };
         let mut buffer = FrameBuffer::new(64 * 1024, 4 << 20);
-        let mut frames = Vec::new();
-        futures::executor::block_on(async {
-            loop {
-                while let Some(frame) = buffer.next_frame().unwrap() {
-                    frames.push(frame);
-                }
-                if buffer.read_from(&mut reader).await.unwrap() == 0 {
-                    break;
-                }
-            }
-        });
+        let frames = read_to_end(&mut buffer, &mut reader);
         writer.join().unwrap();
         assert_eq!(frames.len(), 3);
         assert_eq!(&frames[0][..], b"first frame");
