@@ -290,6 +290,9 @@ class Feeder:
         self.running = False
         self.thread.join()
         self.p.flush(flush)
+        # Gone now, not whenever the collector gets to it: left alive it
+        # goes on reconnecting to brokers that have stopped.
+        self.p = None
 
 
 def create_topic(addr, **configs):

@@ -32,9 +32,13 @@ pub(crate) struct Manifest {
 }
 
 impl Manifest {
-    /// One past the last remote offset (0 with nothing remote).
+    /// One past the last offset that has been remote: where the next
+    /// upload starts. Retention emptying the manifest leaves the log start
+    /// there, so nothing is uploaded twice.
     pub(crate) fn end(&self) -> i64 {
-        self.segments.last().map_or(0, |s| s.next_offset)
+        self.segments
+            .last()
+            .map_or(self.log_start_offset, |s| s.next_offset.max(self.log_start_offset))
     }
 
     /// The remote segment holding `offset`, if it is remote and not
@@ -133,6 +137,11 @@ mod tests {
         manifest.log_start_offset = 120;
         assert_eq!(manifest.segment_for(110), None);
         assert_eq!(manifest.start(), Some(120));
+        manifest.log_start_offset = 250;
+        manifest.segments.clear();
+        assert_eq!(manifest.end(), 250, "emptied by retention, it still knows where uploads stopped");
+        manifest.log_start_offset = 120;
+        manifest.segments = vec![segment(0, 100), segment(100, 250)];
         let back = Manifest::from_json(&manifest.to_json()).unwrap();
         assert_eq!(back, manifest);
     }
