@@ -36,9 +36,9 @@ impl Manifest {
     /// upload starts. Retention emptying the manifest leaves the log start
     /// there, so nothing is uploaded twice.
     pub(crate) fn end(&self) -> i64 {
-        self.segments
-            .last()
-            .map_or(self.log_start_offset, |s| s.next_offset.max(self.log_start_offset))
+        self.segments.last().map_or(self.log_start_offset, |s| {
+            s.next_offset.max(self.log_start_offset)
+        })
     }
 
     /// The remote segment holding `offset`, if it is remote and not
@@ -139,7 +139,11 @@ mod tests {
         assert_eq!(manifest.start(), Some(120));
         manifest.log_start_offset = 250;
         manifest.segments.clear();
-        assert_eq!(manifest.end(), 250, "emptied by retention, it still knows where uploads stopped");
+        assert_eq!(
+            manifest.end(),
+            250,
+            "emptied by retention, it still knows where uploads stopped"
+        );
         manifest.log_start_offset = 120;
         manifest.segments = vec![segment(0, 100), segment(100, 250)];
         let back = Manifest::from_json(&manifest.to_json()).unwrap();
