@@ -75,17 +75,19 @@ impl Manifest {
 #[derive(Debug, Clone)]
 pub(crate) struct PartitionKeys {
     dir: String,
+    partition: i32,
 }
 
 impl PartitionKeys {
     pub(crate) fn new(topic_id: Uuid, partition: i32) -> PartitionKeys {
         PartitionKeys {
             dir: format!("topics/{topic_id}/{partition}"),
+            partition,
         }
     }
 
-    pub(crate) fn dir(&self) -> &str {
-        &self.dir
+    pub(crate) fn partition(&self) -> i32 {
+        self.partition
     }
 
     pub(crate) fn manifest(&self) -> String {

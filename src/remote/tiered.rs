@@ -292,7 +292,16 @@ impl RemotePartition {
                 m.segments.retain(|s| s.next_offset > start);
             })
             .await?;
-        for segment in &gone {
+        self.delete_objects(&gone).await?;
+        if !gone.is_empty() {
+            info!(partition = %self.name, segments = gone.len(), log_start = manifest.log_start_offset, "remote segments deleted");
+        }
+        Ok(manifest.log_start_offset)
+    }
+
+    /// Removes every object of `segments` from the bucket.
+    async fn delete_objects(&self, segments: &[RemoteSegment]) -> Result<(), RemoteError> {
+        for segment in segments {
             for extension in ["log", "index", "timeindex", "snapshot"] {
                 self.context
                     .store
@@ -300,10 +309,7 @@ impl RemotePartition {
                     .await?;
             }
         }
-        if !gone.is_empty() {
-            info!(partition = %self.name, segments = gone.len(), log_start = manifest.log_start_offset, "remote segments deleted");
-        }
-        Ok(manifest.log_start_offset)
+        Ok(())
     }
 
     fn after_attempt(&self, outcome: Result<(), RemoteError>, what: &str) {
@@ -623,13 +629,10 @@ impl Log for TieredLog {
             let segments = remote.manifest.borrow().segments.clone();
             let store = &remote.context.store;
             let outcome: Result<(), RemoteError> = async {
-                for segment in &segments {
-                    for extension in ["log", "index", "timeindex", "snapshot"] {
-                        store.delete(&remote.keys.segment(segment, extension)).await?;
-                    }
-                }
+                remote.delete_objects(&segments).await?;
                 store.delete(&remote.keys.manifest()).await?;
-                if remote.keys.dir().ends_with("/0") {
+                // The topic's entry goes once, with its first partition.
+                if remote.keys.partition() == 0 {
                     store.delete(&remote.catalog_entry.0).await?;
                 }
                 Ok(())
