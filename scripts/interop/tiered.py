@@ -6,10 +6,12 @@ byte-identical (most of them from the bucket), offsets_for_times finds
 records in remote segments, and a second broker with an empty data
 directory serves the whole tiered history.
 
-Also: kill -9 during uploads (crash, CRASH_ROUNDS rounds) and the S3
-server stopped under produce (outage, OUTAGE_SECONDS).
+Also: kill -9 during uploads (crash, CRASH_ROUNDS rounds), the S3
+server stopped under produce (outage, OUTAGE_SECONDS), and a fetch's
+remote reading bounded by its limits and its max_wait_ms, with the tiered
+metrics scraped (limits).
 
-usage: tiered.py BROKER_BINARY [file|s3|crash|outage ...]   (default: all)
+usage: tiered.py BROKER_BINARY [file|s3|crash|outage|limits ...]   (default: all)
 RECORDS (default 2,000,000) sets the records produced by file and s3."""
 import hashlib
 import json
@@ -19,11 +21,13 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -436,10 +440,163 @@ def run_outage(binary, seconds):
     shutil.rmtree(work, ignore_errors=True)
 
 
+def raw_fetch(addr, wanted, max_wait_ms, max_bytes):
+    """One Fetch v4 of `wanted` [(topic, partition, offset, partition_max_bytes)],
+    encoded here so that its limits are exactly these. Returns
+    ({(topic, partition): (error_code, record bytes)}, seconds to the answer)."""
+    topics = []
+    for topic, partition, offset, limit in wanted:
+        if not topics or topics[-1][0] != topic:
+            topics.append((topic, []))
+        topics[-1][1].append(struct.pack(">iqi", partition, offset, limit))
+
+    def string(text):
+        return struct.pack(">h", len(text)) + text.encode()
+    body = struct.pack(">hhi", 1, 4, 7) + string("tiered-limits")
+    body += struct.pack(">iiiib", -1, max_wait_ms, 1, max_bytes, 0) + struct.pack(">i", len(topics))
+    for topic, parts in topics:
+        body += string(topic) + struct.pack(">i", len(parts)) + b"".join(parts)
+    host, port = addr.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        started = time.time()
+        sock.sendall(struct.pack(">i", len(body)) + body)
+
+        def exactly(n):
+            out = b""
+            while len(out) < n:
+                chunk = sock.recv(n - len(out))
+                if not chunk:
+                    raise ConnectionError("the broker closed the connection")
+                out += chunk
+            return out
+        size, = struct.unpack(">i", exactly(4))
+        answer = exactly(size)
+        took = time.time() - started
+    at = 8  # correlation id, throttle time
+    got = {}
+
+    def take(fmt):
+        nonlocal at
+        values = struct.unpack_from(fmt, answer, at)
+        at += struct.calcsize(fmt)
+        return values
+    for _ in range(take(">i")[0]):
+        n, = take(">h")
+        topic = answer[at:at + n].decode()
+        at += n
+        for _ in range(take(">i")[0]):
+            partition, error = take(">ih")
+            take(">qq")
+            aborted, = take(">i")
+            at += max(aborted, 0) * 16
+            length, = take(">i")
+            at += max(length, 0)
+            got[(topic, partition)] = (error, max(length, 0))
+    return got, took
+
+
+def scrape(metrics_addr):
+    """{family: summed value} of the broker's /metrics."""
+    text = urllib.request.urlopen(f"http://{metrics_addr}/metrics", timeout=10).read().decode()
+    sums = {}
+    for line in text.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        name = re.split(r"[{ ]", line, maxsplit=1)[0]
+        try:
+            sums[name] = sums.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+        except ValueError:
+            pass
+    return sums
+
+
+def run_limits(binary):
+    """Kafka counts each remote partition of a fetch at its own limit
+    against the request's max_bytes (KAFKA-19462): past that, a remote
+    partition is answered empty this time. A remote read that hangs (the S3
+    server stopped) answers empty at max_wait_ms and does not hold back the
+    request's other partitions. The tiered metrics show the traffic."""
+    work = tempfile.mkdtemp(prefix="tiered-limits-", dir=os.environ.get("TMPDIR"))
+    moto, env = start_moto()
+    metrics_addr = f"127.0.0.1:{free_port()}"
+    env.update(OBJECT_STORE_URL="s3://tiering/limits", LOG_RETENTION_CHECK_INTERVAL_SECS="1",
+               METRICS_ADDRESS=metrics_addr)
+    data = os.path.join(work, "data")
+    os.makedirs(data)
+    proc, log, addr = start_broker(binary, data, env)
+    per_partition = 6000
+    try:
+        admin = AdminClient({"bootstrap.servers": addr})
+        tiered = {"remote.storage.enable": "true", "segment.bytes": str(1 << 20),
+                  "local.retention.bytes": str(1 << 20)}
+        for f in admin.create_topics([NewTopic("wide", 3, 1, config=tiered), NewTopic("hot", 1, 1)]).values():
+            f.result(30)
+        del admin
+        p = Producer({"bootstrap.servers": addr, "linger.ms": 20, "acks": "all"})
+        for i in range(per_partition):
+            for partition in range(3):
+                p.produce("wide", value=value(i), partition=partition)
+            if i < 100:
+                p.produce("hot", value=value(i), partition=0)
+            if i % 1000 == 0:
+                p.poll(0)
+        left = p.flush(60)
+        del p
+        check("limits: 3 tiered partitions of 6 MiB and a local one produced", left == 0, f"{left} unflushed")
+        # Offset 0 is remote once every partition's first segment left the disk.
+        firsts = [os.path.join(data, f"wide-{n}", "00000000000000000000.log") for n in range(3)]
+        deadline = time.time() + 120
+        while time.time() < deadline and any(os.path.exists(f) for f in firsts):
+            time.sleep(0.5)
+        check("limits: the first segments are remote only", not any(os.path.exists(f) for f in firsts),
+              f"{[os.path.exists(f) for f in firsts]}")
+        wide = [("wide", n, 0, 1 << 20) for n in range(3)]
+        # The answer alone would look the same if all three were read and
+        # two trimmed: the broker's count of remote bytes read tells.
+        before = scrape(metrics_addr).get("chronik_tiered_remote_read_bytes_total", 0)
+        got, _ = raw_fetch(addr, wide, 5000, 1 << 20)
+        read = scrape(metrics_addr).get("chronik_tiered_remote_read_bytes_total", 0) - before
+        sizes = [got.get(("wide", n), (-1, 0)) for n in range(3)]
+        check(f"limits: a fetch of 1 MiB reads one remote partition of three "
+              f"(bytes {[b for _, b in sizes]}, {read:.0f} read from the bucket)",
+              sizes[0][0] == 0 and sizes[0][1] > 0 and all(s == (0, 0) for s in sizes[1:])
+              and read == sizes[0][1], f"{sizes}")
+        got, _ = raw_fetch(addr, wide, 5000, 3 << 20)
+        sizes = [got.get(("wide", n), (-1, 0)) for n in range(3)]
+        check(f"limits: a fetch of 3 MiB reads all three (bytes {[b for _, b in sizes]})",
+              all(e == 0 and b > 0 for e, b in sizes), f"{sizes}")
+        # Offset 3000 of wide-1: a segment no read touched, so not cached.
+        os.kill(moto.pid, signal.SIGSTOP)
+        try:
+            got, took = raw_fetch(addr, [("wide", 1, 3000, 1 << 20), ("hot", 0, 0, 1 << 20)], 500, 8 << 20)
+        finally:
+            os.kill(moto.pid, signal.SIGCONT)
+        check(f"limits: with the S3 server stopped, a fetch of a remote and a local partition with "
+              f"max_wait_ms 500 answers in {took:.2f} s with the local records",
+              took < 2.5 and got.get(("hot", 0), (-1, 0))[1] > 0 and got.get(("wide", 1)) == (0, 0), f"{got}")
+        time.sleep(2)
+        got, _ = raw_fetch(addr, [("wide", 1, 3000, 1 << 20)], 5000, 8 << 20)
+        check("limits: the same remote read answers once the server is back",
+              got.get(("wide", 1), (-1, 0))[0] == 0 and got[("wide", 1)][1] > 0, f"{got}")
+        sums = scrape(metrics_addr)
+        wanted = ["chronik_tiered_uploaded_bytes_total", "chronik_tiered_uploaded_segments_total",
+                  "chronik_tiered_remote_read_bytes_total", "chronik_tiered_remote_chunks_fetched_total"]
+        check(f"limits: /metrics counts uploads and remote reads "
+              f"({', '.join(f'{w}={sums.get(w, 0):.0f}' for w in wanted)})",
+              all(sums.get(w, 0) > 0 for w in wanted) and "chronik_tiered_upload_lag_offsets" in sums,
+              f"{sorted(k for k in sums if k.startswith('chronik_tiered'))}")
+    finally:
+        stop_and_report("limits", proc, log)
+    stop_moto(moto)
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def main():
     binary = sys.argv[1]
-    for part in sys.argv[2:] or ["file", "s3", "crash", "outage"]:
-        if part == "crash":
+    for part in sys.argv[2:] or ["file", "s3", "crash", "outage", "limits"]:
+        if part == "limits":
+            run_limits(binary)
+        elif part == "crash":
             run_crash(binary, int(os.environ.get("CRASH_ROUNDS", "5")))
         elif part == "outage":
             run_outage(binary, int(os.environ.get("OUTAGE_SECONDS", "60")))

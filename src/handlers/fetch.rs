@@ -152,10 +152,13 @@ async fn read_all(
     unknown: i16,
     answer_by: Instant,
 ) -> Vec<ReadResult> {
+    let mut unspent = max_bytes;
     let known: Vec<(usize, ReadSpec)> = wanted
         .iter()
         .enumerate()
         .filter_map(|(i, w)| {
+            let remote_max_bytes = w.max_bytes.min(unspent);
+            unspent = unspent.saturating_sub(w.max_bytes);
             let tp = w.tp.clone()?;
             Some((
                 i,
@@ -165,6 +168,7 @@ async fn read_all(
                     max_bytes: w.max_bytes.min(max_bytes),
                     current_leader_epoch: w.current_leader_epoch,
                     answer_by: Some(answer_by),
+                    remote_max_bytes,
                 },
             ))
         })

@@ -21,6 +21,11 @@ pub(crate) struct ReadSpec {
     /// filling the read cache for the next fetch, so it does not hold up
     /// the request's other partitions.
     pub answer_by: Option<std::time::Instant>,
+    /// At most this much from object storage (0: none): what the fetch's
+    /// limit leaves once every earlier partition is counted at its own
+    /// limit, so one request cannot set off a remote read per partition
+    /// (as Kafka counts remote partitions, KAFKA-19462).
+    pub remote_max_bytes: usize,
 }
 
 /// A stored append.

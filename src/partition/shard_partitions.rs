@@ -282,7 +282,7 @@ impl ShardPartitions {
         let reads = parts.into_iter().map(|spec| async move {
             let (partition, _) = self.partition(&spec.tp).await?;
             partition.check_epoch(spec.current_leader_epoch)?;
-            partition.read(spec.offset, spec.max_bytes, spec.answer_by).await
+            partition.read(&spec).await
         });
         futures::future::join_all(reads).await
     }

@@ -166,9 +166,14 @@ impl RemoteStore {
 
     /// Uploads a local file under `key`; returns its size.
     pub(crate) async fn put_file(&self, key: &str, file: PathBuf) -> Result<u64, RemoteError> {
+        self.upload(key, UploadBody::File(file)).await
+    }
+
+    /// Uploads `body` under `key`; returns its size.
+    pub(crate) async fn upload(&self, key: &str, body: UploadBody) -> Result<u64, RemoteError> {
         let (store, path) = (self.store.clone(), self.path(key));
         self.side
-            .run(async move { upload_file(store, path, file).await })
+            .run(async move { upload(store, path, body).await })
             .await
             .map_err(|_| RemoteError::gone())?
     }
@@ -242,39 +247,186 @@ impl RemoteStore {
     }
 }
 
-async fn upload_file(
-    store: Arc<dyn ObjectStore>,
-    path: ObjectPath,
-    file: PathBuf,
-) -> Result<u64, RemoteError> {
-    let size = tokio::fs::metadata(&file).await.map_err(RemoteError::io)?.len();
+/// What an upload sends.
+pub(crate) enum UploadBody {
+    /// A local file, read as it is sent.
+    File(PathBuf),
+    /// Bytes already in memory, in order.
+    Memory(Vec<Bytes>),
+}
+
+/// Uploads `body` under `path`: one PUT up to [`SINGLE_PUT_BYTES`], parts
+/// of exactly that size past it (some S3-compatible stores refuse parts of
+/// unequal size), the next part read while the last is sent (two parts in
+/// memory at most).
+async fn upload(store: Arc<dyn ObjectStore>, path: ObjectPath, body: UploadBody) -> Result<u64, RemoteError> {
+    let source = match body {
+        UploadBody::File(file) => Source::File(Arc::new(
+            tokio::task::spawn_blocking(move || FileSource::open(&file))
+                .await
+                .map_err(|e| RemoteError::io(std::io::Error::other(e)))?
+                .map_err(RemoteError::io)?,
+        )),
+        UploadBody::Memory(pieces) => Source::Memory(pieces),
+    };
+    let size = source.size();
     if size <= SINGLE_PUT_BYTES {
-        let bytes = tokio::fs::read(&file).await.map_err(RemoteError::io)?;
+        let bytes = source.read(0, size).await?;
         store
-            .put(&path, PutPayload::from(bytes))
+            .put(&path, PutPayload::from_iter(bytes))
             .await
             .map_err(RemoteError::from_store)?;
         return Ok(size);
     }
-    let upload = store
+    let mut upload = store
         .put_multipart(&path)
         .await
         .map_err(RemoteError::from_store)?;
-    let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, SINGLE_PUT_BYTES as usize);
-    let mut reader = tokio::fs::File::open(&file).await.map_err(RemoteError::io)?;
-    let mut chunk = vec![0u8; 8 << 20];
-    loop {
-        use tokio::io::AsyncReadExt;
-        let n = reader.read(&mut chunk).await.map_err(RemoteError::io)?;
-        if n == 0 {
+    let mut sending: Option<object_store::UploadPart> = None;
+    let mut at = 0;
+    let sent = async {
+        while at < size {
+            let len = (size - at).min(SINGLE_PUT_BYTES);
+            let (read, sent) = futures::join!(source.read(at, at + len), async {
+                match sending.take() {
+                    Some(part) => part.await,
+                    None => Ok(()),
+                }
+            });
+            sent.map_err(RemoteError::from_store)?;
+            sending = Some(upload.put_part(PutPayload::from_iter(read?)));
+            at += len;
+        }
+        if let Some(part) = sending.take() {
+            part.await.map_err(RemoteError::from_store)?;
+        }
+        upload.complete().await.map_err(RemoteError::from_store)
+    }
+    .await;
+    if let Err(e) = sent {
+        let _ = upload.abort().await;
+        return Err(e);
+    }
+    Ok(size)
+}
+
+enum Source {
+    File(Arc<FileSource>),
+    Memory(Vec<Bytes>),
+}
+
+impl Source {
+    fn size(&self) -> u64 {
+        match self {
+            Source::File(file) => file.size,
+            Source::Memory(pieces) => pieces.iter().map(|p| p.len() as u64).sum(),
+        }
+    }
+
+    async fn read(&self, from: u64, to: u64) -> Result<Vec<Bytes>, RemoteError> {
+        match self {
+            Source::File(file) => file.read(from, to).await,
+            Source::Memory(pieces) => Ok(slice_pieces(pieces, from, to)),
+        }
+    }
+}
+
+/// Bytes `from..to` of the concatenation of `pieces`, as slices of them.
+fn slice_pieces(pieces: &[Bytes], from: u64, to: u64) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    let mut at = 0u64;
+    for piece in pieces {
+        let (start, end) = (at, at + piece.len() as u64);
+        at = end;
+        if end <= from {
+            continue;
+        }
+        if start >= to {
             break;
         }
-        writer
-            .wait_for_capacity(4)
-            .await
-            .map_err(RemoteError::from_store)?;
-        writer.write(&chunk[..n]);
+        let (a, b) = (
+            from.saturating_sub(start) as usize,
+            (to.min(end) - start) as usize,
+        );
+        out.push(piece.slice(a..b));
     }
-    writer.finish().await.map_err(RemoteError::from_store)?;
-    Ok(size)
+    out
+}
+
+/// A local file being uploaded, opened once. Read with O_DIRECT where the
+/// file system takes it: segment files were written that way, so the page
+/// cache does not hold them, and a buffered read would fill it with pages
+/// the kernel must allocate, copy into and later reclaim, on the cores
+/// that produce.
+struct FileSource {
+    file: std::fs::File,
+    size: u64,
+    /// O_DIRECT was refused (tmpfs, some network file systems).
+    buffered: bool,
+}
+
+impl FileSource {
+    fn open(path: &std::path::Path) -> std::io::Result<FileSource> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let (file, buffered) = match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)
+        {
+            Ok(file) => (file, false),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => (std::fs::File::open(path)?, true),
+            Err(e) => return Err(e),
+        };
+        let size = file.metadata()?.len();
+        Ok(FileSource { file, size, buffered })
+    }
+
+    /// Bytes `from..to` (`from` a multiple of the part size), read on the
+    /// blocking pool.
+    async fn read(self: &Arc<Self>, from: u64, to: u64) -> Result<Vec<Bytes>, RemoteError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.read_blocking(from, to))
+            .await
+            .map_err(|e| RemoteError::io(std::io::Error::other(e)))?
+            .map_err(RemoteError::io)
+    }
+
+    fn read_blocking(&self, from: u64, to: u64) -> std::io::Result<Vec<Bytes>> {
+        if !self.buffered {
+            match crate::storage::read_direct_chunks(&self.file, from, to) {
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+                read => return read,
+            }
+        }
+        use std::os::unix::fs::FileExt;
+        let mut bytes = vec![0u8; (to - from) as usize];
+        self.file.read_exact_at(&mut bytes, from)?;
+        Ok(vec![Bytes::from(bytes)])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_of_pieces_are_their_slices_end_to_end() {
+        let pieces: Vec<Bytes> = [3usize, 5, 1, 7]
+            .iter()
+            .scan(0u8, |next, &len| {
+                let piece: Vec<u8> = (0..len)
+                    .map(|_| {
+                        *next += 1;
+                        *next
+                    })
+                    .collect();
+                Some(Bytes::from(piece))
+            })
+            .collect();
+        let whole: Vec<u8> = (1..=16).collect();
+        for (from, to) in [(0, 16), (0, 3), (2, 9), (8, 9), (9, 16), (4, 4)] {
+            let got: Vec<u8> = slice_pieces(&pieces, from, to).concat();
+            assert_eq!(got, whole[from as usize..to as usize], "{from}..{to}");
+        }
+    }
 }

@@ -9,13 +9,15 @@
 
 use super::manifest::{catalog_key, Manifest, PartitionKeys, RemoteSegment};
 use super::reads::RemoteReads;
-use super::store::{RemoteError, RemoteStore};
+use super::store::{RemoteError, RemoteStore, UploadBody};
 use super::TieringStats;
 use crate::log::batch::{parse_header, validate, BatchHeader};
 use crate::log::index::{OffsetIndex, TimeIndex};
 use crate::log::timestamps::first_at_or_after;
 use crate::log::{ClosedSegment, LogConfig, PRODUCER_STATE};
-use crate::storage::{run_blocking, Appending, LocalLog, Log, LogFuture, LogOffsets, StorageError};
+use crate::storage::{
+    run_blocking, Appending, LocalLog, Log, LogFuture, LogOffsets, RecentView, StorageError,
+};
 use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
 use glommio::sync::Semaphore;
@@ -57,6 +59,9 @@ struct RemotePartition {
     keys: PartitionKeys,
     leader_epoch: i32,
     dir: PathBuf,
+    /// The local log's cache: closed segments are sent from there when it
+    /// still holds them.
+    recent: RecentView,
     /// The topic's catalog entry, written once beside the data so that a
     /// broker rebuilt from the bucket knows the topic.
     catalog_entry: (String, Bytes),
@@ -100,6 +105,7 @@ impl TieredLog {
         manifest: Manifest,
     ) -> TieredLog {
         let dir = local.dir().to_path_buf();
+        let recent = local.recent_view();
         TieredLog {
             local,
             remote: Rc::new(RemotePartition {
@@ -108,6 +114,7 @@ impl TieredLog {
                 keys: PartitionKeys::new(topic_id, partition),
                 leader_epoch,
                 dir,
+                recent,
                 catalog_entry: (catalog_key(topic_id), catalog_json),
                 catalog_written: Cell::new(false),
                 manifest: RefCell::new(manifest),
@@ -219,7 +226,14 @@ impl RemotePartition {
                 leader_epoch: self.leader_epoch,
             };
             let [log, index, timeindex] = closed.files.clone();
-            let sent = match store.put_file(&self.keys.segment(&segment, "log"), log).await {
+            let (body, from) = match self
+                .recent
+                .span(closed.base_offset, closed.next_offset, closed.size)
+            {
+                Some(pieces) => (UploadBody::Memory(pieces), "cache"),
+                None => (UploadBody::File(log), "disk"),
+            };
+            let sent = match store.upload(&self.keys.segment(&segment, "log"), body).await {
                 Ok(sent) => sent,
                 // DeleteRecords or retention took it meanwhile.
                 Err(e) if e.kind == "local_io" && !closed.files[0].exists() => continue,
@@ -246,7 +260,7 @@ impl RemotePartition {
             })
             .await?;
             self.context.stats.uploaded(sent);
-            info!(partition = %self.name, base_offset = segment.base_offset, next_offset = segment.next_offset, bytes = sent, "segment uploaded to object storage");
+            info!(partition = %self.name, base_offset = segment.base_offset, next_offset = segment.next_offset, bytes = sent, from, "segment uploaded to object storage");
         }
         Ok(())
     }
@@ -522,6 +536,10 @@ impl Log for TieredLog {
             });
         }
         self.local.append(batch, header, config)
+    }
+
+    fn reads_remote(&self, offset: i64) -> bool {
+        offset < self.local.offsets().log_start && self.remote.manifest.borrow().segment_for(offset).is_some()
     }
 
     fn read(&self, offset: i64, max_bytes: usize, at_least_one: bool) -> LogFuture<Bytes> {

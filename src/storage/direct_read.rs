@@ -404,11 +404,44 @@ impl Drop for DirectReads {
 /// descriptor is opened per chunk (microseconds per 4 MiB) rather than
 /// kept, so none outlives the segment's deletion.
 fn read_chunk(reader: &SegmentReader, start: u64, len: usize) -> io::Result<Chunk> {
-    use std::os::unix::fs::FileExt;
     let fd = reader.open_direct()?;
+    let bytes = read_direct(&fd, start, len, reader.limit())?;
+    Ok(Chunk {
+        file: reader.identity(),
+        start,
+        bytes,
+    })
+}
+
+/// Blocking: the file's bytes from `start` (block-aligned) up to `end`,
+/// with O_DIRECT, as chunk-sized slices whose buffers are reused once
+/// dropped (a whole segment read into one fresh allocation would pay a
+/// page fault per 4 KiB).
+pub(crate) fn read_direct_chunks(fd: &std::fs::File, start: u64, end: u64) -> io::Result<Vec<Bytes>> {
+    let mut chunks = Vec::new();
+    let mut at = start;
+    while at < end {
+        let chunk = read_direct(fd, at, CHUNK_BYTES, end)?;
+        if chunk.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("the file ends at {at}, before {end}"),
+            ));
+        }
+        at += chunk.len() as u64;
+        chunks.push(chunk);
+    }
+    Ok(chunks)
+}
+
+/// Blocking: up to `len` bytes from `start` (block-aligned) of a file
+/// opened with O_DIRECT, read by the device straight into an aligned
+/// buffer, and cut at `limit` (the file's end, or what may be read).
+pub(crate) fn read_direct(fd: &std::fs::File, start: u64, len: usize, limit: u64) -> io::Result<Bytes> {
+    use std::os::unix::fs::FileExt;
     let len = len.div_ceil(BLOCK) * BLOCK;
     let mut buffer = take_buffer(len);
-    let want = (reader.limit().saturating_sub(start) as usize).min(len);
+    let want = (limit.saturating_sub(start) as usize).min(len);
     let aligned = want.div_ceil(BLOCK) * BLOCK;
     let mut done = 0;
     while done < aligned {
@@ -418,17 +451,10 @@ fn read_chunk(reader: &SegmentReader, start: u64, len: usize) -> io::Result<Chun
         }
         done += n;
     }
-    let valid = done.min(want);
-    let bytes = Bytes::from_owner(Filled {
+    Ok(Bytes::from_owner(Filled {
         buffer: Some(buffer),
-        len: valid,
-    });
-    let chunk = Chunk {
-        file: reader.identity(),
-        start,
-        bytes,
-    };
-    Ok(chunk)
+        len: done.min(want),
+    }))
 }
 
 #[cfg(test)]

@@ -101,6 +101,11 @@ pub(crate) struct LocalLog {
 }
 
 impl LocalLog {
+    /// The partition's cache of what it stored last.
+    pub(crate) fn recent_view(&self) -> super::RecentView {
+        self.writer.recent.borrow().view()
+    }
+
     /// Wraps a log opened elsewhere (shard start-up recovery).
     pub(crate) fn with_log(
         log: PartitionLog,

@@ -24,12 +24,12 @@ mod recent;
 
 pub(crate) use blocking::run_blocking;
 pub use direct::WriteMode;
-pub(crate) use direct_read::ReadAheadBudget;
+pub(crate) use direct_read::{read_direct_chunks, ReadAheadBudget};
 pub(crate) use error::StorageError;
 pub(crate) use group_commit::GroupCommit;
 pub(crate) use local::{LocalLog, LocalLogOptions};
-pub(crate) use recent::RecentBudget;
 pub(crate) use recent::{follow_host_memory, HostMemory};
+pub(crate) use recent::{RecentBudget, RecentView};
 
 use crate::log::batch::BatchHeader;
 use crate::log::LogConfig;
@@ -78,6 +78,11 @@ pub(crate) trait Log {
     /// Whole batches from `offset` (at least one with `at_least_one`) up
     /// to `max_bytes`, of what is stored. `OutOfRange` outside the log.
     fn read(&self, offset: i64, max_bytes: usize, at_least_one: bool) -> LogFuture<Bytes>;
+
+    /// Whether a read of `offset` goes to object storage.
+    fn reads_remote(&self, _offset: i64) -> bool {
+        false
+    }
 
     /// The first record at or after `timestamp`: (offset, timestamp).
     fn offset_for_timestamp(&self, timestamp: i64) -> LogFuture<Option<(i64, i64)>>;

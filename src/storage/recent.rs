@@ -216,6 +216,35 @@ impl Window {
     }
 }
 
+/// A partition's window as its tiering upload sees it: a segment just
+/// closed is usually all still here, and sending it from memory spares the
+/// device a read of every byte it has just written (on a disk shared by
+/// reads and writes, that read costs produce as much as the write).
+#[derive(Clone)]
+pub(crate) struct RecentView(Rc<RefCell<Window>>);
+
+impl RecentView {
+    /// The stored bytes of the batches `base_offset..next_offset`, in
+    /// order, if the window holds all of them and they come to `size` (a
+    /// closed segment's whole file); otherwise `None`.
+    pub(crate) fn span(&self, base_offset: i64, next_offset: i64, size: u64) -> Option<Vec<Bytes>> {
+        let window = self.0.borrow();
+        let entries = &window.entries;
+        let from = entries.partition_point(|e| e.base_offset < base_offset);
+        let to = entries.partition_point(|e| e.end_offset <= next_offset);
+        if from >= to || entries[from].base_offset != base_offset || entries[to - 1].end_offset != next_offset
+        {
+            return None;
+        }
+        let pieces: Vec<Bytes> = entries
+            .range(from..to)
+            .flat_map(|e| e.parts.iter().filter(|p| !p.is_empty()).cloned())
+            .collect();
+        let held: u64 = pieces.iter().map(|p| p.len() as u64).sum();
+        (held == size).then_some(pieces)
+    }
+}
+
 /// One partition's recently stored batches, in offset order, contiguous.
 pub(crate) struct RecentBatches {
     window: Rc<RefCell<Window>>,
@@ -228,6 +257,11 @@ impl RecentBatches {
             window: Rc::default(),
             budget,
         }
+    }
+
+    /// The window, for a reader outside the log.
+    pub(crate) fn view(&self) -> RecentView {
+        RecentView(self.window.clone())
     }
 
     /// Adds a batch just stored: the first byte of `parts[0]` is the start
@@ -374,6 +408,18 @@ mod tests {
         assert_eq!(recent.read(15, 50, true).map(|b| b.len()), Some(100));
         assert_eq!(recent.read(15, 50, false).map(|b| b.len()), Some(0));
         assert_eq!(recent.read(21, 1000, true), None);
+        let view = recent.view();
+        let span = view
+            .span(15, 21, 200)
+            .map(|p| p.iter().map(|b| b.len()).sum::<usize>());
+        assert_eq!(span, Some(200));
+        assert!(
+            view.span(15, 21, 201).is_none(),
+            "a size that differs is not the segment"
+        );
+        assert!(view.span(12, 21, 250).is_none(), "no batch starts at 12");
+        assert!(view.span(5, 15, 100).is_none(), "offsets before the window");
+        drop(view);
         assert_eq!(budget.used(), 300);
         drop(recent);
         assert_eq!(budget.used(), 0);
