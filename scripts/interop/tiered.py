@@ -30,7 +30,8 @@ import time
 import urllib.request
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic,
+                                  ResourceType)
 
 from common import check, results, start_broker, stop_broker
 
@@ -40,6 +41,8 @@ LOCAL_CAP = 64 << 20
 # Recent enough that retention.ms (7 days) keeps every record.
 BASE_TS = int(time.time() * 1000) - 3_600_000
 TOPIC = "tiered"
+# Longer than the default, so still every record kept.
+RETENTION_CHANGED = "691200000"
 
 
 def value(i):
@@ -218,6 +221,14 @@ def run(backend, binary):
             check(f"{backend}: DeleteRecords to {cut} moves the log start into the remote history "
                   f"(remote segments {logs_before} -> {logs_after})",
                   low == cut and lo == cut and logs_after < logs_before, f"low {low}, start {lo}")
+        # A config changed after the catalog entry went up is in the bucket
+        # too: the rebuilt broker below must show it.
+        admin = AdminClient({"bootstrap.servers": addr})
+        change = ConfigResource(ResourceType.TOPIC, TOPIC, incremental_configs=[
+            ConfigEntry("retention.ms", RETENTION_CHANGED, incremental_operation=AlterConfigOpType.SET)])
+        list(admin.incremental_alter_configs([change]).values())[0].result(30)
+        del admin
+        time.sleep(3)  # a retention pass (every second here) rewrites the entry
     finally:
         stop_and_report(backend, proc, log)
     second = os.path.join(work, "second")
@@ -228,6 +239,12 @@ def run(backend, binary):
         start = RECORDS // 4 if backend == "file" else 0
         check(f"{backend}: a broker with an empty data directory takes the topic back from the bucket",
               lo == start and hi > RECORDS // 2, f"{lo}..{hi}")
+        admin = AdminClient({"bootstrap.servers": addr})
+        described = list(admin.describe_configs([ConfigResource(ResourceType.TOPIC, TOPIC)]).values())[0].result(30)
+        del admin
+        retention = described["retention.ms"].value
+        check(f"{backend}: it has the topic's configs as last changed (retention.ms {retention})",
+              retention == RETENTION_CHANGED and described["remote.storage.enable"].value == "true")
         ok, detail = consume_all(addr, hi, start)
         check(f"{backend}: it serves the whole tiered history byte-identical", ok, detail)
     finally:

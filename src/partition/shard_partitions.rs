@@ -425,10 +425,17 @@ impl ShardPartitions {
     /// Applies retention to every owned partition.
     pub(crate) fn apply_retention(&self) {
         let catalog = self.catalog.snapshot();
+        let mut entries: HashMap<&str, Bytes> = HashMap::new();
         for (tp, partition) in self.partitions.borrow().iter() {
             let Some(topic) = catalog.get(&tp.topic) else {
                 continue;
             };
+            if self.log_options.tiering.is_some() {
+                let entry = entries
+                    .entry(&*tp.topic)
+                    .or_insert_with(|| serde_json::to_vec(topic.as_ref()).unwrap_or_default().into());
+                partition.log.borrow().note_topic(entry);
+            }
             // Only what every reader may already see goes.
             let keep_from = partition.high_watermark();
             let applied = partition

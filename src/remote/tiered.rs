@@ -62,9 +62,12 @@ struct RemotePartition {
     /// The local log's cache: closed segments are sent from there when it
     /// still holds them.
     recent: RecentView,
-    /// The topic's catalog entry, written once beside the data so that a
-    /// broker rebuilt from the bucket knows the topic.
-    catalog_entry: (String, Bytes),
+    /// The topic's catalog entry (key, JSON), written beside the data, and
+    /// again when the topic's configs change, so that a broker rebuilt from
+    /// the bucket knows the topic as it was last configured.
+    catalog_key: String,
+    catalog_entry: RefCell<Bytes>,
+    /// The entry in the bucket is the current one.
     catalog_written: Cell<bool>,
     manifest: RefCell<Manifest>,
     /// One manifest change at a time (upload, retention, DeleteRecords):
@@ -115,7 +118,8 @@ impl TieredLog {
                 leader_epoch,
                 dir,
                 recent,
-                catalog_entry: (catalog_key(topic_id), catalog_json),
+                catalog_key: catalog_key(topic_id),
+                catalog_entry: RefCell::new(catalog_json),
                 catalog_written: Cell::new(false),
                 manifest: RefCell::new(manifest),
                 manifest_turn: Semaphore::new(1),
@@ -211,10 +215,7 @@ impl RemotePartition {
     async fn upload(self: &Rc<Self>, segments: Vec<ClosedSegment>) -> Result<(), RemoteError> {
         let store = &self.context.store;
         if !self.catalog_written.get() {
-            store
-                .put(&self.catalog_entry.0, self.catalog_entry.1.clone())
-                .await?;
-            self.catalog_written.set(true);
+            self.write_catalog_entry().await?;
         }
         for closed in segments {
             let _slot = self.context.uploads.acquire_permit(1).await;
@@ -261,6 +262,18 @@ impl RemotePartition {
             .await?;
             self.context.stats.uploaded(sent);
             info!(partition = %self.name, base_offset = segment.base_offset, next_offset = segment.next_offset, bytes = sent, from, "segment uploaded to object storage");
+        }
+        Ok(())
+    }
+
+    /// Writes the topic's current catalog entry; one write at a time (with
+    /// the manifest's), so an older entry never lands after a newer one.
+    async fn write_catalog_entry(&self) -> Result<(), RemoteError> {
+        let _turn = self.manifest_turn.acquire_permit(1).await;
+        let entry = self.catalog_entry.borrow().clone();
+        self.context.store.put(&self.catalog_key, entry.clone()).await?;
+        if *self.catalog_entry.borrow() == entry {
+            self.catalog_written.set(true);
         }
         Ok(())
     }
@@ -538,6 +551,24 @@ impl Log for TieredLog {
         self.local.append(batch, header, config)
     }
 
+    fn note_topic(&self, entry: &Bytes) {
+        let remote = &self.remote;
+        if *remote.catalog_entry.borrow() == *entry {
+            return;
+        }
+        *remote.catalog_entry.borrow_mut() = entry.clone();
+        if !remote.catalog_written.replace(false) {
+            // Not in the bucket yet: the first upload writes it.
+            return;
+        }
+        let remote = remote.clone();
+        glommio::spawn_local(async move {
+            let outcome = remote.write_catalog_entry().await;
+            remote.after_attempt(outcome, "rewriting the topic's catalog entry");
+        })
+        .detach();
+    }
+
     fn reads_remote(&self, offset: i64) -> bool {
         offset < self.local.offsets().log_start && self.remote.manifest.borrow().segment_for(offset).is_some()
     }
@@ -651,7 +682,7 @@ impl Log for TieredLog {
                 store.delete(&remote.keys.manifest()).await?;
                 // The topic's entry goes once, with its first partition.
                 if remote.keys.partition() == 0 {
-                    store.delete(&remote.catalog_entry.0).await?;
+                    store.delete(&remote.catalog_key).await?;
                 }
                 Ok(())
             }

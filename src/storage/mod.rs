@@ -95,6 +95,11 @@ pub(crate) trait Log {
     /// durable.
     fn delete_records(&mut self, offset: i64, limit: i64) -> Result<LogFuture<i64>, StorageError>;
 
+    /// The topic's catalog entry (its metadata and configs as JSON) as it
+    /// is now: a tiered log keeps the copy in the bucket current, so a
+    /// broker rebuilt from there gets the topic as it was last configured.
+    fn note_topic(&self, _entry: &bytes::Bytes) {}
+
     /// Retention: removes whole segments past the topic's limits, none
     /// reaching `keep_from` (not yet safe to delete). Returns how many went;
     /// their files are removed in the background.
