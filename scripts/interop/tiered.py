@@ -451,9 +451,39 @@ def run_outage(binary, seconds):
               codes == {"KAFKA_STORAGE_ERROR"} and peak >= (cap_mb << 20) - (4 << 20), f"{codes}, {peak} bytes")
         ok, detail = read_back(addr, flood.acked)
         check("outage: what was acknowledged before the cap reads back", ok, detail)
+        wait_uploaded(data, (8 << 20) + (4 << 20), seconds=240)
+        _, end = high_watermark(addr)
     finally:
         stop_and_report("outage", proc, log)
+    # A restart while the store is down (gone: connections refused) starts
+    # with the local topics, and takes produce.
     stop_moto(moto)
+    proc, log, addr = start_broker(binary, data, env)
+    try:
+        _, hi = high_watermark(addr)
+        check(f"outage: a restart with the S3 server gone starts with its topics (high watermark {hi})",
+              hi == end, f"{hi} != {end}")
+        p = Producer({"bootstrap.servers": addr, "acks": "all", "enable.idempotence": True})
+        errors = []
+        for i in range(100):
+            p.produce(TOPIC, value=value(i), partition=0, on_delivery=lambda err, _m: err and errors.append(err))
+        left = p.flush(30)
+        del p
+        check("outage: and takes produce", left == 0 and not errors, f"{left} unflushed, {errors[:3]}")
+    finally:
+        stop_and_report("outage (restarted)", proc, log)
+    # An empty data directory is a rebuild: with the bucket unreachable it
+    # must not come up as an empty broker.
+    fresh = os.path.join(work, "fresh")
+    os.makedirs(fresh)
+    run_env = dict(os.environ, BIND_ADDRESS="127.0.0.1:0", STORAGE_PATH=fresh, METRICS_ADDRESS="", **env)
+    try:
+        out = subprocess.run([binary], env=run_env, capture_output=True, timeout=120)
+        code, said = out.returncode, out.stderr.decode(errors="replace")
+    except subprocess.TimeoutExpired:
+        code, said = None, "still running after 120 s"
+    check("outage: a broker with an empty data directory and the bucket unreachable refuses to start, "
+          "naming OBJECT_STORE_URL", code not in (0, None) and "OBJECT_STORE_URL" in said, f"exit {code}: {said[-300:]}")
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -53,7 +53,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
-use tracing::info;
+use tracing::{info, warn};
 
 /// Listen backlog per shard; the kernel caps it at net.core.somaxconn.
 const LISTEN_BACKLOG: i32 = 4096;
@@ -154,9 +154,21 @@ impl IngestServer {
                     .map_err(|e| unusable(format!("cannot start the object-store thread: {e}")))?;
                 let store = RemoteStore::open(url, side.handle()).map_err(unusable)?;
                 crate::topics::set_tiering_available(true);
-                let (topics, partitions) = rebuild_from_bucket(&store, &catalog, &dir).map_err(unusable)?;
-                if topics + partitions > 0 {
-                    info!(topics, partitions, url = %url, "took back tiered topics from object storage");
+                // A broker with topics of its own starts through a store
+                // outage (produce and local reads need no bucket; uploads
+                // wait and retry); one with none may be a rebuild, which an
+                // unreachable bucket would silently turn into an empty
+                // broker, so it refuses to start instead.
+                let has_topics = catalog.snapshot().topics().next().is_some();
+                match rebuild_from_bucket(&store, &catalog, &dir) {
+                    Ok((topics, partitions)) if topics + partitions > 0 => {
+                        info!(topics, partitions, url = %url, "took back tiered topics from object storage");
+                    }
+                    Ok(_) => {}
+                    Err(e) if has_topics => {
+                        warn!(error = %e, "object storage unreachable at start: starting with the local topics; uploads retry until it answers, and topics only in the bucket are taken back at the next start");
+                    }
+                    Err(e) => return Err(unusable(e)),
                 }
                 (Some(side), Some(store))
             }
