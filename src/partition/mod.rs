@@ -165,13 +165,15 @@ impl Partition {
         let (offset, answer_by) = (spec.offset, spec.answer_by);
         let (high_watermark, last_stable_offset) = (self.high_watermark(), self.last_stable_offset());
         let log_start_offset = self.log_start_offset();
-        let max_bytes = match self.log.borrow().reads_remote(offset) {
-            true => spec.remote_max_bytes,
+        // Caught up: no read at all (the common long-poll case).
+        let max_bytes = match offset == high_watermark {
+            true => 0,
+            false if self.log.borrow().reads_remote(offset) => spec.remote_max_bytes,
             false => spec.max_bytes,
         };
-        let (records, error) = if offset == high_watermark || max_bytes == 0 {
-            // Caught up: no read at all (the common long-poll case); or
-            // the request's remote reading is spent: nothing this time.
+        let (records, error) = if max_bytes == 0 {
+            // Caught up, or the request's remote reading is spent: nothing
+            // this time.
             (Bytes::new(), None)
         } else {
             let read = self.log.borrow().read(offset, max_bytes, true);

@@ -130,7 +130,7 @@ impl ShardPartitions {
                 topic.id,
                 tp.partition,
                 epoch,
-                serde_json::to_vec(topic).unwrap_or_default().into(),
+                catalog_entry(topic),
                 manifest,
             )),
             None => Box::new(local),
@@ -431,9 +431,7 @@ impl ShardPartitions {
                 continue;
             };
             if self.log_options.tiering.is_some() {
-                let entry = entries
-                    .entry(&*tp.topic)
-                    .or_insert_with(|| serde_json::to_vec(topic.as_ref()).unwrap_or_default().into());
+                let entry = entries.entry(&*tp.topic).or_insert_with(|| catalog_entry(topic));
                 partition.log.borrow().note_topic(entry);
             }
             // Only what every reader may already see goes.
@@ -481,4 +479,9 @@ impl ShardPartitions {
         });
         futures::future::join_all(closes).await;
     }
+}
+
+/// A topic's catalog entry as a tiered log keeps it in the bucket.
+fn catalog_entry(topic: &TopicEntry) -> Bytes {
+    serde_json::to_vec(topic).unwrap_or_default().into()
 }

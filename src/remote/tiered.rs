@@ -131,6 +131,15 @@ impl TieredLog {
         }
     }
 
+    /// The remote segment a read of `offset` goes to: one below the local
+    /// log start that the manifest names.
+    fn remote_segment_for(&self, offset: i64) -> Option<RemoteSegment> {
+        if offset >= self.local.offsets().log_start {
+            return None;
+        }
+        self.remote.manifest.borrow().segment_for(offset).cloned()
+    }
+
     /// Starts uploading the closed segments the manifest lacks, unless an
     /// upload runs or a failure's backoff has not passed.
     fn upload_closed_segments(&self) {
@@ -570,18 +579,15 @@ impl Log for TieredLog {
     }
 
     fn reads_remote(&self, offset: i64) -> bool {
-        offset < self.local.offsets().log_start && self.remote.manifest.borrow().segment_for(offset).is_some()
+        self.remote_segment_for(offset).is_some()
     }
 
     fn read(&self, offset: i64, max_bytes: usize, at_least_one: bool) -> LogFuture<Bytes> {
-        let local_start = self.local.offsets().log_start;
-        if offset < local_start {
-            if let Some(segment) = self.remote.manifest.borrow().segment_for(offset).cloned() {
-                // A task of its own: a fetch that stops waiting (its
-                // max_wait_ms) leaves it to fill the read cache.
-                let read = self.remote.clone().read(segment, offset, max_bytes, at_least_one);
-                return glommio::spawn_local(read).boxed_local();
-            }
+        if let Some(segment) = self.remote_segment_for(offset) {
+            // A task of its own: a fetch that stops waiting (its
+            // max_wait_ms) leaves it to fill the read cache.
+            let read = self.remote.clone().read(segment, offset, max_bytes, at_least_one);
+            return glommio::spawn_local(read).boxed_local();
         }
         self.local.read(offset, max_bytes, at_least_one)
     }
