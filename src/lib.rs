@@ -15,6 +15,7 @@ mod partition;
 pub mod protocol;
 mod remote;
 mod routing;
+mod security;
 pub mod server;
 mod storage;
 mod tls;

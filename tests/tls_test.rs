@@ -218,7 +218,7 @@ fn plaintext_and_ssl() -> Vec<ListenerConfig> {
     [SecurityProtocol::Plaintext, SecurityProtocol::Ssl]
         .into_iter()
         .map(|security| ListenerConfig {
-            security,
+            name: security.name().into(),
             addr: "127.0.0.1:0".parse().unwrap(),
         })
         .collect()
@@ -303,7 +303,7 @@ fn advertised_listeners_are_given_to_clients_of_each_listener() {
         c.tls_config = Some(settings);
         c.listeners = plaintext_and_ssl();
         c.advertised_listeners = vec![AdvertisedListener {
-            security: SecurityProtocol::Plaintext,
+            name: "PLAINTEXT".into(),
             host: "plain.example".into(),
             port: 19092,
         }];

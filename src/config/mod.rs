@@ -10,6 +10,7 @@ pub(crate) mod alter;
 pub(crate) mod broker_configs;
 pub(crate) mod dynamic;
 mod listeners;
+pub mod security;
 mod settings;
 
 pub use crate::tls::TlsVersion;
@@ -131,6 +132,8 @@ pub struct ServerConfig {
     pub retention_check_interval: Duration,
     pub group_initial_rebalance_delay_ms: u64,
     pub offsets_retention_minutes: u64,
+    /// SASL, OAuth and the authorizer.
+    pub security: security::SecurityConfig,
 }
 
 impl Default for ServerConfig {
@@ -171,6 +174,7 @@ impl Default for ServerConfig {
             retention_check_interval: Duration::from_secs(300),
             group_initial_rebalance_delay_ms: 3000,
             offsets_retention_minutes: 7 * 24 * 60,
+            security: security::SecurityConfig::default(),
         }
     }
 }
@@ -376,30 +380,64 @@ impl ServerConfig {
             setting: setting.into(),
             message,
         };
+        for listener in &self.listeners {
+            if self.protocol_of(&listener.name).is_none() {
+                return Err(error(
+                    "LISTENERS",
+                    format!(
+                        "{}: not a security protocol and not in LISTENER_SECURITY_PROTOCOL_MAP",
+                        listener.name
+                    ),
+                ));
+            }
+        }
         let listeners = self.listeners();
-        let has_ssl = listeners.iter().any(|l| l.security == SecurityProtocol::Ssl);
-        if has_ssl && self.tls_config.is_none() {
+        let has_tls = listeners.iter().any(|l| l.security.is_tls());
+        if has_tls && self.tls_config.is_none() {
             return Err(error(
                 "LISTENERS",
-                "an SSL listener needs TLS_CERT_PATH and TLS_KEY_PATH".into(),
+                "an SSL or SASL_SSL listener needs TLS_CERT_PATH and TLS_KEY_PATH".into(),
             ));
         }
-        if !has_ssl && self.tls_config.is_some() {
+        if !has_tls && self.tls_config.is_some() {
             return Err(error(
                 "TLS_CERT_PATH",
                 format!(
-                    "is set but LISTENERS ({}) has no SSL listener",
+                    "is set but LISTENERS ({}) has no SSL or SASL_SSL listener",
                     listeners::show_listeners(&self.listeners)
                 ),
             ));
         }
         for advertised in &self.advertised_listeners {
-            if !listeners.iter().any(|l| l.security == advertised.security) {
+            if !listeners.iter().any(|l| l.name == advertised.name) {
                 return Err(error(
                     "ADVERTISED_LISTENERS",
-                    format!("{} is not a listener (see LISTENERS)", advertised.security.name()),
+                    format!("{} is not a listener (see LISTENERS)", advertised.name),
                 ));
             }
+        }
+        for (listener, _) in &self.security.sasl_mechanisms {
+            if let Some(name) = listener {
+                if !listeners.iter().any(|l| l.name == *name && l.security.is_sasl()) {
+                    return Err(error(
+                        "SASL_ENABLED_MECHANISMS",
+                        format!("{name} is not a SASL listener (see LISTENERS)"),
+                    ));
+                }
+            }
+        }
+        let oauth = listeners.iter().filter(|l| l.security.is_sasl()).any(|l| {
+            self.security
+                .mechanisms_for(&l.name)
+                .iter()
+                .any(|m| m == "OAUTHBEARER")
+        });
+        if oauth && self.security.oauth_jwks_file.is_none() && !self.security.oauth_unsecured {
+            return Err(error(
+                "SASL_ENABLED_MECHANISMS",
+                "OAUTHBEARER needs SASL_OAUTHBEARER_JWKS_FILE (or, for tests, SASL_OAUTHBEARER_UNSECURED=true)"
+                    .into(),
+            ));
         }
         if let Some(address) = &self.advertised_address {
             let has_port = address.starts_with('[') && address.contains("]:")
@@ -417,6 +455,17 @@ impl ServerConfig {
         Ok(())
     }
 
+    /// The protocol listener `name` speaks: its LISTENER_SECURITY_PROTOCOL_MAP
+    /// entry, else the protocol of that name.
+    pub fn protocol_of(&self, name: &str) -> Option<SecurityProtocol> {
+        self.security
+            .protocol_map
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, p)| *p)
+            .or_else(|| SecurityProtocol::parse(name))
+    }
+
     /// The listeners to start, in order, each with what it advertises:
     /// its ADVERTISED_LISTENERS entry, else ADVERTISED_ADDRESS, else
     /// derived per connection.
@@ -428,7 +477,7 @@ impl ServerConfig {
                 SecurityProtocol::Plaintext
             };
             vec![ListenerConfig {
-                security,
+                name: security.name().to_string(),
                 addr: self.listen_addr,
             }]
         } else {
@@ -437,14 +486,15 @@ impl ServerConfig {
         configured
             .into_iter()
             .map(|l| ListenerSpec {
-                security: l.security,
+                security: self.protocol_of(&l.name).unwrap_or(SecurityProtocol::Plaintext),
                 addr: l.addr,
                 advertised: self
                     .advertised_listeners
                     .iter()
-                    .find(|a| a.security == l.security)
+                    .find(|a| a.name == l.name)
                     .map(|a| host_port(&a.host, a.port))
                     .or_else(|| self.advertised_address.clone()),
+                name: l.name,
             })
             .collect()
     }
@@ -644,7 +694,8 @@ mod tests {
     fn unknown_or_repeated_file_keys_are_named() {
         for (text, setting) in [
             ("[limits]\nmax_conections = 3", "limits.max_conections"),
-            ("[sasl]\nmechanism = \"PLAIN\"", "sasl.mechanism"),
+            ("[sasl]\nmechanism = \"PLAIN\"", "[sasl]"),
+            ("[security]\nmechanism = \"PLAIN\"", "security.mechanism"),
             ("[cluster]\nnode_id = 1", "cluster.node_id"),
             ("[object_store]\nbucket = \"b\"", "object_store.bucket"),
             ("[limitz]\nmax_connections = 3", "[limitz]"),
@@ -655,7 +706,7 @@ mod tests {
             assert_eq!(err.setting, setting, "{text}: {err}");
         }
         let err = ServerConfig::default()
-            .apply_toml("[sasl]\nmechanism = \"PLAIN\"")
+            .apply_toml("[cluster]\nnode_id = 1")
             .unwrap_err();
         assert!(err.message.contains("reserved"), "{err}");
         // One setting given flat and in its section: which would win is

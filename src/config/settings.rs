@@ -30,11 +30,16 @@ impl Setting {
         config: &mut ServerConfig,
         text: &str,
     ) -> Result<(), ConfigError> {
+        let secret = SECRET_SETTINGS.contains(&self.name);
         (self.field)(config)
             .set(text.trim())
             .map_err(|message| ConfigError {
                 setting: shown.into(),
-                message: format!("{text:?}: {message}"),
+                message: if secret {
+                    message
+                } else {
+                    format!("{text:?}: {message}")
+                },
             })
     }
 
@@ -63,6 +68,10 @@ impl Setting {
         })
     }
 }
+
+/// Settings whose values hold passwords: an error about one never
+/// repeats the value.
+const SECRET_SETTINGS: &[&str] = &["SASL_BOOTSTRAP_USERS"];
 
 /// A table of the config file and the settings it holds.
 pub struct Section {
@@ -150,7 +159,7 @@ pub static SECTIONS: &[Section] = &[
             ("handshake_timeout", "TLS_HANDSHAKE_TIMEOUT_SECS"),
         ],
     },
-    // Reserved: object storage, several brokers, SASL authentication.
+    // Reserved: several brokers.
     Section {
         name: "object_store",
         keys: &[
@@ -163,8 +172,25 @@ pub static SECTIONS: &[Section] = &[
         keys: &[],
     },
     Section {
-        name: "sasl",
-        keys: &[],
+        name: "security",
+        keys: &[
+            ("listener_security_protocol_map", "LISTENER_SECURITY_PROTOCOL_MAP"),
+            ("sasl_enabled_mechanisms", "SASL_ENABLED_MECHANISMS"),
+            ("sasl_bootstrap_users", "SASL_BOOTSTRAP_USERS"),
+            ("connections_max_reauth", "CONNECTIONS_MAX_REAUTH_MS"),
+            ("oauthbearer_jwks_file", "SASL_OAUTHBEARER_JWKS_FILE"),
+            ("oauthbearer_unsecured", "SASL_OAUTHBEARER_UNSECURED"),
+            ("oauthbearer_expected_issuer", "SASL_OAUTHBEARER_EXPECTED_ISSUER"),
+            (
+                "oauthbearer_expected_audience",
+                "SASL_OAUTHBEARER_EXPECTED_AUDIENCE",
+            ),
+            ("oauthbearer_sub_claim_name", "SASL_OAUTHBEARER_SUB_CLAIM_NAME"),
+            ("oauthbearer_clock_skew", "SASL_OAUTHBEARER_CLOCK_SKEW_SECS"),
+            ("authorizer", "AUTHORIZER"),
+            ("super_users", "SUPER_USERS"),
+            ("allow_everyone_if_no_acl_found", "ALLOW_EVERYONE_IF_NO_ACL_FOUND"),
+        ],
     },
 ];
 
@@ -636,6 +662,99 @@ impl SettingValue for Vec<super::TlsVersion> {
     }
 }
 
+struct ProtocolMap<'a>(&'a mut Vec<(String, super::SecurityProtocol)>);
+
+impl SettingValue for ProtocolMap<'_> {
+    fn set(&mut self, text: &str) -> Result<(), String> {
+        *self.0 = super::listeners::parse_protocol_map(text)?;
+        Ok(())
+    }
+    fn show(&self) -> String {
+        super::listeners::show_protocol_map(self.0)
+    }
+}
+
+struct Mechanisms<'a>(&'a mut super::security::MechanismsByListener);
+
+impl SettingValue for Mechanisms<'_> {
+    fn set(&mut self, text: &str) -> Result<(), String> {
+        *self.0 = super::security::parse_mechanisms(text)?;
+        Ok(())
+    }
+    fn show(&self) -> String {
+        super::security::show_mechanisms(self.0)
+    }
+}
+
+/// `name:password` pairs; shown as names only.
+struct Users<'a>(&'a mut Vec<(String, String)>);
+
+impl SettingValue for Users<'_> {
+    fn set(&mut self, text: &str) -> Result<(), String> {
+        *self.0 = super::security::parse_users(text)?;
+        Ok(())
+    }
+    fn show(&self) -> String {
+        self.0
+            .iter()
+            .map(|(name, _)| format!("{name}:<hidden>"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// Principals separated by `;` (Kafka's `super.users` form), each `Type:name`.
+struct Principals<'a>(&'a mut Vec<String>);
+
+impl SettingValue for Principals<'_> {
+    fn set(&mut self, text: &str) -> Result<(), String> {
+        let mut principals = Vec::new();
+        for principal in text.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+            match principal.split_once(':') {
+                Some((kind, name)) if !kind.is_empty() && !name.is_empty() => {
+                    principals.push(principal.to_string())
+                }
+                _ => return Err(format!("{principal}: expected Type:name, e.g. User:admin")),
+            }
+        }
+        *self.0 = principals;
+        Ok(())
+    }
+    fn show(&self) -> String {
+        self.0.join(";")
+    }
+}
+
+/// Free text where empty means none.
+struct OptionalText<'a>(&'a mut Option<String>);
+
+impl SettingValue for OptionalText<'_> {
+    fn set(&mut self, text: &str) -> Result<(), String> {
+        *self.0 = (!text.is_empty()).then(|| text.to_string());
+        Ok(())
+    }
+    fn show(&self) -> String {
+        self.0.clone().unwrap_or_default()
+    }
+}
+
+impl SettingValue for super::security::AuthorizerKind {
+    fn set(&mut self, text: &str) -> Result<(), String> {
+        *self = match text.to_ascii_lowercase().as_str() {
+            "none" => super::security::AuthorizerKind::None,
+            "acl" => super::security::AuthorizerKind::Acl,
+            _ => return Err("expected none or acl".into()),
+        };
+        Ok(())
+    }
+    fn show(&self) -> String {
+        match self {
+            super::security::AuthorizerKind::None => "none".into(),
+            super::security::AuthorizerKind::Acl => "acl".into(),
+        }
+    }
+}
+
 /// Cipher-suite names (the only `Vec<String>` setting): each must be one
 /// this build can negotiate; stored in canonical IANA spelling.
 impl SettingValue for Vec<String> {
@@ -761,6 +880,32 @@ pub static SETTINGS: &[Setting] = &[
         "IANA cipher-suite names in preference order, e.g. TLS_AES_256_GCM_SHA384,TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384. Empty: rustls's defaults. Each allowed version needs one."),
     setting!("TLS_HANDSHAKE_TIMEOUT_SECS", |c| Positive(&mut c.tls_handshake_timeout),
         "A TLS client that has not completed its handshake within this is disconnected."),
+    setting!("LISTENER_SECURITY_PROTOCOL_MAP", |c| ProtocolMap(&mut c.security.protocol_map),
+        "Listener name to security protocol, e.g. INTERNAL:SASL_PLAINTEXT,EXTERNAL:SASL_SSL (Kafka's listener.security.protocol.map). A listener named after a protocol needs no entry."),
+    setting!("SASL_ENABLED_MECHANISMS", |c| Mechanisms(&mut c.security.sasl_mechanisms),
+        "SASL mechanisms offered on SASL listeners: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER. Per listener: groups separated by ;, e.g. SCRAM-SHA-512;EXTERNAL=PLAIN,OAUTHBEARER (a group without NAME= is for the other SASL listeners)."),
+    setting!("SASL_BOOTSTRAP_USERS", |c| Users(&mut c.security.bootstrap_users),
+        "name:password,... created as SCRAM-SHA-256 and SCRAM-SHA-512 credentials at start if the user has none, so a fresh broker can be administered. Only salted keys are stored."),
+    setting!("CONNECTIONS_MAX_REAUTH_MS", |c| WholeUnits { value: &mut c.security.max_reauth_ms, unit: Unit::Millis, min: 0 },
+        "Longest a SASL session lasts before the client must re-authenticate (KIP-368); 0 = no limit (an OAUTHBEARER session still ends when its token expires)."),
+    setting!("SASL_OAUTHBEARER_JWKS_FILE", |c| &mut c.security.oauth_jwks_file,
+        "JWKS file (RFC 7517) whose RSA or EC keys OAUTHBEARER tokens must be signed with (RS256/384/512, ES256/384)."),
+    setting!("SASL_OAUTHBEARER_UNSECURED", |c| &mut c.security.oauth_unsecured,
+        "Accept unsigned OAUTHBEARER tokens (alg none; Kafka's unsecured validator). For tests only: anyone can claim any principal."),
+    setting!("SASL_OAUTHBEARER_EXPECTED_ISSUER", |c| OptionalText(&mut c.security.oauth_expected_issuer),
+        "The iss claim a signed token must carry; empty = not checked."),
+    setting!("SASL_OAUTHBEARER_EXPECTED_AUDIENCE", |c| OptionalText(&mut c.security.oauth_expected_audience),
+        "Comma-separated audiences; a signed token's aud must name one. Empty = not checked."),
+    setting!("SASL_OAUTHBEARER_SUB_CLAIM_NAME", |c| &mut c.security.oauth_principal_claim,
+        "The claim that names the principal (User:<claim>)."),
+    setting!("SASL_OAUTHBEARER_CLOCK_SKEW_SECS", |c| &mut c.security.oauth_clock_skew,
+        "Clock difference allowed when checking a signed token's exp and iat."),
+    setting!("AUTHORIZER", |c| &mut c.security.authorizer,
+        "none: every principal may do everything (Kafka without an authorizer). acl: Kafka's ACLs (CreateAcls/DescribeAcls/DeleteAcls) decide every request."),
+    setting!("SUPER_USERS", |c| Principals(&mut c.security.super_users),
+        "Principals allowed everything whatever the ACLs say, separated by ; (e.g. User:admin;User:ops)."),
+    setting!("ALLOW_EVERYONE_IF_NO_ACL_FOUND", |c| &mut c.security.allow_everyone_if_no_acl_found,
+        "With AUTHORIZER=acl: allow an operation on a resource that no ACL names at all (Kafka's allow.everyone.if.no.acl.found)."),
 ];
 
 impl ServerConfig {

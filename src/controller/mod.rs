@@ -15,7 +15,8 @@ use crate::config::alter::{AlterOutcome, ConfigChange, Resource};
 use crate::config::dynamic::DynamicConfigStore;
 use crate::config::ServerConfig;
 use crate::partition::PartitionClient;
-use crate::storage::StorageError;
+use crate::security::credentials::{CredentialChange, UserOutcome};
+use crate::storage::{run_blocking, StorageError};
 use crate::topics::{validate_topic_name, CatalogStore};
 use chronik_shard::LiveLimits;
 use futures::channel::oneshot;
@@ -37,6 +38,7 @@ pub(crate) struct ControllerContext {
     pub identity: Arc<ClusterIdentity>,
     pub catalog: Arc<CatalogStore>,
     pub dynamic: Arc<DynamicConfigStore>,
+    pub security: Arc<crate::security::SecurityServices>,
     pub limits: Arc<LiveLimits>,
     pub backpressure_threshold: Arc<AtomicUsize>,
     pub shards: usize,
@@ -78,6 +80,10 @@ pub(crate) enum ControllerOp {
     },
     AllocateProducerId {
         reply: oneshot::Sender<Result<i64, StorageError>>,
+    },
+    AlterScramCredentials {
+        changes: Vec<CredentialChange>,
+        reply: oneshot::Sender<Vec<UserOutcome>>,
     },
 }
 
@@ -138,6 +144,18 @@ impl Controller {
                 let outcome =
                     configs::alter_configs(&self, resource, changes, replace_all, validate_only).await;
                 let _ = reply.send(outcome);
+            }
+            ControllerOp::AlterScramCredentials { changes, reply } => {
+                let store = self.context.security.credentials.clone();
+                let outcomes = run_blocking("persisting SCRAM credentials", move || Ok(store.alter(changes)))
+                    .await
+                    .unwrap_or_else(|e| {
+                        vec![(
+                            String::new(),
+                            Some((ResponseError::KafkaStorageError, e.to_string())),
+                        )]
+                    });
+                let _ = reply.send(outcomes);
             }
             ControllerOp::AllocateProducerId { .. } => {}
         }
@@ -235,6 +253,15 @@ impl ControllerHandle {
         })
         .await
         .unwrap_or_else(|e| AlterOutcome::failed(ResponseError::KafkaStorageError, e))
+    }
+
+    /// Applies AlterUserScramCredentials changes (one outcome per user).
+    pub(crate) async fn alter_scram_credentials(
+        &self,
+        changes: Vec<CredentialChange>,
+    ) -> Result<Vec<UserOutcome>, String> {
+        self.call(|reply| ControllerOp::AlterScramCredentials { changes, reply })
+            .await
     }
 
     pub(crate) async fn allocate_producer_id(&self) -> Result<i64, StorageError> {

@@ -14,6 +14,8 @@ mod offsets;
 mod produce;
 mod producer_id;
 mod refused;
+mod sasl;
+mod scram_users;
 mod topics_admin;
 
 use crate::protocol::response::{encode_response, encode_response_spliced, ResponseFrame};
@@ -215,10 +217,14 @@ pub(crate) static HANDLERS: &[Handler] = &[
     groups::SYNC_GROUP,
     groups::DESCRIBE_GROUPS,
     groups::LIST_GROUPS,
+    sasl::HANDSHAKE,
     groups::DELETE_GROUPS,
     group_offsets::OFFSET_COMMIT,
     group_offsets::OFFSET_FETCH,
     group_offsets::OFFSET_DELETE,
+    sasl::AUTHENTICATE,
+    scram_users::DESCRIBE,
+    scram_users::ALTER,
 ];
 
 pub(crate) fn find(api_key: i16) -> Option<&'static Handler> {
@@ -272,10 +278,14 @@ mod tests {
             (SyncGroup, 0, 5),
             (DescribeGroups, 0, 6),
             (ListGroups, 0, 5),
+            (SaslHandshake, 0, 1),
             (DeleteGroups, 0, 2),
             (OffsetCommit, 2, 9),
             (OffsetFetch, 1, 9),
             (OffsetDelete, 0, 0),
+            (SaslAuthenticate, 0, 2),
+            (DescribeUserScramCredentials, 0, 0),
+            (AlterUserScramCredentials, 0, 0),
         ];
         let advertised: Vec<(i16, i16, i16)> = HANDLERS
             .iter()

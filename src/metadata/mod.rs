@@ -27,6 +27,9 @@ pub mod documents {
     pub const PRODUCER_ID_BLOCK: &str = "producer-id-block";
     /// Broker and group configs changed at run time (JSON).
     pub const DYNAMIC_CONFIGS: &str = "dynamic-configs.json";
+    /// SCRAM credentials per user and mechanism: salts and derived keys,
+    /// never passwords (JSON).
+    pub const SCRAM_CREDENTIALS: &str = "scram-credentials.json";
     /// Cluster id and node id, in Kafka's `meta.properties` format.
     pub const CLUSTER_IDENTITY: &str = "meta.properties";
 }

@@ -55,6 +55,13 @@ pub struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthFailureLabels {
+    pub shard: String,
+    pub mechanism: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TopicLabels {
     pub shard: String,
     pub topic: String,
@@ -94,6 +101,7 @@ pub struct Metrics {
     pub(crate) queued_request_bytes: Family<ShardLabel, Gauge>,
     pub(crate) queued_request_bytes_peak: Family<ShardLabel, Gauge>,
     pub(crate) tls_handshake_failures: Family<ReasonLabels, Counter>,
+    pub(crate) auth_failures: Family<AuthFailureLabels, Counter>,
     pub(crate) produce_records: Family<TopicLabels, Counter>,
     pub(crate) produce_bytes: Family<TopicLabels, Counter>,
     pub(crate) fetch_records: Family<TopicLabels, Counter>,
@@ -195,6 +203,7 @@ impl Metrics {
             queued_request_bytes: Family::default(),
             queued_request_bytes_peak: Family::default(),
             tls_handshake_failures: Family::default(),
+            auth_failures: Family::default(),
             produce_records: Family::default(),
             produce_bytes: Family::default(),
             fetch_records: Family::default(),
@@ -255,6 +264,11 @@ impl Metrics {
             "chronik_tls_handshake_failures",
             "TLS handshakes that failed, by reason (no_client_cert, unknown_ca, cert_expired, protocol_version, not_tls, timeout, ...)",
             metrics.tls_handshake_failures.clone(),
+        );
+        r.register(
+            "chronik_auth_failures",
+            "SASL authentications that failed, by mechanism and reason (bad_password, unknown_user, malformed, expired, bad_signature, bad_claims, unsupported_mechanism, ...)",
+            metrics.auth_failures.clone(),
         );
         r.register(
             "chronik_produce_records",

@@ -156,6 +156,16 @@ impl ShardMetrics {
         self.metrics.tls_handshake_failures.get_or_create(&labels).inc();
     }
 
+    /// A SASL authentication failed.
+    pub fn auth_failed(&self, mechanism: &str, reason: &str) {
+        let labels = AuthFailureLabels {
+            shard: self.shard.clone(),
+            mechanism: mechanism.to_string(),
+            reason: reason.to_string(),
+        };
+        self.metrics.auth_failures.get_or_create(&labels).inc();
+    }
+
     /// The shard stopped reading because too many requests were pending.
     pub fn backpressure_event(&self) {
         self.backpressure.inc();

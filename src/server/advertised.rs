@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 /// A listener as the handlers see it.
 #[derive(Debug, Clone)]
 pub(crate) struct BrokerListener {
+    pub name: std::rc::Rc<str>,
     pub security: SecurityProtocol,
     pub advertised: Advertised,
 }

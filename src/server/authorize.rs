@@ -120,10 +120,10 @@ pub(crate) fn check(
     }
     info!(
         target: "chronik_authorizer",
-        principal = %session.principal,
+        principal = %session.principal(),
         operation = ?operation,
         host = %session.peer.ip(),
-        listener = session.listener_name,
+        listener = &*session.listener_name,
         security_protocol = session.security.name(),
         resource = %resource,
         "denied"
@@ -155,6 +155,7 @@ pub(crate) mod tests {
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 9092));
         Session::new(
             0,
+            "PLAINTEXT".into(),
             SecurityProtocol::Plaintext,
             KafkaPrincipal::anonymous(),
             addr,

@@ -8,10 +8,11 @@
 //! Handler tasks start in arrival order too, which keeps per-partition
 //! append order equal to request order.
 
+use super::authenticate::{self, TokenAnswer};
 use super::authorize::shard_authorizer;
 use super::backpressure::{ByteBudget, HeldBytes};
 use super::deadline::{answered_in_time, ProtocolWait};
-use super::session::{KafkaPrincipal, Session};
+use super::session::{AuthState, KafkaPrincipal, Session};
 use super::shard_broker::ShardBroker;
 use crate::config::SecurityProtocol;
 use crate::handlers::{self, Outcome, Request};
@@ -53,6 +54,15 @@ pub(crate) const MAX_IN_FLIGHT: usize = 64;
 /// the virtual disk slowed; with 8 MiB far fewer did.
 const CONNECTION_QUEUED_BYTES: usize = 8 << 20;
 
+/// How long a connection whose authentication failed stays open after
+/// its answer (Kafka's connection.failed.authentication.delay.ms).
+const FAILED_AUTHENTICATION_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Kafka's sasl.server.max.receive.size: the largest frame read before
+/// authentication completes, so an unauthenticated client cannot make
+/// the broker hold MAX_REQUEST_BYTES for it.
+const MAX_UNAUTHENTICATED_FRAME: usize = 512 * 1024;
+
 /// A request's bytes held against its connection's and its shard's
 /// budgets, given back once the response is written (or the slot dropped
 /// with the connection).
@@ -73,35 +83,44 @@ enum Answer {
 }
 
 pub(crate) async fn serve(broker: Rc<ShardBroker>, conn: Connection) {
-    let security = broker
+    let (name, security): (Rc<str>, _) = broker
         .net()
         .listeners
         .get(conn.listener)
-        .map_or(SecurityProtocol::Plaintext, |l| l.security);
+        .map_or(("PLAINTEXT".into(), SecurityProtocol::Plaintext), |l| {
+            (l.name.clone(), l.security)
+        });
     let span = tracing::info_span!(
         "conn",
         shard = broker.shard().id,
         conn = conn.entry.id(),
         peer = %conn.entry.peer(),
-        listener = security.name(),
+        listener = &*name,
         client_id = tracing::field::Empty,
         tls = tracing::field::Empty,
         principal = tracing::field::Empty,
     );
-    serve_listener(broker, conn, security).instrument(span).await
+    serve_listener(broker, conn, name, security)
+        .instrument(span)
+        .await
 }
 
-async fn serve_listener(broker: Rc<ShardBroker>, conn: Connection, security: SecurityProtocol) {
+async fn serve_listener(
+    broker: Rc<ShardBroker>,
+    conn: Connection,
+    name: Rc<str>,
+    security: SecurityProtocol,
+) {
     let Connection {
         stream,
         listener,
         entry,
         drain,
     } = conn;
-    let tls = match (security, &broker.net().tls) {
-        (SecurityProtocol::Plaintext, _) => None,
-        (SecurityProtocol::Ssl, Some(tls)) => Some(tls.current()),
-        (SecurityProtocol::Ssl, None) => {
+    let tls = match (security.is_tls(), &broker.net().tls) {
+        (false, _) => None,
+        (true, Some(tls)) => Some(tls.current()),
+        (true, None) => {
             // The configuration check makes this unreachable; refuse rather
             // than speak plaintext on a port meant to be encrypted.
             warn!(peer = %entry.peer(), "SSL listener without a TLS configuration; closing");
@@ -109,7 +128,7 @@ async fn serve_listener(broker: Rc<ShardBroker>, conn: Connection, security: Sec
         }
     };
     let Some(tls) = tls else {
-        let session = new_session(listener, security, &entry, None);
+        let session = new_session(listener, name, security, &entry, None);
         // glommio's default TcpStream keeps no receive buffer of its own,
         // so reading its descriptor directly cannot reorder bytes.
         let socket = Some(stream.as_raw_fd());
@@ -117,21 +136,42 @@ async fn serve_listener(broker: Rc<ShardBroker>, conn: Connection, security: Sec
     };
     // Boxed: the handshake and the TLS session are large, and an unboxed
     // branch would make every plaintext connection's task as big.
-    Box::pin(serve_tls(broker, stream, listener, entry, drain, tls)).await
+    let at = ListenerAt {
+        index: listener,
+        name,
+        security,
+    };
+    Box::pin(serve_tls(broker, stream, at, entry, drain, tls)).await
+}
+
+/// Which listener a connection came in on.
+struct ListenerAt {
+    index: usize,
+    name: Rc<str>,
+    security: SecurityProtocol,
 }
 
 /// The session of a connection that has finished whatever its listener
-/// authenticates with before the first request (TLS, or nothing).
+/// authenticates with before the first request (TLS, or nothing). On a
+/// SASL listener the principal comes from the exchange, never from a
+/// client certificate (as in Kafka).
 fn new_session(
     listener: usize,
+    name: Rc<str>,
     security: SecurityProtocol,
     entry: &ConnectionEntry,
     certificate_subject: Option<&str>,
 ) -> Rc<Session> {
+    let principal = if security.is_sasl() {
+        KafkaPrincipal::anonymous()
+    } else {
+        KafkaPrincipal::of_certificate(certificate_subject)
+    };
     Rc::new(Session::new(
         listener,
+        name,
         security,
-        KafkaPrincipal::of_certificate(certificate_subject),
+        principal,
         entry.peer(),
         entry.local(),
         shard_authorizer(),
@@ -141,7 +181,7 @@ fn new_session(
 async fn serve_tls(
     broker: Rc<ShardBroker>,
     stream: glommio::net::TcpStream,
-    listener: usize,
+    listener: ListenerAt,
     entry: Rc<ConnectionEntry>,
     drain: chronik_shard::Signal,
     tls: std::sync::Arc<rustls::ServerConfig>,
@@ -179,7 +219,7 @@ async fn serve_tls(
         "TLS session established"
     );
     let subject = established.identity.as_ref().map(|id| id.subject.as_str());
-    let session = new_session(listener, SecurityProtocol::Ssl, &entry, subject);
+    let session = new_session(listener.index, listener.name, listener.security, &entry, subject);
     serve_connection(broker, established.stream, None, entry, drain, session).await
 }
 
@@ -203,7 +243,7 @@ async fn serve_connection<S>(
     let read_side = pin!(read_requests(
         &broker, &entry, &session, incoming, tx, &slots, &drain
     ));
-    let write_side = pin!(write_responses(&broker, &entry, writer, rx, &slots));
+    let write_side = pin!(write_responses(&broker, &entry, &session, writer, rx, &slots));
     // When reading ends (EOF, drain, bad frame) the responses already owed
     // are still written; when writing fails the connection is over.
     if let Either::Left(((), write_side)) = select(read_side, write_side).await {
@@ -238,6 +278,16 @@ async fn read_requests<R: futures::AsyncRead + Unpin>(
         loop {
             if front.is_none() {
                 match buffer.next_size() {
+                    Ok(Some(size))
+                        if size > MAX_UNAUTHENTICATED_FRAME
+                            && session.auth_state() != AuthState::Authenticated =>
+                    {
+                        let reason = format!(
+                            "a {size}-byte frame before authentication completed (at most {MAX_UNAUTHENTICATED_FRAME})"
+                        );
+                        frame_error(broker, entry, &reason, None);
+                        return;
+                    }
                     Ok(Some(size)) => {
                         let bytes = SIZE_PREFIX + size;
                         let reserve = pin!(async {
@@ -336,6 +386,19 @@ fn dispatch(
 ) -> Result<Pending, ()> {
     bump(&broker.net().counters.requests, 1);
     let started = Instant::now();
+    if session.closing() {
+        // Authentication failed: nothing after it is served.
+        return Err(());
+    }
+    if session.auth_state() == AuthState::AwaitingSaslToken {
+        return Ok(Pending {
+            api: ApiKey::SaslAuthenticate as i16,
+            started,
+            wait: ProtocolWait::default(),
+            answer: Answer::Ready(unframed_token(broker, session, &frame)),
+            _held: held,
+        });
+    }
     let Some(ids) = peek_ids(&frame) else {
         frame_error(broker, entry, "frame shorter than a request header", None);
         return Err(());
@@ -379,6 +442,14 @@ fn dispatch(
             "{api_key:?} before authentication completed ({:?})",
             session.auth_state()
         );
+        frame_error(broker, entry, &reason, Some((ids, &frame)));
+        return Err(());
+    }
+    // KIP-368: once a SASL session has expired, only a re-authentication
+    // may be sent; anything else closes the connection.
+    if api_key != ApiKey::SaslHandshake && session.expired(wall_clock_ms()) {
+        let reason =
+            format!("{api_key:?} after the SASL session expired (the client did not re-authenticate)");
         frame_error(broker, entry, &reason, Some((ids, &frame)));
         return Err(());
     }
@@ -430,9 +501,31 @@ fn dispatch(
     })
 }
 
+/// One bare token of the unframed exchange (after SaslHandshake v0),
+/// answered bare: a 4-byte length and the mechanism's token. A failure is
+/// never answered in this form; the connection just closes, as in Kafka.
+fn unframed_token(broker: &ShardBroker, session: &Session, token: &[u8]) -> ResponseFrame {
+    let token = match authenticate::token(broker, session, token) {
+        TokenAnswer::Continue(token) | TokenAnswer::Done { token, .. } => token,
+        // Nothing is written; the session is closing.
+        TokenAnswer::Fail(_) => return ResponseFrame::Spliced(Vec::new()),
+    };
+    let mut frame = bytes::BytesMut::with_capacity(SIZE_PREFIX + token.len());
+    frame.extend_from_slice(&(token.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&token);
+    ResponseFrame::Whole(frame.freeze())
+}
+
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 async fn write_responses<W: futures::AsyncWrite + Unpin>(
     broker: &Rc<ShardBroker>,
     entry: &Rc<ConnectionEntry>,
+    session: &Session,
     mut writer: W,
     responses: LocalReceiver<Pending>,
     slots: &Semaphore,
@@ -486,6 +579,15 @@ async fn write_responses<W: futures::AsyncWrite + Unpin>(
                 frame_error(broker, entry, &reason, None);
                 return;
             }
+        }
+        if session.closing() {
+            // A failed authentication: the client gets its answer, then
+            // the connection closes after Kafka's default
+            // connection.failed.authentication.delay.ms, which slows a
+            // password guesser down.
+            glommio::timer::sleep(FAILED_AUTHENTICATION_DELAY).await;
+            let _ = writer.close().await;
+            return;
         }
     }
     let _ = writer.close().await;

@@ -12,6 +12,7 @@
 //! ```
 
 mod advertised;
+pub(crate) mod authenticate;
 pub(crate) mod authorize;
 mod backpressure;
 mod connection;
@@ -139,6 +140,13 @@ impl IngestServer {
         let catalog = Arc::new(
             CatalogStore::load(&dir, live.topic_defaults.clone())
                 .map_err(|e| ServerError::DataDir(dir.clone(), e))?,
+        );
+        let security = Arc::new(
+            crate::security::SecurityServices::open(
+                &self.config,
+                Arc::new(crate::metadata::FileStore::new(&dir)),
+            )
+            .map_err(ServerError::Config)?,
         );
         let backpressure_threshold =
             Arc::new(std::sync::atomic::AtomicUsize::new(live.backpressure_threshold));
@@ -298,6 +306,7 @@ impl IngestServer {
                     identity: shard_identity.clone(),
                     catalog: catalog.clone(),
                     dynamic: dynamic.clone(),
+                    security: security.clone(),
                     limits: shard.limits.clone(),
                     backpressure_threshold: backpressure_threshold.clone(),
                     shards: shard.count,
@@ -326,6 +335,7 @@ impl IngestServer {
                     .iter()
                     .zip(shard.listen_addrs.iter())
                     .map(|(spec, bound)| BrokerListener {
+                        name: spec.name.as_str().into(),
                         security: spec.security,
                         advertised: Advertised::new(spec.advertised.as_deref(), *bound),
                     })
@@ -335,6 +345,7 @@ impl IngestServer {
             };
             let broker = ShardBroker::new(ShardParts {
                 dynamic: dynamic.clone(),
+                security: security.clone(),
                 end_offsets: shard_ends.clone(),
                 metrics,
                 identity: shard_identity.clone(),
@@ -355,7 +366,7 @@ impl IngestServer {
             .listeners()
             .iter()
             .zip(runtime.local_addrs())
-            .map(|(spec, bound)| format!("{}://{bound}", spec.security.name()))
+            .map(|(spec, bound)| format!("{}://{bound}", spec.name))
             .collect();
         info!(
             listen = %runtime.local_addr(),
@@ -367,7 +378,11 @@ impl IngestServer {
         );
         let _ = runtime_counters.set(runtime.counters());
         Ok(ServerHandle {
-            securities: config.listeners().iter().map(|l| l.security).collect(),
+            listeners: config
+                .listeners()
+                .into_iter()
+                .map(|l| (l.name, l.security))
+                .collect(),
             tls,
             metrics_server,
             metrics,
@@ -400,8 +415,8 @@ impl TlsReloader {
 
 /// A running broker.
 pub struct ServerHandle {
-    /// What each listener speaks, in `local_addrs` order.
-    securities: Vec<SecurityProtocol>,
+    /// Each listener's name and protocol, in `local_addrs` order.
+    listeners: Vec<(String, SecurityProtocol)>,
     tls: Option<Arc<crate::tls::ServerTls>>,
     metrics_server: Option<MetricsServer>,
     metrics: Arc<Metrics>,
@@ -425,12 +440,21 @@ impl ServerHandle {
         self.runtime.local_addrs().to_vec()
     }
 
-    /// The address of the listener speaking `security`, if there is one.
+    /// The address of the first listener speaking `security`, if any.
     pub fn listener_addr(&self, security: SecurityProtocol) -> Option<SocketAddr> {
-        self.securities
+        self.listeners
             .iter()
             .zip(self.runtime.local_addrs())
-            .find(|(s, _)| **s == security)
+            .find(|((_, s), _)| *s == security)
+            .map(|(_, addr)| *addr)
+    }
+
+    /// The address of the listener named `name` (LISTENERS), if any.
+    pub fn listener_addr_named(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .zip(self.runtime.local_addrs())
+            .find(|((n, _), _)| n.eq_ignore_ascii_case(name))
             .map(|(_, addr)| *addr)
     }
 

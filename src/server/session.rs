@@ -9,12 +9,14 @@
 
 use super::authorize::{self, AclOperation, Authorizer, LogDenial, Resource};
 use crate::config::SecurityProtocol;
+use crate::security::sasl::{SaslMechanism, SaslServer};
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::ResponseError;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::time::Instant;
 
 /// A principal as Kafka writes it: `User:alice`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,18 +60,19 @@ impl fmt::Display for KafkaPrincipal {
 
 /// How far the client has authenticated. Plaintext and SSL listeners
 /// authenticate before the first request (the TLS handshake, or nothing),
-/// so their connections start `Authenticated`; SASL listeners will start
-/// in `AwaitingSaslHandshake` and move on as the exchange goes.
+/// so their connections start `Authenticated`; SASL listeners start in
+/// `AwaitingSaslHandshake` and move on as the exchange goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum AuthState {
     Authenticated,
     /// Before SaslHandshake: only ApiVersions and SaslHandshake are served.
-    #[cfg_attr(not(test), allow(dead_code))] // entered by SASL listeners (not built yet)
     AwaitingSaslHandshake,
-    /// Between SaslHandshake and a successful SaslAuthenticate: only
-    /// SaslAuthenticate is served.
-    #[cfg_attr(not(test), allow(dead_code))] // entered by SASL listeners (not built yet)
+    /// Between SaslHandshake v1 and a successful SaslAuthenticate (or
+    /// during re-authentication): only SaslAuthenticate is served.
     AwaitingSaslAuthenticate,
+    /// After SaslHandshake v0: the next frames are bare SASL tokens, no
+    /// Kafka header (the exchange clients before KIP-152 use).
+    AwaitingSaslToken,
 }
 
 impl AuthState {
@@ -83,6 +86,8 @@ impl AuthState {
                 matches!(api, ApiKey::ApiVersions | ApiKey::SaslHandshake)
             }
             AuthState::AwaitingSaslAuthenticate => api == ApiKey::SaslAuthenticate,
+            // Frames are not requests in this state (see connection.rs).
+            AuthState::AwaitingSaslToken => false,
         }
     }
 }
@@ -91,11 +96,12 @@ impl AuthState {
 pub(crate) struct Session {
     /// Index into the broker's configured listeners.
     pub listener: usize,
-    /// The listener's name: its security protocol's today (PLAINTEXT,
-    /// SSL); a configured name once named listeners exist.
-    pub listener_name: &'static str,
+    /// The listener's name (its protocol's, or a mapped name).
+    pub listener_name: Rc<str>,
     pub security: SecurityProtocol,
-    pub principal: KafkaPrincipal,
+    /// Set once (TLS identity at accept, or SASL's user on success): a
+    /// re-authentication must keep it.
+    principal: RefCell<Rc<KafkaPrincipal>>,
     pub peer: SocketAddr,
     /// The local address the client reached us at.
     pub local_addr: SocketAddr,
@@ -103,37 +109,80 @@ pub(crate) struct Session {
     authorizer: Rc<dyn Authorizer>,
     /// Whether the connection's span has the client id yet (recorded once).
     pub(super) client_id_recorded: Cell<bool>,
+    /// The SASL exchange in progress, and the mechanism it uses.
+    pub(crate) sasl: RefCell<Option<SaslServer>>,
+    pub(crate) mechanism: Cell<Option<SaslMechanism>>,
+    /// When the SASL session ends (ms since the epoch), if it does: past
+    /// it every request but SaslHandshake closes the connection (KIP-368).
+    pub(crate) expires_at_ms: Cell<Option<i64>>,
+    /// When the last (re-)authentication began: Kafka allows one per second.
+    pub(crate) auth_started: Cell<Option<Instant>>,
+    /// The connection closes once the answer in flight is written (a
+    /// failed authentication).
+    closing: Cell<bool>,
 }
 
 impl Session {
     pub(crate) fn new(
         listener: usize,
+        listener_name: Rc<str>,
         security: SecurityProtocol,
         principal: KafkaPrincipal,
         peer: SocketAddr,
         local_addr: SocketAddr,
         authorizer: Rc<dyn Authorizer>,
     ) -> Session {
+        let auth = if security.is_sasl() {
+            AuthState::AwaitingSaslHandshake
+        } else {
+            AuthState::Authenticated
+        };
         Session {
             listener,
-            listener_name: security.name(),
+            listener_name,
             security,
-            principal,
+            principal: RefCell::new(Rc::new(principal)),
             peer,
             local_addr,
-            auth: Cell::new(AuthState::Authenticated),
+            auth: Cell::new(auth),
             authorizer,
             client_id_recorded: Cell::new(false),
+            sasl: RefCell::new(None),
+            mechanism: Cell::new(None),
+            expires_at_ms: Cell::new(None),
+            auth_started: Cell::new(None),
+            closing: Cell::new(false),
         }
+    }
+
+    pub(crate) fn principal(&self) -> Rc<KafkaPrincipal> {
+        self.principal.borrow().clone()
+    }
+
+    pub(crate) fn set_principal(&self, principal: KafkaPrincipal) {
+        *self.principal.borrow_mut() = Rc::new(principal);
     }
 
     pub(crate) fn auth_state(&self) -> AuthState {
         self.auth.get()
     }
 
-    #[cfg_attr(not(test), allow(dead_code))] // moved by SASL (not built yet)
     pub(crate) fn set_auth_state(&self, state: AuthState) {
         self.auth.set(state);
+    }
+
+    /// Closes the connection once the answer being prepared is written.
+    pub(crate) fn close_after_reply(&self) {
+        self.closing.set(true);
+    }
+
+    pub(crate) fn closing(&self) -> bool {
+        self.closing.get()
+    }
+
+    /// Whether the SASL session has ended (`now_ms` since the epoch).
+    pub(crate) fn expired(&self, now_ms: i64) -> bool {
+        self.expires_at_ms.get().is_some_and(|at| now_ms >= at)
     }
 
     /// May this connection's principal perform `operation` on `resource`?
@@ -179,22 +228,32 @@ mod tests {
     fn a_session_names_its_listener_and_starts_authenticated() {
         let session = Session::new(
             1,
+            "SSL".into(),
             SecurityProtocol::Ssl,
             KafkaPrincipal::of_certificate(Some("CN=app")),
             addr(40000),
             addr(9093),
             Rc::new(authorize::AllowAll),
         );
-        assert_eq!(session.listener_name, "SSL");
+        assert_eq!(&*session.listener_name, "SSL");
         assert_eq!(session.auth_state(), AuthState::Authenticated);
-        assert_eq!(session.principal.to_string(), "User:CN=app");
+        assert_eq!(session.principal().to_string(), "User:CN=app");
         assert!(session
             .authorize(AclOperation::Write, Resource::Topic("t"))
             .is_ok());
-        // Where a SASL listener will start: dispatch then serves only the
-        // exchange (connection::dispatch asks `allows` for every request).
-        session.set_auth_state(AuthState::AwaitingSaslHandshake);
-        assert!(!session.auth_state().allows(ApiKey::Produce));
+        let sasl = Session::new(
+            2,
+            "INTERNAL".into(),
+            SecurityProtocol::SaslPlaintext,
+            KafkaPrincipal::anonymous(),
+            addr(40001),
+            addr(9094),
+            Rc::new(authorize::AllowAll),
+        );
+        // A SASL listener starts awaiting the handshake: dispatch then
+        // serves only the exchange (it asks `allows` for every request).
+        assert_eq!(sasl.auth_state(), AuthState::AwaitingSaslHandshake);
+        assert!(!sasl.auth_state().allows(ApiKey::Produce));
     }
 
     #[test]

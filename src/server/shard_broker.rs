@@ -50,6 +50,7 @@ pub(crate) struct ShardParts {
     pub identity: Arc<ClusterIdentity>,
     pub catalog: Arc<CatalogStore>,
     pub dynamic: Arc<DynamicConfigStore>,
+    pub security: Arc<crate::security::SecurityServices>,
     pub partitions: PartitionClient,
     pub local_partitions: Rc<ShardPartitions>,
     pub groups: Rc<GroupCoordinator>,
@@ -82,6 +83,9 @@ impl ShardBroker {
     }
     pub(crate) fn dynamic(&self) -> &DynamicConfigStore {
         &self.parts.dynamic
+    }
+    pub(crate) fn security(&self) -> &crate::security::SecurityServices {
+        &self.parts.security
     }
     pub(crate) fn partitions(&self) -> &PartitionClient {
         &self.parts.partitions

@@ -422,6 +422,50 @@ pub fn exercise(client: &mut RawClient, key: ApiKey, v: i16) {
             );
             assert_eq!(response.results[0].error_code, 0, "DeleteGroups v{v}");
         }
+        ApiKey::SaslHandshake => {
+            // On a listener without SASL, as Kafka: ILLEGAL_SASL_STATE and
+            // no mechanisms, the connection kept.
+            let response = client.call(v, &SaslHandshakeRequest::default().with_mechanism(s("PLAIN")));
+            assert_eq!(response.error_code, 34, "SaslHandshake v{v}");
+            assert!(response.mechanisms.is_empty());
+        }
+        ApiKey::SaslAuthenticate => {
+            let response = client.call(v, &SaslAuthenticateRequest::default());
+            assert_eq!(response.error_code, 34, "SaslAuthenticate v{v}");
+            assert!(response.error_message.is_some());
+        }
+        ApiKey::AlterUserScramCredentials => {
+            use kafka_protocol::messages::alter_user_scram_credentials_request::ScramCredentialUpsertion;
+            let upsert = ScramCredentialUpsertion::default()
+                .with_name(s("api-user"))
+                .with_mechanism(2)
+                .with_iterations(4096)
+                .with_salt(bytes::Bytes::from_static(b"salt"))
+                .with_salted_password(bytes::Bytes::from(vec![1u8; 64]));
+            let response = client.call(
+                v,
+                &AlterUserScramCredentialsRequest::default().with_upsertions(vec![upsert]),
+            );
+            assert_eq!(response.results.len(), 1);
+            assert_eq!(response.results[0].user.as_str(), "api-user");
+            assert_eq!(
+                response.results[0].error_code, 0,
+                "AlterUserScramCredentials v{v}"
+            );
+        }
+        ApiKey::DescribeUserScramCredentials => {
+            use kafka_protocol::messages::describe_user_scram_credentials_request::UserName;
+            let response = client.call(
+                v,
+                &DescribeUserScramCredentialsRequest::default()
+                    .with_users(Some(vec![UserName::default().with_name(s("nobody"))])),
+            );
+            assert_eq!(response.error_code, 0);
+            assert_eq!(
+                response.results[0].error_code, 91,
+                "DescribeUserScramCredentials v{v}"
+            );
+        }
         other => panic!("api {other:?} is advertised but this test cannot exercise it: add it here"),
     }
 }

@@ -1,0 +1,93 @@
+//! Who a client is: SASL mechanisms (PLAIN, SCRAM, OAUTHBEARER), the
+//! credentials they check against, and the broker-wide services every
+//! shard shares for them.
+
+pub(crate) mod credentials;
+pub(crate) mod oauth;
+pub(crate) mod sasl;
+pub(crate) mod scram;
+
+use crate::config::{ConfigError, ServerConfig};
+use credentials::CredentialStore;
+use oauth::OAuthValidator;
+use sasl::SaslMechanism;
+use std::sync::Arc;
+
+/// Authentication state shared by every shard: read lock-free, changed
+/// on the controller shard.
+pub(crate) struct SecurityServices {
+    pub credentials: Arc<CredentialStore>,
+    pub oauth: OAuthValidator,
+    /// Per listener (configured order): the SASL mechanisms it offers,
+    /// empty for a listener without SASL.
+    pub mechanisms: Vec<Vec<SaslMechanism>>,
+    /// CONNECTIONS_MAX_REAUTH_MS; 0 = unbounded.
+    pub max_reauth_ms: i64,
+}
+
+impl SecurityServices {
+    /// Blocking (start-up): reads the JWKS file, loads the credentials and
+    /// creates the bootstrap users.
+    pub(crate) fn open(
+        config: &ServerConfig,
+        store: Arc<dyn crate::metadata::MetadataStore>,
+    ) -> Result<SecurityServices, ConfigError> {
+        let security = &config.security;
+        let oauth_error = |message: String| ConfigError {
+            setting: "SASL_OAUTHBEARER_JWKS_FILE".into(),
+            message,
+        };
+        let mut oauth = match &security.oauth_jwks_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| oauth_error(format!("cannot read {}: {e}", path.display())))?;
+                OAuthValidator::with_jwks(&text)
+                    .map_err(|e| oauth_error(format!("{}: {e}", path.display())))?
+            }
+            None => OAuthValidator::unsecured(),
+        };
+        oauth.expected_issuer = security.oauth_expected_issuer.clone();
+        oauth.expected_audience = security
+            .oauth_expected_audience
+            .iter()
+            .flat_map(|a| a.split(','))
+            .map(|a| a.trim().to_string())
+            .filter(|a| !a.is_empty())
+            .collect();
+        oauth.principal_claim = security.oauth_principal_claim.clone();
+        if security.oauth_jwks_file.is_some() {
+            oauth.clock_skew_ms = security.oauth_clock_skew.as_millis() as i64;
+        }
+        let mechanisms = config
+            .listeners()
+            .iter()
+            .map(|l| {
+                if !l.security.is_sasl() {
+                    return Vec::new();
+                }
+                security
+                    .mechanisms_for(&l.name)
+                    .iter()
+                    .filter_map(|m| SaslMechanism::parse(m))
+                    .collect()
+            })
+            .collect();
+        let data_error = |e: std::io::Error| ConfigError {
+            setting: "STORAGE_PATH".into(),
+            message: format!("SCRAM credentials: {e}"),
+        };
+        let credentials = CredentialStore::open(store).map_err(data_error)?;
+        let created = credentials
+            .bootstrap(&security.bootstrap_users)
+            .map_err(data_error)?;
+        for user in created {
+            tracing::info!(target: "chronik_audit", user = %user, "bootstrap SCRAM credentials created (SASL_BOOTSTRAP_USERS)");
+        }
+        Ok(SecurityServices {
+            credentials: Arc::new(credentials),
+            oauth,
+            mechanisms,
+            max_reauth_ms: security.max_reauth_ms.min(i64::MAX as u64) as i64,
+        })
+    }
+}
