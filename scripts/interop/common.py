@@ -6,7 +6,9 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
+import urllib.request
 import sys
 import time
 
@@ -28,6 +30,27 @@ def run_steps(steps):
             step()
         except Exception as e:
             check(f"{name}: no client error", False, repr(e))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scrape(metrics_addr):
+    """{family: summed value} of the broker's /metrics."""
+    text = urllib.request.urlopen(f"http://{metrics_addr}/metrics", timeout=10).read().decode()
+    sums = {}
+    for line in text.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        name = re.split(r"[{ ]", line, maxsplit=1)[0]
+        try:
+            sums[name] = sums.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+        except ValueError:
+            pass
+    return sums
 
 
 def start_broker(binary, data_dir, extra_env=None):

@@ -33,7 +33,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic,
                                   ResourceType)
 
-from common import check, results, start_broker, stop_broker
+from common import check, free_port, results, scrape, start_broker, stop_broker
 
 RECORDS = int(os.environ.get("RECORDS", "2000000"))
 SEGMENT = 16 << 20
@@ -48,12 +48,6 @@ RETENTION_CHANGED = "691200000"
 def value(i):
     head = f"{i:012d}".encode()
     return head + bytes([i % 251]) * (1024 - len(head))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_moto():
@@ -545,21 +539,6 @@ def raw_fetch(addr, wanted, max_wait_ms, max_bytes):
             at += max(length, 0)
             got[(topic, partition)] = (error, max(length, 0))
     return got, took
-
-
-def scrape(metrics_addr):
-    """{family: summed value} of the broker's /metrics."""
-    text = urllib.request.urlopen(f"http://{metrics_addr}/metrics", timeout=10).read().decode()
-    sums = {}
-    for line in text.splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        name = re.split(r"[{ ]", line, maxsplit=1)[0]
-        try:
-            sums[name] = sums.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
-        except ValueError:
-            pass
-    return sums
 
 
 def run_limits(binary):

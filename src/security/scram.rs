@@ -280,10 +280,12 @@ impl ScramExchange {
         if credential.iterations < MIN_ITERATIONS {
             return Err(ScramFailure::Invalid("stored iterations below 4096".into()));
         }
-        // Kafka's server nonce: about 130 random bits, printable.
-        let server_nonce = random_bytes(18)
-            .map(|bytes| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
-            .ok_or_else(|| ScramFailure::Invalid("no randomness for the server nonce".into()))?;
+        // 128 random bits as hex digits, printable without escaping.
+        let server_nonce: String = random_bytes(16)
+            .ok_or_else(|| ScramFailure::Invalid("no randomness for the server nonce".into()))?
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         let nonce = format!("{}{server_nonce}", first.nonce);
         let server_first = format!(
             "r={nonce},s={},i={}",
@@ -330,7 +332,9 @@ impl ScramExchange {
             .next()
             .and_then(|a| a.strip_prefix("r="))
             .ok_or_else(|| invalid("no nonce"))?;
-        if nonce != self.nonce {
+        // Kafka checks that the nonce ends with the whole nonce, not that
+        // it equals it: librdkafka before 2.1 sends the client's part twice.
+        if !nonce.ends_with(&self.nonce) {
             return Err(invalid("nonce mismatch"));
         }
         let proof = BASE64.decode(proof).map_err(|_| invalid("bad proof encoding"))?;
