@@ -15,6 +15,7 @@ use crate::config::alter::{AlterOutcome, ConfigChange, Resource};
 use crate::config::dynamic::DynamicConfigStore;
 use crate::config::ServerConfig;
 use crate::partition::PartitionClient;
+use crate::security::acl::{AclBinding, AclFilter, CreationOutcome, DeletionOutcome};
 use crate::security::credentials::{CredentialChange, UserOutcome};
 use crate::storage::{run_blocking, StorageError};
 use crate::topics::{validate_topic_name, CatalogStore};
@@ -84,6 +85,14 @@ pub(crate) enum ControllerOp {
     AlterScramCredentials {
         changes: Vec<CredentialChange>,
         reply: oneshot::Sender<Vec<UserOutcome>>,
+    },
+    CreateAcls {
+        bindings: Vec<AclBinding>,
+        reply: oneshot::Sender<Vec<CreationOutcome>>,
+    },
+    DeleteAcls {
+        filters: Vec<AclFilter>,
+        reply: oneshot::Sender<Vec<DeletionOutcome>>,
     },
 }
 
@@ -155,6 +164,22 @@ impl Controller {
                             Some((ResponseError::KafkaStorageError, e.to_string())),
                         )]
                     });
+                let _ = reply.send(outcomes);
+            }
+            ControllerOp::CreateAcls { bindings, reply } => {
+                let acls = self.context.security.acls.clone();
+                let count = bindings.len();
+                let outcomes = run_blocking("persisting ACLs", move || Ok(acls.create(bindings)))
+                    .await
+                    .unwrap_or_else(|e| vec![Err((ResponseError::KafkaStorageError, e.to_string())); count]);
+                let _ = reply.send(outcomes);
+            }
+            ControllerOp::DeleteAcls { filters, reply } => {
+                let acls = self.context.security.acls.clone();
+                let count = filters.len();
+                let outcomes = run_blocking("persisting ACLs", move || Ok(acls.delete(filters)))
+                    .await
+                    .unwrap_or_else(|e| vec![Err((ResponseError::KafkaStorageError, e.to_string())); count]);
                 let _ = reply.send(outcomes);
             }
             ControllerOp::AllocateProducerId { .. } => {}
@@ -261,6 +286,21 @@ impl ControllerHandle {
         changes: Vec<CredentialChange>,
     ) -> Result<Vec<UserOutcome>, String> {
         self.call(|reply| ControllerOp::AlterScramCredentials { changes, reply })
+            .await
+    }
+
+    /// CreateAcls: one outcome per binding, in order.
+    pub(crate) async fn create_acls(
+        &self,
+        bindings: Vec<AclBinding>,
+    ) -> Result<Vec<CreationOutcome>, String> {
+        self.call(|reply| ControllerOp::CreateAcls { bindings, reply })
+            .await
+    }
+
+    /// DeleteAcls: per filter, the bindings it removed.
+    pub(crate) async fn delete_acls(&self, filters: Vec<AclFilter>) -> Result<Vec<DeletionOutcome>, String> {
+        self.call(|reply| ControllerOp::DeleteAcls { filters, reply })
             .await
     }
 

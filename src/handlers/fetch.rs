@@ -23,8 +23,10 @@ pub(crate) const HANDLER: Handler = handler!(FetchRequest, handle, versions = 4.
 struct Wanted {
     topic: usize,
     partition: i32,
-    /// `None`: the topic is unknown (answered with `unknown`).
+    /// `None`: not read, answered with `missing` (the topic is unknown,
+    /// or the principal may not read it).
     tp: Option<TopicPartition>,
+    missing: i16,
     offset: i64,
     max_bytes: usize,
     current_leader_epoch: i32,
@@ -32,13 +34,6 @@ struct Wanted {
 
 async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let fetch: FetchRequest = request.decode("Fetch")?;
-    if let Err(denied) = request.authorize_topics(
-        &broker,
-        super::AclOperation::Read,
-        fetch.topics.iter().map(|t| (&*t.topic.0, t.topic_id)),
-    ) {
-        return request.respond(&super::refused::fetch(&fetch, denied));
-    }
     if fetch.session_id != 0 {
         // We never hand out sessions, so a client cannot hold one.
         let response = FetchResponse::default().with_error_code(ResponseError::FetchSessionIdNotFound.code());
@@ -58,11 +53,30 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
         } else {
             catalog.get(&topic.topic)
         };
+        // Kafka authorizes each topic (READ) before looking it up; a
+        // denied topic's partitions are answered TOPIC_AUTHORIZATION_FAILED
+        // and the request's other topics are read.
+        let name = if by_id {
+            entry.map(|e| e.name.as_str())
+        } else {
+            Some(topic.topic.as_str())
+        };
+        let denied = name.is_some_and(|n| {
+            request
+                .authorize(super::AclOperation::Read, super::Resource::Topic(n))
+                .is_err()
+        });
+        let (entry, missing) = if denied {
+            (None, ResponseError::TopicAuthorizationFailed.code())
+        } else {
+            (entry, unknown.code())
+        };
         for p in &topic.partitions {
             wanted.push(Wanted {
                 topic: t,
                 partition: p.partition,
                 tp: entry.map(|e| TopicPartition::new(&e.name, p.partition)),
+                missing,
                 offset: p.fetch_offset,
                 max_bytes: usize::try_from(p.partition_max_bytes).unwrap_or(0),
                 current_leader_epoch: p.current_leader_epoch,
@@ -77,7 +91,7 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     request.wait.until(deadline);
 
     let results = loop {
-        let results = read_all(&broker, &wanted, max_bytes, unknown.code(), deadline).await;
+        let results = read_all(&broker, &wanted, max_bytes, deadline).await;
         let bytes: usize = results.iter().map(|r| r.records.len()).sum();
         let failed = results.iter().any(|r| r.error_code != 0);
         let now = Instant::now();
@@ -92,7 +106,7 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
         let timeout = pin!(glommio::timer::sleep(deadline - now));
         let drained = pin!(broker.shard().drain.wait());
         if let Either::Right(_) = select(woken, select(timeout, drained)).await {
-            break read_all(&broker, &wanted, max_bytes, unknown.code(), deadline).await;
+            break read_all(&broker, &wanted, max_bytes, deadline).await;
         }
     };
 
@@ -149,7 +163,6 @@ async fn read_all(
     broker: &Rc<ShardBroker>,
     wanted: &[Wanted],
     max_bytes: usize,
-    unknown: i16,
     answer_by: Instant,
 ) -> Vec<ReadResult> {
     let mut unspent = max_bytes;
@@ -177,8 +190,8 @@ async fn read_all(
     let answers = broker.partitions().read(specs).await;
     let mut results: Vec<ReadResult> = wanted
         .iter()
-        .map(|_| ReadResult {
-            error_code: unknown,
+        .map(|w| ReadResult {
+            error_code: w.missing,
             high_watermark: -1,
             last_stable_offset: -1,
             log_start_offset: -1,

@@ -3,6 +3,7 @@
 //! is advertised is exactly what is implemented.
 
 mod acl_operations;
+mod acls;
 mod api_versions;
 mod cluster;
 mod configs;
@@ -225,6 +226,9 @@ pub(crate) static HANDLERS: &[Handler] = &[
     sasl::AUTHENTICATE,
     scram_users::DESCRIBE,
     scram_users::ALTER,
+    acls::DESCRIBE,
+    acls::CREATE,
+    acls::DELETE,
 ];
 
 pub(crate) fn find(api_key: i16) -> Option<&'static Handler> {
@@ -286,6 +290,9 @@ mod tests {
             (SaslAuthenticate, 0, 2),
             (DescribeUserScramCredentials, 0, 0),
             (AlterUserScramCredentials, 0, 0),
+            (DescribeAcls, 1, 3),
+            (CreateAcls, 1, 3),
+            (DeleteAcls, 1, 3),
         ];
         let advertised: Vec<(i16, i16, i16)> = HANDLERS
             .iter()

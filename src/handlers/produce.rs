@@ -51,13 +51,6 @@ impl AppendResult {
 async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let produce: ProduceRequest = request.decode("Produce")?;
     let acks = produce.acks;
-    if let Err(denied) = request.authorize_topics(
-        &broker,
-        super::AclOperation::Write,
-        produce.topic_data.iter().map(|t| (&*t.name.0, t.topic_id)),
-    ) {
-        return respond(&request, acks, error_all(&shape(&produce), denied));
-    }
     let by_id = request.version >= 13;
     if produce.transactional_id.is_some() {
         // Transactions are not implemented; say so rather than store
@@ -78,17 +71,49 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
             error_all(&shape(&produce), ResponseError::InvalidRequiredAcks),
         );
     }
+    // Kafka authorizes each topic (WRITE) before looking it up: a denied
+    // topic is answered TOPIC_AUTHORIZATION_FAILED, the request's other
+    // topics are appended.
+    let denied: Vec<bool> = {
+        let catalog = broker.catalog().snapshot();
+        produce
+            .topic_data
+            .iter()
+            .map(|t| {
+                let name = if by_id {
+                    catalog.by_id(&t.topic_id).map(|e| e.name.as_str())
+                } else {
+                    Some(t.name.as_str())
+                };
+                name.is_some_and(|n| {
+                    request
+                        .authorize(super::AclOperation::Write, super::Resource::Topic(n))
+                        .is_err()
+                })
+            })
+            .collect()
+    };
     if broker.config().auto_create_topics && !by_id {
-        broker
-            .controller()
-            .ensure_topics(produce.topic_data.iter().map(|t| t.name.to_string()).collect())
-            .await;
+        // Created only where the principal may write and create, as a
+        // Metadata request would have.
+        let creatable = produce
+            .topic_data
+            .iter()
+            .zip(&denied)
+            .filter(|(t, denied)| {
+                !**denied
+                    && (request.may(super::AclOperation::Create, super::Resource::Cluster)
+                        || request.may(super::AclOperation::Create, super::Resource::Topic(&t.name)))
+            })
+            .map(|(t, _)| t.name.to_string())
+            .collect();
+        broker.controller().ensure_topics(creatable).await;
     }
     let catalog = broker.catalog().snapshot();
     // Kept for a REQUEST_TIMED_OUT answer once the batches are moved out.
     let timed_out = shape(&produce);
     let mut topics = Vec::with_capacity(produce.topic_data.len());
-    for topic in produce.topic_data {
+    for (topic, denied) in produce.topic_data.into_iter().zip(denied) {
         let entry = if by_id {
             catalog.by_id(&topic.topic_id)
         } else {
@@ -99,6 +124,10 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
         // The topic's log settings come with it: one catalog lookup per
         // topic, not one per partition.
         let name: Result<(Rc<str>, Rc<LogConfig>), Refused> = match entry {
+            _ if denied => Err((
+                ResponseError::TopicAuthorizationFailed,
+                Rc::from("Topic authorization failed."),
+            )),
             Some(t) => Ok((Rc::from(t.name.as_str()), Rc::new(t.log_config()))),
             None => Err(match validate_topic_name(&topic.name) {
                 Err(why) if !by_id => (ResponseError::InvalidTopicException, Rc::from(why)),

@@ -23,10 +23,18 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let response = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
-    // Kafka: WRITE on the transactional id, or IDEMPOTENT_WRITE on the
-    // cluster for an idempotent producer.
+    // Kafka: WRITE on the transactional id; for an idempotent producer,
+    // IDEMPOTENT_WRITE on the cluster or WRITE on at least one topic
+    // (KIP-679: a producer allowed to write somewhere may be idempotent).
     let authorized = match asked.transactional_id.as_deref().filter(|t| !t.is_empty()) {
         Some(id) => request.authorize(AclOperation::Write, Resource::TransactionalId(id)),
+        None if request.may(AclOperation::IdempotentWrite, Resource::Cluster)
+            || request
+                .session
+                .may_any(AclOperation::Write, crate::security::acl::code::TOPIC) =>
+        {
+            Ok(())
+        }
         None => request.authorize(AclOperation::IdempotentWrite, Resource::Cluster),
     };
     if let Err(denied) = authorized {

@@ -5,14 +5,12 @@
 //! that authorize each topic where they resolve it can do the same and
 //! stop using these.
 
-use bytes::Bytes;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
 };
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
@@ -25,34 +23,6 @@ use kafka_protocol::ResponseError;
 
 fn message(error: ResponseError) -> Option<StrBytes> {
     Some(StrBytes::from_string(error.to_string()))
-}
-
-pub(crate) fn fetch(asked: &FetchRequest, error: ResponseError) -> FetchResponse {
-    let topics = asked
-        .topics
-        .iter()
-        .map(|t| {
-            let partitions = t
-                .partitions
-                .iter()
-                .map(|p| {
-                    PartitionData::default()
-                        .with_partition_index(p.partition)
-                        .with_error_code(error.code())
-                        .with_high_watermark(-1)
-                        .with_last_stable_offset(-1)
-                        .with_log_start_offset(-1)
-                        .with_preferred_read_replica(BrokerId(-1))
-                        .with_records(Some(Bytes::new()))
-                })
-                .collect();
-            FetchableTopicResponse::default()
-                .with_topic(t.topic.clone())
-                .with_topic_id(t.topic_id)
-                .with_partitions(partitions)
-        })
-        .collect();
-    FetchResponse::default().with_responses(topics)
 }
 
 pub(crate) fn list_offsets(asked: &ListOffsetsRequest, error: ResponseError) -> ListOffsetsResponse {

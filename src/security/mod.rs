@@ -2,15 +2,20 @@
 //! credentials they check against, and the broker-wide services every
 //! shard shares for them.
 
+pub(crate) mod acl;
 pub(crate) mod credentials;
 pub(crate) mod oauth;
 pub(crate) mod sasl;
 pub(crate) mod scram;
 
+use crate::config::security::AuthorizerKind;
 use crate::config::{ConfigError, ServerConfig};
+use crate::server::authorize::{AclAuthorizer, AllowAll, Authorizer};
+use acl::AclStore;
 use credentials::CredentialStore;
 use oauth::OAuthValidator;
 use sasl::SaslMechanism;
+use std::rc::Rc;
 use std::sync::Arc;
 
 /// Authentication state shared by every shard: read lock-free, changed
@@ -23,6 +28,9 @@ pub(crate) struct SecurityServices {
     pub mechanisms: Vec<Vec<SaslMechanism>>,
     /// CONNECTIONS_MAX_REAUTH_MS; 0 = unbounded.
     pub max_reauth_ms: i64,
+    pub acls: Arc<AclStore>,
+    /// AUTHORIZER=acl: with SUPER_USERS and ALLOW_EVERYONE_IF_NO_ACL_FOUND.
+    acl_authorizer: Option<(Arc<[String]>, bool)>,
 }
 
 impl SecurityServices {
@@ -76,6 +84,10 @@ impl SecurityServices {
             setting: "STORAGE_PATH".into(),
             message: format!("SCRAM credentials: {e}"),
         };
+        let acls = AclStore::open(store.clone()).map_err(|e| ConfigError {
+            setting: "STORAGE_PATH".into(),
+            message: format!("ACLs: {e}"),
+        })?;
         let credentials = CredentialStore::open(store).map_err(data_error)?;
         let created = credentials
             .bootstrap(&security.bootstrap_users)
@@ -88,6 +100,31 @@ impl SecurityServices {
             oauth,
             mechanisms,
             max_reauth_ms: security.max_reauth_ms.min(i64::MAX as u64) as i64,
+            acls: Arc::new(acls),
+            acl_authorizer: (security.authorizer == AuthorizerKind::Acl).then(|| {
+                (
+                    security.super_users.clone().into(),
+                    security.allow_everyone_if_no_acl_found,
+                )
+            }),
         })
+    }
+
+    /// Whether ACLs decide requests (AUTHORIZER=acl); without, the ACL
+    /// admin APIs answer SECURITY_DISABLED as Kafka's do.
+    pub(crate) fn acls_enabled(&self) -> bool {
+        self.acl_authorizer.is_some()
+    }
+
+    /// The authorizer a shard's connections use.
+    pub(crate) fn shard_authorizer(&self) -> Rc<dyn Authorizer> {
+        match &self.acl_authorizer {
+            None => Rc::new(AllowAll),
+            Some((super_users, allow_if_no_acl)) => Rc::new(AclAuthorizer {
+                acls: self.acls.clone(),
+                super_users: super_users.clone(),
+                allow_if_no_acl: *allow_if_no_acl,
+            }),
+        }
     }
 }

@@ -1,14 +1,18 @@
 //! The one place a request asks whether its principal may do something:
 //! `request.authorize(operation, resource)`, called where Kafka's handlers
 //! authorize (Produce WRITE on each topic, Fetch READ, JoinGroup READ on
-//! the group, ...). There is no ACL store yet, so the authorizer allows
-//! everything, as Kafka does without `authorizer.class.name`; a denial
-//! maps to the error Kafka answers for the resource's type.
+//! the group, ...). With AUTHORIZER=none everything is allowed, as Kafka
+//! does without `authorizer.class.name`; with AUTHORIZER=acl Kafka's ACLs
+//! decide, each decision cached in the session until the ACLs change, so
+//! produce and fetch pay a hash lookup. A denial maps to the error Kafka
+//! answers for the resource's type.
 
 use super::session::Session;
+use crate::security::acl::{code, AclStore, Requester, CLUSTER_NAME};
 use kafka_protocol::ResponseError;
+use std::collections::HashMap;
 use std::fmt;
-use std::rc::Rc;
+use std::sync::Arc;
 use tracing::info;
 
 /// Kafka's AclOperation, with its wire codes (the bit positions of the
@@ -44,6 +48,23 @@ pub(crate) enum Resource<'a> {
 }
 
 impl Resource<'_> {
+    /// Kafka's ResourceType code.
+    pub(crate) fn type_code(&self) -> i8 {
+        match self {
+            Resource::Topic(_) => code::TOPIC,
+            Resource::Group(_) => code::GROUP,
+            Resource::Cluster => code::CLUSTER,
+            Resource::TransactionalId(_) => code::TRANSACTIONAL_ID,
+        }
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        match self {
+            Resource::Topic(name) | Resource::Group(name) | Resource::TransactionalId(name) => name,
+            Resource::Cluster => CLUSTER_NAME,
+        }
+    }
+
     /// The error Kafka answers when an operation on this resource is
     /// denied.
     pub(crate) fn denied_error(&self) -> ResponseError {
@@ -71,26 +92,120 @@ impl fmt::Display for Resource<'_> {
 /// Decides whether a session may perform an operation on a resource.
 pub(crate) trait Authorizer {
     fn authorize(&self, session: &Session, operation: AclOperation, resource: &Resource<'_>) -> bool;
+
+    /// Kafka's authorizeByResourceType: may the session perform
+    /// `operation` on at least one resource of `resource_type`?
+    fn authorize_any(&self, session: &Session, operation: AclOperation, resource_type: i8) -> bool;
+
+    /// The version of what decisions depend on: a session keeps its
+    /// decisions while it stays the same. `None`: nothing to cache.
+    fn version(&self) -> Option<u64> {
+        None
+    }
 }
 
-/// The authorizer while there are no ACLs: everything is allowed.
+/// AUTHORIZER=none: everything is allowed.
 pub(crate) struct AllowAll;
 
 impl Authorizer for AllowAll {
     fn authorize(&self, _: &Session, _: AclOperation, _: &Resource<'_>) -> bool {
         true
     }
+
+    fn authorize_any(&self, _: &Session, _: AclOperation, _: i8) -> bool {
+        true
+    }
 }
 
-thread_local! {
-    /// This shard's authorizer. Held here until the broker's shard services
-    /// own one (configured from ACLs); connections take it at accept.
-    static SHARD_AUTHORIZER: Rc<dyn Authorizer> = Rc::new(AllowAll);
+/// AUTHORIZER=acl: Kafka's StandardAuthorizer over the broker's ACLs.
+pub(crate) struct AclAuthorizer {
+    pub acls: Arc<AclStore>,
+    /// SUPER_USERS, as `Type:name`.
+    pub super_users: Arc<[String]>,
+    pub allow_if_no_acl: bool,
 }
 
-/// The authorizer new connections on this shard check requests against.
-pub(crate) fn shard_authorizer() -> Rc<dyn Authorizer> {
-    SHARD_AUTHORIZER.with(Rc::clone)
+impl AclAuthorizer {
+    fn decide(&self, session: &Session, ask: impl FnOnce(&Requester<'_>) -> bool) -> bool {
+        let principal = session.principal().to_string();
+        if self.super_users.contains(&principal) {
+            return true;
+        }
+        ask(&Requester {
+            principal: &principal,
+            host: session.peer.ip(),
+        })
+    }
+}
+
+impl Authorizer for AclAuthorizer {
+    fn authorize(&self, session: &Session, operation: AclOperation, resource: &Resource<'_>) -> bool {
+        let acls = self.acls.snapshot();
+        self.decide(session, |who| {
+            acls.allows(
+                who,
+                operation.code() as i8,
+                resource.type_code(),
+                resource.name(),
+                self.allow_if_no_acl,
+            )
+        })
+    }
+
+    fn authorize_any(&self, session: &Session, operation: AclOperation, resource_type: i8) -> bool {
+        let acls = self.acls.snapshot();
+        self.decide(session, |who| {
+            acls.allows_any(who, operation.code() as i8, resource_type, self.allow_if_no_acl)
+        })
+    }
+
+    fn version(&self) -> Option<u64> {
+        Some(self.acls.version())
+    }
+}
+
+/// A session's decisions for one version of the ACLs, by (operation,
+/// resource type) and resource name: looked up without allocating.
+#[derive(Default)]
+pub(crate) struct DecisionCache {
+    version: u64,
+    decisions: HashMap<(u8, i8), HashMap<Box<str>, bool>>,
+    entries: usize,
+}
+
+/// A session that names more resources than this starts over, so one
+/// connection cannot grow its cache without bound.
+const MAX_CACHED_DECISIONS: usize = 10_000;
+
+impl DecisionCache {
+    fn get(&self, version: u64, operation: AclOperation, resource: &Resource<'_>) -> Option<bool> {
+        if self.version != version {
+            return None;
+        }
+        self.decisions
+            .get(&(operation.code(), resource.type_code()))?
+            .get(resource.name())
+            .copied()
+    }
+
+    fn put(&mut self, version: u64, operation: AclOperation, resource: &Resource<'_>, allowed: bool) {
+        if self.version != version || self.entries >= MAX_CACHED_DECISIONS {
+            self.decisions.clear();
+            self.entries = 0;
+            self.version = version;
+        }
+        self.decisions
+            .entry((operation.code(), resource.type_code()))
+            .or_default()
+            .insert(resource.name().into(), allowed);
+        self.entries += 1;
+    }
+
+    /// The principal changed (SASL completed): nothing cached holds.
+    pub(crate) fn clear(&mut self) {
+        self.decisions.clear();
+        self.entries = 0;
+    }
 }
 
 /// Whether a denial is logged: yes for an operation the request performs;
@@ -112,7 +227,21 @@ pub(crate) fn check(
     resource: Resource<'_>,
     log: LogDenial,
 ) -> Result<(), ResponseError> {
-    if authorizer.authorize(session, operation, &resource) {
+    let allowed = match authorizer.version() {
+        None => authorizer.authorize(session, operation, &resource),
+        Some(version) => {
+            let cached = session.decisions.borrow().get(version, operation, &resource);
+            cached.unwrap_or_else(|| {
+                let allowed = authorizer.authorize(session, operation, &resource);
+                session
+                    .decisions
+                    .borrow_mut()
+                    .put(version, operation, &resource, allowed);
+                allowed
+            })
+        }
+    };
+    if allowed {
         return Ok(());
     }
     if log == LogDenial::No {
@@ -137,6 +266,7 @@ pub(crate) mod tests {
     use crate::config::SecurityProtocol;
     use crate::server::session::KafkaPrincipal;
     use std::cell::RefCell;
+    use std::rc::Rc;
 
     /// Denies one operation, allows the rest, and records what was asked.
     pub(crate) struct DenyOne {
@@ -147,6 +277,10 @@ pub(crate) mod tests {
     impl Authorizer for DenyOne {
         fn authorize(&self, _: &Session, operation: AclOperation, resource: &Resource<'_>) -> bool {
             self.asked.borrow_mut().push((operation, resource.to_string()));
+            operation != self.denied
+        }
+
+        fn authorize_any(&self, _: &Session, operation: AclOperation, _: i8) -> bool {
             operation != self.denied
         }
     }

@@ -9,7 +9,6 @@
 //! append order equal to request order.
 
 use super::authenticate::{self, TokenAnswer};
-use super::authorize::shard_authorizer;
 use super::backpressure::{ByteBudget, HeldBytes};
 use super::deadline::{answered_in_time, ProtocolWait};
 use super::session::{AuthState, KafkaPrincipal, Session};
@@ -128,7 +127,7 @@ async fn serve_listener(
         }
     };
     let Some(tls) = tls else {
-        let session = new_session(listener, name, security, &entry, None);
+        let session = new_session(&broker, listener, name, security, &entry, None);
         // glommio's default TcpStream keeps no receive buffer of its own,
         // so reading its descriptor directly cannot reorder bytes.
         let socket = Some(stream.as_raw_fd());
@@ -156,6 +155,7 @@ struct ListenerAt {
 /// SASL listener the principal comes from the exchange, never from a
 /// client certificate (as in Kafka).
 fn new_session(
+    broker: &ShardBroker,
     listener: usize,
     name: Rc<str>,
     security: SecurityProtocol,
@@ -174,7 +174,7 @@ fn new_session(
         principal,
         entry.peer(),
         entry.local(),
-        shard_authorizer(),
+        broker.net().authorizer.clone(),
     ))
 }
 
@@ -219,7 +219,14 @@ async fn serve_tls(
         "TLS session established"
     );
     let subject = established.identity.as_ref().map(|id| id.subject.as_str());
-    let session = new_session(listener.index, listener.name, listener.security, &entry, subject);
+    let session = new_session(
+        &broker,
+        listener.index,
+        listener.name,
+        listener.security,
+        &entry,
+        subject,
+    );
     serve_connection(broker, established.stream, None, entry, drain, session).await
 }
 

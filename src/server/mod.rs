@@ -342,6 +342,7 @@ impl IngestServer {
                     .collect(),
                 tls: shard_tls.clone(),
                 counters: shard_counters[shard.id].clone(),
+                authorizer: security.shard_authorizer(),
             };
             let broker = ShardBroker::new(ShardParts {
                 dynamic: dynamic.clone(),

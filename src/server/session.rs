@@ -120,6 +120,8 @@ pub(crate) struct Session {
     /// The connection closes once the answer in flight is written (a
     /// failed authentication).
     closing: Cell<bool>,
+    /// The authorizer's decisions for this principal.
+    pub(super) decisions: RefCell<authorize::DecisionCache>,
 }
 
 impl Session {
@@ -152,6 +154,7 @@ impl Session {
             expires_at_ms: Cell::new(None),
             auth_started: Cell::new(None),
             closing: Cell::new(false),
+            decisions: RefCell::default(),
         }
     }
 
@@ -161,6 +164,7 @@ impl Session {
 
     pub(crate) fn set_principal(&self, principal: KafkaPrincipal) {
         *self.principal.borrow_mut() = Rc::new(principal);
+        self.decisions.borrow_mut().clear();
     }
 
     pub(crate) fn auth_state(&self) -> AuthState {
@@ -194,6 +198,12 @@ impl Session {
         resource: Resource<'_>,
     ) -> Result<(), ResponseError> {
         authorize::check(self, &*self.authorizer, operation, resource, LogDenial::Yes)
+    }
+
+    /// Kafka's authorizeByResourceType: may the principal perform
+    /// `operation` on some resource of `resource_type` (not logged)?
+    pub(crate) fn may_any(&self, operation: AclOperation, resource_type: i8) -> bool {
+        self.authorizer.authorize_any(self, operation, resource_type)
     }
 
     /// The same question, asked only to filter or report (a denial is not

@@ -40,6 +40,8 @@ pub(crate) struct NetServices {
     /// The SSL listener's (reloadable) TLS configuration.
     pub tls: Option<Arc<crate::tls::ServerTls>>,
     pub counters: Arc<BrokerCounters>,
+    /// What new connections' requests are authorized by.
+    pub authorizer: Rc<dyn super::authorize::Authorizer>,
     pub backpressure: super::backpressure::Backpressure,
 }
 

@@ -466,6 +466,40 @@ pub fn exercise(client: &mut RawClient, key: ApiKey, v: i16) {
                 "DescribeUserScramCredentials v{v}"
             );
         }
+        // The broker under test runs without an authorizer: Kafka's answer
+        // is SECURITY_DISABLED (tests/acl_test.rs covers AUTHORIZER=acl).
+        ApiKey::CreateAcls => {
+            use kafka_protocol::messages::create_acls_request::AclCreation;
+            let creation = AclCreation::default()
+                .with_resource_type(2)
+                .with_resource_name(s("t"))
+                .with_resource_pattern_type(3)
+                .with_principal(s("User:alice"))
+                .with_host(s("*"))
+                .with_operation(3)
+                .with_permission_type(3);
+            let response = client.call(v, &CreateAclsRequest::default().with_creations(vec![creation]));
+            assert_eq!(response.results[0].error_code, 54, "CreateAcls v{v}");
+        }
+        ApiKey::DescribeAcls => {
+            let request = DescribeAclsRequest::default()
+                .with_resource_type_filter(1)
+                .with_pattern_type_filter(1)
+                .with_operation(1)
+                .with_permission_type(1);
+            let response = client.call(v, &request);
+            assert_eq!(response.error_code, 54, "DescribeAcls v{v}");
+        }
+        ApiKey::DeleteAcls => {
+            use kafka_protocol::messages::delete_acls_request::DeleteAclsFilter;
+            let filter = DeleteAclsFilter::default()
+                .with_resource_type_filter(1)
+                .with_pattern_type_filter(1)
+                .with_operation(1)
+                .with_permission_type(1);
+            let response = client.call(v, &DeleteAclsRequest::default().with_filters(vec![filter]));
+            assert_eq!(response.filter_results[0].error_code, 54, "DeleteAcls v{v}");
+        }
         other => panic!("api {other:?} is advertised but this test cannot exercise it: add it here"),
     }
 }
