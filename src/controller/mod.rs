@@ -17,6 +17,7 @@ use crate::config::ServerConfig;
 use crate::partition::PartitionClient;
 use crate::security::acl::{AclBinding, AclFilter, CreationOutcome, DeletionOutcome};
 use crate::security::credentials::{CredentialChange, UserOutcome};
+use crate::security::quotas::{AlterOutcome as QuotaOutcome, Entity, QuotaOp};
 use crate::storage::{run_blocking, StorageError};
 use crate::topics::{validate_topic_name, CatalogStore};
 use chronik_shard::LiveLimits;
@@ -85,6 +86,11 @@ pub(crate) enum ControllerOp {
     AlterScramCredentials {
         changes: Vec<CredentialChange>,
         reply: oneshot::Sender<Vec<UserOutcome>>,
+    },
+    AlterClientQuotas {
+        entries: Vec<(Entity, Vec<QuotaOp>)>,
+        validate_only: bool,
+        reply: oneshot::Sender<Vec<QuotaOutcome>>,
     },
     CreateAcls {
         bindings: Vec<AclBinding>,
@@ -164,6 +170,20 @@ impl Controller {
                             Some((ResponseError::KafkaStorageError, e.to_string())),
                         )]
                     });
+                let _ = reply.send(outcomes);
+            }
+            ControllerOp::AlterClientQuotas {
+                entries,
+                validate_only,
+                reply,
+            } => {
+                let quotas = self.context.security.quotas.clone();
+                let count = entries.len();
+                let outcomes = run_blocking("persisting client quotas", move || {
+                    Ok(quotas.alter(entries, validate_only))
+                })
+                .await
+                .unwrap_or_else(|e| vec![Err((ResponseError::KafkaStorageError, e.to_string())); count]);
                 let _ = reply.send(outcomes);
             }
             ControllerOp::CreateAcls { bindings, reply } => {
@@ -287,6 +307,20 @@ impl ControllerHandle {
     ) -> Result<Vec<UserOutcome>, String> {
         self.call(|reply| ControllerOp::AlterScramCredentials { changes, reply })
             .await
+    }
+
+    /// AlterClientQuotas: one outcome per entry, in order.
+    pub(crate) async fn alter_client_quotas(
+        &self,
+        entries: Vec<(Entity, Vec<QuotaOp>)>,
+        validate_only: bool,
+    ) -> Result<Vec<QuotaOutcome>, String> {
+        self.call(|reply| ControllerOp::AlterClientQuotas {
+            entries,
+            validate_only,
+            reply,
+        })
+        .await
     }
 
     /// CreateAcls: one outcome per binding, in order.

@@ -7,6 +7,8 @@ use super::{handler, Handler, Outcome, Request};
 use crate::log::batch;
 use crate::metrics::ShardMetrics;
 use crate::partition::ReadSpec;
+use crate::security::quotas::CONSUMER_BYTE_RATE;
+use crate::server::throttle;
 use crate::server::ShardBroker;
 use crate::topics::TopicPartition;
 use futures::future::{select, select_all, Either};
@@ -38,6 +40,18 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
         // We never hand out sessions, so a client cannot hold one.
         let response = FetchResponse::default().with_error_code(ResponseError::FetchSessionIdNotFound.code());
         return request.respond(&response);
+    }
+    // consumer_byte_rate: a consumer over its quota gets an empty answer
+    // with the throttle, and nothing is read (Kafka's KIP-219 behaviour).
+    let client_id = request.header.client_id.as_deref().unwrap_or_default();
+    let owed = throttle::owed(&broker, &request.session, client_id, CONSUMER_BYTE_RATE);
+    if !owed.is_zero() {
+        request.session.mute_for(owed);
+        return request.respond(
+            &FetchResponse::default()
+                .with_session_id(0)
+                .with_throttle_time_ms(throttle::millis(owed)),
+        );
     }
     let by_id = request.version >= 13;
     let catalog = broker.catalog().snapshot();
@@ -135,13 +149,19 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     }
     // Stored batches go to the socket as read, not copied into the frame:
     // listed in the order the encoder meets them.
-    let splice = topics
+    let splice: Vec<bytes::Bytes> = topics
         .iter()
         .flat_map(|t| &t.partitions)
         .filter_map(|p| p.records.clone())
         .collect();
+    let fetched: u64 = splice.iter().map(|r| r.len() as u64).sum();
+    let client_id = request.header.client_id.as_deref().unwrap_or_default();
+    let throttled = throttle::record(&broker, &request.session, client_id, CONSUMER_BYTE_RATE, fetched);
     request.respond_spliced(
-        &FetchResponse::default().with_session_id(0).with_responses(topics),
+        &FetchResponse::default()
+            .with_session_id(0)
+            .with_throttle_time_ms(throttle::millis(throttled))
+            .with_responses(topics),
         splice,
     )
 }

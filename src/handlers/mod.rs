@@ -5,6 +5,7 @@
 mod acl_operations;
 mod acls;
 mod api_versions;
+mod client_quotas;
 mod cluster;
 mod configs;
 mod fetch;
@@ -229,6 +230,8 @@ pub(crate) static HANDLERS: &[Handler] = &[
     acls::DESCRIBE,
     acls::CREATE,
     acls::DELETE,
+    client_quotas::ALTER,
+    client_quotas::DESCRIBE,
 ];
 
 pub(crate) fn find(api_key: i16) -> Option<&'static Handler> {
@@ -293,6 +296,8 @@ mod tests {
             (DescribeAcls, 1, 3),
             (CreateAcls, 1, 3),
             (DeleteAcls, 1, 3),
+            (AlterClientQuotas, 0, 1),
+            (DescribeClientQuotas, 0, 1),
         ];
         let advertised: Vec<(i16, i16, i16)> = HANDLERS
             .iter()

@@ -52,6 +52,23 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let produce: ProduceRequest = request.decode("Produce")?;
     let acks = produce.acks;
     let by_id = request.version >= 13;
+    // producer_byte_rate counts the record bytes a request carries, and is
+    // recorded before anything awaits: the connection reads its next
+    // request only after this one's throttle is known (see connection.rs).
+    let produced_bytes: u64 = produce
+        .topic_data
+        .iter()
+        .flat_map(|t| &t.partition_data)
+        .map(|p| p.records.as_ref().map_or(0, |r| r.len() as u64))
+        .sum();
+    let client_id = request.header.client_id.as_deref().unwrap_or_default();
+    let throttle = crate::server::throttle::millis(crate::server::throttle::record(
+        &broker,
+        &request.session,
+        client_id,
+        crate::security::quotas::PRODUCER_BYTE_RATE,
+        produced_bytes,
+    ));
     if produce.transactional_id.is_some() {
         // Transactions are not implemented; say so rather than store
         // batches whose commit can never be recorded.
@@ -184,7 +201,9 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let all = std::pin::pin!(join_all(topics));
     let limit = std::pin::pin!(glommio::timer::sleep(limit));
     match futures::future::select(all, limit).await {
-        futures::future::Either::Left((responses, _)) => respond(&request, acks, responses),
+        futures::future::Either::Left((responses, _)) => {
+            respond_throttled(&request, acks, responses, throttle)
+        }
         futures::future::Either::Right(_) => {
             broker.metrics().request_timeout();
             respond(
@@ -295,8 +314,21 @@ fn error_all(shape: &Shape, error: ResponseError) -> Vec<TopicProduceResponse> {
 }
 
 fn respond(request: &Request, acks: i16, responses: Vec<TopicProduceResponse>) -> Outcome {
+    respond_throttled(request, acks, responses, 0)
+}
+
+fn respond_throttled(
+    request: &Request,
+    acks: i16,
+    responses: Vec<TopicProduceResponse>,
+    throttle_ms: i32,
+) -> Outcome {
     if acks == 0 {
         return Ok(None);
     }
-    request.respond(&ProduceResponse::default().with_responses(responses))
+    request.respond(
+        &ProduceResponse::default()
+            .with_responses(responses)
+            .with_throttle_time_ms(throttle_ms),
+    )
 }

@@ -30,6 +30,8 @@ pub mod documents {
     /// SCRAM credentials per user and mechanism: salts and derived keys,
     /// never passwords (JSON).
     pub const SCRAM_CREDENTIALS: &str = "scram-credentials.json";
+    /// Client quotas per user / client id / ip (JSON).
+    pub const CLIENT_QUOTAS: &str = "client-quotas.json";
     /// Kafka ACLs (JSON).
     pub const ACLS: &str = "acls.json";
     /// Cluster id and node id, in Kafka's `meta.properties` format.

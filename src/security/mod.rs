@@ -5,6 +5,7 @@
 pub(crate) mod acl;
 pub(crate) mod credentials;
 pub(crate) mod oauth;
+pub(crate) mod quotas;
 pub(crate) mod sasl;
 pub(crate) mod scram;
 
@@ -29,6 +30,7 @@ pub(crate) struct SecurityServices {
     /// CONNECTIONS_MAX_REAUTH_MS; 0 = unbounded.
     pub max_reauth_ms: i64,
     pub acls: Arc<AclStore>,
+    pub quotas: Arc<quotas::QuotaStore>,
     /// AUTHORIZER=acl: with SUPER_USERS and ALLOW_EVERYONE_IF_NO_ACL_FOUND.
     acl_authorizer: Option<(Arc<[String]>, bool)>,
 }
@@ -88,6 +90,11 @@ impl SecurityServices {
             setting: "STORAGE_PATH".into(),
             message: format!("ACLs: {e}"),
         })?;
+        let quotas =
+            quotas::QuotaStore::open(store.clone(), config.shard_count()).map_err(|e| ConfigError {
+                setting: "STORAGE_PATH".into(),
+                message: format!("client quotas: {e}"),
+            })?;
         let credentials = CredentialStore::open(store).map_err(data_error)?;
         let created = credentials
             .bootstrap(&security.bootstrap_users)
@@ -101,6 +108,7 @@ impl SecurityServices {
             mechanisms,
             max_reauth_ms: security.max_reauth_ms.min(i64::MAX as u64) as i64,
             acls: Arc::new(acls),
+            quotas: Arc::new(quotas),
             acl_authorizer: (security.authorizer == AuthorizerKind::Acl).then(|| {
                 (
                     security.super_users.clone().into(),

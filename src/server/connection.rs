@@ -321,6 +321,14 @@ async fn read_requests<R: futures::AsyncRead + Unpin>(
                     return;
                 }
             };
+            // A quota's throttle (KIP-219): the answer that set it is on
+            // its way; nothing more from this client is served until then.
+            if let Some(until) = session.muted_until() {
+                let wait = glommio::timer::sleep(until.saturating_duration_since(Instant::now()));
+                if let Either::Right(_) = select(pin!(wait), pin!(drain.wait())).await {
+                    return;
+                }
+            }
             // Released by the write side once the answer is ready.
             if slots.acquire(1).await.is_err() {
                 return;
@@ -340,6 +348,13 @@ async fn read_requests<R: futures::AsyncRead + Unpin>(
             }
             if responses.send(pending).await.is_err() {
                 return;
+            }
+            if session.quota_applies.get() {
+                // Let the request just started record what it uses (and
+                // mute the connection if that breaks the quota) before the
+                // next one is looked at: otherwise every request already
+                // buffered would start before the first throttle.
+                glommio::executor().yield_now().await;
             }
         }
         if drain.is_fired() {

@@ -22,6 +22,7 @@ mod observe;
 mod service;
 pub(crate) mod session;
 mod shard_broker;
+pub(crate) mod throttle;
 
 pub use chronik_shard::Stopper;
 pub use counters::ShardSnapshot;

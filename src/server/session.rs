@@ -122,6 +122,13 @@ pub(crate) struct Session {
     closing: Cell<bool>,
     /// The authorizer's decisions for this principal.
     pub(super) decisions: RefCell<authorize::DecisionCache>,
+    /// Quotas resolved for this session, by quota key.
+    pub(super) quotas: RefCell<std::collections::HashMap<&'static str, super::throttle::ResolvedQuota>>,
+    /// Until when reading requests waits: a quota's throttle (KIP-219).
+    muted_until: Cell<Option<Instant>>,
+    /// Whether a quota has applied to this session: its requests are then
+    /// started one at a time, each recorded before the next is read.
+    pub(crate) quota_applies: Cell<bool>,
 }
 
 impl Session {
@@ -155,7 +162,26 @@ impl Session {
             auth_started: Cell::new(None),
             closing: Cell::new(false),
             decisions: RefCell::default(),
+            quotas: RefCell::default(),
+            muted_until: Cell::new(None),
+            quota_applies: Cell::new(false),
         }
+    }
+
+    /// Reads no more requests for `throttle` from now (a quota's throttle).
+    pub(crate) fn mute_for(&self, throttle: std::time::Duration) {
+        if throttle.is_zero() {
+            return;
+        }
+        let until = Instant::now() + throttle;
+        if self.muted_until.get().is_none_or(|at| at < until) {
+            self.muted_until.set(Some(until));
+        }
+    }
+
+    /// Until when reading waits, if it must.
+    pub(crate) fn muted_until(&self) -> Option<Instant> {
+        self.muted_until.get().filter(|at| *at > Instant::now())
     }
 
     pub(crate) fn principal(&self) -> Rc<KafkaPrincipal> {
@@ -165,6 +191,7 @@ impl Session {
     pub(crate) fn set_principal(&self, principal: KafkaPrincipal) {
         *self.principal.borrow_mut() = Rc::new(principal);
         self.decisions.borrow_mut().clear();
+        self.quotas.borrow_mut().clear();
     }
 
     pub(crate) fn auth_state(&self) -> AuthState {

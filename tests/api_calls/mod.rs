@@ -500,6 +500,33 @@ pub fn exercise(client: &mut RawClient, key: ApiKey, v: i16) {
             let response = client.call(v, &DeleteAclsRequest::default().with_filters(vec![filter]));
             assert_eq!(response.filter_results[0].error_code, 54, "DeleteAcls v{v}");
         }
+        ApiKey::AlterClientQuotas => {
+            use kafka_protocol::messages::alter_client_quotas_request::{EntityData, EntryData, OpData};
+            let entry = EntryData::default()
+                .with_entity(vec![EntityData::default()
+                    .with_entity_type(s("client-id"))
+                    .with_entity_name(Some(s("api-calls-quota")))])
+                .with_ops(vec![OpData::default()
+                    .with_key(s("producer_byte_rate"))
+                    .with_value(1e9)]);
+            let response = client.call(v, &AlterClientQuotasRequest::default().with_entries(vec![entry]));
+            assert_eq!(response.entries[0].error_code, 0, "AlterClientQuotas v{v}");
+        }
+        ApiKey::DescribeClientQuotas => {
+            use kafka_protocol::messages::describe_client_quotas_request::ComponentData;
+            let component = ComponentData::default()
+                .with_entity_type(s("client-id"))
+                .with_match_type(0)
+                .with_match(Some(s("api-calls-quota")));
+            let response = client.call(
+                v,
+                &DescribeClientQuotasRequest::default().with_components(vec![component]),
+            );
+            assert_eq!(response.error_code, 0, "DescribeClientQuotas v{v}");
+            let entries = response.entries.unwrap_or_default();
+            assert_eq!(entries.len(), 1, "DescribeClientQuotas v{v}");
+            assert_eq!(entries[0].values[0].value, 1e9);
+        }
         other => panic!("api {other:?} is advertised but this test cannot exercise it: add it here"),
     }
 }
