@@ -196,3 +196,36 @@ fn oauthbearer_with_librdkafkas_unsecured_tokens() {
     let delivered = produce_all(broker.addr, &settings, "sasl-oauth", records(10, "oauth"));
     assert!(delivered.iter().all(Result::is_ok), "{delivered:?}");
 }
+
+/// Repeated failed authentications from one address ban it, as a broken
+/// connection rate limit does: even the right password is then refused.
+#[test]
+fn repeated_failures_ban_the_address() {
+    // One shard: failures are counted per shard.
+    let broker = TestBroker::start_with("sasl-ban", 1, |c| {
+        c.listeners = vec![sasl_listener("SASL_PLAINTEXT")];
+        c.security.bootstrap_users = vec![("alice".into(), "alice-secret".into())];
+        c.security.auth_failure_ban_threshold = 3;
+        c.pool_config.ban_duration = Duration::from_secs(60);
+    });
+    let attempt = |password: &str| -> bool {
+        let mut client = RawClient::connect(broker.addr);
+        let handshake = RawClient::encode(
+            1,
+            0,
+            &SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")),
+        );
+        if client.stream.write_all(&handshake).is_err() || client.read_frame().is_none() {
+            return false;
+        }
+        let token = format!("\0alice\0{password}");
+        let mut frame = (token.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(token.as_bytes());
+        client.stream.write_all(&frame).is_ok() && client.read_frame().is_some()
+    };
+    assert!(attempt("alice-secret"), "the right password works at first");
+    for _ in 0..3 {
+        assert!(!attempt("guess"));
+    }
+    assert!(!attempt("alice-secret"), "banned: refused whatever the password");
+}

@@ -223,6 +223,8 @@ def signed_jwts(binary):
     proc, log, addr = start_broker(binary, work, {
         "LISTENERS": "SASL_PLAINTEXT://127.0.0.1:0", "SASL_ENABLED_MECHANISMS": "OAUTHBEARER",
         "SASL_OAUTHBEARER_JWKS_FILE": jwks, "SASL_OAUTHBEARER_EXPECTED_ISSUER": "https://idp.test",
+        # Each refusal below must be the token's, not a ban for the ones before.
+        "AUTH_FAILURE_BAN_THRESHOLD": "0",
         "SASL_OAUTHBEARER_EXPECTED_AUDIENCE": "kafka"})
     try:
         confluent_round_trip("OAUTHBEARER (ES256 JWT checked against the JWKS file)", oauth_conf(addr, token),

@@ -230,7 +230,9 @@ impl Admission {
         now: Instant,
     ) -> Result<Slot, Rejection> {
         let rate_limit = self.limits.rate_limit();
-        if rate_limit > 0 && !self.exempt(ip) {
+        if !self.exempt(ip) {
+            // Bans hold whatever their reason: a broken rate limit, or the
+            // service's own (`ShardContext::ban`).
             let banned_until = self
                 .bans
                 .borrow()
@@ -242,6 +244,8 @@ impl Admission {
             if banned_until.is_some_and(|until| until > now) {
                 return Err(Rejection::Banned);
             }
+        }
+        if rate_limit > 0 && !self.exempt(ip) {
             *self.attempts.borrow_mut().entry(ip).or_insert(0) += 1;
             let rate = f64::from(rate_limit);
             let mut buckets = self.buckets.borrow_mut();
@@ -280,6 +284,18 @@ impl Admission {
             }
         }
         Ok(slot)
+    }
+
+    /// Bans `ip` from `now` for the ban time, here and (through the next
+    /// report) on every shard; an exempt address is not banned.
+    pub(crate) fn ban(&self, ip: IpAddr, now: Instant) -> bool {
+        if self.exempt(ip) {
+            return false;
+        }
+        let until = now + self.limits.ban_duration();
+        self.bans.borrow_mut().insert(ip, until);
+        self.new_bans.borrow_mut().push((ip, until));
+        true
     }
 
     /// Attempts and bans since the last call, for the control thread; also

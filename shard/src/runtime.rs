@@ -109,6 +109,7 @@ pub struct ShardContext<M: Send + 'static> {
     pub limits: Arc<LiveLimits>,
     view: Rc<RefCell<Arc<GlobalView>>>,
     mesh: Rc<Senders<M>>,
+    admission: Rc<Admission>,
 }
 
 impl<M: Send + 'static> Clone for ShardContext<M> {
@@ -123,6 +124,7 @@ impl<M: Send + 'static> Clone for ShardContext<M> {
             limits: self.limits.clone(),
             view: self.view.clone(),
             mesh: self.mesh.clone(),
+            admission: self.admission.clone(),
         }
     }
 }
@@ -131,6 +133,14 @@ impl<M: Send + 'static> ShardContext<M> {
     /// The merged process-wide view; see `control` for how stale it can be.
     pub fn global_view(&self) -> Arc<GlobalView> {
         self.view.borrow().clone()
+    }
+
+    /// Bans `ip` for the configured ban time (RATE_LIMIT_BAN_SECS) on every
+    /// shard, as a broken connection rate limit does: the service's own
+    /// reason, such as repeated failed authentications. An address in
+    /// RATE_LIMIT_EXEMPT is never banned; returns whether it was.
+    pub fn ban(&self, ip: std::net::IpAddr) -> bool {
+        self.admission.ban(ip, Instant::now())
     }
 
     /// Sends `message` to another shard's `on_message` (waits while that
@@ -427,6 +437,11 @@ where
     };
     let (drain_trigger, drain) = Signal::new();
     let (mut force_trigger, force) = Signal::new();
+    let admission = Rc::new(Admission::new(
+        seed.limits.clone(),
+        seed.exempt.clone(),
+        seed.admitted.clone(),
+    ));
     let ctx = ShardContext {
         id: seed.id,
         count: seed.count,
@@ -437,6 +452,7 @@ where
         limits: seed.limits.clone(),
         view: Rc::new(RefCell::new(Arc::new(GlobalView::default()))),
         mesh: Rc::new(senders),
+        admission: admission.clone(),
     };
     let listeners: Vec<TcpListener> = seed
         .listeners
@@ -466,11 +482,6 @@ where
         }
     };
     service.on_start();
-    let admission = Rc::new(Admission::new(
-        seed.limits.clone(),
-        seed.exempt.clone(),
-        seed.admitted.clone(),
-    ));
     glommio::spawn_local(close_idle_connections(ctx.clone())).detach();
     let inboxes: Vec<_> = receivers
         .streams()

@@ -45,6 +45,9 @@ pub struct SecurityConfig {
     /// SUPER_USERS: principals (`User:admin`) allowed everything.
     pub super_users: Vec<String>,
     pub allow_everyone_if_no_acl_found: bool,
+    /// AUTH_FAILURE_BAN_THRESHOLD: failed authentications from one address
+    /// within a minute (on one shard) that ban it; 0 = never.
+    pub auth_failure_ban_threshold: u32,
 }
 
 impl Default for SecurityConfig {
@@ -66,6 +69,7 @@ impl Default for SecurityConfig {
             authorizer: AuthorizerKind::None,
             super_users: Vec::new(),
             allow_everyone_if_no_acl_found: false,
+            auth_failure_ban_threshold: 20,
         }
     }
 }

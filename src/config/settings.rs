@@ -190,6 +190,7 @@ pub static SECTIONS: &[Section] = &[
             ("authorizer", "AUTHORIZER"),
             ("super_users", "SUPER_USERS"),
             ("allow_everyone_if_no_acl_found", "ALLOW_EVERYONE_IF_NO_ACL_FOUND"),
+            ("auth_failure_ban_threshold", "AUTH_FAILURE_BAN_THRESHOLD"),
         ],
     },
 ];
@@ -906,6 +907,8 @@ pub static SETTINGS: &[Setting] = &[
         "Principals allowed everything whatever the ACLs say, separated by ; (e.g. User:admin;User:ops)."),
     setting!("ALLOW_EVERYONE_IF_NO_ACL_FOUND", |c| &mut c.security.allow_everyone_if_no_acl_found,
         "With AUTHORIZER=acl: allow an operation on a resource that no ACL names at all (Kafka's allow.everyone.if.no.acl.found)."),
+    setting!("AUTH_FAILURE_BAN_THRESHOLD", |c| &mut c.security.auth_failure_ban_threshold,
+        "Failed SASL authentications from one address within a minute after which it is banned for RATE_LIMIT_BAN_SECS, like a broken connection rate limit (RATE_LIMIT_EXEMPT addresses never are). 0 = never."),
 ];
 
 impl ServerConfig {

@@ -187,6 +187,35 @@ fn session_lifetime(max_reauth_ms: i64, credential_expires_at_ms: Option<i64>, n
     }
 }
 
+/// A minute's failed authentications from one address, counted per shard.
+const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+
+/// Counts a failed authentication from `ip`; past the threshold within a
+/// minute the address is banned on every shard (the connection rate
+/// limit's ban), so a password guesser is slowed to a crawl.
+fn count_failure(broker: &ShardBroker, ip: std::net::IpAddr) {
+    let threshold = broker.config().security.auth_failure_ban_threshold;
+    if threshold == 0 {
+        return;
+    }
+    let now = Instant::now();
+    let mut failures = broker.net().auth_failures.borrow_mut();
+    failures.retain(|_, (since, _)| now.duration_since(*since) < FAILURE_WINDOW);
+    let (_, count) = failures.entry(ip).or_insert((now, 0));
+    *count += 1;
+    if *count >= threshold {
+        failures.remove(&ip);
+        if broker.shard().ban(ip) {
+            warn!(
+                peer = %ip,
+                failures = threshold,
+                ban_secs = broker.config().pool_config.ban_duration.as_secs(),
+                "address banned after repeated failed authentications (AUTH_FAILURE_BAN_THRESHOLD)"
+            );
+        }
+    }
+}
+
 fn fail(
     broker: &ShardBroker,
     session: &Session,
@@ -194,6 +223,7 @@ fn fail(
     failure: AuthFailure,
 ) -> TokenAnswer {
     broker.metrics().auth_failed(mechanism, failure.reason);
+    count_failure(broker, session.peer.ip());
     warn!(
         peer = %session.peer,
         listener = &*session.listener_name,

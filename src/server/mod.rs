@@ -344,6 +344,7 @@ impl IngestServer {
                 tls: shard_tls.clone(),
                 counters: shard_counters[shard.id].clone(),
                 authorizer: security.shard_authorizer(),
+                auth_failures: Default::default(),
             };
             let broker = ShardBroker::new(ShardParts {
                 dynamic: dynamic.clone(),

@@ -42,6 +42,9 @@ pub(crate) struct NetServices {
     pub counters: Arc<BrokerCounters>,
     /// What new connections' requests are authorized by.
     pub authorizer: Rc<dyn super::authorize::Authorizer>,
+    /// Failed authentications per address: (first in the minute, count).
+    pub auth_failures:
+        std::cell::RefCell<std::collections::HashMap<std::net::IpAddr, (std::time::Instant, u32)>>,
     pub backpressure: super::backpressure::Backpressure,
 }
 
