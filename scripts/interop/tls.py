@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 
-from common import check, finish, run_kafkajs, start_broker
+from common import check, finish, run_kafkajs, start_broker, stop_broker
 
 BINARY = sys.argv[1] if len(sys.argv) > 1 else "target/debug/chronik-ingest"
 NODE_MODULES = sys.argv[2] if len(sys.argv) > 2 else None
@@ -116,7 +116,32 @@ def main():
     check("broker logs the client certificate's principal",
           'principal="User:CN=chronik-client,O=Chronik Ingest test"' in text)
     check("broker logs the refused handshake with its reason", 'reason="no_client_cert"' in text)
+    mapping_rules(certs)
     finish("tls", proc, log, data_dir)
+
+
+def mapping_rules(certs):
+    """SSL_PRINCIPAL_MAPPING_RULES: a rule names the principal after the
+    certificate's CN, upper-cased; a subject no rule matches is refused."""
+    tls_env = {"LISTENERS": "SSL://127.0.0.1:0", "TLS_CERT_PATH": f"{certs}/server.crt",
+               "TLS_KEY_PATH": f"{certs}/server.key", "TLS_CA_PATH": f"{certs}/ca.crt",
+               "TLS_REQUIRE_CLIENT_CERT": "true"}
+    for rules, accepted in [(r"RULE:^CN=([^,]*),.*$/$1/U", True), (r"RULE:^CN=nobody,.*$/$1/", False)]:
+        work = tempfile.mkdtemp(prefix="chronik-interop-mapping-")
+        proc, log, addr = start_broker(BINARY, work, dict(tls_env, SSL_PRINCIPAL_MAPPING_RULES=rules))
+        listed = subprocess.run(["kcat", "-b", addr, *kcat_ssl(certs), "-L", "-m", "5"], capture_output=True,
+                                text=True, timeout=60)
+        time.sleep(0.2)
+        log.seek(0)
+        text = log.read()
+        if accepted:
+            check("SSL_PRINCIPAL_MAPPING_RULES: the rule's principal (User:CHRONIK-CLIENT) is the session's",
+                  listed.returncode == 0 and 'principal="User:CHRONIK-CLIENT"' in text, text[-800:])
+        else:
+            check("SSL_PRINCIPAL_MAPPING_RULES: a subject no rule matches is refused and logged",
+                  listed.returncode != 0 and "no SSL_PRINCIPAL_MAPPING_RULES rule matches" in text, text[-800:])
+        code = stop_broker(proc)
+        check("mapping-rules broker exits 0", code == 0, f"exit {code}")
 
 
 if __name__ == "__main__":

@@ -48,6 +48,8 @@ pub struct SecurityConfig {
     /// AUTH_FAILURE_BAN_THRESHOLD: failed authentications from one address
     /// within a minute (on one shard) that ban it; 0 = never.
     pub auth_failure_ban_threshold: u32,
+    /// SSL_PRINCIPAL_MAPPING_RULES (Kafka's ssl.principal.mapping.rules).
+    pub ssl_principal_mapping_rules: String,
 }
 
 impl Default for SecurityConfig {
@@ -70,6 +72,7 @@ impl Default for SecurityConfig {
             super_users: Vec::new(),
             allow_everyone_if_no_acl_found: false,
             auth_failure_ban_threshold: 20,
+            ssl_principal_mapping_rules: "DEFAULT".into(),
         }
     }
 }

@@ -191,6 +191,7 @@ pub static SECTIONS: &[Section] = &[
             ("super_users", "SUPER_USERS"),
             ("allow_everyone_if_no_acl_found", "ALLOW_EVERYONE_IF_NO_ACL_FOUND"),
             ("auth_failure_ban_threshold", "AUTH_FAILURE_BAN_THRESHOLD"),
+            ("ssl_principal_mapping_rules", "SSL_PRINCIPAL_MAPPING_RULES"),
         ],
     },
 ];
@@ -726,6 +727,20 @@ impl SettingValue for Principals<'_> {
     }
 }
 
+/// Kafka's ssl.principal.mapping.rules, checked when set.
+struct MappingRules<'a>(&'a mut String);
+
+impl SettingValue for MappingRules<'_> {
+    fn set(&mut self, text: &str) -> Result<(), String> {
+        crate::security::principal_mapping::PrincipalMapper::parse(text)?;
+        *self.0 = text.to_string();
+        Ok(())
+    }
+    fn show(&self) -> String {
+        self.0.clone()
+    }
+}
+
 /// Free text where empty means none.
 struct OptionalText<'a>(&'a mut Option<String>);
 
@@ -907,6 +922,8 @@ pub static SETTINGS: &[Setting] = &[
         "Principals allowed everything whatever the ACLs say, separated by ; (e.g. User:admin;User:ops)."),
     setting!("ALLOW_EVERYONE_IF_NO_ACL_FOUND", |c| &mut c.security.allow_everyone_if_no_acl_found,
         "With AUTHORIZER=acl: allow an operation on a resource that no ACL names at all (Kafka's allow.everyone.if.no.acl.found)."),
+    setting!("SSL_PRINCIPAL_MAPPING_RULES", |c| MappingRules(&mut c.security.ssl_principal_mapping_rules),
+        "How an SSL client certificate's subject becomes its principal (Kafka's ssl.principal.mapping.rules): rules tried in order, RULE:<regex>/<replacement>/[L|U] (the regex must match the whole subject; $1 names a group) or DEFAULT (the subject as it is), e.g. RULE:^CN=([^,]*),.*$/$1/L,DEFAULT. A subject no rule matches is refused."),
     setting!("AUTH_FAILURE_BAN_THRESHOLD", |c| &mut c.security.auth_failure_ban_threshold,
         "Failed SASL authentications from one address within a minute after which it is banned for RATE_LIMIT_BAN_SECS, like a broken connection rate limit (RATE_LIMIT_EXEMPT addresses never are). 0 = never."),
 ];

@@ -5,6 +5,7 @@
 pub(crate) mod acl;
 pub(crate) mod credentials;
 pub(crate) mod oauth;
+pub(crate) mod principal_mapping;
 pub(crate) mod quotas;
 pub(crate) mod sasl;
 pub(crate) mod scram;
@@ -31,6 +32,8 @@ pub(crate) struct SecurityServices {
     pub max_reauth_ms: i64,
     pub acls: Arc<AclStore>,
     pub quotas: Arc<quotas::QuotaStore>,
+    /// SSL_PRINCIPAL_MAPPING_RULES.
+    pub principal_mapper: principal_mapping::PrincipalMapper,
     /// AUTHORIZER=acl: with SUPER_USERS and ALLOW_EVERYONE_IF_NO_ACL_FOUND.
     acl_authorizer: Option<(Arc<[String]>, bool)>,
 }
@@ -109,6 +112,13 @@ impl SecurityServices {
             max_reauth_ms: security.max_reauth_ms.min(i64::MAX as u64) as i64,
             acls: Arc::new(acls),
             quotas: Arc::new(quotas),
+            principal_mapper: principal_mapping::PrincipalMapper::parse(
+                &security.ssl_principal_mapping_rules,
+            )
+            .map_err(|message| ConfigError {
+                setting: "SSL_PRINCIPAL_MAPPING_RULES".into(),
+                message,
+            })?,
             acl_authorizer: (security.authorizer == AuthorizerKind::Acl).then(|| {
                 (
                     security.super_users.clone().into(),

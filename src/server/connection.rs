@@ -151,21 +151,22 @@ struct ListenerAt {
 }
 
 /// The session of a connection that has finished whatever its listener
-/// authenticates with before the first request (TLS, or nothing). On a
-/// SASL listener the principal comes from the exchange, never from a
-/// client certificate (as in Kafka).
+/// authenticates with before the first request (TLS, or nothing): its
+/// principal is the certificate's, mapped by SSL_PRINCIPAL_MAPPING_RULES,
+/// or `User:ANONYMOUS`. On a SASL listener the principal comes from the
+/// exchange, never from a client certificate (as in Kafka).
 fn new_session(
     broker: &ShardBroker,
     listener: usize,
     name: Rc<str>,
     security: SecurityProtocol,
     entry: &ConnectionEntry,
-    certificate_subject: Option<&str>,
+    principal_name: Option<&str>,
 ) -> Rc<Session> {
     let principal = if security.is_sasl() {
         KafkaPrincipal::anonymous()
     } else {
-        KafkaPrincipal::of_certificate(certificate_subject)
+        KafkaPrincipal::of_certificate(principal_name)
     };
     Rc::new(Session::new(
         listener,
@@ -200,13 +201,31 @@ async fn serve_tls(
             return;
         }
     };
+    // The certificate's subject as a principal name, by Kafka's mapping
+    // rules; a subject no rule matches is refused, as in Kafka.
+    let mapped = match (&established.identity, listener.security.is_sasl()) {
+        (Some(id), false) => match broker.security().principal_mapper.map(&id.subject) {
+            Some(name) => Some(name),
+            None => {
+                broker.metrics().auth_failed("SSL", "no_mapping_rule");
+                warn!(
+                    peer = %entry.peer(),
+                    subject = %id.subject,
+                    "no SSL_PRINCIPAL_MAPPING_RULES rule matches the client certificate's subject; closing connection"
+                );
+                return;
+            }
+        },
+        _ => None,
+    };
+    let principal = mapped.as_ref().map(|name| format!("User:{name}"));
     let span = tracing::Span::current();
     span.record(
         "tls",
         format!("{} {}", established.version, established.cipher_suite).as_str(),
     );
-    if let Some(id) = &established.identity {
-        span.record("principal", id.principal.as_str());
+    if let Some(principal) = &principal {
+        span.record("principal", principal.as_str());
     }
     // One line per TLS session, naming who it is: the audit trail for
     // certificate identities.
@@ -214,7 +233,8 @@ async fn serve_tls(
         peer = %entry.peer(),
         version = %established.version,
         cipher_suite = %established.cipher_suite,
-        principal = established.identity.as_ref().map_or("-", |id| id.principal.as_str()),
+        principal = principal.as_deref().unwrap_or("-"),
+        subject = established.identity.as_ref().map_or("-", |id| id.subject.as_str()),
         san = %established.identity.as_ref().map(|id| id.sans.join(",")).unwrap_or_default(),
         "TLS session established"
     );
