@@ -130,6 +130,15 @@ async fn delete_topics(broker: Rc<ShardBroker>, mut request: Request) -> Outcome
     let mut responses: Vec<DeletableTopicResult> = outcomes
         .into_iter()
         .map(|o| {
+            if o.error_code == 0 {
+                tracing::info!(
+                    target: "chronik_audit",
+                    principal = %request.session.principal(),
+                    peer = %request.session.peer,
+                    topic = %o.name,
+                    "topic deleted"
+                );
+            }
             DeletableTopicResult::default()
                 .with_name(Some(topic_name(&o.name)))
                 .with_topic_id(o.entry.map(|e| e.id).unwrap_or_default())
