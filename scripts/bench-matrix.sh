@@ -9,7 +9,8 @@
 # against the default shard count, a 1,000-partition topic (throughput,
 # then idle CPU), and the three reference workloads with
 # librdkafka's own rdkafka_performance against the mock cluster and the
-# broker. Writes a Markdown report (machine, commands, tables) to OUT and
+# broker, and the 1 KiB acks=1 row with SCRAM and AUTHORIZER=acl against
+# none (scripts/bench-auth.sh). Writes a Markdown report (machine, commands, tables) to OUT and
 # prints it. Every produce run starts after a sync, so the previous run's
 # writeback is not charged to it.
 #   scripts/bench-matrix.sh [RECORDS_PER_RUN]     (default 3000000, as the goals)
@@ -256,5 +257,7 @@ done
     echo
     echo "$many records/s spread over 1,000 partitions; afterwards, idle, the broker used ${idle}% of one CPU (10 s sample)."
 } >>"$out"
+# SCRAM and AUTHORIZER=acl against none, on the 1 KiB acks=1 row.
+scripts/bench-auth.sh "$records" >>"$out"
 echo
 cat "$out"
