@@ -126,10 +126,10 @@ class Reader:
         return text
 
 
-def alter_user_quota(addr, user, key, value):
+def alter_user_quota(addr, user, key, value, entity_type="user", remove=False):
     """AlterClientQuotas v0 (key 49): one entry; returns its error code."""
-    body = struct.pack(">i", 1) + struct.pack(">i", 1) + string("user") + nullable(user)
-    body += struct.pack(">i", 1) + string(key) + struct.pack(">d?", value, False) + struct.pack(">?", False)
+    body = struct.pack(">i", 1) + struct.pack(">i", 1) + string(entity_type) + nullable(user)
+    body += struct.pack(">i", 1) + string(key) + struct.pack(">d?", value, remove) + struct.pack(">?", False)
     r = Reader(call(addr, 49, body))
     r.take(">i")  # throttle
     assert r.take(">i") == 1
@@ -157,7 +157,7 @@ def describe_user_quota(addr, user):
 def main():
     data_dir = tempfile.mkdtemp(prefix="chronik-interop-quotas-")
     env = {"LISTENERS": "SASL_PLAINTEXT://127.0.0.1:0,PLAINTEXT://127.0.0.1:0",
-           "SASL_BOOTSTRAP_USERS": "slow:slow-pw,fast:fast-pw"}
+           "SASL_BOOTSTRAP_USERS": "slow:slow-pw,fast:fast-pw,busy:busy-pw"}
     state = {}
 
     def start():
@@ -195,6 +195,42 @@ def main():
         check("librdkafka reports the broker's throttle_time_ms", slow["throttle_max"] > 0, f"{slow['throttle_max']}")
         check("user fast, unthrottled, keeps at least 70% of its throughput alone", fast_rate >= 0.7 * alone_rate,
               f"{fast_rate / 1e6:.1f} vs {alone_rate / 1e6:.1f} MB/s")
+        state["fast alone"] = alone_rate
+
+    def request_percentage():
+        """request_percentage=5 for user busy: its requests may use 5% of
+        one thread's time; at full speed it gets far less through than
+        the same producer without the quota."""
+        error = alter_user_quota(state["plain"], "busy", "request_percentage", 5.0)
+        check("AlterClientQuotas sets request_percentage=5 for user busy", error == 0, f"error {error}")
+        busy = {}
+        produce_for(state["addr"], "busy", "busy", 8, busy)
+        rate = busy["bytes"] / 8
+        print(f"busy (request_percentage=5): {rate / 1e6:.1f} MB/s", flush=True)
+        alone = state.get("fast alone", 0)
+        check("user busy is held well below an unthrottled producer (under half)", rate < 0.5 * alone,
+              f"{rate / 1e6:.1f} vs {alone / 1e6:.1f} MB/s")
+
+    def connection_rate():
+        """connection_creation_rate=5 for 127.0.0.2: of 30 connections
+        opened at once from that address, about 5 are served; 127.0.0.1 is
+        not affected."""
+        error = alter_user_quota(state["plain"], "127.0.0.2", "connection_creation_rate", 5.0, entity_type="ip")
+        check("AlterClientQuotas sets connection_creation_rate=5 for ip 127.0.0.2", error == 0, f"error {error}")
+        host, port = state["plain"].rsplit(":", 1)
+        served = 0
+        for _ in range(30):
+            try:
+                with socket.create_connection((host, int(port)), timeout=5, source_address=("127.0.0.2", 0)) as sock:
+                    frame = struct.pack(">hhi", 18, 0, 1) + string("quotas.py")
+                    sock.sendall(struct.pack(">i", len(frame)) + frame)
+                    recv(sock, 4)
+                    served += 1
+            except (ConnectionError, OSError):
+                pass
+        check("of 30 connections from 127.0.0.2 at once, about 5 are served", 3 <= served <= 8, f"{served}")
+        error, values = describe_user_quota(state["plain"], "slow")
+        check("127.0.0.1 is still served meanwhile", error == 0, f"{error}")
 
     def restart():
         code = stop_broker(state["proc"])
@@ -203,7 +239,8 @@ def main():
         error, values = describe_user_quota(state["plain"], "slow")
         check("the quota survives a restart", values == {"producer_byte_rate": QUOTA}, f"{error} {values}")
 
-    run_steps([("set quota", set_quota), ("throttle", throttle), ("restart", restart)])
+    run_steps([("set quota", set_quota), ("throttle", throttle), ("request_percentage", request_percentage),
+               ("connection_creation_rate", connection_rate), ("restart", restart)])
     finish("quotas", state["proc"], state["log"], data_dir)
 
 

@@ -72,7 +72,7 @@ impl Collector for RuntimeCounters {
             None,
             MetricType::Counter,
         )?;
-        for (shard, (runtime, _)) in shards.iter().enumerate() {
+        for (shard, (runtime, broker)) in shards.iter().enumerate() {
             let counts = runtime.snapshot(shard).rejected;
             for (reason, count) in chronik_shard::Rejection::ALL.iter().zip(counts) {
                 let labels = super::ReasonLabels {
@@ -81,6 +81,13 @@ impl Collector for RuntimeCounters {
                 };
                 ConstCounter::new(count).encode(rejected.encode_family(&labels)?)?;
             }
+            // Refused by the broker just after accept: a client quota.
+            let labels = super::ReasonLabels {
+                shard: shard.to_string(),
+                reason: "connection_creation_rate".into(),
+            };
+            let quota = broker.connection_quota_rejected.load(Ordering::Relaxed);
+            ConstCounter::new(quota).encode(rejected.encode_family(&labels)?)?;
         }
         let mut active = encoder.encode_descriptor(
             "chronik_connections_active",

@@ -22,9 +22,9 @@ pub(crate) const IP: &str = "ip";
 
 pub(crate) const PRODUCER_BYTE_RATE: &str = "producer_byte_rate";
 pub(crate) const CONSUMER_BYTE_RATE: &str = "consumer_byte_rate";
-const REQUEST_PERCENTAGE: &str = "request_percentage";
+pub(crate) const REQUEST_PERCENTAGE: &str = "request_percentage";
 const CONTROLLER_MUTATION_RATE: &str = "controller_mutation_rate";
-const CONNECTION_CREATION_RATE: &str = "connection_creation_rate";
+pub(crate) const CONNECTION_CREATION_RATE: &str = "connection_creation_rate";
 
 /// An entity: (type, name), `None` name = the type's default.
 pub(crate) type Entity = Vec<(String, Option<String>)>;
@@ -148,6 +148,24 @@ impl Quotas {
             })
         });
         found
+    }
+
+    /// connection_creation_rate for client address `ip`: its own entry,
+    /// else the ip default; measured per address.
+    pub(crate) fn resolve_ip(&self, ip: &str) -> Option<(f64, SensorKey)> {
+        let own = [(IP, Some(ip))];
+        let default = [(IP, None)];
+        let quota = self
+            .value(&own, CONNECTION_CREATION_RATE)
+            .or_else(|| self.value(&default, CONNECTION_CREATION_RATE))?;
+        Some((
+            quota,
+            SensorKey {
+                key: CONNECTION_CREATION_RATE.to_string(),
+                user: ip.to_string(),
+                client: String::new(),
+            },
+        ))
     }
 
     /// Entries matching DescribeClientQuotas components: (type, match

@@ -13,6 +13,7 @@ use super::backpressure::{ByteBudget, HeldBytes};
 use super::deadline::{answered_in_time, ProtocolWait};
 use super::session::{AuthState, KafkaPrincipal, Session};
 use super::shard_broker::ShardBroker;
+use super::throttle;
 use crate::config::SecurityProtocol;
 use crate::handlers::{self, Outcome, Request};
 use crate::protocol::frame::{FrameBuffer, Incoming, SIZE_PREFIX};
@@ -82,6 +83,13 @@ enum Answer {
 }
 
 pub(crate) async fn serve(broker: Rc<ShardBroker>, conn: Connection) {
+    // connection_creation_rate (a per-address client quota): over it, the
+    // connection is closed at once, as Kafka closes it.
+    if !throttle::connection_allowed(&broker, conn.entry.peer().ip()) {
+        bump(&broker.net().counters.connection_quota_rejected, 1);
+        debug!(peer = %conn.entry.peer(), "connection over its address's connection_creation_rate quota; closing");
+        return;
+    }
     let (name, security): (Rc<str>, _) = broker
         .net()
         .listeners
@@ -523,6 +531,13 @@ fn dispatch(
         correlation_id = ids.correlation_id,
     );
     let wait = ProtocolWait::default();
+    // request_percentage: with no quota configured, one atomic load.
+    let request_quota = match broker.security().quotas.any() {
+        true => {
+            throttle::request_time_quota(broker, session, header.client_id.as_deref().unwrap_or_default())
+        }
+        false => None,
+    };
     let request = Request {
         wait: wait.clone(),
         header,
@@ -533,7 +548,17 @@ fn dispatch(
         peer: session.peer,
         session: session.clone(),
     };
-    let task = glommio::spawn_local((handler.handle)(broker.clone(), request).instrument(request_span));
+    let handling = (handler.handle)(broker.clone(), request);
+    let handling: handlers::HandlerFuture = match request_quota {
+        Some(quota) => Box::pin(throttle::TimedRequest::new(
+            handling,
+            quota,
+            broker.shard().id,
+            session.clone(),
+        )),
+        None => handling,
+    };
+    let task = glommio::spawn_local(handling.instrument(request_span));
     Ok(Pending {
         api: ids.api_key,
         started,

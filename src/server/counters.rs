@@ -10,6 +10,9 @@ pub(crate) struct BrokerCounters {
     /// Malformed frames and requests the broker cannot answer (unknown api
     /// key or version, undecodable header or body): each closed a connection.
     pub frame_errors: AtomicU64,
+    /// Connections closed at once for breaking their address's
+    /// connection_creation_rate quota.
+    pub connection_quota_rejected: AtomicU64,
 }
 
 /// One shard's counters at a point in time.
