@@ -53,6 +53,17 @@ def scrape(metrics_addr):
     return sums
 
 
+def recv_exactly(sock, n):
+    """n bytes from `sock`; ConnectionError if the broker closes first."""
+    out = b""
+    while len(out) < n:
+        chunk = sock.recv(n - len(out))
+        if not chunk:
+            raise ConnectionError("the broker closed the connection")
+        out += chunk
+    return out
+
+
 def start_broker(binary, data_dir, extra_env=None):
     """Starts the broker; returns (process, log file, "host:port")."""
     env = dict(os.environ, BIND_ADDRESS="127.0.0.1:0", STORAGE_PATH=data_dir, METRICS_ADDRESS="",

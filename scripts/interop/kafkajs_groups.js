@@ -12,9 +12,7 @@ const groupId = "kafkajs-group";
 const kafka = new Kafka({ clientId: "interop-kafkajs", brokers: [addr], logLevel: logLevel.NOTHING });
 const messages = Array.from({ length: n }, (_, i) => `msg-${String(i).padStart(3, "0")}`);
 
-function report(step, ok, detail) {
-  console.log(JSON.stringify({ step, ok: Boolean(ok), detail: detail ? String(detail) : "" }));
-}
+const { report } = require("./kafkajs_common");
 
 // Consumes until `count` messages arrived (or 30 s passed), committing the
 // position after the last one; returns [offset, value] pairs.

@@ -4,10 +4,10 @@
 const fs = require("fs");
 const path = require("path");
 const { Kafka, logLevel } = require("kafkajs");
+const { roundTrip, run } = require("./kafkajs_common");
 
 const [addr, certs, nArg] = process.argv.slice(2);
 const n = Number(nArg);
-const topic = "kafkajs-tls";
 const read = (name) => fs.readFileSync(path.join(certs, name), "utf8");
 const kafka = new Kafka({
   clientId: "interop-kafkajs-tls",
@@ -17,37 +17,4 @@ const kafka = new Kafka({
 });
 const messages = Array.from({ length: n }, (_, i) => `tls-${i}`);
 
-function report(step, ok, detail) {
-  console.log(JSON.stringify({ step, ok: Boolean(ok), detail: detail ? String(detail) : "" }));
-}
-
-async function main() {
-  const producer = kafka.producer({ allowAutoTopicCreation: true });
-  await producer.connect();
-  await producer.send({ topic, messages: messages.map((value) => ({ value })) });
-  await producer.disconnect();
-  report(`produce ${n} over TLS with a client certificate`, true);
-
-  const consumer = kafka.consumer({ groupId: "kafkajs-tls-group", sessionTimeout: 10000, heartbeatInterval: 500 });
-  await consumer.connect();
-  await consumer.subscribe({ topic, fromBeginning: true });
-  const got = [];
-  let done;
-  const finished = new Promise((resolve) => (done = resolve));
-  await consumer.run({
-    eachMessage: async ({ message }) => {
-      got.push(message.value.toString());
-      if (got.length >= n) done();
-    },
-  });
-  await Promise.race([finished, new Promise((resolve) => setTimeout(resolve, 30000))]);
-  await consumer.disconnect();
-  report(`consume ${n} back over TLS`, JSON.stringify(got) === JSON.stringify(messages), `${got.length} received`);
-}
-
-main()
-  .then(() => process.exit(0))
-  .catch((e) => {
-    report("ran", false, e && e.stack ? e.stack : e);
-    process.exit(1);
-  });
+run(() => roundTrip(kafka, "kafkajs-tls", messages, "kafkajs-tls-group", "over TLS with a client certificate"));

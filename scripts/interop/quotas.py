@@ -24,7 +24,7 @@ import tempfile
 import threading
 import time
 
-from common import check, finish, run_steps, start_broker, stop_broker
+from common import check, finish, recv_exactly, run_steps, start_broker, stop_broker
 
 BINARY = sys.argv[1] if len(sys.argv) > 1 else "target/debug/chronik-ingest"
 QUOTA = 1_000_000
@@ -92,20 +92,10 @@ def call(addr, api_key, body):
     frame = struct.pack(">hhi", api_key, 0, 7) + string("quotas.py") + body
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         sock.sendall(struct.pack(">i", len(frame)) + frame)
-        size = struct.unpack(">i", recv(sock, 4))[0]
-        data = recv(sock, size)
+        size = struct.unpack(">i", recv_exactly(sock, 4))[0]
+        data = recv_exactly(sock, size)
     assert struct.unpack(">i", data[:4])[0] == 7, "correlation id"
     return data[4:]
-
-
-def recv(sock, n):
-    out = b""
-    while len(out) < n:
-        chunk = sock.recv(n - len(out))
-        if not chunk:
-            raise ConnectionError("broker closed the connection")
-        out += chunk
-    return out
 
 
 class Reader:
@@ -224,7 +214,7 @@ def main():
                 with socket.create_connection((host, int(port)), timeout=5, source_address=("127.0.0.2", 0)) as sock:
                     frame = struct.pack(">hhi", 18, 0, 1) + string("quotas.py")
                     sock.sendall(struct.pack(">i", len(frame)) + frame)
-                    recv(sock, 4)
+                    recv_exactly(sock, 4)
                     served += 1
             except (ConnectionError, OSError):
                 pass

@@ -33,7 +33,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic,
                                   ResourceType)
 
-from common import check, free_port, results, scrape, start_broker, stop_broker
+from common import check, free_port, recv_exactly, results, scrape, start_broker, stop_broker
 
 RECORDS = int(os.environ.get("RECORDS", "2000000"))
 SEGMENT = 16 << 20
@@ -506,17 +506,8 @@ def raw_fetch(addr, wanted, max_wait_ms, max_bytes):
     with socket.create_connection((host, int(port)), timeout=30) as sock:
         started = time.time()
         sock.sendall(struct.pack(">i", len(body)) + body)
-
-        def exactly(n):
-            out = b""
-            while len(out) < n:
-                chunk = sock.recv(n - len(out))
-                if not chunk:
-                    raise ConnectionError("the broker closed the connection")
-                out += chunk
-            return out
-        size, = struct.unpack(">i", exactly(4))
-        answer = exactly(size)
+        size, = struct.unpack(">i", recv_exactly(sock, 4))
+        answer = recv_exactly(sock, size)
         took = time.time() - started
     at = 8  # correlation id, throttle time
     got = {}

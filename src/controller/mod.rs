@@ -179,32 +179,39 @@ impl Controller {
             } => {
                 let quotas = self.context.security.quotas.clone();
                 let count = entries.len();
-                let outcomes = run_blocking("persisting client quotas", move || {
-                    Ok(quotas.alter(entries, validate_only))
-                })
-                .await
-                .unwrap_or_else(|e| vec![Err((ResponseError::KafkaStorageError, e.to_string())); count]);
-                let _ = reply.send(outcomes);
+                let outcomes = persist("persisting client quotas", count, move || {
+                    quotas.alter(entries, validate_only)
+                });
+                let _ = reply.send(outcomes.await);
             }
             ControllerOp::CreateAcls { bindings, reply } => {
                 let acls = self.context.security.acls.clone();
                 let count = bindings.len();
-                let outcomes = run_blocking("persisting ACLs", move || Ok(acls.create(bindings)))
-                    .await
-                    .unwrap_or_else(|e| vec![Err((ResponseError::KafkaStorageError, e.to_string())); count]);
-                let _ = reply.send(outcomes);
+                let outcomes = persist("persisting ACLs", count, move || acls.create(bindings));
+                let _ = reply.send(outcomes.await);
             }
             ControllerOp::DeleteAcls { filters, reply } => {
                 let acls = self.context.security.acls.clone();
                 let count = filters.len();
-                let outcomes = run_blocking("persisting ACLs", move || Ok(acls.delete(filters)))
-                    .await
-                    .unwrap_or_else(|e| vec![Err((ResponseError::KafkaStorageError, e.to_string())); count]);
-                let _ = reply.send(outcomes);
+                let outcomes = persist("persisting ACLs", count, move || acls.delete(filters));
+                let _ = reply.send(outcomes.await);
             }
             ControllerOp::AllocateProducerId { .. } => {}
         }
     }
+}
+
+/// A change of a security store (ACLs, quotas), which writes its document
+/// durably: run on the blocking pool. Should the pool itself fail, each of
+/// the `count` items is answered KAFKA_STORAGE_ERROR.
+async fn persist<T: Clone + Send + 'static>(
+    what: &'static str,
+    count: usize,
+    change: impl FnOnce() -> Vec<Result<T, (ResponseError, String)>> + Send + 'static,
+) -> Vec<Result<T, (ResponseError, String)>> {
+    run_blocking(what, move || Ok(change()))
+        .await
+        .unwrap_or_else(|e| vec![Err((ResponseError::KafkaStorageError, e.to_string())); count])
 }
 
 /// Sends an op to the controller shard; `Err` if it cannot be reached.

@@ -60,6 +60,27 @@ fn refusal(
         .map(|denied| (denied, "Authorization failed."))
 }
 
+/// A DescribeAcls or DeleteAcls filter from its seven wire fields.
+fn filter(
+    resource_type: i8,
+    name: Option<StrBytes>,
+    pattern_type: i8,
+    principal: Option<StrBytes>,
+    host: Option<StrBytes>,
+    operation: i8,
+    permission: i8,
+) -> AclFilter {
+    AclFilter {
+        resource_type,
+        resource_name: name.map(|n| n.to_string()),
+        pattern_type,
+        principal: principal.map(|p| p.to_string()),
+        host: host.map(|h| h.to_string()),
+        operation,
+        permission,
+    }
+}
+
 async fn create(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let body = request.decode::<CreateAclsRequest>("CreateAcls")?;
     let bindings: Vec<AclBinding> = body
@@ -112,15 +133,15 @@ async fn describe(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
                 .with_error_message(text(message)),
         );
     }
-    let filter = AclFilter {
-        resource_type: body.resource_type_filter,
-        resource_name: body.resource_name_filter.map(|n| n.to_string()),
-        pattern_type: body.pattern_type_filter,
-        principal: body.principal_filter.map(|p| p.to_string()),
-        host: body.host_filter.map(|h| h.to_string()),
-        operation: body.operation,
-        permission: body.permission_type,
-    };
+    let filter = filter(
+        body.resource_type_filter,
+        body.resource_name_filter,
+        body.pattern_type_filter,
+        body.principal_filter,
+        body.host_filter,
+        body.operation,
+        body.permission_type,
+    );
     if let Err(message) = filter.validate() {
         return request.respond(
             &DescribeAclsResponse::default()
@@ -161,14 +182,16 @@ async fn delete(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let filters: Vec<AclFilter> = body
         .filters
         .into_iter()
-        .map(|f| AclFilter {
-            resource_type: f.resource_type_filter,
-            resource_name: f.resource_name_filter.map(|n| n.to_string()),
-            pattern_type: f.pattern_type_filter,
-            principal: f.principal_filter.map(|p| p.to_string()),
-            host: f.host_filter.map(|h| h.to_string()),
-            operation: f.operation,
-            permission: f.permission_type,
+        .map(|f| {
+            filter(
+                f.resource_type_filter,
+                f.resource_name_filter,
+                f.pattern_type_filter,
+                f.principal_filter,
+                f.host_filter,
+                f.operation,
+                f.permission_type,
+            )
         })
         .collect();
     let failed = |error: ResponseError, message: &str| {
