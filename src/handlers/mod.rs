@@ -144,6 +144,21 @@ impl Request {
         Ok(())
     }
 
+    /// The topics among `names` the principal may not `operation` (each
+    /// denial logged): Kafka answers those TOPIC_AUTHORIZATION_FAILED and
+    /// serves the request's other topics.
+    pub fn denied_topics<'a>(
+        &self,
+        operation: AclOperation,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> std::collections::HashSet<String> {
+        names
+            .into_iter()
+            .filter(|name| self.authorize(operation, Resource::Topic(name)).is_err())
+            .map(str::to_string)
+            .collect()
+    }
+
     /// Decodes the body as `R` at the request's version.
     pub fn decode<R: Decodable>(&mut self, api: &str) -> Result<R, String> {
         R::decode(&mut self.body, self.version).map_err(|e| format!("bad {api} v{} body: {e}", self.version))

@@ -17,6 +17,7 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 use kafka_protocol::messages::{
     ListOffsetsRequest, ListOffsetsResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
 };
+use kafka_protocol::ResponseError;
 use std::rc::Rc;
 
 pub(crate) const LIST_OFFSETS: Handler = handler!(ListOffsetsRequest, list_offsets, versions = 1..=10);
@@ -36,20 +37,26 @@ fn leader_epoch(broker: &ShardBroker, tp: &TopicPartition) -> i32 {
 
 async fn list_offsets(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let asked: ListOffsetsRequest = request.decode("ListOffsets")?;
-    if let Err(denied) = request.authorize_topics(
-        &broker,
+    let denied = request.denied_topics(
         super::AclOperation::Describe,
-        asked.topics.iter().map(|t| (&*t.name.0, uuid::Uuid::nil())),
-    ) {
-        return request.respond(&super::refused::list_offsets(&asked, denied));
-    }
+        asked.topics.iter().map(|t| t.name.as_str()),
+    );
     // The field exists from v4; the encoder refuses it set on older versions.
     let with_epoch = request.version >= 4;
     let topics = asked.topics.into_iter().map(|t| (t.name, t.partitions)).collect();
     let answered = per_partition(topics, |topic, p: ListOffsetsPartition| {
         let tp = TopicPartition::new(topic, p.partition_index);
         let broker = broker.clone();
+        let refused = denied.contains(topic.as_str());
         async move {
+            if refused {
+                return ListOffsetsPartitionResponse::default()
+                    .with_partition_index(p.partition_index)
+                    .with_error_code(ResponseError::TopicAuthorizationFailed.code())
+                    .with_offset(-1)
+                    .with_timestamp(-1)
+                    .with_leader_epoch(-1);
+            }
             let leader_epoch = if with_epoch {
                 leader_epoch(&broker, &tp)
             } else {
@@ -85,13 +92,10 @@ async fn list_offsets(broker: Rc<ShardBroker>, mut request: Request) -> Outcome 
 
 async fn offset_for_leader_epoch(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let asked: OffsetForLeaderEpochRequest = request.decode("OffsetForLeaderEpoch")?;
-    if let Err(denied) = request.authorize_topics(
-        &broker,
+    let denied = request.denied_topics(
         super::AclOperation::Describe,
-        asked.topics.iter().map(|t| (&*t.topic.0, uuid::Uuid::nil())),
-    ) {
-        return request.respond(&super::refused::offset_for_leader_epoch(&asked, denied));
-    }
+        asked.topics.iter().map(|t| t.topic.as_str()),
+    );
     let topics = asked
         .topics
         .into_iter()
@@ -100,7 +104,15 @@ async fn offset_for_leader_epoch(broker: Rc<ShardBroker>, mut request: Request) 
     let answered = per_partition(topics, |topic, p: OffsetForLeaderPartition| {
         let tp = TopicPartition::new(topic, p.partition);
         let broker = broker.clone();
+        let refused = denied.contains(topic.as_str());
         async move {
+            if refused {
+                return EpochEndOffset::default()
+                    .with_partition(p.partition)
+                    .with_error_code(ResponseError::TopicAuthorizationFailed.code())
+                    .with_leader_epoch(-1)
+                    .with_end_offset(-1);
+            }
             let answer = broker
                 .partitions()
                 .epoch_end(tp, p.leader_epoch, p.current_leader_epoch)

@@ -1,9 +1,10 @@
 //! Whole-request refusals: every item a request names answered with one
-//! error. Used where a handler authorizes its topics up front (one line at
-//! the top of the handler) and the principal may not act on one of them.
-//! Kafka refuses per topic instead, and lets the others proceed; handlers
-//! that authorize each topic where they resolve it can do the same and
-//! stop using these.
+//! error. Used by the topic admin APIs, which authorize their topics up
+//! front (one line at the top of the handler): a principal refused one
+//! topic of a CreateTopics, DeleteTopics, CreatePartitions or DeleteRecords
+//! is refused them all. Kafka refuses per topic instead; Produce, Fetch,
+//! ListOffsets and OffsetForLeaderEpoch do that (`Request::denied_topics`),
+//! and these can follow.
 
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
@@ -11,69 +12,12 @@ use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
 };
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
-use kafka_protocol::messages::list_offsets_response::{
-    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
-};
-use kafka_protocol::messages::offset_for_leader_epoch_response::{
-    EpochEndOffset, OffsetForLeaderTopicResult,
-};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 fn message(error: ResponseError) -> Option<StrBytes> {
     Some(StrBytes::from_string(error.to_string()))
-}
-
-pub(crate) fn list_offsets(asked: &ListOffsetsRequest, error: ResponseError) -> ListOffsetsResponse {
-    let topics = asked
-        .topics
-        .iter()
-        .map(|t| {
-            let partitions = t
-                .partitions
-                .iter()
-                .map(|p| {
-                    ListOffsetsPartitionResponse::default()
-                        .with_partition_index(p.partition_index)
-                        .with_error_code(error.code())
-                        .with_offset(-1)
-                        .with_timestamp(-1)
-                })
-                .collect();
-            ListOffsetsTopicResponse::default()
-                .with_name(t.name.clone())
-                .with_partitions(partitions)
-        })
-        .collect();
-    ListOffsetsResponse::default().with_topics(topics)
-}
-
-pub(crate) fn offset_for_leader_epoch(
-    asked: &OffsetForLeaderEpochRequest,
-    error: ResponseError,
-) -> OffsetForLeaderEpochResponse {
-    let topics = asked
-        .topics
-        .iter()
-        .map(|t| {
-            let partitions = t
-                .partitions
-                .iter()
-                .map(|p| {
-                    EpochEndOffset::default()
-                        .with_partition(p.partition)
-                        .with_error_code(error.code())
-                        .with_leader_epoch(-1)
-                        .with_end_offset(-1)
-                })
-                .collect();
-            OffsetForLeaderTopicResult::default()
-                .with_topic(t.topic.clone())
-                .with_partitions(partitions)
-        })
-        .collect();
-    OffsetForLeaderEpochResponse::default().with_topics(topics)
 }
 
 pub(crate) fn create_topics(asked: &CreateTopicsRequest, error: ResponseError) -> CreateTopicsResponse {
