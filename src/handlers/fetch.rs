@@ -12,7 +12,8 @@ use crate::server::throttle;
 use crate::server::ShardBroker;
 use crate::topics::TopicPartition;
 use futures::future::{select, select_all, Either};
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{AbortedTransaction, FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::ProducerId;
 use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse};
 use kafka_protocol::ResponseError;
 use std::pin::pin;
@@ -29,6 +30,8 @@ struct Wanted {
     /// or the principal may not read it).
     tp: Option<TopicPartition>,
     missing: i16,
+    /// isolation_level=read_committed.
+    read_committed: bool,
     offset: i64,
     max_bytes: usize,
     current_leader_epoch: i32,
@@ -91,6 +94,7 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
                 partition: p.partition,
                 tp: entry.map(|e| TopicPartition::new(&e.name, p.partition)),
                 missing,
+                read_committed: fetch.isolation_level == 1,
                 offset: p.fetch_offset,
                 max_bytes: usize::try_from(p.partition_max_bytes).unwrap_or(0),
                 current_leader_epoch: p.current_leader_epoch,
@@ -112,7 +116,7 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
         if bytes >= min_bytes.max(1) || failed || now >= deadline || broker.shard().drain.is_fired() {
             break results;
         }
-        let watches = watch_all(&broker, &wanted).await;
+        let watches = watch_all(&broker, &wanted, &results).await;
         if watches.is_empty() {
             break results;
         }
@@ -142,7 +146,16 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
                 .with_high_watermark(result.high_watermark)
                 .with_last_stable_offset(result.last_stable_offset)
                 .with_log_start_offset(result.log_start_offset)
-                .with_aborted_transactions(Some(Vec::new()))
+                .with_aborted_transactions(result.aborted.map(|aborted| {
+                    aborted
+                        .into_iter()
+                        .map(|(producer_id, first_offset)| {
+                            AbortedTransaction::default()
+                                .with_producer_id(ProducerId(producer_id))
+                                .with_first_offset(first_offset)
+                        })
+                        .collect()
+                }))
                 .with_preferred_read_replica(BrokerId(-1))
                 .with_records(Some(result.records)),
         );
@@ -174,6 +187,7 @@ struct ReadResult {
     last_stable_offset: i64,
     log_start_offset: i64,
     records: bytes::Bytes,
+    aborted: Option<Vec<(i64, i64)>>,
 }
 
 /// Reads every wanted partition (each owner's share in one operation,
@@ -202,6 +216,7 @@ async fn read_all(
                     current_leader_epoch: w.current_leader_epoch,
                     answer_by: Some(answer_by),
                     remote_max_bytes,
+                    read_committed: w.read_committed,
                 },
             ))
         })
@@ -226,6 +241,7 @@ async fn read_all(
                 last_stable_offset: a.last_stable_offset,
                 log_start_offset: a.log_start_offset,
                 records: a.records,
+                aborted: a.aborted,
             },
             Err(e) => ReadResult {
                 error_code: e.code(),
@@ -233,6 +249,7 @@ async fn read_all(
                 last_stable_offset: -1,
                 log_start_offset: -1,
                 records: bytes::Bytes::new(),
+                aborted: None,
             },
         };
     }
@@ -290,14 +307,25 @@ fn whole_batches_within(records: &[u8], limit: usize, whole_first: bool) -> usiz
 }
 
 /// Leaves a watch on every owner of a wanted partition; each resolves when
-/// one of its partitions' high watermark passes the fetch offset.
+/// one of its partitions' high watermark passes the fetch offset. A
+/// read_committed read waits past the high watermark it last saw: data
+/// above the stable offset wakes nothing until a write (a marker among
+/// them) moves the high watermark on.
 async fn watch_all(
     broker: &Rc<ShardBroker>,
     wanted: &[Wanted],
+    seen: &[ReadResult],
 ) -> Vec<futures::channel::oneshot::Receiver<()>> {
     let parts = wanted
         .iter()
-        .filter_map(|w| Some((w.tp.clone()?, w.offset)))
+        .zip(seen)
+        .filter_map(|(w, r)| {
+            let from = match w.read_committed {
+                true => w.offset.max(r.high_watermark),
+                false => w.offset,
+            };
+            Some((w.tp.clone()?, from))
+        })
         .collect();
     broker.partitions().watch(parts).await
 }

@@ -43,6 +43,7 @@ async fn list_offsets(broker: Rc<ShardBroker>, mut request: Request) -> Outcome 
     );
     // The field exists from v4; the encoder refuses it set on older versions.
     let with_epoch = request.version >= 4;
+    let read_committed = asked.isolation_level == 1;
     let topics = asked.topics.into_iter().map(|t| (t.name, t.partitions)).collect();
     let answered = per_partition(topics, |topic, p: ListOffsetsPartition| {
         let tp = TopicPartition::new(topic, p.partition_index);
@@ -64,7 +65,7 @@ async fn list_offsets(broker: Rc<ShardBroker>, mut request: Request) -> Outcome 
             };
             let found = broker
                 .partitions()
-                .list_offset(tp, p.timestamp, p.current_leader_epoch)
+                .list_offset(tp, p.timestamp, read_committed, p.current_leader_epoch)
                 .await;
             let (error_code, (offset, timestamp)) = match found {
                 Ok(found) => (0, found),

@@ -162,8 +162,20 @@ pub fn compute_crc(batch: &[u8]) -> u32 {
     crc32c::crc32c(&batch[ATTRIBUTES..])
 }
 
-/// Fully validates one batch that must fill `batch` exactly.
+/// Fully validates one batch a client produced, which must fill `batch`
+/// exactly: a stored batch's checks, and no control batch (only a
+/// transaction coordinator writes those).
 pub fn validate(batch: &[u8]) -> Result<BatchHeader, BatchError> {
+    let header = validate_stored(batch)?;
+    if header.is_control() {
+        return Err(BatchError::Invalid("control batches cannot be produced".into()));
+    }
+    Ok(header)
+}
+
+/// Validates one batch as it may sit in a log (control batches included),
+/// which must fill `batch` exactly: recovery checks every batch with it.
+pub fn validate_stored(batch: &[u8]) -> Result<BatchHeader, BatchError> {
     let header = parse_header(batch)?;
     if header.size != batch.len() {
         return Err(BatchError::Corrupt(format!(
@@ -190,9 +202,6 @@ pub fn validate(batch: &[u8]) -> Result<BatchHeader, BatchError> {
             "unknown compression codec {}",
             header.compression()
         )));
-    }
-    if header.is_control() {
-        return Err(BatchError::Invalid("control batches cannot be produced".into()));
     }
     if header.compression() == 0 {
         check_uncompressed_records(&batch[HEADER_LEN..], header.records_count)?;

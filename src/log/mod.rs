@@ -6,6 +6,7 @@
 
 pub mod batch;
 pub mod compression;
+pub mod control;
 pub mod index;
 pub mod partition_log;
 pub mod producer_state;

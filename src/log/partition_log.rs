@@ -17,6 +17,7 @@
 
 use super::batch::{self, BatchHeader};
 use super::compression::CompressionType;
+use super::control;
 use super::index::write_file;
 use super::producer_state::{decode_snapshot, ProducerStates, SequenceCheck, PRODUCER_ID_EXPIRATION_MS};
 use super::segment::{Segment, SegmentIndexes, SegmentReader};
@@ -612,11 +613,30 @@ impl PartitionLog {
             if segment.next_offset() <= from {
                 continue;
             }
-            segment.for_each_batch(|_, header| {
-                if header.base_offset >= from {
+            let file = segment.file().clone();
+            let mut unreadable = None;
+            segment.for_each_batch(|position, header| {
+                if header.base_offset < from {
+                    return;
+                }
+                if !header.is_control() {
                     producers.record(header);
+                    return;
+                }
+                // A marker's type is in its one record: read that batch.
+                let mut bytes = vec![0u8; header.size];
+                match std::os::unix::fs::FileExt::read_exact_at(&*file, &mut bytes, position) {
+                    Ok(()) => {
+                        if let Some(marker) = control::marker_of(&bytes, header) {
+                            producers.record_marker(header, marker, now_ms());
+                        }
+                    }
+                    Err(e) => unreadable = Some(e),
                 }
             })?;
+            if let Some(e) = unreadable {
+                return Err(e);
+            }
         }
         self.producers.expire(now_ms(), PRODUCER_ID_EXPIRATION_MS);
         Ok(())
@@ -764,7 +784,10 @@ impl PartitionLog {
             ([Bytes::copy_from_slice(&prefix), batch.slice(16..)], -1)
         };
         let (file, position) = self.active_mut().reserve(&header);
-        self.producers.record(&header);
+        match control::marker_of(batch, &header) {
+            Some(marker) => self.producers.record_marker(&header, marker, now),
+            None => self.producers.record(&header),
+        }
         Ok(AppendOutcome {
             base_offset,
             log_append_time,
@@ -1071,6 +1094,16 @@ impl PartitionLog {
         let dir = self.dir.clone();
         drop(self);
         fs::remove_dir_all(dir)
+    }
+
+    /// See `ProducerStates::first_unstable_offset`.
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.producers.first_unstable_offset()
+    }
+
+    /// See `ProducerStates::aborted_between`.
+    pub fn aborted_transactions(&self, from: i64, to: i64) -> Vec<(i64, i64)> {
+        self.producers.aborted_between(from, to)
     }
 
     pub fn producer_count(&self) -> usize {

@@ -1,6 +1,10 @@
 //! Idempotent producers: per producer id, its epoch and its last five
 //! batches' sequence ranges, so a retried batch is recognised and answered
 //! with its original offset, and a gap or a stale epoch is refused.
+//! Transactional producers also have the first offset of their open
+//! transaction (the partition's last stable offset is the oldest of
+//! those), and the partition keeps the transactions its markers aborted,
+//! which read_committed fetches are told about.
 //!
 //! Check and record happen inside one synchronous append on the
 //! partition's owning shard, so no other append can slip between them.
@@ -13,6 +17,7 @@
 //! write anywhere: see `snapshot_bytes` and `decode_snapshot`.
 
 use super::batch::BatchHeader;
+use super::control::Marker;
 use kafka_protocol::ResponseError;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
@@ -29,13 +34,19 @@ pub const REMEMBERED_BATCHES: usize = 5;
 pub const PRODUCER_ID_EXPIRATION_MS: i64 = 86_400_000;
 
 /// First byte of a snapshot; a reader refuses versions it does not know.
-pub const SNAPSHOT_VERSION: u8 = 1;
+/// Version 2 adds open transactions and aborted ones; version 1 (no
+/// transactions) is still read.
+pub const SNAPSHOT_VERSION: u8 = 2;
 /// version (1) + crc (4): the CRC covers everything after it.
 const SNAPSHOT_CRC_END: usize = 5;
 /// crc end + offset (8) + producer count (4).
 const SNAPSHOT_HEADER: usize = SNAPSHOT_CRC_END + 12;
 /// producer id (8) + epoch (2) + last timestamp (8) + batch count (1).
 const ENTRY_HEADER: usize = 19;
+/// Version 2: an entry's open transaction's first offset (-1: none).
+const ENTRY_TXN: usize = 8;
+/// producer id, first offset, last offset.
+const ABORTED_SIZE: usize = 24;
 /// base offset (8) + offset delta (4) + first and last sequence (4 + 4).
 const BATCH_SIZE: usize = 20;
 
@@ -62,6 +73,18 @@ pub struct ProducerEntry {
     /// so an upgrade forgets nobody early.
     #[serde(default = "wall_clock_ms")]
     pub last_timestamp: i64,
+    /// The first offset of this producer's open transaction here.
+    #[serde(default)]
+    pub txn_first_offset: Option<i64>,
+}
+
+/// A transaction its marker aborted: read_committed consumers drop this
+/// producer's batches from `first_offset` to `last_offset` (the marker).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AbortedTxn {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    pub last_offset: i64,
 }
 
 /// What an append should do with a producer's batch.
@@ -76,6 +99,9 @@ pub enum SequenceCheck {
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProducerStates {
     producers: HashMap<i64, ProducerEntry>,
+    /// In offset order (markers are appended in order).
+    #[serde(default)]
+    aborted: Vec<AbortedTxn>,
 }
 
 fn next_sequence(last: i32) -> i32 {
@@ -91,6 +117,15 @@ impl ProducerStates {
     pub fn check(&self, header: &BatchHeader) -> Result<SequenceCheck, ResponseError> {
         if !header.has_producer_id() {
             return Ok(SequenceCheck::Append);
+        }
+        if header.is_control() {
+            // A marker has no sequence; only a fenced epoch refuses it.
+            return match self.producers.get(&header.producer_id) {
+                Some(entry) if header.producer_epoch < entry.epoch => {
+                    Err(ResponseError::InvalidProducerEpoch)
+                }
+                _ => Ok(SequenceCheck::Append),
+            };
         }
         let Some(entry) = self.producers.get(&header.producer_id) else {
             // A producer's first batch in this partition starts at 0.
@@ -143,7 +178,7 @@ impl ProducerStates {
     /// still writing would break it. Batches replayed from the log at open
     /// count as seen then, which only ever keeps a producer longer.
     pub fn record_at(&mut self, header: &BatchHeader, now_ms: i64) {
-        if !header.has_producer_id() {
+        if !header.has_producer_id() || header.is_control() {
             return;
         }
         let entry = self.producers.entry(header.producer_id).or_default();
@@ -151,6 +186,9 @@ impl ProducerStates {
         if header.producer_epoch != entry.epoch {
             entry.epoch = header.producer_epoch;
             entry.batches.clear();
+        }
+        if header.is_transactional() && entry.txn_first_offset.is_none() {
+            entry.txn_first_offset = Some(header.base_offset);
         }
         if entry.batches.len() == REMEMBERED_BATCHES {
             entry.batches.pop_front();
@@ -163,12 +201,62 @@ impl ProducerStates {
         });
     }
 
+    /// Records a transaction marker (a control batch, its offset assigned)
+    /// seen at `now_ms`: the producer's open transaction here ends, and an
+    /// abort is remembered for read_committed fetches.
+    pub fn record_marker(&mut self, header: &BatchHeader, marker: Marker, now_ms: i64) {
+        let entry = self.producers.entry(header.producer_id).or_default();
+        entry.last_timestamp = entry.last_timestamp.max(now_ms);
+        if header.producer_epoch > entry.epoch {
+            // A marker written after an epoch bump (a fenced producer's
+            // transaction aborted): later batches start a new sequence.
+            entry.epoch = header.producer_epoch;
+            entry.batches.clear();
+        }
+        if let Some(first_offset) = entry.txn_first_offset.take() {
+            if marker == Marker::Abort {
+                self.aborted.push(AbortedTxn {
+                    producer_id: header.producer_id,
+                    first_offset,
+                    last_offset: header.base_offset,
+                });
+            }
+        }
+    }
+
+    /// The first offset of the oldest open transaction: the partition's
+    /// last stable offset, or `None` when no transaction is open.
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.producers.values().filter_map(|e| e.txn_first_offset).min()
+    }
+
+    /// The aborted transactions a read_committed fetch of `[from, to)`
+    /// must be told about: (producer id, first offset).
+    pub fn aborted_between(&self, from: i64, to: i64) -> Vec<(i64, i64)> {
+        self.aborted
+            .iter()
+            .filter(|a| a.last_offset >= from && a.first_offset < to)
+            .map(|a| (a.producer_id, a.first_offset))
+            .collect()
+    }
+
+    /// Forgets aborted transactions wholly below `log_start` (retention
+    /// deleted their batches).
+    pub fn forget_aborted_before(&mut self, log_start: i64) {
+        self.aborted.retain(|a| a.last_offset >= log_start);
+    }
+
     /// Forgets batches at or after `offset` (the log was truncated there).
     pub fn truncate_from(&mut self, offset: i64) {
         for entry in self.producers.values_mut() {
             entry.batches.retain(|b| b.base_offset < offset);
+            if entry.txn_first_offset.is_some_and(|first| first >= offset) {
+                entry.txn_first_offset = None;
+            }
         }
-        self.producers.retain(|_, e| !e.batches.is_empty());
+        self.producers
+            .retain(|_, e| !e.batches.is_empty() || e.txn_first_offset.is_some());
+        self.aborted.retain(|a| a.last_offset < offset);
     }
 
     pub fn len(&self) -> usize {
@@ -208,8 +296,10 @@ impl ProducerStates {
         let size = SNAPSHOT_HEADER
             + kept
                 .iter()
-                .map(|(_, e)| ENTRY_HEADER + e.batches.len() * BATCH_SIZE)
-                .sum::<usize>();
+                .map(|(_, e)| ENTRY_HEADER + ENTRY_TXN + e.batches.len() * BATCH_SIZE)
+                .sum::<usize>()
+            + 4
+            + self.aborted.len() * ABORTED_SIZE;
         let mut out = Vec::with_capacity(size);
         out.push(SNAPSHOT_VERSION);
         out.extend_from_slice(&[0; 4]);
@@ -219,6 +309,7 @@ impl ProducerStates {
             out.extend_from_slice(&id.to_be_bytes());
             out.extend_from_slice(&entry.epoch.to_be_bytes());
             out.extend_from_slice(&entry.last_timestamp.to_be_bytes());
+            out.extend_from_slice(&entry.txn_first_offset.unwrap_or(-1).to_be_bytes());
             // At most REMEMBERED_BATCHES (5), so one byte holds it.
             out.push(entry.batches.len() as u8);
             for b in &entry.batches {
@@ -229,14 +320,22 @@ impl ProducerStates {
                 out.extend_from_slice(&b.last_sequence.to_be_bytes());
             }
         }
+        out.extend_from_slice(&(self.aborted.len() as u32).to_be_bytes());
+        for a in &self.aborted {
+            out.extend_from_slice(&a.producer_id.to_be_bytes());
+            out.extend_from_slice(&a.first_offset.to_be_bytes());
+            out.extend_from_slice(&a.last_offset.to_be_bytes());
+        }
         let crc = crc32c::crc32c(&out[SNAPSHOT_CRC_END..]);
         out[1..SNAPSHOT_CRC_END].copy_from_slice(&crc.to_be_bytes());
         out
     }
 }
 
+/// An idle producer is forgotten, unless it has a transaction open here
+/// (its coordinator aborts that on timeout, and the marker closes it).
 fn is_expired(entry: &ProducerEntry, now_ms: i64, expiration_ms: i64) -> bool {
-    now_ms.saturating_sub(entry.last_timestamp) >= expiration_ms
+    entry.txn_first_offset.is_none() && now_ms.saturating_sub(entry.last_timestamp) >= expiration_ms
 }
 
 /// Why a snapshot cannot be used (the caller then replays the whole log).
@@ -284,9 +383,10 @@ impl Reader<'_> {
 pub fn decode_snapshot(bytes: &[u8]) -> Result<(i64, ProducerStates), CorruptSnapshot> {
     let mut r = Reader(bytes);
     let version = r.u8()?;
-    if version != SNAPSHOT_VERSION {
+    if version != SNAPSHOT_VERSION && version != 1 {
         return Err(CorruptSnapshot(format!("unknown version {version}")));
     }
+    let with_txns = version >= 2;
     let stored = r.u32()?;
     let computed = crc32c::crc32c(r.0);
     if stored != computed {
@@ -305,6 +405,10 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<(i64, ProducerStates), CorruptSna
         let id = r.i64()?;
         let epoch = r.i16()?;
         let last_timestamp = r.i64()?;
+        let txn_first_offset = match with_txns {
+            true => Some(r.i64()?).filter(|o| *o >= 0),
+            false => None,
+        };
         let batch_count = usize::from(r.u8()?);
         if batch_count > REMEMBERED_BATCHES {
             return Err(CorruptSnapshot(format!(
@@ -326,9 +430,26 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<(i64, ProducerStates), CorruptSna
             epoch,
             batches,
             last_timestamp,
+            txn_first_offset,
         };
         if producers.insert(id, entry).is_some() {
             return Err(CorruptSnapshot(format!("producer {id} twice")));
+        }
+    }
+    let mut aborted = Vec::new();
+    if with_txns {
+        let count = r.u32()? as usize;
+        if count > r.0.len() / ABORTED_SIZE {
+            return Err(CorruptSnapshot(format!(
+                "{count} aborted transactions cannot fit"
+            )));
+        }
+        for _ in 0..count {
+            aborted.push(AbortedTxn {
+                producer_id: r.i64()?,
+                first_offset: r.i64()?,
+                last_offset: r.i64()?,
+            });
         }
     }
     if !r.0.is_empty() {
@@ -337,7 +458,7 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<(i64, ProducerStates), CorruptSna
             r.0.len()
         )));
     }
-    Ok((offset, ProducerStates { producers }))
+    Ok((offset, ProducerStates { producers, aborted }))
 }
 
 #[cfg(test)]
@@ -350,6 +471,56 @@ mod tests {
         let mut h = parse_header(&build_idempotent_batch(0, 0, pid, epoch, seq, &recs)).unwrap();
         h.base_offset = base_offset;
         h
+    }
+
+    fn transactional(pid: i64, epoch: i16, seq: i32, base_offset: i64) -> BatchHeader {
+        let mut h = header(pid, epoch, seq, 2, base_offset);
+        h.attributes |= 0x10;
+        h
+    }
+
+    fn marker(pid: i64, epoch: i16, base_offset: i64) -> BatchHeader {
+        let bytes = crate::log::control::marker_batch(Marker::Commit, pid, epoch, 0, 0);
+        let mut h = parse_header(&bytes).unwrap();
+        h.base_offset = base_offset;
+        h
+    }
+
+    #[test]
+    fn open_transactions_hold_the_stable_offset_and_aborts_are_remembered() {
+        let mut states = ProducerStates::default();
+        states.record_at(&header(1, 0, 0, 1, 0), 0);
+        assert_eq!(states.first_unstable_offset(), None);
+        states.record_at(&transactional(7, 0, 0, 1), 0);
+        states.record_at(&transactional(8, 0, 0, 3), 0);
+        states.record_at(&transactional(7, 0, 2, 5), 0);
+        assert_eq!(states.first_unstable_offset(), Some(1));
+        // A marker has no sequence: checked for its epoch only.
+        assert_eq!(states.check(&marker(7, 0, 7)), Ok(SequenceCheck::Append));
+        assert_eq!(
+            states.check(&marker(7, -1, 7)).err(),
+            None.or(Some(ResponseError::InvalidProducerEpoch))
+        );
+        states.record_marker(&marker(7, 0, 7), Marker::Abort, 0);
+        assert_eq!(states.first_unstable_offset(), Some(3));
+        states.record_marker(&marker(8, 0, 8), Marker::Commit, 0);
+        assert_eq!(states.first_unstable_offset(), None);
+        assert_eq!(states.aborted_between(0, 9), vec![(7, 1)]);
+        assert_eq!(states.aborted_between(8, 9), Vec::<(i64, i64)>::new());
+        // The next sequence after the marker goes on from the last batch.
+        assert_eq!(
+            states.check(&transactional(7, 0, 4, 9)),
+            Ok(SequenceCheck::Append)
+        );
+        states.record_at(&transactional(7, 0, 4, 9), 0);
+        let (offset, again) = decode_snapshot(&states.snapshot_bytes(11)).unwrap();
+        assert_eq!((offset, &again), (11, &states));
+        assert_eq!(again.first_unstable_offset(), Some(9));
+        // Retention and truncation forget what they removed.
+        states.forget_aborted_before(8);
+        assert!(states.aborted_between(0, 100).is_empty());
+        states.truncate_from(9);
+        assert_eq!(states.first_unstable_offset(), None);
     }
 
     #[test]

@@ -533,7 +533,7 @@ pub fn scan(
         }
         let bytes = &chunk[offset_in_chunk..offset_in_chunk + need];
         let header = if check_crc {
-            batch::validate(bytes)
+            batch::validate_stored(bytes)
         } else {
             batch::parse_header(bytes)
         };

@@ -434,3 +434,70 @@ fn producers_idle_past_the_expiration_are_dropped_at_open() {
     assert_eq!(is_duplicate(&mut log, 8, 4), Some(10));
     assert_eq!(is_duplicate(&mut log, 7, 4), None);
 }
+
+/// A transactional batch of producer `pid` (validate refuses those only in
+/// the produce path's validator, not here).
+fn transactional_batch(pid: i64, seq: i32) -> Vec<u8> {
+    let mut bytes = build_idempotent_batch(0, 0, pid, 0, seq, &[(b"k", b"v"), (b"k", b"w")]);
+    bytes[batch::ATTRIBUTES..batch::ATTRIBUTES + 2].copy_from_slice(&0x10i16.to_be_bytes());
+    let crc = batch::compute_crc(&bytes);
+    bytes[batch::CRC..batch::CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    bytes
+}
+
+fn append_marker(log: &mut PartitionLog, marker: control::Marker, pid: i64, config: &LogConfig) -> i64 {
+    let bytes = control::marker_batch(marker, pid, 0, 0, 0);
+    let header = batch::parse_header(&bytes).unwrap();
+    log.append(&bytes, header, config).unwrap().base_offset
+}
+
+/// Open transactions hold the stable offset; markers close them; aborted
+/// ones are remembered; all of it survives a clean restart (snapshot) and
+/// a crash (replay of the segments, markers read from the files).
+#[test]
+fn transactions_survive_clean_restart_and_crash() {
+    let dir = Scratch::new("transactions");
+    let config = LogConfig {
+        segment_bytes: 512,
+        ..LogConfig::default()
+    };
+    {
+        let (mut log, _) = PartitionLog::open(&dir.0).unwrap();
+        append(&mut log, &build_batch(0, 0, &[(b"k", b"v")]), &config); // 0
+        append(&mut log, &transactional_batch(7, 0), &config); // 1-2
+        append(&mut log, &transactional_batch(8, 0), &config); // 3-4
+        assert_eq!(log.first_unstable_offset(), Some(1));
+        assert_eq!(append_marker(&mut log, control::Marker::Abort, 7, &config), 5);
+        assert_eq!(log.first_unstable_offset(), Some(3));
+        append(&mut log, &transactional_batch(7, 2), &config); // 6-7
+        log.close().unwrap();
+    }
+    let check = |log: &PartitionLog| {
+        assert_eq!(log.first_unstable_offset(), Some(3));
+        assert_eq!(log.aborted_transactions(0, 100), vec![(7, 1)]);
+    };
+    {
+        let (mut log, _) = PartitionLog::open(&dir.0).unwrap();
+        check(&log);
+        assert_eq!(append_marker(&mut log, control::Marker::Commit, 8, &config), 8);
+        assert_eq!(log.first_unstable_offset(), Some(6));
+        // Crash: no close, so the next open replays from the old snapshot.
+    }
+    let (mut log, report) = PartitionLog::open(&dir.0).unwrap();
+    assert!(!report.clean);
+    assert_eq!(log.first_unstable_offset(), Some(6));
+    assert_eq!(log.aborted_transactions(0, 100), vec![(7, 1)]);
+    // Without any snapshot, the whole log is replayed.
+    fs::remove_file(dir.0.join("producer-state.snapshot")).ok();
+    assert_eq!(append_marker(&mut log, control::Marker::Abort, 7, &config), 9);
+    drop(log);
+    for entry in fs::read_dir(&dir.0).unwrap().flatten() {
+        if entry.file_name().to_string_lossy().contains("producer") {
+            fs::remove_file(entry.path()).unwrap();
+        }
+    }
+    let (log, _) = PartitionLog::open(&dir.0).unwrap();
+    assert_eq!(log.first_unstable_offset(), None);
+    assert_eq!(log.aborted_transactions(0, 100), vec![(7, 1), (7, 6)]);
+    assert_eq!(log.aborted_transactions(8, 100), vec![(7, 6)]);
+}

@@ -169,12 +169,14 @@ impl PartitionClient {
         &self,
         tp: TopicPartition,
         timestamp: i64,
+        read_committed: bool,
         current_leader_epoch: i32,
     ) -> Result<(i64, i64), StorageError> {
         let shard = self.owner(&tp)?;
         self.call(shard, |reply| PartitionOp::ListOffset {
             tp,
             timestamp,
+            read_committed,
             current_leader_epoch,
             reply,
         })

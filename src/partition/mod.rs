@@ -4,9 +4,9 @@
 //! A [`Partition`] holds its leader epoch, high watermark, last stable
 //! offset and the fetches waiting on it; its [`Log`] (local segments today)
 //! only stores and reads. With one replica the high watermark follows what
-//! the log has stored, and with no transactions the last stable offset
-//! follows the high watermark, but both are fields of their own that later
-//! work (replication to object storage, transactions) moves independently.
+//! the log has stored; the last stable offset is the smaller of it and the
+//! first offset of the oldest open transaction, which the log's producer
+//! state knows (its markers close transactions).
 //!
 //! [`ShardPartitions`] is one shard's set of partitions; [`PartitionOp`]
 //! is the typed work other shards (and later brokers) send it, and
@@ -39,23 +39,37 @@ type Waiter = Rc<RefCell<Option<oneshot::Sender<()>>>>;
 /// How long a fetch's read may take even when its `max_wait_ms` is spent.
 const MIN_READ_PATIENCE: Duration = Duration::from_millis(20);
 
+/// The whole batches of `records` (stored batches, in offset order) that
+/// start below `upper`: a read_committed read stops at the stable offset.
+fn batches_below(records: Bytes, upper: i64) -> Bytes {
+    let mut end = 0;
+    while let Some(head) = records.get(end..end + crate::log::batch::LOG_OVERHEAD) {
+        let base_offset = i64::from_be_bytes(head[..8].try_into().unwrap_or([0; 8]));
+        let length = i32::from_be_bytes(head[8..12].try_into().unwrap_or([0; 4]));
+        let next = end + crate::log::batch::LOG_OVERHEAD + usize::try_from(length).unwrap_or(usize::MAX / 2);
+        if base_offset >= upper || next > records.len() {
+            break;
+        }
+        end = next;
+    }
+    records.slice(..end)
+}
+
 /// The offsets a partition moves, shared with its log's progress callback.
 #[derive(Default)]
 pub(crate) struct PartitionState {
     high_watermark: Cell<i64>,
-    last_stable_offset: Cell<i64>,
     waiters: RefCell<Vec<Waiter>>,
 }
 
 impl PartitionState {
     /// The log stored everything below `offset`: with one replica that is
-    /// the high watermark, and with no open transactions the stable offset.
+    /// the high watermark.
     fn stored(&self, offset: i64) {
         if offset <= self.high_watermark.get() {
             return;
         }
         self.high_watermark.set(offset);
-        self.last_stable_offset.set(offset);
         for waiter in self.waiters.borrow_mut().drain(..) {
             if let Some(tx) = waiter.borrow_mut().take() {
                 let _ = tx.send(());
@@ -83,7 +97,6 @@ impl Partition {
     fn new(topic_id: Uuid, leader_epoch: i32, log: Box<dyn Log>, state: Rc<PartitionState>) -> Partition {
         let stored = log.offsets().stored_end;
         state.high_watermark.set(stored);
-        state.last_stable_offset.set(stored);
         Partition {
             topic_id,
             leader_epoch,
@@ -103,8 +116,14 @@ impl Partition {
         self.state.high_watermark.get()
     }
 
+    /// Below it every transaction is decided: the high watermark, or the
+    /// first offset of the oldest open transaction if that is lower.
     pub(crate) fn last_stable_offset(&self) -> i64 {
-        self.state.last_stable_offset.get()
+        let hw = self.high_watermark();
+        self.log
+            .borrow()
+            .first_unstable_offset()
+            .map_or(hw, |first| first.min(hw))
     }
 
     pub(crate) fn log_start_offset(&self) -> i64 {
@@ -165,8 +184,14 @@ impl Partition {
         let (offset, answer_by) = (spec.offset, spec.answer_by);
         let (high_watermark, last_stable_offset) = (self.high_watermark(), self.last_stable_offset());
         let log_start_offset = self.log_start_offset();
+        // A read_committed consumer reads what is decided: up to the
+        // stable offset.
+        let upper = match spec.read_committed {
+            true => last_stable_offset,
+            false => high_watermark,
+        };
         // Caught up: no read at all (the common long-poll case).
-        let max_bytes = match offset == high_watermark {
+        let max_bytes = match offset >= upper && offset <= high_watermark {
             true => 0,
             false if self.log.borrow().reads_remote(offset) => spec.remote_max_bytes,
             false => spec.max_bytes,
@@ -193,22 +218,32 @@ impl Partition {
                 None => read.await,
             };
             match outcome {
+                Ok(records) if upper < high_watermark => (batches_below(records, upper), None),
                 Ok(records) => (records, None),
                 Err(e) => (Bytes::new(), Some(e)),
             }
         };
+        let aborted = spec.read_committed.then(|| {
+            let mut aborted = self.log.borrow().aborted_transactions(offset, upper);
+            // kafkajs walks the list in first-offset order.
+            aborted.sort_unstable_by_key(|(_, first)| *first);
+            aborted
+        });
         Ok(ReadAnswer {
             error,
             high_watermark,
             last_stable_offset,
             log_start_offset,
             records,
+            aborted,
         })
     }
 
     /// ListOffsets for one timestamp or special value: (offset, timestamp).
-    async fn list_offset(&self, timestamp: i64) -> Result<(i64, i64), StorageError> {
+    /// "Latest" is the stable offset for a read_committed consumer.
+    async fn list_offset(&self, timestamp: i64, read_committed: bool) -> Result<(i64, i64), StorageError> {
         let lookup = match timestamp {
+            -1 if read_committed => return Ok((self.last_stable_offset(), -1)),
             -1 => return Ok((self.high_watermark(), -1)),
             -2 | -4 | -5 => return Ok((self.log_start_offset(), -1)),
             -3 => self.log.borrow().max_timestamp(),

@@ -26,6 +26,9 @@ pub(crate) struct ReadSpec {
     /// limit, so one request cannot set off a remote read per partition
     /// (as Kafka counts remote partitions, KAFKA-19462).
     pub remote_max_bytes: usize,
+    /// isolation_level=read_committed: up to the last stable offset, with
+    /// the aborted transactions in that range.
+    pub read_committed: bool,
 }
 
 /// A stored append.
@@ -45,6 +48,9 @@ pub(crate) struct ReadAnswer {
     pub last_stable_offset: i64,
     pub log_start_offset: i64,
     pub records: Bytes,
+    /// For a read_committed read: the aborted transactions among the
+    /// records, (producer id, first offset), by first offset.
+    pub aborted: Option<Vec<(i64, i64)>>,
 }
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, StorageError>>;
@@ -70,6 +76,8 @@ pub(crate) enum PartitionOp {
     ListOffset {
         tp: TopicPartition,
         timestamp: i64,
+        /// isolation_level=read_committed: "latest" is the stable offset.
+        read_committed: bool,
         current_leader_epoch: i32,
         reply: Reply<(i64, i64)>,
     },

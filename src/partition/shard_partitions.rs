@@ -238,10 +238,14 @@ impl ShardPartitions {
             PartitionOp::ListOffset {
                 tp,
                 timestamp,
+                read_committed,
                 current_leader_epoch,
                 reply,
             } => {
-                let _ = reply.send(self.list_offset(&tp, timestamp, current_leader_epoch).await);
+                let _ = reply.send(
+                    self.list_offset(&tp, timestamp, read_committed, current_leader_epoch)
+                        .await,
+                );
             }
             PartitionOp::EpochEnd {
                 tp,
@@ -313,11 +317,12 @@ impl ShardPartitions {
         &self,
         tp: &TopicPartition,
         timestamp: i64,
+        read_committed: bool,
         current_leader_epoch: i32,
     ) -> Result<(i64, i64), StorageError> {
         let (partition, _) = self.partition(tp).await?;
         partition.check_epoch(current_leader_epoch)?;
-        partition.list_offset(timestamp).await
+        partition.list_offset(timestamp, read_committed).await
     }
 
     pub(crate) async fn epoch_end(

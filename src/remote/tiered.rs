@@ -524,6 +524,14 @@ fn remote_error(what: &'static str, e: RemoteError) -> StorageError {
 }
 
 impl Log for TieredLog {
+    fn first_unstable_offset(&self) -> Option<i64> {
+        self.local.first_unstable_offset()
+    }
+
+    fn aborted_transactions(&self, from: i64, to: i64) -> Vec<(i64, i64)> {
+        self.local.aborted_transactions(from, to)
+    }
+
     fn offsets(&self) -> LogOffsets {
         let mut offsets = self.local.offsets();
         if let Some(start) = self.remote.manifest.borrow().start() {

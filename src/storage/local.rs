@@ -434,6 +434,14 @@ impl LocalLog {
 }
 
 impl Log for LocalLog {
+    fn first_unstable_offset(&self) -> Option<i64> {
+        self.log.first_unstable_offset()
+    }
+
+    fn aborted_transactions(&self, from: i64, to: i64) -> Vec<(i64, i64)> {
+        self.log.aborted_transactions(from, to)
+    }
+
     fn offsets(&self) -> LogOffsets {
         LogOffsets {
             log_start: self.log.log_start_offset(),

@@ -84,6 +84,15 @@ pub(crate) trait Log {
         false
     }
 
+    /// The first offset of the oldest open transaction (`None`: none is
+    /// open); the last stable offset is the smaller of it and the high
+    /// watermark.
+    fn first_unstable_offset(&self) -> Option<i64>;
+
+    /// The aborted transactions a read_committed read of `[from, to)` is
+    /// told about: (producer id, first offset), by first offset.
+    fn aborted_transactions(&self, from: i64, to: i64) -> Vec<(i64, i64)>;
+
     /// The first record at or after `timestamp`: (offset, timestamp).
     fn offset_for_timestamp(&self, timestamp: i64) -> LogFuture<Option<(i64, i64)>>;
 
