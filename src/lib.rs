@@ -20,6 +20,7 @@ pub mod server;
 mod storage;
 mod tls;
 pub mod topics;
+mod transactions;
 
 pub use config::{
     AdvertisedListener, ConfigError, ConnectionPoolConfig, ListenerConfig, LogFormat, SecurityProtocol,

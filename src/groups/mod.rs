@@ -191,6 +191,25 @@ impl GroupCoordinator {
         self.append_and_sync(group_id, changes).await
     }
 
+    /// A committed transaction's offsets (TxnOffsetCommit, made visible by
+    /// the commit): written without a member check, which was the
+    /// TxnOffsetCommit's; the group is created if it does not exist.
+    pub(crate) async fn commit_transactional(
+        &self,
+        group_id: &str,
+        offsets: Vec<((String, i32), Committed)>,
+    ) -> Result<(), i16> {
+        self.groups
+            .borrow_mut()
+            .entry(group_id.to_string())
+            .or_insert_with(|| Group::new(group_id, self.initial_delay, Instant::now()));
+        let changes = offsets
+            .into_iter()
+            .map(|(key, value)| (key, Some(value)))
+            .collect();
+        self.append_and_sync(group_id, changes).await
+    }
+
     /// Committed offsets of a group: of the given topics and partitions, or
     /// of everything it has committed (`None`).
     pub(crate) fn fetch_offsets(&self, group_id: &str, wanted: Option<TopicPartitions>) -> FetchedOffsets {

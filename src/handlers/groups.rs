@@ -39,11 +39,8 @@ fn text(s: impl Into<String>) -> StrBytes {
 /// The coordinator shard could not be reached (shutting down).
 const UNAVAILABLE: ResponseError = ResponseError::CoordinatorNotAvailable;
 
-/// Groups are coordinated by this broker; transactions are not. A
-/// transactional id gets TRANSACTIONAL_ID_AUTHORIZATION_FAILED, Kafka's
-/// answer when a transactional id may not be used: clients treat it as
-/// fatal, so `init_transactions()` fails at once with our message instead
-/// of retrying COORDINATOR_NOT_AVAILABLE until its own timeout.
+/// Groups and transactional ids are coordinated by this broker (by one of
+/// its shards, which the request handlers reach themselves).
 async fn find_coordinator(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let asked: FindCoordinatorRequest = request.decode("FindCoordinator")?;
     let (host, port) = broker.advertised_to(&request);
@@ -54,10 +51,10 @@ async fn find_coordinator(broker: Rc<ShardBroker>, mut request: Request) -> Outc
             .authorize(AclOperation::Describe, Resource::Group(key))
             .err()
             .map(|denied| (denied, "not authorized to describe the group")),
-        1 => Some((
-            ResponseError::TransactionalIdAuthorizationFailed,
-            "transactions are not supported by this broker",
-        )),
+        1 => request
+            .authorize(AclOperation::Describe, Resource::TransactionalId(key))
+            .err()
+            .map(|denied| (denied, "not authorized to describe the transactional id")),
         _ => Some((ResponseError::InvalidRequest, "unknown coordinator key type")),
     };
     let count_error = |error: Option<(ResponseError, &'static str)>| {

@@ -19,6 +19,7 @@ mod refused;
 mod sasl;
 mod scram_users;
 mod topics_admin;
+mod transactions;
 
 use crate::protocol::response::{encode_response, encode_response_spliced, ResponseFrame};
 pub(crate) use crate::server::authorize::{AclOperation, Resource};
@@ -247,6 +248,10 @@ pub(crate) static HANDLERS: &[Handler] = &[
     acls::DELETE,
     client_quotas::ALTER,
     client_quotas::DESCRIBE,
+    transactions::ADD_PARTITIONS,
+    transactions::ADD_OFFSETS,
+    transactions::END_TXN,
+    transactions::TXN_OFFSET_COMMIT,
 ];
 
 pub(crate) fn find(api_key: i16) -> Option<&'static Handler> {
@@ -313,6 +318,10 @@ mod tests {
             (DeleteAcls, 1, 3),
             (AlterClientQuotas, 0, 1),
             (DescribeClientQuotas, 0, 1),
+            (AddPartitionsToTxn, 0, 3),
+            (AddOffsetsToTxn, 0, 3),
+            (EndTxn, 0, 4),
+            (TxnOffsetCommit, 0, 3),
         ];
         let advertised: Vec<(i16, i16, i16)> = HANDLERS
             .iter()

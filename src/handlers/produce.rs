@@ -69,17 +69,20 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
         crate::security::quotas::PRODUCER_BYTE_RATE,
         produced_bytes,
     ));
-    if produce.transactional_id.is_some() {
-        // Transactions are not implemented; say so rather than store
-        // batches whose commit can never be recorded.
-        return respond(
-            &request,
-            acks,
-            error_all(
-                &shape(&produce),
-                ResponseError::TransactionalIdAuthorizationFailed,
-            ),
-        );
+    // A transactional producer's request names its transactional id,
+    // which it must be allowed to write (Kafka: every partition 53).
+    let transactional_id: Option<Rc<str>> = produce
+        .transactional_id
+        .as_ref()
+        .map(|id| id.as_str())
+        .filter(|id| !id.is_empty())
+        .map(Rc::from);
+    if let Some(id) = &transactional_id {
+        if let Err(denied) =
+            request.authorize(super::AclOperation::Write, super::Resource::TransactionalId(id))
+        {
+            return respond(&request, acks, error_all(&shape(&produce), denied));
+        }
     }
     if !matches!(acks, -1..=1) {
         return respond(
@@ -154,6 +157,7 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
         let appends = topic.partition_data.into_iter().map(|data| {
             let broker = broker.clone();
             let name = name.clone();
+            let transactional_id = transactional_id.clone();
             async move {
                 let result = match name {
                     Err((error, why)) => AppendResult::error(error.code(), why.as_ref()),
@@ -164,6 +168,7 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
                             &config,
                             data.records,
                             acks,
+                            transactional_id,
                         )
                         .await
                     }
@@ -221,6 +226,7 @@ async fn append(
     config: &LogConfig,
     records: Option<Bytes>,
     acks: i16,
+    transactional_id: Option<Rc<str>>,
 ) -> AppendResult {
     let Some(records) = records.filter(|r| !r.is_empty()) else {
         return AppendResult::error(ResponseError::InvalidRecord.code(), "no record batch");
@@ -230,6 +236,11 @@ async fn append(
         Ok(header) => header,
         Err(e) => return AppendResult::error(e.code(), e.message()),
     };
+    if header.is_transactional() {
+        if let Err((error, why)) = verify_transaction(broker, &tp, &header, transactional_id).await {
+            return AppendResult::error(error.code(), why);
+        }
+    }
     // The topic's timestamp bounds and codec, applied here rather than on
     // the owner so the (de)compression CPU is spread over shards.
     let (records, header) = match validator::prepare(&records, &header, config, now_ms()) {
@@ -311,6 +322,52 @@ fn error_all(shape: &Shape, error: ResponseError) -> Vec<TopicProduceResponse> {
                 .with_partition_responses(partitions)
         })
         .collect()
+}
+
+/// A transactional batch must belong to its producer's open transaction
+/// on this partition, which the coordinator knows (KIP-890 part 1): a
+/// batch no coordinator knows about would hold the partition's stable
+/// offset back with no marker ever to come. Errors as Kafka maps them for
+/// the Produce versions clients use.
+async fn verify_transaction(
+    broker: &Rc<ShardBroker>,
+    tp: &TopicPartition,
+    header: &batch::BatchHeader,
+    transactional_id: Option<Rc<str>>,
+) -> Result<(), (ResponseError, &'static str)> {
+    let Some(id) = transactional_id else {
+        return Err((
+            ResponseError::TransactionalIdAuthorizationFailed,
+            "transactional record batch from a producer without a transactional id",
+        ));
+    };
+    let (pid, epoch) = (header.producer_id, header.producer_epoch);
+    let partition = (tp.topic.to_string(), tp.partition);
+    let id = id.to_string();
+    let verdict = broker
+        .on_shard(broker.transaction_owner(&id), move |b| async move {
+            b.transactions().verify(&id, pid, epoch, &partition)
+        })
+        .await
+        .unwrap_or(Err(ResponseError::CoordinatorNotAvailable));
+    verdict.map_err(|e| match e {
+        ResponseError::InvalidProducerEpoch | ResponseError::ProducerFenced => (
+            ResponseError::InvalidProducerEpoch,
+            "the producer was fenced by a newer epoch",
+        ),
+        ResponseError::InvalidProducerIdMapping => (
+            ResponseError::InvalidProducerIdMapping,
+            "the producer id is not the transactional id's",
+        ),
+        ResponseError::CoordinatorNotAvailable => (
+            ResponseError::NotEnoughReplicas,
+            "the transaction coordinator is not available; retry",
+        ),
+        _ => (
+            ResponseError::InvalidTxnState,
+            "the partition is not in the producer's open transaction (AddPartitionsToTxn first)",
+        ),
+    })
 }
 
 fn respond(request: &Request, acks: i16, responses: Vec<TopicProduceResponse>) -> Outcome {

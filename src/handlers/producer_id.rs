@@ -1,5 +1,7 @@
 //! InitProducerId: a producer id for an idempotent producer, unique across
-//! restarts (allocated by the controller shard from persisted blocks).
+//! restarts (allocated by the controller shard from persisted blocks), or,
+//! for a transactional id, its producer id and a new epoch from the id's
+//! transaction coordinator (src/transactions).
 //!
 //! As in Kafka's `TransactionCoordinator.handleInitProducerId`, a request
 //! without a transactional id always gets a fresh producer id at epoch 0,
@@ -7,10 +9,11 @@
 //! record tying an idempotent producer's id to the client asking, so
 //! bumping the epoch of a named id would let any client fence another's
 //! producer. An idempotent producer bumps its own epoch client-side; only a
-//! transactional id (not supported yet) owns its producer id across calls.
+//! transactional id owns its producer id across calls.
 
 use super::{handler, AclOperation, Handler, Outcome, Request, Resource};
 use crate::server::ShardBroker;
+use crate::transactions::state::fenced_for;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 use kafka_protocol::ResponseError;
 use std::rc::Rc;
@@ -43,6 +46,24 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     if let Some(code) = refusal(&asked) {
         return request.respond(&response.with_error_code(code.code()));
     }
+    if let Some(id) = asked.transactional_id.as_ref().map(|id| id.to_string()) {
+        let timeout = asked.transaction_timeout_ms;
+        let expected = (asked.producer_id.0 >= 0).then_some((asked.producer_id.0, asked.producer_epoch));
+        let granted = broker
+            .on_shard(broker.transaction_owner(&id), move |b| async move {
+                let coordinator = b.transactions().clone();
+                coordinator.init(&b, &id, timeout, expected).await
+            })
+            .await
+            .unwrap_or(Err(ResponseError::CoordinatorNotAvailable));
+        let response = match granted {
+            Ok((pid, epoch)) => response
+                .with_producer_id(ProducerId(pid))
+                .with_producer_epoch(epoch),
+            Err(e) => response.with_error_code(fenced_for(request.version, 4, e).code()),
+        };
+        return request.respond(&response);
+    }
     let allocated = broker.controller().allocate_producer_id().await;
     let response = match allocated {
         Ok(id) => response.with_producer_id(ProducerId(id)).with_producer_epoch(0),
@@ -61,12 +82,9 @@ fn refusal(asked: &InitProducerIdRequest) -> Option<ResponseError> {
         return Some(ResponseError::InvalidRequest);
     }
     match &asked.transactional_id {
-        None => None,
         // The coordinator refuses an empty transactional id outright, as
         // the Java producer does.
         Some(id) if id.is_empty() => Some(ResponseError::InvalidRequest),
-        // No transaction coordinator: refuse rather than pretend (a
-        // non-retriable error, so init_transactions() fails at once).
-        Some(_) => Some(ResponseError::TransactionalIdAuthorizationFailed),
+        _ => None,
     }
 }

@@ -40,7 +40,6 @@ pub fn prepare(
     config: &LogConfig,
     now: i64,
 ) -> Result<Option<(Vec<u8>, BatchHeader)>, Rejection> {
-    check_transactional(header)?;
     // Decompressed at most once, for whichever step needs the records.
     let mut records: Option<Cow<[u8]>> = None;
     if !config.log_append_time {
@@ -57,29 +56,6 @@ pub fn prepare(
         None => compression::records(batch, header)?,
     };
     Ok(Some(compression::rebuild(batch, header, &records, codec)?))
-}
-
-/// A batch that says it belongs to a transaction, from a producer that has
-/// none. Kafka refuses a Produce whose batches are transactional unless it
-/// names a transactional id the principal may write (KafkaApis: the whole
-/// request gets TRANSACTIONAL_ID_AUTHORIZATION_FAILED), and with an id but
-/// no ongoing transaction on the partition the log refuses the batch
-/// (INVALID_TXN_STATE). This broker has no transaction coordinator, and a
-/// Produce naming a transactional id is refused before it gets here, so no
-/// transactional batch can belong to a transaction: stored, it would count
-/// as an open transaction forever once the last stable offset is tracked.
-/// Refused per partition with Kafka's answer for a missing id. When
-/// transactions exist, this check moves to the partition, against its
-/// producer state.
-fn check_transactional(header: &BatchHeader) -> Result<(), Rejection> {
-    if !header.is_transactional() {
-        return Ok(());
-    }
-    Err(Rejection {
-        code: ResponseError::TransactionalIdAuthorizationFailed.code(),
-        message: "transactional record batch from a producer without a transactional id".to_string(),
-        record_errors: Vec::new(),
-    })
 }
 
 fn check_timestamps<'a>(
@@ -222,23 +198,6 @@ mod tests {
                 .unwrap_err()
                 .code,
             32
-        );
-    }
-
-    #[test]
-    fn transactional_batches_are_refused_and_idempotent_ones_pass() {
-        let mut txn = batch::build_idempotent_batch(0, NOW, 7, 0, 0, &[(b"k", b"v")]);
-        let header = batch::validate(&txn).unwrap();
-        assert_eq!(prepare(&txn, &header, &LogConfig::default(), NOW), Ok(None));
-        txn[batch::ATTRIBUTES..batch::ATTRIBUTES + 2].copy_from_slice(&0x10i16.to_be_bytes());
-        let crc = batch::compute_crc(&txn);
-        txn[batch::CRC..batch::CRC + 4].copy_from_slice(&crc.to_be_bytes());
-        let header = batch::validate(&txn).unwrap();
-        assert!(header.is_transactional());
-        let refused = prepare(&txn, &header, &LogConfig::default(), NOW).unwrap_err();
-        assert_eq!(
-            refused.code,
-            ResponseError::TransactionalIdAuthorizationFailed.code()
         );
     }
 

@@ -244,6 +244,10 @@ impl IngestServer {
             // The broker cannot coordinate groups without its offsets:
             // refuse to start rather than serve with them missing.
             .map_err(|e| format!("cannot load committed offsets: {e}"))?;
+            let transactions = Rc::new(
+                crate::transactions::TxnCoordinator::open(&shard_dir, shard.id)
+                    .map_err(|e| format!("cannot load transaction state: {e}"))?,
+            );
             let metrics = Rc::new(ShardMetrics::new(shard.id, shard_metrics.clone()));
             let forget: Box<dyn Fn(&str)> = {
                 let metrics = metrics.clone();
@@ -357,6 +361,7 @@ impl IngestServer {
                 partitions,
                 local_partitions: local,
                 groups,
+                transactions,
                 controller,
                 net,
                 shard,

@@ -17,6 +17,7 @@ impl ShardService for ShardBroker {
 
     fn on_start(self: &Rc<Self>) {
         glommio::spawn_local(super::observe::observe(self.clone(), self.end_offsets().clone())).detach();
+        glommio::spawn_local(self.transactions().clone().run(self.clone())).detach();
     }
 
     async fn on_message(self: Rc<Self>, message: ShardMessage) {

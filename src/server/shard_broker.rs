@@ -59,6 +59,7 @@ pub(crate) struct ShardParts {
     pub partitions: PartitionClient,
     pub local_partitions: Rc<ShardPartitions>,
     pub groups: Rc<GroupCoordinator>,
+    pub transactions: Rc<crate::transactions::TxnCoordinator>,
     pub controller: ControllerHandle,
     pub metrics: Rc<ShardMetrics>,
     pub net: NetServices,
@@ -100,6 +101,9 @@ impl ShardBroker {
     }
     pub(crate) fn groups(&self) -> &Rc<GroupCoordinator> {
         &self.parts.groups
+    }
+    pub(crate) fn transactions(&self) -> &Rc<crate::transactions::TxnCoordinator> {
+        &self.parts.transactions
     }
     pub(crate) fn controller(&self) -> &ControllerHandle {
         &self.parts.controller
@@ -167,6 +171,11 @@ impl ShardBroker {
             Some(listener) => listener.advertised.for_connection(request.local_addr),
             None => (request.local_addr.ip().to_string(), request.local_addr.port()),
         }
+    }
+
+    /// The shard that coordinates `transactional_id`.
+    pub(crate) fn transaction_owner(&self, transactional_id: &str) -> usize {
+        crate::transactions::owner(transactional_id, self.parts.shard.count)
     }
 
     /// The shard that coordinates `group_id` (its offsets partition's

@@ -527,8 +527,102 @@ pub fn exercise(client: &mut RawClient, key: ApiKey, v: i16) {
             assert_eq!(entries.len(), 1, "DescribeClientQuotas v{v}");
             assert_eq!(entries[0].values[0].value, 1e9);
         }
+        ApiKey::AddPartitionsToTxn => {
+            let (pid, epoch) = init_transactions(client, &format!("api-add-v{v}"));
+            let response = client.call(v, &add_partitions(&format!("api-add-v{v}"), pid, epoch, topic));
+            let code = response.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code;
+            assert_eq!(code, 0, "AddPartitionsToTxn v{v}");
+        }
+        ApiKey::EndTxn => {
+            let id = format!("api-end-v{v}");
+            let (pid, epoch) = init_transactions(client, &id);
+            client.call(0, &add_partitions(&id, pid, epoch, topic));
+            let end = EndTxnRequest::default()
+                .with_transactional_id(TransactionalId(s(&id)))
+                .with_producer_id(ProducerId(pid))
+                .with_producer_epoch(epoch)
+                .with_committed(true);
+            assert_eq!(client.call(v, &end).error_code, 0, "EndTxn v{v}");
+            // A retry is answered CONCURRENT_TRANSACTIONS while the markers
+            // are written, then 0 (the client may not have seen the first
+            // answer), as Kafka answers it.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                let code = client.call(v, &end).error_code;
+                if code == 0 {
+                    break;
+                }
+                assert_eq!(code, 51, "EndTxn v{v} retried");
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "EndTxn v{v}: markers not written in 10 s"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+        ApiKey::AddOffsetsToTxn => {
+            let id = format!("api-offsets-v{v}");
+            let (pid, epoch) = init_transactions(client, &id);
+            let add = AddOffsetsToTxnRequest::default()
+                .with_transactional_id(TransactionalId(s(&id)))
+                .with_producer_id(ProducerId(pid))
+                .with_producer_epoch(epoch)
+                .with_group_id(GroupId(s("api-txn-group")));
+            assert_eq!(client.call(v, &add).error_code, 0, "AddOffsetsToTxn v{v}");
+        }
+        ApiKey::TxnOffsetCommit => {
+            use kafka_protocol::messages::txn_offset_commit_request::{
+                TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+            };
+            ensure_topic(client, topic);
+            let id = format!("api-txn-commit-v{v}");
+            let (pid, epoch) = init_transactions(client, &id);
+            let add = AddOffsetsToTxnRequest::default()
+                .with_transactional_id(TransactionalId(s(&id)))
+                .with_producer_id(ProducerId(pid))
+                .with_producer_epoch(epoch)
+                .with_group_id(GroupId(s("api-txn-group")));
+            assert_eq!(client.call(0, &add).error_code, 0);
+            let commit = TxnOffsetCommitRequest::default()
+                .with_transactional_id(TransactionalId(s(&id)))
+                .with_group_id(GroupId(s("api-txn-group")))
+                .with_producer_id(ProducerId(pid))
+                .with_producer_epoch(epoch)
+                .with_topics(vec![TxnOffsetCommitRequestTopic::default()
+                    .with_name(name(topic))
+                    .with_partitions(vec![TxnOffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(1)])]);
+            let response = client.call(v, &commit);
+            assert_eq!(
+                response.topics[0].partitions[0].error_code, 0,
+                "TxnOffsetCommit v{v}"
+            );
+        }
         other => panic!("api {other:?} is advertised but this test cannot exercise it: add it here"),
     }
+}
+
+/// InitProducerId for transactional id `id`: (producer id, epoch).
+fn init_transactions(client: &mut RawClient, id: &str) -> (i64, i16) {
+    let request = InitProducerIdRequest::default()
+        .with_transactional_id(Some(TransactionalId(s(id))))
+        .with_transaction_timeout_ms(60_000);
+    let response = client.call(3, &request);
+    assert_eq!(response.error_code, 0, "InitProducerId for {id}");
+    (response.producer_id.0, response.producer_epoch)
+}
+
+/// AddPartitionsToTxn v0-3: partition 0 of `topic` joins `id`'s transaction.
+fn add_partitions(id: &str, pid: i64, epoch: i16, topic: &str) -> AddPartitionsToTxnRequest {
+    use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+    AddPartitionsToTxnRequest::default()
+        .with_v3_and_below_transactional_id(TransactionalId(s(id)))
+        .with_v3_and_below_producer_id(ProducerId(pid))
+        .with_v3_and_below_producer_epoch(epoch)
+        .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
+            .with_name(name(topic))
+            .with_partitions(vec![0])])
 }
 
 /// Joins `group` alone (with the MEMBER_ID_REQUIRED round trip from v4);

@@ -1,0 +1,218 @@
+#!/usr/bin/env python3
+"""Transactions against the real binary, with independent clients.
+
+- confluent-kafka: a transactional producer commits, aborts and commits
+  again over three partitions; a read_committed consumer sees exactly the
+  committed records in order, a read_uncommitted one sees all of them;
+- kafkajs does the same (kafkajs_txn.js);
+- a producer that begins a transaction and is killed (-9): its transaction
+  is aborted after transaction.timeout.ms, the last stable offset moves on
+  and read_committed consumers continue;
+- consume-transform-produce with send_offsets_to_transaction: the output
+  holds every input once and the group's committed offset is the input's
+  end;
+- the coordinator's state survives a restart: the producer is fenced by a
+  new instance of its transactional id after it.
+
+usage: transactions.py BROKER_BINARY [NODE_MODULES_DIR]
+"""
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+from common import check, finish, run_kafkajs, run_steps, start_broker, stop_broker
+
+BINARY = sys.argv[1] if len(sys.argv) > 1 else "target/debug/chronik-ingest"
+NODE_MODULES = sys.argv[2] if len(sys.argv) > 2 else None
+PARTITIONS = 3
+
+
+def create_topic(addr, topic, partitions=PARTITIONS):
+    from confluent_kafka.admin import AdminClient, NewTopic
+    admin = AdminClient({"bootstrap.servers": addr})
+    for future in admin.create_topics([NewTopic(topic, partitions)]).values():
+        future.result(timeout=30)
+
+
+def consume_all(addr, topic, isolation, expected, timeout=30, partitions=PARTITIONS):
+    """Every record of `topic` from the beginning, per partition in order:
+    {partition: [values]} once `expected` records arrived or time ran out."""
+    from confluent_kafka import Consumer, TopicPartition
+    consumer = Consumer({"bootstrap.servers": addr, "group.id": f"reader-{isolation}-{time.time_ns()}",
+                         "enable.auto.commit": False, "isolation.level": isolation})
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    got, count, deadline = {}, 0, time.time() + timeout
+    while count < expected and time.time() < deadline:
+        m = consumer.poll(0.2)
+        if m is not None and m.error() is None:
+            got.setdefault(m.partition(), []).append(m.value().decode())
+            count += 1
+    consumer.close()
+    return got
+
+
+def confluent(addr):
+    from confluent_kafka import Producer
+    topic = "txn-confluent"
+    create_topic(addr, topic)
+    producer = Producer({"bootstrap.servers": addr, "transactional.id": "txn-confluent"})
+    producer.init_transactions(30)
+    sent = {}
+    for txn, outcome in enumerate(["commit", "abort", "commit"]):
+        producer.begin_transaction()
+        for i in range(12):
+            value = f"t{txn}-{outcome}-{i}"
+            producer.produce(topic, value.encode(), partition=i % PARTITIONS)
+            sent.setdefault(i % PARTITIONS, []).append((outcome, value))
+        if outcome == "commit":
+            producer.commit_transaction(30)
+        else:
+            # Sent first, so the aborted records are in the log (abort
+            # alone would purge what is still queued in the client).
+            producer.flush(30)
+            producer.abort_transaction(30)
+    check("confluent-kafka: three transactions (commit, abort, commit) over 3 partitions", True)
+    committed = {p: [v for o, v in values if o == "commit"] for p, values in sent.items()}
+    everything = {p: [v for _, v in values] for p, values in sent.items()}
+    got = consume_all(addr, topic, "read_committed", 24)
+    check("read_committed sees exactly the committed records, in order", got == committed,
+          f"{ {p: len(v) for p, v in got.items()} }")
+    got = consume_all(addr, topic, "read_uncommitted", 36)
+    check("read_uncommitted sees all of them, in order", got == everything,
+          f"{ {p: len(v) for p, v in got.items()} }")
+
+
+def hanging(addr):
+    """A producer killed inside its transaction holds the stable offset
+    until the coordinator aborts it at its timeout."""
+    from confluent_kafka import Producer
+    topic = "txn-hanging"
+    create_topic(addr, topic, 1)
+    child = subprocess.Popen([sys.executable, "-c", f"""
+from confluent_kafka import Producer
+import time
+p = Producer({{"bootstrap.servers": "{addr}", "transactional.id": "txn-hanging", "transaction.timeout.ms": 4000}})
+p.init_transactions(30)
+p.begin_transaction()
+for i in range(5):
+    p.produce("{topic}", f"hung-{{i}}".encode(), partition=0)
+p.flush(30)
+print("produced", flush=True)
+time.sleep(600)
+"""], stdout=subprocess.PIPE, text=True)
+    line = child.stdout.readline().strip()
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait(10)
+    check("a transactional producer produced and was killed inside its transaction", line == "produced", line)
+    after = Producer({"bootstrap.servers": addr})
+    for i in range(5):
+        after.produce(topic, f"after-{i}".encode(), partition=0)
+    after.flush(30)
+    early = consume_all(addr, topic, "read_committed", 1, timeout=2, partitions=1)
+    check("while it is open, read_committed consumers see nothing past it", early == {}, f"{early}")
+    started = time.time()
+    got = consume_all(addr, topic, "read_committed", 5, timeout=30, partitions=1)
+    took = time.time() - started
+    check(f"after transaction.timeout.ms it is aborted and they continue ({took + 2:.1f} s after the kill)",
+          got == {0: [f"after-{i}" for i in range(5)]}, f"{got}")
+
+
+def consume_transform_produce(addr):
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    source, sink, group = "txn-input", "txn-output", "txn-transformer"
+    create_topic(addr, source, 1)
+    create_topic(addr, sink, 1)
+    feeder = Producer({"bootstrap.servers": addr})
+    n = 2000
+    for i in range(n):
+        feeder.produce(source, f"in-{i}".encode())
+    feeder.flush(30)
+    consumer = Consumer({"bootstrap.servers": addr, "group.id": group, "enable.auto.commit": False,
+                         "auto.offset.reset": "earliest", "isolation.level": "read_committed"})
+    consumer.subscribe([source])
+    producer = Producer({"bootstrap.servers": addr, "transactional.id": "txn-transformer"})
+    producer.init_transactions(30)
+    done, deadline = 0, time.time() + 60
+    while done < n and time.time() < deadline:
+        batch = consumer.consume(500, 1.0)
+        batch = [m for m in batch if m.error() is None]
+        if not batch:
+            continue
+        producer.begin_transaction()
+        for m in batch:
+            producer.produce(sink, m.value().decode().replace("in-", "out-").encode())
+        producer.send_offsets_to_transaction(consumer.position(consumer.assignment()),
+                                             consumer.consumer_group_metadata(), 30)
+        producer.commit_transaction(30)
+        done += len(batch)
+    consumer.close()
+    got = consume_all(addr, sink, "read_committed", n, partitions=1)
+    check(f"consume-transform-produce: the output holds each of {n} inputs once",
+          got.get(0) == [f"out-{i}" for i in range(n)], f"{len(got.get(0, []))} records")
+    checker = Consumer({"bootstrap.servers": addr, "group.id": group})
+    committed = checker.committed([TopicPartition(source, 0)], timeout=10)
+    checker.close()
+    check("send_offsets_to_transaction committed the group's offset with the transaction",
+          committed[0].offset == n, f"{committed[0].offset}")
+
+
+def fencing_after_restart(addr_holder, restart):
+    from confluent_kafka import KafkaException, Producer
+    topic = "txn-fenced"
+    create_topic(addr_holder[0], topic, 1)
+    first = Producer({"bootstrap.servers": addr_holder[0], "transactional.id": "txn-fenced"})
+    first.init_transactions(30)
+    first.begin_transaction()
+    first.produce(topic, b"first", partition=0)
+    first.commit_transaction(30)
+    restart()
+    second = Producer({"bootstrap.servers": addr_holder[0], "transactional.id": "txn-fenced"})
+    second.init_transactions(30)
+    second.begin_transaction()
+    second.produce(topic, b"second", partition=0)
+    second.commit_transaction(30)
+    got = consume_all(addr_holder[0], topic, "read_committed", 2, partitions=1)
+    check("after a restart the coordinator still knows the transactional id and its committed data is there",
+          got == {0: ["first", "second"]}, f"{got}")
+    # The first instance is a zombie now: its producer id's epoch is old.
+    zombie = Producer({"bootstrap.servers": addr_holder[0], "transactional.id": "txn-fenced",
+                       "transaction.timeout.ms": 10000})
+    zombie.init_transactions(30)
+    fenced = None
+    try:
+        second.begin_transaction()
+        second.produce(topic, b"zombie", partition=0)
+        second.commit_transaction(10)
+    except KafkaException as e:
+        fenced = e.args[0]
+    check("the older instance is fenced by the newer one (a fatal error)", fenced is not None and fenced.fatal(),
+          f"{fenced!r}")
+
+
+def main():
+    data_dir = tempfile.mkdtemp(prefix="chronik-interop-txn-")
+    state = {}
+    proc, log, addr = start_broker(BINARY, data_dir)
+    state.update(proc=proc, log=log)
+    addr_holder = [addr]
+
+    def restart():
+        code = stop_broker(state["proc"])
+        check("broker stops cleanly for the restart", code == 0, f"exit {code}")
+        state["proc"], state["log"], addr_holder[0] = start_broker(BINARY, data_dir)
+
+    run_steps([
+        ("confluent-kafka", lambda: confluent(addr_holder[0])),
+        ("kafkajs", lambda: run_kafkajs("kafkajs_txn.js", [addr_holder[0]], NODE_MODULES)),
+        ("hanging transaction", lambda: hanging(addr_holder[0])),
+        ("consume-transform-produce", lambda: consume_transform_produce(addr_holder[0])),
+        ("fencing after a restart", lambda: fencing_after_restart(addr_holder, restart)),
+    ])
+    finish("transactions", state["proc"], state["log"], data_dir)
+
+
+if __name__ == "__main__":
+    main()

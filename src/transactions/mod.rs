@@ -1,0 +1,502 @@
+//! The transaction coordinator: Kafka's transaction protocol for the
+//! transactional ids this shard owns (a pure function of the id, like a
+//! group's coordinator shard).
+//!
+//! Every change of an id's state is durable before it is answered: the
+//! shard's table is written whole to `transactions-<shard>.json` (one
+//! change at a time per shard). Ending a transaction persists
+//! PrepareCommit/PrepareAbort, answers, and then writes the marker to
+//! every partition of the transaction (retrying until each is stored) and
+//! commits the transaction's group offsets before persisting
+//! CompleteCommit/CompleteAbort. A restart finishes what was prepared; an
+//! Ongoing transaction past its timeout is aborted with its producer
+//! fenced (epoch + 1). See docs/transactions-notes.md for the rules.
+
+pub(crate) mod state;
+
+use crate::groups::Committed;
+use crate::log::control::{marker_batch, Marker};
+use crate::metadata::{FileStore, MetadataStore};
+use crate::server::ShardBroker;
+use crate::storage::{run_blocking, StorageError};
+use crate::topics::TopicPartition;
+use bytes::Bytes;
+use glommio::sync::Semaphore;
+use kafka_protocol::ResponseError;
+use state::{PendingOffset, TxnMeta, TxnState, MAX_EPOCH};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tracing::{info, warn};
+
+/// Kafka's transaction.max.timeout.ms default: the longest timeout a
+/// producer may ask for.
+pub(crate) const MAX_TIMEOUT_MS: i32 = 900_000;
+/// How often open transactions are checked against their timeouts.
+const TIMEOUT_CHECK: Duration = Duration::from_secs(1);
+/// The longest EndTxn waits for its markers before answering.
+const END_TXN_PATIENCE: Duration = Duration::from_secs(10);
+/// Between attempts to write a marker a partition refused.
+const MARKER_RETRY: Duration = Duration::from_millis(100);
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The shard that coordinates `transactional_id`.
+pub(crate) fn owner(transactional_id: &str, shards: usize) -> usize {
+    chronik_shard::owner_shard(u64::from(crc32c::crc32c(transactional_id.as_bytes())), shards)
+}
+
+/// One shard's transactional ids.
+pub(crate) struct TxnCoordinator {
+    store: Arc<dyn MetadataStore>,
+    document: String,
+    txns: RefCell<HashMap<String, TxnMeta>>,
+    /// Changes apply one at a time: each checks the table, then awaits its
+    /// durable write.
+    turn: Semaphore,
+}
+
+type Outcome<T> = Result<T, ResponseError>;
+
+/// A group's committed offset for one partition.
+type GroupOffset = ((String, i32), Committed);
+
+impl TxnCoordinator {
+    /// Blocking (start-up): loads this shard's table.
+    pub(crate) fn open(dir: &Path, shard: usize) -> std::io::Result<TxnCoordinator> {
+        let store: Arc<dyn MetadataStore> = Arc::new(FileStore::new(dir));
+        let document = format!("transactions-{shard}.json");
+        let txns: HashMap<String, TxnMeta> = store.get_json(&document)?.unwrap_or_default();
+        Ok(TxnCoordinator {
+            store,
+            document,
+            txns: RefCell::new(txns),
+            turn: Semaphore::new(1),
+        })
+    }
+
+    async fn persist(&self) -> Outcome<()> {
+        let table: BTreeMap<String, TxnMeta> = self
+            .txns
+            .borrow()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let (store, document) = (self.store.clone(), self.document.clone());
+        run_blocking("persisting transaction state", move || {
+            store.put_json(&document, &table)
+        })
+        .await
+        .map_err(|e| {
+            warn!(error = %e, "cannot persist transaction state");
+            ResponseError::CoordinatorNotAvailable
+        })
+    }
+
+    /// Applies `change` to the id's state (a copy), persists the table
+    /// with it, and only then makes it the state: a failed write changes
+    /// nothing.
+    async fn transition<T>(
+        &self,
+        transactional_id: &str,
+        change: impl FnOnce(Option<TxnMeta>) -> Outcome<(Option<TxnMeta>, T)>,
+    ) -> Outcome<T> {
+        let _turn = self
+            .turn
+            .acquire_permit(1)
+            .await
+            .map_err(|_| ResponseError::CoordinatorNotAvailable)?;
+        let current = self.txns.borrow().get(transactional_id).cloned();
+        let (next, answer) = change(current.clone())?;
+        let Some(next) = next else {
+            return Ok(answer);
+        };
+        if current.as_ref() == Some(&next) {
+            return Ok(answer);
+        }
+        self.txns.borrow_mut().insert(transactional_id.to_string(), next);
+        if let Err(e) = self.persist().await {
+            match current {
+                Some(old) => self.txns.borrow_mut().insert(transactional_id.to_string(), old),
+                None => self.txns.borrow_mut().remove(transactional_id),
+            };
+            return Err(e);
+        }
+        Ok(answer)
+    }
+
+    pub(crate) fn get(&self, transactional_id: &str) -> Option<TxnMeta> {
+        self.txns.borrow().get(transactional_id).cloned()
+    }
+
+    /// InitProducerId with a transactional id: the producer id and a new
+    /// epoch (which fences older producers of the id). An open transaction
+    /// is aborted first and the client told to retry.
+    pub(crate) async fn init(
+        self: &Rc<Self>,
+        broker: &Rc<ShardBroker>,
+        transactional_id: &str,
+        timeout_ms: i32,
+        expected: Option<(i64, i16)>,
+    ) -> Outcome<(i64, i16)> {
+        if timeout_ms <= 0 || timeout_ms > MAX_TIMEOUT_MS {
+            return Err(ResponseError::InvalidTransactionTimeout);
+        }
+        let fresh_id = match self.get(transactional_id) {
+            Some(meta) if meta.epoch < MAX_EPOCH => None,
+            _ => Some(
+                broker
+                    .controller()
+                    .allocate_producer_id()
+                    .await
+                    .map_err(|_| ResponseError::CoordinatorNotAvailable)?,
+            ),
+        };
+        let now = now_ms();
+        let mut aborting = false;
+        let answer = self
+            .transition(transactional_id, |current| {
+                let mut meta = match current {
+                    Some(meta) => meta,
+                    None => {
+                        let pid = fresh_id.ok_or(ResponseError::CoordinatorNotAvailable)?;
+                        TxnMeta::new(pid, timeout_ms, now)
+                    }
+                };
+                match meta.state {
+                    TxnState::PrepareCommit | TxnState::PrepareAbort => {
+                        Err(ResponseError::ConcurrentTransactions)
+                    }
+                    TxnState::Ongoing => {
+                        meta.fence_and_abort(now);
+                        aborting = true;
+                        Ok((Some(meta), None))
+                    }
+                    _ if meta.epoch >= MAX_EPOCH => {
+                        let pid = fresh_id.ok_or(ResponseError::ConcurrentTransactions)?;
+                        meta.rotate(pid, timeout_ms, now);
+                        let answer = (meta.producer_id, meta.epoch);
+                        Ok((Some(meta), Some(answer)))
+                    }
+                    _ => {
+                        meta.bump(expected, timeout_ms, now)?;
+                        let answer = (meta.producer_id, meta.epoch);
+                        Ok((Some(meta), Some(answer)))
+                    }
+                }
+            })
+            .await?;
+        if aborting {
+            info!(
+                transactional_id,
+                "InitProducerId found the transaction open: aborting it first"
+            );
+            drop(
+                self.clone()
+                    .finish_later(broker.clone(), transactional_id.to_string()),
+            );
+        }
+        answer.ok_or(ResponseError::ConcurrentTransactions)
+    }
+
+    /// AddPartitionsToTxn: the partitions join the transaction (which
+    /// begins if none is open).
+    pub(crate) async fn add_partitions(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        epoch: i16,
+        partitions: Vec<(String, i32)>,
+    ) -> Outcome<()> {
+        let now = now_ms();
+        self.transition(transactional_id, |current| {
+            let mut meta = current.ok_or(ResponseError::InvalidProducerIdMapping)?;
+            meta.check_producer(producer_id, epoch)?;
+            if !meta.can_add(&partitions)? {
+                return Ok((None, ()));
+            }
+            meta.add(partitions, now);
+            Ok((Some(meta), ()))
+        })
+        .await
+    }
+
+    /// AddOffsetsToTxn: the group's offsets will commit with the
+    /// transaction.
+    pub(crate) async fn add_group(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        epoch: i16,
+        group: &str,
+    ) -> Outcome<()> {
+        let now = now_ms();
+        self.transition(transactional_id, |current| {
+            let mut meta = current.ok_or(ResponseError::InvalidProducerIdMapping)?;
+            meta.check_producer(producer_id, epoch)?;
+            if meta.state == TxnState::Ongoing && meta.groups.contains(group) {
+                return Ok((None, ()));
+            }
+            // Refused while the last end is being written.
+            meta.can_add(&[])?;
+            meta.add(Vec::new(), now);
+            meta.groups.insert(group.to_string());
+            Ok((Some(meta), ()))
+        })
+        .await
+    }
+
+    /// TxnOffsetCommit: offsets kept with the transaction, committed to the
+    /// group when it commits, dropped when it aborts.
+    pub(crate) async fn add_offsets(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        epoch: i16,
+        offsets: Vec<PendingOffset>,
+    ) -> Outcome<()> {
+        let now = now_ms();
+        self.transition(transactional_id, |current| {
+            let mut meta = current.ok_or(ResponseError::InvalidProducerIdMapping)?;
+            meta.check_producer(producer_id, epoch)?;
+            if meta.state != TxnState::Ongoing || offsets.iter().any(|o| !meta.groups.contains(&o.group)) {
+                // The group was not added with AddOffsetsToTxn.
+                return Err(ResponseError::InvalidTxnState);
+            }
+            for offset in offsets {
+                meta.offsets.retain(|o| {
+                    (&o.group, &o.topic, o.partition) != (&offset.group, &offset.topic, offset.partition)
+                });
+                meta.offsets.push(offset);
+            }
+            meta.last_update_ms = now;
+            Ok((Some(meta), ()))
+        })
+        .await
+    }
+
+    /// Whether a producer's transactional batch for `tp` belongs to its
+    /// open transaction (KIP-890's verification): a batch the coordinator
+    /// does not know about would hold the partition's stable offset back
+    /// with no marker ever to come.
+    pub(crate) fn verify(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        epoch: i16,
+        tp: &(String, i32),
+    ) -> Outcome<()> {
+        let txns = self.txns.borrow();
+        let meta = txns
+            .get(transactional_id)
+            .ok_or(ResponseError::InvalidProducerIdMapping)?;
+        if meta.producer_id != producer_id {
+            return Err(ResponseError::InvalidProducerIdMapping);
+        }
+        if epoch < meta.epoch {
+            return Err(ResponseError::InvalidProducerEpoch);
+        }
+        match meta.state {
+            TxnState::Ongoing if epoch == meta.epoch && meta.partitions.contains(tp) => Ok(()),
+            _ => Err(ResponseError::InvalidTxnState),
+        }
+    }
+
+    /// EndTxn: prepares the commit or abort (durably), then writes the
+    /// markers and answers once they are written (at most
+    /// `END_TXN_PATIENCE`; the markers are written regardless). Kafka
+    /// answers as soon as the prepare is durable, and a client that starts
+    /// its next transaction at once gets CONCURRENT_TRANSACTIONS until the
+    /// markers are done, which librdkafka's send_offsets_to_transaction
+    /// hands to the application as an error; waiting for them here closes
+    /// that window. A retry of a finished end is answered 0.
+    pub(crate) async fn end(
+        self: &Rc<Self>,
+        broker: &Rc<ShardBroker>,
+        transactional_id: &str,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+    ) -> Outcome<()> {
+        let now = now_ms();
+        let prepared = self
+            .transition(transactional_id, |current| {
+                let mut meta = current.ok_or(ResponseError::InvalidProducerIdMapping)?;
+                meta.check_producer(producer_id, epoch)?;
+                if !meta.can_end(commit)? {
+                    return Ok((None, false));
+                }
+                meta.prepare(commit, now);
+                Ok((Some(meta), true))
+            })
+            .await?;
+        if prepared {
+            let finished = self
+                .clone()
+                .finish_later(broker.clone(), transactional_id.to_string());
+            let patience = std::pin::pin!(glommio::timer::sleep(END_TXN_PATIENCE));
+            let _ = futures::future::select(finished, patience).await;
+        }
+        Ok(())
+    }
+
+    /// Finishes the transaction in a task of its own; the receiver fires
+    /// when it is done.
+    fn finish_later(
+        self: Rc<Self>,
+        broker: Rc<ShardBroker>,
+        transactional_id: String,
+    ) -> futures::channel::oneshot::Receiver<()> {
+        let (done, finished) = futures::channel::oneshot::channel();
+        glommio::spawn_local(async move {
+            self.finish(&broker, &transactional_id).await;
+            let _ = done.send(());
+        })
+        .detach();
+        finished
+    }
+
+    /// Writes the prepared transaction's markers, commits its offsets, and
+    /// persists its completion. Retries until it can.
+    async fn finish(&self, broker: &Rc<ShardBroker>, transactional_id: &str) {
+        let Some(meta) = self.get(transactional_id) else {
+            return;
+        };
+        let commit = match meta.state {
+            TxnState::PrepareCommit => true,
+            TxnState::PrepareAbort => false,
+            _ => return,
+        };
+        let marker = if commit { Marker::Commit } else { Marker::Abort };
+        for (topic, partition) in &meta.partitions {
+            let tp = TopicPartition::new(topic, *partition);
+            loop {
+                let bytes = Bytes::from(marker_batch(marker, meta.producer_id, meta.epoch, 0, now_ms()));
+                let header = match crate::log::batch::parse_header(&bytes) {
+                    Ok(header) => header,
+                    Err(_) => break,
+                };
+                match broker.partitions().append(tp.clone(), bytes, header, -1).await {
+                    Ok(_) => break,
+                    // The topic is gone: nothing left to mark.
+                    Err(StorageError::UnknownPartition) => break,
+                    // The producer was fenced there by a newer epoch.
+                    Err(StorageError::Producer(ResponseError::InvalidProducerEpoch)) => break,
+                    Err(e) if broker.shard().drain.is_fired() => {
+                        warn!(transactional_id, error = %e, "shutting down with a marker unwritten; the next start finishes the transaction");
+                        return;
+                    }
+                    Err(e) => {
+                        warn!(transactional_id, partition = %tp, error = %e, "transaction marker not written; retrying");
+                        glommio::timer::sleep(MARKER_RETRY).await;
+                    }
+                }
+            }
+        }
+        if commit {
+            let mut by_group: BTreeMap<String, Vec<GroupOffset>> = BTreeMap::new();
+            for o in &meta.offsets {
+                by_group.entry(o.group.clone()).or_default().push((
+                    (o.topic.clone(), o.partition),
+                    Committed {
+                        offset: o.offset,
+                        leader_epoch: o.leader_epoch,
+                        metadata: o.metadata.clone(),
+                        commit_time_ms: now_ms(),
+                    },
+                ));
+            }
+            for (group, offsets) in by_group {
+                let owner = broker.group_owner(&group);
+                loop {
+                    let (g, o) = (group.clone(), offsets.clone());
+                    let committed = broker
+                        .on_coordinator(owner, move |b| async move {
+                            b.groups().commit_transactional(&g, o).await
+                        })
+                        .await;
+                    match committed {
+                        Ok(Ok(())) => break,
+                        _ if broker.shard().drain.is_fired() => return,
+                        other => {
+                            warn!(transactional_id, group, outcome = ?other.map(|r| r.err()), "transaction offsets not committed; retrying");
+                            glommio::timer::sleep(MARKER_RETRY).await;
+                        }
+                    }
+                }
+            }
+        }
+        loop {
+            let done = self
+                .transition(transactional_id, |current| match current {
+                    Some(mut meta)
+                        if meta.state == TxnState::PrepareCommit || meta.state == TxnState::PrepareAbort =>
+                    {
+                        meta.complete(now_ms());
+                        Ok((Some(meta), ()))
+                    }
+                    _ => Ok((None, ())),
+                })
+                .await;
+            if done.is_ok() || broker.shard().drain.is_fired() {
+                return;
+            }
+            glommio::timer::sleep(MARKER_RETRY).await;
+        }
+    }
+
+    /// Finishes what a previous run prepared, then aborts transactions
+    /// past their timeouts, until the shard drains.
+    pub(crate) async fn run(self: Rc<Self>, broker: Rc<ShardBroker>) {
+        let prepared: Vec<String> = self
+            .txns
+            .borrow()
+            .iter()
+            .filter(|(_, m)| matches!(m.state, TxnState::PrepareCommit | TxnState::PrepareAbort))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in prepared {
+            info!(transactional_id = %id, "finishing a transaction prepared before the restart");
+            drop(self.clone().finish_later(broker.clone(), id));
+        }
+        let drain = broker.shard().drain.clone();
+        loop {
+            let tick = std::pin::pin!(glommio::timer::sleep(TIMEOUT_CHECK));
+            if let futures::future::Either::Right(_) =
+                futures::future::select(tick, std::pin::pin!(drain.wait())).await
+            {
+                return;
+            }
+            let now = now_ms();
+            let expired: Vec<String> = self
+                .txns
+                .borrow()
+                .iter()
+                .filter(|(_, m)| m.timed_out(now))
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in expired {
+                let fenced = self
+                    .transition(&id, |current| match current {
+                        Some(mut meta) if meta.timed_out(now) => {
+                            meta.fence_and_abort(now);
+                            Ok((Some(meta), true))
+                        }
+                        _ => Ok((None, false)),
+                    })
+                    .await;
+                if fenced == Ok(true) {
+                    info!(transactional_id = %id, "transaction timed out: aborted, its producer fenced");
+                    drop(self.clone().finish_later(broker.clone(), id));
+                }
+            }
+        }
+    }
+}
