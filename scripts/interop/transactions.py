@@ -4,7 +4,7 @@
 - confluent-kafka: a transactional producer commits, aborts and commits
   again over three partitions; a read_committed consumer sees exactly the
   committed records in order, a read_uncommitted one sees all of them;
-- kafkajs does the same (kafkajs_txn.js);
+- kafkajs (kafkajs_txn.js) and kafka-python do the same;
 - a producer that begins a transaction and is killed (-9): its transaction
   is aborted after transaction.timeout.ms, the last stable offset moves on
   and read_committed consumers continue;
@@ -83,6 +83,38 @@ def confluent(addr):
     got = consume_all(addr, topic, "read_uncommitted", 36)
     check("read_uncommitted sees all of them, in order", got == everything,
           f"{ {p: len(v) for p, v in got.items()} }")
+
+
+def kafka_python(addr):
+    """kafka-python's transactional producer (2.1+) and its read_committed
+    consumer."""
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    topic = "txn-kafka-python"
+    create_topic(addr, topic)
+    producer = KafkaProducer(bootstrap_servers=addr, transactional_id="txn-kafka-python")
+    producer.init_transactions()
+    committed = []
+    for outcome in ["commit", "abort", "commit"]:
+        producer.begin_transaction()
+        values = [f"{outcome}-{len(committed)}-{i}" for i in range(9)]
+        for i, v in enumerate(values):
+            producer.send(topic, v.encode(), partition=i % PARTITIONS)
+        producer.flush(30)
+        if outcome == "commit":
+            producer.commit_transaction()
+            committed += values
+        else:
+            producer.abort_transaction()
+    producer.close(10)
+    check("kafka-python: commit, abort, commit over 3 partitions", True)
+    consumer = KafkaConsumer(bootstrap_servers=addr, isolation_level="read_committed", enable_auto_commit=False,
+                             consumer_timeout_ms=5000)
+    consumer.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
+    consumer.seek_to_beginning()
+    got = [m.value.decode() for m in consumer]
+    consumer.close()
+    check("kafka-python: a read_committed consumer sees exactly the committed records",
+          sorted(got) == sorted(committed), f"{len(got)} of {len(committed)}")
 
 
 def hanging(addr):
@@ -207,6 +239,7 @@ def main():
     run_steps([
         ("confluent-kafka", lambda: confluent(addr_holder[0])),
         ("kafkajs", lambda: run_kafkajs("kafkajs_txn.js", [addr_holder[0]], NODE_MODULES)),
+        ("kafka-python", lambda: kafka_python(addr_holder[0])),
         ("hanging transaction", lambda: hanging(addr_holder[0])),
         ("consume-transform-produce", lambda: consume_transform_produce(addr_holder[0])),
         ("fencing after a restart", lambda: fencing_after_restart(addr_holder, restart)),
