@@ -81,6 +81,11 @@ fn duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
 }
 
+/// Transaction durations: 1 ms .. ~65 s, doubling.
+fn transaction_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
 /// Why a connection was refused at accept (the limits issue fills these).
 pub const REJECT_REASONS: &[&str] = &[
     "max_connections",
@@ -109,6 +114,9 @@ pub struct Metrics {
     pub(crate) log_end_offset: Family<TopicLabels, Gauge>,
     pub(crate) log_size: Family<TopicLabels, Gauge>,
     pub(crate) groups: Family<ShardLabel, Gauge>,
+    pub(crate) transactions_open: Family<ShardLabel, Gauge>,
+    pub(crate) transactions_ended: Family<ReasonLabels, Counter>,
+    pub(crate) transaction_duration: Family<ShardLabel, Histogram, fn() -> Histogram>,
     pub(crate) group_members: Family<GroupLabels, Gauge>,
     pub(crate) group_lag: Family<GroupLabels, Gauge>,
     pub(crate) executor_stalls: Family<ShardLabel, Counter>,
@@ -211,6 +219,9 @@ impl Metrics {
             log_end_offset: Family::default(),
             log_size: Family::default(),
             groups: Family::default(),
+            transactions_open: Family::default(),
+            transactions_ended: Family::default(),
+            transaction_duration: Family::new_with_constructor(transaction_histogram as fn() -> Histogram),
             group_members: Family::default(),
             group_lag: Family::default(),
             executor_stalls: Family::default(),
@@ -304,6 +315,21 @@ impl Metrics {
             "chronik_consumer_groups",
             "Consumer groups coordinated by the shard",
             metrics.groups.clone(),
+        );
+        r.register(
+            "chronik_transactions_open",
+            "Transactions open (begun, not yet committed or aborted) on the shard's transaction coordinator",
+            metrics.transactions_open.clone(),
+        );
+        r.register(
+            "chronik_transactions_ended",
+            "Transactions ended, by outcome (reason: commit, abort, timeout)",
+            metrics.transactions_ended.clone(),
+        );
+        r.register(
+            "chronik_transaction_duration_seconds",
+            "From a transaction's first partition to its last marker",
+            metrics.transaction_duration.clone(),
         );
         r.register(
             "chronik_consumer_group_members",

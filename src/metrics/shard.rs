@@ -156,6 +156,34 @@ impl ShardMetrics {
         self.metrics.tls_handshake_failures.get_or_create(&labels).inc();
     }
 
+    /// The shard's coordinator has `open` transactions now.
+    pub fn set_open_transactions(&self, open: usize) {
+        let labels = ShardLabel {
+            shard: self.shard.clone(),
+        };
+        self.metrics
+            .transactions_open
+            .get_or_create(&labels)
+            .set(open as i64);
+    }
+
+    /// A transaction ended (`outcome`: commit, abort or timeout) after
+    /// `took`.
+    pub fn transaction_ended(&self, outcome: &str, took: Duration) {
+        let labels = ReasonLabels {
+            shard: self.shard.clone(),
+            reason: outcome.to_string(),
+        };
+        self.metrics.transactions_ended.get_or_create(&labels).inc();
+        let shard = ShardLabel {
+            shard: self.shard.clone(),
+        };
+        self.metrics
+            .transaction_duration
+            .get_or_create(&shard)
+            .observe(took.as_secs_f64());
+    }
+
     /// A SASL authentication failed.
     pub fn auth_failed(&self, mechanism: &str, reason: &str) {
         let labels = AuthFailureLabels {

@@ -58,6 +58,8 @@ pub(crate) struct TxnCoordinator {
     store: Arc<dyn MetadataStore>,
     document: String,
     txns: RefCell<HashMap<String, TxnMeta>>,
+    /// Ids whose running abort is a timeout's (for the outcome metric).
+    timed_out_ids: RefCell<std::collections::HashSet<String>>,
     /// Changes apply one at a time: each checks the table, then awaits its
     /// durable write.
     turn: Semaphore,
@@ -78,6 +80,7 @@ impl TxnCoordinator {
             store,
             document,
             txns: RefCell::new(txns),
+            timed_out_ids: RefCell::default(),
             turn: Semaphore::new(1),
         })
     }
@@ -130,6 +133,20 @@ impl TxnCoordinator {
             return Err(e);
         }
         Ok(answer)
+    }
+
+    /// Transactions begun and not yet ended (their markers not all written).
+    fn open_count(&self) -> usize {
+        self.txns
+            .borrow()
+            .values()
+            .filter(|m| {
+                matches!(
+                    m.state,
+                    TxnState::Ongoing | TxnState::PrepareCommit | TxnState::PrepareAbort
+                )
+            })
+            .count()
     }
 
     pub(crate) fn get(&self, transactional_id: &str) -> Option<TxnMeta> {
@@ -433,6 +450,13 @@ impl TxnCoordinator {
                 }
             }
         }
+        let took = Duration::from_millis(u64::try_from(now_ms() - meta.start_ms).unwrap_or(0));
+        let timed_out = self.timed_out_ids.borrow_mut().remove(transactional_id);
+        let outcome = match (commit, timed_out) {
+            (true, _) => "commit",
+            (false, true) => "timeout",
+            (false, false) => "abort",
+        };
         loop {
             let done = self
                 .transition(transactional_id, |current| match current {
@@ -445,7 +469,12 @@ impl TxnCoordinator {
                     _ => Ok((None, ())),
                 })
                 .await;
-            if done.is_ok() || broker.shard().drain.is_fired() {
+            if done.is_ok() {
+                broker.metrics().transaction_ended(outcome, took);
+                broker.metrics().set_open_transactions(self.open_count());
+                return;
+            }
+            if broker.shard().drain.is_fired() {
                 return;
             }
             glommio::timer::sleep(MARKER_RETRY).await;
@@ -474,6 +503,7 @@ impl TxnCoordinator {
             {
                 return;
             }
+            broker.metrics().set_open_transactions(self.open_count());
             let now = now_ms();
             let expired: Vec<String> = self
                 .txns
@@ -494,6 +524,7 @@ impl TxnCoordinator {
                     .await;
                 if fenced == Ok(true) {
                     info!(transactional_id = %id, "transaction timed out: aborted, its producer fenced");
+                    self.timed_out_ids.borrow_mut().insert(id.clone());
                     drop(self.clone().finish_later(broker.clone(), id));
                 }
             }
