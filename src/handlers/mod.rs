@@ -20,6 +20,7 @@ mod sasl;
 mod scram_users;
 mod topics_admin;
 mod transactions;
+mod transactions_admin;
 
 use crate::protocol::response::{encode_response, encode_response_spliced, ResponseFrame};
 pub(crate) use crate::server::authorize::{AclOperation, Resource};
@@ -252,6 +253,8 @@ pub(crate) static HANDLERS: &[Handler] = &[
     transactions::ADD_OFFSETS,
     transactions::END_TXN,
     transactions::TXN_OFFSET_COMMIT,
+    transactions_admin::DESCRIBE,
+    transactions_admin::LIST,
 ];
 
 pub(crate) fn find(api_key: i16) -> Option<&'static Handler> {
@@ -322,6 +325,8 @@ mod tests {
             (AddOffsetsToTxn, 0, 3),
             (EndTxn, 0, 4),
             (TxnOffsetCommit, 0, 3),
+            (DescribeTransactions, 0, 0),
+            (ListTransactions, 0, 1),
         ];
         let advertised: Vec<(i16, i16, i16)> = HANDLERS
             .iter()

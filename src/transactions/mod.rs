@@ -149,6 +149,15 @@ impl TxnCoordinator {
             .count()
     }
 
+    /// Every transactional id this shard coordinates, with its state.
+    pub(crate) fn all(&self) -> Vec<(String, TxnMeta)> {
+        self.txns
+            .borrow()
+            .iter()
+            .map(|(id, meta)| (id.clone(), meta.clone()))
+            .collect()
+    }
+
     pub(crate) fn get(&self, transactional_id: &str) -> Option<TxnMeta> {
         self.txns.borrow().get(transactional_id).cloned()
     }

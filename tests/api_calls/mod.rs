@@ -599,6 +599,46 @@ pub fn exercise(client: &mut RawClient, key: ApiKey, v: i16) {
                 "TxnOffsetCommit v{v}"
             );
         }
+        ApiKey::DescribeTransactions => {
+            let id = "api-describe-txn";
+            let (pid, epoch) = init_transactions(client, id);
+            client.call(0, &add_partitions(id, pid, epoch, topic));
+            let response = client.call(
+                v,
+                &DescribeTransactionsRequest::default().with_transactional_ids(vec![
+                    TransactionalId(s(id)),
+                    TransactionalId(s("api-no-such-txn")),
+                ]),
+            );
+            let found = &response.transaction_states[0];
+            assert_eq!(found.error_code, 0, "DescribeTransactions v{v}");
+            assert_eq!(found.transaction_state.as_str(), "Ongoing");
+            assert_eq!((found.producer_id.0, found.producer_epoch), (pid, epoch));
+            assert_eq!(found.topics[0].partitions, vec![0]);
+            assert_eq!(
+                response.transaction_states[1].error_code, 105,
+                "TRANSACTIONAL_ID_NOT_FOUND"
+            );
+        }
+        ApiKey::ListTransactions => {
+            let id = format!("api-list-txn-v{v}");
+            init_transactions(client, &id);
+            let all = client.call(v, &ListTransactionsRequest::default());
+            assert_eq!(all.error_code, 0, "ListTransactions v{v}");
+            assert!(all
+                .transaction_states
+                .iter()
+                .any(|t| t.transactional_id.as_str() == id));
+            let filtered = client.call(
+                v,
+                &ListTransactionsRequest::default().with_state_filters(vec![s("Ongoing"), s("Bogus")]),
+            );
+            assert!(filtered
+                .transaction_states
+                .iter()
+                .all(|t| t.transaction_state.as_str() == "Ongoing"));
+            assert_eq!(filtered.unknown_state_filters, vec![s("Bogus")]);
+        }
         other => panic!("api {other:?} is advertised but this test cannot exercise it: add it here"),
     }
 }
