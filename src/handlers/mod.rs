@@ -15,6 +15,7 @@ mod metadata;
 mod offsets;
 mod produce;
 mod producer_id;
+mod producers;
 mod refused;
 mod sasl;
 mod scram_users;
@@ -255,6 +256,7 @@ pub(crate) static HANDLERS: &[Handler] = &[
     transactions::TXN_OFFSET_COMMIT,
     transactions_admin::DESCRIBE,
     transactions_admin::LIST,
+    producers::HANDLER,
 ];
 
 pub(crate) fn find(api_key: i16) -> Option<&'static Handler> {
@@ -327,6 +329,7 @@ mod tests {
             (TxnOffsetCommit, 0, 3),
             (DescribeTransactions, 0, 0),
             (ListTransactions, 0, 1),
+            (DescribeProducers, 0, 0),
         ];
         let advertised: Vec<(i16, i16, i16)> = HANDLERS
             .iter()

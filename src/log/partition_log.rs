@@ -1096,6 +1096,11 @@ impl PartitionLog {
         fs::remove_dir_all(dir)
     }
 
+    /// See `ProducerStates::summaries`.
+    pub fn producers(&self) -> Vec<super::producer_state::ProducerSummary> {
+        self.producers.summaries()
+    }
+
     /// See `ProducerStates::first_unstable_offset`.
     pub fn first_unstable_offset(&self) -> Option<i64> {
         self.producers.first_unstable_offset()

@@ -78,6 +78,17 @@ pub struct ProducerEntry {
     pub txn_first_offset: Option<i64>,
 }
 
+/// One producer as DescribeProducers shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerSummary {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub last_sequence: i32,
+    pub last_timestamp: i64,
+    /// The first offset of its open transaction, or -1.
+    pub txn_start_offset: i64,
+}
+
 /// A transaction its marker aborted: read_committed consumers drop this
 /// producer's batches from `first_offset` to `last_offset` (the marker).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -222,6 +233,23 @@ impl ProducerStates {
                 });
             }
         }
+    }
+
+    /// Every producer this partition remembers, by producer id.
+    pub fn summaries(&self) -> Vec<ProducerSummary> {
+        let mut all: Vec<ProducerSummary> = self
+            .producers
+            .iter()
+            .map(|(id, e)| ProducerSummary {
+                producer_id: *id,
+                epoch: e.epoch,
+                last_sequence: e.batches.back().map_or(-1, |b| b.last_sequence),
+                last_timestamp: e.last_timestamp,
+                txn_start_offset: e.txn_first_offset.unwrap_or(-1),
+            })
+            .collect();
+        all.sort_unstable_by_key(|p| p.producer_id);
+        all
     }
 
     /// The first offset of the oldest open transaction: the partition's

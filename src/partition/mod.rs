@@ -126,6 +126,10 @@ impl Partition {
             .map_or(hw, |first| first.min(hw))
     }
 
+    pub(crate) fn producers(&self) -> Vec<crate::log::producer_state::ProducerSummary> {
+        self.log.borrow().producers()
+    }
+
     pub(crate) fn log_start_offset(&self) -> i64 {
         self.log.borrow().offsets().log_start
     }

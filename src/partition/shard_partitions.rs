@@ -313,6 +313,15 @@ impl ShardPartitions {
         rx
     }
 
+    /// DescribeProducers: the partition's producers, as its log holds them.
+    pub(crate) async fn producers(
+        &self,
+        tp: &TopicPartition,
+    ) -> Result<Vec<crate::log::producer_state::ProducerSummary>, StorageError> {
+        let (partition, _) = self.partition(tp).await?;
+        Ok(partition.producers())
+    }
+
     pub(crate) async fn list_offset(
         &self,
         tp: &TopicPartition,

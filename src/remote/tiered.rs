@@ -532,6 +532,10 @@ impl Log for TieredLog {
         self.local.aborted_transactions(from, to)
     }
 
+    fn producers(&self) -> Vec<crate::log::producer_state::ProducerSummary> {
+        self.local.producers()
+    }
+
     fn offsets(&self) -> LogOffsets {
         let mut offsets = self.local.offsets();
         if let Some(start) = self.remote.manifest.borrow().start() {

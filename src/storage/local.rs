@@ -442,6 +442,10 @@ impl Log for LocalLog {
         self.log.aborted_transactions(from, to)
     }
 
+    fn producers(&self) -> Vec<crate::log::producer_state::ProducerSummary> {
+        self.log.producers()
+    }
+
     fn offsets(&self) -> LogOffsets {
         LogOffsets {
             log_start: self.log.log_start_offset(),

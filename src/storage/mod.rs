@@ -93,6 +93,9 @@ pub(crate) trait Log {
     /// told about: (producer id, first offset), by first offset.
     fn aborted_transactions(&self, from: i64, to: i64) -> Vec<(i64, i64)>;
 
+    /// The producers the log's producer state holds (DescribeProducers).
+    fn producers(&self) -> Vec<crate::log::producer_state::ProducerSummary>;
+
     /// The first record at or after `timestamp`: (offset, timestamp).
     fn offset_for_timestamp(&self, timestamp: i64) -> LogFuture<Option<(i64, i64)>>;
 

@@ -639,6 +639,36 @@ pub fn exercise(client: &mut RawClient, key: ApiKey, v: i16) {
                 .all(|t| t.transaction_state.as_str() == "Ongoing"));
             assert_eq!(filtered.unknown_state_filters, vec![s("Bogus")]);
         }
+        ApiKey::DescribeProducers => {
+            use kafka_protocol::messages::describe_producers_request::TopicRequest;
+            ensure_topic(client, topic);
+            // An idempotent producer's batch puts a producer in the state.
+            let init = client.call(4, &InitProducerIdRequest::default().with_transactional_id(None));
+            let pid = init.producer_id.0;
+            let batch = chronik_ingest::log::batch::build_idempotent_batch(0, 0, pid, 0, 0, &[(b"k", b"v")]);
+            let produce = ProduceRequest::default()
+                .with_acks(1)
+                .with_timeout_ms(5000)
+                .with_topic_data(vec![TopicProduceData::default()
+                    .with_name(name(topic))
+                    .with_partition_data(vec![PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(bytes::Bytes::from(batch)))])]);
+            assert_eq!(
+                client.call(9, &produce).responses[0].partition_responses[0].error_code,
+                0
+            );
+            let response = client.call(
+                v,
+                &DescribeProducersRequest::default().with_topics(vec![TopicRequest::default()
+                    .with_name(name(topic))
+                    .with_partition_indexes(vec![0])]),
+            );
+            let partition = &response.topics[0].partitions[0];
+            assert_eq!(partition.error_code, 0, "DescribeProducers v{v}");
+            let producer = partition.active_producers.iter().find(|p| p.producer_id.0 == pid);
+            assert!(producer.is_some_and(|p| p.last_sequence == 0 && p.current_txn_start_offset == -1));
+        }
         other => panic!("api {other:?} is advertised but this test cannot exercise it: add it here"),
     }
 }
