@@ -5,6 +5,8 @@
   again over three partitions; a read_committed consumer sees exactly the
   committed records in order, a read_uncommitted one sees all of them;
 - kafkajs (kafkajs_txn.js) and kafka-python do the same;
+- librdkafka's batch consume skips control batches, and a read_committed
+  consumer's partition end and lag come from the last stable offset;
 - a producer that begins a transaction and is killed (-9): its transaction
   is aborted after transaction.timeout.ms, the last stable offset moves on
   and read_committed consumers continue;
@@ -115,6 +117,63 @@ def kafka_python(addr):
     consumer.close()
     check("kafka-python: a read_committed consumer sees exactly the committed records",
           sorted(got) == sorted(committed), f"{len(got)} of {len(committed)}")
+
+
+def batch_consume_and_lag(addr):
+    """librdkafka's batch consume (consume(n)) skips control batches, and a
+    read_committed consumer's end of partition and lag come from the last
+    stable offset while a transaction is open."""
+    import json
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    topic = "txn-lag"
+    create_topic(addr, topic, 1)
+    producer = Producer({"bootstrap.servers": addr, "transactional.id": "txn-lag"})
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    for i in range(10):
+        producer.produce(topic, f"c-{i}".encode(), partition=0)
+    producer.commit_transaction(30)  # offsets 0-9, marker at 10
+    producer.begin_transaction()
+    for i in range(5):
+        producer.produce(topic, f"open-{i}".encode(), partition=0)
+    producer.flush(30)  # offsets 11-15, open: the stable offset stays 11
+    stats = []
+    consumer = Consumer({"bootstrap.servers": addr, "group.id": "txn-lag-reader", "enable.auto.commit": False,
+                         "isolation.level": "read_committed", "statistics.interval.ms": 200,
+                         "stats_cb": stats.append})
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    got, deadline = [], time.time() + 20
+    while len(got) < 10 and time.time() < deadline:
+        got += [m.value().decode() for m in consumer.consume(100, 0.5) if m.error() is None]
+    extra = [m for m in consumer.consume(100, 2.0) if m.error() is None]
+    check("batch consume (consume(100)) gets the 10 committed records and no control record",
+          got == [f"c-{i}" for i in range(10)] and not extra, f"{got} + {len(extra)}")
+    # librdkafka's lag is from the committed offset: commit the position.
+    consumer.commit(asynchronous=False)
+    committed = consumer.committed([TopicPartition(topic, 0)], timeout=10)[0].offset
+    low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10, cached=False)
+    check("a read_committed consumer's partition end is the last stable offset (11), not the high watermark (16)",
+          high == 11, f"{low} {high}")
+    lag = None
+    for _ in range(20):
+        consumer.poll(0.2)
+        for text in reversed(stats):
+            p = json.loads(text).get("topics", {}).get(topic, {}).get("partitions", {}).get("0")
+            if p and p.get("ls_offset", -1) >= 0 and p.get("committed_offset", -1) >= 0:
+                lag = (p.get("ls_offset"), p.get("hi_offset"), p.get("consumer_lag"))
+                break
+        if lag:
+            break
+    check(f"its lag is reported from the stable offset (ls_offset 11 - committed {committed}), not from the "
+          "high watermark (16)", lag is not None and lag[0] == 11 and lag[2] == 11 - committed,
+          f"(ls_offset, hi_offset, lag) = {lag}")
+    producer.commit_transaction(30)
+    more, deadline = [], time.time() + 20
+    while len(more) < 5 and time.time() < deadline:
+        more += [m.value().decode() for m in consumer.consume(100, 0.5) if m.error() is None]
+    consumer.close()
+    check("once it commits, the consumer goes on with the 5 records", more == [f"open-{i}" for i in range(5)],
+          f"{more}")
 
 
 def hanging(addr):
@@ -240,6 +299,7 @@ def main():
         ("confluent-kafka", lambda: confluent(addr_holder[0])),
         ("kafkajs", lambda: run_kafkajs("kafkajs_txn.js", [addr_holder[0]], NODE_MODULES)),
         ("kafka-python", lambda: kafka_python(addr_holder[0])),
+        ("batch consume and lag", lambda: batch_consume_and_lag(addr_holder[0])),
         ("hanging transaction", lambda: hanging(addr_holder[0])),
         ("consume-transform-produce", lambda: consume_transform_produce(addr_holder[0])),
         ("fencing after a restart", lambda: fencing_after_restart(addr_holder, restart)),

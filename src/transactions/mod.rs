@@ -58,6 +58,11 @@ pub(crate) struct TxnCoordinator {
     store: Arc<dyn MetadataStore>,
     document: String,
     txns: RefCell<HashMap<String, TxnMeta>>,
+    /// Prepared ids whose markers are all written, their completion not yet
+    /// durable: the next change of such an id completes it first, so a
+    /// producer starting its next transaction right after EndTxn's answer
+    /// is not told CONCURRENT_TRANSACTIONS.
+    settled: RefCell<std::collections::HashSet<String>>,
     /// Ids whose running abort is a timeout's (for the outcome metric).
     timed_out_ids: RefCell<std::collections::HashSet<String>>,
     /// Changes apply one at a time: each checks the table, then awaits its
@@ -80,6 +85,7 @@ impl TxnCoordinator {
             store,
             document,
             txns: RefCell::new(txns),
+            settled: RefCell::default(),
             timed_out_ids: RefCell::default(),
             turn: Semaphore::new(1),
         })
@@ -117,7 +123,18 @@ impl TxnCoordinator {
             .await
             .map_err(|_| ResponseError::CoordinatorNotAvailable)?;
         let current = self.txns.borrow().get(transactional_id).cloned();
-        let (next, answer) = change(current.clone())?;
+        let mut settled = current.clone();
+        if let Some(meta) = settled.as_mut() {
+            let preparing = matches!(meta.state, TxnState::PrepareCommit | TxnState::PrepareAbort);
+            if preparing && self.settled.borrow_mut().remove(transactional_id) {
+                meta.complete(now_ms());
+            }
+        }
+        let (next, answer) = match change(settled.clone()) {
+            // Nothing else to change: a settled completion is still one.
+            Ok((None, answer)) if settled != current => (settled, answer),
+            other => other?,
+        };
         let Some(next) = next else {
             return Ok(answer);
         };
@@ -382,16 +399,23 @@ impl TxnCoordinator {
     ) -> futures::channel::oneshot::Receiver<()> {
         let (done, finished) = futures::channel::oneshot::channel();
         glommio::spawn_local(async move {
-            self.finish(&broker, &transactional_id).await;
-            let _ = done.send(());
+            self.finish(&broker, &transactional_id, done).await;
         })
         .detach();
         finished
     }
 
-    /// Writes the prepared transaction's markers, commits its offsets, and
-    /// persists its completion. Retries until it can.
-    async fn finish(&self, broker: &Rc<ShardBroker>, transactional_id: &str) {
+    /// Writes the prepared transaction's markers, commits its offsets
+    /// (then `written` fires: the outcome is in the logs), and persists its
+    /// completion. Retries until it can. Completion need not be durable
+    /// before the producer hears of it: a restart finds the transaction
+    /// prepared and writes its markers again, which only repeats a marker.
+    async fn finish(
+        &self,
+        broker: &Rc<ShardBroker>,
+        transactional_id: &str,
+        written: futures::channel::oneshot::Sender<()>,
+    ) {
         let Some(meta) = self.get(transactional_id) else {
             return;
         };
@@ -459,6 +483,8 @@ impl TxnCoordinator {
                 }
             }
         }
+        self.settled.borrow_mut().insert(transactional_id.to_string());
+        let _ = written.send(());
         let took = Duration::from_millis(u64::try_from(now_ms() - meta.start_ms).unwrap_or(0));
         let timed_out = self.timed_out_ids.borrow_mut().remove(transactional_id);
         let outcome = match (commit, timed_out) {
@@ -479,6 +505,7 @@ impl TxnCoordinator {
                 })
                 .await;
             if done.is_ok() {
+                self.settled.borrow_mut().remove(transactional_id);
                 broker.metrics().transaction_ended(outcome, took);
                 broker.metrics().set_open_transactions(self.open_count());
                 return;

@@ -74,6 +74,10 @@ pub(crate) struct TxnMeta {
     /// When the transaction began (-1: none open).
     pub start_ms: i64,
     pub last_update_ms: i64,
+    /// Counts the id's transactions: which one a background completion is
+    /// for.
+    #[serde(default)]
+    pub sequence: u64,
 }
 
 /// Producer epochs at or above this give a new producer id instead.
@@ -92,6 +96,7 @@ impl TxnMeta {
             offsets: Vec::new(),
             start_ms: -1,
             last_update_ms: now_ms,
+            sequence: 0,
         }
     }
 
@@ -164,6 +169,7 @@ impl TxnMeta {
         if self.state != TxnState::Ongoing {
             self.reset(TxnState::Ongoing, now_ms);
             self.start_ms = now_ms;
+            self.sequence += 1;
         }
         self.partitions.extend(new);
         self.last_update_ms = now_ms;
