@@ -1065,6 +1065,9 @@ impl PartitionLog {
     fn raise_log_start(&mut self, offset: i64) -> Option<(Arc<MonotonicFile>, i64)> {
         if offset > self.log_start_offset {
             self.log_start_offset = offset;
+            // Aborted transactions wholly before the start are gone with
+            // their batches (retention, DeleteRecords).
+            self.producers.forget_aborted_before(offset);
             return Some((self.log_start_file.clone(), offset));
         }
         None

@@ -113,6 +113,7 @@ pub struct Metrics {
     pub(crate) fetch_bytes: Family<TopicLabels, Counter>,
     pub(crate) log_end_offset: Family<TopicLabels, Gauge>,
     pub(crate) log_size: Family<TopicLabels, Gauge>,
+    pub(crate) log_unstable: Family<TopicLabels, Gauge>,
     pub(crate) groups: Family<ShardLabel, Gauge>,
     pub(crate) transactions_open: Family<ShardLabel, Gauge>,
     pub(crate) transactions_ended: Family<ReasonLabels, Counter>,
@@ -218,6 +219,7 @@ impl Metrics {
             fetch_bytes: Family::default(),
             log_end_offset: Family::default(),
             log_size: Family::default(),
+            log_unstable: Family::default(),
             groups: Family::default(),
             transactions_open: Family::default(),
             transactions_ended: Family::default(),
@@ -310,6 +312,11 @@ impl Metrics {
             "chronik_log_size_bytes",
             "Bytes on disk of the topic's partitions owned by the shard",
             metrics.log_size.clone(),
+        );
+        r.register(
+            "chronik_log_unstable_records",
+            "Records above the last stable offset (in transactions not yet decided), summed over the topic's partitions: how far read_committed consumers lag the high watermark",
+            metrics.log_unstable.clone(),
         );
         r.register(
             "chronik_consumer_groups",

@@ -281,19 +281,20 @@ impl ShardMetrics {
     /// Replaces this shard's per-topic log gauges (end offsets, sizes):
     /// topics beyond the labelled ones are summed under `_other`, and the
     /// gauges of topics no longer here are removed.
-    pub fn set_logs(&self, per_topic: &HashMap<String, (i64, u64)>) {
+    pub fn set_logs(&self, per_topic: &HashMap<String, (i64, u64, i64)>) {
         // By name, so topics labelled in the same refresh are labelled in
         // an order that does not depend on the map's hashing.
         let mut names: Vec<&String> = per_topic.keys().collect();
         names.sort_unstable();
-        let mut values: HashMap<String, (i64, i64)> = HashMap::new();
+        let mut values: HashMap<String, (i64, i64, i64)> = HashMap::new();
         {
             let mut labelled = self.topics.borrow_mut();
             for name in names {
-                let (end, size) = per_topic[name];
+                let (end, size, unstable) = per_topic[name];
                 let sum = values.entry(labelled.label(name).to_string()).or_default();
                 sum.0 += end;
                 sum.1 += size as i64;
+                sum.2 += unstable;
             }
         }
         let mut gauged = self.log_gauges.borrow_mut();
@@ -301,12 +302,14 @@ impl ShardMetrics {
             let labels = self.topic_labels(gone);
             self.metrics.log_end_offset.remove(&labels);
             self.metrics.log_size.remove(&labels);
+            self.metrics.log_unstable.remove(&labels);
         }
         gauged.clear();
-        for (topic, (end, size)) in values {
+        for (topic, (end, size, unstable)) in values {
             let labels = self.topic_labels(&topic);
             self.metrics.log_end_offset.get_or_create(&labels).set(end);
             self.metrics.log_size.get_or_create(&labels).set(size);
+            self.metrics.log_unstable.get_or_create(&labels).set(unstable);
             gauged.insert(topic);
         }
     }
@@ -379,6 +382,7 @@ impl ShardMetrics {
         }
         m.log_end_offset.remove(&labels);
         m.log_size.remove(&labels);
+        m.log_unstable.remove(&labels);
     }
 
     /// A group is gone: its series on this shard go, and its label is free.
@@ -422,8 +426,8 @@ mod tests {
     }
 
     /// A fresh map each time, as each refresh builds one: its own hashing.
-    fn logs(topics: impl Iterator<Item = String>) -> HashMap<String, (i64, u64)> {
-        topics.map(|t| (t, (10, 100))).collect()
+    fn logs(topics: impl Iterator<Item = String>) -> HashMap<String, (i64, u64, i64)> {
+        topics.map(|t| (t, (10, 100, 0))).collect()
     }
 
     #[test]

@@ -21,6 +21,10 @@ use std::sync::Arc;
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
+/// A topic's partitions on a shard: end offsets summed, bytes, records
+/// above the last stable offset summed.
+pub(crate) type TopicLogStats = (i64, u64, i64);
+
 pub(crate) struct ShardPartitions {
     shard: usize,
     root: PathBuf,
@@ -466,14 +470,17 @@ impl ShardPartitions {
 
     /// Per topic (sum of high watermarks, bytes) of the partitions owned
     /// here, and each owned partition's high watermark.
-    pub(crate) fn log_stats(&self) -> (HashMap<String, (i64, u64)>, HashMap<TopicPartition, i64>) {
-        let mut per_topic: HashMap<String, (i64, u64)> = HashMap::new();
+    /// Per topic: end offsets summed, bytes, and records above the last
+    /// stable offset (open transactions) summed; per partition: its end.
+    pub(crate) fn log_stats(&self) -> (HashMap<String, TopicLogStats>, HashMap<TopicPartition, i64>) {
+        let mut per_topic: HashMap<String, TopicLogStats> = HashMap::new();
         let mut ends = HashMap::new();
         for (tp, partition) in self.partitions.borrow().iter() {
             let end = partition.high_watermark();
             let entry = per_topic.entry(tp.topic.to_string()).or_default();
             entry.0 += end;
             entry.1 += partition.log.borrow().size_bytes();
+            entry.2 += end - partition.last_stable_offset();
             ends.insert(tp.clone(), end);
         }
         (per_topic, ends)
