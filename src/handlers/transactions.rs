@@ -34,6 +34,29 @@ type TopicCodes = (
     Vec<(i32, Option<ResponseError>)>,
 );
 
+/// Each of a topic's `partitions` with the error decided for it: `denied`
+/// (the request's own refusal) for all, else the topic's refusal of
+/// `operation`, else UNKNOWN_TOPIC_OR_PARTITION for a partition the topic
+/// does not have.
+fn partition_codes(
+    request: &Request,
+    catalog: &crate::topics::Catalog,
+    name: &str,
+    partitions: &[i32],
+    operation: AclOperation,
+    denied: Option<ResponseError>,
+) -> Vec<(i32, Option<ResponseError>)> {
+    let topic_error = denied.or_else(|| request.authorize(operation, Resource::Topic(name)).err());
+    let count = catalog.get(name).map_or(0, |t| t.partitions);
+    partitions
+        .iter()
+        .map(|p| {
+            let unknown = (*p < 0 || *p >= count).then_some(ResponseError::UnknownTopicOrPartition);
+            (*p, topic_error.or(unknown))
+        })
+        .collect()
+}
+
 /// Runs `work` on the coordinator shard of `transactional_id`.
 async fn on_coordinator<T, F, Fut>(
     broker: &Rc<ShardBroker>,
@@ -69,24 +92,20 @@ async fn add_partitions(broker: Rc<ShardBroker>, mut request: Request) -> Outcom
     let mut partitions = Vec::new();
     for topic in &asked.v3_and_below_topics {
         let name = topic.name.to_string();
-        let topic_error = id_denied.or_else(|| {
-            request
-                .authorize(AclOperation::Write, Resource::Topic(&name))
-                .err()
-        });
-        let count = catalog.get(&name).map_or(0, |t| t.partitions);
-        let results = topic
-            .partitions
-            .iter()
-            .map(|p| {
-                let error = topic_error
-                    .or_else(|| (*p < 0 || *p >= count).then_some(ResponseError::UnknownTopicOrPartition));
-                if error.is_none() {
-                    partitions.push((name.clone(), *p));
-                }
-                (*p, error)
-            })
-            .collect();
+        let results = partition_codes(
+            &request,
+            &catalog,
+            &name,
+            &topic.partitions,
+            AclOperation::Write,
+            id_denied,
+        );
+        partitions.extend(
+            results
+                .iter()
+                .filter(|(_, error)| error.is_none())
+                .map(|(p, _)| (name.clone(), *p)),
+        );
         codes.push((topic.name.clone(), results));
     }
     let failed = codes.iter().flat_map(|(_, r)| r).any(|(_, e)| e.is_some());
@@ -181,33 +200,20 @@ async fn txn_offset_commit(broker: Rc<ShardBroker>, mut request: Request) -> Out
     let mut offsets = Vec::new();
     for topic in &asked.topics {
         let name = topic.name.to_string();
-        let topic_error = denied.or_else(|| {
-            request
-                .authorize(AclOperation::Read, Resource::Topic(&name))
-                .err()
-        });
-        let count = catalog.get(&name).map_or(0, |t| t.partitions);
-        let results = topic
-            .partitions
-            .iter()
-            .map(|p| {
-                let error = topic_error.or_else(|| {
-                    (p.partition_index < 0 || p.partition_index >= count)
-                        .then_some(ResponseError::UnknownTopicOrPartition)
+        let indexes: Vec<i32> = topic.partitions.iter().map(|p| p.partition_index).collect();
+        let results = partition_codes(&request, &catalog, &name, &indexes, AclOperation::Read, denied);
+        for (p, (_, error)) in topic.partitions.iter().zip(&results) {
+            if error.is_none() {
+                offsets.push(PendingOffset {
+                    group: group.clone(),
+                    topic: name.clone(),
+                    partition: p.partition_index,
+                    offset: p.committed_offset,
+                    leader_epoch: p.committed_leader_epoch,
+                    metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
                 });
-                if error.is_none() {
-                    offsets.push(PendingOffset {
-                        group: group.clone(),
-                        topic: name.clone(),
-                        partition: p.partition_index,
-                        offset: p.committed_offset,
-                        leader_epoch: p.committed_leader_epoch,
-                        metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
-                    });
-                }
-                (p.partition_index, error)
-            })
-            .collect();
+            }
+        }
         codes.push((topic.name.clone(), results));
     }
     let outcome: Result<(), ResponseError> = if offsets.is_empty() {

@@ -467,7 +467,7 @@ pub fn exercise(client: &mut RawClient, key: ApiKey, v: i16) {
             );
         }
         // The broker under test runs without an authorizer: Kafka's answer
-        // is SECURITY_DISABLED (tests/acl_test.rs covers AUTHORIZER=acl).
+        // is SECURITY_DISABLED (scripts/interop/acl.py covers AUTHORIZER=acl).
         ApiKey::CreateAcls => {
             use kafka_protocol::messages::create_acls_request::AclCreation;
             let creation = AclCreation::default()
