@@ -12,7 +12,15 @@ async function roundTrip(kafka, topic, messages, groupId, label) {
   await producer.send({ topic, messages: messages.map((value) => ({ value })) });
   await producer.disconnect();
   report(`produce ${messages.length} ${label}`, true);
+  const got = await consumeAll(kafka, topic, groupId, messages.length);
+  report(`consume ${messages.length} back ${label}`, JSON.stringify(got) === JSON.stringify(messages),
+    `${got.length} received`);
+}
 
+// Reads `topic` from the beginning in group `groupId` until `count`
+// values arrived (at most 30 s), then `settleMs` more (a value arriving
+// late would show); returns the values.
+async function consumeAll(kafka, topic, groupId, count, settleMs = 0) {
   const consumer = kafka.consumer({ groupId, sessionTimeout: 10000, heartbeatInterval: 500 });
   await consumer.connect();
   await consumer.subscribe({ topic, fromBeginning: true });
@@ -22,13 +30,13 @@ async function roundTrip(kafka, topic, messages, groupId, label) {
   await consumer.run({
     eachMessage: async ({ message }) => {
       got.push(message.value.toString());
-      if (got.length >= messages.length) done();
+      if (got.length >= count) done();
     },
   });
   await Promise.race([finished, new Promise((resolve) => setTimeout(resolve, 30000))]);
+  await new Promise((resolve) => setTimeout(resolve, settleMs));
   await consumer.disconnect();
-  report(`consume ${messages.length} back ${label}`, JSON.stringify(got) === JSON.stringify(messages),
-    `${got.length} received`);
+  return got;
 }
 
 // Runs `main`, reporting an exception as a failed step; exits when done.
@@ -41,4 +49,4 @@ function run(main) {
     });
 }
 
-module.exports = { report, roundTrip, run };
+module.exports = { consumeAll, report, roundTrip, run };

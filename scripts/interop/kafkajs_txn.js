@@ -3,7 +3,7 @@
 // default) must see exactly the committed records. Prints one JSON line
 // per step. usage: node kafkajs_txn.js HOST:PORT  (NODE_PATH has kafkajs)
 const { Kafka, logLevel } = require("kafkajs");
-const { report, run } = require("./kafkajs_common");
+const { consumeAll, report, run } = require("./kafkajs_common");
 
 const [addr] = process.argv.slice(2);
 const topic = "txn-kafkajs";
@@ -32,22 +32,8 @@ run(async () => {
   await producer.disconnect();
   report("commit, abort, commit over 3 partitions", true);
 
-  const consumer = kafka.consumer({ groupId: "txn-kafkajs-reader", sessionTimeout: 10000, heartbeatInterval: 500 });
-  await consumer.connect();
-  await consumer.subscribe({ topic, fromBeginning: true });
-  const got = [];
-  let done;
-  const finished = new Promise((resolve) => (done = resolve));
-  await consumer.run({
-    eachMessage: async ({ message }) => {
-      got.push(message.value.toString());
-      if (got.length >= committed.length) done();
-    },
-  });
-  await Promise.race([finished, new Promise((resolve) => setTimeout(resolve, 30000))]);
-  // A moment more: an aborted record arriving late would show here.
-  await new Promise((resolve) => setTimeout(resolve, 1000));
-  await consumer.disconnect();
+  // A second more: an aborted record arriving late would show.
+  const got = await consumeAll(kafka, topic, "txn-kafkajs-reader", committed.length, 1000);
   report("a READ_COMMITTED consumer sees exactly the committed records",
     JSON.stringify([...got].sort()) === JSON.stringify([...committed].sort()), `${got.length} of ${committed.length}`);
 });

@@ -16,7 +16,6 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use std::collections::BTreeMap;
 use std::rc::Rc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 pub(crate) const DESCRIBE: Handler = handler!(DescribeTransactionsRequest, describe, versions = 0..=0);
 pub(crate) const LIST: Handler = handler!(ListTransactionsRequest, list, versions = 0..=1);
@@ -103,9 +102,7 @@ async fn list(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
         .filter(|f| !TxnState::NAMES.contains(&f.as_str()))
         .map(|f| text(f))
         .collect();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let now = crate::log::partition_log::now_ms();
     let states = everything(&broker)
         .await
         .into_iter()

@@ -4,11 +4,11 @@
 //! principal claims, or, only when explicitly configured, accepted
 //! unsigned (`alg: none`, Kafka's unsecured validator, for tests).
 
+use crate::log::partition_log::now_ms;
 use base64::Engine;
 use ring::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey};
 use serde_json::Value;
 use std::collections::HashMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A key from the JWKS file.
 #[derive(Debug, Clone)]
@@ -70,12 +70,6 @@ fn b64url(text: &str) -> Option<Vec<u8>> {
         .decode(trimmed)
         .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(trimmed))
         .ok()
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl OAuthSettings {

@@ -5,19 +5,14 @@
 
 use super::session::{AuthState, KafkaPrincipal, Session};
 use super::shard_broker::ShardBroker;
+use crate::log::partition_log::now_ms;
 use crate::security::sasl::{AuthFailure, SaslMechanism, SaslServer, SaslStep};
 use kafka_protocol::ResponseError;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 /// Kafka refuses a re-authentication less than this after the last one.
 const MIN_REAUTH_INTERVAL: Duration = Duration::from_secs(1);
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
 
 /// The answer to a SaslHandshake: an error (if any) and the mechanisms
 /// to list. Kafka lists the enabled ones on success and on an unknown

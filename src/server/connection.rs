@@ -16,6 +16,7 @@ use super::shard_broker::ShardBroker;
 use super::throttle;
 use crate::config::SecurityProtocol;
 use crate::handlers::{self, Outcome, Request};
+use crate::log::partition_log::now_ms;
 use crate::protocol::frame::{FrameBuffer, Incoming, SIZE_PREFIX};
 use crate::protocol::header::{decode_header, peek_client_id, peek_ids, RequestIds};
 use crate::protocol::response::ResponseFrame;
@@ -497,7 +498,7 @@ fn dispatch(
     }
     // KIP-368: once a SASL session has expired, only a re-authentication
     // may be sent; anything else closes the connection.
-    if api_key != ApiKey::SaslHandshake && session.expired(wall_clock_ms()) {
+    if api_key != ApiKey::SaslHandshake && session.expired(now_ms()) {
         let reason =
             format!("{api_key:?} after the SASL session expired (the client did not re-authenticate)");
         frame_error(broker, entry, &reason, Some((ids, &frame)));
@@ -581,12 +582,6 @@ fn unframed_token(broker: &ShardBroker, session: &Session, token: &[u8]) -> Resp
     frame.extend_from_slice(&(token.len() as u32).to_be_bytes());
     frame.extend_from_slice(&token);
     ResponseFrame::Whole(frame.freeze())
-}
-
-fn wall_clock_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 async fn write_responses<W: futures::AsyncWrite + Unpin>(

@@ -16,6 +16,7 @@ pub(crate) mod state;
 
 use crate::groups::Committed;
 use crate::log::control::{marker_batch, Marker};
+use crate::log::partition_log::now_ms;
 use crate::metadata::{FileStore, MetadataStore};
 use crate::server::ShardBroker;
 use crate::storage::{run_blocking, StorageError};
@@ -29,7 +30,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tracing::{info, warn};
 
 /// Kafka's transaction.max.timeout.ms default: the longest timeout a
@@ -41,12 +42,6 @@ const TIMEOUT_CHECK: Duration = Duration::from_secs(1);
 const END_TXN_PATIENCE: Duration = Duration::from_secs(10);
 /// Between attempts to write a marker a partition refused.
 const MARKER_RETRY: Duration = Duration::from_millis(100);
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
 
 /// The shard that coordinates `transactional_id`.
 pub(crate) fn owner(transactional_id: &str, shards: usize) -> usize {
