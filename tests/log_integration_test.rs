@@ -556,16 +556,13 @@ fn delete_topics_removes_the_files_and_bad_acks_are_refused() {
 /// never end would hold the last stable offset back for good.
 #[test]
 fn transactional_batches_without_a_transactional_producer_are_refused() {
-    use chronik_ingest::log::batch::{build_idempotent_batch, compute_crc, ATTRIBUTES, CRC};
+    use chronik_ingest::log::batch::{build_idempotent_batch, mark_transactional};
     let broker = TestBroker::start("txn-bit", 1);
     let mut client = RawClient::connect(broker.addr);
     let init = client.call(4, &InitProducerIdRequest::default().with_transactional_id(None));
     assert_eq!(init.error_code, 0);
     let mut batch = build_idempotent_batch(0, 1, init.producer_id.0, init.producer_epoch, 0, &[(b"k", b"v")]);
-    let transactional: i16 = 0x10;
-    batch[ATTRIBUTES..ATTRIBUTES + 2].copy_from_slice(&transactional.to_be_bytes());
-    let crc = compute_crc(&batch);
-    batch[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    mark_transactional(&mut batch);
     let (code, _) = produce_raw(&mut client, "txn-bit", 0, batch);
     assert_eq!(code, 53, "TRANSACTIONAL_ID_AUTHORIZATION_FAILED");
     assert_eq!(

@@ -677,6 +677,23 @@ impl Group {
         }
     }
 
+    /// TxnOffsetCommit (v3+, KIP-447) names the consumer's member and
+    /// generation so a zombie's transaction cannot commit offsets for
+    /// partitions it no longer owns. Unlike OffsetCommit, the group's
+    /// state is not enforced, and a request naming no member is allowed.
+    pub fn check_txn_commit(
+        &self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> Result<(), ResponseError> {
+        let named = generation >= 0 || !member_id.is_empty() || instance_id.is_some();
+        if !named || (generation < 0 && self.state == GroupState::Empty) {
+            return Ok(());
+        }
+        self.check_member(member_id, instance_id, generation)
+    }
+
     pub fn heartbeat(
         &mut self,
         member_id: &str,

@@ -191,6 +191,21 @@ impl GroupCoordinator {
         self.append_and_sync(group_id, changes).await
     }
 
+    /// TxnOffsetCommit's member check (see `Group::check_txn_commit`); a
+    /// group that does not exist accepts only generation -1.
+    pub(crate) fn check_txn_commit(
+        &self,
+        group_id: &str,
+        member: (&str, Option<&str>, i32),
+    ) -> Result<(), ResponseError> {
+        let (member_id, instance_id, generation) = member;
+        match self.groups.borrow().get(group_id) {
+            Some(group) => group.check_txn_commit(member_id, instance_id, generation),
+            None if generation < 0 => Ok(()),
+            None => Err(ResponseError::IllegalGeneration),
+        }
+    }
+
     /// A committed transaction's offsets (TxnOffsetCommit, made visible by
     /// the commit): written without a member check, which was the
     /// TxnOffsetCommit's; the group is created if it does not exist.

@@ -21,6 +21,7 @@ use kafka_protocol::messages::offset_fetch_response::{
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
+use std::collections::HashSet;
 use std::rc::Rc;
 
 pub(crate) const OFFSET_COMMIT: Handler = handler!(OffsetCommitRequest, offset_commit, versions = 2..=9);
@@ -122,21 +123,51 @@ async fn offset_commit(broker: Rc<ShardBroker>, mut request: Request) -> Outcome
     request.respond(&OffsetCommitResponse::default().with_topics(topics))
 }
 
+/// One partition's answer: its committed offset, or none, and its error.
+type FetchedPartition = (i32, Option<Committed>, i16);
+
+/// Partitions of `group` with offsets in transactions not yet completed,
+/// from every shard's coordinator (a transaction's offsets live with its
+/// transactional id's shard, not the group's).
+async fn pending_offsets(broker: &Rc<ShardBroker>, group: &str) -> Result<HashSet<(String, i32)>, i16> {
+    let mut pending = HashSet::new();
+    for shard in 0..broker.shard().count {
+        let group = group.to_string();
+        let some = broker
+            .on_shard(
+                shard,
+                move |b| async move { b.transactions().pending_offsets(&group) },
+            )
+            .await
+            .map_err(|_| ResponseError::CoordinatorNotAvailable.code())?;
+        pending.extend(some);
+    }
+    Ok(pending)
+}
+
 /// Committed offsets of one group, from its coordinator shard, with each
-/// topic's error code. As Kafka: DESCRIBE on the group, else the group's
-/// error; topics asked for that the principal may not DESCRIBE answer
-/// TOPIC_AUTHORIZATION_FAILED, and when every topic is asked for, those
-/// are left out.
+/// partition's error code. As Kafka: DESCRIBE on the group, else the
+/// group's error; topics asked for that the principal may not DESCRIBE
+/// answer TOPIC_AUTHORIZATION_FAILED, and when every topic is asked for,
+/// those are left out. With `require_stable` (v7+, what read_committed
+/// consumers send), a partition with a transactional offset still pending
+/// answers UNSTABLE_OFFSET_COMMIT, which clients retry.
 async fn fetch_group(
     broker: &Rc<ShardBroker>,
     request: &Request,
     group_id: String,
     wanted: Option<TopicPartitions>,
-) -> Result<Vec<(String, Vec<(i32, Option<Committed>)>, i16)>, i16> {
+    require_stable: bool,
+) -> Result<Vec<(String, Vec<FetchedPartition>)>, i16> {
     request
         .authorize(AclOperation::Describe, Resource::Group(&group_id))
         .map_err(|denied| denied.code())?;
     let all = wanted.is_none();
+    let pending = if require_stable {
+        pending_offsets(broker, &group_id).await?
+    } else {
+        HashSet::new()
+    };
     let owner = broker.group_owner(&group_id);
     let fetched: FetchedOffsets = broker
         .on_coordinator(owner, move |b| async move {
@@ -147,15 +178,23 @@ async fn fetch_group(
     Ok(fetched
         .into_iter()
         .filter(|(name, _)| !all || request.may(AclOperation::Describe, Resource::Topic(name)))
-        .map(
-            |(name, partitions)| match request.authorize(AclOperation::Describe, Resource::Topic(&name)) {
-                Ok(()) => (name, partitions, 0),
-                Err(denied) => {
-                    let hidden = partitions.into_iter().map(|(p, _)| (p, None)).collect();
-                    (name, hidden, denied.code())
-                }
-            },
-        )
+        .map(|(name, partitions)| {
+            let denied = request
+                .authorize(AclOperation::Describe, Resource::Topic(&name))
+                .err()
+                .map(|denied| denied.code());
+            let partitions = partitions
+                .into_iter()
+                .map(|(p, committed)| match denied {
+                    Some(code) => (p, None, code),
+                    None if pending.contains(&(name.clone(), p)) => {
+                        (p, None, ResponseError::UnstableOffsetCommit.code())
+                    }
+                    None => (p, committed, 0),
+                })
+                .collect();
+            (name, partitions)
+        })
         .collect())
 }
 
@@ -170,6 +209,7 @@ fn reported(committed: Option<Committed>) -> (i64, i32, String) {
 async fn offset_fetch(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let asked: OffsetFetchRequest = request.decode("OffsetFetch")?;
     let version = request.version;
+    let require_stable = version >= 7 && asked.require_stable;
     if version >= 8 {
         let request = &request;
         let groups = asked.groups.into_iter().map(|g| {
@@ -181,18 +221,18 @@ async fn offset_fetch(broker: Rc<ShardBroker>, mut request: Request) -> Outcome 
                         .collect()
                 });
                 let response = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
-                match fetch_group(&broker, request, g.group_id.to_string(), wanted).await {
+                match fetch_group(&broker, request, g.group_id.to_string(), wanted, require_stable).await {
                     Err(code) => response.with_error_code(code),
                     Ok(topics) => response.with_topics(
                         topics
                             .into_iter()
-                            .map(|(name, partitions, code)| {
+                            .map(|(name, partitions)| {
                                 OffsetFetchResponseTopics::default()
                                     .with_name(TopicName(StrBytes::from_string(name)))
                                     .with_partitions(
                                         partitions
                                             .into_iter()
-                                            .map(|(p, c)| {
+                                            .map(|(p, c, code)| {
                                                 let (offset, epoch, metadata) = reported(c);
                                                 OffsetFetchResponsePartitions::default()
                                                     .with_partition_index(p)
@@ -216,18 +256,26 @@ async fn offset_fetch(broker: Rc<ShardBroker>, mut request: Request) -> Outcome 
             .map(|t| (t.name.to_string(), t.partition_indexes))
             .collect()
     });
-    let response = match fetch_group(&broker, &request, asked.group_id.to_string(), wanted).await {
+    let fetched = fetch_group(
+        &broker,
+        &request,
+        asked.group_id.to_string(),
+        wanted,
+        require_stable,
+    )
+    .await;
+    let response = match fetched {
         Err(code) => OffsetFetchResponse::default().with_error_code(code),
         Ok(topics) => OffsetFetchResponse::default().with_topics(
             topics
                 .into_iter()
-                .map(|(name, partitions, code)| {
+                .map(|(name, partitions)| {
                     OffsetFetchResponseTopic::default()
                         .with_name(TopicName(StrBytes::from_string(name)))
                         .with_partitions(
                             partitions
                                 .into_iter()
-                                .map(|(p, c)| {
+                                .map(|(p, c, code)| {
                                     let (offset, epoch, metadata) = reported(c);
                                     let partition = OffsetFetchResponsePartition::default()
                                         .with_partition_index(p)

@@ -323,7 +323,7 @@ mod tests {
             (DeleteAcls, 1, 3),
             (AlterClientQuotas, 0, 1),
             (DescribeClientQuotas, 0, 1),
-            (AddPartitionsToTxn, 0, 3),
+            (AddPartitionsToTxn, 0, 5),
             (AddOffsetsToTxn, 0, 3),
             (EndTxn, 0, 4),
             (TxnOffsetCommit, 0, 3),

@@ -52,6 +52,7 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let produce: ProduceRequest = request.decode("Produce")?;
     let acks = produce.acks;
     let by_id = request.version >= 13;
+    let version = request.version;
     // producer_byte_rate counts the record bytes a request carries, and is
     // recorded before anything awaits: the connection reads its next
     // request only after this one's throttle is known (see connection.rs).
@@ -169,6 +170,7 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
                             data.records,
                             acks,
                             transactional_id,
+                            version,
                         )
                         .await
                     }
@@ -227,6 +229,7 @@ async fn append(
     records: Option<Bytes>,
     acks: i16,
     transactional_id: Option<Rc<str>>,
+    version: i16,
 ) -> AppendResult {
     let Some(records) = records.filter(|r| !r.is_empty()) else {
         return AppendResult::error(ResponseError::InvalidRecord.code(), "no record batch");
@@ -237,7 +240,7 @@ async fn append(
         Err(e) => return AppendResult::error(e.code(), e.message()),
     };
     if header.is_transactional() {
-        if let Err((error, why)) = verify_transaction(broker, &tp, &header, transactional_id).await {
+        if let Err((error, why)) = verify_transaction(broker, &tp, &header, transactional_id, version).await {
             return AppendResult::error(error.code(), why);
         }
     }
@@ -328,12 +331,14 @@ fn error_all(shape: &Shape, error: ResponseError) -> Vec<TopicProduceResponse> {
 /// on this partition, which the coordinator knows (KIP-890 part 1): a
 /// batch no coordinator knows about would hold the partition's stable
 /// offset back with no marker ever to come. Errors as Kafka maps them for
-/// the Produce versions clients use.
+/// the Produce versions clients use: from v11 (KIP-890) a batch outside
+/// the transaction is TRANSACTION_ABORTABLE, before it INVALID_TXN_STATE.
 async fn verify_transaction(
     broker: &Rc<ShardBroker>,
     tp: &TopicPartition,
     header: &batch::BatchHeader,
     transactional_id: Option<Rc<str>>,
+    version: i16,
 ) -> Result<(), (ResponseError, &'static str)> {
     let Some(id) = transactional_id else {
         return Err((
@@ -364,7 +369,11 @@ async fn verify_transaction(
             "the transaction coordinator is not available; retry",
         ),
         _ => (
-            ResponseError::InvalidTxnState,
+            if version > 10 {
+                ResponseError::TransactionAbortable
+            } else {
+                ResponseError::InvalidTxnState
+            },
             "the partition is not in the producer's open transaction (AddPartitionsToTxn first)",
         ),
     })

@@ -286,6 +286,15 @@ pub fn build_batch(base_offset: i64, timestamp: i64, records: &[(&[u8], &[u8])])
     build_idempotent_batch(base_offset, timestamp, -1, -1, -1, records)
 }
 
+/// Sets a built batch's transactional bit (and its CRC again): what a
+/// transactional producer writes (tests, benches, and our own tools).
+pub fn mark_transactional(batch: &mut [u8]) {
+    let attributes = i16::from_be_bytes([batch[ATTRIBUTES], batch[ATTRIBUTES + 1]]) | 0x10;
+    batch[ATTRIBUTES..ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
+    let crc = compute_crc(batch);
+    batch[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
 /// Builds an uncompressed batch with producer id, epoch and sequence.
 pub fn build_idempotent_batch(
     base_offset: i64,

@@ -439,9 +439,7 @@ fn producers_idle_past_the_expiration_are_dropped_at_open() {
 /// the produce path's validator, not here).
 fn transactional_batch(pid: i64, seq: i32) -> Vec<u8> {
     let mut bytes = build_idempotent_batch(0, 0, pid, 0, seq, &[(b"k", b"v"), (b"k", b"w")]);
-    bytes[batch::ATTRIBUTES..batch::ATTRIBUTES + 2].copy_from_slice(&0x10i16.to_be_bytes());
-    let crc = batch::compute_crc(&bytes);
-    bytes[batch::CRC..batch::CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    batch::mark_transactional(&mut bytes);
     bytes
 }
 

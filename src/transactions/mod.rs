@@ -170,6 +170,19 @@ impl TxnCoordinator {
             .collect()
     }
 
+    /// The partitions a group has offsets for in transactions not yet
+    /// completed: OffsetFetch with `require_stable` must not report what
+    /// a commit is about to replace.
+    pub(crate) fn pending_offsets(&self, group: &str) -> Vec<(String, i32)> {
+        self.txns
+            .borrow()
+            .values()
+            .flat_map(|meta| meta.offsets.iter())
+            .filter(|o| o.group == group)
+            .map(|o| (o.topic.clone(), o.partition))
+            .collect()
+    }
+
     pub(crate) fn get(&self, transactional_id: &str) -> Option<TxnMeta> {
         self.txns.borrow().get(transactional_id).cloned()
     }
@@ -345,6 +358,31 @@ impl TxnCoordinator {
             TxnState::Ongoing if epoch == meta.epoch && meta.partitions.contains(tp) => Ok(()),
             _ => Err(ResponseError::InvalidTxnState),
         }
+    }
+
+    /// AddPartitionsToTxn's `verify_only` (v4+): which of `partitions` are
+    /// not in the producer's transaction. Kafka does not check the state
+    /// beyond a prepared end, which refuses the whole check.
+    pub(crate) fn verify_partitions(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        epoch: i16,
+        partitions: &[(String, i32)],
+    ) -> Outcome<Vec<(String, i32)>> {
+        let txns = self.txns.borrow();
+        let meta = txns
+            .get(transactional_id)
+            .ok_or(ResponseError::InvalidProducerIdMapping)?;
+        meta.check_producer(producer_id, epoch)?;
+        if matches!(meta.state, TxnState::PrepareCommit | TxnState::PrepareAbort) {
+            return Err(ResponseError::ConcurrentTransactions);
+        }
+        Ok(partitions
+            .iter()
+            .filter(|tp| !meta.partitions.contains(*tp))
+            .cloned()
+            .collect())
     }
 
     /// EndTxn: prepares the commit or abort (durably), then writes the

@@ -1,5 +1,7 @@
 //! One meaningful request per (api, version), checked field by field where
-//! the answer is known. Used to prove every advertised version works.
+//! the answer is known. Used to prove every advertised version works;
+//! its request builders serve other wire tests too.
+#![allow(dead_code)]
 
 use crate::common::RawClient;
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
@@ -29,16 +31,16 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
-fn name(s: &str) -> TopicName {
+pub fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
 }
 
-fn s(text: &str) -> StrBytes {
+pub fn s(text: &str) -> StrBytes {
     StrBytes::from_string(text.to_string())
 }
 
 /// Creates `topic` (1 partition) if needed and returns its id.
-fn ensure_topic(client: &mut RawClient, topic: &str) -> Uuid {
+pub fn ensure_topic(client: &mut RawClient, topic: &str) -> Uuid {
     let request = MetadataRequest::default()
         .with_topics(Some(vec![
             MetadataRequestTopic::default().with_name(Some(name(topic)))
@@ -527,11 +529,36 @@ pub fn exercise(client: &mut RawClient, key: ApiKey, v: i16) {
             assert_eq!(entries.len(), 1, "DescribeClientQuotas v{v}");
             assert_eq!(entries[0].values[0].value, 1e9);
         }
-        ApiKey::AddPartitionsToTxn => {
+        ApiKey::AddPartitionsToTxn if v < 4 => {
             let (pid, epoch) = init_transactions(client, &format!("api-add-v{v}"));
             let response = client.call(v, &add_partitions(&format!("api-add-v{v}"), pid, epoch, topic));
             let code = response.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code;
             assert_eq!(code, 0, "AddPartitionsToTxn v{v}");
+        }
+        ApiKey::AddPartitionsToTxn => {
+            // The broker form: one transaction adds, then a leader's
+            // verify_only finds the partition in it and not in another's.
+            let (added, other) = (format!("api-add-v{v}"), format!("api-verify-v{v}"));
+            let (pid, epoch) = init_transactions(client, &added);
+            let (other_pid, other_epoch) = init_transactions(client, &other);
+            let code = |response: AddPartitionsToTxnResponse, i: usize| {
+                assert_eq!(response.error_code, 0, "AddPartitionsToTxn v{v}");
+                response.results_by_transaction[i].topic_results[0].results_by_partition[0]
+                    .partition_error_code
+            };
+            let add = batched_add_partitions(&[(&added, pid, epoch, false)], topic);
+            assert_eq!(code(client.call(v, &add), 0), 0, "AddPartitionsToTxn v{v}");
+            let verify = batched_add_partitions(
+                &[(&added, pid, epoch, true), (&other, other_pid, other_epoch, true)],
+                topic,
+            );
+            let response = client.call(v, &verify);
+            assert_eq!(code(response.clone(), 0), 0, "AddPartitionsToTxn v{v} verified");
+            assert_eq!(
+                code(response, 1),
+                120,
+                "AddPartitionsToTxn v{v}: TRANSACTION_ABORTABLE"
+            );
         }
         ApiKey::EndTxn => {
             let id = format!("api-end-v{v}");
@@ -674,7 +701,7 @@ pub fn exercise(client: &mut RawClient, key: ApiKey, v: i16) {
 }
 
 /// InitProducerId for transactional id `id`: (producer id, epoch).
-fn init_transactions(client: &mut RawClient, id: &str) -> (i64, i16) {
+pub fn init_transactions(client: &mut RawClient, id: &str) -> (i64, i16) {
     let request = InitProducerIdRequest::default()
         .with_transactional_id(Some(TransactionalId(s(id))))
         .with_transaction_timeout_ms(60_000);
@@ -684,7 +711,7 @@ fn init_transactions(client: &mut RawClient, id: &str) -> (i64, i16) {
 }
 
 /// AddPartitionsToTxn v0-3: partition 0 of `topic` joins `id`'s transaction.
-fn add_partitions(id: &str, pid: i64, epoch: i16, topic: &str) -> AddPartitionsToTxnRequest {
+pub fn add_partitions(id: &str, pid: i64, epoch: i16, topic: &str) -> AddPartitionsToTxnRequest {
     use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
     AddPartitionsToTxnRequest::default()
         .with_v3_and_below_transactional_id(TransactionalId(s(id)))
@@ -695,10 +722,36 @@ fn add_partitions(id: &str, pid: i64, epoch: i16, topic: &str) -> AddPartitionsT
             .with_partitions(vec![0])])
 }
 
+/// AddPartitionsToTxn v4+: partition 0 of `topic` for each (transactional
+/// id, producer id, epoch, verify only).
+pub fn batched_add_partitions(
+    transactions: &[(&str, i64, i16, bool)],
+    topic: &str,
+) -> AddPartitionsToTxnRequest {
+    use kafka_protocol::messages::add_partitions_to_txn_request::{
+        AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction,
+    };
+    AddPartitionsToTxnRequest::default().with_transactions(
+        transactions
+            .iter()
+            .map(|(id, pid, epoch, verify_only)| {
+                AddPartitionsToTxnTransaction::default()
+                    .with_transactional_id(TransactionalId(s(id)))
+                    .with_producer_id(ProducerId(*pid))
+                    .with_producer_epoch(*epoch)
+                    .with_verify_only(*verify_only)
+                    .with_topics(vec![AddPartitionsToTxnTopic::default()
+                        .with_name(name(topic))
+                        .with_partitions(vec![0])])
+            })
+            .collect(),
+    )
+}
+
 /// Joins `group` alone (with the MEMBER_ID_REQUIRED round trip from v4);
 /// returns the member id and generation. The broker under test runs with
 /// no initial rebalance delay.
-fn join_group(client: &mut RawClient, group: &str, v: i16) -> (String, i32) {
+pub fn join_group(client: &mut RawClient, group: &str, v: i16) -> (String, i32) {
     let request = |member: &str| {
         JoinGroupRequest::default()
             .with_group_id(GroupId(s(group)))
@@ -719,7 +772,7 @@ fn join_group(client: &mut RawClient, group: &str, v: i16) -> (String, i32) {
 
 /// A commit with generation -1 and no member: a group used only to store
 /// offsets.
-fn simple_commit(group: &str, topic: &str, offset: i64) -> OffsetCommitRequest {
+pub fn simple_commit(group: &str, topic: &str, offset: i64) -> OffsetCommitRequest {
     OffsetCommitRequest::default()
         .with_group_id(GroupId(s(group)))
         .with_generation_id_or_member_epoch(-1)

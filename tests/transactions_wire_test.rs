@@ -1,0 +1,226 @@
+//! Transaction rules the clients' own suites (scripts/interop) cannot
+//! reach, driven with raw frames from the `kafka-protocol` crate's client
+//! side: OffsetFetch's `require_stable`, TxnOffsetCommit's member check
+//! (KIP-447), and the error a Produce outside the transaction gets per
+//! version (KIP-890).
+
+mod api_calls;
+mod common;
+
+use api_calls::{ensure_topic, init_transactions, join_group, name, s, simple_commit};
+use chronik_ingest::log::batch::{build_idempotent_batch, mark_transactional};
+use common::{RawClient, TestBroker};
+use kafka_protocol::messages::offset_fetch_request::{
+    OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
+};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::txn_offset_commit_request::{
+    TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::*;
+use std::time::{Duration, Instant};
+
+const UNSTABLE_OFFSET_COMMIT: i16 = 88;
+const ILLEGAL_GENERATION: i16 = 22;
+const UNKNOWN_MEMBER_ID: i16 = 25;
+const INVALID_TXN_STATE: i16 = 48;
+const TRANSACTION_ABORTABLE: i16 = 120;
+
+fn add_offsets(client: &mut RawClient, id: &str, (pid, epoch): (i64, i16), group: &str) {
+    let add = AddOffsetsToTxnRequest::default()
+        .with_transactional_id(TransactionalId(s(id)))
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch)
+        .with_group_id(GroupId(s(group)));
+    assert_eq!(client.call(3, &add).error_code, 0, "AddOffsetsToTxn {id}");
+}
+
+/// TxnOffsetCommit v3 of partition 0 of `topic`; returns its error code.
+fn txn_commit(
+    client: &mut RawClient,
+    id: &str,
+    (pid, epoch): (i64, i16),
+    group: &str,
+    (member, generation): (&str, i32),
+    (topic, offset): (&str, i64),
+) -> i16 {
+    let commit = TxnOffsetCommitRequest::default()
+        .with_transactional_id(TransactionalId(s(id)))
+        .with_group_id(GroupId(s(group)))
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch)
+        .with_member_id(s(member))
+        .with_generation_id(generation)
+        .with_topics(vec![TxnOffsetCommitRequestTopic::default()
+            .with_name(name(topic))
+            .with_partitions(vec![TxnOffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(offset)])]);
+    client.call(3, &commit).topics[0].partitions[0].error_code
+}
+
+fn end_txn(client: &mut RawClient, id: &str, (pid, epoch): (i64, i16), commit: bool) {
+    let end = EndTxnRequest::default()
+        .with_transactional_id(TransactionalId(s(id)))
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch)
+        .with_committed(commit);
+    assert_eq!(client.call(3, &end).error_code, 0, "EndTxn {id}");
+}
+
+/// OffsetFetch of partition 0 of `topic`: (error code, committed offset),
+/// at v7 (single group) or v8 (the batched form).
+fn fetch(client: &mut RawClient, version: i16, group: &str, topic: &str, require_stable: bool) -> (i16, i64) {
+    if version >= 8 {
+        let request = OffsetFetchRequest::default()
+            .with_require_stable(require_stable)
+            .with_groups(vec![OffsetFetchRequestGroup::default()
+                .with_group_id(GroupId(s(group)))
+                .with_topics(Some(vec![OffsetFetchRequestTopics::default()
+                    .with_name(name(topic))
+                    .with_partition_indexes(vec![0])]))]);
+        let response = client.call(version, &request);
+        let partition = &response.groups[0].topics[0].partitions[0];
+        return (partition.error_code, partition.committed_offset);
+    }
+    let request = OffsetFetchRequest::default()
+        .with_group_id(GroupId(s(group)))
+        .with_require_stable(require_stable)
+        .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+            .with_name(name(topic))
+            .with_partition_indexes(vec![0])]));
+    let response = client.call(version, &request);
+    let partition = &response.topics[0].partitions[0];
+    (partition.error_code, partition.committed_offset)
+}
+
+/// Polls OffsetFetch with require_stable until it answers without error
+/// (bounded): the end of a transaction commits its offsets just after the
+/// markers, asynchronously to EndTxn's answer.
+fn stable_offset(client: &mut RawClient, group: &str, topic: &str) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, offset) = fetch(client, 7, group, topic, true);
+        if code == 0 {
+            return offset;
+        }
+        assert_eq!(code, UNSTABLE_OFFSET_COMMIT);
+        assert!(Instant::now() < deadline, "offsets still unstable after 10 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn require_stable_offset_fetch_waits_for_the_transaction_to_end() {
+    // Two shards, so the transactional id and the group may well be
+    // coordinated on different ones.
+    let broker = TestBroker::start("txn-require-stable", 2);
+    let mut client = RawClient::connect(broker.addr);
+    let (topic, group) = ("stable-topic", "stable-group");
+    ensure_topic(&mut client, topic);
+    assert_eq!(
+        client.call(8, &simple_commit(group, topic, 3)).topics[0].partitions[0].error_code,
+        0
+    );
+
+    for (round, commit) in [(1, true), (2, false)] {
+        let id = format!("stable-txn-{round}");
+        let producer = init_transactions(&mut client, &id);
+        add_offsets(&mut client, &id, producer, group);
+        let offset = 10 * round;
+        assert_eq!(
+            txn_commit(&mut client, &id, producer, group, ("", -1), (topic, offset)),
+            0
+        );
+        let before = if round == 1 { 3 } else { 10 };
+        for version in [7, 8, 9] {
+            assert_eq!(
+                fetch(&mut client, version, group, topic, true),
+                (UNSTABLE_OFFSET_COMMIT, -1),
+                "v{version} require_stable while the transaction is open"
+            );
+            assert_eq!(
+                fetch(&mut client, version, group, topic, false),
+                (0, before),
+                "v{version} without require_stable: the last committed offset"
+            );
+        }
+        end_txn(&mut client, &id, producer, commit);
+        let expected = if commit { offset } else { before };
+        assert_eq!(
+            stable_offset(&mut client, group, topic),
+            expected,
+            "round {round}"
+        );
+    }
+    assert_eq!(broker.frame_errors(), 0);
+}
+
+#[test]
+fn txn_offset_commit_checks_the_member_and_generation() {
+    let broker = TestBroker::start_with("txn-member-check", 2, |c| c.group_initial_rebalance_delay_ms = 0);
+    let mut client = RawClient::connect(broker.addr);
+    let topic = "member-topic";
+    ensure_topic(&mut client, topic);
+    let (member, generation) = join_group(&mut client, "live-group", 5);
+    let id = "member-txn";
+    let producer = init_transactions(&mut client, id);
+    for group in ["live-group", "no-such-group"] {
+        add_offsets(&mut client, id, producer, group);
+    }
+    let commit = |client: &mut RawClient, group: &str, who: (&str, i32)| {
+        txn_commit(client, id, producer, group, who, (topic, 5))
+    };
+    // The member, at its generation (the group has not synced yet: the
+    // group's state is not enforced for transactional commits).
+    assert_eq!(commit(&mut client, "live-group", (&member, generation)), 0);
+    assert_eq!(
+        commit(&mut client, "live-group", (&member, generation + 1)),
+        ILLEGAL_GENERATION
+    );
+    assert_eq!(
+        commit(&mut client, "live-group", ("zombie", generation)),
+        UNKNOWN_MEMBER_ID
+    );
+    // Clients before KIP-447 name no member.
+    assert_eq!(commit(&mut client, "live-group", ("", -1)), 0);
+    // A group that does not exist takes only generation -1.
+    assert_eq!(commit(&mut client, "no-such-group", ("", 1)), ILLEGAL_GENERATION);
+    assert_eq!(commit(&mut client, "no-such-group", ("", -1)), 0);
+    assert_eq!(broker.frame_errors(), 0);
+}
+
+#[test]
+fn a_transactional_batch_outside_the_transaction_is_refused_per_produce_version() {
+    let broker = TestBroker::start("txn-produce-unverified", 2);
+    let mut client = RawClient::connect(broker.addr);
+    let topic = "unverified-topic";
+    ensure_topic(&mut client, topic);
+    let id = "unverified-txn";
+    let (pid, epoch) = init_transactions(&mut client, id);
+    // The partition was never added with AddPartitionsToTxn.
+    let mut batch = build_idempotent_batch(0, 1, pid, epoch, 0, &[(b"k", b"v")]);
+    mark_transactional(&mut batch);
+    for (version, expected) in [
+        (9, INVALID_TXN_STATE),
+        (10, INVALID_TXN_STATE),
+        (11, TRANSACTION_ABORTABLE),
+        (12, TRANSACTION_ABORTABLE),
+    ] {
+        let request = ProduceRequest::default()
+            .with_transactional_id(Some(TransactionalId(s(id))))
+            .with_acks(-1)
+            .with_timeout_ms(10_000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(name(topic))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(batch.clone().into()))])]);
+        let response = client.call(version, &request);
+        assert_eq!(
+            response.responses[0].partition_responses[0].error_code, expected,
+            "Produce v{version}"
+        );
+    }
+    assert_eq!(broker.frame_errors(), 0);
+}
