@@ -224,3 +224,61 @@ fn a_transactional_batch_outside_the_transaction_is_refused_per_produce_version(
     }
     assert_eq!(broker.frame_errors(), 0);
 }
+
+#[test]
+fn transaction_timeouts_are_bounded_and_idle_ids_are_forgotten() {
+    let broker = TestBroker::start_with("txn-expiry", 2, |c| {
+        c.transaction_max_timeout_ms = 5_000;
+        c.transactional_id_expiration_ms = 300;
+    });
+    let mut client = RawClient::connect(broker.addr);
+    let topic = "expiry-topic";
+    ensure_topic(&mut client, topic);
+    let init = |client: &mut RawClient, id: &str, timeout_ms: i32| {
+        let request = InitProducerIdRequest::default()
+            .with_transactional_id(Some(TransactionalId(s(id))))
+            .with_transaction_timeout_ms(timeout_ms);
+        let response = client.call(3, &request);
+        (
+            response.error_code,
+            (response.producer_id.0, response.producer_epoch),
+        )
+    };
+    const INVALID_TRANSACTION_TIMEOUT: i16 = 50;
+    const TRANSACTIONAL_ID_NOT_FOUND: i16 = 105;
+    assert_eq!(
+        init(&mut client, "too-long", 5_001).0,
+        INVALID_TRANSACTION_TIMEOUT
+    );
+    let (code, idle) = init(&mut client, "idle", 5_000);
+    assert_eq!(code, 0);
+    let (code, open) = init(&mut client, "open", 5_000);
+    assert_eq!(code, 0);
+    // "open" begins a transaction; "idle" only holds its producer id.
+    let add = api_calls::add_partitions("open", open.0, open.1, topic);
+    assert_eq!(
+        client.call(3, &add).results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code,
+        0
+    );
+    let describe = |client: &mut RawClient, id: &str| {
+        let request =
+            DescribeTransactionsRequest::default().with_transactional_ids(vec![TransactionalId(s(id))]);
+        client.call(0, &request).transaction_states[0].error_code
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while describe(&mut client, "idle") != TRANSACTIONAL_ID_NOT_FOUND {
+        assert!(
+            Instant::now() < deadline,
+            "an idle transactional id was kept past its expiration"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // An id with a transaction open is kept however old (its timeout
+    // aborts the transaction first).
+    assert_eq!(describe(&mut client, "open"), 0);
+    // A forgotten id starts again with a new producer id.
+    let (code, again) = init(&mut client, "idle", 5_000);
+    assert_eq!(code, 0);
+    assert_ne!(again.0, idle.0);
+    assert_eq!(broker.frame_errors(), 0);
+}

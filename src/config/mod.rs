@@ -132,6 +132,11 @@ pub struct ServerConfig {
     pub retention_check_interval: Duration,
     pub group_initial_rebalance_delay_ms: u64,
     pub offsets_retention_minutes: u64,
+    /// The longest transaction.timeout.ms a producer may ask for.
+    pub transaction_max_timeout_ms: u64,
+    /// A transactional id unused this long (no transaction open) is
+    /// forgotten.
+    pub transactional_id_expiration_ms: u64,
     /// SASL, OAuth and the authorizer.
     pub security: security::SecurityConfig,
 }
@@ -174,6 +179,8 @@ impl Default for ServerConfig {
             retention_check_interval: Duration::from_secs(300),
             group_initial_rebalance_delay_ms: 3000,
             offsets_retention_minutes: 7 * 24 * 60,
+            transaction_max_timeout_ms: 900_000,
+            transactional_id_expiration_ms: 7 * 24 * 3_600_000,
             security: security::SecurityConfig::default(),
         }
     }

@@ -126,6 +126,13 @@ pub static SECTIONS: &[Section] = &[
         ],
     },
     Section {
+        name: "transactions",
+        keys: &[
+            ("max_timeout", "TRANSACTION_MAX_TIMEOUT_MS"),
+            ("id_expiration", "TRANSACTIONAL_ID_EXPIRATION_MS"),
+        ],
+    },
+    Section {
         name: "limits",
         keys: &[
             ("max_request_bytes", "MAX_REQUEST_BYTES"),
@@ -858,6 +865,10 @@ pub static SETTINGS: &[Setting] = &[
         "How long the first rebalance of an empty consumer group waits for more members (Kafka's group.initial.rebalance.delay.ms)."),
     setting!("OFFSETS_RETENTION_MINUTES", |c| WholeUnits { value: &mut c.offsets_retention_minutes, unit: Unit::Minutes, min: 1 },
         "Committed offsets of a group are dropped this long after the group became empty."),
+    setting!("TRANSACTION_MAX_TIMEOUT_MS", |c| WholeUnits { value: &mut c.transaction_max_timeout_ms, unit: Unit::Millis, min: 1 },
+        "The longest transaction.timeout.ms a producer may ask for (Kafka's transaction.max.timeout.ms); longer is refused with INVALID_TRANSACTION_TIMEOUT."),
+    setting!("TRANSACTIONAL_ID_EXPIRATION_MS", |c| WholeUnits { value: &mut c.transactional_id_expiration_ms, unit: Unit::Millis, min: 1 },
+        "A transactional id with no transaction open and no use for this long is forgotten, its producer id with it (Kafka's transactional.id.expiration.ms)."),
     setting!("RUST_LOG", |c| &mut c.log_filter,
         "Log filter, e.g. info or chronik_ingest=info,chronik_protocol=debug (one line per request)."),
     setting!("LOG_FORMAT", |c| &mut c.log_format,

@@ -245,7 +245,7 @@ impl IngestServer {
             // refuse to start rather than serve with them missing.
             .map_err(|e| format!("cannot load committed offsets: {e}"))?;
             let transactions = Rc::new(
-                crate::transactions::TxnCoordinator::open(&shard_dir, shard.id)
+                crate::transactions::TxnCoordinator::open(&shard_dir, shard.id, (&*shard_config).into())
                     .map_err(|e| format!("cannot load transaction state: {e}"))?,
             );
             let metrics = Rc::new(ShardMetrics::new(shard.id, shard_metrics.clone()));

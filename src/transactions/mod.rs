@@ -33,9 +33,23 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, warn};
 
-/// Kafka's transaction.max.timeout.ms default: the longest timeout a
-/// producer may ask for.
-pub(crate) const MAX_TIMEOUT_MS: i32 = 900_000;
+/// The coordinator's settings.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TxnLimits {
+    /// The longest transaction.timeout.ms a producer may ask for.
+    pub max_timeout_ms: i32,
+    /// Idle ids (no transaction open) are forgotten after this long.
+    pub id_expiration_ms: i64,
+}
+
+impl From<&crate::config::ServerConfig> for TxnLimits {
+    fn from(config: &crate::config::ServerConfig) -> TxnLimits {
+        TxnLimits {
+            max_timeout_ms: i32::try_from(config.transaction_max_timeout_ms).unwrap_or(i32::MAX),
+            id_expiration_ms: i64::try_from(config.transactional_id_expiration_ms).unwrap_or(i64::MAX),
+        }
+    }
+}
 /// How often open transactions are checked against their timeouts.
 const TIMEOUT_CHECK: Duration = Duration::from_secs(1);
 /// The longest EndTxn waits for its markers before answering.
@@ -63,6 +77,7 @@ pub(crate) struct TxnCoordinator {
     /// Changes apply one at a time: each checks the table, then awaits its
     /// durable write.
     turn: Semaphore,
+    limits: TxnLimits,
 }
 
 type Outcome<T> = Result<T, ResponseError>;
@@ -72,7 +87,7 @@ type GroupOffset = ((String, i32), Committed);
 
 impl TxnCoordinator {
     /// Blocking (start-up): loads this shard's table.
-    pub(crate) fn open(dir: &Path, shard: usize) -> std::io::Result<TxnCoordinator> {
+    pub(crate) fn open(dir: &Path, shard: usize, limits: TxnLimits) -> std::io::Result<TxnCoordinator> {
         let store: Arc<dyn MetadataStore> = Arc::new(FileStore::new(dir));
         let document = format!("transactions-{shard}.json");
         let txns: HashMap<String, TxnMeta> = store.get_json(&document)?.unwrap_or_default();
@@ -83,6 +98,7 @@ impl TxnCoordinator {
             settled: RefCell::default(),
             timed_out_ids: RefCell::default(),
             turn: Semaphore::new(1),
+            limits,
         })
     }
 
@@ -197,7 +213,7 @@ impl TxnCoordinator {
         timeout_ms: i32,
         expected: Option<(i64, i16)>,
     ) -> Outcome<(i64, i16)> {
-        if timeout_ms <= 0 || timeout_ms > MAX_TIMEOUT_MS {
+        if timeout_ms <= 0 || timeout_ms > self.limits.max_timeout_ms {
             return Err(ResponseError::InvalidTransactionTimeout);
         }
         let fresh_id = match self.get(transactional_id) {
@@ -550,6 +566,48 @@ impl TxnCoordinator {
         }
     }
 
+    /// Forgets ids with no transaction open and unused for
+    /// TRANSACTIONAL_ID_EXPIRATION_MS, as Kafka does: otherwise every
+    /// short-lived transactional producer (one id per task or per run)
+    /// would stay in the table, and be persisted with it, forever.
+    async fn forget_idle_ids(&self, now: i64) {
+        let idle = |meta: &TxnMeta| {
+            matches!(
+                meta.state,
+                TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
+            ) && now.saturating_sub(meta.last_update_ms) >= self.limits.id_expiration_ms
+        };
+        if !self.txns.borrow().values().any(idle) {
+            return;
+        }
+        let Ok(_turn) = self.turn.acquire_permit(1).await else {
+            return;
+        };
+        let forgotten: Vec<(String, TxnMeta)> = {
+            let mut txns = self.txns.borrow_mut();
+            let ids: Vec<String> = txns
+                .iter()
+                .filter(|(id, meta)| idle(meta) && !self.settled.borrow().contains(*id))
+                .map(|(id, _)| id.clone())
+                .collect();
+            ids.into_iter()
+                .filter_map(|id| txns.remove(&id).map(|meta| (id, meta)))
+                .collect()
+        };
+        if forgotten.is_empty() {
+            return;
+        }
+        if self.persist().await.is_err() {
+            // Kept: the next check tries again.
+            self.txns.borrow_mut().extend(forgotten);
+            return;
+        }
+        info!(
+            count = forgotten.len(),
+            "forgot transactional ids unused for TRANSACTIONAL_ID_EXPIRATION_MS"
+        );
+    }
+
     /// Finishes what a previous run prepared, then aborts transactions
     /// past their timeouts, until the shard drains.
     pub(crate) async fn run(self: Rc<Self>, broker: Rc<ShardBroker>) {
@@ -581,6 +639,7 @@ impl TxnCoordinator {
                 .filter(|(_, m)| m.timed_out(now))
                 .map(|(id, _)| id.clone())
                 .collect();
+            self.forget_idle_ids(now).await;
             for id in expired {
                 let fenced = self
                     .transition(&id, |current| match current {
