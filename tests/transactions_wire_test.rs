@@ -282,3 +282,73 @@ fn transaction_timeouts_are_bounded_and_idle_ids_are_forgotten() {
     assert_ne!(again.0, idle.0);
     assert_eq!(broker.frame_errors(), 0);
 }
+
+/// Transaction state lives in 50 hashed state partitions owned like any
+/// partition, so changing SHARDS moves each id's coordinator with its
+/// partition: nothing is lost or left hanging. Tables of the per-shard
+/// layout an earlier version wrote are moved into the partitions.
+#[test]
+fn transaction_state_follows_its_partitions_when_the_shard_count_changes() {
+    let mut broker = TestBroker::start("txn-reshard", 2);
+    let mut client = RawClient::connect(broker.addr);
+    let topic = "reshard-topic";
+    ensure_topic(&mut client, topic);
+    let ids: Vec<String> = (0..20).map(|i| format!("reshard-{i}")).collect();
+    let mut producers = Vec::new();
+    for id in &ids {
+        let producer = init_transactions(&mut client, id);
+        let add = api_calls::add_partitions(id, producer.0, producer.1, topic);
+        assert_eq!(
+            client.call(3, &add).results_by_topic_v3_and_below[0].results_by_partition[0]
+                .partition_error_code,
+            0
+        );
+        producers.push(producer);
+    }
+    // A table in the per-shard layout, as an earlier version left it.
+    let legacy = format!(
+        r#"{{"legacy-id": {{"producer_id": 4242, "epoch": 3, "last_epoch": 2, "timeout_ms": 60000,
+            "state": "CompleteCommit", "partitions": [], "groups": [], "offsets": [], "start_ms": -1,
+            "last_update_ms": {}, "sequence": 1}}}}"#,
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    );
+    std::fs::write(broker.dir.join("transactions-1.json"), legacy).unwrap();
+    let describe = |client: &mut RawClient, id: &str| {
+        let request =
+            DescribeTransactionsRequest::default().with_transactional_ids(vec![TransactionalId(s(id))]);
+        let state = client.call(0, &request).transaction_states.remove(0);
+        (
+            state.error_code,
+            state.transaction_state.to_string(),
+            state.producer_id.0,
+        )
+    };
+    for shards in [1, 3, 2] {
+        broker.restart_with(|c| c.shards = std::num::NonZeroUsize::new(shards));
+        let mut client = RawClient::connect(broker.addr);
+        for (id, (pid, _)) in ids.iter().zip(&producers) {
+            assert_eq!(
+                describe(&mut client, id),
+                (0, "Ongoing".to_string(), *pid),
+                "{id} with {shards} shards"
+            );
+        }
+        assert_eq!(
+            describe(&mut client, "legacy-id"),
+            (0, "CompleteCommit".to_string(), 4242)
+        );
+        assert!(
+            !broker.dir.join("transactions-1.json").exists(),
+            "the old table was moved"
+        );
+    }
+    // And the moved coordinators still end what they hold.
+    let mut client = RawClient::connect(broker.addr);
+    for (id, producer) in ids.iter().zip(&producers) {
+        end_txn(&mut client, id, *producer, true);
+    }
+    assert_eq!(broker.frame_errors(), 0);
+}

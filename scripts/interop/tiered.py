@@ -9,9 +9,10 @@ directory serves the whole tiered history.
 Also: kill -9 during uploads (crash, CRASH_ROUNDS rounds), the S3
 server stopped under produce (outage, OUTAGE_SECONDS), and a fetch's
 remote reading bounded by its limits and its max_wait_ms, with the tiered
-metrics scraped (limits).
+metrics scraped (limits), and aborted transactions kept aborted in the
+remote history (transactions).
 
-usage: tiered.py BROKER_BINARY [file|s3|crash|outage|limits ...]   (default: all)
+usage: tiered.py BROKER_BINARY [file|s3|crash|outage|limits|transactions ...]   (default: all)
 RECORDS (default 2,000,000) sets the records produced by file and s3."""
 import hashlib
 import json
@@ -29,7 +30,7 @@ import threading
 import time
 import urllib.request
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic,
                                   ResourceType)
 
@@ -613,11 +614,117 @@ def run_limits(binary):
     shutil.rmtree(work, ignore_errors=True)
 
 
+def read_txn_topic(addr, topic, isolation):
+    """Every value of partition 0 from offset 0 at `isolation`, in order,
+    up to the partition's end (the stable offset for read_committed)."""
+    c = Consumer({"bootstrap.servers": addr, "group.id": f"tiered-txn-{time.time_ns()}",
+                  "enable.auto.commit": False, "isolation.level": isolation, "enable.partition.eof": True})
+    c.assign([TopicPartition(topic, 0, 0)])
+    values, deadline, at_end = [], time.time() + 120, False
+    while not at_end and time.time() < deadline:
+        for m in c.consume(1000, 1.0):
+            if not m.error():
+                values.append(m.value())
+            elif m.error().code() == KafkaError._PARTITION_EOF:
+                at_end = True
+    c.close()
+    return values
+
+
+def run_transactions(binary):
+    """Aborted transactions stay aborted once their segments are remote
+    only: a read_committed consumer reading the history from the bucket
+    gets exactly the committed records (Kafka uploads each segment's
+    .txnindex for this), on the broker that uploaded them and on a broker
+    rebuilt from the bucket with an empty data directory."""
+    work = tempfile.mkdtemp(prefix="tiered-txn-", dir=os.environ.get("TMPDIR"))
+    bucket = os.path.join(work, "bucket")
+    os.makedirs(bucket)
+    env = {"OBJECT_STORE_URL": f"file://{bucket}", "LOG_RETENTION_CHECK_INTERVAL_SECS": "1"}
+    data = os.path.join(work, "data")
+    os.makedirs(data)
+    topic = "tiered-txn"
+    proc, log, addr = start_broker(binary, data, env)
+    per_txn, outcomes = 1500, [True, False, True, False, False, True, True, False, True, True]
+    committed = []
+    try:
+        admin = AdminClient({"bootstrap.servers": addr})
+        config = {"remote.storage.enable": "true", "segment.bytes": str(1 << 20),
+                  "local.retention.bytes": str(1 << 20)}
+        admin.create_topics([NewTopic(topic, 1, 1, config=config)])[topic].result(30)
+        del admin
+        p = Producer({"bootstrap.servers": addr, "transactional.id": "tiered-txn", "linger.ms": 20})
+        p.init_transactions(30)
+        for n, commit in enumerate(outcomes):
+            p.begin_transaction()
+            batch = [f"txn{n:02d}-{i:05d}".encode().ljust(1024, b".") for i in range(per_txn)]
+            for v in batch:
+                while True:
+                    try:
+                        p.produce(topic, value=v, partition=0)
+                        break
+                    except BufferError:
+                        p.poll(0.05)
+            if commit:
+                p.commit_transaction(60)
+                committed.extend(batch)
+            else:
+                p.flush(60)
+                p.abort_transaction(60)
+        del p
+        check(f"transactions: {len(outcomes)} transactions of {per_txn} x 1 KiB on a tiered topic "
+              f"({outcomes.count(False)} aborted)", True)
+        first = os.path.join(data, f"{topic}-0", "00000000000000000000.log")
+        deadline = time.time() + 120
+        while time.time() < deadline and os.path.exists(first):
+            time.sleep(0.5)
+        check("transactions: the first segments are remote only", not os.path.exists(first))
+        got = read_txn_topic(addr, topic, "read_committed")
+        check(f"transactions: read_committed from offset 0 gets exactly the {len(committed)} committed "
+              "records, in order, most of them from the bucket", got == committed,
+              f"got {len(got)}, first difference at {next((i for i, (a, b) in enumerate(zip(got, committed)) if a != b), None)}")
+        got = read_txn_topic(addr, topic, "read_uncommitted")
+        check(f"transactions: read_uncommitted gets all {per_txn * len(outcomes)}", len(got) == per_txn * len(outcomes),
+              f"got {len(got)}")
+    finally:
+        stop_and_report("transactions", proc, log)
+    # A broker with an empty data directory takes the history from the bucket.
+    fresh = os.path.join(work, "fresh")
+    os.makedirs(fresh)
+    proc, log, addr = start_broker(binary, fresh, env)
+    try:
+        # It has what was uploaded (never the active segment). A
+        # transaction whose marker was in the part not uploaded has no
+        # coordinator any more: it is aborted, so the stable offset reaches
+        # the end, and read_committed gets whole committed transactions.
+        def ends(isolation):
+            c = Consumer({"bootstrap.servers": addr, "group.id": "ends", "isolation.level": isolation})
+            _, end = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+            c.close()
+            return end
+        hw, lso, deadline = 0, -1, time.time() + 60
+        while time.time() < deadline and lso != hw:
+            time.sleep(1)
+            # The abort marker moves the end by one: both read again.
+            lso, hw = ends("read_committed"), ends("read_uncommitted")
+        check(f"transactions: on the rebuilt broker a transaction no coordinator holds is aborted: "
+              f"the stable offset reaches the end ({lso} of {hw})", lso == hw and hw > 0)
+        got = read_txn_topic(addr, topic, "read_committed")
+        check(f"transactions: and read_committed gets whole committed transactions only "
+              f"({len(got)} records of the {len(committed)} committed)",
+              len(got) >= per_txn and len(got) % per_txn == 0 and got == committed[:len(got)], f"got {len(got)}")
+    finally:
+        stop_and_report("transactions (rebuilt)", proc, log)
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def main():
     binary = sys.argv[1]
-    for part in sys.argv[2:] or ["file", "s3", "crash", "outage", "limits"]:
+    for part in sys.argv[2:] or ["file", "s3", "crash", "outage", "limits", "transactions"]:
         if part == "limits":
             run_limits(binary)
+        elif part == "transactions":
+            run_transactions(binary)
         elif part == "crash":
             run_crash(binary, int(os.environ.get("CRASH_ROUNDS", "5")))
         elif part == "outage":

@@ -350,7 +350,7 @@ async fn verify_transaction(
     let partition = (tp.topic.to_string(), tp.partition);
     let id = id.to_string();
     let verdict = broker
-        .on_shard(broker.transaction_owner(&id), move |b| async move {
+        .on_coordinator(broker.transaction_owner(&id), move |b| async move {
             b.transactions().verify(&id, pid, epoch, &partition)
         })
         .await

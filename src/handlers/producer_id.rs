@@ -50,7 +50,7 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
         let timeout = asked.transaction_timeout_ms;
         let expected = (asked.producer_id.0 >= 0).then_some((asked.producer_id.0, asked.producer_epoch));
         let granted = broker
-            .on_shard(broker.transaction_owner(&id), move |b| async move {
+            .on_coordinator(broker.transaction_owner(&id), move |b| async move {
                 let coordinator = b.transactions().clone();
                 coordinator.init(&b, &id, timeout, expected).await
             })

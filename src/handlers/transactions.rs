@@ -73,7 +73,7 @@ where
     Fut: Future<Output = Result<T, ResponseError>> + 'static,
 {
     broker
-        .on_shard(broker.transaction_owner(transactional_id), work)
+        .on_coordinator(broker.transaction_owner(transactional_id), work)
         .await
         .unwrap_or(Err(ResponseError::CoordinatorNotAvailable))
 }

@@ -50,7 +50,7 @@ async fn describe(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
         }
         let lookup = name.clone();
         let meta = broker
-            .on_shard(broker.transaction_owner(&name), move |b| async move {
+            .on_coordinator(broker.transaction_owner(&name), move |b| async move {
                 b.transactions().get(&lookup)
             })
             .await;

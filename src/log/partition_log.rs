@@ -455,6 +455,8 @@ pub struct ClosedSegment {
     pub max_timestamp: i64,
     /// The log, offset index and time index files.
     pub files: [PathBuf; 3],
+    /// The transactions aborted by markers in it (its `.txnindex`).
+    pub aborted: Vec<crate::log::producer_state::AbortedTxn>,
 }
 
 #[derive(Debug)]
@@ -679,6 +681,9 @@ impl PartitionLog {
                 size: s.size(),
                 max_timestamp: s.max_timestamp(),
                 files: s.file_paths(),
+                aborted: self
+                    .producers
+                    .aborted_with_marker_in(s.base_offset(), s.next_offset()),
             })
             .collect()
     }

@@ -268,6 +268,16 @@ impl ProducerStates {
             .collect()
     }
 
+    /// The aborted transactions whose markers sit in `[from, to)`: what
+    /// Kafka's `.txnindex` of the segment holding those offsets lists.
+    pub fn aborted_with_marker_in(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
+        self.aborted
+            .iter()
+            .filter(|a| a.last_offset >= from && a.last_offset < to)
+            .copied()
+            .collect()
+    }
+
     /// Forgets aborted transactions wholly below `log_start` (retention
     /// deleted their batches).
     pub fn forget_aborted_before(&mut self, log_start: i64) {

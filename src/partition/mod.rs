@@ -126,6 +126,10 @@ impl Partition {
             .map_or(hw, |first| first.min(hw))
     }
 
+    pub(crate) fn has_open_transaction(&self) -> bool {
+        self.log.borrow().first_unstable_offset().is_some()
+    }
+
     pub(crate) fn producers(&self) -> Vec<crate::log::producer_state::ProducerSummary> {
         self.log.borrow().producers()
     }

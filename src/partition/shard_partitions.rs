@@ -468,6 +468,24 @@ impl ShardPartitions {
         }
     }
 
+    /// The open transactions of the partitions open on this shard: one
+    /// entry per (partition, producer) with a transaction open there.
+    pub(crate) fn open_transactions(
+        &self,
+    ) -> Vec<(TopicPartition, crate::log::producer_state::ProducerSummary)> {
+        self.partitions
+            .borrow()
+            .iter()
+            .filter(|(_, p)| p.has_open_transaction())
+            .flat_map(|(tp, p)| {
+                p.producers()
+                    .into_iter()
+                    .filter(|s| s.txn_start_offset >= 0)
+                    .map(move |s| (tp.clone(), s))
+            })
+            .collect()
+    }
+
     /// Per topic (sum of high watermarks, bytes) of the partitions owned
     /// here, and each owned partition's high watermark.
     /// Per topic: end offsets summed, bytes, and records above the last

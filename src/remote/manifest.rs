@@ -8,6 +8,7 @@
 //! manifest is written after the objects it names: a segment is remote
 //! once the manifest lists it, never before.
 
+use crate::log::producer_state::AbortedTxn;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -21,6 +22,11 @@ pub(crate) struct RemoteSegment {
     /// The largest record timestamp in it (-1 if none).
     pub max_timestamp: i64,
     pub leader_epoch: i32,
+    /// The transactions aborted by markers in it, as Kafka uploads a
+    /// segment's `.txnindex`: once only the bucket holds the segment, a
+    /// read_committed fetch still learns what to drop.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aborted: Vec<AbortedTxn>,
 }
 
 /// A partition's remote segments, in offset order, and where its log
@@ -49,6 +55,22 @@ impl Manifest {
         }
         let i = self.segments.partition_point(|s| s.next_offset <= offset);
         self.segments.get(i).filter(|s| s.base_offset <= offset)
+    }
+
+    /// The aborted transactions a read_committed fetch of `[from, to)`
+    /// must be told about, from the remote segments' lists: (producer
+    /// id, first offset).
+    pub(crate) fn aborted_between(&self, from: i64, to: i64) -> Vec<(i64, i64)> {
+        // A transaction's marker comes after its batches, so its entry
+        // sits in the segment holding `from` or a later one (however much
+        // later: a long transaction's marker may be segments past `to`).
+        let first = self.segments.partition_point(|s| s.next_offset <= from);
+        self.segments[first..]
+            .iter()
+            .flat_map(|s| s.aborted.iter())
+            .filter(|a| a.last_offset >= from && a.first_offset < to)
+            .map(|a| (a.producer_id, a.first_offset))
+            .collect()
     }
 
     /// Where the remote log starts, if anything is remote.
@@ -122,7 +144,33 @@ mod tests {
             size: 10,
             max_timestamp: base,
             leader_epoch: 0,
+            aborted: Vec::new(),
         }
+    }
+
+    #[test]
+    fn aborted_transactions_are_found_from_the_segment_holding_the_start() {
+        let aborted = |producer_id, first_offset, last_offset| AbortedTxn {
+            producer_id,
+            first_offset,
+            last_offset,
+        };
+        let mut second = segment(100, 250);
+        second.aborted = vec![aborted(7, 90, 120), aborted(8, 200, 210)];
+        let mut third = segment(250, 400);
+        // A long transaction: begun in the first segment, aborted here.
+        third.aborted = vec![aborted(9, 50, 300)];
+        let manifest = Manifest {
+            log_start_offset: 0,
+            segments: vec![segment(0, 100), second, third],
+        };
+        assert_eq!(manifest.aborted_between(0, 60), vec![(9, 50)]);
+        assert_eq!(manifest.aborted_between(95, 150), vec![(7, 90), (9, 50)]);
+        assert_eq!(manifest.aborted_between(121, 205), vec![(8, 200), (9, 50)]);
+        assert_eq!(manifest.aborted_between(301, 400), Vec::<(i64, i64)>::new());
+        // Old manifests, written before the lists, read as having none.
+        let old = r#"{"log_start_offset":0,"segments":[{"base_offset":0,"next_offset":5,"size":1,"max_timestamp":1,"leader_epoch":0}]}"#;
+        assert!(Manifest::from_json(old.as_bytes()).is_ok_and(|m| m.segments[0].aborted.is_empty()));
     }
 
     #[test]

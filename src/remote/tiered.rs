@@ -11,7 +11,7 @@ use super::manifest::{catalog_key, Manifest, PartitionKeys, RemoteSegment};
 use super::reads::RemoteReads;
 use super::store::{RemoteError, RemoteStore, UploadBody};
 use super::TieringStats;
-use crate::log::batch::{parse_header, validate, BatchHeader};
+use crate::log::batch::{parse_header, validate_stored, BatchHeader};
 use crate::log::index::{OffsetIndex, TimeIndex};
 use crate::log::timestamps::first_at_or_after;
 use crate::log::{ClosedSegment, LogConfig, PRODUCER_STATE};
@@ -234,6 +234,7 @@ impl RemotePartition {
                 size: closed.size,
                 max_timestamp: closed.max_timestamp,
                 leader_epoch: self.leader_epoch,
+                aborted: closed.aborted.clone(),
             };
             let [log, index, timeindex] = closed.files.clone();
             let (body, from) = match self
@@ -475,7 +476,7 @@ impl RemotePartition {
                 break;
             }
             let batch = self.range(&key, &segment, position, position + size).await?;
-            validate(&batch).map_err(|e| self.corrupt(&key, position, e.message()))?;
+            validate_stored(&batch).map_err(|e| self.corrupt(&key, position, e.message()))?;
             out.extend_from_slice(&batch);
             position += size;
             if out.len() >= limit {
@@ -529,7 +530,13 @@ impl Log for TieredLog {
     }
 
     fn aborted_transactions(&self, from: i64, to: i64) -> Vec<(i64, i64)> {
-        self.local.aborted_transactions(from, to)
+        // Local retention forgets what only the bucket holds now; the
+        // manifest keeps each uploaded segment's list.
+        let mut aborted = self.local.aborted_transactions(from, to);
+        aborted.extend(self.remote.manifest.borrow().aborted_between(from, to));
+        aborted.sort_unstable();
+        aborted.dedup();
+        aborted
     }
 
     fn producers(&self) -> Vec<crate::log::producer_state::ProducerSummary> {

@@ -65,6 +65,16 @@ pub fn offsets_partition(group_id: &str) -> u32 {
     crc32c::crc32c(group_id.as_bytes()) % OFFSETS_PARTITIONS
 }
 
+/// Kafka's transaction.state.log.num.partitions default.
+pub const TRANSACTION_STATE_PARTITIONS: u32 = 50;
+/// The internal topic whose partitions transaction coordinators follow.
+pub const TRANSACTION_STATE_TOPIC: &str = "__transaction_state";
+
+/// The transaction-state partition that holds `transactional_id`'s state.
+pub fn transaction_state_partition(transactional_id: &str) -> u32 {
+    crc32c::crc32c(transactional_id.as_bytes()) % TRANSACTION_STATE_PARTITIONS
+}
+
 /// The routing snapshot every shard reads.
 pub(crate) struct PartitionRouter {
     table: ArcSwap<RoutingTable>,
@@ -88,6 +98,15 @@ impl PartitionRouter {
     /// partition is led.
     pub(crate) fn group_coordinator(&self, group_id: &str) -> Route {
         self.route(&group_partition(group_id))
+    }
+
+    /// Where `transactional_id`'s coordinator is: the leader of its
+    /// transaction-state partition, as in Kafka.
+    pub(crate) fn transaction_coordinator(&self, transactional_id: &str) -> Route {
+        self.route(&TopicPartition::new(
+            TRANSACTION_STATE_TOPIC,
+            transaction_state_partition(transactional_id) as i32,
+        ))
     }
 
     /// The shard that owns `tp` if this broker leads it.

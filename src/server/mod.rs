@@ -131,6 +131,7 @@ impl IngestServer {
         let identity = Arc::new(
             ClusterIdentity::load_or_create(&dir).map_err(|e| ServerError::DataDir(dir.clone(), e))?,
         );
+        crate::transactions::move_per_shard_tables(&dir).map_err(|e| ServerError::DataDir(dir.clone(), e))?;
         // Dynamic configs first: they set the topic defaults the catalog
         // resolves with and the limits the shards start with.
         let dynamic = Arc::new(
@@ -245,8 +246,13 @@ impl IngestServer {
             // refuse to start rather than serve with them missing.
             .map_err(|e| format!("cannot load committed offsets: {e}"))?;
             let transactions = Rc::new(
-                crate::transactions::TxnCoordinator::open(&shard_dir, shard.id, (&*shard_config).into())
-                    .map_err(|e| format!("cannot load transaction state: {e}"))?,
+                crate::transactions::TxnCoordinator::open(
+                    &shard_dir,
+                    shard.id,
+                    &router,
+                    (&*shard_config).into(),
+                )
+                .map_err(|e| format!("cannot load transaction state: {e}"))?,
             );
             let metrics = Rc::new(ShardMetrics::new(shard.id, shard_metrics.clone()));
             let forget: Box<dyn Fn(&str)> = {

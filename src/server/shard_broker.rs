@@ -173,9 +173,18 @@ impl ShardBroker {
         }
     }
 
-    /// The shard that coordinates `transactional_id`.
-    pub(crate) fn transaction_owner(&self, transactional_id: &str) -> usize {
-        crate::transactions::owner(transactional_id, self.parts.shard.count)
+    /// The shard that coordinates `transactional_id` (its transaction-state
+    /// partition's owner), or `None` if this broker does not.
+    pub(crate) fn transaction_owner(&self, transactional_id: &str) -> Option<usize> {
+        match self
+            .parts
+            .partitions
+            .router()
+            .transaction_coordinator(transactional_id)
+        {
+            Route::Local { shard, .. } => Some(shard),
+            _ => None,
+        }
     }
 
     /// The shard that coordinates `group_id` (its offsets partition's

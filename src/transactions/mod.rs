@@ -1,10 +1,13 @@
 //! The transaction coordinator: Kafka's transaction protocol for the
-//! transactional ids this shard owns (a pure function of the id, like a
-//! group's coordinator shard).
+//! transactional ids this shard owns. As in Kafka, an id's state lives in
+//! one of 50 transaction-state partitions (a hash of the id), and the
+//! coordinator is wherever that partition is led: the owner shard of
+//! `__transaction_state-<n>`, like any partition, so it moves with the
+//! shard count (and, in cluster mode, with leadership).
 //!
 //! Every change of an id's state is durable before it is answered: the
-//! shard's table is written whole to `transactions-<shard>.json` (one
-//! change at a time per shard). Ending a transaction persists
+//! ids of its state partition are written whole to
+//! `transactions/<n>.json` (one change at a time per shard). Ending a transaction persists
 //! PrepareCommit/PrepareAbort, answers, and then writes the marker to
 //! every partition of the transaction (retrying until each is stored) and
 //! commits the transaction's group offsets before persisting
@@ -18,6 +21,9 @@ use crate::groups::Committed;
 use crate::log::control::{marker_batch, Marker};
 use crate::log::partition_log::now_ms;
 use crate::metadata::{FileStore, MetadataStore};
+use crate::routing::{
+    transaction_state_partition, PartitionRouter, TRANSACTION_STATE_PARTITIONS, TRANSACTION_STATE_TOPIC,
+};
 use crate::server::ShardBroker;
 use crate::storage::{run_blocking, StorageError};
 use crate::topics::TopicPartition;
@@ -54,18 +60,71 @@ impl From<&crate::config::ServerConfig> for TxnLimits {
 const TIMEOUT_CHECK: Duration = Duration::from_secs(1);
 /// The longest EndTxn waits for its markers before answering.
 const END_TXN_PATIENCE: Duration = Duration::from_secs(10);
+/// How often open partitions' transactions are checked for ones no
+/// coordinator holds.
+const HANGING_CHECK_TICKS: u32 = 10;
 /// Between attempts to write a marker a partition refused.
 const MARKER_RETRY: Duration = Duration::from_millis(100);
 
-/// The shard that coordinates `transactional_id`.
-pub(crate) fn owner(transactional_id: &str, shards: usize) -> usize {
-    chronik_shard::owner_shard(u64::from(crc32c::crc32c(transactional_id.as_bytes())), shards)
+/// Where the state partitions are kept, under the data directory.
+const STATE_DIR: &str = "transactions";
+
+fn state_document(partition: u32) -> String {
+    format!("{partition}.json")
+}
+
+/// Moves the ids of the per-shard tables an earlier version kept
+/// (`transactions-<shard>.json`) into their state partitions; run once at
+/// start-up, before the shards load. A crash part-way leaves the old
+/// tables, and the next start moves them again (an id already in its
+/// partition keeps the partition's copy, the newer one).
+pub(crate) fn move_per_shard_tables(dir: &Path) -> std::io::Result<()> {
+    let mut old_tables = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name().to_string_lossy().to_string();
+        if name.starts_with("transactions-") && name.ends_with(".json") {
+            old_tables.push(name);
+        }
+    }
+    if old_tables.is_empty() {
+        return Ok(());
+    }
+    let old: Arc<dyn MetadataStore> = Arc::new(FileStore::new(dir));
+    let new = state_store(dir)?;
+    let mut by_partition: BTreeMap<u32, BTreeMap<String, TxnMeta>> = BTreeMap::new();
+    for name in &old_tables {
+        let table: HashMap<String, TxnMeta> = old.get_json(name)?.unwrap_or_default();
+        for (id, meta) in table {
+            by_partition
+                .entry(transaction_state_partition(&id))
+                .or_default()
+                .insert(id, meta);
+        }
+    }
+    for (partition, moved) in by_partition {
+        let document = state_document(partition);
+        let mut table: BTreeMap<String, TxnMeta> = new.get_json(&document)?.unwrap_or_default();
+        for (id, meta) in moved {
+            table.entry(id).or_insert(meta);
+        }
+        new.put_json(&document, &table)?;
+    }
+    for name in old_tables {
+        std::fs::remove_file(dir.join(&name))?;
+    }
+    info!("transaction state moved from per-shard tables into its state partitions");
+    Ok(())
+}
+
+fn state_store(dir: &Path) -> std::io::Result<Arc<dyn MetadataStore>> {
+    let dir = dir.join(STATE_DIR);
+    std::fs::create_dir_all(&dir)?;
+    Ok(Arc::new(FileStore::new(dir)))
 }
 
 /// One shard's transactional ids.
 pub(crate) struct TxnCoordinator {
     store: Arc<dyn MetadataStore>,
-    document: String,
     txns: RefCell<HashMap<String, TxnMeta>>,
     /// Prepared ids whose markers are all written, their completion not yet
     /// durable: the next change of such an id completes it first, so a
@@ -86,14 +145,26 @@ type Outcome<T> = Result<T, ResponseError>;
 type GroupOffset = ((String, i32), Committed);
 
 impl TxnCoordinator {
-    /// Blocking (start-up): loads this shard's table.
-    pub(crate) fn open(dir: &Path, shard: usize, limits: TxnLimits) -> std::io::Result<TxnCoordinator> {
-        let store: Arc<dyn MetadataStore> = Arc::new(FileStore::new(dir));
-        let document = format!("transactions-{shard}.json");
-        let txns: HashMap<String, TxnMeta> = store.get_json(&document)?.unwrap_or_default();
+    /// Blocking (start-up): loads the state partitions this shard owns.
+    pub(crate) fn open(
+        dir: &Path,
+        shard: usize,
+        router: &PartitionRouter,
+        limits: TxnLimits,
+    ) -> std::io::Result<TxnCoordinator> {
+        let store = state_store(dir)?;
+        let mut txns: HashMap<String, TxnMeta> = HashMap::new();
+        for partition in 0..TRANSACTION_STATE_PARTITIONS {
+            let tp = TopicPartition::new(TRANSACTION_STATE_TOPIC, partition as i32);
+            if router.local_shard(&tp) != Some(shard) {
+                continue;
+            }
+            let table: HashMap<String, TxnMeta> =
+                store.get_json(&state_document(partition))?.unwrap_or_default();
+            txns.extend(table);
+        }
         Ok(TxnCoordinator {
             store,
-            document,
             txns: RefCell::new(txns),
             settled: RefCell::default(),
             timed_out_ids: RefCell::default(),
@@ -102,14 +173,17 @@ impl TxnCoordinator {
         })
     }
 
-    async fn persist(&self) -> Outcome<()> {
+    /// Writes the ids of state partition `partition` (an id's change
+    /// rewrites only its own partition's ids).
+    async fn persist(&self, partition: u32) -> Outcome<()> {
         let table: BTreeMap<String, TxnMeta> = self
             .txns
             .borrow()
             .iter()
+            .filter(|(id, _)| transaction_state_partition(id) == partition)
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let (store, document) = (self.store.clone(), self.document.clone());
+        let (store, document) = (self.store.clone(), state_document(partition));
         run_blocking("persisting transaction state", move || {
             store.put_json(&document, &table)
         })
@@ -153,7 +227,7 @@ impl TxnCoordinator {
             return Ok(answer);
         }
         self.txns.borrow_mut().insert(transactional_id.to_string(), next);
-        if let Err(e) = self.persist().await {
+        if let Err(e) = self.persist(transaction_state_partition(transactional_id)).await {
             match current {
                 Some(old) => self.txns.borrow_mut().insert(transactional_id.to_string(), old),
                 None => self.txns.borrow_mut().remove(transactional_id),
@@ -197,6 +271,18 @@ impl TxnCoordinator {
             .filter(|o| o.group == group)
             .map(|o| (o.topic.clone(), o.partition))
             .collect()
+    }
+
+    /// Whether any id here has `producer_id`'s transaction open (begun,
+    /// or ending with its markers not all written).
+    pub(crate) fn holds_open(&self, producer_id: i64) -> bool {
+        self.txns.borrow().values().any(|meta| {
+            meta.producer_id == producer_id
+                && matches!(
+                    meta.state,
+                    TxnState::Ongoing | TxnState::PrepareCommit | TxnState::PrepareAbort
+                )
+        })
     }
 
     pub(crate) fn get(&self, transactional_id: &str) -> Option<TxnMeta> {
@@ -597,15 +683,81 @@ impl TxnCoordinator {
         if forgotten.is_empty() {
             return;
         }
-        if self.persist().await.is_err() {
-            // Kept: the next check tries again.
-            self.txns.borrow_mut().extend(forgotten);
-            return;
+        let partitions: std::collections::BTreeSet<u32> = forgotten
+            .iter()
+            .map(|(id, _)| transaction_state_partition(id))
+            .collect();
+        for partition in partitions {
+            if self.persist(partition).await.is_err() {
+                // Kept: the next check tries again.
+                self.txns.borrow_mut().extend(forgotten);
+                return;
+            }
         }
         info!(
             count = forgotten.len(),
             "forgot transactional ids unused for TRANSACTIONAL_ID_EXPIRATION_MS"
         );
+    }
+
+    /// Aborts transactions open in this shard's partitions that no
+    /// coordinator holds: the coordinator's state is gone (a broker
+    /// rebuilt from object storage, whose log tail with the marker was
+    /// never uploaded; a lost state file). Nothing would ever end them,
+    /// and each would hold its partition's stable offset, and every
+    /// read_committed consumer, for good. A coordinator always holds a
+    /// transaction until its markers are written, and a producer id the
+    /// coordinators do not hold cannot begin another, so this never races
+    /// a live transaction.
+    async fn abort_hanging(&self, broker: &Rc<ShardBroker>) {
+        let open = broker.local_partitions().open_transactions();
+        if open.is_empty() {
+            return;
+        }
+        let producers: std::collections::BTreeSet<i64> = open.iter().map(|(_, s)| s.producer_id).collect();
+        let mut held = std::collections::BTreeSet::new();
+        for shard in 0..broker.shard().count {
+            let asked: Vec<i64> = producers.iter().copied().collect();
+            let Ok(some) = broker
+                .on_shard(shard, move |b| async move {
+                    asked
+                        .into_iter()
+                        .filter(|pid| b.transactions().holds_open(*pid))
+                        .collect::<Vec<i64>>()
+                })
+                .await
+            else {
+                // A shard that cannot answer might hold them: no verdict.
+                return;
+            };
+            held.extend(some);
+        }
+        for (tp, seen) in open.into_iter().filter(|(_, s)| !held.contains(&s.producer_id)) {
+            // Still the same transaction, with nothing appended since.
+            let current = broker.local_partitions().producers(&tp).await.unwrap_or_default();
+            if !current.contains(&seen) {
+                continue;
+            }
+            let bytes = Bytes::from(marker_batch(
+                Marker::Abort,
+                seen.producer_id,
+                seen.epoch,
+                0,
+                now_ms(),
+            ));
+            let Ok(header) = crate::log::batch::parse_header(&bytes) else {
+                continue;
+            };
+            match broker.partitions().append(tp.clone(), bytes, header, -1).await {
+                Ok(_) => {
+                    warn!(partition = %tp, producer_id = seen.producer_id, first_offset = seen.txn_start_offset,
+                    "aborted a transaction no coordinator holds (its coordinator state is gone)")
+                }
+                Err(e) => {
+                    warn!(partition = %tp, error = %e, "cannot abort a transaction no coordinator holds; will retry")
+                }
+            }
+        }
     }
 
     /// Finishes what a previous run prepared, then aborts transactions
@@ -623,6 +775,7 @@ impl TxnCoordinator {
             drop(self.clone().finish_later(broker.clone(), id));
         }
         let drain = broker.shard().drain.clone();
+        let mut ticks: u32 = 0;
         loop {
             let tick = std::pin::pin!(glommio::timer::sleep(TIMEOUT_CHECK));
             if let futures::future::Either::Right(_) =
@@ -640,6 +793,10 @@ impl TxnCoordinator {
                 .map(|(id, _)| id.clone())
                 .collect();
             self.forget_idle_ids(now).await;
+            ticks = ticks.wrapping_add(1);
+            if ticks.is_multiple_of(HANGING_CHECK_TICKS) {
+                self.abort_hanging(&broker).await;
+            }
             for id in expired {
                 let fenced = self
                     .transition(&id, |current| match current {

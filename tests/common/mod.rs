@@ -74,6 +74,12 @@ impl TestBroker {
     /// Graceful stop, then a new broker on the same data directory (on a
     /// new ephemeral port).
     pub fn restart(&mut self) {
+        self.restart_with(|_| {});
+    }
+
+    /// [`TestBroker::restart`] with a changed configuration.
+    pub fn restart_with(&mut self, tweak: impl FnOnce(&mut ServerConfig)) {
+        tweak(&mut self.config);
         if let Some(handle) = self.handle.take() {
             handle.stop();
             handle.join().expect("clean stop");
