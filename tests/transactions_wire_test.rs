@@ -352,3 +352,68 @@ fn transaction_state_follows_its_partitions_when_the_shard_count_changes() {
     }
     assert_eq!(broker.frame_errors(), 0);
 }
+
+/// What `kafka-transactions.sh abort` sends: WriteTxnMarkers to the
+/// partition's leader ends a transaction there, and the stable offset
+/// moves on.
+#[test]
+fn write_txn_markers_from_an_admin_aborts_a_transaction() {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::write_txn_markers_request::{WritableTxnMarker, WritableTxnMarkerTopic};
+    let broker = TestBroker::start("txn-write-markers", 2);
+    let mut client = RawClient::connect(broker.addr);
+    let topic = "markers-topic";
+    ensure_topic(&mut client, topic);
+    let id = "markers-txn";
+    let (pid, epoch) = init_transactions(&mut client, id);
+    let add = api_calls::add_partitions(id, pid, epoch, topic);
+    assert_eq!(
+        client.call(3, &add).results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code,
+        0
+    );
+    let mut batch = build_idempotent_batch(0, 1, pid, epoch, 0, &[(b"k", b"v"), (b"k", b"w")]);
+    mark_transactional(&mut batch);
+    let produce = ProduceRequest::default()
+        .with_transactional_id(Some(TransactionalId(s(id))))
+        .with_acks(-1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(name(topic))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(batch.into()))])]);
+    assert_eq!(
+        client.call(9, &produce).responses[0].partition_responses[0].error_code,
+        0
+    );
+    let latest = |client: &mut RawClient, isolation: i8| {
+        let request = ListOffsetsRequest::default()
+            .with_isolation_level(isolation)
+            .with_topics(vec![ListOffsetsTopic::default()
+                .with_name(name(topic))
+                .with_partitions(vec![ListOffsetsPartition::default().with_timestamp(-1)])]);
+        client.call(5, &request).topics[0].partitions[0].offset
+    };
+    assert_eq!(
+        (latest(&mut client, 1), latest(&mut client, 0)),
+        (0, 2),
+        "open: the stable offset holds at 0"
+    );
+    let abort = WriteTxnMarkersRequest::default().with_markers(vec![WritableTxnMarker::default()
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch)
+        .with_transaction_result(false)
+        .with_topics(vec![WritableTxnMarkerTopic::default()
+            .with_name(name(topic))
+            .with_partition_indexes(vec![0])])]);
+    assert_eq!(
+        client.call(1, &abort).markers[0].topics[0].partitions[0].error_code,
+        0
+    );
+    assert_eq!(
+        (latest(&mut client, 1), latest(&mut client, 0)),
+        (3, 3),
+        "aborted: the marker is the third record, and the stable offset is the end"
+    );
+    assert_eq!(broker.frame_errors(), 0);
+}

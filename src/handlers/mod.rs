@@ -22,6 +22,7 @@ mod scram_users;
 mod topics_admin;
 mod transactions;
 mod transactions_admin;
+mod txn_markers;
 
 use crate::protocol::response::{encode_response, encode_response_spliced, ResponseFrame};
 pub(crate) use crate::server::authorize::{AclOperation, Resource};
@@ -253,6 +254,7 @@ pub(crate) static HANDLERS: &[Handler] = &[
     transactions::ADD_PARTITIONS,
     transactions::ADD_OFFSETS,
     transactions::END_TXN,
+    txn_markers::HANDLER,
     transactions::TXN_OFFSET_COMMIT,
     transactions_admin::DESCRIBE,
     transactions_admin::LIST,
@@ -326,6 +328,7 @@ mod tests {
             (AddPartitionsToTxn, 0, 5),
             (AddOffsetsToTxn, 0, 3),
             (EndTxn, 0, 4),
+            (WriteTxnMarkers, 1, 1),
             (TxnOffsetCommit, 0, 3),
             (DescribeTransactions, 0, 0),
             (ListTransactions, 0, 1),

@@ -66,6 +66,31 @@ const HANGING_CHECK_TICKS: u32 = 10;
 /// Between attempts to write a marker a partition refused.
 const MARKER_RETRY: Duration = Duration::from_millis(100);
 
+/// Appends a COMMIT or ABORT marker for `producer` (id, epoch) to `tp`,
+/// durably (acks=all), wherever its owner shard is.
+pub(crate) async fn write_marker(
+    broker: &Rc<ShardBroker>,
+    tp: &TopicPartition,
+    marker: Marker,
+    (producer_id, epoch): (i64, i16),
+    coordinator_epoch: i32,
+) -> Result<(), StorageError> {
+    let bytes = Bytes::from(marker_batch(
+        marker,
+        producer_id,
+        epoch,
+        coordinator_epoch,
+        now_ms(),
+    ));
+    let header = crate::log::batch::parse_header(&bytes)
+        .map_err(|e| StorageError::Invalid(e.message().to_string()))?;
+    broker
+        .partitions()
+        .append(tp.clone(), bytes, header, -1)
+        .await
+        .map(drop)
+}
+
 /// Where the state partitions are kept, under the data directory.
 const STATE_DIR: &str = "transactions";
 
@@ -563,12 +588,7 @@ impl TxnCoordinator {
         for (topic, partition) in &meta.partitions {
             let tp = TopicPartition::new(topic, *partition);
             loop {
-                let bytes = Bytes::from(marker_batch(marker, meta.producer_id, meta.epoch, 0, now_ms()));
-                let header = match crate::log::batch::parse_header(&bytes) {
-                    Ok(header) => header,
-                    Err(_) => break,
-                };
-                match broker.partitions().append(tp.clone(), bytes, header, -1).await {
+                match write_marker(broker, &tp, marker, (meta.producer_id, meta.epoch), 0).await {
                     Ok(_) => break,
                     // The topic is gone: nothing left to mark.
                     Err(StorageError::UnknownPartition) => break,
@@ -738,17 +758,7 @@ impl TxnCoordinator {
             if !current.contains(&seen) {
                 continue;
             }
-            let bytes = Bytes::from(marker_batch(
-                Marker::Abort,
-                seen.producer_id,
-                seen.epoch,
-                0,
-                now_ms(),
-            ));
-            let Ok(header) = crate::log::batch::parse_header(&bytes) else {
-                continue;
-            };
-            match broker.partitions().append(tp.clone(), bytes, header, -1).await {
+            match write_marker(broker, &tp, Marker::Abort, (seen.producer_id, seen.epoch), 0).await {
                 Ok(_) => {
                     warn!(partition = %tp, producer_id = seen.producer_id, first_offset = seen.txn_start_offset,
                     "aborted a transaction no coordinator holds (its coordinator state is gone)")

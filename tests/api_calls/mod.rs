@@ -587,6 +587,28 @@ pub fn exercise(client: &mut RawClient, key: ApiKey, v: i16) {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
         }
+        ApiKey::WriteTxnMarkers => {
+            use kafka_protocol::messages::write_txn_markers_request::{
+                WritableTxnMarker, WritableTxnMarkerTopic,
+            };
+            let id = format!("api-markers-v{v}");
+            let (pid, epoch) = init_transactions(client, &id);
+            client.call(0, &add_partitions(&id, pid, epoch, topic));
+            let marker = |name: &str| {
+                WritableTxnMarker::default()
+                    .with_producer_id(ProducerId(pid))
+                    .with_producer_epoch(epoch)
+                    .with_transaction_result(false)
+                    .with_topics(vec![WritableTxnMarkerTopic::default()
+                        .with_name(self::name(name))
+                        .with_partition_indexes(vec![0])])
+            };
+            let request = WriteTxnMarkersRequest::default()
+                .with_markers(vec![marker(topic), marker("api-no-such-topic")]);
+            let response = client.call(v, &request);
+            let code = |i: usize| response.markers[i].topics[0].partitions[0].error_code;
+            assert_eq!((code(0), code(1)), (0, 3), "WriteTxnMarkers v{v}");
+        }
         ApiKey::AddOffsetsToTxn => {
             let id = format!("api-offsets-v{v}");
             let (pid, epoch) = init_transactions(client, &id);
