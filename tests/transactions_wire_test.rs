@@ -59,6 +59,31 @@ fn txn_commit(
     client.call(3, &commit).topics[0].partitions[0].error_code
 }
 
+/// AddPartitionsToTxn v3 of partition 0 of `topic`, which must succeed.
+fn add_partition(client: &mut RawClient, id: &str, (pid, epoch): (i64, i16), topic: &str) {
+    let add = api_calls::add_partitions(id, pid, epoch, topic);
+    let response = client.call(3, &add);
+    assert_eq!(
+        response.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code,
+        0
+    );
+}
+
+/// A transactional producer's Produce (acks=all) of `batch` to partition
+/// 0 of `topic`; returns the partition's error code.
+fn produce_transactional(client: &mut RawClient, version: i16, id: &str, topic: &str, batch: Vec<u8>) -> i16 {
+    let request = ProduceRequest::default()
+        .with_transactional_id(Some(TransactionalId(s(id))))
+        .with_acks(-1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(name(topic))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(batch.into()))])]);
+    client.call(version, &request).responses[0].partition_responses[0].error_code
+}
+
 fn end_txn(client: &mut RawClient, id: &str, (pid, epoch): (i64, i16), commit: bool) {
     let end = EndTxnRequest::default()
         .with_transactional_id(TransactionalId(s(id)))
@@ -207,18 +232,9 @@ fn a_transactional_batch_outside_the_transaction_is_refused_per_produce_version(
         (11, TRANSACTION_ABORTABLE),
         (12, TRANSACTION_ABORTABLE),
     ] {
-        let request = ProduceRequest::default()
-            .with_transactional_id(Some(TransactionalId(s(id))))
-            .with_acks(-1)
-            .with_timeout_ms(10_000)
-            .with_topic_data(vec![TopicProduceData::default()
-                .with_name(name(topic))
-                .with_partition_data(vec![PartitionProduceData::default()
-                    .with_index(0)
-                    .with_records(Some(batch.clone().into()))])]);
-        let response = client.call(version, &request);
         assert_eq!(
-            response.responses[0].partition_responses[0].error_code, expected,
+            produce_transactional(&mut client, version, id, topic, batch.clone()),
+            expected,
             "Produce v{version}"
         );
     }
@@ -255,11 +271,7 @@ fn transaction_timeouts_are_bounded_and_idle_ids_are_forgotten() {
     let (code, open) = init(&mut client, "open", 5_000);
     assert_eq!(code, 0);
     // "open" begins a transaction; "idle" only holds its producer id.
-    let add = api_calls::add_partitions("open", open.0, open.1, topic);
-    assert_eq!(
-        client.call(3, &add).results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code,
-        0
-    );
+    add_partition(&mut client, "open", open, topic);
     let describe = |client: &mut RawClient, id: &str| {
         let request =
             DescribeTransactionsRequest::default().with_transactional_ids(vec![TransactionalId(s(id))]);
@@ -297,12 +309,7 @@ fn transaction_state_follows_its_partitions_when_the_shard_count_changes() {
     let mut producers = Vec::new();
     for id in &ids {
         let producer = init_transactions(&mut client, id);
-        let add = api_calls::add_partitions(id, producer.0, producer.1, topic);
-        assert_eq!(
-            client.call(3, &add).results_by_topic_v3_and_below[0].results_by_partition[0]
-                .partition_error_code,
-            0
-        );
+        add_partition(&mut client, id, producer, topic);
         producers.push(producer);
     }
     // A table in the per-shard layout, as an earlier version left it.
@@ -366,26 +373,10 @@ fn write_txn_markers_from_an_admin_aborts_a_transaction() {
     ensure_topic(&mut client, topic);
     let id = "markers-txn";
     let (pid, epoch) = init_transactions(&mut client, id);
-    let add = api_calls::add_partitions(id, pid, epoch, topic);
-    assert_eq!(
-        client.call(3, &add).results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code,
-        0
-    );
+    add_partition(&mut client, id, (pid, epoch), topic);
     let mut batch = build_idempotent_batch(0, 1, pid, epoch, 0, &[(b"k", b"v"), (b"k", b"w")]);
     mark_transactional(&mut batch);
-    let produce = ProduceRequest::default()
-        .with_transactional_id(Some(TransactionalId(s(id))))
-        .with_acks(-1)
-        .with_timeout_ms(10_000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(name(topic))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(0)
-                .with_records(Some(batch.into()))])]);
-    assert_eq!(
-        client.call(9, &produce).responses[0].partition_responses[0].error_code,
-        0
-    );
+    assert_eq!(produce_transactional(&mut client, 9, id, topic, batch), 0);
     let latest = |client: &mut RawClient, isolation: i8| {
         let request = ListOffsetsRequest::default()
             .with_isolation_level(isolation)
