@@ -132,6 +132,14 @@ pub struct ServerConfig {
     pub retention_check_interval: Duration,
     pub group_initial_rebalance_delay_ms: u64,
     pub offsets_retention_minutes: u64,
+    /// Compacted topics are cleaned (Kafka's log.cleaner.enable).
+    pub log_cleaner_enable: bool,
+    /// How long a shard's cleaner waits when nothing is due.
+    pub log_cleaner_backoff_ms: u64,
+    /// Memory for a cleaning's key map, per shard.
+    pub log_cleaner_dedupe_buffer_size: usize,
+    /// Cleaning I/O per shard, bytes per second (0 = no limit).
+    pub log_cleaner_io_max_bytes_per_second: usize,
     /// The longest transaction.timeout.ms a producer may ask for.
     pub transaction_max_timeout_ms: u64,
     /// A transactional id unused this long (no transaction open) is
@@ -179,6 +187,10 @@ impl Default for ServerConfig {
             retention_check_interval: Duration::from_secs(300),
             group_initial_rebalance_delay_ms: 3000,
             offsets_retention_minutes: 7 * 24 * 60,
+            log_cleaner_enable: true,
+            log_cleaner_backoff_ms: 15_000,
+            log_cleaner_dedupe_buffer_size: 128 << 20,
+            log_cleaner_io_max_bytes_per_second: 0,
             transaction_max_timeout_ms: 900_000,
             transactional_id_expiration_ms: 7 * 24 * 3_600_000,
             security: security::SecurityConfig::default(),

@@ -126,6 +126,15 @@ pub static SECTIONS: &[Section] = &[
         ],
     },
     Section {
+        name: "cleaner",
+        keys: &[
+            ("enable", "LOG_CLEANER_ENABLE"),
+            ("backoff", "LOG_CLEANER_BACKOFF_MS"),
+            ("dedupe_buffer_size", "LOG_CLEANER_DEDUPE_BUFFER_SIZE"),
+            ("io_max_bytes_per_second", "LOG_CLEANER_IO_MAX_BYTES_PER_SECOND"),
+        ],
+    },
+    Section {
         name: "transactions",
         keys: &[
             ("max_timeout", "TRANSACTION_MAX_TIMEOUT_MS"),
@@ -865,6 +874,14 @@ pub static SETTINGS: &[Setting] = &[
         "How long the first rebalance of an empty consumer group waits for more members (Kafka's group.initial.rebalance.delay.ms)."),
     setting!("OFFSETS_RETENTION_MINUTES", |c| WholeUnits { value: &mut c.offsets_retention_minutes, unit: Unit::Minutes, min: 1 },
         "Committed offsets of a group are dropped this long after the group became empty."),
+    setting!("LOG_CLEANER_ENABLE", |c| &mut c.log_cleaner_enable,
+        "Clean compacted topics (Kafka's log.cleaner.enable): each shard's cleaner keeps the latest record of every key of its partitions."),
+    setting!("LOG_CLEANER_BACKOFF_MS", |c| WholeUnits { value: &mut c.log_cleaner_backoff_ms, unit: Unit::Millis, min: 1 },
+        "How long a shard's cleaner sleeps when no partition is due (Kafka's log.cleaner.backoff.ms)."),
+    setting!("LOG_CLEANER_DEDUPE_BUFFER_SIZE", |c| &mut c.log_cleaner_dedupe_buffer_size,
+        "Memory, per shard, for a cleaning's map of keys to their latest offsets (Kafka's log.cleaner.dedupe.buffer.size); a dirty part with more keys is cleaned in several rounds."),
+    setting!("LOG_CLEANER_IO_MAX_BYTES_PER_SECOND", |c| &mut c.log_cleaner_io_max_bytes_per_second,
+        "Bytes per second a shard's cleaner may read and write (Kafka's log.cleaner.io.max.bytes.per.second); 0 = no limit."),
     setting!("TRANSACTION_MAX_TIMEOUT_MS", |c| WholeUnits { value: &mut c.transaction_max_timeout_ms, unit: Unit::Millis, min: 1 },
         "The longest transaction.timeout.ms a producer may ask for (Kafka's transaction.max.timeout.ms); longer is refused with INVALID_TRANSACTION_TIMEOUT."),
     setting!("TRANSACTIONAL_ID_EXPIRATION_MS", |c| WholeUnits { value: &mut c.transactional_id_expiration_ms, unit: Unit::Millis, min: 1 },

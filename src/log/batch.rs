@@ -170,6 +170,12 @@ pub fn validate(batch: &[u8]) -> Result<BatchHeader, BatchError> {
     if header.is_control() {
         return Err(BatchError::Invalid("control batches cannot be produced".into()));
     }
+    if header.records_count != header.last_offset_delta + 1 {
+        return Err(BatchError::Invalid(format!(
+            "records count {} does not match last offset delta {}",
+            header.records_count, header.last_offset_delta
+        )));
+    }
     Ok(header)
 }
 
@@ -191,9 +197,13 @@ pub fn validate_stored(batch: &[u8]) -> Result<BatchHeader, BatchError> {
             "CRC-32C mismatch: batch says {stored:#010x}, content is {actual:#010x}"
         )));
     }
-    if header.last_offset_delta < 0 || header.records_count != header.last_offset_delta + 1 {
+    // Compaction leaves batches with fewer records than offsets.
+    if header.last_offset_delta < 0
+        || header.records_count < 0
+        || header.records_count > header.last_offset_delta + 1
+    {
         return Err(BatchError::Invalid(format!(
-            "records count {} does not match last offset delta {}",
+            "records count {} does not fit last offset delta {}",
             header.records_count, header.last_offset_delta
         )));
     }
@@ -249,6 +259,61 @@ pub fn record_times(mut records: &[u8]) -> Result<Vec<(i64, i64)>, BatchError> {
         records = &records[used + len..];
     }
     Ok(times)
+}
+
+/// One record of an uncompressed records section, as compaction sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record<'a> {
+    pub offset_delta: i64,
+    pub timestamp_delta: i64,
+    /// `None`: a null key.
+    pub key: Option<&'a [u8]>,
+    /// A null value: a tombstone.
+    pub tombstone: bool,
+    /// The whole record as stored, its length prefix included.
+    pub raw: &'a [u8],
+}
+
+/// Every record of an uncompressed records section, in order.
+pub fn parse_records(mut records: &[u8]) -> Result<Vec<Record<'_>>, BatchError> {
+    let bad = |i: usize, what: &str| BatchError::Invalid(format!("record {i}: {what}"));
+    let mut parsed = Vec::new();
+    while !records.is_empty() {
+        let i = parsed.len();
+        let (len, used) = read_varint(records).ok_or_else(|| bad(i, "truncated length"))?;
+        let len = usize::try_from(len).map_err(|_| bad(i, "negative length"))?;
+        let raw = records
+            .get(..used + len)
+            .ok_or_else(|| bad(i, "runs past the end"))?;
+        // Attributes (one byte), timestamp delta, offset delta, key, value.
+        let mut rest = raw.get(used + 1..).ok_or_else(|| bad(i, "truncated"))?;
+        let mut next = |what: &str| -> Result<i64, BatchError> {
+            let (value, n) = read_varint(rest).ok_or_else(|| bad(i, what))?;
+            rest = &rest[n..];
+            Ok(value)
+        };
+        let timestamp_delta = next("truncated timestamp")?;
+        let offset_delta = next("truncated offset")?;
+        let key_len = next("truncated key length")?;
+        let key = match usize::try_from(key_len) {
+            Ok(n) => {
+                let key = rest.get(..n).ok_or_else(|| bad(i, "key runs past the end"))?;
+                rest = &rest[n..];
+                Some(key)
+            }
+            Err(_) => None,
+        };
+        let (value_len, _) = read_varint(rest).ok_or_else(|| bad(i, "truncated value length"))?;
+        parsed.push(Record {
+            offset_delta,
+            timestamp_delta,
+            key,
+            tombstone: value_len < 0,
+            raw,
+        });
+        records = &records[used + len..];
+    }
+    Ok(parsed)
 }
 
 /// A zig-zag varint (Kafka's record length encoding): value and bytes used.

@@ -5,6 +5,7 @@
 //! blocking thread.
 
 pub mod batch;
+pub mod cleaner;
 pub mod compression;
 pub mod control;
 pub mod index;
@@ -18,7 +19,7 @@ pub mod validator;
 mod tests;
 
 pub use partition_log::{
-    AppendError, AppendOutcome, ClosedSegment, LogConfig, Naming, PartitionLog, PendingWrite, ReadEnd,
-    ReadError, ReadPlan, RecoveryReport, Sealed, SpareSegment, TimestampPlan, Trimmed, Unwritten, Written,
-    LOG_START_OFFSET, PRODUCER_STATE,
+    AppendError, AppendOutcome, CleanCandidate, ClosedSegment, Installed, LogConfig, Naming, PartitionLog,
+    PendingWrite, ReadEnd, ReadError, ReadPlan, RecoveryReport, Sealed, SpareSegment, TimestampPlan, Trimmed,
+    Unwritten, Written, LOG_START_OFFSET, PRODUCER_STATE,
 };

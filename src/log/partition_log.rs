@@ -13,7 +13,10 @@
 //!   so a roll creates nothing on the shard thread (removed at open);
 //! - `producer-state.snapshot`: idempotent-producer state as of an offset,
 //!   written at roll and close; batches after it are replayed at open
-//!   (`producer-state.json`, its older form, is still read).
+//!   (`producer-state.json`, its older form, is still read);
+//! - `cleaner-offset-checkpoint` (compacted topics): below it the log is
+//!   clean; `<base>.cleaned`, `<base>.<end>.swap` and `*.deleted`: a
+//!   cleaning in progress (see `cleaner`).
 
 use super::batch::{self, BatchHeader};
 use super::compression::CompressionType;
@@ -32,6 +35,8 @@ use std::time::{Duration, SystemTime};
 use tracing::warn;
 
 const CLEAN_SHUTDOWN: &str = ".clean-shutdown";
+/// Compacted topics: where the part the cleaner has not cleaned starts.
+const CLEANER_CHECKPOINT: &str = "cleaner-offset-checkpoint";
 const RECOVERY_POINT: &str = "recovery-point";
 pub const LOG_START_OFFSET: &str = "log-start-offset";
 /// The extension of the next segment's file, made ahead of time (see
@@ -69,6 +74,19 @@ pub struct LogConfig {
     pub local_retention_ms: Option<u64>,
     /// `local.retention.bytes` resolved (-2 = `retention.bytes`).
     pub local_retention_bytes: Option<u64>,
+    /// `cleanup.policy` has `compact`: the cleaner keeps each key's
+    /// latest record, and every record needs a key.
+    pub compact: bool,
+    /// `cleanup.policy` has `delete`: retention removes old segments.
+    pub delete: bool,
+    /// `delete.retention.ms`: how long tombstones outlive their timestamp.
+    pub delete_retention_ms: i64,
+    /// `min.cleanable.dirty.ratio`, in thousandths.
+    pub min_cleanable_dirty_ratio_permille: u32,
+    /// `min.compaction.lag.ms`.
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`.
+    pub max_compaction_lag_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -86,6 +104,12 @@ impl Default for LogConfig {
             remote_storage: false,
             local_retention_ms: Some(7 * 24 * 3600 * 1000),
             local_retention_bytes: None,
+            compact: false,
+            delete: true,
+            delete_retention_ms: 86_400_000,
+            min_cleanable_dirty_ratio_permille: 500,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
         }
     }
 }
@@ -468,6 +492,51 @@ pub struct PartitionLog {
     recovery: Arc<MonotonicFile>,
     producers: ProducerStates,
     spare: Option<SpareSegment>,
+    cleaner_checkpoint: Arc<MonotonicFile>,
+    /// When a tombstone the last cleaning kept may go.
+    tombstone_expiry: Option<i64>,
+}
+
+/// A compacted partition's cleaning, as the shard's cleaner decides it.
+#[derive(Debug)]
+pub struct CleanCandidate {
+    pub job: super::cleaner::CleanJob,
+    /// Share of the cleanable bytes not yet cleaned (0..=1).
+    pub dirty_ratio: f64,
+    pub cleanable_bytes: u64,
+    /// Due whatever its ratio: max.compaction.lag.ms passed, or a kept
+    /// tombstone expired.
+    pub overdue: bool,
+}
+
+/// What installing a cleaning left to do off the shard: the replaced
+/// files to remove and the new segments' indexes to write, then the
+/// checkpoint to store.
+#[derive(Debug)]
+pub struct Installed {
+    pub removed: Vec<PathBuf>,
+    pub indexes: Vec<SegmentIndexes>,
+    pub checkpoint: (Arc<MonotonicFile>, i64),
+    pub dir: PathBuf,
+    pub swaps: usize,
+}
+
+impl Installed {
+    /// Blocking.
+    pub fn finish(self) -> io::Result<()> {
+        for indexes in &self.indexes {
+            indexes.write()?;
+        }
+        sync_dir(&self.dir)?;
+        for path in &self.removed {
+            match fs::remove_file(path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        let (checkpoint, offset) = self.checkpoint;
+        checkpoint.store(offset)
+    }
 }
 
 fn read_i64(path: &Path) -> io::Result<Option<i64>> {
@@ -478,7 +547,7 @@ fn read_i64(path: &Path) -> io::Result<Option<i64>> {
     }
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
@@ -492,6 +561,10 @@ impl PartitionLog {
     /// Opens (or creates) the log in `dir`, recovering as needed.
     pub fn open(dir: &Path) -> io::Result<(PartitionLog, RecoveryReport)> {
         fs::create_dir_all(dir)?;
+        let swaps = super::cleaner::finish_swaps(dir)?;
+        if swaps > 0 {
+            warn!(dir = %dir.display(), swaps, "finished a cleaning interrupted by a stop");
+        }
         let mut bases: Vec<i64> = fs::read_dir(dir)?
             .filter_map(|e| e.ok())
             .filter_map(|e| {
@@ -574,6 +647,11 @@ impl PartitionLog {
             recovery: MonotonicFile::new(dir.join(RECOVERY_POINT), recovery_point),
             producers: ProducerStates::default(),
             spare: None,
+            cleaner_checkpoint: MonotonicFile::new(
+                dir.join(CLEANER_CHECKPOINT),
+                read_i64(&dir.join(CLEANER_CHECKPOINT))?.unwrap_or(0),
+            ),
+            tombstone_expiry: None,
         };
         log.load_producer_state()?;
         Ok((log, report))
@@ -911,9 +989,11 @@ impl PartitionLog {
             .saturating_sub(1);
         // A plan never needs more than the segment holding the offset and,
         // should that one end early, the next.
-        let segments = self.segments[first..]
-            .iter()
-            .take(2)
+        // Compaction can leave a segment ending early or empty: the next
+        // one with batches is the one after.
+        let next = self.segments[first + 1..].iter().find(|s| !s.is_empty());
+        let segments = std::iter::once(&self.segments[first])
+            .chain(next)
             .filter_map(|s| Some((self.readable(s, written)?, s.index_floor(offset))))
             .collect();
         Ok(ReadPlan { offset, segments })
@@ -994,6 +1074,11 @@ impl PartitionLog {
     /// (data not yet safe to delete: unwritten, or later not yet in object
     /// storage). The files go when the caller finishes the result.
     pub fn trim_for_retention(&mut self, config: &LogConfig, keep_from: i64) -> io::Result<Trimmed> {
+        if !config.delete {
+            // A compacted-only topic keeps every segment; the cleaner
+            // bounds it.
+            return Ok(Trimmed::default());
+        }
         let now = now_ms();
         let expired = |s: &Segment| {
             config.retention_ms.is_some_and(|ms| {
@@ -1112,6 +1197,155 @@ impl PartitionLog {
     /// See `ProducerStates::first_unstable_offset`.
     pub fn first_unstable_offset(&self) -> Option<i64> {
         self.producers.first_unstable_offset()
+    }
+
+    /// The cleaning this compacted log is due, if any: the closed, sealed
+    /// segments wholly below the stable offset and older than
+    /// `min.compaction.lag.ms`, from the first (cleaned segments are
+    /// cleaned again with the new keys) to the last.
+    pub fn clean_candidate(
+        &self,
+        config: &LogConfig,
+        now: i64,
+        map_budget_bytes: usize,
+        throttle: Arc<super::cleaner::Throttle>,
+    ) -> Option<CleanCandidate> {
+        let segments: Vec<super::cleaner::CleanSegment> = self
+            .cleanable(config, now)
+            .map(|(segment, end)| super::cleaner::CleanSegment {
+                base: segment.base_offset(),
+                end,
+                size: segment.size(),
+                reader: segment.reader(segment.size()),
+            })
+            .collect();
+        let first = segments.first()?.base;
+        let dirty_from = self.cleaner_checkpoint.value().max(first);
+        let (total, dirty) = self.dirty_bytes(config, now);
+        let oldest_dirty = self
+            .segments
+            .iter()
+            .find(|s| s.base_offset() >= dirty_from && !s.is_empty())
+            .map(|s| {
+                s.created()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64)
+            });
+        let lagging =
+            oldest_dirty.is_some_and(|created| now.saturating_sub(created) >= config.max_compaction_lag_ms);
+        let tombstones_due = self.tombstone_expiry.is_some_and(|expiry| expiry <= now);
+        if dirty == 0 && !tombstones_due {
+            return None;
+        }
+        let dirty_ratio = if total == 0 {
+            0.0
+        } else {
+            dirty as f64 / total as f64
+        };
+        Some(CleanCandidate {
+            job: super::cleaner::CleanJob {
+                dir: self.dir.clone(),
+                segments,
+                // With tombstones due and nothing dirty, everything is
+                // cleaned again to drop them.
+                dirty_from: if dirty == 0 { first } else { dirty_from },
+                now_ms: now,
+                delete_retention_ms: config.delete_retention_ms,
+                aborted: self.producers.aborted_with_marker_in(i64::MIN, i64::MAX),
+                segment_bytes: config.segment_bytes,
+                map_budget_bytes,
+                throttle,
+            },
+            dirty_ratio,
+            cleanable_bytes: total,
+            overdue: lagging || tombstones_due,
+        })
+    }
+
+    /// The segments the cleaner may rewrite now, with where each ends (the
+    /// next one's base): closed and sealed, wholly below the stable
+    /// offset, none newer than `min.compaction.lag.ms`.
+    fn cleanable(&self, config: &LogConfig, now: i64) -> impl Iterator<Item = (&Segment, i64)> {
+        let sealed_to = self.recovery.value();
+        let stable = self.first_unstable_offset().unwrap_or(i64::MAX);
+        let lag_bound = now.saturating_sub(config.min_compaction_lag_ms);
+        self.segments
+            .windows(2)
+            .map(|pair| (&pair[0], pair[1].base_offset()))
+            .take_while(move |(segment, end)| {
+                *end <= sealed_to && *end <= stable && segment.max_timestamp() <= lag_bound
+            })
+    }
+
+    /// Compacted logs: (cleanable bytes, of which not yet cleaned).
+    pub fn dirty_bytes(&self, config: &LogConfig, now: i64) -> (u64, u64) {
+        let checkpoint = self.cleaner_checkpoint.value();
+        self.cleanable(config, now)
+            .fold((0, 0), |(total, dirty), (segment, _)| {
+                let size = segment.size();
+                let dirty_size = if segment.base_offset() >= checkpoint {
+                    size
+                } else {
+                    0
+                };
+                (total + size, dirty + dirty_size)
+            })
+    }
+
+    /// Puts cleaned segments in place of the ones they cover. On the
+    /// shard, a bounded amount of file work per swap: the replaced files
+    /// renamed aside, one directory sync (so the swap never lands before
+    /// they are out of the way), and the swap's rename. A swap whose
+    /// segments changed meanwhile (retention, DeleteRecords) is dropped.
+    pub fn install_cleaned(&mut self, result: super::cleaner::CleanResult) -> io::Result<Installed> {
+        let mut installed = Installed {
+            removed: Vec::new(),
+            indexes: Vec::new(),
+            checkpoint: (self.cleaner_checkpoint.clone(), result.cleaned_to),
+            dir: self.dir.clone(),
+            swaps: 0,
+        };
+        for swap in result.swaps {
+            let covered: Vec<usize> = (0..self.segments.len() - 1)
+                .filter(|&i| {
+                    let base = self.segments[i].base_offset();
+                    base >= swap.base && base < swap.end
+                })
+                .collect();
+            let (Some(&first), Some(&last)) = (covered.first(), covered.last()) else {
+                installed.removed.push(swap.path);
+                continue;
+            };
+            let next_base = self.segments[last + 1].base_offset();
+            if self.segments[first].base_offset() != swap.base || next_base != swap.end {
+                installed.removed.push(swap.path);
+                continue;
+            }
+            for i in &covered {
+                let [log, index, time_index] = self.segments[*i].file_paths();
+                let aside = log.with_extension(format!("log.{}", super::cleaner::DELETED));
+                fs::rename(&log, &aside)?;
+                // Gone before the swap takes the name: an old index beside
+                // the new file would point into the wrong bytes.
+                for path in [index, time_index] {
+                    match fs::remove_file(&path) {
+                        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                        _ => {}
+                    }
+                }
+                installed.removed.push(aside);
+            }
+            sync_dir(&self.dir)?;
+            fs::rename(
+                &swap.path,
+                self.dir.join(super::segment::file_name(swap.base, "log")),
+            )?;
+            installed.indexes.push(swap.segment.indexes());
+            self.segments.splice(first..=last, [swap.segment]);
+            installed.swaps += 1;
+        }
+        self.tombstone_expiry = result.tombstone_expiry;
+        Ok(installed)
     }
 
     /// See `ProducerStates::aborted_between`.

@@ -55,6 +55,21 @@ impl Segment {
         Ok(Segment::with_file(dir, base_offset, file, SystemTime::now()))
     }
 
+    /// A segment over a file written whole under another name (a cleaned
+    /// rewrite, renamed into place by the caller): its indexes are built by
+    /// reading its batch headers.
+    pub fn from_file(dir: &Path, base_offset: i64, file: File) -> io::Result<Segment> {
+        let size = file.metadata()?.len();
+        let mut segment = Segment::with_file(dir, base_offset, file, SystemTime::now());
+        let end = segment.rebuild(size, false)?;
+        if let Some(problem) = end.problem {
+            return Err(io::Error::other(format!(
+                "cleaned segment {base_offset}: {problem}"
+            )));
+        }
+        Ok(segment)
+    }
+
     /// A new, empty segment in a file made ahead of time under another
     /// name; the caller renames it before writing to it.
     pub fn from_spare(dir: &Path, base_offset: i64, file: File) -> Segment {

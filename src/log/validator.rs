@@ -42,6 +42,9 @@ pub fn prepare(
 ) -> Result<Option<(Vec<u8>, BatchHeader)>, Rejection> {
     // Decompressed at most once, for whichever step needs the records.
     let mut records: Option<Cow<[u8]>> = None;
+    if config.compact {
+        check_keys(batch, header, &mut records)?;
+    }
     if !config.log_append_time {
         check_timestamps(batch, header, config, now, &mut records)?;
     }
@@ -107,6 +110,36 @@ fn check_timestamps<'a>(
     } else {
         Err(invalid_timestamp(errors))
     }
+}
+
+/// A compacted topic keeps the latest record per key, so a record
+/// without one has no place in it: Kafka refuses the batch with
+/// INVALID_RECORD, naming each keyless record.
+fn check_keys<'a>(
+    batch: &'a [u8],
+    header: &BatchHeader,
+    records: &mut Option<Cow<'a, [u8]>>,
+) -> Result<(), Rejection> {
+    let decoded = match records.take() {
+        Some(decoded) => decoded,
+        None => compression::records(batch, header)?,
+    };
+    const WHY: &str = "Compacted topic cannot accept message without key.";
+    let errors: Vec<(i32, String)> = batch::parse_records(&decoded)?
+        .iter()
+        .enumerate()
+        .filter(|(_, record)| record.key.is_none())
+        .map(|(index, _)| (index as i32, WHY.to_string()))
+        .collect();
+    *records = Some(decoded);
+    if errors.is_empty() {
+        return Ok(());
+    }
+    Err(Rejection {
+        code: ResponseError::InvalidRecord.code(),
+        message: WHY.into(),
+        record_errors: errors,
+    })
 }
 
 fn invalid_timestamp(record_errors: Vec<(i32, String)>) -> Rejection {

@@ -114,6 +114,12 @@ pub struct Metrics {
     pub(crate) log_end_offset: Family<TopicLabels, Gauge>,
     pub(crate) log_size: Family<TopicLabels, Gauge>,
     pub(crate) log_unstable: Family<TopicLabels, Gauge>,
+    pub(crate) log_cleanable: Family<TopicLabels, Gauge>,
+    pub(crate) log_dirty_ratio: Family<TopicLabels, FloatGauge>,
+    pub(crate) cleaner_runs: Family<ShardLabel, Counter>,
+    pub(crate) cleaner_read: Family<ShardLabel, Counter>,
+    pub(crate) cleaner_written: Family<ShardLabel, Counter>,
+    pub(crate) cleaner_duration: Family<ShardLabel, Histogram, fn() -> Histogram>,
     pub(crate) groups: Family<ShardLabel, Gauge>,
     pub(crate) transactions_open: Family<ShardLabel, Gauge>,
     pub(crate) transactions_ended: Family<ReasonLabels, Counter>,
@@ -220,6 +226,12 @@ impl Metrics {
             log_end_offset: Family::default(),
             log_size: Family::default(),
             log_unstable: Family::default(),
+            log_cleanable: Family::default(),
+            log_dirty_ratio: Family::default(),
+            cleaner_runs: Family::default(),
+            cleaner_read: Family::default(),
+            cleaner_written: Family::default(),
+            cleaner_duration: Family::new_with_constructor(transaction_histogram as fn() -> Histogram),
             groups: Family::default(),
             transactions_open: Family::default(),
             transactions_ended: Family::default(),
@@ -317,6 +329,36 @@ impl Metrics {
             "chronik_log_unstable_records",
             "Records above the last stable offset (in transactions not yet decided), summed over the topic's partitions: how far read_committed consumers lag the high watermark",
             metrics.log_unstable.clone(),
+        );
+        r.register(
+            "chronik_log_cleanable_bytes",
+            "Compacted topics: bytes of the topic's partitions owned by the shard that the cleaner may clean (closed, below the stable offset and min.compaction.lag.ms)",
+            metrics.log_cleanable.clone(),
+        );
+        r.register(
+            "chronik_log_dirty_ratio",
+            "Compacted topics: share of the cleanable bytes not cleaned yet (the cleaner takes a partition at min.cleanable.dirty.ratio)",
+            metrics.log_dirty_ratio.clone(),
+        );
+        r.register(
+            "chronik_cleaner_runs",
+            "Cleanings of compacted partitions done by the shard's cleaner",
+            metrics.cleaner_runs.clone(),
+        );
+        r.register(
+            "chronik_cleaner_read_bytes",
+            "Bytes the shard's cleaner read (key map and rewrite)",
+            metrics.cleaner_read.clone(),
+        );
+        r.register(
+            "chronik_cleaner_written_bytes",
+            "Bytes of cleaned segments the shard's cleaner wrote",
+            metrics.cleaner_written.clone(),
+        );
+        r.register(
+            "chronik_cleaner_run_seconds",
+            "Time of one cleaning, from picking the partition to installing its segments",
+            metrics.cleaner_duration.clone(),
         );
         r.register(
             "chronik_consumer_groups",

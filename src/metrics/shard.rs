@@ -281,37 +281,73 @@ impl ShardMetrics {
     /// Replaces this shard's per-topic log gauges (end offsets, sizes):
     /// topics beyond the labelled ones are summed under `_other`, and the
     /// gauges of topics no longer here are removed.
-    pub fn set_logs(&self, per_topic: &HashMap<String, (i64, u64, i64)>) {
+    /// Compacted topics also get their cleanable bytes and dirty ratio.
+    pub fn set_logs(&self, per_topic: &HashMap<String, crate::partition::TopicLogStats>) {
         // By name, so topics labelled in the same refresh are labelled in
         // an order that does not depend on the map's hashing.
         let mut names: Vec<&String> = per_topic.keys().collect();
         names.sort_unstable();
-        let mut values: HashMap<String, (i64, i64, i64)> = HashMap::new();
+        let mut values: HashMap<String, (i64, i64, i64, u64, u64)> = HashMap::new();
         {
             let mut labelled = self.topics.borrow_mut();
             for name in names {
-                let (end, size, unstable) = per_topic[name];
+                let (end, size, unstable, cleanable, dirty) = per_topic[name];
                 let sum = values.entry(labelled.label(name).to_string()).or_default();
                 sum.0 += end;
                 sum.1 += size as i64;
                 sum.2 += unstable;
+                sum.3 += cleanable;
+                sum.4 += dirty;
             }
         }
         let mut gauged = self.log_gauges.borrow_mut();
         for gone in gauged.iter().filter(|t| !values.contains_key(*t)) {
-            let labels = self.topic_labels(gone);
-            self.metrics.log_end_offset.remove(&labels);
-            self.metrics.log_size.remove(&labels);
-            self.metrics.log_unstable.remove(&labels);
+            self.remove_log_gauges(&self.topic_labels(gone));
         }
         gauged.clear();
-        for (topic, (end, size, unstable)) in values {
+        for (topic, (end, size, unstable, cleanable, dirty)) in values {
             let labels = self.topic_labels(&topic);
             self.metrics.log_end_offset.get_or_create(&labels).set(end);
             self.metrics.log_size.get_or_create(&labels).set(size);
             self.metrics.log_unstable.get_or_create(&labels).set(unstable);
+            if cleanable > 0 {
+                self.metrics
+                    .log_cleanable
+                    .get_or_create(&labels)
+                    .set(cleanable as i64);
+                self.metrics
+                    .log_dirty_ratio
+                    .get_or_create(&labels)
+                    .set(dirty as f64 / cleanable as f64);
+            } else {
+                self.metrics.log_cleanable.remove(&labels);
+                self.metrics.log_dirty_ratio.remove(&labels);
+            }
             gauged.insert(topic);
         }
+    }
+
+    fn remove_log_gauges(&self, labels: &TopicLabels) {
+        let m = &self.metrics;
+        m.log_end_offset.remove(labels);
+        m.log_size.remove(labels);
+        m.log_unstable.remove(labels);
+        m.log_cleanable.remove(labels);
+        m.log_dirty_ratio.remove(labels);
+    }
+
+    /// A cleaning finished.
+    pub fn cleaned(&self, read: u64, written: u64, took: Duration) {
+        let shard = ShardLabel {
+            shard: self.shard.clone(),
+        };
+        self.metrics.cleaner_runs.get_or_create(&shard).inc();
+        self.metrics.cleaner_read.get_or_create(&shard).inc_by(read);
+        self.metrics.cleaner_written.get_or_create(&shard).inc_by(written);
+        self.metrics
+            .cleaner_duration
+            .get_or_create(&shard)
+            .observe(took.as_secs_f64());
     }
 
     /// Replaces this shard's group gauges: count, and members and lag per
@@ -380,9 +416,7 @@ impl ShardMetrics {
         ] {
             family.remove(&labels);
         }
-        m.log_end_offset.remove(&labels);
-        m.log_size.remove(&labels);
-        m.log_unstable.remove(&labels);
+        self.remove_log_gauges(&labels);
     }
 
     /// A group is gone: its series on this shard go, and its label is free.
@@ -426,8 +460,8 @@ mod tests {
     }
 
     /// A fresh map each time, as each refresh builds one: its own hashing.
-    fn logs(topics: impl Iterator<Item = String>) -> HashMap<String, (i64, u64, i64)> {
-        topics.map(|t| (t, (10, 100, 0))).collect()
+    fn logs(topics: impl Iterator<Item = String>) -> HashMap<String, crate::partition::TopicLogStats> {
+        topics.map(|t| (t, (10, 100, 0, 0, 0))).collect()
     }
 
     #[test]

@@ -20,7 +20,7 @@ mod shard_partitions;
 pub(crate) use client::{PartitionClient, SendToShard};
 pub(crate) use directory::claim as claim_partition_dir;
 pub(crate) use ops::{Appended, PartitionOp, ReadAnswer, ReadSpec};
-pub(crate) use shard_partitions::ShardPartitions;
+pub(crate) use shard_partitions::{CleanerSettings, ShardPartitions, TopicLogStats};
 
 use crate::log::batch::BatchHeader;
 use crate::log::LogConfig;

@@ -23,7 +23,22 @@ use uuid::Uuid;
 
 /// A topic's partitions on a shard: end offsets summed, bytes, records
 /// above the last stable offset summed.
-pub(crate) type TopicLogStats = (i64, u64, i64);
+pub(crate) type TopicLogStats = (i64, u64, i64, u64, u64);
+
+/// How a shard's cleaner works (LOG_CLEANER_* settings).
+#[derive(Debug, Clone)]
+pub(crate) struct CleanerSettings {
+    pub map_budget_bytes: usize,
+    pub throttle: Arc<crate::log::cleaner::Throttle>,
+}
+
+/// One cleaning's figures, for the metrics.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CleanReport {
+    pub read: u64,
+    pub written: u64,
+    pub took: std::time::Duration,
+}
 
 pub(crate) struct ShardPartitions {
     shard: usize,
@@ -486,22 +501,120 @@ impl ShardPartitions {
             .collect()
     }
 
-    /// Per topic (sum of high watermarks, bytes) of the partitions owned
-    /// here, and each owned partition's high watermark.
-    /// Per topic: end offsets summed, bytes, and records above the last
-    /// stable offset (open transactions) summed; per partition: its end.
+    /// Per topic: end offsets summed, bytes, records above the last
+    /// stable offset (open transactions), and (compacted topics) bytes the
+    /// cleaner may clean and how many of them it has not; per partition:
+    /// its end.
     pub(crate) fn log_stats(&self) -> (HashMap<String, TopicLogStats>, HashMap<TopicPartition, i64>) {
+        let catalog = self.catalog.snapshot();
+        let now = crate::log::partition_log::now_ms();
         let mut per_topic: HashMap<String, TopicLogStats> = HashMap::new();
         let mut ends = HashMap::new();
         for (tp, partition) in self.partitions.borrow().iter() {
             let end = partition.high_watermark();
             let entry = per_topic.entry(tp.topic.to_string()).or_default();
+            let log = partition.log.borrow();
             entry.0 += end;
-            entry.1 += partition.log.borrow().size_bytes();
+            entry.1 += log.size_bytes();
             entry.2 += end - partition.last_stable_offset();
+            if let Some(config) = catalog
+                .get(&tp.topic)
+                .map(|t| t.log_config())
+                .filter(|c| c.compact)
+            {
+                let (cleanable, dirty) = log.dirty_bytes(&config, now);
+                entry.3 += cleanable;
+                entry.4 += dirty;
+            }
             ends.insert(tp.clone(), end);
         }
         (per_topic, ends)
+    }
+
+    /// Cleans the compacted partition (open on this shard) that most needs
+    /// it, if any is due: on a thread of its own, so neither the shard nor
+    /// its blocking pool waits for it; installed on the shard.
+    pub(crate) async fn clean_dirtiest(&self, settings: &CleanerSettings) -> Option<CleanReport> {
+        let catalog = self.catalog.snapshot();
+        let now = crate::log::partition_log::now_ms();
+        let mut best: Option<(TopicPartition, Rc<Partition>, crate::log::CleanCandidate)> = None;
+        for (tp, partition) in self.partitions.borrow().iter() {
+            let Some(config) = catalog
+                .get(&tp.topic)
+                .map(|t| t.log_config())
+                .filter(|c| c.compact)
+            else {
+                continue;
+            };
+            let Some(candidate) = partition.log.borrow().clean_candidate(
+                &config,
+                now,
+                settings.map_budget_bytes,
+                settings.throttle.clone(),
+            ) else {
+                continue;
+            };
+            let due = candidate.overdue
+                || candidate.dirty_ratio * 1000.0 >= f64::from(config.min_cleanable_dirty_ratio_permille);
+            let better = best.as_ref().is_none_or(|(_, _, b)| {
+                (candidate.overdue, candidate.dirty_ratio) > (b.overdue, b.dirty_ratio)
+            });
+            if due && better {
+                best = Some((tp.clone(), partition.clone(), candidate));
+            }
+        }
+        let (tp, partition, candidate) = best?;
+        let started = std::time::Instant::now();
+        let job = candidate.job;
+        let (tx, rx) = oneshot::channel();
+        let spawned = std::thread::Builder::new()
+            .name(format!("cleaner-{}", self.shard))
+            .spawn(move || {
+                let _ = tx.send(crate::log::cleaner::clean(&job));
+            });
+        if let Err(e) = spawned {
+            error!(partition = %tp, error = %e, "cannot start the cleaner thread");
+            return None;
+        }
+        let result = match rx.await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => {
+                error!(partition = %tp, error = %e, "cleaning failed; the next round tries again");
+                return None;
+            }
+            Err(_) => return None,
+        };
+        // The partition may have been dropped (topic deleted) meanwhile.
+        if !self
+            .partitions
+            .borrow()
+            .get(&tp)
+            .is_some_and(|p| Rc::ptr_eq(p, &partition))
+        {
+            return None;
+        }
+        let (read, written, keys) = (result.bytes_read, result.bytes_written, result.keys);
+        let installed = partition.log.borrow_mut().install_cleaned(result);
+        let installed = match installed {
+            Ok(Some(installed)) => installed,
+            Ok(None) => return None,
+            Err(e) => {
+                error!(partition = %tp, error = %e, "installing a cleaned segment failed; the next start finishes it");
+                return None;
+            }
+        };
+        let swaps = installed.swaps;
+        if let Err(e) = run_blocking("finishing a cleaning", move || installed.finish()).await {
+            warn!(partition = %tp, error = %e, "removing replaced segments failed; the next start does");
+        }
+        let report = CleanReport {
+            read,
+            written,
+            took: started.elapsed(),
+        };
+        info!(partition = %tp, dirty_ratio = format!("{:.2}", candidate.dirty_ratio), keys, segments = swaps,
+            read_bytes = read, written_bytes = written, took_ms = report.took.as_millis() as u64, "cleaned");
+        Some(report)
     }
 
     /// Graceful close of every owned partition (clean-shutdown markers).

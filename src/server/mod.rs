@@ -311,6 +311,22 @@ impl IngestServer {
             ))
             .detach();
             glommio::spawn_local(drive_groups(groups.clone(), shard.drain.clone())).detach();
+            if shard_config.log_cleaner_enable {
+                let settings = crate::partition::CleanerSettings {
+                    map_budget_bytes: shard_config.log_cleaner_dedupe_buffer_size,
+                    throttle: Arc::new(crate::log::cleaner::Throttle::new(
+                        shard_config.log_cleaner_io_max_bytes_per_second as u64,
+                    )),
+                };
+                glommio::spawn_local(clean_compacted_partitions(
+                    local.clone(),
+                    metrics.clone(),
+                    shard.drain.clone(),
+                    settings,
+                    Duration::from_millis(shard_config.log_cleaner_backoff_ms),
+                ))
+                .detach();
+            }
             let local_controller = if shard.id == CONTROLLER_SHARD {
                 let context = ControllerContext {
                     config: shard_config.clone(),
@@ -559,6 +575,34 @@ async fn apply_retention_periodically(
         partitions.apply_retention();
         // Failures are logged inside; the next round tries again.
         let _ = partitions.sweep(None).await;
+    }
+}
+
+/// The shard's log cleaner: cleans the dirtiest due compacted partition,
+/// at once again after a cleaning, else after `backoff`, until the shard
+/// drains.
+async fn clean_compacted_partitions(
+    partitions: Rc<ShardPartitions>,
+    metrics: Rc<ShardMetrics>,
+    drain: chronik_shard::Signal,
+    settings: crate::partition::CleanerSettings,
+    backoff: Duration,
+) {
+    loop {
+        let cleaned = partitions.clean_dirtiest(&settings).await;
+        if let Some(report) = cleaned {
+            metrics.cleaned(report.read, report.written, report.took);
+        }
+        let wait = if cleaned.is_some() {
+            Duration::ZERO
+        } else {
+            backoff
+        };
+        let sleep = std::pin::pin!(glommio::timer::sleep(wait));
+        let drained = std::pin::pin!(drain.wait());
+        if let futures::future::Either::Right(_) = futures::future::select(sleep, drained).await {
+            return;
+        }
     }
 }
 

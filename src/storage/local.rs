@@ -446,6 +446,33 @@ impl Log for LocalLog {
         self.log.producers()
     }
 
+    fn dirty_bytes(&self, config: &LogConfig, now: i64) -> (u64, u64) {
+        self.log.dirty_bytes(config, now)
+    }
+
+    fn clean_candidate(
+        &self,
+        config: &LogConfig,
+        now: i64,
+        map_budget_bytes: usize,
+        throttle: Arc<crate::log::cleaner::Throttle>,
+    ) -> Option<crate::log::CleanCandidate> {
+        self.log.clean_candidate(config, now, map_budget_bytes, throttle)
+    }
+
+    fn install_cleaned(
+        &mut self,
+        result: crate::log::cleaner::CleanResult,
+    ) -> Result<Option<crate::log::Installed>, StorageError> {
+        let cleaned_to = result.cleaned_to;
+        let installed = self
+            .log
+            .install_cleaned(result)
+            .map_err(|e| StorageError::io("installing a cleaned segment", &e))?;
+        self.writer.recent.borrow_mut().forget_below(cleaned_to);
+        Ok(Some(installed))
+    }
+
     fn offsets(&self) -> LogOffsets {
         LogOffsets {
             log_start: self.log.log_start_offset(),

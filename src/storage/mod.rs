@@ -119,6 +119,34 @@ pub(crate) trait Log {
 
     fn size_bytes(&self) -> u64;
 
+    /// Compacted topics: (bytes the cleaner may clean, of which not yet
+    /// cleaned).
+    fn dirty_bytes(&self, _config: &LogConfig, _now: i64) -> (u64, u64) {
+        (0, 0)
+    }
+
+    /// Compaction: the cleaning this log is due now, if any (local logs of
+    /// compacted topics; a tiered log is never compacted).
+    fn clean_candidate(
+        &self,
+        _config: &LogConfig,
+        _now: i64,
+        _map_budget_bytes: usize,
+        _throttle: std::sync::Arc<crate::log::cleaner::Throttle>,
+    ) -> Option<crate::log::CleanCandidate> {
+        None
+    }
+
+    /// Puts a finished cleaning in place (see
+    /// `PartitionLog::install_cleaned`); what is left runs off the shard.
+    fn install_cleaned(
+        &mut self,
+        result: crate::log::cleaner::CleanResult,
+    ) -> Result<Option<crate::log::Installed>, StorageError> {
+        drop(result);
+        Ok(None)
+    }
+
     /// Graceful close once every queued write is stored.
     fn close(self: Box<Self>) -> LogFuture<()>;
 

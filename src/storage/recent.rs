@@ -320,6 +320,15 @@ impl RecentBatches {
         budget.evict();
     }
 
+    /// Drops the batches that start below `offset`: the cleaner rewrote
+    /// that part of the log, and readers must see what it kept.
+    pub(crate) fn forget_below(&mut self, offset: i64) {
+        let mut window = self.window.borrow_mut();
+        while window.entries.front().is_some_and(|e| e.base_offset < offset) {
+            window.pop_oldest(&self.budget);
+        }
+    }
+
     /// Whole batches from the one holding `offset`, up to `max_bytes` (at
     /// least one with `at_least_one`), if the window holds that batch;
     /// `None` sends the read to the file.

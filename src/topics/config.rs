@@ -47,8 +47,6 @@ pub enum Valid {
 /// list item, compared ignoring case; why, for INVALID_CONFIG).
 pub type Unbuilt = Option<(&'static str, &'static str)>;
 
-const COMPACTION: Unbuilt = Some(("compact", "log compaction is not built yet; use delete"));
-
 /// Whether this process has an object store (OBJECT_STORE_URL): without
 /// one, `remote.storage.enable=true` is refused as Kafka refuses it on a
 /// broker without remote log storage.
@@ -94,7 +92,7 @@ macro_rules! def {
 /// Every topic config of Apache Kafka 4.x, sorted by name.
 pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
     def!("cleanup.policy", List, "delete", Valid::ListOf(&["delete", "compact"]), Some("log.cleanup.policy"),
-        COMPACTION, "How old segments are discarded: delete (by retention.ms / retention.bytes); compact is not built yet and is refused."),
+        None, "How old data is discarded: delete (whole segments past retention.ms / retention.bytes), compact (the log cleaner keeps the latest record of each key), or both."),
     def!("compression.gzip.level", Int, "-1", Valid::Between(-1.0, 9.0), Some("compression.gzip.level"),
         None, "Level for gzip when the broker recompresses (stored; the broker uses the codec's default level)."),
     def!("compression.lz4.level", Int, "9", Valid::Between(1.0, 17.0), Some("compression.lz4.level"),
@@ -105,7 +103,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
     def!("compression.zstd.level", Int, "3", Valid::Between(-131072.0, 22.0), Some("compression.zstd.level"),
         None, "Level for zstd when the broker recompresses (stored; the broker uses the codec's default level)."),
     def!("delete.retention.ms", Long, "86400000", Valid::AtLeast(0), Some("log.cleaner.delete.retention.ms"),
-        None, "How long tombstones are kept after compaction (compacted topics)."),
+        None, "How long a tombstone (a record with a null value) is kept on a compacted topic, from its timestamp; the next cleaning after that removes it."),
     def!("file.delete.delay.ms", Long, "60000", Valid::AtLeast(0), Some("log.segment.delete.delay.ms"),
         None, "Delay before a deleted segment's files are removed from disk."),
     def!("flush.messages", Long, LONG_MAX, Valid::AtLeast(1), Some("log.flush.interval.messages"),
@@ -123,7 +121,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
     def!("local.retention.ms", Long, "-2", Valid::AtLeast(-2), Some("log.local.retention.ms"),
         None, "Time kept on local disk when tiered storage is on (-2 = retention.ms)."),
     def!("max.compaction.lag.ms", Long, LONG_MAX, Valid::AtLeast(1), Some("log.cleaner.max.compaction.lag.ms"),
-        None, "Longest a record stays uncompacted (compacted topics)."),
+        None, "Longest a record stays uncompacted: a partition with dirty records older than this is cleaned whatever its dirty ratio."),
     def!("max.message.bytes", Int, "1048588", Valid::AtLeast(0), Some("message.max.bytes"),
         None, "Largest record batch accepted, after compression."),
     def!("message.timestamp.after.max.ms", Long, "3600000", Valid::AtLeast(0), Some("log.message.timestamp.after.max.ms"),
@@ -134,9 +132,9 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         Some("log.message.timestamp.type"), None,
         "CreateTime keeps the producer's timestamps; LogAppendTime stamps batches with the broker's clock."),
     def!("min.cleanable.dirty.ratio", Double, "0.5", Valid::Between(0.0, 1.0), Some("log.cleaner.min.cleanable.ratio"),
-        None, "Share of uncompacted log that makes a partition eligible for cleaning (compacted topics)."),
+        None, "Share of a compacted partition's cleanable log not yet cleaned that makes the cleaner take it."),
     def!("min.compaction.lag.ms", Long, "0", Valid::AtLeast(0), Some("log.cleaner.min.compaction.lag.ms"),
-        None, "Shortest time a record stays uncompacted (compacted topics)."),
+        None, "Shortest time a record stays uncompacted: segments with newer records are not cleaned yet."),
     def!("min.insync.replicas", Int, "1", Valid::AtLeast(1), Some("min.insync.replicas"),
         None, "Replicas that must acknowledge an acks=all write (one broker: always the leader)."),
     def!("preallocate", Boolean, "false", Valid::Any, Some("log.preallocate"),
@@ -410,6 +408,22 @@ pub fn log_config(overrides: &BTreeMap<String, String>, defaults: &BrokerTopicDe
         compression: CompressionType::parse(&get("compression.type")).unwrap_or(fallback.compression),
         timestamp_before_max_ms: int("message.timestamp.before.max.ms").max(0),
         timestamp_after_max_ms: int("message.timestamp.after.max.ms").max(0),
+        compact: list_items(&get("cleanup.policy"))
+            .iter()
+            .any(|p| p.eq_ignore_ascii_case("compact")),
+        delete: list_items(&get("cleanup.policy"))
+            .iter()
+            .any(|p| p.eq_ignore_ascii_case("delete")),
+        delete_retention_ms: int("delete.retention.ms").max(0),
+        min_cleanable_dirty_ratio_permille: (get("min.cleanable.dirty.ratio")
+            .trim()
+            .parse::<f64>()
+            .unwrap_or(0.5)
+            * 1000.0)
+            .round()
+            .clamp(0.0, 1000.0) as u32,
+        min_compaction_lag_ms: int("min.compaction.lag.ms").max(0),
+        max_compaction_lag_ms: int("max.compaction.lag.ms").max(1),
     }
 }
 
@@ -482,6 +496,8 @@ mod tests {
             ("min.cleanable.dirty.ratio", "0.3"),
             ("remote.storage.enable", "false"),
             ("cleanup.policy", "delete"),
+            ("cleanup.policy", "compact"),
+            ("cleanup.policy", "delete,compact"),
             ("retention.ms", "-1"),
         ] {
             assert!(validate_config(name, value).is_ok(), "{name}={value}");
@@ -492,8 +508,7 @@ mod tests {
             ("compression.type", "brotli", "one of"),
             ("min.cleanable.dirty.ratio", "1.5", "between"),
             ("preallocate", "yes", "true or false"),
-            ("cleanup.policy", "compact", "compaction"),
-            ("cleanup.policy", "delete,compact", "compaction"),
+            ("cleanup.policy", "archive", "one of"),
             ("remote.storage.enable", "true", "OBJECT_STORE_URL"),
             ("no.such.config", "1", "unknown"),
         ] {

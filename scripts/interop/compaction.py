@@ -1,0 +1,190 @@
+#!/usr/bin/env python3
+"""Compacted topics against the real binary, with confluent-kafka and kcat.
+
+- confluent-kafka feeds a compacted topic UPDATES updates over KEYS keys,
+  then a tombstone for each of TOMBSTONES keys; after the cleaner runs (and
+  delete.retention.ms has passed), a consumer from offset 0 sees the latest
+  value of every live key, no deleted key, offsets strictly increasing, and
+  the partition's size on disk is within 2x of its live data; kcat reads
+  the same; the metrics show the cleaner's work;
+- librdkafka's produce_batch of keyless records to a compacted topic gets
+  INVALID_RECORD for each message;
+- a restart reads the same cleaned log.
+
+usage: compaction.py BROKER_BINARY
+UPDATES (default 1,000,000), KEYS (10,000), TOMBSTONES (1,000) set the load.
+"""
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from common import check, finish, free_port, scrape, start_broker, stop_broker
+
+BINARY = sys.argv[1] if len(sys.argv) > 1 else "target/debug/chronik-ingest"
+UPDATES = int(os.environ.get("UPDATES", "1000000"))
+KEYS = int(os.environ.get("KEYS", "10000"))
+TOMBSTONES = int(os.environ.get("TOMBSTONES", "1000"))
+TOPIC = "compacted"
+VALUE_BYTES = 100
+
+
+def value(i):
+    return f"v{i:09d}".encode().ljust(VALUE_BYTES, b".")
+
+
+def key(k):
+    return f"key-{k:06d}".encode()
+
+
+def partition_bytes(data_dir):
+    path = os.path.join(data_dir, f"{TOPIC}-0")
+    return sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path) if f.endswith(".log"))
+
+
+def produce(addr):
+    """The updates, the tombstones, then two more updates of every live
+    key (so the tombstones sit in closed segments the cleaner may clean).
+    Returns {key: latest value} of the live keys."""
+    p = Producer({"bootstrap.servers": addr, "linger.ms": 20, "batch.size": 65536,
+                  "queue.buffering.max.messages": 1000000, "enable.idempotence": True})
+    failed = []
+    latest = {}
+
+    def send(k, v):
+        while True:
+            try:
+                p.produce(TOPIC, key=key(k), value=v, partition=0,
+                          on_delivery=lambda err, _m: err and failed.append(err))
+                return
+            except BufferError:
+                p.poll(0.05)
+
+    for i in range(UPDATES):
+        send(i % KEYS, value(i))
+        latest[i % KEYS] = value(i)
+        if i % 50000 == 0:
+            p.poll(0)
+    for k in range(TOMBSTONES):
+        send(k, None)
+        latest.pop(k, None)
+    for n, k in enumerate(list(range(TOMBSTONES, KEYS)) * 2):
+        send(k, value(UPDATES + n))
+        latest[k] = value(UPDATES + n)
+    left = p.flush(120)
+    return latest, left == 0 and not failed, f"{left} unflushed, errors {failed[:3]}"
+
+
+def read_all(addr):
+    """(offset, key, value) of every record from offset 0 to the end."""
+    c = Consumer({"bootstrap.servers": addr, "group.id": f"compaction-{time.time_ns()}",
+                  "enable.auto.commit": False, "enable.partition.eof": True, "fetch.max.bytes": 52428800})
+    c.assign([TopicPartition(TOPIC, 0, 0)])
+    out, deadline = [], time.time() + 180
+    while time.time() < deadline:
+        eof = False
+        for m in c.consume(10000, 1.0):
+            if m.error():
+                eof = eof or m.error().code() == KafkaError._PARTITION_EOF
+                continue
+            out.append((m.offset(), m.key(), m.value()))
+        if eof:
+            break
+    c.close()
+    return out
+
+
+def verify(records, latest, label):
+    offsets = [o for o, _, _ in records]
+    check(f"{label}: offsets strictly increase", all(a < b for a, b in zip(offsets, offsets[1:])))
+    seen = {}
+    for _, k, v in records:
+        if v is None:
+            seen.pop(k, None)
+        else:
+            seen[k] = v
+    want = {key(k): v for k, v in latest.items()}
+    missing = [k for k in want if seen.get(k) != want[k]]
+    check(f"{label}: the latest value of every one of the {len(want)} live keys", not missing,
+          f"{len(missing)} wrong or missing, e.g. {missing[:3]}")
+    deleted = {key(k) for k in range(TOMBSTONES)}
+    ghosts = sum(1 for _, k, _ in records if k in deleted)
+    check(f"{label}: no record of the {TOMBSTONES} deleted keys (tombstones gone after delete.retention.ms)",
+          ghosts == 0, f"{ghosts} records of deleted keys")
+    return seen
+
+
+def kcat_values(addr):
+    out = subprocess.run(["kcat", "-C", "-b", addr, "-t", TOPIC, "-p", "0", "-o", "beginning", "-e", "-q",
+                          "-f", "%o %k %S\n"], capture_output=True, timeout=300)
+    return out.stdout.decode(errors="replace").splitlines()
+
+
+def main():
+    work = tempfile.mkdtemp(prefix="compaction-", dir=os.environ.get("TMPDIR"))
+    metrics_addr = f"127.0.0.1:{free_port()}"
+    env = {"LOG_CLEANER_BACKOFF_MS": "200", "METRICS_ADDRESS": metrics_addr}
+    proc, log, addr = start_broker(BINARY, work, env)
+    admin = AdminClient({"bootstrap.servers": addr})
+    config = {"cleanup.policy": "compact", "segment.bytes": str(256 << 10), "min.cleanable.dirty.ratio": "0.1",
+              "delete.retention.ms": "1000", "min.compaction.lag.ms": "0"}
+    for f in admin.create_topics([NewTopic(TOPIC, 1, 1, config=config), NewTopic("keyless", 1, 1, config=config)]).values():
+        f.result(30)
+    del admin
+
+    # Keyless records: refused, each one, as Kafka does.
+    p = Producer({"bootstrap.servers": addr, "linger.ms": 50})
+    errors = []
+    queued = p.produce_batch("keyless", [{"value": f"no key {i}".encode()} for i in range(10)],
+                             on_delivery=lambda err, _m: errors.append(err))
+    p.flush(30)
+    del p
+    codes = {e.code() if e else None for e in errors}
+    check("produce_batch of 10 keyless records to a compacted topic: INVALID_RECORD for each",
+          queued == 10 and len(errors) == 10 and codes == {KafkaError.INVALID_RECORD}, f"{queued} queued, {codes}")
+
+    started = time.time()
+    latest, ok, detail = produce(addr)
+    took = time.time() - started
+    total = UPDATES + TOMBSTONES + 2 * (KEYS - TOMBSTONES)
+    check(f"{total:,} records ({UPDATES:,} updates over {KEYS:,} keys, {TOMBSTONES:,} tombstones) acknowledged "
+          f"({total / took:,.0f}/s)", ok, detail)
+    before = partition_bytes(work)
+    live = sum(len(key(k)) + len(v) for k, v in latest.items())
+    # Cleaned, and cleaned again once the tombstones' delete.retention.ms has passed.
+    deadline = time.time() + 240
+    while time.time() < deadline and (partition_bytes(work) > 2 * live or time.time() - started < 5):
+        time.sleep(1)
+    # One more round of the cleaner: tombstones go once they have expired.
+    time.sleep(3)
+    after = partition_bytes(work)
+    records = read_all(addr)
+    verify(records, latest, "confluent-kafka from offset 0")
+    # Record overhead on disk (batch headers, varints) is counted as Kafka's would be.
+    stored = sum(len(k) + len(v) for _, k, v in records if v is not None)
+    check(f"the partition shrank from {before / 2**20:.1f} MiB to {after / 2**20:.2f} MiB on disk, within 2x of "
+          f"its {live / 2**20:.2f} MiB of live keys and values", after <= 2 * live and stored <= 2 * live,
+          f"consumers read {stored} bytes of keys and values")
+    kcat = kcat_values(addr)
+    check(f"kcat reads the same {len(records):,} records", len(kcat) == len(records)
+          and all(line.split(" ")[0] == str(o) for line, (o, _, _) in zip(kcat, records)),
+          f"{len(kcat)} lines")
+    sums = scrape(metrics_addr)
+    runs, written = sums.get("chronik_cleaner_runs_total", 0), sums.get("chronik_cleaner_written_bytes_total", 0)
+    check(f"/metrics: {runs:.0f} cleaner runs, {written / 2**20:.1f} MiB written, the topic's cleanable bytes and "
+          "dirty ratio", runs >= 1 and "chronik_log_dirty_ratio" in sums and "chronik_log_cleanable_bytes" in sums,
+          f"{sorted(k for k in sums if 'clean' in k or 'dirty' in k)}")
+    code = stop_broker(proc)
+    check("broker exits 0", code == 0, f"exit {code}")
+    proc, log, addr = start_broker(BINARY, work, env)
+    again = read_all(addr)
+    check("after a restart the cleaned log reads the same", again == records, f"{len(again)} of {len(records)}")
+    finish("compaction", proc, log, work)
+
+
+if __name__ == "__main__":
+    main()
