@@ -89,13 +89,17 @@ struct Args {
     num_records: u64,
     record_size: usize,
     throughput: f64,
+    /// Records get keys `k<n mod key_space>` (a compacted topic needs
+    /// them); 0: no keys, as kafka-producer-perf-test sends.
+    key_space: u64,
     props: Vec<(String, String)>,
 }
 
 fn usage(problem: &str) -> ! {
     eprintln!(
         "{problem}\nusage: producer_perf --topic TOPIC --num-records N --record-size BYTES --throughput RECORDS_PER_SEC \
-         --producer-props key=value [key=value ...]   (throughput -1: unthrottled)"
+         [--key-space N] --producer-props key=value [key=value ...]   (throughput -1: unthrottled; \
+         --key-space: keys k0..k<N-1> in turn, for compacted topics)"
     );
     std::process::exit(2);
 }
@@ -106,6 +110,7 @@ fn parse_args() -> Args {
         num_records: 0,
         record_size: 100,
         throughput: -1.0,
+        key_space: 0,
         props: Vec::new(),
     };
     let mut it = std::env::args().skip(1).peekable();
@@ -123,6 +128,7 @@ fn parse_args() -> Args {
                 args.record_size = value().parse().unwrap_or_else(|_| usage("bad --record-size"))
             }
             "--throughput" => args.throughput = value().parse().unwrap_or_else(|_| usage("bad --throughput")),
+            "--key-space" => args.key_space = value().parse().unwrap_or_else(|_| usage("bad --key-space")),
             "--producer-props" => {
                 while let Some(kv) = it.next_if(|a| !a.starts_with("--")) {
                     let (k, v) = kv
@@ -201,10 +207,15 @@ fn main() {
             }
         }
         let sent_us = context.now_us();
+        let key = (args.key_space > 0).then(|| format!("k{}", sent % args.key_space));
         loop {
-            match producer
-                .send(BaseRecord::<(), [u8], usize>::with_opaque_to(&args.topic, sent_us).payload(&payload))
-            {
+            let record =
+                BaseRecord::<str, [u8], usize>::with_opaque_to(&args.topic, sent_us).payload(&payload);
+            let record = match &key {
+                Some(key) => record.key(key.as_str()),
+                None => record,
+            };
+            match producer.send(record) {
                 Ok(()) => break,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                     std::thread::sleep(Duration::from_micros(200))

@@ -11,10 +11,15 @@
   INVALID_RECORD for each message;
 - a restart reads the same cleaned log.
 
-usage: compaction.py BROKER_BINARY
+- kill -9 while the cleaner works, CRASH_ROUNDS (10) times: every key's
+  latest acknowledged value survives, no offset appears twice (part
+  "crash").
+
+usage: compaction.py BROKER_BINARY [crash]
 UPDATES (default 1,000,000), KEYS (10,000), TOMBSTONES (1,000) set the load.
 """
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -186,5 +191,78 @@ def main():
     finish("compaction", proc, log, work)
 
 
+def run_crash(rounds):
+    """kill -9 while the cleaner works, `rounds` times at different points:
+    each restart finishes or discards the interrupted swap, every key's
+    latest acknowledged value is there, and no offset appears twice."""
+    import random
+    work = tempfile.mkdtemp(prefix="compaction-crash-", dir=os.environ.get("TMPDIR"))
+    # A slow cleaner (I/O paced), so a kill lands inside a cleaning.
+    env = {"LOG_CLEANER_BACKOFF_MS": "100", "LOG_CLEANER_IO_MAX_BYTES_PER_SECOND": str(4 << 20)}
+    proc, log, addr = start_broker(BINARY, work, env)
+    admin = AdminClient({"bootstrap.servers": addr})
+    config = {"cleanup.policy": "compact", "segment.bytes": str(256 << 10), "min.cleanable.dirty.ratio": "0.01",
+              "min.compaction.lag.ms": "0"}
+    admin.create_topics([NewTopic(TOPIC, 1, 1, config=config)])[TOPIC].result(30)
+    del admin
+    keys, latest, n, rng, interrupted_rounds = 3000, {}, 0, random.Random(19), 0
+    ok = True
+    for r in range(rounds):
+        p = Producer({"bootstrap.servers": addr, "linger.ms": 5, "batch.size": 65536, "acks": "all",
+                      "enable.idempotence": True})
+        acked = {}
+
+        def delivered(err, m):
+            if err is None:
+                acked[m.key()] = (m.offset(), m.value())
+        for _ in range(30000):
+            k = rng.randrange(keys)
+            while True:
+                try:
+                    p.produce(TOPIC, key=key(k), value=value(n), partition=0, on_delivery=delivered)
+                    break
+                except BufferError:
+                    p.poll(0.05)
+            n += 1
+        p.flush(60)
+        del p
+        for k, (offset, v) in acked.items():
+            if k not in latest or latest[k][0] < offset:
+                latest[k] = (offset, v)
+        # Somewhere inside the cleaning this produce made due.
+        time.sleep(rng.uniform(0.2, 4.0))
+        proc.kill()
+        proc.wait()
+        log.seek(0)
+        cleanings = log.read().count(" cleaned ")
+        proc, log, addr = start_broker(BINARY, work, env)
+        log.seek(0)
+        found = re.search(r"a cleaning was interrupted by a stop.*?swaps_finished=(\d+) rewrites_discarded=(\d+)",
+                          log.read())
+        interrupted = (f"the restart finished {found.group(1)} swap(s) and discarded {found.group(2)} "
+                       "half-written rewrite(s)") if found else "no cleaning was in flight"
+        records = read_all(addr)
+        offsets = [o for o, _, _ in records]
+        seen = {}
+        for o, k, v in records:
+            seen[k] = (o, v)
+        lost = [k for k, want in latest.items() if seen.get(k) != want]
+        increasing = all(a < b for a, b in zip(offsets, offsets[1:]))
+        if lost or not increasing:
+            ok = False
+            check(f"crash round {r + 1}: no latest value lost, no offset twice", False,
+                  f"{len(lost)} keys lost, increasing {increasing}")
+            break
+        print(f"round {r + 1}: killed after {cleanings} cleanings in that run; {interrupted}; "
+              f"{len(records)} records, {len(seen)} keys, all latest values there", flush=True)
+        interrupted_rounds += bool(found)
+    check(f"kill -9 during cleaning, {rounds} rounds ({interrupted_rounds} of them interrupting a cleaning): every "
+          "key's latest acknowledged value survives and no offset appears twice", ok)
+    finish("compaction-crash", proc, log, work)
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[2:] == ["crash"]:
+        run_crash(int(os.environ.get("CRASH_ROUNDS", "10")))
+    else:
+        main()

@@ -363,10 +363,10 @@ fn keep(
 }
 
 /// At open, before segments are listed: discards unfinished rewrites and
-/// finishes swaps (each replaces the segments in its range, then takes
-/// its base's name), then removes replaced files. Returns how many swaps
-/// it finished.
-pub fn finish_swaps(dir: &Path) -> io::Result<usize> {
+/// replaced files, and finishes swaps (each replaces the segments in its
+/// range, then takes its base's name). Returns (swaps finished, unfinished
+/// rewrites discarded).
+pub fn finish_swaps(dir: &Path) -> io::Result<(usize, usize)> {
     let mut swaps = Vec::new();
     let mut leftovers = Vec::new();
     for entry in fs::read_dir(dir)? {
@@ -381,11 +381,15 @@ pub fn finish_swaps(dir: &Path) -> io::Result<usize> {
             }
         }
     }
+    let discarded = leftovers
+        .iter()
+        .filter(|n| n.ends_with(&format!(".{CLEANED}")))
+        .count();
     for name in leftovers {
         fs::remove_file(dir.join(name))?;
     }
     if swaps.is_empty() {
-        return Ok(0);
+        return Ok((0, discarded));
     }
     swaps.sort_unstable();
     let count = swaps.len();
@@ -395,7 +399,7 @@ pub fn finish_swaps(dir: &Path) -> io::Result<usize> {
         fs::rename(dir.join(name), dir.join(file_name(base, "log")))?;
     }
     sync_dir_of(dir)?;
-    Ok(count)
+    Ok((count, discarded))
 }
 
 fn sync_dir_of(dir: &Path) -> io::Result<()> {

@@ -561,9 +561,9 @@ impl PartitionLog {
     /// Opens (or creates) the log in `dir`, recovering as needed.
     pub fn open(dir: &Path) -> io::Result<(PartitionLog, RecoveryReport)> {
         fs::create_dir_all(dir)?;
-        let swaps = super::cleaner::finish_swaps(dir)?;
-        if swaps > 0 {
-            warn!(dir = %dir.display(), swaps, "finished a cleaning interrupted by a stop");
+        let (swaps, discarded) = super::cleaner::finish_swaps(dir)?;
+        if swaps + discarded > 0 {
+            warn!(dir = %dir.display(), swaps_finished = swaps, rewrites_discarded = discarded, "a cleaning was interrupted by a stop");
         }
         let mut bases: Vec<i64> = fs::read_dir(dir)?
             .filter_map(|e| e.ok())

@@ -536,6 +536,18 @@ impl ShardPartitions {
     /// its blocking pool waits for it; installed on the shard.
     pub(crate) async fn clean_dirtiest(&self, settings: &CleanerSettings) -> Option<CleanReport> {
         let catalog = self.catalog.snapshot();
+        // Partitions open when first used; a compacted one nobody has
+        // touched since the start must still be cleaned.
+        for topic in catalog.topics().filter(|t| t.log_config().compact) {
+            for index in 0..topic.partitions {
+                let tp = TopicPartition::new(&topic.name, index);
+                if self.owned_epoch(&tp).is_some() && !self.partitions.borrow().contains_key(&tp) {
+                    if let Err(e) = self.partition(&tp).await {
+                        warn!(partition = %tp, error = %e, "cannot open a compacted partition to clean it");
+                    }
+                }
+            }
+        }
         let now = crate::log::partition_log::now_ms();
         let mut best: Option<(TopicPartition, Rc<Partition>, crate::log::CleanCandidate)> = None;
         for (tp, partition) in self.partitions.borrow().iter() {
