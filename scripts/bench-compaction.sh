@@ -38,29 +38,37 @@ PY
 stop_broker
 cp -a "$scratch/data" "$scratch/filled"
 
-# load CLEANER: restarts on a copy of the filled data with the cleaner on
-# or off and prints producer_perf's summary line for the load topic.
+# load NAME CLEANER [VAR=value ...]: restarts on a copy of the filled data
+# with the cleaner on or off and prints producer_perf's summary line for the
+# load topic.
 load() {
+    local name=$1 enable=$2
+    shift 2
     rm -rf "$scratch/data"
     cp -a "$scratch/filled" "$scratch/data"
-    start_broker "$scratch/run-$1.log" "$scratch/data" SHARDS=1 LOG_CLEANER_ENABLE="$1" LOG_CLEANER_BACKOFF_MS=100
+    start_broker "$scratch/run-$name.log" "$scratch/data" SHARDS=1 LOG_CLEANER_ENABLE="$enable" \
+        LOG_CLEANER_BACKOFF_MS=100 "$@"
     "$perf" --topic load --num-records $((rate * load_seconds)) --record-size 1024 --throughput "$rate" \
         --producer-props acks=all linger.ms=1 bootstrap.servers="$addr" | tail -1
-    if [ "$1" = true ]; then
+    if [ "$enable" = true ]; then
         # The cleaning's figures come when it ends.
         for _ in $(seq 1 600); do
-            grep -q ' cleaned ' "$scratch/run-$1.log" && break
+            grep -q ' cleaned ' "$scratch/run-$name.log" && break
             sleep 1
         done
     fi
     stop_broker 120
 }
 
-off=$(load false)
-on=$(load true)
-# Cleanings during (and after) the loaded run: bytes read and written, time.
-cleaned=$(grep ' cleaned ' "$scratch/run-true.log" | sed -n 's/.*read_bytes=\([0-9]*\) written_bytes=\([0-9]*\) took_ms=\([0-9]*\).*/\1 \2 \3/p' |
-    awk '{r += $1; w += $2; t += $3} END {if (t > 0) printf "%d runs, %.0f MiB read, %.0f MiB written in %.1f s: %.1f MiB/s read", NR, r / 1048576, w / 1048576, t / 1000, r / 1048576 / (t / 1000); else print "none"}')
+paced_mb=${PACED_MB:-128}
+off=$(load off false)
+on=$(load on true)
+paced=$(load paced true LOG_CLEANER_IO_MAX_BYTES_PER_SECOND=$((paced_mb << 20)))
+# cleaned NAME: the run's cleanings: bytes read and written, time, rate.
+cleaned() {
+    grep ' cleaned ' "$scratch/run-$1.log" | sed -n 's/.*read_bytes=\([0-9]*\) written_bytes=\([0-9]*\) took_ms=\([0-9]*\).*/\1 \2 \3/p' |
+        awk '{r += $1; w += $2; t += $3} END {if (t > 0) printf "%d run(s), %.0f MiB read and %.0f MiB written in %.1f s (%.0f MiB/s read, %.0f MiB/s read+written)", NR, r / 1048576, w / 1048576, t / 1000, r / 1048576 / (t / 1000), (r + w) / 1048576 / (t / 1000); else print "none"}'
+}
 pct() { echo "$1" | sed -n "s/.*, \([0-9.]*\) ms $2.*/\1/p"; }
 echo
 echo "## Compaction ($fill_mb MiB compacted partition, produce of $rate x 1 KiB/s acks=all on the same shard, $load_seconds s)"
@@ -68,6 +76,7 @@ echo
 echo "| cleaner | produce p50 ms | p99 ms | p99.9 ms | producer_perf |"
 echo "|---|---:|---:|---:|---|"
 echo "| off | $(pct "$off" 50th) | $(pct "$off" 99th) | $(pct "$off" 99.9th) | $off |"
-echo "| on (cleaning) | $(pct "$on" 50th) | $(pct "$on" 99th) | $(pct "$on" 99.9th) | $on |"
+echo "| on, unpaced | $(pct "$on" 50th) | $(pct "$on" 99th) | $(pct "$on" 99.9th) | $on |"
+echo "| on, LOG_CLEANER_IO_MAX_BYTES_PER_SECOND=$paced_mb MiB | $(pct "$paced" 50th) | $(pct "$paced" 99th) | $(pct "$paced" 99.9th) | $paced |"
 echo
-echo "Cleaner: $cleaned."
+echo "Cleaner, unpaced: $(cleaned on). Paced: $(cleaned paced)."

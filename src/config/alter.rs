@@ -9,7 +9,10 @@
 use super::broker_configs::{check_broker_change, check_broker_name};
 use super::dynamic::{ConfigMap, Scope};
 use crate::groups::configs::{check_group_change, check_group_name};
-use crate::topics::{list_items, topic_config, topic_config_for_broker_name, validate_config, ConfigType};
+use crate::topics::{
+    list_items, topic_config, topic_config_for_broker_name, validate_config, validate_topic_configs,
+    ConfigType,
+};
 use kafka_protocol::ResponseError;
 
 /// What a config change is for.
@@ -77,6 +80,8 @@ struct Rules {
     is_list: fn(&str) -> bool,
     /// The value in force without an override (APPEND's starting point).
     default: fn(&str) -> String,
+    /// The resulting set as a whole (settings that exclude each other).
+    together: fn(&ConfigMap) -> Result<(), Refusal>,
 }
 
 fn topic_rules() -> Rules {
@@ -95,6 +100,7 @@ fn topic_rules() -> Rules {
                 .map(|d| d.default.to_string())
                 .unwrap_or_default()
         },
+        together: |configs| validate_topic_configs(configs).map_err(|m| (ResponseError::InvalidConfig, m)),
     }
 }
 
@@ -108,6 +114,7 @@ fn broker_rules() -> Rules {
                 .map(|d| d.default.to_string())
                 .unwrap_or_default()
         },
+        together: |_| Ok(()),
     }
 }
 
@@ -117,6 +124,7 @@ fn group_rules() -> Rules {
         check: check_group_change,
         is_list: |_| false,
         default: |_| String::new(),
+        together: |_| Ok(()),
     }
 }
 
@@ -170,6 +178,7 @@ fn apply(
         (rules.check)(&name, &value)?;
         next.insert(name, value);
     }
+    (rules.together)(&next)?;
     Ok(next)
 }
 

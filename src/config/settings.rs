@@ -880,7 +880,7 @@ pub static SETTINGS: &[Setting] = &[
         "How long a shard's cleaner sleeps when no partition is due (Kafka's log.cleaner.backoff.ms)."),
     setting!("LOG_CLEANER_DEDUPE_BUFFER_SIZE", |c| &mut c.log_cleaner_dedupe_buffer_size,
         "Memory, per shard, for a cleaning's map of keys to their latest offsets (Kafka's log.cleaner.dedupe.buffer.size); a dirty part with more keys is cleaned in several rounds."),
-    setting!("LOG_CLEANER_IO_MAX_BYTES_PER_SECOND", |c| &mut c.log_cleaner_io_max_bytes_per_second,
+    setting!("LOG_CLEANER_IO_MAX_BYTES_PER_SECOND", |c| NoLimitIfZero(&mut c.log_cleaner_io_max_bytes_per_second),
         "Bytes per second a shard's cleaner may read and write (Kafka's log.cleaner.io.max.bytes.per.second); 0 = no limit."),
     setting!("TRANSACTION_MAX_TIMEOUT_MS", |c| WholeUnits { value: &mut c.transaction_max_timeout_ms, unit: Unit::Millis, min: 1 },
         "The longest transaction.timeout.ms a producer may ask for (Kafka's transaction.max.timeout.ms); longer is refused with INVALID_TRANSACTION_TIMEOUT."),

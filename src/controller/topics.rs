@@ -118,6 +118,8 @@ fn check_new_topic(controller: &Controller, topic: &NewTopic) -> Result<TopicEnt
     for (key, value) in &topic.configs {
         validate_config(key, value).map_err(|m| TopicOutcome::err(name, ResponseError::InvalidConfig, m))?;
     }
+    crate::topics::validate_topic_configs(&topic.configs)
+        .map_err(|m| TopicOutcome::err(name, ResponseError::InvalidConfig, m))?;
     Ok(TopicEntry::new(name, partitions, topic.configs.clone()))
 }
 

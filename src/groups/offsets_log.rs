@@ -3,8 +3,10 @@
 //! Kafka spreads groups over `__consumer_offsets`). Each record is
 //! `[length u32][crc32c u32][JSON]`; a commit is fsynced (group commit)
 //! before it is acknowledged. At load the last value per key wins, a torn
-//! or corrupt tail is cut, and a file mostly made of superseded records is
-//! rewritten (written aside, synced, renamed over).
+//! or corrupt tail is cut. A file mostly made of superseded records is
+//! rewritten with the live offsets only (written aside, synced, renamed
+//! over), at load and whenever appends make it so, which keeps it within
+//! a few times its live size however often groups commit.
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -44,6 +46,11 @@ pub struct OffsetsLog {
 }
 
 const HEADER: usize = 8;
+/// A file is rewritten once it holds this many times its live records
+/// (the rewrite's cost, O(live), is then spread over that many appends)...
+const REWRITE_RATIO: u64 = 4;
+/// ...and at least this many.
+const REWRITE_AT_LEAST: u64 = 1000;
 
 fn encode(record: &Record) -> io::Result<Vec<u8>> {
     let payload = serde_json::to_vec(record).map_err(io::Error::other)?;
@@ -94,7 +101,6 @@ impl OffsetsLog {
         if at < bytes.len() {
             warn!(file = %path.display(), kept = at, cut = bytes.len() - at, "offsets log: cut a torn or corrupt tail");
         }
-        let live: u64 = groups.values().map(|o| o.len() as u64).sum();
         let mut log = OffsetsLog {
             file: Arc::new(
                 OpenOptions::new()
@@ -113,10 +119,17 @@ impl OffsetsLog {
             log.file.set_len(at as u64)?;
             log.file.sync_data()?;
         }
-        if records > 1000 && records > 2 * live {
+        if log.bloated() {
             log.rewrite()?;
         }
         Ok(log)
+    }
+
+    /// Superseded records outnumber live ones more than `REWRITE_RATIO`
+    /// to one (and there are enough to be worth a rewrite).
+    fn bloated(&self) -> bool {
+        let live: u64 = self.groups.values().map(|o| o.len() as u64).sum();
+        self.records > REWRITE_AT_LEAST && self.records > REWRITE_RATIO * live.max(1)
     }
 
     /// Rewrites the file with only the live offsets.
@@ -184,6 +197,12 @@ impl OffsetsLog {
         if offsets.is_empty() {
             self.groups.remove(group);
         }
+        // The appended bytes are in the rewrite too (it writes what is in
+        // memory, synced, before the rename), so a commit waiting on the
+        // old file's sync is durable either way.
+        if self.bloated() {
+            self.rewrite()?;
+        }
         Ok(())
     }
 
@@ -234,19 +253,33 @@ mod tests {
     }
 
     #[test]
-    fn a_mostly_superseded_file_is_rewritten_at_load() {
+    fn frequent_commits_keep_the_file_within_a_few_times_its_live_size() {
         let dir = std::env::temp_dir().join(format!("chronik-offsets-compact-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
+        let one = encode(&Record {
+            group: "g0".into(),
+            topic: "t".into(),
+            partition: 0,
+            value: committed(1_000_000),
+        })
+        .unwrap()
+        .len() as u64;
+        let mut largest = 0;
         {
             let mut log = OffsetsLog::open(&dir, 0).unwrap();
-            for i in 0..3000 {
-                log.append("g", vec![(("t".into(), 0), committed(i))]).unwrap();
+            for i in 0..30_000 {
+                log.append(&format!("g{}", i % 50), vec![(("t".into(), 0), committed(i))])
+                    .unwrap();
+                largest = largest.max(fs::metadata(dir.join("0.log")).unwrap().len());
             }
         }
-        let before = fs::metadata(dir.join("0.log")).unwrap().len();
+        assert!(
+            largest <= (REWRITE_AT_LEAST + 1) * one,
+            "{largest} bytes for 50 live offsets"
+        );
         let log = OffsetsLog::open(&dir, 0).unwrap();
-        assert_eq!(log.groups["g"][&("t".to_string(), 0)].offset, 2999);
-        assert!(fs::metadata(dir.join("0.log")).unwrap().len() < before / 100);
+        assert_eq!(log.groups.len(), 50);
+        assert_eq!(log.groups["g49"][&("t".to_string(), 0)].offset, 29_999);
         fs::remove_dir_all(&dir).unwrap();
     }
 }

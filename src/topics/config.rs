@@ -277,6 +277,24 @@ pub fn validate_config(name: &str, value: &str) -> Result<(), String> {
     }
 }
 
+/// Checks a topic's overrides as a set: Kafka refuses tiered storage for
+/// compacted topics (the cleaner works on local segments only).
+pub fn validate_topic_configs(configs: &BTreeMap<String, String>) -> Result<(), String> {
+    let tiered = configs
+        .get("remote.storage.enable")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let compacted = configs
+        .get("cleanup.policy")
+        .is_some_and(|v| list_items(v).iter().any(|p| p.eq_ignore_ascii_case("compact")));
+    if tiered && compacted {
+        return Err(
+            "remote.storage.enable=true is not supported for compacted topics (cleanup.policy with compact)"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
 /// Where an effective value came from, in Kafka's ConfigSource terms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConfigSource {
@@ -480,6 +498,17 @@ mod tests {
             (segment.value.as_str(), segment.source),
             ("2048", ConfigSource::DynamicDefaultBroker)
         );
+    }
+
+    #[test]
+    fn compacted_topics_cannot_be_tiered() {
+        let both = map(&[
+            ("cleanup.policy", "delete,compact"),
+            ("remote.storage.enable", "true"),
+        ]);
+        assert!(validate_topic_configs(&both).unwrap_err().contains("compacted"));
+        assert!(validate_topic_configs(&map(&[("cleanup.policy", "compact")])).is_ok());
+        assert!(validate_topic_configs(&map(&[("remote.storage.enable", "true")])).is_ok());
     }
 
     #[test]

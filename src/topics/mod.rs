@@ -11,8 +11,8 @@ mod config;
 pub use catalog::{Catalog, CatalogStore, TopicEntry};
 pub use config::{
     describe_topic_configs, list_items, set_tiering_available, topic_config, topic_config_for_broker_name,
-    validate_config, BrokerTopicDefaults, ConfigEntry, ConfigSource, ConfigSynonym, ConfigType,
-    TopicConfigDef, TOPIC_CONFIGS,
+    validate_config, validate_topic_configs, BrokerTopicDefaults, ConfigEntry, ConfigSource, ConfigSynonym,
+    ConfigType, TopicConfigDef, TOPIC_CONFIGS,
 };
 
 /// A partition of a topic.

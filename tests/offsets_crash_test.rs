@@ -1,0 +1,130 @@
+//! Committed offsets of many groups committing often: the offsets store
+//! stays within a bound on disk (superseded commits are compacted away as
+//! the broker runs), and every group's last commit survives kill -9.
+
+mod common;
+
+use common::{scratch_dir, BrokerProcess, RawClient};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::offset_fetch_request::{OffsetFetchRequestGroup, OffsetFetchRequestTopics};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use std::io::Write;
+use std::time::Duration;
+
+const GROUPS: usize = 10_000;
+const ROUNDS: usize = 20;
+/// Requests in flight on the connection at once.
+const PIPELINE: usize = 200;
+
+fn s(text: &str) -> StrBytes {
+    StrBytes::from_string(text.to_string())
+}
+
+fn commit(group: usize, offset: i64) -> OffsetCommitRequest {
+    OffsetCommitRequest::default()
+        .with_group_id(GroupId(s(&format!("group-{group}"))))
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(TopicName(s("tracked")))
+            .with_partitions(vec![
+                OffsetCommitRequestPartition::default().with_committed_offset(offset)
+            ])])
+}
+
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn offsets_of_10000_groups_committing_often_stay_bounded_and_survive_kill_9() {
+    let dir = scratch_dir("offsets-crash");
+    let env = [("SHARDS", "2")];
+    let mut broker = BrokerProcess::start(&dir, &env);
+    let mut client = RawClient::connect(broker.addr);
+    client
+        .stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let metadata = MetadataRequest::default()
+        .with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(TopicName(s("tracked"))))
+        ]))
+        .with_allow_auto_topic_creation(true);
+    assert_eq!(client.call(12, &metadata).topics[0].error_code, 0);
+    let offsets_dir = dir.join("__consumer_offsets");
+    let mut largest = 0;
+    let mut after_first_round = 0;
+    for round in 0..ROUNDS {
+        let requests: Vec<(usize, i64)> = (0..GROUPS).map(|g| (g, (round * GROUPS + g) as i64)).collect();
+        for chunk in requests.chunks(PIPELINE) {
+            let first = client.next_correlation;
+            let mut wire = Vec::new();
+            for (i, (group, offset)) in chunk.iter().enumerate() {
+                wire.extend(RawClient::encode(first + i as i32, 8, &commit(*group, *offset)));
+            }
+            client.stream.write_all(&wire).unwrap();
+            for i in 0..chunk.len() {
+                let response = client.read_response::<OffsetCommitRequest>(first + i as i32, 8);
+                assert_eq!(response.topics[0].partitions[0].error_code, 0);
+            }
+            client.next_correlation += chunk.len() as i32;
+        }
+        let size = dir_bytes(&offsets_dir);
+        largest = largest.max(size);
+        if round == 0 {
+            after_first_round = size;
+        }
+    }
+    println!("offsets store: {after_first_round} bytes after the first round of {GROUPS} commits, at most {largest} over {ROUNDS} rounds");
+    // 200,000 commits of 10,000 live offsets: without compaction the store
+    // would hold all of them (20x the first round's size).
+    assert!(
+        largest < after_first_round * 8,
+        "the offsets store grew to {largest} bytes; one round of commits is {after_first_round}"
+    );
+    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+    assert_eq!(
+        unsafe { libc::kill(broker.child.id() as libc::pid_t, libc::SIGKILL) },
+        0
+    );
+    assert!(broker.wait_exit(Duration::from_secs(10)).is_some());
+    let restarted = BrokerProcess::start(&dir, &env);
+    let mut client = RawClient::connect(restarted.addr);
+    let last = (ROUNDS - 1) * GROUPS;
+    for chunk in (0..GROUPS).collect::<Vec<_>>().chunks(500) {
+        let fetch = OffsetFetchRequest::default().with_groups(
+            chunk
+                .iter()
+                .map(|g| {
+                    OffsetFetchRequestGroup::default()
+                        .with_group_id(GroupId(s(&format!("group-{g}"))))
+                        .with_topics(Some(vec![OffsetFetchRequestTopics::default()
+                            .with_name(TopicName(s("tracked")))
+                            .with_partition_indexes(vec![0])]))
+                })
+                .collect(),
+        );
+        let response = client.call(8, &fetch);
+        for (g, group) in chunk.iter().zip(&response.groups) {
+            let partition = &group.topics[0].partitions[0];
+            assert_eq!(
+                (partition.error_code, partition.committed_offset),
+                (0, (last + g) as i64),
+                "group-{g} after kill -9"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
