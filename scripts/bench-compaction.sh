@@ -46,6 +46,9 @@ load() {
     shift 2
     rm -rf "$scratch/data"
     cp -a "$scratch/filled" "$scratch/data"
+    # The copy's dirty pages would otherwise be written back during the
+    # measured run, stalling its fsyncs whatever the cleaner does.
+    sync
     start_broker "$scratch/run-$name.log" "$scratch/data" SHARDS=1 LOG_CLEANER_ENABLE="$enable" \
         LOG_CLEANER_BACKOFF_MS=100 "$@"
     "$perf" --topic load --num-records $((rate * load_seconds)) --record-size 1024 --throughput "$rate" \
