@@ -90,7 +90,7 @@ pub struct CleanJob {
     pub segment_bytes: u64,
     /// Memory for the key map.
     pub map_budget_bytes: usize,
-    /// Shared pace for the shard's cleaning I/O.
+    /// This cleaning's I/O pace.
     pub throttle: Arc<Throttle>,
 }
 
@@ -116,8 +116,9 @@ pub struct CleanResult {
     pub tombstone_expiry: Option<i64>,
 }
 
-/// Paces cleaning I/O to a byte rate (`LOG_CLEANER_IO_MAX_BYTES_PER_SECOND`)
-/// by sleeping the cleaning thread, never a shard.
+/// Paces one cleaning's I/O to a byte rate
+/// (`LOG_CLEANER_IO_MAX_BYTES_PER_SECOND`), counted from its start, by
+/// sleeping the cleaning thread, never a shard.
 #[derive(Debug)]
 pub struct Throttle {
     bytes_per_second: u64,

@@ -22,14 +22,16 @@ use tracing::{error, info, warn};
 use uuid::Uuid;
 
 /// A topic's partitions on a shard: end offsets summed, bytes, records
-/// above the last stable offset summed.
+/// above the last stable offset summed, and (compacted topics) cleanable
+/// bytes and how many of them are not yet cleaned.
 pub(crate) type TopicLogStats = (i64, u64, i64, u64, u64);
 
 /// How a shard's cleaner works (LOG_CLEANER_* settings).
 #[derive(Debug, Clone)]
 pub(crate) struct CleanerSettings {
     pub map_budget_bytes: usize,
-    pub throttle: Arc<crate::log::cleaner::Throttle>,
+    /// 0: unpaced.
+    pub io_bytes_per_second: u64,
 }
 
 /// One cleaning's figures, for the metrics.
@@ -562,7 +564,9 @@ impl ShardPartitions {
                 &config,
                 now,
                 settings.map_budget_bytes,
-                settings.throttle.clone(),
+                // Paced from the cleaning's own start: an idle cleaner
+                // earns no credit to burst with later.
+                Arc::new(crate::log::cleaner::Throttle::new(settings.io_bytes_per_second)),
             ) else {
                 continue;
             };

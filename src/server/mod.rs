@@ -314,9 +314,7 @@ impl IngestServer {
             if shard_config.log_cleaner_enable {
                 let settings = crate::partition::CleanerSettings {
                     map_budget_bytes: shard_config.log_cleaner_dedupe_buffer_size,
-                    throttle: Arc::new(crate::log::cleaner::Throttle::new(
-                        shard_config.log_cleaner_io_max_bytes_per_second as u64,
-                    )),
+                    io_bytes_per_second: shard_config.log_cleaner_io_max_bytes_per_second as u64,
                 };
                 glommio::spawn_local(clean_compacted_partitions(
                     local.clone(),
