@@ -138,7 +138,9 @@ pub struct ServerConfig {
     pub log_cleaner_backoff_ms: u64,
     /// Memory for a cleaning's key map, per shard.
     pub log_cleaner_dedupe_buffer_size: usize,
-    /// Cleaning I/O per shard, bytes per second (0 = no limit).
+    /// Cleaning I/O per shard, bytes per second (0 = no limit). Paced by
+    /// default, unlike Kafka: unpaced, a cleaning on this machine's disk
+    /// took produce p99 on its shard from 2 ms to 7-10 ms; at 64 MiB/s, 3.
     pub log_cleaner_io_max_bytes_per_second: usize,
     /// The longest transaction.timeout.ms a producer may ask for.
     pub transaction_max_timeout_ms: u64,
@@ -190,7 +192,7 @@ impl Default for ServerConfig {
             log_cleaner_enable: true,
             log_cleaner_backoff_ms: 15_000,
             log_cleaner_dedupe_buffer_size: 128 << 20,
-            log_cleaner_io_max_bytes_per_second: 0,
+            log_cleaner_io_max_bytes_per_second: 64 << 20,
             transaction_max_timeout_ms: 900_000,
             transactional_id_expiration_ms: 7 * 24 * 3_600_000,
             security: security::SecurityConfig::default(),
