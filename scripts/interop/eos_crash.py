@@ -45,8 +45,13 @@ def worker(addr):
             assigned = consumer.assignment()
             if assigned:
                 ends = [consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in assigned]
-                positions = consumer.position(assigned)
-                if all(p.offset >= end for p, end in zip(positions, ends)):
+                # A worker that starts with everything already consumed
+                # reads nothing, so it has no position: its committed
+                # offsets say where it is.
+                committed = consumer.committed(assigned, timeout=10)
+                positions = [p.offset if p.offset >= 0 else c.offset
+                             for p, c in zip(consumer.position(assigned), committed)]
+                if all(p >= end for p, end in zip(positions, ends)):
                     idle_since = idle_since or time.time()
                     if time.time() - idle_since > 2:
                         print("done", flush=True)
