@@ -35,6 +35,31 @@ fn commit(group: usize, offset: i64) -> OffsetCommitRequest {
             ])])
 }
 
+/// Sends `chunk`'s commits pipelined and checks every answer; `false` if
+/// the connection closed first.
+fn commit_chunk(client: &mut RawClient, chunk: &[(usize, i64)]) -> bool {
+    use kafka_protocol::protocol::{Decodable, HeaderVersion};
+    let first = client.next_correlation;
+    client.next_correlation += chunk.len() as i32;
+    let mut wire = Vec::new();
+    for (i, (group, offset)) in chunk.iter().enumerate() {
+        wire.extend(RawClient::encode(first + i as i32, 8, &commit(*group, *offset)));
+    }
+    if client.stream.write_all(&wire).is_err() {
+        return false;
+    }
+    for i in 0..chunk.len() {
+        let Some(mut frame) = client.read_frame() else {
+            return false;
+        };
+        let header = ResponseHeader::decode(&mut frame, OffsetCommitResponse::header_version(8)).unwrap();
+        assert_eq!(header.correlation_id, first + i as i32);
+        let response = OffsetCommitResponse::decode(&mut frame, 8).unwrap();
+        assert_eq!(response.topics[0].partitions[0].error_code, 0);
+    }
+    true
+}
+
 fn dir_bytes(dir: &std::path::Path) -> u64 {
     std::fs::read_dir(dir)
         .map(|entries| {
@@ -69,17 +94,24 @@ fn offsets_of_10000_groups_committing_often_stay_bounded_and_survive_kill_9() {
     for round in 0..ROUNDS {
         let requests: Vec<(usize, i64)> = (0..GROUPS).map(|g| (g, (round * GROUPS + g) as i64)).collect();
         for chunk in requests.chunks(PIPELINE) {
-            let first = client.next_correlation;
-            let mut wire = Vec::new();
-            for (i, (group, offset)) in chunk.iter().enumerate() {
-                wire.extend(RawClient::encode(first + i as i32, 8, &commit(*group, *offset)));
+            // A connection the broker closes is reported with its log and
+            // the chunk sent again on a new one (commits are idempotent);
+            // a broker that died fails the reconnect.
+            let mut attempts = 0;
+            while !commit_chunk(&mut client, chunk) {
+                attempts += 1;
+                let lines = broker.log_lines();
+                eprintln!(
+                    "the broker closed the connection; its last log lines:\n{}",
+                    lines[lines.len().saturating_sub(20)..].join("\n")
+                );
+                assert!(attempts < 3, "the broker closed the connection {attempts} times");
+                client = RawClient::connect(broker.addr);
+                client
+                    .stream
+                    .set_read_timeout(Some(Duration::from_secs(30)))
+                    .unwrap();
             }
-            client.stream.write_all(&wire).unwrap();
-            for i in 0..chunk.len() {
-                let response = client.read_response::<OffsetCommitRequest>(first + i as i32, 8);
-                assert_eq!(response.topics[0].partitions[0].error_code, 0);
-            }
-            client.next_correlation += chunk.len() as i32;
         }
         let size = dir_bytes(&offsets_dir);
         largest = largest.max(size);
