@@ -529,10 +529,7 @@ impl Installed {
         }
         sync_dir(&self.dir)?;
         for path in &self.removed {
-            match fs::remove_file(path) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
+            remove_if_present(path)?;
         }
         let (checkpoint, offset) = self.checkpoint;
         checkpoint.store(offset)
@@ -544,6 +541,14 @@ fn read_i64(path: &Path) -> io::Result<Option<i64>> {
         Ok(text) => Ok(text.trim().parse().ok()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
+    }
+}
+
+/// Removes `path`; one already gone is fine.
+fn remove_if_present(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
     }
 }
 
@@ -1328,10 +1333,7 @@ impl PartitionLog {
                 // Gone before the swap takes the name: an old index beside
                 // the new file would point into the wrong bytes.
                 for path in [index, time_index] {
-                    match fs::remove_file(&path) {
-                        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                        _ => {}
-                    }
+                    remove_if_present(&path)?;
                 }
                 installed.removed.push(aside);
             }
