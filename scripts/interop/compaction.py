@@ -47,8 +47,17 @@ def key(k):
 
 
 def partition_bytes(data_dir):
+    """Bytes of the partition's segments. The cleaner renames and removes
+    segments while this runs, so a file listed may be gone when measured."""
     path = os.path.join(data_dir, f"{TOPIC}-0")
-    return sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path) if f.endswith(".log"))
+    total = 0
+    for f in os.listdir(path):
+        if f.endswith(".log"):
+            try:
+                total += os.path.getsize(os.path.join(path, f))
+            except FileNotFoundError:
+                pass
+    return total
 
 
 def produce(addr):
