@@ -60,13 +60,17 @@ fn commit_chunk(client: &mut RawClient, chunk: &[(usize, i64)]) -> bool {
     true
 }
 
+/// Bytes of the files under `dir`, its partitions' directories included
+/// (a file the cleaner removes meanwhile counts nothing).
 fn dir_bytes(dir: &std::path::Path) -> u64 {
     std::fs::read_dir(dir)
         .map(|entries| {
             entries
                 .flatten()
-                .filter_map(|e| e.metadata().ok())
-                .map(|m| m.len())
+                .map(|e| match e.file_type() {
+                    Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+                    _ => e.metadata().map_or(0, |m| m.len()),
+                })
                 .sum()
         })
         .unwrap_or(0)
@@ -75,7 +79,14 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
 #[test]
 fn offsets_of_10000_groups_committing_often_stay_bounded_and_survive_kill_9() {
     let dir = scratch_dir("offsets-crash");
-    let env = [("SHARDS", "2")];
+    // Small segments and a busy cleaner, so compaction shows within the
+    // test's rounds (the defaults bound the store the same way, at 8 MiB
+    // segments).
+    let env = [
+        ("SHARDS", "2"),
+        ("OFFSETS_TOPIC_SEGMENT_BYTES", "16384"),
+        ("LOG_CLEANER_BACKOFF_MS", "100"),
+    ];
     let mut broker = BrokerProcess::start(&dir, &env);
     let mut client = RawClient::connect(broker.addr);
     client

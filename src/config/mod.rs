@@ -132,6 +132,10 @@ pub struct ServerConfig {
     pub retention_check_interval: Duration,
     pub group_initial_rebalance_delay_ms: u64,
     pub offsets_retention_minutes: u64,
+    /// Segment size of the offsets and transaction-state partitions
+    /// (Kafka's offsets.topic.segment.bytes): the cleaner compacts closed
+    /// segments, so this bounds what each may hold beyond its live keys.
+    pub offsets_topic_segment_bytes: usize,
     /// Compacted topics are cleaned (Kafka's log.cleaner.enable).
     pub log_cleaner_enable: bool,
     /// How long a shard's cleaner waits when nothing is due.
@@ -189,6 +193,7 @@ impl Default for ServerConfig {
             retention_check_interval: Duration::from_secs(300),
             group_initial_rebalance_delay_ms: 3000,
             offsets_retention_minutes: 7 * 24 * 60,
+            offsets_topic_segment_bytes: 8 << 20,
             log_cleaner_enable: true,
             log_cleaner_backoff_ms: 15_000,
             log_cleaner_dedupe_buffer_size: 128 << 20,
@@ -353,6 +358,7 @@ impl ServerConfig {
 
     /// Checks that hold across settings.
     fn validate(&mut self) -> Result<(), ConfigError> {
+        const MIN_OFFSETS_SEGMENT_BYTES: usize = 4096;
         // TLS_* variables set to empty strings mean "no TLS", not "broken TLS".
         if self.tls_config.as_ref() == Some(&TlsConfig::default()) {
             self.tls_config = None;
@@ -364,6 +370,15 @@ impl ServerConfig {
                     "{}: at most {} (frame sizes are 31-bit)",
                     self.max_request_bytes,
                     i32::MAX
+                ),
+            });
+        }
+        if self.offsets_topic_segment_bytes < MIN_OFFSETS_SEGMENT_BYTES {
+            return Err(ConfigError {
+                setting: "OFFSETS_TOPIC_SEGMENT_BYTES".into(),
+                message: format!(
+                    "{}: at least {MIN_OFFSETS_SEGMENT_BYTES}",
+                    self.offsets_topic_segment_bytes
                 ),
             });
         }

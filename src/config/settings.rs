@@ -123,6 +123,7 @@ pub static SECTIONS: &[Section] = &[
         keys: &[
             ("initial_rebalance_delay", "GROUP_INITIAL_REBALANCE_DELAY_MS"),
             ("offsets_retention", "OFFSETS_RETENTION_MINUTES"),
+            ("offsets_segment_bytes", "OFFSETS_TOPIC_SEGMENT_BYTES"),
         ],
     },
     Section {
@@ -874,6 +875,8 @@ pub static SETTINGS: &[Setting] = &[
         "How long the first rebalance of an empty consumer group waits for more members (Kafka's group.initial.rebalance.delay.ms)."),
     setting!("OFFSETS_RETENTION_MINUTES", |c| WholeUnits { value: &mut c.offsets_retention_minutes, unit: Unit::Minutes, min: 1 },
         "Committed offsets of a group are dropped this long after the group became empty."),
+    setting!("OFFSETS_TOPIC_SEGMENT_BYTES", |c| &mut c.offsets_topic_segment_bytes,
+        "Segment size of the committed-offsets and transaction-state partitions (Kafka's offsets.topic.segment.bytes; smaller here, since only closed segments are compacted, each of the 50 partitions of each holds up to about twice its live keys plus two segments). At least 4096."),
     setting!("LOG_CLEANER_ENABLE", |c| &mut c.log_cleaner_enable,
         "Clean compacted topics (Kafka's log.cleaner.enable): each shard's cleaner keeps the latest record of every key of its partitions."),
     setting!("LOG_CLEANER_BACKOFF_MS", |c| WholeUnits { value: &mut c.log_cleaner_backoff_ms, unit: Unit::Millis, min: 1 },

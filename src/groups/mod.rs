@@ -27,7 +27,7 @@ use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tracing::info;
+use tracing::{info, warn};
 
 pub use crate::routing::offsets_partition;
 const OFFSETS_DIR: &str = OFFSETS_TOPIC;
@@ -77,6 +77,7 @@ impl GroupCoordinator {
         offsets_retention: Duration,
         router: Arc<PartitionRouter>,
         group_commit: Rc<GroupCommit>,
+        segment_bytes: u64,
     ) -> io::Result<GroupCoordinator> {
         let dir = root.join(OFFSETS_DIR);
         let now = Instant::now();
@@ -87,7 +88,7 @@ impl GroupCoordinator {
             if !matches!(router.route(&tp), Route::Local { shard: s, .. } if s == shard) {
                 continue;
             }
-            let log = OffsetsLog::open(&dir, partition)?;
+            let log = OffsetsLog::open(&dir, partition, offsets_log::offsets_log_config(segment_bytes))?;
             for group_id in log.groups.keys() {
                 groups.insert(group_id.clone(), Group::new(group_id, initial_delay, now));
             }
@@ -307,19 +308,20 @@ impl GroupCoordinator {
         group_id: &str,
         changes: Vec<((String, i32), Option<Committed>)>,
     ) -> Result<(), i16> {
-        let file = {
+        let appended = {
             let mut logs = self.logs.borrow_mut();
             let log = logs
                 .get_mut(&offsets_partition(group_id))
                 .ok_or(ResponseError::NotCoordinator.code())?;
-            log.append(group_id, changes)
-                .map_err(|_| ResponseError::KafkaStorageError.code())?;
-            log.file()
+            log.append(group_id, changes).map_err(|e| {
+                warn!(group = %group_id, error = %e, "cannot write committed offsets");
+                ResponseError::KafkaStorageError.code()
+            })?
         };
-        self.group_commit
-            .sync(file)
-            .await
-            .map_err(|_| ResponseError::KafkaStorageError.code())
+        self.group_commit.sync_appended(appended).await.map_err(|e| {
+            warn!(group = %group_id, error = %e, "cannot make committed offsets durable");
+            ResponseError::KafkaStorageError.code()
+        })
     }
 
     /// DeleteGroups for one group: only an empty group, offsets and all.
@@ -349,6 +351,16 @@ impl GroupCoordinator {
         }
         self.groups.borrow_mut().remove(group_id);
         0
+    }
+
+    /// Cleans the offsets partition here that most needs it, if any is
+    /// due, as the cleaner cleans a compacted topic's partition.
+    pub(crate) async fn clean_dirtiest(
+        &self,
+        shard: usize,
+        settings: &crate::partition::CleanerSettings,
+    ) -> Option<crate::partition::cleaning::CleanReport> {
+        crate::partition::cleaning::clean_dirtiest_internal(shard, OFFSETS_TOPIC, &self.logs, settings).await
     }
 
     /// (group, members, lag) of every group here; lag sums end offset

@@ -268,8 +268,8 @@ pub struct Record<'a> {
     pub timestamp_delta: i64,
     /// `None`: a null key.
     pub key: Option<&'a [u8]>,
-    /// A null value: a tombstone.
-    pub tombstone: bool,
+    /// The value; `None`, a null value, is a tombstone.
+    pub value: Option<&'a [u8]>,
     /// The whole record as stored, its length prefix included.
     pub raw: &'a [u8],
 }
@@ -303,12 +303,19 @@ pub fn parse_records(mut records: &[u8]) -> Result<Vec<Record<'_>>, BatchError> 
             }
             Err(_) => None,
         };
-        let (value_len, _) = read_varint(rest).ok_or_else(|| bad(i, "truncated value length"))?;
+        let (value_len, n) = read_varint(rest).ok_or_else(|| bad(i, "truncated value length"))?;
+        let value = match usize::try_from(value_len) {
+            Ok(len) => Some(
+                rest.get(n..n + len)
+                    .ok_or_else(|| bad(i, "value runs past the end"))?,
+            ),
+            Err(_) => None,
+        };
         parsed.push(Record {
             offset_delta,
             timestamp_delta,
             key,
-            tombstone: value_len < 0,
+            value,
             raw,
         });
         records = &records[used + len..];
@@ -369,14 +376,24 @@ pub fn build_idempotent_batch(
     base_sequence: i32,
     records: &[(&[u8], &[u8])],
 ) -> Vec<u8> {
-    let timed: Vec<(i64, &[u8], &[u8])> = records.iter().map(|&(k, v)| (timestamp, k, v)).collect();
+    let timed: Vec<(i64, &[u8], Option<&[u8]>)> =
+        records.iter().map(|&(k, v)| (timestamp, k, Some(v))).collect();
     build_batch_full(base_offset, producer_id, producer_epoch, base_sequence, &timed)
+}
+
+/// Builds an uncompressed batch of keyed records, `None` values being
+/// tombstones (the internal compacted partitions' writes).
+pub fn build_keyed_batch(timestamp: i64, records: &[(&[u8], Option<&[u8]>)]) -> Vec<u8> {
+    let timed: Vec<(i64, &[u8], Option<&[u8]>)> = records.iter().map(|&(k, v)| (timestamp, k, v)).collect();
+    build_batch_full(0, -1, -1, -1, &timed)
 }
 
 /// Builds an uncompressed batch whose records carry their own timestamps
 /// (base timestamp: the first record's, as clients write it).
 pub fn build_timed_batch(base_offset: i64, records: &[(i64, &[u8], &[u8])]) -> Vec<u8> {
-    build_batch_full(base_offset, -1, -1, -1, records)
+    let records: Vec<(i64, &[u8], Option<&[u8]>)> =
+        records.iter().map(|&(t, k, v)| (t, k, Some(v))).collect();
+    build_batch_full(base_offset, -1, -1, -1, &records)
 }
 
 fn build_batch_full(
@@ -384,7 +401,7 @@ fn build_batch_full(
     producer_id: i64,
     producer_epoch: i16,
     base_sequence: i32,
-    records: &[(i64, &[u8], &[u8])],
+    records: &[(i64, &[u8], Option<&[u8]>)],
 ) -> Vec<u8> {
     let timestamp = records.first().map_or(-1, |r| r.0);
     let max_timestamp = records.iter().map(|r| r.0).max().unwrap_or(-1);
@@ -396,8 +413,13 @@ fn build_batch_full(
         put_varint(&mut record, i as i64); // offset delta
         put_varint(&mut record, key.len() as i64);
         record.extend_from_slice(key);
-        put_varint(&mut record, value.len() as i64);
-        record.extend_from_slice(value);
+        match value {
+            Some(value) => {
+                put_varint(&mut record, value.len() as i64);
+                record.extend_from_slice(value);
+            }
+            None => put_varint(&mut record, -1),
+        }
         put_varint(&mut record, 0); // headers
         put_varint(&mut body, record.len() as i64);
         body.extend(record);

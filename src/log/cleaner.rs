@@ -354,7 +354,7 @@ fn keep(
         if map.get(&digest(key)).is_some_and(|latest| *latest > offset) {
             continue;
         }
-        if record.tombstone {
+        if record.value.is_none() {
             let timestamp = if header.is_log_append_time() {
                 header.max_timestamp
             } else {

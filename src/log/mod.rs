@@ -9,6 +9,7 @@ pub mod cleaner;
 pub mod compression;
 pub mod control;
 pub mod index;
+pub mod keyed_log;
 pub mod partition_log;
 pub mod producer_state;
 pub mod segment;

@@ -12,15 +12,17 @@
 //! is the typed work other shards (and later brokers) send it, and
 //! [`PartitionClient`] the way handlers reach a partition wherever it is.
 
+pub(crate) mod cleaning;
 mod client;
 mod directory;
 mod ops;
 mod shard_partitions;
 
+pub(crate) use cleaning::CleanerSettings;
 pub(crate) use client::{PartitionClient, SendToShard};
 pub(crate) use directory::claim as claim_partition_dir;
 pub(crate) use ops::{Appended, PartitionOp, ReadAnswer, ReadSpec};
-pub(crate) use shard_partitions::{CleanerSettings, ShardPartitions, TopicLogStats};
+pub(crate) use shard_partitions::{ShardPartitions, TopicLogStats};
 
 use crate::log::batch::BatchHeader;
 use crate::log::LogConfig;

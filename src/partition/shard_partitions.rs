@@ -1,6 +1,7 @@
 //! One shard's partitions: those the router says this shard owns, opened
 //! at start (recovery) or on first use, and the operations on them.
 
+use super::cleaning::{self, CleanReport, CleanerSettings};
 use super::directory;
 use super::ops::{Appended, PartitionOp, ReadAnswer, ReadSpec};
 use super::{Partition, PartitionState, Waiter};
@@ -25,22 +26,6 @@ use uuid::Uuid;
 /// above the last stable offset summed, and (compacted topics) cleanable
 /// bytes and how many of them are not yet cleaned.
 pub(crate) type TopicLogStats = (i64, u64, i64, u64, u64);
-
-/// How a shard's cleaner works (LOG_CLEANER_* settings).
-#[derive(Debug, Clone)]
-pub(crate) struct CleanerSettings {
-    pub map_budget_bytes: usize,
-    /// 0: unpaced.
-    pub io_bytes_per_second: u64,
-}
-
-/// One cleaning's figures, for the metrics.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct CleanReport {
-    pub read: u64,
-    pub written: u64,
-    pub took: std::time::Duration,
-}
 
 pub(crate) struct ShardPartitions {
     shard: usize,
@@ -564,9 +549,7 @@ impl ShardPartitions {
                 &config,
                 now,
                 settings.map_budget_bytes,
-                // Paced from the cleaning's own start: an idle cleaner
-                // earns no credit to burst with later.
-                Arc::new(crate::log::cleaner::Throttle::new(settings.io_bytes_per_second)),
+                settings.throttle(),
             ) else {
                 continue;
             };
@@ -581,25 +564,7 @@ impl ShardPartitions {
         }
         let (tp, partition, candidate) = best?;
         let started = std::time::Instant::now();
-        let job = candidate.job;
-        let (tx, rx) = oneshot::channel();
-        let spawned = std::thread::Builder::new()
-            .name(format!("cleaner-{}", self.shard))
-            .spawn(move || {
-                let _ = tx.send(crate::log::cleaner::clean(&job));
-            });
-        if let Err(e) = spawned {
-            error!(partition = %tp, error = %e, "cannot start the cleaner thread");
-            return None;
-        }
-        let result = match rx.await {
-            Ok(Ok(result)) => result,
-            Ok(Err(e)) => {
-                error!(partition = %tp, error = %e, "cleaning failed; the next round tries again");
-                return None;
-            }
-            Err(_) => return None,
-        };
+        let result = cleaning::rewrite(self.shard, &tp.to_string(), candidate.job).await?;
         // The partition may have been dropped (topic deleted) meanwhile.
         if !self
             .partitions
@@ -609,28 +574,14 @@ impl ShardPartitions {
         {
             return None;
         }
-        let (read, written, keys) = (result.bytes_read, result.bytes_written, result.keys);
-        let installed = partition.log.borrow_mut().install_cleaned(result);
-        let installed = match installed {
-            Ok(Some(installed)) => installed,
-            Ok(None) => return None,
-            Err(e) => {
-                error!(partition = %tp, error = %e, "installing a cleaned segment failed; the next start finishes it");
-                return None;
-            }
-        };
-        let swaps = installed.swaps;
-        if let Err(e) = run_blocking("finishing a cleaning", move || installed.finish()).await {
-            warn!(partition = %tp, error = %e, "removing replaced segments failed; the next start does");
-        }
-        let report = CleanReport {
-            read,
-            written,
-            took: started.elapsed(),
-        };
-        info!(partition = %tp, dirty_ratio = format!("{:.2}", candidate.dirty_ratio), keys, segments = swaps,
-            read_bytes = read, written_bytes = written, took_ms = report.took.as_millis() as u64, "cleaned");
-        Some(report)
+        let figures = (
+            result.bytes_read,
+            result.bytes_written,
+            result.keys,
+            candidate.dirty_ratio,
+        );
+        let installed = partition.log.borrow_mut().install_cleaned(result).transpose()?;
+        cleaning::finish(tp.to_string(), installed, figures, started).await
     }
 
     /// Graceful close of every owned partition (clean-shutdown markers).

@@ -240,6 +240,7 @@ impl IngestServer {
                 Duration::from_secs(shard_config.offsets_retention_minutes * 60),
                 router.clone(),
                 group_commit.clone(),
+                shard_config.offsets_topic_segment_bytes as u64,
             )
             .map(Rc::new)
             // The broker cannot coordinate groups without its offsets:
@@ -317,7 +318,9 @@ impl IngestServer {
                     io_bytes_per_second: shard_config.log_cleaner_io_max_bytes_per_second as u64,
                 };
                 glommio::spawn_local(clean_compacted_partitions(
+                    shard.id,
                     local.clone(),
+                    groups.clone(),
                     metrics.clone(),
                     shard.drain.clone(),
                     settings,
@@ -576,18 +579,23 @@ async fn apply_retention_periodically(
     }
 }
 
-/// The shard's log cleaner: cleans the dirtiest due compacted partition,
-/// at once again after a cleaning, else after `backoff`, until the shard
-/// drains.
+/// The shard's log cleaner: cleans the dirtiest due compacted partition
+/// (a topic's, else an offsets partition), at once again after a cleaning,
+/// else after `backoff`, until the shard drains.
 async fn clean_compacted_partitions(
+    shard: usize,
     partitions: Rc<ShardPartitions>,
+    groups: Rc<GroupCoordinator>,
     metrics: Rc<ShardMetrics>,
     drain: chronik_shard::Signal,
     settings: crate::partition::CleanerSettings,
     backoff: Duration,
 ) {
     loop {
-        let cleaned = partitions.clean_dirtiest(&settings).await;
+        let mut cleaned = partitions.clean_dirtiest(&settings).await;
+        if cleaned.is_none() {
+            cleaned = groups.clean_dirtiest(shard, &settings).await;
+        }
         if let Some(report) = cleaned {
             metrics.cleaned(report.read, report.written, report.took);
         }

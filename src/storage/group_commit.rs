@@ -38,6 +38,21 @@ fn key(file: &Arc<File>) -> usize {
 }
 
 impl GroupCommit {
+    /// Returns once an internal partition's append (see
+    /// `KeyedLog::append`) is durable: the segment it closed, if any,
+    /// finished off the shard, then its file synced.
+    pub(crate) async fn sync_appended(
+        self: &Rc<Self>,
+        (file, sealed): (Arc<File>, Option<crate::log::Sealed>),
+    ) -> io::Result<()> {
+        if let Some(sealed) = sealed {
+            super::run_blocking("sealing an internal segment", move || sealed.finish())
+                .await
+                .map_err(|e| io::Error::other(e.to_string()))?;
+        }
+        self.sync(file).await
+    }
+
     /// Returns once `file` has been fdatasync'ed after this call started.
     pub(crate) async fn sync(self: &Rc<Self>, file: Arc<File>) -> io::Result<()> {
         let (tx, rx) = oneshot::channel();
