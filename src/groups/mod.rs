@@ -11,7 +11,7 @@ mod group;
 mod offsets_log;
 
 pub use group::{GroupState, JoinRequest, JoinResult, Reply, SyncResult};
-pub use offsets_log::Committed;
+pub use offsets_log::{offsets_log_config, Committed};
 
 use crate::routing::{PartitionRouter, Route, OFFSETS_PARTITIONS, OFFSETS_TOPIC};
 use crate::storage::GroupCommit;

@@ -353,6 +353,9 @@ pub fn stamp_log_append_time(batch: &mut [u8], now_ms: i64) {
     batch[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
+/// A record to build: timestamp, key, value (`None`: a tombstone).
+type TimedRecord<'a> = (i64, &'a [u8], Option<&'a [u8]>);
+
 /// Builds an uncompressed batch (tests, benches, and our own tools).
 pub fn build_batch(base_offset: i64, timestamp: i64, records: &[(&[u8], &[u8])]) -> Vec<u8> {
     build_idempotent_batch(base_offset, timestamp, -1, -1, -1, records)
@@ -376,23 +379,21 @@ pub fn build_idempotent_batch(
     base_sequence: i32,
     records: &[(&[u8], &[u8])],
 ) -> Vec<u8> {
-    let timed: Vec<(i64, &[u8], Option<&[u8]>)> =
-        records.iter().map(|&(k, v)| (timestamp, k, Some(v))).collect();
+    let timed: Vec<TimedRecord<'_>> = records.iter().map(|&(k, v)| (timestamp, k, Some(v))).collect();
     build_batch_full(base_offset, producer_id, producer_epoch, base_sequence, &timed)
 }
 
 /// Builds an uncompressed batch of keyed records, `None` values being
 /// tombstones (the internal compacted partitions' writes).
 pub fn build_keyed_batch(timestamp: i64, records: &[(&[u8], Option<&[u8]>)]) -> Vec<u8> {
-    let timed: Vec<(i64, &[u8], Option<&[u8]>)> = records.iter().map(|&(k, v)| (timestamp, k, v)).collect();
+    let timed: Vec<TimedRecord<'_>> = records.iter().map(|&(k, v)| (timestamp, k, v)).collect();
     build_batch_full(0, -1, -1, -1, &timed)
 }
 
 /// Builds an uncompressed batch whose records carry their own timestamps
 /// (base timestamp: the first record's, as clients write it).
 pub fn build_timed_batch(base_offset: i64, records: &[(i64, &[u8], &[u8])]) -> Vec<u8> {
-    let records: Vec<(i64, &[u8], Option<&[u8]>)> =
-        records.iter().map(|&(t, k, v)| (t, k, Some(v))).collect();
+    let records: Vec<TimedRecord<'_>> = records.iter().map(|&(t, k, v)| (t, k, Some(v))).collect();
     build_batch_full(base_offset, -1, -1, -1, &records)
 }
 
@@ -401,7 +402,7 @@ fn build_batch_full(
     producer_id: i64,
     producer_epoch: i16,
     base_sequence: i32,
-    records: &[(i64, &[u8], Option<&[u8]>)],
+    records: &[TimedRecord<'_>],
 ) -> Vec<u8> {
     let timestamp = records.first().map_or(-1, |r| r.0);
     let max_timestamp = records.iter().map(|r| r.0).max().unwrap_or(-1);

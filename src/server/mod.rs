@@ -252,6 +252,10 @@ impl IngestServer {
                     shard.id,
                     &router,
                     (&*shard_config).into(),
+                    (
+                        group_commit.clone(),
+                        shard_config.offsets_topic_segment_bytes as u64,
+                    ),
                 )
                 .map_err(|e| format!("cannot load transaction state: {e}"))?,
             );
@@ -318,9 +322,12 @@ impl IngestServer {
                     io_bytes_per_second: shard_config.log_cleaner_io_max_bytes_per_second as u64,
                 };
                 glommio::spawn_local(clean_compacted_partitions(
-                    shard.id,
-                    local.clone(),
-                    groups.clone(),
+                    CompactedLogs {
+                        shard: shard.id,
+                        partitions: local.clone(),
+                        groups: groups.clone(),
+                        transactions: transactions.clone(),
+                    },
                     metrics.clone(),
                     shard.drain.clone(),
                     settings,
@@ -579,22 +586,32 @@ async fn apply_retention_periodically(
     }
 }
 
-/// The shard's log cleaner: cleans the dirtiest due compacted partition
-/// (a topic's, else an offsets partition), at once again after a cleaning,
-/// else after `backoff`, until the shard drains.
-async fn clean_compacted_partitions(
+/// What a shard's cleaner cleans: its compacted topics' partitions and
+/// the internal partitions it owns.
+struct CompactedLogs {
     shard: usize,
     partitions: Rc<ShardPartitions>,
     groups: Rc<GroupCoordinator>,
+    transactions: Rc<crate::transactions::TxnCoordinator>,
+}
+
+/// The shard's log cleaner: cleans the dirtiest due compacted partition
+/// (a topic's, else an offsets or transaction-state partition), at once again after a cleaning,
+/// else after `backoff`, until the shard drains.
+async fn clean_compacted_partitions(
+    logs: CompactedLogs,
     metrics: Rc<ShardMetrics>,
     drain: chronik_shard::Signal,
     settings: crate::partition::CleanerSettings,
     backoff: Duration,
 ) {
     loop {
-        let mut cleaned = partitions.clean_dirtiest(&settings).await;
+        let mut cleaned = logs.partitions.clean_dirtiest(&settings).await;
         if cleaned.is_none() {
-            cleaned = groups.clean_dirtiest(shard, &settings).await;
+            cleaned = logs.groups.clean_dirtiest(logs.shard, &settings).await;
+        }
+        if cleaned.is_none() {
+            cleaned = logs.transactions.clean_dirtiest(logs.shard, &settings).await;
         }
         if let Some(report) = cleaned {
             metrics.cleaned(report.read, report.written, report.took);

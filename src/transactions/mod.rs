@@ -5,9 +5,12 @@
 //! `__transaction_state-<n>`, like any partition, so it moves with the
 //! shard count (and, in cluster mode, with leadership).
 //!
-//! Every change of an id's state is durable before it is answered: the
-//! ids of its state partition are written whole to
-//! `transactions/<n>.json` (one change at a time per shard). Ending a transaction persists
+//! Every change of an id's state is durable before it is answered: it is
+//! a record (key: the id as Kafka's TransactionLogKey v0; value: the
+//! state as JSON, or a tombstone when the id is forgotten) appended and
+//! synced to its state partition, an ordinary compacted partition under
+//! `__transaction_state/<n>/` that the shard's log cleaner keeps bounded
+//! (one change at a time per shard). Ending a transaction persists
 //! PrepareCommit/PrepareAbort, answers, and then writes the marker to
 //! every partition of the transaction (retrying until each is stored) and
 //! commits the transaction's group offsets before persisting
@@ -19,13 +22,14 @@ pub(crate) mod state;
 
 use crate::groups::Committed;
 use crate::log::control::{marker_batch, Marker};
+use crate::log::keyed_log::KeyedLog;
 use crate::log::partition_log::now_ms;
 use crate::metadata::{FileStore, MetadataStore};
 use crate::routing::{
     transaction_state_partition, PartitionRouter, TRANSACTION_STATE_PARTITIONS, TRANSACTION_STATE_TOPIC,
 };
 use crate::server::ShardBroker;
-use crate::storage::{run_blocking, StorageError};
+use crate::storage::{GroupCommit, StorageError};
 use crate::topics::TopicPartition;
 use bytes::Bytes;
 use glommio::sync::Semaphore;
@@ -91,7 +95,8 @@ pub(crate) async fn write_marker(
         .map(drop)
 }
 
-/// Where the state partitions are kept, under the data directory.
+/// Where an earlier version kept the state partitions, a JSON document
+/// each, under the data directory.
 const STATE_DIR: &str = "transactions";
 
 fn state_document(partition: u32) -> String {
@@ -141,6 +146,34 @@ pub(crate) fn move_per_shard_tables(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Kafka's TransactionLogKey v0: the transactional id.
+fn encode_state_key(id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(4 + id.len());
+    key.extend_from_slice(&0i16.to_be_bytes());
+    key.extend_from_slice(&(id.len() as i16).to_be_bytes());
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+fn decode_state_key(key: &[u8]) -> std::io::Result<String> {
+    let bad = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "transaction state: a malformed key",
+        )
+    };
+    let len = key.get(2..4).ok_or_else(bad)?;
+    let len = usize::try_from(i16::from_be_bytes([len[0], len[1]])).map_err(|_| bad())?;
+    let id = key.get(4..4 + len).ok_or_else(bad)?;
+    String::from_utf8(id.to_vec()).map_err(|_| bad())
+}
+
+/// The state partitions are kept as the offsets partitions are
+/// (compacted, never deleted by time).
+fn state_log_config(segment_bytes: u64) -> crate::log::LogConfig {
+    crate::groups::offsets_log_config(segment_bytes)
+}
+
 fn state_store(dir: &Path) -> std::io::Result<Arc<dyn MetadataStore>> {
     let dir = dir.join(STATE_DIR);
     std::fs::create_dir_all(&dir)?;
@@ -149,7 +182,9 @@ fn state_store(dir: &Path) -> std::io::Result<Arc<dyn MetadataStore>> {
 
 /// One shard's transactional ids.
 pub(crate) struct TxnCoordinator {
-    store: Arc<dyn MetadataStore>,
+    /// The state partitions this shard owns.
+    logs: RefCell<HashMap<u32, KeyedLog>>,
+    group_commit: Rc<GroupCommit>,
     txns: RefCell<HashMap<String, TxnMeta>>,
     /// Prepared ids whose markers are all written, their completion not yet
     /// durable: the next change of such an id completes it first, so a
@@ -176,20 +211,56 @@ impl TxnCoordinator {
         shard: usize,
         router: &PartitionRouter,
         limits: TxnLimits,
+        (group_commit, segment_bytes): (Rc<GroupCommit>, u64),
     ) -> std::io::Result<TxnCoordinator> {
-        let store = state_store(dir)?;
+        let old_store = state_store(dir)?;
         let mut txns: HashMap<String, TxnMeta> = HashMap::new();
+        let mut logs = HashMap::new();
         for partition in 0..TRANSACTION_STATE_PARTITIONS {
             let tp = TopicPartition::new(TRANSACTION_STATE_TOPIC, partition as i32);
             if router.local_shard(&tp) != Some(shard) {
                 continue;
             }
-            let table: HashMap<String, TxnMeta> =
-                store.get_json(&state_document(partition))?.unwrap_or_default();
-            txns.extend(table);
+            let partition_dir = dir.join(TRANSACTION_STATE_TOPIC).join(partition.to_string());
+            let mut log = KeyedLog::open(&partition_dir, state_log_config(segment_bytes), |key, value| {
+                let id = decode_state_key(key)?;
+                match value {
+                    Some(value) => {
+                        let meta = serde_json::from_slice(value).map_err(std::io::Error::other)?;
+                        txns.insert(id, meta);
+                    }
+                    None => {
+                        txns.remove(&id);
+                    }
+                }
+                Ok(())
+            })?;
+            // An earlier version's document: its ids appended (and synced)
+            // here, then the document removed; a crash between moves them
+            // again, which changes nothing.
+            let document = state_document(partition);
+            let table: Option<HashMap<String, TxnMeta>> = old_store.get_json(&document)?;
+            if let Some(table) = table {
+                for (id, meta) in table {
+                    if txns.contains_key(&id) {
+                        continue;
+                    }
+                    let value = serde_json::to_vec(&meta).map_err(std::io::Error::other)?;
+                    let (file, sealed) = log.append(&[(&encode_state_key(&id), Some(&value))])?;
+                    file.sync_data()?;
+                    if let Some(sealed) = sealed {
+                        sealed.finish()?;
+                    }
+                    txns.insert(id, meta);
+                }
+                std::fs::remove_file(dir.join(STATE_DIR).join(&document))?;
+                info!(partition, "transaction state moved into its compacted partition");
+            }
+            logs.insert(partition, log);
         }
         Ok(TxnCoordinator {
-            store,
+            logs: RefCell::new(logs),
+            group_commit,
             txns: RefCell::new(txns),
             settled: RefCell::default(),
             timed_out_ids: RefCell::default(),
@@ -198,25 +269,48 @@ impl TxnCoordinator {
         })
     }
 
-    /// Writes the ids of state partition `partition` (an id's change
-    /// rewrites only its own partition's ids).
-    async fn persist(&self, partition: u32) -> Outcome<()> {
-        let table: BTreeMap<String, TxnMeta> = self
-            .txns
-            .borrow()
-            .iter()
-            .filter(|(id, _)| transaction_state_partition(id) == partition)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let (store, document) = (self.store.clone(), state_document(partition));
-        run_blocking("persisting transaction state", move || {
-            store.put_json(&document, &table)
-        })
-        .await
-        .map_err(|e| {
+    /// Makes ids' new states (`None`: forgotten) durable in their state
+    /// partition (all of one partition).
+    async fn persist(&self, partition: u32, changes: &[(&str, Option<&TxnMeta>)]) -> Outcome<()> {
+        let fail = |e: std::io::Error| {
             warn!(error = %e, "cannot persist transaction state");
             ResponseError::CoordinatorNotAvailable
-        })
+        };
+        let mut encoded = Vec::with_capacity(changes.len());
+        for (id, meta) in changes {
+            let value = meta
+                .map(serde_json::to_vec)
+                .transpose()
+                .map_err(|e| fail(std::io::Error::other(e)))?;
+            encoded.push((encode_state_key(id), value));
+        }
+        let records: Vec<(&[u8], Option<&[u8]>)> = encoded
+            .iter()
+            .map(|(k, v)| (k.as_slice(), v.as_deref()))
+            .collect();
+        let appended = self
+            .logs
+            .borrow_mut()
+            .get_mut(&partition)
+            .ok_or(ResponseError::NotCoordinator)?
+            .append(&records)
+            .map_err(fail)?;
+        self.group_commit.sync_appended(appended).await.map_err(fail)
+    }
+
+    /// Cleans the state partition here that most needs it, if any is due.
+    pub(crate) async fn clean_dirtiest(
+        &self,
+        shard: usize,
+        settings: &crate::partition::CleanerSettings,
+    ) -> Option<crate::partition::cleaning::CleanReport> {
+        crate::partition::cleaning::clean_dirtiest_internal(
+            shard,
+            TRANSACTION_STATE_TOPIC,
+            &self.logs,
+            settings,
+        )
+        .await
     }
 
     /// Applies `change` to the id's state (a copy), persists the table
@@ -251,14 +345,15 @@ impl TxnCoordinator {
         if current.as_ref() == Some(&next) {
             return Ok(answer);
         }
+        let persisted = self
+            .persist(
+                transaction_state_partition(transactional_id),
+                &[(transactional_id, Some(&next))],
+            )
+            .await;
+        // Visible once durable; a failed write changes nothing.
+        persisted?;
         self.txns.borrow_mut().insert(transactional_id.to_string(), next);
-        if let Err(e) = self.persist(transaction_state_partition(transactional_id)).await {
-            match current {
-                Some(old) => self.txns.borrow_mut().insert(transactional_id.to_string(), old),
-                None => self.txns.borrow_mut().remove(transactional_id),
-            };
-            return Err(e);
-        }
         Ok(answer)
     }
 
@@ -703,12 +798,17 @@ impl TxnCoordinator {
         if forgotten.is_empty() {
             return;
         }
-        let partitions: std::collections::BTreeSet<u32> = forgotten
-            .iter()
-            .map(|(id, _)| transaction_state_partition(id))
-            .collect();
-        for partition in partitions {
-            if self.persist(partition).await.is_err() {
+        let mut by_partition: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+        for (id, _) in &forgotten {
+            by_partition
+                .entry(transaction_state_partition(id))
+                .or_default()
+                .push(id.clone());
+        }
+        for (partition, ids) in by_partition {
+            let tombstones: Vec<(&str, Option<&TxnMeta>)> =
+                ids.iter().map(|id| (id.as_str(), None)).collect();
+            if self.persist(partition, &tombstones).await.is_err() {
                 // Kept: the next check tries again.
                 self.txns.borrow_mut().extend(forgotten);
                 return;
@@ -824,5 +924,52 @@ impl TxnCoordinator {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &Path) -> TxnCoordinator {
+        let limits = TxnLimits {
+            max_timeout_ms: 60_000,
+            id_expiration_ms: i64::MAX,
+        };
+        TxnCoordinator::open(
+            dir,
+            0,
+            &PartitionRouter::single_broker(1),
+            limits,
+            (Rc::default(), 1 << 20),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn an_earlier_versions_state_document_moves_into_the_compacted_partition() {
+        let dir = std::env::temp_dir().join(format!("chronik-txn-state-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut meta = TxnMeta::new(42, 30_000, 1);
+        meta.epoch = 3;
+        let partition = transaction_state_partition("app-1");
+        let old = state_store(&dir).unwrap();
+        old.put_json(
+            &state_document(partition),
+            &HashMap::from([("app-1".to_string(), meta.clone())]),
+        )
+        .unwrap();
+        for _ in 0..2 {
+            let coordinator = open(&dir);
+            assert_eq!(coordinator.all(), vec![("app-1".to_string(), meta.clone())]);
+            assert!(!dir.join(STATE_DIR).join(state_document(partition)).exists());
+            assert!(dir
+                .join(TRANSACTION_STATE_TOPIC)
+                .join(partition.to_string())
+                .join("00000000000000000000.log")
+                .exists());
+        }
+        assert_eq!(decode_state_key(&encode_state_key("app-1")).unwrap(), "app-1");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
