@@ -1,7 +1,9 @@
 //! Log compaction for one partition (Kafka's log cleaner): keeps the
 //! latest record of every key, drops tombstones `delete.retention.ms`
-//! after their timestamp, drops the records of aborted transactions, and
-//! merges small segments, without moving any record's offset.
+//! after their timestamp, drops the records of aborted transactions and,
+//! once a transaction has no batch left, its marker (also
+//! `delete.retention.ms` after it was written), and merges small
+//! segments, without moving any record's offset.
 //!
 //! [`clean`] is blocking (the blocking pool runs it): it maps each key of
 //! the dirty part (from the cleaner's checkpoint) to its latest offset,
@@ -114,6 +116,8 @@ pub struct CleanResult {
     pub keys: usize,
     /// When the oldest tombstone kept may go (a later clean removes it).
     pub tombstone_expiry: Option<i64>,
+    /// (producer id, offset) of the abort markers this cleaning removed.
+    pub removed_aborts: Vec<(i64, i64)>,
 }
 
 /// Paces one cleaning's I/O to a byte rate
@@ -243,8 +247,9 @@ pub fn clean(job: &CleanJob) -> io::Result<CleanResult> {
         .iter()
         .filter(|s| s.end <= result.cleaned_to)
         .collect();
+    let mut txns = Transactions::default();
     for group in groups(&cleanable, job.segment_bytes) {
-        let swap = rewrite(job, &group, &map, &aborted, &mut result)?;
+        let swap = rewrite(job, &group, (&map, &aborted, &mut txns), &mut result)?;
         result.swaps.push(swap);
     }
     super::partition_log::sync_dir(&job.dir)?;
@@ -273,8 +278,7 @@ fn groups<'a>(segments: &[&'a CleanSegment], segment_bytes: u64) -> Vec<Vec<&'a 
 fn rewrite(
     job: &CleanJob,
     group: &[&CleanSegment],
-    map: &KeyMap,
-    aborted: &Aborted,
+    (map, aborted, txns): (&KeyMap, &Aborted, &mut Transactions),
     result: &mut CleanResult,
 ) -> io::Result<Swap> {
     let base = group[0].base;
@@ -291,7 +295,26 @@ fn rewrite(
     let mut handed_back = 0u64;
     for segment in group {
         for_each_batch(segment, &job.throttle, &mut result.bytes_read, |bytes, header| {
-            let kept = keep(bytes, header, job, map, aborted, &mut result.tombstone_expiry)?;
+            let kept = if header.is_control() {
+                let kept = txns.keep_marker(bytes, header, job, &mut result.tombstone_expiry);
+                if kept.is_none()
+                    && super::control::marker_of(bytes, header) == Some(super::control::Marker::Abort)
+                {
+                    result
+                        .removed_aborts
+                        .push((header.producer_id, header.base_offset));
+                }
+                kept
+            } else {
+                let aborted_batch = is_aborted(aborted, header);
+                let kept = if aborted_batch {
+                    None
+                } else {
+                    keep(bytes, header, job, map, &mut result.tombstone_expiry)?
+                };
+                txns.on_batch(header, aborted_batch, kept.is_some());
+                kept
+            };
             if let Some(kept) = kept {
                 out.write_all(&kept)?;
                 written += kept.len() as u64;
@@ -324,24 +347,73 @@ fn swap_name(base: i64, end: i64) -> String {
     format!("{base:020}.{end:020}.{SWAP}")
 }
 
-/// What of one batch the cleaned log keeps: the same bytes, a rebuilt
-/// batch with fewer records (same base offset, producer fields and codec),
-/// or nothing.
+/// Which transactions still have batches in the log, as one cleaning
+/// reads it in offset order (Kafka's CleanedTransactionMetadata): a
+/// marker stays while its transaction has a batch before it (a
+/// read_committed consumer of that batch needs the marker). Once none is
+/// left it goes `delete.retention.ms` after it was written, and no sooner
+/// than the cleaning after the one that removed the last batch, so a
+/// consumer that read those batches still finds it; meanwhile it counts
+/// with the kept tombstones, so a later cleaning comes back for it.
+#[derive(Default)]
+struct Transactions {
+    /// (producer id, aborted) of the transactions whose batches this
+    /// cleaning has read since their producer's last marker: whether it
+    /// kept any record of them.
+    seen: HashMap<(i64, bool), bool>,
+}
+
+impl Transactions {
+    fn on_batch(&mut self, header: &BatchHeader, aborted: bool, kept: bool) {
+        if header.is_transactional() {
+            *self.seen.entry((header.producer_id, aborted)).or_default() |= kept;
+        }
+    }
+
+    fn keep_marker(
+        &mut self,
+        bytes: &[u8],
+        header: &BatchHeader,
+        job: &CleanJob,
+        tombstone_expiry: &mut Option<i64>,
+    ) -> Option<Vec<u8>> {
+        let aborted = match super::control::marker_of(bytes, header) {
+            Some(super::control::Marker::Commit) => false,
+            Some(super::control::Marker::Abort) => true,
+            // A control record of a kind not known here stays.
+            None => return Some(bytes.to_vec()),
+        };
+        let expires = match self.seen.remove(&(header.producer_id, aborted)) {
+            Some(true) => return Some(bytes.to_vec()),
+            // Its last batches went in this cleaning: the next one may
+            // take the marker.
+            Some(false) => job
+                .now_ms
+                .max(header.max_timestamp)
+                .saturating_add(job.delete_retention_ms),
+            None => {
+                let expires = header.max_timestamp.saturating_add(job.delete_retention_ms);
+                if expires <= job.now_ms {
+                    return None;
+                }
+                expires
+            }
+        };
+        *tombstone_expiry = Some(tombstone_expiry.map_or(expires, |e| e.min(expires)));
+        Some(bytes.to_vec())
+    }
+}
+
+/// What of one data batch the cleaned log keeps: the same bytes, a
+/// rebuilt batch with fewer records (same base offset, producer fields and
+/// codec), or nothing.
 fn keep(
     bytes: &[u8],
     header: &BatchHeader,
     job: &CleanJob,
     map: &KeyMap,
-    aborted: &Aborted,
     tombstone_expiry: &mut Option<i64>,
 ) -> io::Result<Option<Vec<u8>>> {
-    // Markers stay: read_committed consumers and producer state need them.
-    if header.is_control() {
-        return Ok(Some(bytes.to_vec()));
-    }
-    if is_aborted(aborted, header) {
-        return Ok(None);
-    }
     let records = records_of(bytes, header)?;
     let parsed = batch::parse_records(&records).map_err(|e| io::Error::other(e.message().to_string()))?;
     let mut kept: Vec<&Record> = Vec::with_capacity(parsed.len());

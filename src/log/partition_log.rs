@@ -1310,6 +1310,14 @@ impl PartitionLog {
             dir: self.dir.clone(),
             swaps: 0,
         };
+        if !result.removed_aborts.is_empty() {
+            // Durable before any swap lands: a restart must not bring back
+            // an aborted transaction whose marker is gone. (Its batches
+            // went in an earlier cleaning, so forgetting it early, should
+            // a swap below be dropped, changes no fetch.)
+            self.producers.forget_aborted(&result.removed_aborts);
+            self.write_producer_snapshot()?;
+        }
         for swap in result.swaps {
             let covered: Vec<usize> = (0..self.segments.len() - 1)
                 .filter(|&i| {

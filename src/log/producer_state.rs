@@ -278,6 +278,14 @@ impl ProducerStates {
             .collect()
     }
 
+    /// Forgets aborted transactions whose markers (producer id, offset)
+    /// the cleaner removed: a read_committed consumer told of one would
+    /// skip its producer's batches until an abort marker that is gone.
+    pub fn forget_aborted(&mut self, markers: &[(i64, i64)]) {
+        self.aborted
+            .retain(|a| !markers.contains(&(a.producer_id, a.last_offset)));
+    }
+
     /// Forgets aborted transactions wholly below `log_start` (retention
     /// deleted their batches).
     pub fn forget_aborted_before(&mut self, log_start: i64) {

@@ -630,3 +630,101 @@ fn compaction_keeps_each_keys_latest_record_across_restarts_and_crashes() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// Markers outlive their transactions' batches, then go: an aborted
+/// transaction's batches go at the first cleaning, a committed one's when
+/// newer records supersede them; each marker stays through that cleaning
+/// and goes at the next once `delete.retention.ms` has passed. A marker
+/// whose transaction still has records stays.
+#[test]
+fn markers_go_once_their_transactions_have_no_batches_left() {
+    use super::cleaner::{clean, Throttle};
+    use std::sync::Arc;
+    let dir = Scratch::new("compaction-markers");
+    let config = LogConfig {
+        segment_bytes: 400,
+        compact: true,
+        delete: false,
+        delete_retention_ms: 0,
+        ..LogConfig::default()
+    };
+    let (mut log, _) = PartitionLog::open(&dir.0).unwrap();
+    append(&mut log, &transactional_batch(7, 0), &config); // 0-1
+    append_marker(&mut log, control::Marker::Abort, 7, &config); // 2
+    append(&mut log, &transactional_batch(8, 0), &config); // 3-4
+    append_marker(&mut log, control::Marker::Commit, 8, &config); // 5
+    let mut live = build_idempotent_batch(0, 0, 9, 0, 0, &[(b"live", b"v")]);
+    batch::mark_transactional(&mut live);
+    append(&mut log, &live, &config); // 6
+    append_marker(&mut log, control::Marker::Commit, 9, &config); // 7
+                                                                  // Newer values of "k" (superseding pid 8's), enough to close the
+                                                                  // segments above.
+    for i in 0..40 {
+        let key = if i % 2 == 0 {
+            "k".to_string()
+        } else {
+            format!("f{i}")
+        };
+        append(
+            &mut log,
+            &build_batch(0, now_ms(), &[(key.as_bytes(), &value(i))]),
+            &config,
+        );
+    }
+    let markers = |log: &PartitionLog| -> Vec<i64> {
+        let mut found = Vec::new();
+        let mut next = log.log_start_offset();
+        loop {
+            let bytes = log.read(next, 1 << 20, true).unwrap();
+            if bytes.is_empty() {
+                return found;
+            }
+            let mut at = 0;
+            while at < bytes.len() {
+                let size = batch::batch_size(&bytes[at..]).unwrap();
+                let header = batch::validate_stored(&bytes[at..at + size]).unwrap();
+                if header.is_control() {
+                    found.push(header.base_offset);
+                }
+                next = header.next_offset();
+                at += size;
+            }
+        }
+    };
+    let mut clean_now = |log: &mut PartitionLog| {
+        let candidate = log
+            .clean_candidate(&config, now_ms(), 1 << 20, Arc::new(Throttle::new(0)))
+            .expect("due");
+        let result = clean(&candidate.job).unwrap();
+        log.install_cleaned(result).unwrap().finish().unwrap();
+    };
+    assert_eq!(markers(&log), vec![2, 5, 7]);
+    clean_now(&mut log);
+    let records = keyed_records(&log);
+    assert!(
+        records.iter().all(|(o, _)| ![0, 1, 3, 4].contains(o)),
+        "the transactions' batches are gone: {records:?}"
+    );
+    assert!(records.contains(&(6, b"live".to_vec())));
+    assert_eq!(
+        markers(&log),
+        vec![2, 5, 7],
+        "markers outlive their batches' cleaning"
+    );
+    assert_eq!(log.aborted_transactions(0, 1000), vec![(7, 0)]);
+    // Due again: the kept markers count as tombstones that expired.
+    clean_now(&mut log);
+    assert_eq!(
+        markers(&log),
+        vec![7],
+        "only the live transaction's marker is left"
+    );
+    // A read_committed consumer told of the aborted transaction would skip
+    // pid 7's batches until an abort marker that is gone.
+    assert!(log.aborted_transactions(0, 1000).is_empty());
+    drop(log);
+    let (log, _) = PartitionLog::open(&dir.0).unwrap();
+    assert_eq!(markers(&log), vec![7]);
+    assert_eq!(log.first_unstable_offset(), None);
+    assert!(log.aborted_transactions(0, 1000).is_empty(), "after a crash too");
+}
