@@ -691,7 +691,7 @@ fn markers_go_once_their_transactions_have_no_batches_left() {
             }
         }
     };
-    let mut clean_now = |log: &mut PartitionLog| {
+    let clean_now = |log: &mut PartitionLog| {
         let candidate = log
             .clean_candidate(&config, now_ms(), 1 << 20, Arc::new(Throttle::new(0)))
             .expect("due");
