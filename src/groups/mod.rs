@@ -61,7 +61,13 @@ pub struct GroupDescription {
 /// One shard's groups and their offsets.
 pub(crate) struct GroupCoordinator {
     groups: RefCell<HashMap<String, Group>>,
+    /// The offsets partitions this shard owns that hold anything (one is
+    /// opened at its first commit: each open one keeps a file open).
     logs: RefCell<HashMap<u32, OffsetsLog>>,
+    /// Every offsets partition this shard owns.
+    owned: Vec<u32>,
+    dir: std::path::PathBuf,
+    segment_bytes: u64,
     initial_delay: Duration,
     offsets_retention: Duration,
     group_commit: Rc<GroupCommit>,
@@ -83,9 +89,14 @@ impl GroupCoordinator {
         let now = Instant::now();
         let mut logs = HashMap::new();
         let mut groups = HashMap::new();
+        let mut owned = Vec::new();
         for partition in 0..OFFSETS_PARTITIONS {
             let tp = TopicPartition::new(OFFSETS_DIR, partition as i32);
             if !matches!(router.route(&tp), Route::Local { shard: s, .. } if s == shard) {
+                continue;
+            }
+            owned.push(partition);
+            if !OffsetsLog::exists(&dir, partition) {
                 continue;
             }
             let log = OffsetsLog::open(&dir, partition, offsets_log::offsets_log_config(segment_bytes))?;
@@ -100,6 +111,9 @@ impl GroupCoordinator {
         Ok(GroupCoordinator {
             groups: RefCell::new(groups),
             logs: RefCell::new(logs),
+            owned,
+            dir,
+            segment_bytes,
             initial_delay,
             offsets_retention,
             group_commit,
@@ -309,10 +323,22 @@ impl GroupCoordinator {
         changes: Vec<((String, i32), Option<Committed>)>,
     ) -> Result<(), i16> {
         let appended = {
+            let partition = offsets_partition(group_id);
+            if !self.owned.contains(&partition) {
+                return Err(ResponseError::NotCoordinator.code());
+            }
             let mut logs = self.logs.borrow_mut();
-            let log = logs
-                .get_mut(&offsets_partition(group_id))
-                .ok_or(ResponseError::NotCoordinator.code())?;
+            let log = match logs.entry(partition) {
+                std::collections::hash_map::Entry::Occupied(open) => open.into_mut(),
+                std::collections::hash_map::Entry::Vacant(vacant) => {
+                    let config = offsets_log::offsets_log_config(self.segment_bytes);
+                    let log = OffsetsLog::open(&self.dir, partition, config).map_err(|e| {
+                        warn!(partition, error = %e, "cannot open an offsets partition");
+                        ResponseError::KafkaStorageError.code()
+                    })?;
+                    vacant.insert(log)
+                }
+            };
             log.append(group_id, changes).map_err(|e| {
                 warn!(group = %group_id, error = %e, "cannot write committed offsets");
                 ResponseError::KafkaStorageError.code()

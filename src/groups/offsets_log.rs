@@ -177,6 +177,12 @@ pub fn offsets_log_config(segment_bytes: u64) -> LogConfig {
 }
 
 impl OffsetsLog {
+    /// Whether partition `partition` under `dir` holds anything (or an
+    /// earlier version's file does).
+    pub fn exists(dir: &Path, partition: u32) -> bool {
+        dir.join(partition.to_string()).exists() || dir.join(format!("{partition}.log")).exists()
+    }
+
     /// Blocking: opens partition `partition` under `dir`
     /// (`__consumer_offsets`), moving an earlier version's file into it.
     pub fn open(dir: &Path, partition: u32, config: LogConfig) -> io::Result<OffsetsLog> {

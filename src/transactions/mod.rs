@@ -146,6 +146,10 @@ pub(crate) fn move_per_shard_tables(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+fn state_partition_dir(dir: &Path, partition: u32) -> std::path::PathBuf {
+    dir.join(TRANSACTION_STATE_TOPIC).join(partition.to_string())
+}
+
 /// Kafka's TransactionLogKey v0: the transactional id.
 fn encode_state_key(id: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(4 + id.len());
@@ -183,7 +187,13 @@ fn state_store(dir: &Path) -> std::io::Result<Arc<dyn MetadataStore>> {
 /// One shard's transactional ids.
 pub(crate) struct TxnCoordinator {
     /// The state partitions this shard owns.
+    /// The state partitions this shard owns that hold anything (one is
+    /// opened at its first change: each open one keeps a file open).
     logs: RefCell<HashMap<u32, KeyedLog>>,
+    /// Every state partition this shard owns.
+    owned: Vec<u32>,
+    dir: std::path::PathBuf,
+    segment_bytes: u64,
     group_commit: Rc<GroupCommit>,
     txns: RefCell<HashMap<String, TxnMeta>>,
     /// Prepared ids whose markers are all written, their completion not yet
@@ -216,12 +226,18 @@ impl TxnCoordinator {
         let old_store = state_store(dir)?;
         let mut txns: HashMap<String, TxnMeta> = HashMap::new();
         let mut logs = HashMap::new();
+        let mut owned = Vec::new();
         for partition in 0..TRANSACTION_STATE_PARTITIONS {
             let tp = TopicPartition::new(TRANSACTION_STATE_TOPIC, partition as i32);
             if router.local_shard(&tp) != Some(shard) {
                 continue;
             }
-            let partition_dir = dir.join(TRANSACTION_STATE_TOPIC).join(partition.to_string());
+            owned.push(partition);
+            let partition_dir = state_partition_dir(dir, partition);
+            let document = state_document(partition);
+            if !partition_dir.exists() && !dir.join(STATE_DIR).join(&document).exists() {
+                continue;
+            }
             let mut log = KeyedLog::open(&partition_dir, state_log_config(segment_bytes), |key, value| {
                 let id = decode_state_key(key)?;
                 match value {
@@ -238,7 +254,6 @@ impl TxnCoordinator {
             // An earlier version's document: its ids appended (and synced)
             // here, then the document removed; a crash between moves them
             // again, which changes nothing.
-            let document = state_document(partition);
             let table: Option<HashMap<String, TxnMeta>> = old_store.get_json(&document)?;
             if let Some(table) = table {
                 for (id, meta) in table {
@@ -260,6 +275,9 @@ impl TxnCoordinator {
         }
         Ok(TxnCoordinator {
             logs: RefCell::new(logs),
+            owned,
+            dir: dir.to_path_buf(),
+            segment_bytes,
             group_commit,
             txns: RefCell::new(txns),
             settled: RefCell::default(),
@@ -288,13 +306,21 @@ impl TxnCoordinator {
             .iter()
             .map(|(k, v)| (k.as_slice(), v.as_deref()))
             .collect();
-        let appended = self
-            .logs
-            .borrow_mut()
-            .get_mut(&partition)
-            .ok_or(ResponseError::NotCoordinator)?
-            .append(&records)
-            .map_err(fail)?;
+        if !self.owned.contains(&partition) {
+            return Err(ResponseError::NotCoordinator);
+        }
+        let appended = {
+            let mut logs = self.logs.borrow_mut();
+            let log = match logs.entry(partition) {
+                std::collections::hash_map::Entry::Occupied(open) => open.into_mut(),
+                std::collections::hash_map::Entry::Vacant(vacant) => {
+                    let config = state_log_config(self.segment_bytes);
+                    let dir = state_partition_dir(&self.dir, partition);
+                    vacant.insert(KeyedLog::open(&dir, config, |_, _| Ok(())).map_err(fail)?)
+                }
+            };
+            log.append(&records).map_err(fail)?
+        };
         self.group_commit.sync_appended(appended).await.map_err(fail)
     }
 
