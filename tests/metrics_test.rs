@@ -376,7 +376,12 @@ fn labelled_series_are_stable_other_sums_and_deleted_ones_go() {
         "{}",
         deleted.results[0].error_code
     );
-    let third = scrape_until(metrics, "deleted group uncounted", count(MAX_LABELLED + 5));
+    // The count and the members series are separate: a scrape may fall
+    // between their updates, so wait for both.
+    let third = scrape_until(metrics, "deleted group uncounted and its series gone", |m| {
+        count(MAX_LABELLED + 5)(m)
+            && !by_label(m, "chronik_consumer_group_members", "group").contains_key(&victim)
+    });
     let third = by_label(&third, "chronik_consumer_group_members", "group");
     assert!(!third.contains_key(&victim), "{victim} still has a series");
     assert_eq!(

@@ -305,7 +305,8 @@ def run_transactions():
     consumers and kcat read every key's latest committed value."""
     work = tempfile.mkdtemp(prefix="compaction-txn-", dir=os.environ.get("TMPDIR"))
     topic = "txn-compacted"
-    proc, log, addr = start_broker(BINARY, work, {"LOG_CLEANER_BACKOFF_MS": "200"})
+    metrics_addr = f"127.0.0.1:{free_port()}"
+    proc, log, addr = start_broker(BINARY, work, {"LOG_CLEANER_BACKOFF_MS": "200", "METRICS_ADDRESS": metrics_addr})
     admin = AdminClient({"bootstrap.servers": addr})
     # A marker outlives its transaction's last record by delete.retention.ms,
     # so all 20 are still on disk when counted after the transactions.
@@ -357,6 +358,12 @@ def run_transactions():
     check(f"{transactions} transactions' markers ({len(markers_before)} on disk) cleaned down to the one whose "
           "transaction still has records", len(markers_before) == transactions and len(markers_after) == 1,
           f"{markers_before} -> {markers_after}")
+    import urllib.request
+    text = urllib.request.urlopen(f"http://{metrics_addr}/metrics", timeout=10).read().decode()
+    internal = [line for line in text.splitlines()
+                if line.startswith("chronik_log_size_bytes") and 'topic="__transaction_state"' in line]
+    check("/metrics: the transaction-state partitions' size, as an internal compacted topic", bool(internal),
+          "no chronik_log_size_bytes series for __transaction_state")
     def consume_latest(addr, isolation):
         """Every key's last value read from offset 0, and whether offsets
         strictly increase and no aborted record was seen."""

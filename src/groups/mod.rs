@@ -389,6 +389,11 @@ impl GroupCoordinator {
         crate::partition::cleaning::clean_dirtiest_internal(shard, OFFSETS_TOPIC, &self.logs, settings).await
     }
 
+    /// The offsets partitions' figures for the per-topic log gauges.
+    pub(crate) fn log_stats(&self) -> crate::partition::TopicLogStats {
+        crate::partition::cleaning::internal_log_stats(&self.logs)
+    }
+
     /// (group, members, lag) of every group here; lag sums end offset
     /// minus committed offset over the group's committed partitions.
     pub(crate) fn lag_stats(

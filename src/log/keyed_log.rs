@@ -130,6 +130,16 @@ impl KeyedLog {
         self.log.size_bytes()
     }
 
+    /// For the per-topic gauges: end offset, bytes, and (cleanable bytes,
+    /// of which not yet cleaned).
+    pub fn stats(&self) -> (i64, u64, (u64, u64)) {
+        (
+            self.log.log_end_offset(),
+            self.log.size_bytes(),
+            self.log.dirty_bytes(&self.config, now_ms()),
+        )
+    }
+
     pub fn dir(&self) -> &Path {
         self.log.dir()
     }

@@ -106,6 +106,15 @@ impl InternalLog for KeyedLog {
     }
 }
 
+/// The per-topic gauges' figures (see `TopicLogStats`) of an internal
+/// topic's partitions on this shard.
+pub(crate) fn internal_log_stats<T: InternalLog>(logs: &RefCell<HashMap<u32, T>>) -> super::TopicLogStats {
+    logs.borrow().values().fold((0, 0, 0, 0, 0), |sum, log| {
+        let (end, size, (cleanable, dirty)) = log.keyed().stats();
+        (sum.0 + end, sum.1 + size, 0, sum.3 + cleanable, sum.4 + dirty)
+    })
+}
+
 /// Cleans the partition of `logs` (internal topic `topic`'s partitions on
 /// this shard) that most needs it, if any is due.
 pub(crate) async fn clean_dirtiest_internal<T: InternalLog>(

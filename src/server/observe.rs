@@ -30,7 +30,19 @@ pub(crate) async fn observe(broker: Rc<ShardBroker>, ends: EndOffsets) {
     let mut last_tasks = 0u64;
     while !broker.shard().drain.is_fired() {
         glommio::timer::sleep(REFRESH).await;
-        let (per_topic, owned_ends) = broker.local_partitions().log_stats();
+        let (mut per_topic, owned_ends) = broker.local_partitions().log_stats();
+        // The internal compacted partitions, under their Kafka names.
+        for (topic, stats) in [
+            (crate::routing::OFFSETS_TOPIC, broker.groups().log_stats()),
+            (
+                crate::routing::TRANSACTION_STATE_TOPIC,
+                broker.transactions().log_stats(),
+            ),
+        ] {
+            if stats.1 > 0 {
+                per_topic.insert(topic.to_string(), stats);
+            }
+        }
         broker.metrics().set_logs(&per_topic);
         if let Some(mine) = ends.get(broker.shard().id) {
             mine.store(Arc::new(owned_ends));

@@ -324,6 +324,11 @@ impl TxnCoordinator {
         self.group_commit.sync_appended(appended).await.map_err(fail)
     }
 
+    /// The state partitions' figures for the per-topic log gauges.
+    pub(crate) fn log_stats(&self) -> crate::partition::TopicLogStats {
+        crate::partition::cleaning::internal_log_stats(&self.logs)
+    }
+
     /// Cleans the state partition here that most needs it, if any is due.
     pub(crate) async fn clean_dirtiest(
         &self,
