@@ -97,11 +97,11 @@ def produce(addr):
     return latest, left == 0 and not failed, f"{left} unflushed, errors {failed[:3]}"
 
 
-def read_all(addr):
+def read_all(addr, topic=TOPIC, isolation="read_uncommitted"):
     """(offset, key, value) of every record from offset 0 to the end."""
-    c = Consumer({"bootstrap.servers": addr, "group.id": f"compaction-{time.time_ns()}",
+    c = Consumer({"bootstrap.servers": addr, "group.id": f"compaction-{time.time_ns()}", "isolation.level": isolation,
                   "enable.auto.commit": False, "enable.partition.eof": True, "fetch.max.bytes": 52428800})
-    c.assign([TopicPartition(TOPIC, 0, 0)])
+    c.assign([TopicPartition(topic, 0, 0)])
     out, deadline = [], time.time() + 180
     while time.time() < deadline:
         eof = False
@@ -367,22 +367,11 @@ def run_transactions():
     def consume_latest(addr, isolation):
         """Every key's last value read from offset 0, and whether offsets
         strictly increase and no aborted record was seen."""
-        c = Consumer({"bootstrap.servers": addr, "group.id": f"compaction-txn-{isolation}-{time.time_ns()}",
-                      "isolation.level": isolation, "enable.auto.commit": False, "enable.partition.eof": True})
-        c.assign([TopicPartition(topic, 0, 0)])
-        seen, offsets, aborted, deadline = {}, [], 0, time.time() + 60
-        while time.time() < deadline:
-            eof = False
-            for m in c.consume(1000, 1.0):
-                if m.error():
-                    eof = eof or m.error().code() == KafkaError._PARTITION_EOF
-                    continue
-                offsets.append(m.offset())
-                seen[m.key()] = m.value()
-                aborted += any(m.value().startswith(f"txn{t}-".encode()) for t in range(1, transactions, 2))
-            if eof:
-                break
-        c.close()
+        records = read_all(addr, topic, isolation)
+        offsets = [o for o, _, _ in records]
+        seen = {k: v for _, k, v in records}
+        aborted = sum(1 for _, _, v in records
+                      if any(v.startswith(f"txn{t}-".encode()) for t in range(1, transactions, 2)))
         wrong = sum(1 for k in latest if seen.get(k) != latest[k])
         ok = seen == latest and aborted == 0 and all(a < b for a, b in zip(offsets, offsets[1:]))
         return ok, f"{wrong} keys wrong, {aborted} aborted records"

@@ -500,30 +500,39 @@ fn transactions_survive_clean_restart_and_crash() {
     assert_eq!(log.aborted_transactions(8, 100), vec![(7, 6)]);
 }
 
-/// (offset, key) of every record from the log's start, through the
-/// records of each (uncompressed) batch.
-fn keyed_records(log: &PartitionLog) -> Vec<(i64, Vec<u8>)> {
-    let mut records = Vec::new();
+/// Every stored batch from the log's start: its header and bytes.
+fn stored_batches(log: &PartitionLog) -> Vec<(batch::BatchHeader, Vec<u8>)> {
+    let mut batches = Vec::new();
     let mut next = log.log_start_offset();
     loop {
         let bytes = log.read(next, 1 << 20, true).unwrap();
         if bytes.is_empty() {
-            return records;
+            return batches;
         }
         let mut at = 0;
         while at < bytes.len() {
             let size = batch::batch_size(&bytes[at..]).unwrap();
             let header = batch::validate_stored(&bytes[at..at + size]).unwrap();
-            for record in batch::parse_records(&bytes[at + batch::HEADER_LEN..at + size]).unwrap() {
-                records.push((
-                    header.base_offset + record.offset_delta,
-                    record.key.unwrap().to_vec(),
-                ));
-            }
             next = header.next_offset();
+            batches.push((header, bytes[at..at + size].to_vec()));
             at += size;
         }
     }
+}
+
+/// (offset, key) of every record from the log's start, through the
+/// records of each (uncompressed) batch.
+fn keyed_records(log: &PartitionLog) -> Vec<(i64, Vec<u8>)> {
+    let mut records = Vec::new();
+    for (header, bytes) in stored_batches(log) {
+        for record in batch::parse_records(&bytes[batch::HEADER_LEN..]).unwrap() {
+            records.push((
+                header.base_offset + record.offset_delta,
+                record.key.unwrap().to_vec(),
+            ));
+        }
+    }
+    records
 }
 
 /// Compaction: every key keeps its latest record (and older ones only in
@@ -672,24 +681,11 @@ fn markers_go_once_their_transactions_have_no_batches_left() {
         );
     }
     let markers = |log: &PartitionLog| -> Vec<i64> {
-        let mut found = Vec::new();
-        let mut next = log.log_start_offset();
-        loop {
-            let bytes = log.read(next, 1 << 20, true).unwrap();
-            if bytes.is_empty() {
-                return found;
-            }
-            let mut at = 0;
-            while at < bytes.len() {
-                let size = batch::batch_size(&bytes[at..]).unwrap();
-                let header = batch::validate_stored(&bytes[at..at + size]).unwrap();
-                if header.is_control() {
-                    found.push(header.base_offset);
-                }
-                next = header.next_offset();
-                at += size;
-            }
-        }
+        stored_batches(log)
+            .into_iter()
+            .filter(|(header, _)| header.is_control())
+            .map(|(header, _)| header.base_offset)
+            .collect()
     };
     let clean_now = |log: &mut PartitionLog| {
         let candidate = log
