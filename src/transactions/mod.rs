@@ -223,7 +223,9 @@ impl TxnCoordinator {
         limits: TxnLimits,
         (group_commit, segment_bytes): (Rc<GroupCommit>, u64),
     ) -> std::io::Result<TxnCoordinator> {
-        let old_store = state_store(dir)?;
+        // Read only: a fresh data directory gets no earlier version's
+        // directory.
+        let old_store: Arc<dyn MetadataStore> = Arc::new(FileStore::new(dir.join(STATE_DIR)));
         let mut txns: HashMap<String, TxnMeta> = HashMap::new();
         let mut logs = HashMap::new();
         let mut owned = Vec::new();
