@@ -322,6 +322,16 @@ impl GroupCoordinator {
         group_id: &str,
         changes: Vec<((String, i32), Option<Committed>)>,
     ) -> Result<(), i16> {
+        // Kafka's offset records hold these as int16-length strings.
+        if group_id.len() > offsets_log::MAX_STRING_BYTES {
+            return Err(ResponseError::InvalidGroupId.code());
+        }
+        if changes
+            .iter()
+            .any(|((topic, _), _)| topic.len() > offsets_log::MAX_STRING_BYTES)
+        {
+            return Err(ResponseError::InvalidTopicException.code());
+        }
         let appended = {
             let partition = offsets_partition(group_id);
             if !self.owned.contains(&partition) {

@@ -44,33 +44,43 @@ const KEY_VERSION: i16 = 1;
 /// OffsetCommitValue v3: offset, leader epoch, metadata, commit time.
 const VALUE_VERSION: i16 = 3;
 
-fn put_string(out: &mut Vec<u8>, s: Option<&str>) {
+/// The longest string Kafka's schemas here hold (an int16 length).
+pub const MAX_STRING_BYTES: usize = i16::MAX as usize;
+
+fn put_string(out: &mut Vec<u8>, s: Option<&str>) -> io::Result<()> {
     match s {
         Some(s) => {
-            out.extend_from_slice(&(s.len() as i16).to_be_bytes());
+            let len = i16::try_from(s.len()).map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("a string of {} bytes", s.len()),
+                )
+            })?;
+            out.extend_from_slice(&len.to_be_bytes());
             out.extend_from_slice(s.as_bytes());
         }
         None => out.extend_from_slice(&(-1i16).to_be_bytes()),
     }
+    Ok(())
 }
 
-fn encode_key(group: &str, topic: &str, partition: i32) -> Vec<u8> {
+fn encode_key(group: &str, topic: &str, partition: i32) -> io::Result<Vec<u8>> {
     let mut out = Vec::with_capacity(10 + group.len() + topic.len());
     out.extend_from_slice(&KEY_VERSION.to_be_bytes());
-    put_string(&mut out, Some(group));
-    put_string(&mut out, Some(topic));
+    put_string(&mut out, Some(group))?;
+    put_string(&mut out, Some(topic))?;
     out.extend_from_slice(&partition.to_be_bytes());
-    out
+    Ok(out)
 }
 
-fn encode_value(value: &Committed) -> Vec<u8> {
+fn encode_value(value: &Committed) -> io::Result<Vec<u8>> {
     let mut out = Vec::with_capacity(26 + value.metadata.as_ref().map_or(0, String::len));
     out.extend_from_slice(&VALUE_VERSION.to_be_bytes());
     out.extend_from_slice(&value.offset.to_be_bytes());
     out.extend_from_slice(&value.leader_epoch.to_be_bytes());
-    put_string(&mut out, value.metadata.as_deref());
+    put_string(&mut out, value.metadata.as_deref())?;
     out.extend_from_slice(&value.commit_time_ms.to_be_bytes());
-    out
+    Ok(out)
 }
 
 /// Reads Kafka's big-endian fields off the front of a record.
@@ -245,15 +255,15 @@ impl OffsetsLog {
         group: &str,
         changes: Vec<((String, i32), Option<Committed>)>,
     ) -> io::Result<(Arc<File>, Option<Sealed>)> {
-        let encoded: Vec<(Vec<u8>, Option<Vec<u8>>)> = changes
+        let encoded = changes
             .iter()
             .map(|((topic, partition), value)| {
-                (
-                    encode_key(group, topic, *partition),
-                    value.as_ref().map(encode_value),
-                )
+                Ok((
+                    encode_key(group, topic, *partition)?,
+                    value.as_ref().map(encode_value).transpose()?,
+                ))
             })
-            .collect();
+            .collect::<io::Result<Vec<(Vec<u8>, Option<Vec<u8>>)>>>()?;
         let records: Vec<(&[u8], Option<&[u8]>)> = encoded
             .iter()
             .map(|(k, v)| (k.as_slice(), v.as_deref()))
@@ -407,11 +417,17 @@ mod tests {
 
     #[test]
     fn records_are_kafkas_offset_commit_key_and_value() {
-        let key = encode_key("g", "t", 2);
+        let key = encode_key("g", "t", 2).unwrap();
         assert_eq!(key, [0, 1, 0, 1, b'g', 0, 1, b't', 0, 0, 0, 2]);
         assert_eq!(decode_key(&key).unwrap(), Some(("g".into(), "t".into(), 2)));
         let value = committed(42).unwrap();
-        assert_eq!(decode_value(&encode_value(&value)).unwrap(), value);
+        assert_eq!(decode_value(&encode_value(&value).unwrap()).unwrap(), value);
+        let long = "g".repeat(MAX_STRING_BYTES + 1);
+        assert_eq!(
+            encode_key(&long, "t", 0).unwrap_err().kind(),
+            io::ErrorKind::InvalidInput,
+            "a length that does not fit is refused, not wrapped"
+        );
         assert_eq!(
             decode_key(&[0, 2, 0, 1, b'g']).unwrap(),
             None,

@@ -350,11 +350,13 @@ fn swap_name(base: i64, end: i64) -> String {
 /// Which transactions still have batches in the log, as one cleaning
 /// reads it in offset order (Kafka's CleanedTransactionMetadata): a
 /// marker stays while its transaction has a batch before it (a
-/// read_committed consumer of that batch needs the marker). Once none is
-/// left it goes `delete.retention.ms` after it was written, and no sooner
-/// than the cleaning after the one that removed the last batch, so a
-/// consumer that read those batches still finds it; meanwhile it counts
-/// with the kept tombstones, so a later cleaning comes back for it.
+/// read_committed consumer of that batch needs the marker). The first
+/// cleaning that finds none left stamps the marker with a delete horizon,
+/// `delete.retention.ms` from then, as Kafka does since KIP-534 (the
+/// batch's base timestamp, flagged by an attribute bit); a consumer that
+/// read those batches before they went still finds the marker until then.
+/// A kept marker counts with the kept tombstones, so a later cleaning comes
+/// back for it.
 #[derive(Default)]
 struct Transactions {
     /// (producer id, aborted) of the transactions whose batches this
@@ -383,25 +385,38 @@ impl Transactions {
             // A control record of a kind not known here stays.
             None => return Some(bytes.to_vec()),
         };
-        let expires = match self.seen.remove(&(header.producer_id, aborted)) {
-            Some(true) => return Some(bytes.to_vec()),
-            // Its last batches went in this cleaning: the next one may
-            // take the marker.
-            Some(false) => job
-                .now_ms
-                .max(header.max_timestamp)
-                .saturating_add(job.delete_retention_ms),
-            None => {
-                let expires = header.max_timestamp.saturating_add(job.delete_retention_ms);
-                if expires <= job.now_ms {
-                    return None;
-                }
-                expires
+        if self.seen.remove(&(header.producer_id, aborted)) == Some(true) {
+            return Some(bytes.to_vec());
+        }
+        let (kept, horizon) = if header.attributes & DELETE_HORIZON_BIT != 0 {
+            if header.base_timestamp <= job.now_ms {
+                return None;
             }
+            (bytes.to_vec(), header.base_timestamp)
+        } else {
+            let horizon = job.now_ms.saturating_add(job.delete_retention_ms);
+            (with_delete_horizon(bytes, horizon), horizon)
         };
-        *tombstone_expiry = Some(tombstone_expiry.map_or(expires, |e| e.min(expires)));
-        Some(bytes.to_vec())
+        *tombstone_expiry = Some(tombstone_expiry.map_or(horizon, |e| e.min(horizon)));
+        Some(kept)
     }
+}
+
+/// The batch attribute (KIP-534) saying the base timestamp is a delete
+/// horizon.
+const DELETE_HORIZON_BIT: i16 = 0x40;
+
+/// `bytes` with its delete horizon set: the attribute bit, the base
+/// timestamp, and the CRC over them.
+fn with_delete_horizon(bytes: &[u8], horizon: i64) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    let at = batch::ATTRIBUTES;
+    let attributes = i16::from_be_bytes([out[at], out[at + 1]]) | DELETE_HORIZON_BIT;
+    out[at..at + 2].copy_from_slice(&attributes.to_be_bytes());
+    out[batch::BASE_TIMESTAMP..batch::BASE_TIMESTAMP + 8].copy_from_slice(&horizon.to_be_bytes());
+    let crc = batch::compute_crc(&out);
+    out[batch::CRC..batch::CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    out
 }
 
 /// What of one data batch the cleaned log keeps: the same bytes, a

@@ -36,6 +36,12 @@ impl KeyedLog {
         mut apply: impl FnMut(&[u8], Option<&[u8]>) -> io::Result<()>,
     ) -> io::Result<KeyedLog> {
         let (log, report) = PartitionLog::open(dir)?;
+        // The directory (made here the first time) and its segment's name
+        // are durable before any record in it is acknowledged.
+        super::partition_log::sync_dir(dir)?;
+        if let Some(parent) = dir.parent() {
+            super::partition_log::sync_dir(parent)?;
+        }
         if let Some((end, cut, problem)) = &report.truncated {
             info!(dir = %dir.display(), end_offset = end, cut_bytes = cut, problem = %problem, "internal partition: cut a torn or corrupt tail");
         }
@@ -91,6 +97,7 @@ impl KeyedLog {
     pub fn append(&mut self, changes: &[Change<'_>]) -> io::Result<(Arc<File>, Option<Sealed>)> {
         let built = batch::build_keyed_batch(now_ms(), changes);
         let header = batch::validate(&built).map_err(|e| io::Error::other(e.message().to_string()))?;
+        let before = self.log.written_end();
         let mut outcome = self
             .log
             .reserve(&bytes::Bytes::from(built), header, &self.config)
@@ -103,7 +110,20 @@ impl KeyedLog {
             .take()
             .ok_or_else(|| io::Error::other("a keyed batch was taken for a duplicate"))?;
         let file = write.file.clone();
-        write.write()?;
+        let written = write.write().and_then(|()| match outcome.rolled {
+            // The new segment's name is durable before a commit in it is.
+            Some(_) => super::partition_log::sync_dir(self.log.dir()),
+            None => Ok(()),
+        });
+        if let Err(e) = written {
+            // Taken back, file and all: a later append must not land past
+            // a hole, which recovery would cut with everything after it.
+            let unwritten = self.log.forget_unwritten(before);
+            if let Err(cut) = unwritten.finish() {
+                tracing::warn!(dir = %self.log.dir().display(), error = %cut, "cannot cut a failed write");
+            }
+            return Err(e);
+        }
         Ok((file, outcome.rolled.take()))
     }
 

@@ -216,9 +216,40 @@ pub struct Sealed {
     /// past it with zeros to a block boundary.
     len: u64,
     indexes: SegmentIndexes,
-    snapshot: (PathBuf, Vec<u8>),
+    snapshot: Snapshot,
     recovery_point: i64,
     recovery: Arc<MonotonicFile>,
+}
+
+/// The producer state as of an offset, to be written to the snapshot
+/// file. Writes are ordered through `written` (the offset of the snapshot
+/// on disk): a roll's snapshot, taken at the roll and written later off the
+/// shard, never replaces one written since from newer state (a cleaning's,
+/// which forgot aborted transactions whose markers it removed).
+#[derive(Debug)]
+pub(crate) struct Snapshot {
+    path: PathBuf,
+    bytes: Vec<u8>,
+    offset: i64,
+    written: Arc<std::sync::Mutex<i64>>,
+}
+
+impl Snapshot {
+    /// Blocking. `newest`: written even at the offset on disk (its state
+    /// is the newer).
+    fn write(&self, newest: bool) -> io::Result<()> {
+        let mut on_disk = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        if !newest && self.offset <= *on_disk {
+            return Ok(());
+        }
+        write_file(&self.path, &self.bytes)?;
+        *on_disk = (*on_disk).max(self.offset);
+        // The binary snapshot replaces the JSON one of earlier versions.
+        if let Some(dir) = self.path.parent() {
+            let _ = fs::remove_file(dir.join(LEGACY_PRODUCER_STATE));
+        }
+        Ok(())
+    }
 }
 
 impl Sealed {
@@ -228,11 +259,7 @@ impl Sealed {
         self.indexes.write()?;
         self.file.set_len(self.len)?;
         self.file.sync_data()?;
-        write_file(&self.snapshot.0, &self.snapshot.1)?;
-        // The binary snapshot replaces the JSON one of earlier versions.
-        if let Some(dir) = self.snapshot.0.parent() {
-            let _ = fs::remove_file(dir.join(LEGACY_PRODUCER_STATE));
-        }
+        self.snapshot.write(false)?;
         self.recovery.store(self.recovery_point)
     }
 }
@@ -495,6 +522,8 @@ pub struct PartitionLog {
     cleaner_checkpoint: Arc<MonotonicFile>,
     /// When a tombstone the last cleaning kept may go.
     tombstone_expiry: Option<i64>,
+    /// The offset of the producer snapshot on disk (see [`Snapshot`]).
+    snapshot_written: Arc<std::sync::Mutex<i64>>,
 }
 
 /// A compacted partition's cleaning, as the shard's cleaner decides it.
@@ -657,6 +686,7 @@ impl PartitionLog {
                 read_i64(&dir.join(CLEANER_CHECKPOINT))?.unwrap_or(0),
             ),
             tombstone_expiry: None,
+            snapshot_written: Arc::new(std::sync::Mutex::new(i64::MIN)),
         };
         log.load_producer_state()?;
         Ok((log, report))
@@ -731,14 +761,7 @@ impl PartitionLog {
     /// and then drops a JSON one left by an older version. That removal is
     /// best effort: while the binary snapshot exists the JSON is never read.
     fn write_producer_snapshot(&self) -> io::Result<()> {
-        let bytes = self.producers.snapshot_bytes_unexpired(
-            self.log_end_offset(),
-            now_ms(),
-            PRODUCER_ID_EXPIRATION_MS,
-        );
-        write_file(&self.dir.join(PRODUCER_STATE), &bytes)?;
-        let _ = fs::remove_file(self.dir.join(LEGACY_PRODUCER_STATE));
-        Ok(())
+        self.producer_snapshot().write(true)
     }
 
     fn active(&self) -> &Segment {
@@ -915,7 +938,7 @@ impl PartitionLog {
             file: old.file().clone(),
             len: old.size(),
             indexes: old.indexes(),
-            snapshot: self.producer_snapshot()?,
+            snapshot: self.producer_snapshot(),
             recovery_point: self.log_end_offset(),
             recovery: self.recovery.clone(),
         };
@@ -945,14 +968,18 @@ impl PartitionLog {
         self.spare = Some(spare);
     }
 
-    /// The producer-state file's path and contents as of the log end.
-    fn producer_snapshot(&self) -> io::Result<(PathBuf, Vec<u8>)> {
-        let bytes = self.producers.snapshot_bytes_unexpired(
-            self.log_end_offset(),
-            now_ms(),
-            PRODUCER_ID_EXPIRATION_MS,
-        );
-        Ok((self.dir.join(PRODUCER_STATE), bytes))
+    /// The producer state as of the log end, to write.
+    fn producer_snapshot(&self) -> Snapshot {
+        Snapshot {
+            path: self.dir.join(PRODUCER_STATE),
+            bytes: self.producers.snapshot_bytes_unexpired(
+                self.log_end_offset(),
+                now_ms(),
+                PRODUCER_ID_EXPIRATION_MS,
+            ),
+            offset: self.log_end_offset(),
+            written: self.snapshot_written.clone(),
+        }
     }
 
     /// Forgets producers idle past `producer.id.expiration.ms` (run from

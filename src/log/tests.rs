@@ -642,9 +642,10 @@ fn compaction_keeps_each_keys_latest_record_across_restarts_and_crashes() {
 
 /// Markers outlive their transactions' batches, then go: an aborted
 /// transaction's batches go at the first cleaning, a committed one's when
-/// newer records supersede them; each marker stays through that cleaning
-/// and goes at the next once `delete.retention.ms` has passed. A marker
-/// whose transaction still has records stays.
+/// newer records supersede them; each marker stays through that cleaning,
+/// stamped with a delete horizon, and goes at the next once the horizon
+/// (`delete.retention.ms` later) has passed. A marker whose transaction
+/// still has records stays.
 #[test]
 fn markers_go_once_their_transactions_have_no_batches_left() {
     use super::cleaner::{clean, Throttle};
@@ -708,7 +709,14 @@ fn markers_go_once_their_transactions_have_no_batches_left() {
         "markers outlive their batches' cleaning"
     );
     assert_eq!(log.aborted_transactions(0, 1000), vec![(7, 0)]);
-    // Due again: the kept markers count as tombstones that expired.
+    // The ones with no batch left carry a delete horizon (KIP-534).
+    let stamped: Vec<i64> = stored_batches(&log)
+        .into_iter()
+        .filter(|(header, _)| header.is_control() && header.attributes & 0x40 != 0)
+        .map(|(header, _)| header.base_offset)
+        .collect();
+    assert_eq!(stamped, vec![2, 5]);
+    // Due again: the kept markers' horizons have passed.
     clean_now(&mut log);
     assert_eq!(
         markers(&log),
@@ -723,4 +731,47 @@ fn markers_go_once_their_transactions_have_no_batches_left() {
     assert_eq!(markers(&log), vec![7]);
     assert_eq!(log.first_unstable_offset(), None);
     assert!(log.aborted_transactions(0, 1000).is_empty(), "after a crash too");
+}
+
+/// A roll's producer snapshot is taken at the roll and written later, off
+/// the shard. A cleaning installed in between writes a newer one (without
+/// the aborted transactions whose markers it removed); the roll's, written
+/// after, must not bring them back for the next start.
+#[test]
+fn a_late_roll_snapshot_does_not_undo_a_cleanings() {
+    use super::cleaner::CleanResult;
+    let dir = Scratch::new("snapshot-order");
+    let config = LogConfig {
+        segment_bytes: 300,
+        ..LogConfig::default()
+    };
+    let (mut log, _) = PartitionLog::open(&dir.0).unwrap();
+    append(&mut log, &transactional_batch(7, 0), &config); // 0-1
+    let marker = append_marker(&mut log, control::Marker::Abort, 7, &config); // 2
+    assert_eq!(log.aborted_transactions(0, 100), vec![(7, 0)]);
+    // Appends until one rolls, its seal held back.
+    let sealed = loop {
+        let bytes = bytes::Bytes::from(build_batch(
+            0,
+            now_ms(),
+            &[(b"k".as_slice(), value(1).as_slice())],
+        ));
+        let header = batch::validate(&bytes).unwrap();
+        let mut outcome = log.reserve(&bytes, header, &config).unwrap();
+        outcome.write.take().unwrap().write().unwrap();
+        if let Some(sealed) = outcome.rolled.take() {
+            break sealed;
+        }
+    };
+    let installed = log
+        .install_cleaned(CleanResult {
+            removed_aborts: vec![(7, marker)],
+            ..CleanResult::default()
+        })
+        .unwrap();
+    installed.finish().unwrap();
+    sealed.finish().unwrap();
+    drop(log); // a crash: no clean-shutdown marker
+    let (log, _) = PartitionLog::open(&dir.0).unwrap();
+    assert!(log.aborted_transactions(0, 100).is_empty());
 }

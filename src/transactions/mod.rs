@@ -150,13 +150,15 @@ fn state_partition_dir(dir: &Path, partition: u32) -> std::path::PathBuf {
     dir.join(TRANSACTION_STATE_TOPIC).join(partition.to_string())
 }
 
-/// Kafka's TransactionLogKey v0: the transactional id.
-fn encode_state_key(id: &str) -> Vec<u8> {
+/// Kafka's TransactionLogKey v0: the transactional id (an int16-length
+/// string: a longer id is refused, never wrapped).
+fn encode_state_key(id: &str) -> Result<Vec<u8>, ResponseError> {
+    let len = i16::try_from(id.len()).map_err(|_| ResponseError::InvalidRequest)?;
     let mut key = Vec::with_capacity(4 + id.len());
     key.extend_from_slice(&0i16.to_be_bytes());
-    key.extend_from_slice(&(id.len() as i16).to_be_bytes());
+    key.extend_from_slice(&len.to_be_bytes());
     key.extend_from_slice(id.as_bytes());
-    key
+    Ok(key)
 }
 
 fn decode_state_key(key: &[u8]) -> std::io::Result<String> {
@@ -263,7 +265,8 @@ impl TxnCoordinator {
                         continue;
                     }
                     let value = serde_json::to_vec(&meta).map_err(std::io::Error::other)?;
-                    let (file, sealed) = log.append(&[(&encode_state_key(&id), Some(&value))])?;
+                    let key = encode_state_key(&id).map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+                    let (file, sealed) = log.append(&[(&key, Some(&value))])?;
                     file.sync_data()?;
                     if let Some(sealed) = sealed {
                         sealed.finish()?;
@@ -271,6 +274,8 @@ impl TxnCoordinator {
                     txns.insert(id, meta);
                 }
                 std::fs::remove_file(dir.join(STATE_DIR).join(&document))?;
+                // Durable, or a restart could move ids forgotten since back in.
+                std::fs::File::open(dir.join(STATE_DIR))?.sync_all()?;
                 info!(partition, "transaction state moved into its compacted partition");
             }
             logs.insert(partition, log);
@@ -302,7 +307,7 @@ impl TxnCoordinator {
                 .map(serde_json::to_vec)
                 .transpose()
                 .map_err(|e| fail(std::io::Error::other(e)))?;
-            encoded.push((encode_state_key(id), value));
+            encoded.push((encode_state_key(id)?, value));
         }
         let records: Vec<(&[u8], Option<&[u8]>)> = encoded
             .iter()
@@ -1002,7 +1007,11 @@ mod tests {
                 .join("00000000000000000000.log")
                 .exists());
         }
-        assert_eq!(decode_state_key(&encode_state_key("app-1")).unwrap(), "app-1");
+        assert_eq!(
+            decode_state_key(&encode_state_key("app-1").unwrap()).unwrap(),
+            "app-1"
+        );
+        assert!(encode_state_key(&"x".repeat(40_000)).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
