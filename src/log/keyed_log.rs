@@ -137,9 +137,7 @@ impl KeyedLog {
         let candidate = self
             .log
             .clean_candidate(&self.config, now_ms(), map_budget_bytes, throttle)?;
-        let due = candidate.overdue
-            || candidate.dirty_ratio * 1000.0 >= f64::from(self.config.min_cleanable_dirty_ratio_permille);
-        due.then_some(candidate)
+        candidate.is_due(&self.config).then_some(candidate)
     }
 
     pub fn install_cleaned(&mut self, result: super::cleaner::CleanResult) -> io::Result<Installed> {

@@ -538,6 +538,13 @@ pub struct CleanCandidate {
     pub overdue: bool,
 }
 
+impl CleanCandidate {
+    /// Due now: overdue, or dirty past `min.cleanable.dirty.ratio`.
+    pub fn is_due(&self, config: &LogConfig) -> bool {
+        self.overdue || self.dirty_ratio * 1000.0 >= f64::from(config.min_cleanable_dirty_ratio_permille)
+    }
+}
+
 /// What installing a cleaning left to do off the shard: the replaced
 /// files to remove and the new segments' indexes to write, then the
 /// checkpoint to store.

@@ -553,8 +553,7 @@ impl ShardPartitions {
             ) else {
                 continue;
             };
-            let due = candidate.overdue
-                || candidate.dirty_ratio * 1000.0 >= f64::from(config.min_cleanable_dirty_ratio_permille);
+            let due = candidate.is_due(&config);
             let better = best.as_ref().is_none_or(|(_, _, b)| {
                 (candidate.overdue, candidate.dirty_ratio) > (b.overdue, b.dirty_ratio)
             });
