@@ -121,6 +121,13 @@ pub struct ServerConfig {
     /// Local segment bytes per tiered partition past which produce is
     /// refused (uploads not keeping up, or failing); 0 = no cap.
     pub tiering_local_cap_mb: usize,
+    /// Cluster mode when not empty: etcd's client URLs.
+    pub etcd_endpoints: Vec<String>,
+    /// This broker's id in cluster mode.
+    pub node_id: Option<i32>,
+    /// How long a broker's etcd lease outlives its last renewal.
+    pub cluster_lease_ttl_ms: u64,
+    pub broker_rack: Option<String>,
     /// `RUST_LOG`-style filter for the binary's log output.
     pub log_filter: String,
     pub log_format: LogFormat,
@@ -186,6 +193,10 @@ impl Default for ServerConfig {
             recent_cache_mb: None,
             object_store_url: None,
             tiering_local_cap_mb: 0,
+            etcd_endpoints: Vec::new(),
+            node_id: None,
+            cluster_lease_ttl_ms: 6000,
+            broker_rack: None,
             log_filter: "info".into(),
             log_format: LogFormat::Text,
             auto_create_topics: true,
@@ -381,6 +392,21 @@ impl ServerConfig {
                     self.offsets_topic_segment_bytes
                 ),
             });
+        }
+        if !self.etcd_endpoints.is_empty() {
+            if self.object_store_url.is_none() {
+                return Err(ConfigError {
+                    setting: "OBJECT_STORE_URL".into(),
+                    message: "cluster mode (ETCD_ENDPOINTS) needs object storage, where acknowledged data outlives any one broker".into(),
+                });
+            }
+            if self.node_id.is_none() {
+                return Err(ConfigError {
+                    setting: "NODE_ID".into(),
+                    message: "cluster mode (ETCD_ENDPOINTS) needs this broker's id, unique in the cluster"
+                        .into(),
+                });
+            }
         }
         if let Some(tls) = &self.tls_config {
             if tls.cert_path.as_os_str().is_empty() {
@@ -732,7 +758,7 @@ mod tests {
             ("[limits]\nmax_conections = 3", "limits.max_conections"),
             ("[sasl]\nmechanism = \"PLAIN\"", "[sasl]"),
             ("[security]\nmechanism = \"PLAIN\"", "security.mechanism"),
-            ("[cluster]\nnode_id = 1", "cluster.node_id"),
+            ("[cluster]\nnode = 1", "cluster.node"),
             ("[object_store]\nbucket = \"b\"", "object_store.bucket"),
             ("[limitz]\nmax_connections = 3", "[limitz]"),
             ("[limits]\nrequest_timeout = \"soon\"", "limits.request_timeout"),
@@ -741,10 +767,12 @@ mod tests {
             let err = ServerConfig::default().apply_toml(text).unwrap_err();
             assert_eq!(err.setting, setting, "{text}: {err}");
         }
-        let err = ServerConfig::default()
-            .apply_toml("[cluster]\nnode_id = 1")
+        let mut config = ServerConfig::default();
+        config
+            .apply_toml("[cluster]\nnode_id = 1\netcd_endpoints = \"127.0.0.1:2379\"")
             .unwrap_err();
-        assert!(err.message.contains("reserved"), "{err}");
+        config.apply_toml("[cluster]\nnode_id = 1").unwrap();
+        assert_eq!(config.node_id, Some(1));
         // One setting given flat and in its section: which would win is
         // not obvious, so neither does.
         let err = ServerConfig::default()

@@ -176,7 +176,6 @@ pub static SECTIONS: &[Section] = &[
             ("handshake_timeout", "TLS_HANDSHAKE_TIMEOUT_SECS"),
         ],
     },
-    // Reserved: several brokers.
     Section {
         name: "object_store",
         keys: &[
@@ -186,7 +185,12 @@ pub static SECTIONS: &[Section] = &[
     },
     Section {
         name: "cluster",
-        keys: &[],
+        keys: &[
+            ("etcd_endpoints", "ETCD_ENDPOINTS"),
+            ("node_id", "NODE_ID"),
+            ("lease_ttl", "CLUSTER_LEASE_TTL_MS"),
+            ("rack", "BROKER_RACK"),
+        ],
     },
     Section {
         name: "security",
@@ -758,6 +762,56 @@ impl SettingValue for MappingRules<'_> {
     }
 }
 
+/// etcd client URLs; a bare host:port gets http://.
+struct EtcdEndpoints<'a>(&'a mut Vec<String>);
+
+impl SettingValue for EtcdEndpoints<'_> {
+    fn set(&mut self, text: &str) -> Result<(), String> {
+        let mut endpoints = Vec::new();
+        for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let endpoint = if item.contains("://") {
+                item.to_string()
+            } else {
+                format!("http://{item}")
+            };
+            match url::Url::parse(&endpoint) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+                    endpoints.push(endpoint)
+                }
+                _ => return Err(format!("{item}: expected http://host:port")),
+            }
+        }
+        *self.0 = endpoints;
+        Ok(())
+    }
+    fn show(&self) -> String {
+        self.0.join(",")
+    }
+}
+
+/// A broker id: empty for none.
+struct NodeId<'a>(&'a mut Option<i32>);
+
+impl SettingValue for NodeId<'_> {
+    fn set(&mut self, text: &str) -> Result<(), String> {
+        if text.is_empty() {
+            *self.0 = None;
+            return Ok(());
+        }
+        let id: i32 = text
+            .parse()
+            .map_err(|_| "expected a whole number from 0 to 2147483647")?;
+        if id < 0 {
+            return Err("expected a whole number from 0 to 2147483647".into());
+        }
+        *self.0 = Some(id);
+        Ok(())
+    }
+    fn show(&self) -> String {
+        self.0.map(|id| id.to_string()).unwrap_or_default()
+    }
+}
+
 /// Free text where empty means none.
 struct OptionalText<'a>(&'a mut Option<String>);
 
@@ -857,6 +911,14 @@ pub static SETTINGS: &[Setting] = &[
         "Object storage for tiered topics (remote.storage.enable=true): s3://bucket/prefix (with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL, AWS_ALLOW_HTTP for S3-compatible servers), gs://bucket/prefix, az://container/prefix, or file:///dir. Empty = no tiering. A broker started with an empty data directory takes back every tiered topic it finds there."),
     setting!("TIERING_LOCAL_CAP_MB", |c| NoLimitIfZero(&mut c.tiering_local_cap_mb),
         "Per tiered partition: MiB of local segments past which produce is answered KAFKA_STORAGE_ERROR, because uploads to object storage are failing or behind and local retention may only delete what is uploaded. 0 = no cap (the disk fills until uploads resume)."),
+    setting!("ETCD_ENDPOINTS", |c| EtcdEndpoints(&mut c.etcd_endpoints),
+        "Cluster mode: etcd's client URLs, comma-separated (http://127.0.0.1:2379). Needs OBJECT_STORE_URL and NODE_ID. Empty = one broker on its own (no etcd)."),
+    setting!("NODE_ID", |c| NodeId(&mut c.node_id),
+        "Cluster mode: this broker's id, unique in the cluster (0 to 2147483647). On one broker: 0."),
+    setting!("CLUSTER_LEASE_TTL_MS", |c| WholeUnits { value: &mut c.cluster_lease_ttl_ms, unit: Unit::Millis, min: 2000 },
+        "Cluster mode: how long a broker's etcd lease outlives its last renewal. A broker that dies loses its partitions this long after; one that cannot renew stops leading then (rounded up to whole seconds)."),
+    setting!("BROKER_RACK", |c| OptionalText(&mut c.broker_rack),
+        "Cluster mode: this broker's rack, reported in Metadata (Kafka's broker.rack). Empty = none."),
     setting!("MAX_REQUEST_BYTES", |c| &mut c.max_request_bytes,
         "Largest request frame accepted; larger sizes close the connection before anything is allocated."),
     setting!("QUEUED_MAX_REQUEST_BYTES", |c| &mut c.queued_max_request_bytes,

@@ -95,7 +95,7 @@ async fn alter_topic(
     run_blocking("writing the topic catalog", move || {
         catalog
             .update(|topics| {
-                topics.insert(key, updated);
+                topics.insert(key.clone(), updated.clone());
             })
             .map(|_| ())
     })

@@ -52,18 +52,51 @@ impl ProducerIds {
                 StorageError::io("allocating a producer id", &io::Error::other(e.to_string()))
             })?;
         if self.next.get() >= self.block_end.get() {
-            let end = self.next.get() + PRODUCER_ID_BLOCK;
             // Durable (the store syncs the directory too) before any id
             // in the block is handed out.
             let store = self.store.clone();
-            run_blocking("persisting the producer-id block", move || {
-                store.put(documents::PRODUCER_ID_BLOCK, end.to_string().as_bytes())
+            let from = self.next.get();
+            let start = run_blocking("persisting the producer-id block", move || {
+                claim_block(&*store, from)
             })
             .await?;
-            self.block_end.set(end);
+            self.next.set(start);
+            self.block_end.set(start + PRODUCER_ID_BLOCK);
         }
         let id = self.next.get();
         self.next.set(id + 1);
         Ok(id)
     }
+}
+
+/// Claims the next block of ids and returns its first. On one broker the
+/// block follows this process's own; in cluster mode every broker claims
+/// from the stored end, which only one of them can move at a time.
+fn claim_block(store: &dyn MetadataStore, from: i64) -> io::Result<i64> {
+    const ATTEMPTS: usize = 32;
+    let name = documents::PRODUCER_ID_BLOCK;
+    if !store.shared(name) {
+        let end = from + PRODUCER_ID_BLOCK;
+        store.put(name, end.to_string().as_bytes())?;
+        return Ok(from);
+    }
+    for _ in 0..ATTEMPTS {
+        let stored = store.get(name)?;
+        let start = match &stored {
+            Some(bytes) => std::str::from_utf8(bytes)
+                .ok()
+                .and_then(|text| text.trim().parse::<i64>().ok())
+                .filter(|end| *end >= 0)
+                .ok_or_else(|| store.invalid(name, "not a producer id"))?,
+            None => 0,
+        };
+        let end = start + PRODUCER_ID_BLOCK;
+        if store.replace(name, stored.as_deref(), end.to_string().as_bytes())? {
+            return Ok(start);
+        }
+    }
+    Err(io::Error::other(format!(
+        "{}: claimed by other brokers {ATTEMPTS} times in a row",
+        store.locate(name)
+    )))
 }

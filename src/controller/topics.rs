@@ -105,13 +105,25 @@ fn check_new_topic(controller: &Controller, topic: &NewTopic) -> Result<TopicEnt
             "partitions must be at least 1",
         ));
     }
-    if topic.replication_factor != -1 && topic.replication_factor != 1 {
+    // In cluster mode a partition's one copy is its leader's and its
+    // durability object storage's; a factor up to the live brokers is
+    // accepted, as Kafka accepts it up to its brokers.
+    let live_brokers = controller
+        .partitions
+        .router()
+        .snapshot()
+        .cluster()
+        .map_or(1, |c| c.brokers.len().max(1));
+    if topic.replication_factor != -1
+        && (topic.replication_factor < 1 || topic.replication_factor as usize > live_brokers)
+    {
         return Err(TopicOutcome::err(
             name,
             ResponseError::InvalidReplicationFactor,
             format!(
-                "replication factor {} is larger than the 1 available broker",
-                topic.replication_factor
+                "replication factor {} is larger than the {live_brokers} available broker{}",
+                topic.replication_factor,
+                if live_brokers == 1 { "" } else { "s" }
             ),
         ));
     }
@@ -167,9 +179,9 @@ impl Controller {
         let key = name.to_string();
         run_blocking("writing the topic catalog", move || {
             catalog
-                .update(|topics| match entry {
+                .update(|topics| match &entry {
                     Some(entry) => {
-                        topics.insert(key, entry);
+                        topics.insert(key.clone(), entry.clone());
                     }
                     None => {
                         topics.remove(&key);
@@ -179,6 +191,29 @@ impl Controller {
         })
         .await
         .map_err(|e| TopicOutcome::err(name, ResponseError::KafkaStorageError, e.to_string()))
+    }
+
+    /// Adds a new topic to the catalog, unless a topic of its name got
+    /// there first (another broker's controller, in cluster mode).
+    async fn create(&self, entry: Arc<TopicEntry>) -> Result<(), TopicOutcome> {
+        let catalog = self.context().catalog.clone();
+        let name = entry.name.clone();
+        let ours = entry.clone();
+        let stored = run_blocking("writing the topic catalog", move || {
+            catalog.update(|topics| {
+                topics.entry(ours.name.clone()).or_insert_with(|| ours.clone());
+            })
+        })
+        .await
+        .map_err(|e| TopicOutcome::err(&name, ResponseError::KafkaStorageError, e.to_string()))?;
+        if stored.get(&name).map(|t| t.id) != Some(entry.id) {
+            return Err(TopicOutcome::err(
+                &name,
+                ResponseError::TopicAlreadyExists,
+                format!("topic {name} already exists"),
+            ));
+        }
+        Ok(())
     }
 
     /// CreateTopics (and auto-creation).
@@ -192,7 +227,7 @@ impl Controller {
             let created = async {
                 let entry = Arc::new(check_new_topic(self, topic)?);
                 if !validate_only {
-                    self.store(&topic.name, Some(entry.clone())).await?;
+                    self.create(entry.clone()).await?;
                     info!(topic = %topic.name, partitions = entry.partitions, id = %entry.id, "created topic");
                 }
                 Ok(TopicOutcome::ok(&topic.name, Some(entry)))

@@ -13,7 +13,7 @@ mod offsets_log;
 pub use group::{GroupState, JoinRequest, JoinResult, Reply, SyncResult};
 pub use offsets_log::{offsets_log_config, Committed};
 
-use crate::routing::{PartitionRouter, Route, OFFSETS_PARTITIONS, OFFSETS_TOPIC};
+use crate::routing::{PartitionRouter, OFFSETS_PARTITIONS, OFFSETS_TOPIC};
 use crate::storage::GroupCommit;
 use crate::topics::TopicPartition;
 use bytes::Bytes;
@@ -92,7 +92,7 @@ impl GroupCoordinator {
         let mut owned = Vec::new();
         for partition in 0..OFFSETS_PARTITIONS {
             let tp = TopicPartition::new(OFFSETS_DIR, partition as i32);
-            if !matches!(router.route(&tp), Route::Local { shard: s, .. } if s == shard) {
+            if router.shard_of(&tp) != shard {
                 continue;
             }
             owned.push(partition);

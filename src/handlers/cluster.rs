@@ -1,4 +1,5 @@
-//! DescribeCluster: the admin client's view of the cluster (one broker).
+//! DescribeCluster: the admin client's view of the cluster (this broker, or
+//! in cluster mode every live one).
 
 use super::{handler, Handler, Outcome, Request};
 use crate::server::ShardBroker;
@@ -17,7 +18,7 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let asked: DescribeClusterRequest = request.decode("DescribeCluster")?;
     let mut response = DescribeClusterResponse::default()
         .with_cluster_id(StrBytes::from_string(broker.identity().cluster_id.clone()))
-        .with_controller_id(BrokerId(broker.identity().node_id));
+        .with_controller_id(BrokerId(broker.controller_id()));
     if request.version >= 1 && asked.endpoint_type != BROKER_ENDPOINTS {
         response = response
             .with_error_code(ResponseError::UnsupportedEndpointType.code())
@@ -26,15 +27,23 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
             )));
         return request.respond(&response);
     }
-    let (host, port) = broker.advertised_to(&request);
-    let response = response
-        .with_brokers(vec![DescribeClusterBroker::default()
-            .with_broker_id(BrokerId(broker.identity().node_id))
-            .with_host(StrBytes::from_string(host))
-            .with_port(i32::from(port))])
-        .with_cluster_authorized_operations(super::acl_operations::cluster(
-            &request,
-            asked.include_cluster_authorized_operations,
-        ));
+    let brokers = broker
+        .brokers_for(&request)
+        .into_iter()
+        .map(|b| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(b.node))
+                .with_host(StrBytes::from_string(b.host))
+                .with_port(i32::from(b.port))
+                .with_rack(b.rack.map(StrBytes::from_string))
+        })
+        .collect();
+    let response =
+        response
+            .with_brokers(brokers)
+            .with_cluster_authorized_operations(super::acl_operations::cluster(
+                &request,
+                asked.include_cluster_authorized_operations,
+            ));
     request.respond(&response)
 }

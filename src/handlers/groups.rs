@@ -43,65 +43,83 @@ const UNAVAILABLE: ResponseError = ResponseError::CoordinatorNotAvailable;
 /// its shards, which the request handlers reach themselves).
 async fn find_coordinator(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let asked: FindCoordinatorRequest = request.decode("FindCoordinator")?;
-    let (host, port) = broker.advertised_to(&request);
-    let node = BrokerId(broker.identity().node_id);
-    // Kafka asks DESCRIBE on the group (or transactional id) of each key.
-    let error_for = |key: &str| match asked.key_type {
-        0 => request
-            .authorize(AclOperation::Describe, Resource::Group(key))
-            .err()
-            .map(|denied| (denied, "not authorized to describe the group")),
-        1 => request
-            .authorize(AclOperation::Describe, Resource::TransactionalId(key))
-            .err()
-            .map(|denied| (denied, "not authorized to describe the transactional id")),
-        _ => Some((ResponseError::InvalidRequest, "unknown coordinator key type")),
+    let brokers = broker.brokers_for(&request);
+    // Kafka asks DESCRIBE on the group (or transactional id) of each key,
+    // then answers the broker leading the key's internal partition.
+    let locate = |key: &str| -> Result<crate::server::BrokerAddress, (ResponseError, &'static str)> {
+        let partition = match asked.key_type {
+            0 => {
+                request
+                    .authorize(AclOperation::Describe, Resource::Group(key))
+                    .map_err(|denied| (denied, "not authorized to describe the group"))?;
+                crate::routing::group_partition(key)
+            }
+            1 => {
+                request
+                    .authorize(AclOperation::Describe, Resource::TransactionalId(key))
+                    .map_err(|denied| (denied, "not authorized to describe the transactional id"))?;
+                crate::topics::TopicPartition::new(
+                    crate::routing::TRANSACTION_STATE_TOPIC,
+                    crate::routing::transaction_state_partition(key) as i32,
+                )
+            }
+            _ => return Err((ResponseError::InvalidRequest, "unknown coordinator key type")),
+        };
+        let (node, _) = broker
+            .leader_of(&partition)
+            .ok_or((UNAVAILABLE, "the coordinator is moving between brokers"))?;
+        brokers
+            .iter()
+            .find(|b| b.node == node)
+            .cloned()
+            .ok_or((UNAVAILABLE, "the coordinator's broker is not registered"))
     };
-    let count_error = |error: Option<(ResponseError, &'static str)>| {
-        if let Some((error, _)) = error {
+    let located = |key: &str| {
+        let found = locate(key);
+        if let Err((error, _)) = &found {
             broker
                 .metrics()
                 .request_error(ApiKey::FindCoordinator as i16, &format!("{error:?}"));
         }
-        error
+        found
     };
     let response = if request.version >= 4 {
         let coordinators = asked
             .coordinator_keys
             .iter()
             .map(|key| {
-                let error = count_error(error_for(key));
-                let code = error.map_or(0, |(error, _)| error.code());
-                let message = error.map(|(_, message)| text(message));
-                Coordinator::default()
-                    .with_key(key.clone())
-                    .with_node_id(if error.is_none() { node } else { BrokerId(-1) })
-                    .with_host(if error.is_none() {
-                        text(host.clone())
-                    } else {
-                        text("")
-                    })
-                    .with_port(if error.is_none() { i32::from(port) } else { -1 })
-                    .with_error_code(code)
-                    .with_error_message(message)
+                let answer = Coordinator::default().with_key(key.clone());
+                match located(key) {
+                    Ok(b) => answer
+                        .with_node_id(BrokerId(b.node))
+                        .with_host(text(b.host))
+                        .with_port(i32::from(b.port)),
+                    Err((error, message)) => answer
+                        .with_node_id(BrokerId(-1))
+                        .with_host(text(""))
+                        .with_port(-1)
+                        .with_error_code(error.code())
+                        .with_error_message(Some(text(message))),
+                }
             })
             .collect();
         FindCoordinatorResponse::default().with_coordinators(coordinators)
-    } else if let Some((error, message)) = count_error(error_for(&asked.key)) {
-        FindCoordinatorResponse::default()
-            .with_error_code(error.code())
-            .with_error_message(if request.version >= 1 {
-                Some(text(message))
-            } else {
-                None
-            })
-            .with_node_id(BrokerId(-1))
-            .with_port(-1)
     } else {
-        FindCoordinatorResponse::default()
-            .with_node_id(node)
-            .with_host(text(host))
-            .with_port(i32::from(port))
+        match located(&asked.key) {
+            Ok(b) => FindCoordinatorResponse::default()
+                .with_node_id(BrokerId(b.node))
+                .with_host(text(b.host))
+                .with_port(i32::from(b.port)),
+            Err((error, message)) => FindCoordinatorResponse::default()
+                .with_error_code(error.code())
+                .with_error_message(if request.version >= 1 {
+                    Some(text(message))
+                } else {
+                    None
+                })
+                .with_node_id(BrokerId(-1))
+                .with_port(-1),
+        }
     };
     request.respond(&response)
 }

@@ -1,5 +1,6 @@
-//! Metadata: this broker (node 0) at its advertised address, the cluster id,
-//! the controller, and the topics asked for (auto-created if allowed).
+//! Metadata: the brokers (this one, or in cluster mode every live one) at
+//! their advertised addresses, the cluster id, the controller, and the
+//! topics asked for (auto-created if allowed) with each partition's leader.
 
 use super::{handler, AclOperation, Handler, Outcome, Request, Resource};
 use crate::metrics::ShardMetrics;
@@ -43,7 +44,7 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let catalog = broker.catalog().snapshot();
     let with_operations = asked.include_topic_authorized_operations;
     let describe_topic = |t: &TopicEntry| {
-        describe_topic(t).with_topic_authorized_operations(super::acl_operations::topic(
+        describe_topic(&broker, t).with_topic_authorized_operations(super::acl_operations::topic(
             &request,
             with_operations,
             &t.name,
@@ -76,15 +77,21 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
             })
             .collect(),
     };
-    let (host, port) = broker.advertised_to(&request);
-    let node_id = BrokerId(broker.identity().node_id);
+    let brokers = broker
+        .brokers_for(&request)
+        .into_iter()
+        .map(|b| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.node))
+                .with_host(StrBytes::from_string(b.host))
+                .with_port(i32::from(b.port))
+                .with_rack(b.rack.map(StrBytes::from_string))
+        })
+        .collect();
     let response = MetadataResponse::default()
-        .with_brokers(vec![MetadataResponseBroker::default()
-            .with_node_id(node_id)
-            .with_host(StrBytes::from_string(host))
-            .with_port(i32::from(port))])
+        .with_brokers(brokers)
         .with_cluster_id(Some(StrBytes::from_string(broker.identity().cluster_id.clone())))
-        .with_controller_id(node_id)
+        .with_controller_id(BrokerId(broker.controller_id()))
         .with_cluster_authorized_operations(super::acl_operations::cluster(
             &request,
             asked.include_cluster_authorized_operations,
@@ -93,17 +100,26 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     request.respond(&response)
 }
 
-/// Every partition led by this broker (node 0) at leader epoch 0, which
-/// OffsetForLeaderEpoch answers for.
-fn describe_topic(topic: &TopicEntry) -> MetadataResponseTopic {
+/// Each partition's leader and epoch (on one broker: this one, epoch 0).
+/// The leader is the only replica and the ISR: in cluster mode a
+/// partition's durability is object storage's, not other brokers' copies.
+/// A partition nobody leads yet (between leaders) answers
+/// LEADER_NOT_AVAILABLE, which clients retry.
+fn describe_topic(broker: &ShardBroker, topic: &TopicEntry) -> MetadataResponseTopic {
     let partitions = (0..topic.partitions)
         .map(|p| {
-            MetadataResponsePartition::default()
-                .with_partition_index(p)
-                .with_leader_id(BrokerId(0))
-                .with_leader_epoch(0)
-                .with_replica_nodes(vec![BrokerId(0)])
-                .with_isr_nodes(vec![BrokerId(0)])
+            let answer = MetadataResponsePartition::default().with_partition_index(p);
+            match broker.leader_of(&crate::topics::TopicPartition::new(&topic.name, p)) {
+                Some((node, epoch)) => answer
+                    .with_leader_id(BrokerId(node))
+                    .with_leader_epoch(epoch)
+                    .with_replica_nodes(vec![BrokerId(node)])
+                    .with_isr_nodes(vec![BrokerId(node)]),
+                None => answer
+                    .with_error_code(ResponseError::LeaderNotAvailable.code())
+                    .with_leader_id(BrokerId(-1))
+                    .with_leader_epoch(-1),
+            }
         })
         .collect();
     MetadataResponseTopic::default()

@@ -9,7 +9,10 @@
 //! Each `put` is atomic and durable: after it returns, a crash or power loss
 //! leaves the new version, and before that the old one, never a mix.
 
+mod etcd_store;
 mod file_store;
+
+pub(crate) use etcd_store::ClusterStore;
 
 pub(crate) use file_store::write_durable;
 pub use file_store::FileStore;
@@ -48,6 +51,21 @@ pub trait MetadataStore: Send + Sync {
 
     /// Where the document lives, for error messages (a path, a key).
     fn locate(&self, name: &str) -> String;
+
+    /// Replaces the document only if it still holds `expected` (`None`:
+    /// absent); `Ok(false)` if another writer changed it first. Documents
+    /// only this process writes need no check: by default this is `put`.
+    fn replace(&self, name: &str, expected: Option<&[u8]>, bytes: &[u8]) -> io::Result<bool> {
+        let _ = expected;
+        self.put(name, bytes).map(|()| true)
+    }
+
+    /// Whether other processes write these documents too (cluster mode),
+    /// so a change must start from the stored version, not a cached one.
+    fn shared(&self, name: &str) -> bool {
+        let _ = name;
+        false
+    }
 }
 
 impl dyn MetadataStore + '_ {

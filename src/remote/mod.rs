@@ -18,7 +18,7 @@ mod tiered;
 pub(crate) use manifest::Manifest;
 pub(crate) use reads::RemoteReads;
 pub(crate) use rebuild::rebuild_from_bucket;
-pub(crate) use runtime::SideRuntime;
+pub(crate) use runtime::{SideHandle, SideRuntime, SIDE_THREAD_NAME};
 pub(crate) use store::RemoteStore;
 pub(crate) use tiered::{load_cached_manifest, TieredLog, TieringContext};
 

@@ -10,6 +10,10 @@ use std::future::Future;
 use std::io;
 use std::thread::JoinHandle;
 
+/// The side thread's name; etcd documents are never read from it (see
+/// `metadata::ClusterStore`), since that would wait for itself.
+pub(crate) const SIDE_THREAD_NAME: &str = "chronik-remote";
+
 /// The runtime thread; stops when dropped (queued work is abandoned, and
 /// whoever awaited it sees the side runtime gone).
 pub(crate) struct SideRuntime {
@@ -29,7 +33,7 @@ impl SideRuntime {
         let handle = runtime.handle().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
-            .name("chronik-remote".into())
+            .name(SIDE_THREAD_NAME.into())
             .spawn(move || {
                 runtime.block_on(async {
                     let _ = stopped.await;

@@ -25,7 +25,6 @@ pub(crate) enum Route {
     Local { shard: usize, leader_epoch: i32 },
     /// Another broker leads it. Only cluster mode (partition leadership
     /// held in etcd) routes here; a single broker leads everything.
-    #[allow(dead_code)]
     Remote { broker: i32, leader_epoch: i32 },
     /// Nobody here or known leads it.
     NotLeader,
@@ -35,9 +34,53 @@ pub(crate) enum Route {
 #[derive(Debug)]
 pub(crate) struct RoutingTable {
     shards: usize,
-    /// Leader epochs that differ from the default 0 (none on one broker:
-    /// its leadership never changes).
-    epochs: HashMap<TopicPartition, i32>,
+    /// Cluster mode: leadership as etcd last said; `None` on a single
+    /// broker, which leads everything at epoch 0.
+    cluster: Option<ClusterRoutes>,
+}
+
+/// A partition's leader and the epoch it leads at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Leader {
+    pub node: i32,
+    pub epoch: i32,
+}
+
+/// A live broker as it registered: where each of its listeners is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BrokerEndpoints {
+    pub node: i32,
+    pub rack: Option<String>,
+    /// (listener name, host, port).
+    pub listeners: Vec<(String, String, u16)>,
+}
+
+impl BrokerEndpoints {
+    /// Where a client of `listener` reaches this broker; the first
+    /// listener if it registered none of that name.
+    pub(crate) fn on(&self, listener: &str) -> Option<(&str, u16)> {
+        self.listeners
+            .iter()
+            .find(|(name, _, _)| name == listener)
+            .or(self.listeners.first())
+            .map(|(_, host, port)| (host.as_str(), *port))
+    }
+}
+
+/// Cluster mode's view, published by the membership agent.
+#[derive(Debug, Clone)]
+pub(crate) struct ClusterRoutes {
+    /// This broker.
+    pub node: i32,
+    pub controller: i32,
+    /// Live brokers, by node id.
+    pub brokers: Vec<BrokerEndpoints>,
+    pub leaders: HashMap<TopicPartition, Leader>,
+    /// This broker leads nothing from then on unless its lease is renewed
+    /// first: a broker paused past its lease's end (SIGSTOP, a long GC-like
+    /// stall, a partition from etcd) must not answer as leader before its
+    /// agent has run and learnt what changed meanwhile.
+    pub lease_valid_until: std::time::Instant,
 }
 
 impl RoutingTable {
@@ -45,10 +88,33 @@ impl RoutingTable {
         if tp.partition < 0 {
             return Route::NotLeader;
         }
-        Route::Local {
-            shard: owner_shard(tp, self.shards),
-            leader_epoch: self.epochs.get(tp).copied().unwrap_or(0),
+        let Some(cluster) = &self.cluster else {
+            return Route::Local {
+                shard: owner_shard(tp, self.shards),
+                leader_epoch: 0,
+            };
+        };
+        match cluster.leaders.get(tp) {
+            Some(leader) if leader.node == cluster.node => {
+                if std::time::Instant::now() >= cluster.lease_valid_until {
+                    return Route::NotLeader;
+                }
+                Route::Local {
+                    shard: owner_shard(tp, self.shards),
+                    leader_epoch: leader.epoch,
+                }
+            }
+            Some(leader) => Route::Remote {
+                broker: leader.node,
+                leader_epoch: leader.epoch,
+            },
+            None => Route::NotLeader,
         }
+    }
+
+    /// Cluster mode's view; `None` on a single broker.
+    pub(crate) fn cluster(&self) -> Option<&ClusterRoutes> {
+        self.cluster.as_ref()
     }
 }
 
@@ -85,9 +151,46 @@ impl PartitionRouter {
         PartitionRouter {
             table: ArcSwap::from_pointee(RoutingTable {
                 shards: shards.max(1),
-                epochs: HashMap::new(),
+                cluster: None,
             }),
         }
+    }
+
+    /// Cluster mode: nothing is led here until the agent says otherwise.
+    pub(crate) fn cluster(shards: usize, node: i32) -> PartitionRouter {
+        PartitionRouter {
+            table: ArcSwap::from_pointee(RoutingTable {
+                shards: shards.max(1),
+                cluster: Some(ClusterRoutes {
+                    node,
+                    controller: -1,
+                    brokers: Vec::new(),
+                    leaders: HashMap::new(),
+                    lease_valid_until: std::time::Instant::now(),
+                }),
+            }),
+        }
+    }
+
+    /// Publishes what the cluster agent learnt (cluster mode only).
+    pub(crate) fn publish(&self, routes: ClusterRoutes) {
+        let shards = self.table.load().shards;
+        self.table.store(std::sync::Arc::new(RoutingTable {
+            shards,
+            cluster: Some(routes),
+        }));
+    }
+
+    /// The current view, for answers that list brokers and leaders.
+    pub(crate) fn snapshot(&self) -> std::sync::Arc<RoutingTable> {
+        self.table.load_full()
+    }
+
+    /// The shard whose log a partition lives in on this broker, whoever
+    /// leads it: group and transaction coordinators keep their partitions'
+    /// state on that shard, and take leadership as it comes and goes.
+    pub(crate) fn shard_of(&self, tp: &TopicPartition) -> usize {
+        owner_shard(tp, self.table.load().shards)
     }
 
     pub(crate) fn route(&self, tp: &TopicPartition) -> Route {

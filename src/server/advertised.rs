@@ -46,6 +46,12 @@ impl Advertised {
         }
     }
 
+    /// The address whatever the connection, if it is fixed (configured,
+    /// or bound to a specific address).
+    pub(crate) fn fixed(&self) -> Option<(String, u16)> {
+        self.host.clone().map(|host| (host, self.port))
+    }
+
     pub(crate) fn for_connection(&self, local: SocketAddr) -> (String, u16) {
         let host = self.host.clone().unwrap_or_else(|| local.ip().to_string());
         (host, self.port)

@@ -27,7 +27,8 @@ pub(crate) mod throttle;
 pub use chronik_shard::Stopper;
 pub use counters::ShardSnapshot;
 
-use crate::cluster::{ClusterIdentity, DataDirLock};
+use crate::cluster::etcd::Etcd;
+use crate::cluster::{ClusterAgent, ClusterIdentity, ClusterSettings, DataDirLock};
 use crate::config::{ConfigError, SecurityProtocol, ServerConfig};
 use crate::controller::{
     Controller, ControllerContext, ControllerHandle, SendToController, CONTROLLER_SHARD,
@@ -46,7 +47,7 @@ use advertised::{Advertised, BrokerListener};
 use chronik_shard::{Runtime, RuntimeConfig, ShardContext, StartError};
 pub(crate) use counters::BrokerCounters;
 pub(crate) use deadline::ProtocolWait;
-pub(crate) use shard_broker::ShardBroker;
+pub(crate) use shard_broker::{BrokerAddress, ShardBroker};
 use shard_broker::{NetServices, ShardMessage, ShardParts};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -128,9 +129,36 @@ impl IngestServer {
         let listener_specs = self.config.listeners();
         let dir = self.data_dir.clone();
         let lock = DataDirLock::acquire(&dir).map_err(|e| ServerError::DataDir(dir.clone(), e))?;
-        let identity = Arc::new(
-            ClusterIdentity::load_or_create(&dir).map_err(|e| ServerError::DataDir(dir.clone(), e))?,
-        );
+        let local_identity =
+            ClusterIdentity::load_or_create(&dir).map_err(|e| ServerError::DataDir(dir.clone(), e))?;
+        // The side runtime runs the object-store clients and, in cluster
+        // mode, etcd's; the cluster's shared documents are read through it
+        // from here on.
+        let side = match &self.config.object_store_url {
+            Some(_) => Some(SideRuntime::start().map_err(|e| {
+                ServerError::Config(crate::ConfigError {
+                    setting: "OBJECT_STORE_URL".into(),
+                    message: format!("cannot start the object-store thread: {e}"),
+                })
+            })?),
+            None => None,
+        };
+        let cluster = match (&side, self.config.etcd_endpoints.is_empty()) {
+            (Some(side), false) => Some(join_cluster(&self.config, side, &local_identity, &dir)?),
+            _ => None,
+        };
+        let identity = Arc::new(match &cluster {
+            Some((_, identity)) => identity.clone(),
+            None => local_identity,
+        });
+        let metadata_store: Arc<dyn crate::metadata::MetadataStore> = match (&side, &cluster) {
+            (Some(side), Some((etcd, _))) => Arc::new(crate::metadata::ClusterStore::new(
+                crate::metadata::FileStore::new(&dir),
+                etcd.clone(),
+                side.handle(),
+            )),
+            _ => Arc::new(crate::metadata::FileStore::new(&dir)),
+        };
         crate::transactions::move_per_shard_tables(&dir).map_err(|e| ServerError::DataDir(dir.clone(), e))?;
         // Dynamic configs first: they set the topic defaults the catalog
         // resolves with and the limits the shards start with.
@@ -140,7 +168,7 @@ impl IngestServer {
         );
         let live = crate::config::broker_configs::live_settings(&self.config, &dynamic.snapshot());
         let catalog = Arc::new(
-            CatalogStore::load(&dir, live.topic_defaults.clone())
+            CatalogStore::open(metadata_store.clone(), live.topic_defaults.clone())
                 .map_err(|e| ServerError::DataDir(dir.clone(), e))?,
         );
         let security = Arc::new(
@@ -152,16 +180,14 @@ impl IngestServer {
         );
         let backpressure_threshold =
             Arc::new(std::sync::atomic::AtomicUsize::new(live.backpressure_threshold));
-        let (side, remote_store) = match &self.config.object_store_url {
-            Some(url) => {
+        let remote_store = match (&self.config.object_store_url, &side) {
+            (Some(url), Some(side)) => {
                 let unusable = |message: String| {
                     ServerError::Config(crate::ConfigError {
                         setting: "OBJECT_STORE_URL".into(),
                         message,
                     })
                 };
-                let side = SideRuntime::start()
-                    .map_err(|e| unusable(format!("cannot start the object-store thread: {e}")))?;
                 let store = RemoteStore::open(url, side.handle()).map_err(unusable)?;
                 crate::topics::set_tiering_available(true);
                 // A broker with topics of its own starts through a store
@@ -180,9 +206,9 @@ impl IngestServer {
                     }
                     Err(e) => return Err(unusable(e)),
                 }
-                (Some(side), Some(store))
+                Some(store)
             }
-            None => (None, None),
+            _ => None,
         };
 
         let shards = self.config.shard_count();
@@ -227,7 +253,12 @@ impl IngestServer {
         let fsyncs: Arc<Mutex<Vec<Arc<AtomicU64>>>> = Arc::default();
         let shard_fsyncs = fsyncs.clone();
         let shard_tls = tls.clone();
-        let router = Arc::new(PartitionRouter::single_broker(shards));
+        let router = Arc::new(match &cluster {
+            Some(_) => PartitionRouter::cluster(shards, identity.node_id),
+            None => PartitionRouter::single_broker(shards),
+        });
+        let agent_router = router.clone();
+        let agent_catalog = catalog.clone();
         let shard_remote = remote_store.clone();
         let runtime = Runtime::start(runtime_config, move |shard: ShardContext<ShardMessage>| {
             // Groups first: a failure here leaves no partition opened (and
@@ -415,6 +446,20 @@ impl IngestServer {
             "chronik-ingest started"
         );
         let _ = runtime_counters.set(runtime.counters());
+        let agent = match (&cluster, &side) {
+            (Some((etcd, _)), Some(side)) => {
+                let settings = cluster_settings(&config, runtime.local_addrs(), identity.node_id)?;
+                info!(node = identity.node_id, listeners = ?settings.listeners, "joining the cluster");
+                Some(ClusterAgent::start(
+                    etcd.clone(),
+                    &side.handle(),
+                    settings,
+                    agent_router,
+                    agent_catalog,
+                ))
+            }
+            _ => None,
+        };
         Ok(ServerHandle {
             listeners: config
                 .listeners()
@@ -428,10 +473,69 @@ impl IngestServer {
             fsyncs,
             counters,
             identity,
+            agent,
             side,
             _lock: lock,
         })
     }
+}
+
+/// Cluster mode at start: etcd's cluster id (the first broker's), this
+/// broker's NODE_ID, both written to `meta.properties` too.
+fn join_cluster(
+    config: &ServerConfig,
+    side: &SideRuntime,
+    local: &ClusterIdentity,
+    dir: &std::path::Path,
+) -> Result<(Etcd, ClusterIdentity), ServerError> {
+    let unusable = |message: String| {
+        ServerError::Config(crate::ConfigError {
+            setting: "ETCD_ENDPOINTS".into(),
+            message,
+        })
+    };
+    let etcd = Etcd::new(&config.etcd_endpoints).map_err(unusable)?;
+    let cluster_id = ClusterAgent::cluster_id(&etcd, &side.handle(), &local.cluster_id)
+        .map_err(|e| unusable(format!("cannot join the cluster: {e}")))?;
+    let identity = ClusterIdentity {
+        cluster_id,
+        node_id: config.node_id.unwrap_or(0),
+    };
+    if identity.cluster_id != local.cluster_id || identity.node_id != local.node_id {
+        identity
+            .store(&crate::metadata::FileStore::new(dir))
+            .map_err(|e| ServerError::DataDir(dir.to_path_buf(), e))?;
+    }
+    Ok((etcd, identity))
+}
+
+/// What the agent registers: every listener's advertised address, which
+/// must be one other brokers' clients can reach (not a wildcard).
+fn cluster_settings(
+    config: &ServerConfig,
+    bound: &[std::net::SocketAddr],
+    node: i32,
+) -> Result<ClusterSettings, ServerError> {
+    let mut listeners = Vec::new();
+    for (spec, bound) in config.listeners().iter().zip(bound) {
+        let advertised = Advertised::new(spec.advertised.as_deref(), *bound);
+        let Some((host, port)) = advertised.fixed() else {
+            return Err(ServerError::Config(crate::ConfigError {
+                setting: "ADVERTISED_LISTENERS".into(),
+                message: format!(
+                    "listener {} is bound to a wildcard address: cluster mode needs the address clients reach it at",
+                    spec.name
+                ),
+            }));
+        };
+        listeners.push((spec.name.clone(), host, port));
+    }
+    Ok(ClusterSettings {
+        node,
+        lease_ttl: Duration::from_millis(config.cluster_lease_ttl_ms),
+        rack: config.broker_rack.clone(),
+        listeners,
+    })
 }
 
 /// Reloads the TLS certificate, key and CA files from another thread.
@@ -463,6 +567,8 @@ pub struct ServerHandle {
     counters: Vec<Arc<BrokerCounters>>,
     identity: Arc<ClusterIdentity>,
     /// The object-store thread, stopped after the shards.
+    /// Cluster mode's membership agent (before `side`, which runs it).
+    agent: Option<ClusterAgent>,
     side: Option<SideRuntime>,
     _lock: DataDirLock,
 }
@@ -555,10 +661,14 @@ impl ServerHandle {
             runtime,
             _lock,
             metrics_server,
+            agent,
             side,
             ..
         } = self;
         let result = runtime.join().map_err(ServerError::Shards);
+        // Every shard has flushed and stopped: now the partitions go to
+        // the other brokers (the lease is revoked), not a TTL later.
+        drop(agent);
         drop(side);
         drop(metrics_server);
         info!("chronik-ingest stopped");

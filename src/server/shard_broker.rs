@@ -66,6 +66,15 @@ pub(crate) struct ShardParts {
     pub end_offsets: super::observe::EndOffsets,
 }
 
+/// A broker as clients are told to reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BrokerAddress {
+    pub node: i32,
+    pub host: String,
+    pub port: u16,
+    pub rack: Option<String>,
+}
+
 pub(crate) struct ShardBroker {
     parts: ShardParts,
 }
@@ -170,6 +179,61 @@ impl ShardBroker {
         match self.parts.net.listeners.get(request.listener) {
             Some(listener) => listener.advertised.for_connection(request.local_addr),
             None => (request.local_addr.ip().to_string(), request.local_addr.port()),
+        }
+    }
+
+    /// The brokers a client of `request` is told about, at the addresses
+    /// of the listener it came in on: this broker alone, or in cluster
+    /// mode every live one.
+    pub(crate) fn brokers_for(&self, request: &crate::handlers::Request) -> Vec<BrokerAddress> {
+        let routes = self.parts.partitions.router().snapshot();
+        let Some(cluster) = routes.cluster() else {
+            let (host, port) = self.advertised_to(request);
+            return vec![BrokerAddress {
+                node: self.parts.identity.node_id,
+                host,
+                port,
+                rack: None,
+            }];
+        };
+        let listener = self
+            .parts
+            .net
+            .listeners
+            .get(request.listener)
+            .map(|l| l.name.to_string())
+            .unwrap_or_default();
+        cluster
+            .brokers
+            .iter()
+            .filter_map(|b| {
+                let (host, port) = b.on(&listener)?;
+                Some(BrokerAddress {
+                    node: b.node,
+                    host: host.to_string(),
+                    port,
+                    rack: b.rack.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// The controller's id: this broker, or in cluster mode the one etcd
+    /// elected (-1 while there is none).
+    pub(crate) fn controller_id(&self) -> i32 {
+        match self.parts.partitions.router().snapshot().cluster() {
+            Some(cluster) => cluster.controller,
+            None => self.parts.identity.node_id,
+        }
+    }
+
+    /// Who leads `tp` and at what epoch, as clients are told; `None` while
+    /// nobody does.
+    pub(crate) fn leader_of(&self, tp: &crate::topics::TopicPartition) -> Option<(i32, i32)> {
+        match self.parts.partitions.router().route(tp) {
+            Route::Local { leader_epoch, .. } => Some((self.parts.identity.node_id, leader_epoch)),
+            Route::Remote { broker, leader_epoch } => Some((broker, leader_epoch)),
+            Route::NotLeader => None,
         }
     }
 

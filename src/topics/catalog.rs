@@ -124,7 +124,8 @@ struct CatalogFile {
 }
 
 /// The shared, persisted catalog. Reads are lock-free; `update` is called
-/// by one thread only (the controller shard), so updates never race.
+/// by one thread of this process only (the controller shard); other
+/// brokers' updates are told apart by the store (see `update`).
 pub struct CatalogStore {
     store: Arc<dyn MetadataStore>,
     current: ArcSwap<Catalog>,
@@ -160,18 +161,77 @@ impl CatalogStore {
 
     /// Applies `change`, persists the result (atomically and durably, see
     /// [`MetadataStore::put`]), then publishes it. On an I/O error nothing
-    /// is published.
+    /// is published. In cluster mode the change starts from the stored
+    /// catalog and is written only if nobody changed it meanwhile (another
+    /// broker's controller may be creating topics too); on a conflict it is
+    /// applied again to the newer version.
     pub fn update(
         &self,
-        change: impl FnOnce(&mut BTreeMap<String, Arc<TopicEntry>>),
+        mut change: impl FnMut(&mut BTreeMap<String, Arc<TopicEntry>>),
     ) -> io::Result<Arc<Catalog>> {
-        let next = Arc::new(self.current.load().with(change));
-        let file = CatalogFile {
-            topics: next.topics().map(|t| (**t).clone()).collect(),
-        };
-        self.store.put_json(documents::TOPICS, &file)?;
-        self.current.store(next.clone());
-        Ok(next)
+        const ATTEMPTS: usize = 16;
+        for _ in 0..ATTEMPTS {
+            let (base, expected) = if self.store.shared(documents::TOPICS) {
+                let stored = self.store.get(documents::TOPICS)?;
+                let base = match &stored {
+                    Some(bytes) => Arc::new(self.parse(bytes)?),
+                    None => Arc::new(self.current.load().with(|topics| topics.clear())),
+                };
+                (base, stored)
+            } else {
+                (self.current.load_full(), None)
+            };
+            let next = Arc::new(base.with(&mut change));
+            let file = CatalogFile {
+                topics: next.topics().map(|t| (**t).clone()).collect(),
+            };
+            let bytes = serde_json::to_vec_pretty(&file).map_err(io::Error::other)?;
+            if self
+                .store
+                .replace(documents::TOPICS, expected.as_deref(), &bytes)?
+            {
+                let next = Arc::new(self.versioned(next));
+                self.current.store(next.clone());
+                return Ok(next);
+            }
+        }
+        Err(io::Error::other(format!(
+            "{}: changed by other brokers {ATTEMPTS} times in a row",
+            self.store.locate(documents::TOPICS)
+        )))
+    }
+
+    /// Takes the stored catalog another broker wrote (cluster mode), if it
+    /// differs from the one published.
+    pub fn adopt(&self, bytes: &[u8]) -> io::Result<()> {
+        let next = self.parse(bytes)?;
+        let current = self.current.load();
+        if next.topics == current.topics {
+            return Ok(());
+        }
+        self.current.store(Arc::new(self.versioned(Arc::new(next))));
+        Ok(())
+    }
+
+    /// The catalog a stored document describes, with today's defaults.
+    fn parse(&self, bytes: &[u8]) -> io::Result<Catalog> {
+        let file: CatalogFile =
+            serde_json::from_slice(bytes).map_err(|e| self.store.invalid(documents::TOPICS, e))?;
+        let current = self.current.load();
+        Ok(current.with(|topics| {
+            topics.clear();
+            for topic in file.topics {
+                topics.insert(topic.name.clone(), Arc::new(topic));
+            }
+        }))
+    }
+
+    /// `next` numbered after the published version, which readers use to
+    /// tell versions apart.
+    fn versioned(&self, next: Arc<Catalog>) -> Catalog {
+        let mut next = (*next).clone();
+        next.version = next.version.max(self.current.load().version + 1);
+        next
     }
 
     /// Publishes new broker-level topic defaults (persisted elsewhere, with
@@ -200,7 +260,7 @@ mod tests {
         let id = entry.id;
         store
             .update(|t| {
-                t.insert("orders".into(), Arc::new(entry));
+                t.insert("orders".into(), Arc::new(entry.clone()));
             })
             .unwrap();
         let again = CatalogStore::load(&dir, BrokerTopicDefaults::default())

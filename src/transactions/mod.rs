@@ -233,7 +233,7 @@ impl TxnCoordinator {
         let mut owned = Vec::new();
         for partition in 0..TRANSACTION_STATE_PARTITIONS {
             let tp = TopicPartition::new(TRANSACTION_STATE_TOPIC, partition as i32);
-            if router.local_shard(&tp) != Some(shard) {
+            if router.shard_of(&tp) != shard {
                 continue;
             }
             owned.push(partition);

@@ -1,5 +1,14 @@
 //! What makes this broker the same broker across restarts: its data
-//! directory (held by one process at a time) and its cluster id.
+//! directory (held by one process at a time) and its cluster id; and, in
+//! cluster mode (ETCD_ENDPOINTS), its membership of a cluster whose
+//! leadership and shared metadata live in etcd.
+
+mod agent;
+mod assignment;
+pub(crate) mod etcd;
+pub(crate) mod keys;
+
+pub(crate) use agent::{ClusterAgent, ClusterSettings};
 
 use crate::metadata::{documents, FileStore, MetadataStore};
 use std::fs::{self, File, OpenOptions};
@@ -83,13 +92,23 @@ impl ClusterIdentity {
             cluster_id: new_cluster_id(),
             node_id: 0,
         };
-        let text = format!(
-            "# written by chronik-ingest\nversion=1\ncluster.id={}\nnode.id={}\n",
-            identity.cluster_id, identity.node_id
-        );
-        store.put(name, text.as_bytes())?;
+        store.put(name, properties(&identity).as_bytes())?;
         Ok(identity)
     }
+}
+
+impl ClusterIdentity {
+    /// Writes this identity (cluster mode: the cluster's id and NODE_ID).
+    pub fn store(&self, store: &dyn MetadataStore) -> io::Result<()> {
+        store.put(documents::CLUSTER_IDENTITY, properties(self).as_bytes())
+    }
+}
+
+fn properties(identity: &ClusterIdentity) -> String {
+    format!(
+        "# written by chronik-ingest\nversion=1\ncluster.id={}\nnode.id={}\n",
+        identity.cluster_id, identity.node_id
+    )
 }
 
 fn parse(text: &str) -> Option<ClusterIdentity> {

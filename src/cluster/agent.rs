@@ -1,0 +1,453 @@
+//! The membership agent: keeps this broker's etcd lease alive, registers
+//! it, takes the partitions it should lead and gives up the ones it should
+//! not, and publishes what it learnt to the shards' routing table.
+//!
+//! It runs on the side tokio runtime (never on a shard), one round every
+//! quarter lease. Leadership is a key per partition held under the
+//! leader's lease, written together with the partition's epoch key in one
+//! etcd transaction: when a leader dies its keys vanish with its lease,
+//! and whoever leads next bumps the epoch. No consensus of our own: every
+//! race between brokers is settled by etcd's compares.
+
+use super::assignment::preferred_leader;
+use super::etcd::{Compare, Etcd, EtcdError, KeyValue, Op};
+use super::keys;
+use crate::remote::SideHandle;
+use crate::routing::{
+    BrokerEndpoints, ClusterRoutes, Leader, PartitionRouter, OFFSETS_PARTITIONS, OFFSETS_TOPIC,
+    TRANSACTION_STATE_PARTITIONS, TRANSACTION_STATE_TOPIC,
+};
+use crate::topics::{CatalogStore, TopicPartition};
+use futures::channel::oneshot;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+/// What this broker tells the cluster about itself.
+#[derive(Debug, Clone)]
+pub(crate) struct ClusterSettings {
+    pub node: i32,
+    pub lease_ttl: Duration,
+    pub rack: Option<String>,
+    /// (listener name, advertised host, port).
+    pub listeners: Vec<(String, String, u16)>,
+}
+
+/// A broker's registration, as stored under `keys::broker`.
+#[derive(Debug, Serialize, Deserialize)]
+struct Registration {
+    node: i32,
+    rack: Option<String>,
+    listeners: Vec<(String, String, u16)>,
+}
+
+/// A partition's leadership, as stored under `keys::leader`.
+#[derive(Debug, Serialize, Deserialize)]
+struct LeaderRecord {
+    node: i32,
+    epoch: i32,
+}
+
+/// The running agent; `stop` hands leadership over.
+pub(crate) struct ClusterAgent {
+    stop: Option<oneshot::Sender<()>>,
+    stopped: Option<futures::future::BoxFuture<'static, ()>>,
+}
+
+impl ClusterAgent {
+    /// The cluster's id: the one etcd holds, or `proposed` if this is the
+    /// first broker. Blocking; at start, before the shards run.
+    pub(crate) fn cluster_id(etcd: &Etcd, side: &SideHandle, proposed: &str) -> Result<String, String> {
+        let (etcd, proposed) = (etcd.clone(), proposed.to_string());
+        let work = async move {
+            etcd.txn(
+                &[Compare::Absent(keys::CLUSTER_ID.into())],
+                &[Op::Put {
+                    key: keys::CLUSTER_ID.into(),
+                    value: proposed.into_bytes(),
+                    lease: 0,
+                }],
+            )
+            .await?;
+            etcd.get(keys::CLUSTER_ID).await
+        };
+        let stored = futures::executor::block_on(side.run(work))
+            .map_err(|_| "the etcd client thread stopped".to_string())?
+            .map_err(|e| e.to_string())?;
+        stored
+            .and_then(|kv| String::from_utf8(kv.value).ok())
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| format!("etcd key {} holds no cluster id", keys::CLUSTER_ID))
+    }
+
+    pub(crate) fn start(
+        etcd: Etcd,
+        side: &SideHandle,
+        settings: ClusterSettings,
+        router: Arc<PartitionRouter>,
+        catalog: Arc<CatalogStore>,
+    ) -> ClusterAgent {
+        let (stop, stopping) = oneshot::channel();
+        let agent = Agent {
+            etcd,
+            settings,
+            router,
+            catalog,
+            lease: None,
+            renewed: None,
+            catalog_revision: 0,
+            last_complaint: None,
+            led: 0,
+        };
+        let stopped = side.run(agent.run(stopping));
+        ClusterAgent {
+            stop: Some(stop),
+            stopped: Some(Box::pin(async move {
+                let _ = stopped.await;
+            })),
+        }
+    }
+
+    /// Stops leading (the lease is revoked, so other brokers take the
+    /// partitions at once instead of after the lease's TTL) and waits for
+    /// that, bounded by etcd's call timeout.
+    pub(crate) fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(stopped) = self.stopped.take() {
+            futures::executor::block_on(stopped);
+        }
+    }
+}
+
+impl Drop for ClusterAgent {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+struct Agent {
+    etcd: Etcd,
+    settings: ClusterSettings,
+    router: Arc<PartitionRouter>,
+    catalog: Arc<CatalogStore>,
+    lease: Option<i64>,
+    /// When the last successful renewal (or the grant) was sent: etcd
+    /// counts the TTL from when it saw it, which is no earlier.
+    renewed: Option<Instant>,
+    catalog_revision: i64,
+    last_complaint: Option<Instant>,
+    /// Partitions led after the last round, for the log.
+    led: usize,
+}
+
+/// What one range over the cluster's keys showed.
+#[derive(Default)]
+struct View {
+    brokers: BTreeMap<i32, BrokerEndpoints>,
+    leaders: HashMap<TopicPartition, (Leader, i64)>,
+    epochs: HashMap<TopicPartition, (i32, i64)>,
+    controller: Option<i32>,
+    topics_document: Option<KeyValue>,
+}
+
+impl Agent {
+    fn ttl(&self) -> Duration {
+        self.settings.lease_ttl
+    }
+
+    async fn run(mut self, mut stopping: oneshot::Receiver<()>) {
+        let tick = (self.ttl() / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+        loop {
+            if let Err(e) = self.round().await {
+                self.complain(&e);
+            }
+            tokio::select! {
+                _ = &mut stopping => break,
+                _ = tokio::time::sleep(tick) => {}
+            }
+        }
+        self.publish(View::default(), false);
+        if let Some(lease) = self.lease.take() {
+            match self.etcd.revoke(lease).await {
+                Ok(()) => info!(
+                    node = self.settings.node,
+                    "left the cluster: lease revoked, partitions handed over"
+                ),
+                Err(e) => {
+                    warn!(error = %e, "could not revoke the lease; other brokers take the partitions when it expires")
+                }
+            }
+        }
+    }
+
+    /// Once a minute at most: etcd down is said, not shouted.
+    fn complain(&mut self, error: &EtcdError) {
+        let now = Instant::now();
+        if self
+            .last_complaint
+            .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(60))
+        {
+            warn!(error = %error, "cluster agent: etcd call failed; retrying every round");
+            self.last_complaint = Some(now);
+        }
+    }
+
+    fn lease_valid_until(&self) -> Option<Instant> {
+        self.renewed.map(|at| at + self.ttl())
+    }
+
+    async fn round(&mut self) -> Result<(), EtcdError> {
+        self.keep_lease().await?;
+        let Some(lease) = self.lease else {
+            return Ok(());
+        };
+        let mut view = self.read_view().await?;
+        if let Some(document) = &view.topics_document {
+            if document.mod_revision != self.catalog_revision {
+                match self.catalog.adopt(&document.value) {
+                    Ok(()) => self.catalog_revision = document.mod_revision,
+                    Err(e) => warn!(error = %e, "cannot take the cluster's topic catalog"),
+                }
+            }
+        }
+        if view.controller.is_none() {
+            let won = self
+                .etcd
+                .txn(
+                    &[Compare::Absent(keys::CONTROLLER.into())],
+                    &[Op::Put {
+                        key: keys::CONTROLLER.into(),
+                        value: self.settings.node.to_string().into_bytes(),
+                        lease,
+                    }],
+                )
+                .await?;
+            if won {
+                info!(node = self.settings.node, "elected controller");
+                view.controller = Some(self.settings.node);
+            }
+        }
+        self.balance(&mut view, lease).await?;
+        self.publish(view, true);
+        Ok(())
+    }
+
+    /// Grants and registers, or renews; drops leadership the moment the
+    /// lease may have expired.
+    async fn keep_lease(&mut self) -> Result<(), EtcdError> {
+        let now = Instant::now();
+        if let (Some(_), Some(until)) = (self.lease, self.lease_valid_until()) {
+            if now >= until {
+                warn!(
+                    node = self.settings.node,
+                    "lease expired without renewal: leading nothing until registered again"
+                );
+                self.lease = None;
+                self.renewed = None;
+                self.publish(View::default(), false);
+            }
+        }
+        match self.lease {
+            Some(lease) => {
+                let renewed = self.renewed.unwrap_or(now);
+                if now.duration_since(renewed) >= self.ttl() / 3 {
+                    let sent = Instant::now();
+                    if self.etcd.keep_alive(lease).await? {
+                        self.renewed = Some(sent);
+                    } else {
+                        warn!(
+                            node = self.settings.node,
+                            "etcd no longer has this broker's lease: leading nothing until registered again"
+                        );
+                        self.lease = None;
+                        self.renewed = None;
+                        self.publish(View::default(), false);
+                    }
+                }
+            }
+            None => {
+                let sent = Instant::now();
+                let ttl_secs = self.ttl().as_millis().div_ceil(1000) as i64;
+                let lease = self.etcd.grant(ttl_secs).await?;
+                let registration = Registration {
+                    node: self.settings.node,
+                    rack: self.settings.rack.clone(),
+                    listeners: self.settings.listeners.clone(),
+                };
+                let key = keys::broker(self.settings.node);
+                let value = serde_json::to_vec(&registration).unwrap_or_default();
+                let registered = self
+                    .etcd
+                    .txn(&[Compare::Absent(key.clone())], &[Op::Put { key, value, lease }])
+                    .await?;
+                if registered {
+                    info!(node = self.settings.node, lease, "registered in the cluster");
+                    self.lease = Some(lease);
+                    self.renewed = Some(sent);
+                } else {
+                    let _ = self.etcd.revoke(lease).await;
+                    warn!(
+                        node = self.settings.node,
+                        "node id already registered (another broker with this NODE_ID, or this one's previous run until its lease expires); retrying"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn read_view(&self) -> Result<View, EtcdError> {
+        let (all, _) = self.etcd.range_prefix(keys::ROOT).await?;
+        let mut view = View::default();
+        for kv in all {
+            if let Some(node) = kv.key.strip_prefix(keys::BROKERS) {
+                let parsed = serde_json::from_slice::<Registration>(&kv.value);
+                if let (Ok(_), Ok(registration)) = (node.parse::<i32>(), parsed) {
+                    view.brokers.insert(
+                        registration.node,
+                        BrokerEndpoints {
+                            node: registration.node,
+                            rack: registration.rack,
+                            listeners: registration.listeners,
+                        },
+                    );
+                }
+            } else if let Some(tp) = keys::partition_of(&kv.key, keys::LEADERS) {
+                if let Ok(record) = serde_json::from_slice::<LeaderRecord>(&kv.value) {
+                    let leader = Leader {
+                        node: record.node,
+                        epoch: record.epoch,
+                    };
+                    view.leaders.insert(tp, (leader, kv.lease));
+                }
+            } else if let Some(tp) = keys::partition_of(&kv.key, keys::EPOCHS) {
+                let epoch = std::str::from_utf8(&kv.value)
+                    .ok()
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(0);
+                view.epochs.insert(tp, (epoch, kv.mod_revision));
+            } else if kv.key == keys::CONTROLLER {
+                view.controller = std::str::from_utf8(&kv.value).ok().and_then(|t| t.parse().ok());
+            } else if kv.key == keys::document(crate::metadata::documents::TOPICS) {
+                view.topics_document = Some(kv);
+            }
+        }
+        Ok(view)
+    }
+
+    /// Every partition the cluster has: the catalog's topics and the two
+    /// internal topics whose leaders coordinate groups and transactions.
+    fn partitions(&self) -> Vec<TopicPartition> {
+        let catalog = self.catalog.snapshot();
+        let mut all: Vec<TopicPartition> = catalog
+            .topics()
+            .flat_map(|t| (0..t.partitions).map(move |p| TopicPartition::new(&t.name, p)))
+            .collect();
+        all.extend((0..OFFSETS_PARTITIONS as i32).map(|p| TopicPartition::new(OFFSETS_TOPIC, p)));
+        all.extend(
+            (0..TRANSACTION_STATE_PARTITIONS as i32).map(|p| TopicPartition::new(TRANSACTION_STATE_TOPIC, p)),
+        );
+        all
+    }
+
+    /// Takes the partitions this broker should lead and nobody does, and
+    /// gives up those another live broker should lead (it takes them next
+    /// round) or whose topic is gone.
+    async fn balance(&mut self, view: &mut View, lease: i64) -> Result<(), EtcdError> {
+        let me = self.settings.node;
+        let live: Vec<i32> = view.brokers.keys().copied().collect();
+        let partitions = self.partitions();
+        let wanted: std::collections::HashSet<&TopicPartition> = partitions.iter().collect();
+        let mine_elsewhere: Vec<TopicPartition> = view
+            .leaders
+            .iter()
+            .filter(|(tp, (leader, _))| {
+                leader.node == me
+                    && (!wanted.contains(tp) || preferred_leader(tp, &live).is_some_and(|want| want != me))
+            })
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        for tp in mine_elsewhere {
+            let key = keys::leader(&tp);
+            self.etcd
+                .txn(&[Compare::Lease(key.clone(), lease)], &[Op::Delete(key)])
+                .await?;
+            view.leaders.remove(&tp);
+        }
+        for tp in &partitions {
+            if view.leaders.contains_key(tp) || preferred_leader(tp, &live) != Some(me) {
+                continue;
+            }
+            let (last_epoch, epoch_revision) = view.epochs.get(tp).copied().unwrap_or((-1, 0));
+            let epoch = last_epoch + 1;
+            let epoch_key = keys::epoch(tp);
+            let epoch_unchanged = if epoch_revision == 0 {
+                Compare::Absent(epoch_key.clone())
+            } else {
+                Compare::ModRevision(epoch_key.clone(), epoch_revision)
+            };
+            let record = serde_json::to_vec(&LeaderRecord { node: me, epoch }).unwrap_or_default();
+            let took = self
+                .etcd
+                .txn(
+                    &[Compare::Absent(keys::leader(tp)), epoch_unchanged],
+                    &[
+                        Op::Put {
+                            key: keys::leader(tp),
+                            value: record,
+                            lease,
+                        },
+                        Op::Put {
+                            key: epoch_key,
+                            value: epoch.to_string().into_bytes(),
+                            lease: 0,
+                        },
+                    ],
+                )
+                .await?;
+            if took {
+                view.leaders
+                    .insert(tp.clone(), (Leader { node: me, epoch }, lease));
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands the shards the new view. `leading`: false drops every
+    /// partition this broker led (lease lost or leaving).
+    fn publish(&mut self, view: View, leading: bool) {
+        let me = self.settings.node;
+        let leaders: HashMap<TopicPartition, Leader> = view
+            .leaders
+            .into_iter()
+            .filter(|(_, (leader, _))| leading || leader.node != me)
+            .map(|(tp, (leader, _))| (tp, leader))
+            .collect();
+        let led = leaders.values().filter(|l| l.node == me).count();
+        if led != self.led {
+            info!(
+                node = me,
+                partitions = led,
+                brokers = view.brokers.len(),
+                "partitions led changed"
+            );
+            self.led = led;
+        }
+        let until = if leading {
+            self.lease_valid_until().unwrap_or_else(Instant::now)
+        } else {
+            Instant::now()
+        };
+        self.router.publish(ClusterRoutes {
+            node: me,
+            controller: view.controller.unwrap_or(-1),
+            brokers: view.brokers.into_values().collect(),
+            leaders,
+            lease_valid_until: until,
+        });
+    }
+}
