@@ -90,7 +90,9 @@ impl ClusterAgent {
         catalog: Arc<CatalogStore>,
     ) -> ClusterAgent {
         let (stop, stopping) = oneshot::channel();
+        let (joined, has_joined) = std::sync::mpsc::sync_channel(1);
         let agent = Agent {
+            joined: Some(joined),
             etcd,
             settings,
             router,
@@ -102,6 +104,10 @@ impl ClusterAgent {
             led: 0,
         };
         let stopped = side.run(agent.run(stopping));
+        // Clients told about this broker find it in Metadata from the
+        // start: the first round (registration, the first partitions)
+        // runs before the broker says it started, unless etcd is slow.
+        let _ = has_joined.recv_timeout(FIRST_ROUND_PATIENCE);
         ClusterAgent {
             stop: Some(stop),
             stopped: Some(Box::pin(async move {
@@ -129,7 +135,12 @@ impl Drop for ClusterAgent {
     }
 }
 
+/// How long start-up waits for the agent's first round.
+const FIRST_ROUND_PATIENCE: Duration = Duration::from_secs(5);
+
 struct Agent {
+    /// Told after the first round that registered this broker.
+    joined: Option<std::sync::mpsc::SyncSender<()>>,
     etcd: Etcd,
     settings: ClusterSettings,
     router: Arc<PartitionRouter>,
@@ -215,7 +226,7 @@ impl Agent {
             }
         }
         if view.controller.is_none() {
-            let won = self
+            let (won, _) = self
                 .etcd
                 .txn(
                     &[Compare::Absent(keys::CONTROLLER.into())],
@@ -233,6 +244,9 @@ impl Agent {
         }
         self.balance(&mut view, lease).await?;
         self.publish(view, true);
+        if let Some(joined) = self.joined.take() {
+            let _ = joined.try_send(());
+        }
         Ok(())
     }
 
@@ -280,7 +294,7 @@ impl Agent {
                 };
                 let key = keys::broker(self.settings.node);
                 let value = serde_json::to_vec(&registration).unwrap_or_default();
-                let registered = self
+                let (registered, _) = self
                     .etcd
                     .txn(&[Compare::Absent(key.clone())], &[Op::Put { key, value, lease }])
                     .await?;
@@ -321,6 +335,7 @@ impl Agent {
                     let leader = Leader {
                         node: record.node,
                         epoch: record.epoch,
+                        revision: kv.mod_revision,
                     };
                     view.leaders.insert(tp, (leader, kv.lease));
                 }
@@ -391,7 +406,7 @@ impl Agent {
                 Compare::ModRevision(epoch_key.clone(), epoch_revision)
             };
             let record = serde_json::to_vec(&LeaderRecord { node: me, epoch }).unwrap_or_default();
-            let took = self
+            let (took, revision) = self
                 .etcd
                 .txn(
                     &[Compare::Absent(keys::leader(tp)), epoch_unchanged],
@@ -410,8 +425,12 @@ impl Agent {
                 )
                 .await?;
             if took {
-                view.leaders
-                    .insert(tp.clone(), (Leader { node: me, epoch }, lease));
+                let leader = Leader {
+                    node: me,
+                    epoch,
+                    revision,
+                };
+                view.leaders.insert(tp.clone(), (leader, lease));
             }
         }
         Ok(())

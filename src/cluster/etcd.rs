@@ -182,8 +182,9 @@ impl Etcd {
         Ok(kvs(&answer["kvs"]).into_iter().next())
     }
 
-    /// Does `success` if every compare holds, else nothing; says which.
-    pub(crate) async fn txn(&self, compares: &[Compare], success: &[Op]) -> Result<bool, EtcdError> {
+    /// Does `success` if every compare holds, else nothing; says which,
+    /// and the store's revision after it (that of the writes, if done).
+    pub(crate) async fn txn(&self, compares: &[Compare], success: &[Op]) -> Result<(bool, i64), EtcdError> {
         let compare: Vec<Value> = compares
             .iter()
             .map(|c| match c {
@@ -219,7 +220,10 @@ impl Etcd {
             .await?;
         // The gateway leaves out fields at their default: no "succeeded"
         // means false.
-        Ok(answer["succeeded"].as_bool().unwrap_or(false))
+        Ok((
+            answer["succeeded"].as_bool().unwrap_or(false),
+            int(&answer["header"]["revision"]),
+        ))
     }
 }
 

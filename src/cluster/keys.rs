@@ -15,6 +15,9 @@ pub(crate) const EPOCHS: &str = "/chronik/epochs/";
 pub(crate) const CONTROLLER: &str = "/chronik/controller";
 /// The cluster id, fixed by the first broker.
 pub(crate) const CLUSTER_ID: &str = "/chronik/cluster-id";
+/// Committed WAL pointers, per partition by base offset. Outside `ROOT`,
+/// which the membership agent reads whole every round.
+const WAL: &str = "/chronik-wal/";
 /// Shared metadata documents (see `metadata::ClusterStore`).
 const DOCUMENTS: &str = "/chronik/docs/";
 
@@ -33,6 +36,18 @@ pub(crate) fn leader(tp: &TopicPartition) -> String {
 
 pub(crate) fn epoch(tp: &TopicPartition) -> String {
     format!("{EPOCHS}{}", partition_suffix(tp))
+}
+
+/// Every WAL pointer of a partition (of this topic id: a topic deleted
+/// and made again under its name starts a WAL of its own).
+pub(crate) fn wal_pointers(tp: &TopicPartition, topic_id: uuid::Uuid) -> String {
+    format!("{WAL}{}/{topic_id}/{}/", tp.topic, tp.partition)
+}
+
+/// The WAL pointer of a partition's batches from `base`: zero-padded, so
+/// key order is offset order.
+pub(crate) fn wal_pointer(tp: &TopicPartition, topic_id: uuid::Uuid, base: i64) -> String {
+    format!("{}{base:020}", wal_pointers(tp, topic_id))
 }
 
 pub(crate) fn document(name: &str) -> String {

@@ -7,8 +7,10 @@ mod agent;
 mod assignment;
 pub(crate) mod etcd;
 pub(crate) mod keys;
+mod wal;
 
 pub(crate) use agent::{ClusterAgent, ClusterSettings};
+pub(crate) use wal::{ShardWal, WalSettings};
 
 use crate::metadata::{documents, FileStore, MetadataStore};
 use std::fs::{self, File, OpenOptions};

@@ -128,6 +128,9 @@ pub struct ServerConfig {
     /// How long a broker's etcd lease outlives its last renewal.
     pub cluster_lease_ttl_ms: u64,
     pub broker_rack: Option<String>,
+    /// Cluster mode: how often each shard writes its accepted batches to
+    /// object storage and commits them in etcd.
+    pub wal_flush_interval_ms: u64,
     /// `RUST_LOG`-style filter for the binary's log output.
     pub log_filter: String,
     pub log_format: LogFormat,
@@ -197,6 +200,7 @@ impl Default for ServerConfig {
             node_id: None,
             cluster_lease_ttl_ms: 6000,
             broker_rack: None,
+            wal_flush_interval_ms: 5,
             log_filter: "info".into(),
             log_format: LogFormat::Text,
             auto_create_topics: true,

@@ -190,6 +190,7 @@ pub static SECTIONS: &[Section] = &[
             ("node_id", "NODE_ID"),
             ("lease_ttl", "CLUSTER_LEASE_TTL_MS"),
             ("rack", "BROKER_RACK"),
+            ("wal_flush_interval", "WAL_FLUSH_INTERVAL_MS"),
         ],
     },
     Section {
@@ -919,6 +920,8 @@ pub static SETTINGS: &[Setting] = &[
         "Cluster mode: how long a broker's etcd lease outlives its last renewal. A broker that dies loses its partitions this long after; one that cannot renew stops leading then (rounded up to whole seconds)."),
     setting!("BROKER_RACK", |c| OptionalText(&mut c.broker_rack),
         "Cluster mode: this broker's rack, reported in Metadata (Kafka's broker.rack). Empty = none."),
+    setting!("WAL_FLUSH_INTERVAL_MS", |c| WholeUnits { value: &mut c.wal_flush_interval_ms, unit: Unit::Millis, min: 1 },
+        "Cluster mode: how often each shard writes the batches it accepted to object storage as one object and commits them in etcd; acks=all is answered after that (4 MiB waiting flushes at once)."),
     setting!("MAX_REQUEST_BYTES", |c| &mut c.max_request_bytes,
         "Largest request frame accepted; larger sizes close the connection before anything is allocated."),
     setting!("QUEUED_MAX_REQUEST_BYTES", |c| &mut c.queued_max_request_bytes,

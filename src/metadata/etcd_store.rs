@@ -68,6 +68,7 @@ impl MetadataStore for ClusterStore {
         };
         let (etcd, value) = (self.etcd.clone(), bytes.to_vec());
         self.wait(async move { etcd.txn(&[compare], &[Op::Put { key, value, lease: 0 }]).await })
+            .map(|(done, _)| done)
     }
 
     fn shared(&self, name: &str) -> bool {

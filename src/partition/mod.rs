@@ -155,8 +155,16 @@ impl Partition {
         }
     }
 
+    /// The leader epoch this partition was opened at.
+    pub(crate) fn leader_epoch(&self) -> i32 {
+        self.leader_epoch
+    }
+
     /// Appends a validated batch; answers once it is stored (and, with
-    /// acks=all, synced through the shard's group commit).
+    /// acks=all, synced through the shard's group commit, or in cluster
+    /// mode committed to the WAL in object storage and etcd, which makes
+    /// the local sync unneeded: a leader's local log is rebuilt from the
+    /// WAL whenever it may differ).
     async fn append(
         &self,
         batch: Bytes,
@@ -164,6 +172,7 @@ impl Partition {
         config: &LogConfig,
         acks: i16,
         group_commit: &Rc<GroupCommit>,
+        wal: Option<(&crate::cluster::ShardWal, &crate::topics::TopicPartition)>,
     ) -> Result<Appended, StorageError> {
         if batch.len() > config.max_message_bytes {
             return Err(StorageError::TooLarge(format!(
@@ -172,15 +181,37 @@ impl Partition {
                 config.max_message_bytes
             )));
         }
+        let count = i64::from(header.last_offset_delta) + 1;
         let appending = self.log.borrow_mut().append(&batch, header, config)?;
-        let file = appending.stored.await?;
-        if acks == -1 {
-            if let Some(file) = file {
-                group_commit
-                    .sync(file)
-                    .await
-                    .map_err(|e| StorageError::io("fdatasync", &e))?;
+        let durable = match wal {
+            Some((wal, tp)) => {
+                if !appending.duplicate {
+                    let stored = stored_bytes(&batch, appending.base_offset, appending.log_append_time);
+                    wal.add(
+                        tp,
+                        self.topic_id,
+                        self.leader_epoch,
+                        appending.base_offset,
+                        appending.base_offset + count,
+                        stored,
+                    )?;
+                }
+                (acks == -1).then(|| wal.durable(tp, appending.base_offset + 1))
             }
+            None => None,
+        };
+        let file = appending.stored.await?;
+        match durable {
+            Some(durable) => durable.await?,
+            None if acks == -1 => {
+                if let Some(file) = file {
+                    group_commit
+                        .sync(file)
+                        .await
+                        .map_err(|e| StorageError::io("fdatasync", &e))?;
+                }
+            }
+            None => {}
         }
         Ok(Appended {
             base_offset: appending.base_offset,
@@ -290,4 +321,15 @@ impl Partition {
         waiters.push(waiter.clone());
         true
     }
+}
+
+/// A batch as the log stores it: its offsets assigned (and LogAppendTime
+/// stamped where the topic asks), which is what the WAL must hold.
+fn stored_bytes(batch: &Bytes, base_offset: i64, log_append_time: i64) -> Bytes {
+    let mut copy = batch.to_vec();
+    if log_append_time != -1 {
+        crate::log::batch::stamp_log_append_time(&mut copy, log_append_time);
+    }
+    crate::log::batch::assign_offset(&mut copy, base_offset, 0);
+    Bytes::from(copy)
 }

@@ -40,6 +40,9 @@ pub(crate) struct ShardPartitions {
     /// Told each deleted topic's name once its partitions here are gone
     /// (the shard's metrics forget its series).
     on_topic_dropped: Box<dyn Fn(&str)>,
+    /// Cluster mode: the shard's WAL, which accepted batches go to and
+    /// newly led partitions are rebuilt from.
+    wal: std::cell::OnceCell<Rc<crate::cluster::ShardWal>>,
 }
 
 fn log_recovery(tp: &TopicPartition, log: &PartitionLog, report: &RecoveryReport) {
@@ -85,6 +88,7 @@ impl ShardPartitions {
             group_commit,
             log_options,
             on_topic_dropped,
+            wal: std::cell::OnceCell::new(),
         };
         let snapshot = partitions.catalog.snapshot();
         for topic in snapshot.topics() {
@@ -101,6 +105,11 @@ impl ShardPartitions {
             }
         }
         Ok(partitions)
+    }
+
+    /// Cluster mode: appends go through `wal` too.
+    pub(crate) fn set_wal(&self, wal: Rc<crate::cluster::ShardWal>) {
+        let _ = self.wal.set(wal);
     }
 
     /// This shard's leader epoch for `tp`, if it owns it.
@@ -181,15 +190,18 @@ impl ShardPartitions {
                 let open = self.partitions.borrow().get(tp).cloned();
                 self.pass_turn(tp);
                 match open {
-                    Some(p) if p.topic_id == topic.id => return Ok((p, topic)),
-                    // The open failed (or the topic changed): try again.
+                    Some(p) if p.topic_id == topic.id && p.leader_epoch() == epoch => return Ok((p, topic)),
+                    // The open failed (or the topic or leadership changed):
+                    // try again.
                     _ => continue,
                 }
             }
             let open = self.partitions.borrow().get(tp).cloned();
             match open {
-                Some(p) if p.topic_id == topic.id => return Ok((p, topic)),
-                // The topic was deleted and made again: the old log goes.
+                Some(p) if p.topic_id == topic.id && p.leader_epoch() == epoch => return Ok((p, topic)),
+                // The topic was deleted and made again, or (cluster mode)
+                // this broker leads it again after another did: the old
+                // log goes, and is rebuilt from the WAL below.
                 Some(_) => {
                     self.remove(tp).await;
                     continue;
@@ -198,6 +210,13 @@ impl ShardPartitions {
             }
             self.opening.borrow_mut().insert(tp.clone(), Default::default());
             let dir = self.root.join(tp.dir_name());
+            if let Some(wal) = self.wal.get() {
+                if let Err(e) = wal.restore(tp, topic.id, &dir, topic.log_config()).await {
+                    warn!(partition = %tp, error = %e, "cannot take the partition over from the WAL");
+                    self.pass_turn(tp);
+                    return Err(e);
+                }
+            }
             let (opening_tp, id) = (tp.clone(), topic.id);
             let opened = run_blocking("opening the log", move || open_dir(&opening_tp, &dir, id)).await;
             let result = opened.map(|(log, report, manifest)| {
@@ -283,8 +302,9 @@ impl ShardPartitions {
     ) -> Result<Appended, StorageError> {
         let (partition, topic) = self.partition(tp).await?;
         let config = topic.log_config();
+        let wal = self.wal.get().map(|wal| (&**wal, tp));
         partition
-            .append(batch, header, &config, acks, &self.group_commit)
+            .append(batch, header, &config, acks, &self.group_commit, wal)
             .await
     }
 

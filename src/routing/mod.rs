@@ -44,6 +44,9 @@ pub(crate) struct RoutingTable {
 pub(crate) struct Leader {
     pub node: i32,
     pub epoch: i32,
+    /// The etcd revision the leader key was written at: this leadership,
+    /// as the WAL's commits compare it.
+    pub revision: i64,
 }
 
 /// A live broker as it registered: where each of its listeners is.

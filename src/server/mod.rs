@@ -58,6 +58,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 use tracing::{info, warn};
 
+/// Cluster mode: a shard's WAL flushes at once when this much waits,
+/// without waiting for the flush interval.
+const WAL_FLUSH_BYTES: usize = 4 << 20;
 /// Listen backlog per shard; the kernel caps it at net.core.somaxconn.
 const LISTEN_BACKLOG: i32 = 4096;
 /// Blocking-pool threads per shard: segment writes, reads of data not in
@@ -258,6 +261,17 @@ impl IngestServer {
             None => PartitionRouter::single_broker(shards),
         });
         let agent_router = router.clone();
+        // Cluster mode: each shard's WAL reaches etcd and the store
+        // through the side runtime.
+        let shard_wal = match (&cluster, &side, &remote_store) {
+            (Some((etcd, _)), Some(side), Some(store)) => Some((etcd.clone(), side.handle(), store.clone())),
+            _ => None,
+        };
+        let wal_settings = crate::cluster::WalSettings {
+            flush_interval: Duration::from_millis(config.wal_flush_interval_ms),
+            flush_bytes: WAL_FLUSH_BYTES,
+            ack_timeout: config.request_timeout,
+        };
         let agent_catalog = catalog.clone();
         let shard_remote = remote_store.clone();
         let runtime = Runtime::start(runtime_config, move |shard: ShardContext<ShardMessage>| {
@@ -327,6 +341,19 @@ impl IngestServer {
             )?);
             if let Ok(mut all) = shard_fsyncs.lock() {
                 all.push(local.fsync_counter());
+            }
+            if let Some((etcd, side, store)) = &shard_wal {
+                let wal = Rc::new(crate::cluster::ShardWal::new(
+                    shard_identity.node_id,
+                    shard.id,
+                    wal_settings,
+                    etcd.clone(),
+                    side.clone(),
+                    store.clone(),
+                    router.clone(),
+                ));
+                local.set_wal(wal.clone());
+                glommio::spawn_local(wal.run(shard.drain.clone())).detach();
             }
             let partitions = {
                 let mesh = shard.clone();

@@ -25,6 +25,8 @@ pub(crate) enum StorageError {
     Unreachable(String),
     /// A request that makes no sense (an unknown special timestamp).
     Invalid(String),
+    /// Cluster mode: the write was not confirmed durable in time.
+    TimedOut(String),
 }
 
 impl StorageError {
@@ -47,6 +49,7 @@ impl StorageError {
             StorageError::Producer(e) => *e,
             StorageError::Io { .. } | StorageError::Unreachable(_) => ResponseError::KafkaStorageError,
             StorageError::Invalid(_) => ResponseError::InvalidRequest,
+            StorageError::TimedOut(_) => ResponseError::RequestTimedOut,
         }
     }
 
@@ -58,9 +61,10 @@ impl StorageError {
 impl std::fmt::Display for StorageError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            StorageError::TooLarge(m) | StorageError::Unreachable(m) | StorageError::Invalid(m) => {
-                f.write_str(m)
-            }
+            StorageError::TooLarge(m)
+            | StorageError::Unreachable(m)
+            | StorageError::Invalid(m)
+            | StorageError::TimedOut(m) => f.write_str(m),
             StorageError::Io { what, error } => write!(f, "{what} failed: {error}"),
             other => write!(f, "{}", other.kafka()),
         }

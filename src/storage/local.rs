@@ -517,6 +517,7 @@ impl Log for LocalLog {
         Ok(Appending {
             base_offset: outcome.base_offset,
             log_append_time: outcome.log_append_time,
+            duplicate: outcome.duplicate,
             stored,
         })
     }

@@ -47,6 +47,9 @@ pub(crate) struct Appending {
     pub base_offset: i64,
     /// The broker's timestamp for LogAppendTime topics, else -1.
     pub log_append_time: i64,
+    /// An idempotent producer's retry of a batch already in the log, at
+    /// `base_offset`: nothing new was written.
+    pub duplicate: bool,
     /// Resolves once the batch is stored (readable by fetches); carries
     /// the file to fsync for acks=all.
     pub stored: LogFuture<Option<Arc<File>>>,

@@ -1,0 +1,160 @@
+"""Shared by the cluster suites: a local cluster of real processes on
+127.0.0.1 (etcd, N brokers in cluster mode, a file:// object store, or an
+S3 server's URL and credentials in OBJECT_STORE_URL and AWS_* if given), in
+a scratch directory, with bounded waits."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+from common import free_port, results, start_broker
+
+TTL_MS = int(os.environ.get("CLUSTER_LEASE_TTL_MS", "3000"))
+
+
+def start_etcd(scratch):
+    """etcd on free ports; returns (process, client URL)."""
+    client, peer = free_port(), free_port()
+    url = f"http://127.0.0.1:{client}"
+    log = open(os.path.join(scratch, "etcd.log"), "w")
+    proc = subprocess.Popen(
+        ["etcd", "--data-dir", os.path.join(scratch, "etcd"), "--listen-client-urls", url,
+         "--advertise-client-urls", url, "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+         "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+         "--initial-cluster", f"default=http://127.0.0.1:{peer}"],
+        stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=1).read()
+            return proc, url
+        except Exception:
+            time.sleep(0.1)
+    proc.kill()
+    sys.exit("etcd did not start")
+
+
+def leaders(addr, topic):
+    """{partition: leader node} as the broker at addr reports them (kcat)."""
+    out = subprocess.run(["kcat", "-b", addr, "-L", "-J", "-t", topic], capture_output=True, text=True, timeout=30)
+    if out.returncode != 0:
+        return {}
+    found = {}
+    for t in json.loads(out.stdout).get("topics", []):
+        for p in t.get("partitions", []):
+            found[p["partition"]] = p.get("leader", -1)
+    return found
+
+
+def wait_for(predicate, timeout):
+    """(last value, whether it became true) within `timeout` seconds."""
+    deadline = time.time() + timeout
+    value = None
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value, True
+        time.sleep(0.2)
+    return value, False
+
+
+class Cluster:
+    """etcd plus brokers 1..n; a context manager that stops everything."""
+
+    def __init__(self, binary, n, extra_env=None):
+        self.binary = binary
+        self.n = n
+        self.extra_env = extra_env or {}
+        self.ttl = TTL_MS / 1000
+        self.brokers = {}
+        self.addrs = {}
+
+    def __enter__(self):
+        self.scratch = tempfile.mkdtemp(prefix="chronik-cluster-")
+        self.etcd, self.etcd_url = start_etcd(self.scratch)
+        store = os.path.join(self.scratch, "store")
+        os.makedirs(store)
+        self.store_url = os.environ.get("CLUSTER_OBJECT_STORE_URL", f"file://{store}")
+        for node in range(1, self.n + 1):
+            self.start(node)
+        self.wait_members(self.n)
+        return self
+
+    def wait_members(self, count):
+        """Waits until every running broker's Metadata lists `count`."""
+        def all_see():
+            for node in self.running():
+                out = subprocess.run(["kcat", "-b", self.addrs[node], "-L", "-J"], capture_output=True, text=True,
+                                     timeout=30)
+                if out.returncode != 0 or len(json.loads(out.stdout).get("brokers", [])) != count:
+                    return False
+            return True
+        return wait_for(all_see, 20)[1]
+
+    def start(self, node):
+        """Starts broker `node` (again: same data directory and port)."""
+        data = os.path.join(self.scratch, f"broker-{node}")
+        os.makedirs(data, exist_ok=True)
+        env = {"ETCD_ENDPOINTS": self.etcd_url, "NODE_ID": str(node), "OBJECT_STORE_URL": self.store_url,
+               "CLUSTER_LEASE_TTL_MS": str(TTL_MS), "SHARDS": "1", "NUM_PARTITIONS": "12",
+               "GROUP_INITIAL_REBALANCE_DELAY_MS": "0"}
+        if node in self.addrs:
+            env["BIND_ADDRESS"] = self.addrs[node]
+        env.update(self.extra_env)
+        proc, log, addr = start_broker(self.binary, data, env)
+        self.brokers[node] = (proc, log)
+        self.addrs[node] = addr
+        return addr
+
+    def kill(self, node, sig=signal.SIGKILL):
+        proc = self.brokers[node][0]
+        proc.send_signal(sig)
+        if sig in (signal.SIGKILL, signal.SIGTERM):
+            try:
+                proc.wait(35)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        return proc.returncode
+
+    def running(self):
+        return [n for n, (p, _) in self.brokers.items() if p.poll() is None]
+
+    def wait_led(self, topic, partitions, among=None, timeout=None):
+        """Waits until every partition has a leader (among `among`, if
+        given) as a running broker reports; returns the leaders."""
+        among = set(among or range(1, self.n + 1))
+        ask = self.addrs[min(n for n in self.running())]
+
+        def led():
+            now = leaders(ask, topic)
+            if len(now) == partitions and all(v in among for v in now.values()):
+                return now
+            return None
+        value, _ = wait_for(led, timeout or self.ttl + 15)
+        return value
+
+    def __exit__(self, *exc):
+        for node, (proc, _) in self.brokers.items():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(35)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        self.etcd.terminate()
+        try:
+            self.etcd.wait(10)
+        except subprocess.TimeoutExpired:
+            self.etcd.kill()
+        if not all(results):
+            for node, (_, log) in self.brokers.items():
+                log.seek(0)
+                print(f"--- broker {node} log (tail) ---")
+                print(log.read()[-8000:])
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        return False

@@ -1,0 +1,496 @@
+//! Cluster mode's write-ahead log in object storage: what makes an
+//! acknowledged acks=all write outlive its leader.
+//!
+//! Each shard gathers the batches its led partitions accepted and, every
+//! flush interval (sooner once enough bytes wait), writes them as one
+//! object, then commits one pointer per partition (offset range, object,
+//! byte range) in etcd, each guarded by a compare on the partition's
+//! leader key as this leadership wrote it. A broker that lost a partition
+//! (its lease expired, or another broker took over and bumped the epoch)
+//! therefore cannot commit for it, and acks=all is answered only after
+//! the commit. A new leader rebuilds the partition from the committed
+//! pointers before it serves (see [`ShardWal::restore`]).
+
+use super::etcd::{Compare, Etcd, EtcdError, Op};
+use super::keys;
+use crate::log::batch::{batch_size, parse_header};
+use crate::log::{LogConfig, PartitionLog};
+use crate::remote::{RemoteStore, SideHandle};
+use crate::routing::PartitionRouter;
+use crate::storage::{run_blocking, StorageError};
+use crate::topics::TopicPartition;
+use bytes::{Bytes, BytesMut};
+use futures::channel::oneshot;
+use serde::{Deserialize, Serialize};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+/// A committed pointer, stored under `keys::wal_pointer`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct WalPointer {
+    /// The object's key in the store.
+    pub object: String,
+    /// Byte range of this partition's batches in it.
+    pub position: u64,
+    pub length: u64,
+    /// Offsets `[base, end)`.
+    pub base: i64,
+    pub end: i64,
+    pub epoch: i32,
+    pub node: i32,
+}
+
+/// Batches accepted for one partition, not yet committed.
+#[derive(Clone)]
+struct Pending {
+    tp: TopicPartition,
+    topic_id: Uuid,
+    /// The leader key's revision when this leadership began: the commit
+    /// holds only while the key is still that one.
+    leader_revision: i64,
+    epoch: i32,
+    base: i64,
+    end: i64,
+    bytes: Vec<Bytes>,
+    size: usize,
+}
+
+struct Waiter {
+    end: i64,
+    done: oneshot::Sender<Result<(), StorageError>>,
+}
+
+/// How the WAL is paced and bounded.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WalSettings {
+    pub flush_interval: Duration,
+    /// Flush at once when this many bytes wait.
+    pub flush_bytes: usize,
+    /// acks=all waits at most this long for its commit.
+    pub ack_timeout: Duration,
+}
+
+/// One shard's WAL.
+pub(crate) struct ShardWal {
+    node: i32,
+    shard: usize,
+    settings: WalSettings,
+    etcd: Etcd,
+    side: SideHandle,
+    store: RemoteStore,
+    router: Arc<PartitionRouter>,
+    pending: RefCell<Vec<Pending>>,
+    pending_bytes: Cell<usize>,
+    /// Per partition: committed end offset (everything below is in object
+    /// storage, pointed to from etcd).
+    committed: RefCell<HashMap<TopicPartition, i64>>,
+    waiters: RefCell<HashMap<TopicPartition, Vec<Waiter>>>,
+    kick: RefCell<Option<oneshot::Sender<()>>>,
+    sequence: Cell<u64>,
+    pub(crate) stats: WalStats,
+}
+
+/// What the WAL did, for metrics.
+#[derive(Debug, Default)]
+pub(crate) struct WalStats {
+    pub flushes: Cell<u64>,
+    pub bytes: Cell<u64>,
+    pub failures: Cell<u64>,
+    /// Object put plus etcd commit of the last flush, in microseconds.
+    pub last_flush_micros: Cell<u64>,
+}
+
+impl ShardWal {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        node: i32,
+        shard: usize,
+        settings: WalSettings,
+        etcd: Etcd,
+        side: SideHandle,
+        store: RemoteStore,
+        router: Arc<PartitionRouter>,
+    ) -> ShardWal {
+        ShardWal {
+            node,
+            shard,
+            settings,
+            etcd,
+            side,
+            store,
+            router,
+            pending: RefCell::default(),
+            pending_bytes: Cell::new(0),
+            committed: RefCell::default(),
+            waiters: RefCell::default(),
+            kick: RefCell::default(),
+            sequence: Cell::new(0),
+            stats: WalStats::default(),
+        }
+    }
+
+    /// Takes a batch the partition just accepted at `[base, end)`, with
+    /// its offsets already written into `stored`. Refused (NOT_LEADER) if
+    /// this broker no longer leads the partition at `epoch`.
+    pub(crate) fn add(
+        &self,
+        tp: &TopicPartition,
+        topic_id: Uuid,
+        epoch: i32,
+        base: i64,
+        end: i64,
+        stored: Bytes,
+    ) -> Result<(), StorageError> {
+        let leader_revision = self
+            .router
+            .snapshot()
+            .cluster()
+            .and_then(|c| c.leaders.get(tp).copied())
+            .filter(|l| l.node == self.node && l.epoch == epoch)
+            .map(|l| l.revision)
+            .ok_or(StorageError::NotLeader)?;
+        let size = stored.len();
+        let mut pending = self.pending.borrow_mut();
+        match pending.iter_mut().rev().find(|p| &p.tp == tp) {
+            Some(last) if last.end == base && last.leader_revision == leader_revision => {
+                last.end = end;
+                last.size += size;
+                last.bytes.push(stored);
+            }
+            _ => pending.push(Pending {
+                tp: tp.clone(),
+                topic_id,
+                leader_revision,
+                epoch,
+                base,
+                end,
+                bytes: vec![stored],
+                size,
+            }),
+        }
+        drop(pending);
+        let waiting = self.pending_bytes.get() + size;
+        self.pending_bytes.set(waiting);
+        if waiting >= self.settings.flush_bytes {
+            if let Some(kick) = self.kick.borrow_mut().take() {
+                let _ = kick.send(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves once everything of `tp` below `end` is committed, or with
+    /// REQUEST_TIMED_OUT after the ack timeout (never a false ack), or
+    /// NOT_LEADER if the leadership it was written under ended first.
+    pub(crate) fn durable(
+        &self,
+        tp: &TopicPartition,
+        end: i64,
+    ) -> impl std::future::Future<Output = Result<(), StorageError>> {
+        let committed = self.committed.borrow().get(tp).copied().unwrap_or(0);
+        let waiting = (committed < end).then(|| {
+            let (done, wait) = oneshot::channel();
+            self.waiters
+                .borrow_mut()
+                .entry(tp.clone())
+                .or_default()
+                .push(Waiter { end, done });
+            wait
+        });
+        let timeout = self.settings.ack_timeout;
+        async move {
+            let Some(wait) = waiting else {
+                return Ok(());
+            };
+            let timer = std::pin::pin!(glommio::timer::sleep(timeout));
+            match futures::future::select(wait, timer).await {
+                futures::future::Either::Left((Ok(result), _)) => result,
+                futures::future::Either::Left((Err(_), _)) => Err(StorageError::NotLeader),
+                futures::future::Either::Right(_) => Err(StorageError::TimedOut(
+                    "object storage or etcd did not confirm the write in time".into(),
+                )),
+            }
+        }
+    }
+
+    fn wake(&self, tp: &TopicPartition, committed: i64) {
+        let mut waiters = self.waiters.borrow_mut();
+        if let Some(list) = waiters.get_mut(tp) {
+            let (done, left): (Vec<Waiter>, Vec<Waiter>) = list.drain(..).partition(|w| w.end <= committed);
+            *list = left;
+            for waiter in done {
+                let _ = waiter.done.send(Ok(()));
+            }
+        }
+    }
+
+    fn fail(&self, tp: &TopicPartition, error: StorageError) {
+        if let Some(list) = self.waiters.borrow_mut().remove(tp) {
+            for waiter in list {
+                let _ = waiter.done.send(Err(error.clone()));
+            }
+        }
+    }
+
+    /// The shard's flush loop, until `drain`.
+    pub(crate) async fn run(self: Rc<Self>, drain: chronik_shard::Signal) {
+        loop {
+            let (kick, kicked) = oneshot::channel();
+            *self.kick.borrow_mut() = Some(kick);
+            let sleep = std::pin::pin!(glommio::timer::sleep(self.settings.flush_interval));
+            let stop = std::pin::pin!(drain.wait());
+            let woken = futures::future::select(kicked, sleep);
+            if let futures::future::Either::Right(_) = futures::future::select(woken, stop).await {
+                // One last flush: what was accepted goes out before the
+                // lease is handed over.
+                self.flush().await;
+                return;
+            }
+            self.flush().await;
+        }
+    }
+
+    async fn flush(&self) {
+        let batch: Vec<Pending> = std::mem::take(&mut *self.pending.borrow_mut());
+        if batch.is_empty() {
+            return;
+        }
+        self.pending_bytes.set(0);
+        let started = std::time::Instant::now();
+        let sequence = self.sequence.get();
+        self.sequence.set(sequence + 1);
+        let object = format!(
+            "wal/{}/{}/{}-{:08}",
+            self.node,
+            self.shard,
+            crate::log::partition_log::now_ms(),
+            sequence
+        );
+        let mut body = BytesMut::with_capacity(batch.iter().map(|p| p.size).sum());
+        let mut pointers = Vec::with_capacity(batch.len());
+        for pending in &batch {
+            let position = body.len() as u64;
+            for bytes in &pending.bytes {
+                body.extend_from_slice(bytes);
+            }
+            pointers.push(WalPointer {
+                object: object.clone(),
+                position,
+                length: pending.size as u64,
+                base: pending.base,
+                end: pending.end,
+                epoch: pending.epoch,
+                node: self.node,
+            });
+        }
+        let size = body.len() as u64;
+        if let Err(e) = self.store.put(&object, body.freeze()).await {
+            warn!(error = %e, object, "WAL object not written; retrying with the next flush");
+            self.retry(batch);
+            return;
+        }
+        // Partitions whose commit failed because the leadership changed
+        // are answered NOT_LEADER; on etcd errors the batch is retried.
+        let mut retry = Vec::new();
+        for (chunk, pointers) in batch.chunks(COMMIT_CHUNK).zip(pointers.chunks(COMMIT_CHUNK)) {
+            match self.commit(chunk, pointers).await {
+                Ok(true) => {
+                    for pending in chunk {
+                        self.committed(pending);
+                    }
+                }
+                Ok(false) => {
+                    // Someone's leadership ended: find whose, one by one.
+                    for (pending, pointer) in chunk.iter().zip(pointers) {
+                        match self
+                            .commit(std::slice::from_ref(pending), std::slice::from_ref(pointer))
+                            .await
+                        {
+                            Ok(true) => self.committed(pending),
+                            Ok(false) => {
+                                info!(partition = %pending.tp, "no longer the leader: accepted writes not committed");
+                                self.fail(&pending.tp, StorageError::NotLeader);
+                            }
+                            Err(e) => {
+                                warn!(error = %e, "WAL commit failed; retrying");
+                                retry.push(pending.clone());
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "WAL commit failed; retrying with the next flush");
+                    retry.extend(chunk.iter().cloned());
+                }
+            }
+        }
+        if retry.is_empty() {
+            self.stats.flushes.set(self.stats.flushes.get() + 1);
+            self.stats.bytes.set(self.stats.bytes.get() + size);
+            self.stats
+                .last_flush_micros
+                .set(started.elapsed().as_micros() as u64);
+        } else {
+            self.retry(retry);
+        }
+    }
+
+    /// Puts a failed flush's batches back in front of what came since, so
+    /// the next flush writes them again (a new object; the unreferenced
+    /// old one is harmless).
+    fn retry(&self, mut failed: Vec<Pending>) {
+        self.stats.failures.set(self.stats.failures.get() + 1);
+        let mut pending = self.pending.borrow_mut();
+        failed.append(&mut pending);
+        let bytes = failed.iter().map(|p| p.size).sum();
+        *pending = failed;
+        self.pending_bytes.set(bytes);
+    }
+
+    fn committed(&self, pending: &Pending) {
+        let mut committed = self.committed.borrow_mut();
+        let end = committed.entry(pending.tp.clone()).or_insert(0);
+        *end = (*end).max(pending.end);
+        let end = *end;
+        drop(committed);
+        self.wake(&pending.tp, end);
+    }
+
+    async fn commit(&self, chunk: &[Pending], pointers: &[WalPointer]) -> Result<bool, EtcdError> {
+        let compares: Vec<Compare> = chunk
+            .iter()
+            .map(|p| Compare::ModRevision(keys::leader(&p.tp), p.leader_revision))
+            .collect();
+        let ops: Vec<Op> = chunk
+            .iter()
+            .zip(pointers)
+            .map(|(p, pointer)| Op::Put {
+                key: keys::wal_pointer(&p.tp, p.topic_id, p.base),
+                value: serde_json::to_vec(pointer).unwrap_or_default(),
+                lease: 0,
+            })
+            .collect();
+        let etcd = self.etcd.clone();
+        self.side
+            .run(async move { etcd.txn(&compares, &ops).await.map(|(ok, _)| ok) })
+            .await
+            .map_err(|_| EtcdError::Unreachable("the etcd client thread stopped".into()))?
+    }
+
+    /// Before a newly led partition serves: makes its local log hold
+    /// exactly what the cluster committed. A log this broker wrote last,
+    /// ending where the commits end, is kept; any other is rebuilt from
+    /// the committed WAL objects (replayed through the log's own append,
+    /// so idempotent producers' sequences come back with the batches).
+    pub(crate) async fn restore(
+        &self,
+        tp: &TopicPartition,
+        topic_id: Uuid,
+        dir: &Path,
+        config: LogConfig,
+    ) -> Result<(), StorageError> {
+        let etcd = self.etcd.clone();
+        let prefix = keys::wal_pointers(tp, topic_id);
+        let (kvs, _) = self
+            .side
+            .run(async move { etcd.range_prefix(&prefix).await })
+            .await
+            .map_err(|_| StorageError::Unreachable("the etcd client thread stopped".into()))?
+            .map_err(|e| StorageError::Unreachable(e.to_string()))?;
+        let mut pointers: Vec<WalPointer> = Vec::with_capacity(kvs.len());
+        for kv in &kvs {
+            let pointer: WalPointer = serde_json::from_slice(&kv.value)
+                .map_err(|e| StorageError::Invalid(format!("WAL pointer {}: {e}", kv.key)))?;
+            pointers.push(pointer);
+        }
+        pointers.sort_by_key(|p| p.base);
+        let committed_end = pointers.last().map_or(0, |p| p.end);
+        let written_by_me = pointers.last().is_none_or(|p| p.node == self.node);
+        let local_dir = dir.to_path_buf();
+        let local_end = run_blocking("opening the log", move || {
+            if !local_dir.exists() {
+                return Ok(0);
+            }
+            // A directory of an earlier topic of this name goes first.
+            crate::partition::claim_partition_dir(&local_dir, topic_id)?;
+            let (log, _) = PartitionLog::open(&local_dir)?;
+            let end = log.log_end_offset();
+            log.close()?;
+            Ok(end)
+        })
+        .await?;
+        self.committed.borrow_mut().insert(tp.clone(), committed_end);
+        if written_by_me && local_end == committed_end {
+            return Ok(());
+        }
+        info!(partition = %tp, local_end, committed_end, pointers = pointers.len(), "rebuilding the partition from the WAL");
+        let fresh = dir.to_path_buf();
+        run_blocking("clearing the stale log", move || {
+            match std::fs::remove_dir_all(&fresh) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            }
+        })
+        .await?;
+        let mut next = 0;
+        for pointer in pointers {
+            if pointer.base != next {
+                return Err(StorageError::Invalid(format!(
+                    "the WAL of {tp} has a gap: next offset {next}, pointer from {}",
+                    pointer.base
+                )));
+            }
+            let bytes = self
+                .store
+                .get_range(
+                    &pointer.object,
+                    pointer.position..pointer.position + pointer.length,
+                )
+                .await
+                .map_err(|e| {
+                    StorageError::Unreachable(format!("reading WAL object {}: {e}", pointer.object))
+                })?;
+            let (replay_dir, replay_config) = (dir.to_path_buf(), config.clone());
+            next = run_blocking("replaying the WAL", move || {
+                replay(&replay_dir, &bytes, &replay_config)
+            })
+            .await?;
+            if next != pointer.end {
+                return Err(StorageError::Invalid(format!(
+                    "WAL object {} holds {tp} up to {next}, its pointer says {}",
+                    pointer.object, pointer.end
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Appends the batches in `bytes` to the log in `dir` (created if new);
+/// returns the log's end offset.
+fn replay(dir: &Path, mut bytes: &[u8], config: &LogConfig) -> std::io::Result<i64> {
+    std::fs::create_dir_all(dir)?;
+    let (mut log, _) = PartitionLog::open(dir)?;
+    while !bytes.is_empty() {
+        let size = batch_size(bytes)
+            .filter(|size| *size <= bytes.len())
+            .ok_or_else(|| std::io::Error::other("a WAL object ends inside a batch"))?;
+        let (batch, rest) = bytes.split_at(size);
+        let header = parse_header(batch).map_err(|e| std::io::Error::other(e.message().to_string()))?;
+        log.append(batch, header, config)
+            .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+        bytes = rest;
+    }
+    let end = log.log_end_offset();
+    log.close()?;
+    Ok(end)
+}
+
+/// Partitions per etcd transaction: etcd allows 128 operations by default.
+const COMMIT_CHUNK: usize = 64;
