@@ -20,71 +20,22 @@ Data written before a failover is not yet carried to the new leader (that
 is the object-storage WAL still to come); this suite checks leadership,
 routing and membership only. Every wait is bounded.
 """
-import json
-import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
-from common import check, free_port, results, run_kafkajs, run_steps, stop_broker, start_broker
+from cluster_common import Cluster, leaders, wait_for
+from common import check, results, run_kafkajs, run_steps
 
 BINARY = sys.argv[1] if len(sys.argv) > 1 else "target/debug/chronik-ingest"
 NODE_MODULES = sys.argv[2] if len(sys.argv) > 2 else ""
-TTL_MS = 3000
 TOPIC = "events"
-
-
-def start_etcd(scratch):
-    client, peer = free_port(), free_port()
-    url = f"http://127.0.0.1:{client}"
-    log = open(os.path.join(scratch, "etcd.log"), "w")
-    proc = subprocess.Popen(
-        ["etcd", "--data-dir", os.path.join(scratch, "etcd"), "--listen-client-urls", url,
-         "--advertise-client-urls", url, "--listen-peer-urls", f"http://127.0.0.1:{peer}",
-         "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-         "--initial-cluster", f"default=http://127.0.0.1:{peer}"],
-        stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        try:
-            import urllib.request
-            urllib.request.urlopen(f"{url}/health", timeout=1).read()
-            return proc, url
-        except Exception:
-            time.sleep(0.1)
-    proc.kill()
-    sys.exit("etcd did not start")
 
 
 def metadata(addr, timeout=10):
     from confluent_kafka.admin import AdminClient
     return AdminClient({"bootstrap.servers": addr}).list_topics(timeout=timeout)
-
-
-def leaders(addr, topic=TOPIC):
-    """{partition: (leader, epoch)} as the broker at addr reports them."""
-    out = subprocess.run(["kcat", "-b", addr, "-L", "-J", "-t", topic], capture_output=True, text=True, timeout=30)
-    if out.returncode != 0:
-        return {}
-    found = {}
-    for t in json.loads(out.stdout).get("topics", []):
-        for p in t.get("partitions", []):
-            found[p["partition"]] = p.get("leader", -1)
-    return found
-
-
-def wait_for(what, predicate, timeout):
-    deadline = time.time() + timeout
-    value = None
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value, True
-        time.sleep(0.2)
-    return value, False
 
 
 def produce_confluent(addr, topic, values, **extra):
@@ -99,181 +50,146 @@ def produce_confluent(addr, topic, values, **extra):
 
 
 def main():
-    scratch = tempfile.mkdtemp(prefix="chronik-cluster-")
-    etcd, etcd_url = start_etcd(scratch)
-    store = os.path.join(scratch, "store")
-    os.makedirs(store)
-    brokers = {}
-
-    def start(node):
-        data = os.path.join(scratch, f"broker-{node}")
-        os.makedirs(data, exist_ok=True)
-        proc, log, addr = start_broker(BINARY, data, {
-            "ETCD_ENDPOINTS": etcd_url, "NODE_ID": str(node), "OBJECT_STORE_URL": f"file://{store}",
-            "CLUSTER_LEASE_TTL_MS": str(TTL_MS), "SHARDS": "1", "NUM_PARTITIONS": "12",
-            "GROUP_INITIAL_REBALANCE_DELAY_MS": "0"})
-        brokers[node] = (proc, log, addr)
-        return addr
-
-    try:
-        for node in (1, 2, 3):
-            start(node)
-        addrs = {n: b[2] for n, b in brokers.items()}
-
-        def all_see_three():
-            for addr in addrs.values():
-                md = metadata(addr)
-                if sorted(md.brokers) != [1, 2, 3]:
-                    return None
-            return True
-
-        _, ok = wait_for("three brokers", all_see_three, 20)
-        check("every broker's Metadata lists brokers 1, 2 and 3", ok)
-        md = metadata(addrs[2])
-        check("the brokers advertise their own listeners",
-              {b.id: f"{b.host}:{b.port}" for b in md.brokers.values()} == addrs, repr(md.brokers))
-        check("one controller, a live broker", md.controller_id in (1, 2, 3), repr(md.controller_id))
-
-        def kcat_sees_three():
-            for addr in addrs.values():
-                out = subprocess.run(["kcat", "-b", addr, "-L"], capture_output=True, text=True, timeout=30)
-                if " 3 brokers:" not in out.stdout:
-                    return False
-            return True
-        check("kcat -L from each broker lists 3 brokers", kcat_sees_three())
-
-        import kafka
-        kp = kafka.KafkaAdminClient(bootstrap_servers=addrs[3], request_timeout_ms=10000)
-        described = kp.describe_cluster()
-        check("kafka-python DescribeCluster (from broker 3) lists 3 brokers",
-              sorted(b.get("node_id", b.get("broker_id")) for b in described["brokers"]) == [1, 2, 3], repr(described))
-        kp.close()
-
-        from confluent_kafka.admin import AdminClient, NewTopic
-        admin = AdminClient({"bootstrap.servers": addrs[1]})
-        too_many = admin.create_topics([NewTopic("too-many", 3, 4)])["too-many"]
-        try:
-            too_many.result(15)
-            check("replication factor 4 on 3 brokers is refused", False)
-        except Exception as e:
-            check("replication factor 4 on 3 brokers is refused (INVALID_REPLICATION_FACTOR)",
-                  "REPLICATION_FACTOR" in str(e), str(e))
-        admin.create_topics([NewTopic(TOPIC, 12, 3)])[TOPIC].result(15)
-        spread, ok = wait_for("leaders", lambda: (lambda l: l if len(l) == 12 and -1 not in l.values() else None)(
-            leaders(addrs[3])), 15)
-        counts = {n: sum(1 for v in (spread or {}).values() if v == n) for n in (1, 2, 3)}
-        check("12 partitions, leaders spread over all three brokers (4 each)", ok and counts == {1: 4, 2: 4, 3: 4},
-              repr(spread))
-        same = all(leaders(a) == spread for a in addrs.values())
-        check("every broker reports the same leaders", same)
-
-        expected = set()
-
-        def kcat_produce():
-            values = [f"kcat-{i:04d}" for i in range(240)]
-            lines = "".join(f"{v}\t{v}\n" for v in values)
-            out = subprocess.run(["kcat", "-b", addrs[1], "-P", "-t", TOPIC, "-K", "\t", "-X", "topic.partitioner=murmur2_random"],
-                                 input=lines, text=True, capture_output=True, timeout=60)
-            check("kcat -P (bootstrap broker 1): 240 keyed messages", out.returncode == 0, out.stderr)
-            expected.update(values)
-
-        def confluent_produce():
-            values = [f"confluent-{i:04d}" for i in range(240)]
-            acked, errors = produce_confluent(addrs[2], TOPIC, values, **{"enable.idempotence": True})
-            check("confluent-kafka idempotent producer (bootstrap broker 2): 240 acked over all 12 partitions",
-                  len(acked) == 240 and not errors and set(acked) == set(range(12)), f"{len(acked)} {errors[:3]}")
-            expected.update(values)
-
-        def kafka_python_produce():
-            producer = kafka.KafkaProducer(bootstrap_servers=addrs[3], acks="all")
-            futures = [producer.send(TOPIC, key=f"kp-{i:04d}".encode(), value=f"kp-{i:04d}".encode())
-                       for i in range(240)]
-            producer.flush(30)
-            parts = {f.get(timeout=30).partition for f in futures}
-            producer.close()
-            check("kafka-python producer (bootstrap broker 3): 240 acked over all 12 partitions",
-                  parts == set(range(12)), repr(parts))
-            expected.update(f"kp-{i:04d}" for i in range(240))
-
-        def consume_group():
-            from confluent_kafka import Consumer
-            consumer = Consumer({"bootstrap.servers": addrs[3], "group.id": "cluster-group",
-                                 "auto.offset.reset": "earliest", "enable.auto.commit": False})
-            consumer.subscribe([TOPIC])
-            got = set()
-            deadline = time.time() + 40
-            while time.time() < deadline and not expected <= got:
-                msg = consumer.poll(0.5)
-                if msg is not None and not msg.error():
-                    got.add(msg.value().decode())
-            consumer.commit(asynchronous=False)
-            consumer.close()
-            check(f"confluent-kafka group consumer reads all {len(expected)} back", expected <= got,
-                  f"{len(expected - got)} missing")
-
-        run_steps([("kcat produce", kcat_produce), ("confluent produce", confluent_produce),
-                   ("kafka-python produce", kafka_python_produce), ("group consume", consume_group)])
-        run_kafkajs("kafkajs_cluster.js", [addrs[2], "events-js", "300"], NODE_MODULES)
-
-        # A broker dies: its partitions wait for its lease, then move.
-        before = leaders(addrs[1])
-        victim = 3
-        brokers[victim][0].send_signal(signal.SIGKILL)
-        brokers[victim][0].wait(10)
-        killed_at = time.time()
-        survivors = [1, 2]
-
-        def moved():
-            now = leaders(addrs[1])
-            if len(now) == 12 and all(v in survivors for v in now.values()):
-                return now
-            return None
-        after, ok = wait_for("failover", moved, TTL_MS / 1000 + 5)
-        check(f"SIGKILL of broker {victim}: its partitions led by brokers 1 and 2 within TTL + 5 s "
-              f"({time.time() - killed_at:.1f} s)", ok, repr(after))
-
-        def produce_everywhere():
-            acked, errors = produce_confluent(addrs[1], TOPIC, [f"after-{i}" for i in range(120)])
-            return set(acked) == set(range(12)) and not errors
-        _, ok = wait_for("produce", produce_everywhere, 10)
-        check(f"produce to all 12 partitions works again {time.time() - killed_at:.1f} s after the kill", ok)
-        md = metadata(addrs[2])
-        check("Metadata no longer lists the dead broker", sorted(md.brokers) == [1, 2], repr(md.brokers))
-
-        # A broker leaves gracefully: its lease is revoked, partitions move at once.
-        proc = brokers[2][0]
-        stopped_at = time.time()
-        code = stop_broker(proc)
-        check("SIGTERM: broker 2 exits 0", code == 0, f"exit {code}")
-
-        def all_on_one():
-            now = leaders(addrs[1])
-            return now if len(now) == 12 and all(v == 1 for v in now.values()) else None
-        _, ok = wait_for("handover", all_on_one, TTL_MS / 1000)
-        took = time.time() - stopped_at
-        check(f"graceful stop hands every partition to broker 1 before the lease TTL ({took:.1f} s)", ok)
-    finally:
-        for node, (proc, log, _) in brokers.items():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(35)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-        etcd.terminate()
-        try:
-            etcd.wait(10)
-        except subprocess.TimeoutExpired:
-            etcd.kill()
-        if not all(results):
-            for node, (_, log, _) in brokers.items():
-                log.seek(0)
-                print(f"--- broker {node} log (tail) ---")
-                print(log.read()[-6000:])
-        shutil.rmtree(scratch, ignore_errors=True)
+    with Cluster(BINARY, 3) as cluster:
+        run(cluster)
     passed = sum(results)
     print(f"cluster: {passed} passed, {len(results) - passed} failed", flush=True)
     sys.exit(0 if all(results) else 1)
+
+
+def run(cluster):
+    addrs = cluster.addrs
+
+    def all_see_three():
+        for addr in addrs.values():
+            md = metadata(addr)
+            if sorted(md.brokers) != [1, 2, 3]:
+                return None
+        return True
+
+    _, ok = wait_for(all_see_three, 20)
+    check("every broker's Metadata lists brokers 1, 2 and 3", ok)
+    md = metadata(addrs[2])
+    check("the brokers advertise their own listeners",
+          {b.id: f"{b.host}:{b.port}" for b in md.brokers.values()} == addrs, repr(md.brokers))
+    check("one controller, a live broker", md.controller_id in (1, 2, 3), repr(md.controller_id))
+
+    def kcat_sees_three():
+        for addr in addrs.values():
+            out = subprocess.run(["kcat", "-b", addr, "-L"], capture_output=True, text=True, timeout=30)
+            if " 3 brokers:" not in out.stdout:
+                return False
+        return True
+    check("kcat -L from each broker lists 3 brokers", kcat_sees_three())
+
+    import kafka
+    kp = kafka.KafkaAdminClient(bootstrap_servers=addrs[3], request_timeout_ms=10000)
+    described = kp.describe_cluster()
+    check("kafka-python DescribeCluster (from broker 3) lists 3 brokers",
+          sorted(b.get("node_id", b.get("broker_id")) for b in described["brokers"]) == [1, 2, 3], repr(described))
+    kp.close()
+
+    from confluent_kafka.admin import AdminClient, NewTopic
+    admin = AdminClient({"bootstrap.servers": addrs[1]})
+    too_many = admin.create_topics([NewTopic("too-many", 3, 4)])["too-many"]
+    try:
+        too_many.result(15)
+        check("replication factor 4 on 3 brokers is refused", False)
+    except Exception as e:
+        check("replication factor 4 on 3 brokers is refused (INVALID_REPLICATION_FACTOR)",
+              "REPLICATION_FACTOR" in str(e), str(e))
+    admin.create_topics([NewTopic(TOPIC, 12, 3)])[TOPIC].result(15)
+    spread, ok = wait_for(lambda: (lambda l: l if len(l) == 12 and -1 not in l.values() else None)(
+        leaders(addrs[3], TOPIC)), 15)
+    counts = {n: sum(1 for v in (spread or {}).values() if v == n) for n in (1, 2, 3)}
+    check("12 partitions, leaders spread over all three brokers (4 each)", ok and counts == {1: 4, 2: 4, 3: 4},
+          repr(spread))
+    same = all(leaders(a, TOPIC) == spread for a in addrs.values())
+    check("every broker reports the same leaders", same)
+
+    expected = set()
+
+    def kcat_produce():
+        values = [f"kcat-{i:04d}" for i in range(240)]
+        lines = "".join(f"{v}\t{v}\n" for v in values)
+        out = subprocess.run(["kcat", "-b", addrs[1], "-P", "-t", TOPIC, "-K", "\t", "-X", "topic.partitioner=murmur2_random"],
+                             input=lines, text=True, capture_output=True, timeout=60)
+        check("kcat -P (bootstrap broker 1): 240 keyed messages", out.returncode == 0, out.stderr)
+        expected.update(values)
+
+    def confluent_produce():
+        values = [f"confluent-{i:04d}" for i in range(240)]
+        acked, errors = produce_confluent(addrs[2], TOPIC, values, **{"enable.idempotence": True})
+        check("confluent-kafka idempotent producer (bootstrap broker 2): 240 acked over all 12 partitions",
+              len(acked) == 240 and not errors and set(acked) == set(range(12)), f"{len(acked)} {errors[:3]}")
+        expected.update(values)
+
+    def kafka_python_produce():
+        producer = kafka.KafkaProducer(bootstrap_servers=addrs[3], acks="all")
+        futures = [producer.send(TOPIC, key=f"kp-{i:04d}".encode(), value=f"kp-{i:04d}".encode())
+                   for i in range(240)]
+        producer.flush(30)
+        parts = {f.get(timeout=30).partition for f in futures}
+        producer.close()
+        check("kafka-python producer (bootstrap broker 3): 240 acked over all 12 partitions",
+              parts == set(range(12)), repr(parts))
+        expected.update(f"kp-{i:04d}" for i in range(240))
+
+    def consume_group():
+        from confluent_kafka import Consumer
+        consumer = Consumer({"bootstrap.servers": addrs[3], "group.id": "cluster-group",
+                             "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        consumer.subscribe([TOPIC])
+        got = set()
+        deadline = time.time() + 40
+        while time.time() < deadline and not expected <= got:
+            msg = consumer.poll(0.5)
+            if msg is not None and not msg.error():
+                got.add(msg.value().decode())
+        consumer.commit(asynchronous=False)
+        consumer.close()
+        check(f"confluent-kafka group consumer reads all {len(expected)} back", expected <= got,
+              f"{len(expected - got)} missing")
+
+    run_steps([("kcat produce", kcat_produce), ("confluent produce", confluent_produce),
+               ("kafka-python produce", kafka_python_produce), ("group consume", consume_group)])
+    run_kafkajs("kafkajs_cluster.js", [addrs[2], "events-js", "300"], NODE_MODULES)
+
+    # A broker dies: its partitions wait for its lease, then move.
+    before = leaders(addrs[1], TOPIC)
+    victim = 3
+    cluster.kill(victim)
+    killed_at = time.time()
+    survivors = [1, 2]
+
+    def moved():
+        now = leaders(addrs[1], TOPIC)
+        if len(now) == 12 and all(v in survivors for v in now.values()):
+            return now
+        return None
+    after, ok = wait_for(moved, cluster.ttl + 5)
+    check(f"SIGKILL of broker {victim}: its partitions led by brokers 1 and 2 within TTL + 5 s "
+          f"({time.time() - killed_at:.1f} s)", ok, repr(after))
+
+    def produce_everywhere():
+        acked, errors = produce_confluent(addrs[1], TOPIC, [f"after-{i}" for i in range(120)])
+        return set(acked) == set(range(12)) and not errors
+    _, ok = wait_for(produce_everywhere, 10)
+    check(f"produce to all 12 partitions works again {time.time() - killed_at:.1f} s after the kill", ok)
+    md = metadata(addrs[2])
+    check("Metadata no longer lists the dead broker", sorted(md.brokers) == [1, 2], repr(md.brokers))
+
+    # A broker leaves gracefully: its lease is revoked, partitions move at once.
+    stopped_at = time.time()
+    code = cluster.kill(2, signal.SIGTERM)
+    check("SIGTERM: broker 2 exits 0", code == 0, f"exit {code}")
+
+    def all_on_one():
+        now = leaders(addrs[1], TOPIC)
+        return now if len(now) == 12 and all(v == 1 for v in now.values()) else None
+    _, ok = wait_for(all_on_one, cluster.ttl)
+    took = time.time() - stopped_at
+    check(f"graceful stop hands every partition to broker 1 before the lease TTL ({took:.1f} s)", ok)
 
 
 if __name__ == "__main__":

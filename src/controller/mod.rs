@@ -26,7 +26,6 @@ use futures::future::LocalBoxFuture;
 use kafka_protocol::ResponseError;
 use producer_ids::ProducerIds;
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::rc::Rc;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -103,14 +102,16 @@ pub(crate) enum ControllerOp {
 }
 
 impl Controller {
-    /// Blocking (start-up): loads the controller's persisted state.
+    /// Blocking (start-up): loads the controller's persisted state from
+    /// `store` (in cluster mode the producer-id block is the cluster's, so
+    /// no two brokers hand out the same id).
     pub(crate) fn open(
-        dir: &Path,
+        store: Arc<dyn crate::metadata::MetadataStore>,
         context: ControllerContext,
         partitions: PartitionClient,
     ) -> std::io::Result<Controller> {
         Ok(Controller {
-            producer_ids: ProducerIds::open(dir)?,
+            producer_ids: ProducerIds::with_store(store)?,
             context,
             partitions,
             changes: glommio::sync::Semaphore::new(1),

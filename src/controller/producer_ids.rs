@@ -2,12 +2,11 @@
 //! is persisted before any id in them is used (a crash skips the rest of
 //! a block).
 
-use crate::metadata::{documents, FileStore, MetadataStore};
+use crate::metadata::{documents, MetadataStore};
 use crate::storage::{run_blocking, StorageError};
 use glommio::sync::Semaphore;
 use std::cell::Cell;
 use std::io;
-use std::path::Path;
 use std::sync::Arc;
 
 const PRODUCER_ID_BLOCK: i64 = 1000;
@@ -23,11 +22,6 @@ pub(crate) struct ProducerIds {
 }
 
 impl ProducerIds {
-    /// Blocking (start-up): reads the persisted block end.
-    pub(crate) fn open(dir: &Path) -> io::Result<ProducerIds> {
-        Self::with_store(Arc::new(FileStore::new(dir)))
-    }
-
     pub(crate) fn with_store(store: Arc<dyn MetadataStore>) -> io::Result<ProducerIds> {
         let name = documents::PRODUCER_ID_BLOCK;
         let next = match store.get(name)? {

@@ -261,6 +261,7 @@ impl IngestServer {
             None => PartitionRouter::single_broker(shards),
         });
         let agent_router = router.clone();
+        let shard_metadata = metadata_store.clone();
         // Cluster mode: each shard's WAL reaches etcd and the store
         // through the side runtime.
         let shard_wal = match (&cluster, &side, &remote_store) {
@@ -404,7 +405,7 @@ impl IngestServer {
                     backpressure_threshold: backpressure_threshold.clone(),
                     shards: shard.count,
                 };
-                let controller = Controller::open(&shard_dir, context, partitions.clone())
+                let controller = Controller::open(shard_metadata.clone(), context, partitions.clone())
                     .map_err(|e| format!("cannot load the controller's state: {e}"))?;
                 Some(Rc::new(controller))
             } else {
