@@ -17,11 +17,11 @@ from common import free_port, results, start_broker
 TTL_MS = int(os.environ.get("CLUSTER_LEASE_TTL_MS", "3000"))
 
 
-def start_etcd(scratch):
-    """etcd on free ports; returns (process, client URL)."""
-    client, peer = free_port(), free_port()
+def start_etcd(scratch, client=None, peer=None):
+    """etcd on the given (else free) ports; returns (process, client URL)."""
+    client, peer = client or free_port(), peer or free_port()
     url = f"http://127.0.0.1:{client}"
-    log = open(os.path.join(scratch, "etcd.log"), "w")
+    log = open(os.path.join(scratch, "etcd.log"), "a")
     proc = subprocess.Popen(
         ["etcd", "--data-dir", os.path.join(scratch, "etcd"), "--listen-client-urls", url,
          "--advertise-client-urls", url, "--listen-peer-urls", f"http://127.0.0.1:{peer}",
@@ -32,6 +32,7 @@ def start_etcd(scratch):
     while time.time() < deadline:
         try:
             urllib.request.urlopen(f"{url}/health", timeout=1).read()
+            proc.ports = (client, peer)
             return proc, url
         except Exception:
             time.sleep(0.1)
@@ -110,6 +111,18 @@ class Cluster:
         self.brokers[node] = (proc, log)
         self.addrs[node] = addr
         return addr
+
+    def bootstrap(self):
+        """Every running broker, as bootstrap.servers."""
+        return ",".join(self.addrs[n] for n in self.running())
+
+    def stop_etcd(self):
+        self.etcd.terminate()
+        self.etcd.wait(10)
+
+    def restart_etcd(self):
+        """etcd again, on its ports and data directory."""
+        self.etcd, _ = start_etcd(self.scratch, *self.etcd.ports)
 
     def kill(self, node, sig=signal.SIGKILL):
         proc = self.brokers[node][0]

@@ -102,6 +102,9 @@ impl ClusterAgent {
             catalog_revision: 0,
             last_complaint: None,
             led: 0,
+            handing_over: HashMap::new(),
+            etcd_unreachable_at: None,
+            last_routes: None,
         };
         let stopped = side.run(agent.run(stopping));
         // Clients told about this broker find it in Metadata from the
@@ -135,6 +138,14 @@ impl Drop for ClusterAgent {
     }
 }
 
+/// How long a partition handed over takes no writes before it is let go:
+/// many WAL flush intervals, so what it accepted is committed first.
+const HANDOVER_DRAIN: Duration = Duration::from_millis(300);
+/// While etcd is unreachable, how old the agent's last failed attempt may
+/// be for this broker to go on leading: one etcd call's timeout and two
+/// rounds.
+const OUTAGE_GRACE: Duration = Duration::from_secs(5);
+
 /// How long start-up waits for the agent's first round.
 const FIRST_ROUND_PATIENCE: Duration = Duration::from_secs(5);
 
@@ -153,6 +164,12 @@ struct Agent {
     last_complaint: Option<Instant>,
     /// Partitions led after the last round, for the log.
     led: usize,
+    /// Partitions being handed to the broker that should lead them, and
+    /// since when.
+    handing_over: HashMap<TopicPartition, Instant>,
+    /// When the last round found etcd unreachable (`None`: it answered).
+    etcd_unreachable_at: Option<Instant>,
+    last_routes: Option<ClusterRoutes>,
 }
 
 /// What one range over the cluster's keys showed.
@@ -173,8 +190,14 @@ impl Agent {
     async fn run(mut self, mut stopping: oneshot::Receiver<()>) {
         let tick = (self.ttl() / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
         loop {
-            if let Err(e) = self.round().await {
-                self.complain(&e);
+            match self.round().await {
+                Ok(()) => self.etcd_unreachable_at = None,
+                Err(e) => {
+                    self.complain(&e);
+                    if matches!(e, EtcdError::Unreachable(_)) {
+                        self.still_unreachable();
+                    }
+                }
             }
             tokio::select! {
                 _ = &mut stopping => break,
@@ -209,6 +232,19 @@ impl Agent {
 
     fn lease_valid_until(&self) -> Option<Instant> {
         self.renewed.map(|at| at + self.ttl())
+    }
+
+    /// etcd cannot be reached: nobody can take this broker's partitions
+    /// meanwhile (that needs etcd too, and etcd gives every lease a fresh
+    /// TTL when it comes back), so it goes on leading them, for acks=1 and
+    /// reads; acks=all waits for etcd. Said again every round, so a broker
+    /// paused and resumed (whose last word is old) is not trusted.
+    fn still_unreachable(&mut self) {
+        self.etcd_unreachable_at = Some(Instant::now());
+        if let Some(mut routes) = self.last_routes.clone() {
+            routes.etcd_unreachable_at = self.etcd_unreachable_at;
+            self.router.publish(routes);
+        }
     }
 
     async fn round(&mut self) -> Result<(), EtcdError> {
@@ -250,21 +286,11 @@ impl Agent {
         Ok(())
     }
 
-    /// Grants and registers, or renews; drops leadership the moment the
-    /// lease may have expired.
+    /// Grants and registers, or renews. Leadership past the lease's end
+    /// is refused by the routing table itself (see `ClusterRoutes`); here
+    /// it is dropped once etcd says the lease is gone.
     async fn keep_lease(&mut self) -> Result<(), EtcdError> {
         let now = Instant::now();
-        if let (Some(_), Some(until)) = (self.lease, self.lease_valid_until()) {
-            if now >= until {
-                warn!(
-                    node = self.settings.node,
-                    "lease expired without renewal: leading nothing until registered again"
-                );
-                self.lease = None;
-                self.renewed = None;
-                self.publish(View::default(), false);
-            }
-        }
         match self.lease {
             Some(lease) => {
                 let renewed = self.renewed.unwrap_or(now);
@@ -279,6 +305,7 @@ impl Agent {
                         );
                         self.lease = None;
                         self.renewed = None;
+                        self.handing_over.clear();
                         self.publish(View::default(), false);
                     }
                 }
@@ -386,11 +413,22 @@ impl Agent {
             })
             .map(|(tp, _)| tp.clone())
             .collect();
+        // A partition handed over stops taking writes first (it is left
+        // out of what is published) and is let go a round later: the
+        // shard's WAL has flushed and committed what it had accepted by
+        // then, so those writes are answered, not failed.
+        let now = Instant::now();
+        self.handing_over.retain(|tp, _| mine_elsewhere.contains(tp));
         for tp in mine_elsewhere {
+            let since = *self.handing_over.entry(tp.clone()).or_insert(now);
+            if now.duration_since(since) < HANDOVER_DRAIN {
+                continue;
+            }
             let key = keys::leader(&tp);
             self.etcd
                 .txn(&[Compare::Lease(key.clone(), lease)], &[Op::Delete(key)])
                 .await?;
+            self.handing_over.remove(&tp);
             view.leaders.remove(&tp);
         }
         for tp in &partitions {
@@ -443,7 +481,7 @@ impl Agent {
         let leaders: HashMap<TopicPartition, Leader> = view
             .leaders
             .into_iter()
-            .filter(|(_, (leader, _))| leading || leader.node != me)
+            .filter(|(tp, (leader, _))| leader.node != me || (leading && !self.handing_over.contains_key(tp)))
             .map(|(tp, (leader, _))| (tp, leader))
             .collect();
         let led = leaders.values().filter(|l| l.node == me).count();
@@ -461,12 +499,16 @@ impl Agent {
         } else {
             Instant::now()
         };
-        self.router.publish(ClusterRoutes {
+        let routes = ClusterRoutes {
             node: me,
             controller: view.controller.unwrap_or(-1),
             brokers: view.brokers.into_values().collect(),
             leaders,
             lease_valid_until: until,
-        });
+            etcd_unreachable_at: None,
+            outage_grace: OUTAGE_GRACE,
+        };
+        self.last_routes = Some(routes.clone());
+        self.router.publish(routes);
     }
 }

@@ -147,6 +147,13 @@ impl ShardWal {
         end: i64,
         stored: Bytes,
     ) -> Result<(), StorageError> {
+        if self.pending_bytes.get() >= PENDING_CAP {
+            // Object storage or etcd has been failing for a while: what
+            // waits is bounded, as the disk is by TIERING_LOCAL_CAP_MB.
+            return Err(StorageError::Unreachable(
+                "the WAL cannot reach object storage or etcd and holds all it may".into(),
+            ));
+        }
         let leader_revision = self
             .router
             .snapshot()
@@ -252,14 +259,18 @@ impl ShardWal {
                 self.flush().await;
                 return;
             }
-            self.flush().await;
+            if !self.flush().await {
+                // Failing: try again a little later, not every interval.
+                glommio::timer::sleep(RETRY_BACKOFF).await;
+            }
         }
     }
 
-    async fn flush(&self) {
+    /// Writes and commits what waits; false if it must be tried again.
+    async fn flush(&self) -> bool {
         let batch: Vec<Pending> = std::mem::take(&mut *self.pending.borrow_mut());
         if batch.is_empty() {
-            return;
+            return true;
         }
         self.pending_bytes.set(0);
         let started = std::time::Instant::now();
@@ -291,9 +302,9 @@ impl ShardWal {
         }
         let size = body.len() as u64;
         if let Err(e) = self.store.put(&object, body.freeze()).await {
-            warn!(error = %e, object, "WAL object not written; retrying with the next flush");
+            warn!(error = %e, object, "WAL object not written; retrying");
             self.retry(batch);
-            return;
+            return false;
         }
         // Partitions whose commit failed because the leadership changed
         // are answered NOT_LEADER; on etcd errors the batch is retried.
@@ -336,8 +347,10 @@ impl ShardWal {
             self.stats
                 .last_flush_micros
                 .set(started.elapsed().as_micros() as u64);
+            true
         } else {
             self.retry(retry);
+            false
         }
     }
 
@@ -491,6 +504,11 @@ fn replay(dir: &Path, mut bytes: &[u8], config: &LogConfig) -> std::io::Result<i
     log.close()?;
     Ok(end)
 }
+
+/// Bytes a shard's WAL may hold uncommitted before new writes are refused.
+const PENDING_CAP: usize = 512 << 20;
+/// Pause after a failed flush.
+const RETRY_BACKOFF: Duration = Duration::from_millis(200);
 
 /// Partitions per etcd transaction: etcd allows 128 operations by default.
 const COMMIT_CHUNK: usize = 64;

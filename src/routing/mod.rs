@@ -84,6 +84,23 @@ pub(crate) struct ClusterRoutes {
     /// stall, a partition from etcd) must not answer as leader before its
     /// agent has run and learnt what changed meanwhile.
     pub lease_valid_until: std::time::Instant,
+    /// Set while etcd cannot be reached, to when the agent last tried:
+    /// then nobody can take this broker's partitions, and it leads on
+    /// past the lease's end as long as that attempt is recent (within
+    /// `outage_grace`).
+    pub etcd_unreachable_at: Option<std::time::Instant>,
+    pub outage_grace: std::time::Duration,
+}
+
+impl ClusterRoutes {
+    /// Whether this broker may act as the leader of what it leads now.
+    fn leading(&self) -> bool {
+        let now = std::time::Instant::now();
+        now < self.lease_valid_until
+            || self
+                .etcd_unreachable_at
+                .is_some_and(|at| now < at + self.outage_grace)
+    }
 }
 
 impl RoutingTable {
@@ -99,7 +116,7 @@ impl RoutingTable {
         };
         match cluster.leaders.get(tp) {
             Some(leader) if leader.node == cluster.node => {
-                if std::time::Instant::now() >= cluster.lease_valid_until {
+                if !cluster.leading() {
                     return Route::NotLeader;
                 }
                 Route::Local {
@@ -170,6 +187,8 @@ impl PartitionRouter {
                     brokers: Vec::new(),
                     leaders: HashMap::new(),
                     lease_valid_until: std::time::Instant::now(),
+                    etcd_unreachable_at: None,
+                    outage_grace: std::time::Duration::ZERO,
                 }),
             }),
         }

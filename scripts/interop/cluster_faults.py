@@ -1,0 +1,226 @@
+#!/usr/bin/env python3
+"""Cluster mode under faults, with real clients, etcd and brokers:
+  - pause: a leader SIGSTOPped for three lease TTLs, with acks=all writes
+    sent to it meanwhile (kafka-python, no retries, so any answer is its),
+    then SIGCONT: none of those writes is acknowledged, it learns it lost
+    its partitions, and they are not in the log the new leader serves;
+  - etcd: etcd stopped for 10 s under an acks=1 and an acks=all producer:
+    acks=1 goes on being acknowledged, acks=all waits (acknowledged only
+    after etcd is back), and every acknowledged record reads back;
+  - join: a fourth broker joins under an idempotent acks=all producer and
+    takes its share of the partitions, then broker 1 stops gracefully and
+    hands its partitions over: no delivery fails, and every acknowledged
+    record reads back once at its offset.
+Usage: cluster_faults.py BINARY [pause|etcd|join ...] (default: all).
+Every wait is bounded.
+"""
+import signal
+import sys
+import threading
+import time
+
+from cluster_common import Cluster, leaders, wait_for
+from common import check, results
+
+BINARY = sys.argv[1] if len(sys.argv) > 1 else "target/debug/chronik-ingest"
+PARTS = sys.argv[2:] or ["pause", "etcd", "join"]
+PARTITIONS = 12
+
+
+def create(cluster, topic):
+    from confluent_kafka.admin import AdminClient, NewTopic
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap()})
+    admin.create_topics([NewTopic(topic, PARTITIONS, 1)])[topic].result(15)
+    return cluster.wait_led(topic, PARTITIONS)
+
+
+def read_all(cluster, topic):
+    """{value: (partition, offset)} and the count of values seen twice."""
+    from confluent_kafka import Consumer, TopicPartition
+    consumer = Consumer({"bootstrap.servers": cluster.bootstrap(), "group.id": f"read-{topic}",
+                         "enable.auto.commit": False})
+    ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1] for p in range(PARTITIONS)}
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
+    seen, twice = {}, 0
+    positions = {p: 0 for p in range(PARTITIONS)}
+    deadline = time.time() + 120
+    while time.time() < deadline and any(positions[p] < ends[p] for p in ends):
+        msg = consumer.poll(1.0)
+        if msg is None or msg.error():
+            continue
+        value = msg.value().decode()
+        twice += value in seen
+        seen[value] = (msg.partition(), msg.offset())
+        positions[msg.partition()] = msg.offset() + 1
+    consumer.close()
+    return seen, twice
+
+
+class PacedProducer:
+    """A confluent-kafka producer in a thread, `rate` records a second,
+    recording each acknowledgement's (partition, offset, time)."""
+
+    def __init__(self, cluster, topic, prefix, rate, **config):
+        from confluent_kafka import Producer
+        self.producer = Producer({"bootstrap.servers": cluster.bootstrap(), "linger.ms": 5, **config})
+        self.topic, self.prefix, self.rate = topic, prefix, rate
+        self.acked, self.errors, self.sent = {}, [], 0
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.run)
+        self.thread.start()
+
+    def on_delivery(self, err, msg):
+        with self.lock:
+            if err is not None:
+                self.errors.append(str(err))
+            else:
+                self.acked[msg.value().decode()] = (msg.partition(), msg.offset(), time.time())
+
+    def run(self):
+        began = time.time()
+        i = 0
+        while not self.stopping.is_set():
+            ahead = began + i / self.rate - time.time()
+            if ahead > 0:
+                self.producer.poll(ahead)
+            value = f"{self.prefix}-{i:08d}"
+            try:
+                self.producer.produce(self.topic, key=value.encode(), value=value.encode(),
+                                      on_delivery=self.on_delivery)
+                i += 1
+                self.sent = i
+            except BufferError:
+                self.producer.poll(0.05)
+            self.producer.poll(0)
+        self.producer.flush(120)
+
+    def stop(self):
+        self.stopping.set()
+        self.thread.join(180)
+
+    def acked_between(self, start, end):
+        with self.lock:
+            return sum(1 for (_, _, t) in self.acked.values() if start <= t < end)
+
+
+def check_read_back(cluster, topic, producers):
+    seen, twice = read_all(cluster, topic)
+    for p in producers:
+        missing = [v for v in p.acked if v not in seen]
+        moved = [v for v, (part, off, _) in p.acked.items() if v in seen and seen[v] != (part, off)]
+        check(f"{topic}: every one of {len(p.acked)} records acknowledged to {p.prefix} read back at its offset",
+              not missing and not moved, f"{len(missing)} missing, {len(moved)} moved: {(missing + moved)[:3]}")
+    check(f"{topic}: no record twice", twice == 0, f"{twice} twice")
+
+
+def pause(cluster):
+    import kafka
+    topic = "paused"
+    led = create(cluster, topic)
+    victim = led[0]
+    addr = cluster.addrs[victim]
+    producer = kafka.KafkaProducer(bootstrap_servers=addr, acks="all", retries=0, request_timeout_ms=60000,
+                                   max_block_ms=10000, linger_ms=0, metadata_max_age_ms=600000)
+    producer.send(topic, value=b"before-pause", partition=0).get(timeout=30)
+    proc = cluster.brokers[victim][0]
+    proc.send_signal(signal.SIGSTOP)
+    stopped_at = time.time()
+    futures = [producer.send(topic, value=f"paused-{i}".encode(), partition=0) for i in range(20)]
+    others = [n for n in cluster.running() if n != victim]
+    moved, ok = wait_for(lambda: (lambda now: now if now.get(0) not in (None, -1, victim) else None)(
+        leaders(cluster.addrs[others[0]], topic)), 3 * cluster.ttl + 10)
+    check(f"SIGSTOP of broker {victim}: partition 0 led by broker {moved and moved.get(0)} within "
+          f"{time.time() - stopped_at:.1f} s", ok, repr(moved))
+    remaining = stopped_at + 3 * cluster.ttl - time.time()
+    if remaining > 0:
+        time.sleep(remaining)
+    proc.send_signal(signal.SIGCONT)
+    outcomes = []
+    for f in futures:
+        try:
+            f.get(timeout=60)
+            outcomes.append("acknowledged")
+        except Exception as e:
+            outcomes.append(type(e).__name__)
+    producer.close(5)
+    check(f"none of the 20 acks=all writes sent to the paused broker is acknowledged ({sorted(set(outcomes))})",
+          "acknowledged" not in outcomes, repr(outcomes))
+    _, learnt = wait_for(lambda: leaders(addr, topic).get(0) not in (None, -1, victim), 15)
+    check("after SIGCONT it reports the new leader (it learnt it lost the partition)", learnt)
+    log = cluster.brokers[victim][1]
+    log.seek(0)
+    text = log.read()
+    check("and says so in its log", "no longer has this broker's lease" in text, text[-2000:])
+    seen, _ = read_all(cluster, topic)
+    check("the log the new leader serves has the write from before the pause and none from during it",
+          "before-pause" in seen and not any(v.startswith("paused-") for v in seen), repr(sorted(seen)[:5]))
+
+
+def etcd_outage(cluster):
+    topic = "outage"
+    create(cluster, topic)
+    fast = PacedProducer(cluster, topic, "acks1", 400, acks="1")
+    safe = PacedProducer(cluster, topic, "acksall", 200, acks="all", **{"enable.idempotence": True,
+                                                                       "message.timeout.ms": 120000})
+    time.sleep(3)
+    cluster.stop_etcd()
+    down = time.time()
+    time.sleep(10)
+    cluster.restart_etcd()
+    up = time.time()
+    time.sleep(8)
+    fast.stop()
+    safe.stop()
+    during_fast = fast.acked_between(down + 1, up)
+    check(f"etcd down 10 s: acks=1 still acknowledged meanwhile ({during_fast} records)", during_fast > 1000,
+          f"errors: {fast.errors[:3]}")
+    during_safe = safe.acked_between(down + 1, up)
+    check(f"acks=all not acknowledged while etcd is down ({during_safe} records)", during_safe == 0)
+    check(f"acks=all resumes once etcd is back ({safe.acked_between(up, up + 8)} records in 8 s)",
+          safe.acked_between(up, up + 8) > 0)
+    check("no acks=all delivery failed", not safe.errors, repr(safe.errors[:3]))
+    check_read_back(cluster, topic, [fast, safe])
+
+
+def join(cluster):
+    topic = "rebalance"
+    create(cluster, topic)
+    producer = PacedProducer(cluster, topic, "join", 500, acks="all", **{"enable.idempotence": True,
+                                                                         "message.timeout.ms": 120000})
+    time.sleep(3)
+    cluster.start(4)
+    cluster.n = 4
+    check("a fourth broker joins: every broker lists 4", cluster.wait_members(4))
+    share, ok = wait_for(lambda: (lambda now: now if sum(1 for v in now.values() if v == 4) >= 3 else None)(
+        leaders(cluster.addrs[4], topic)), 15)
+    check("it takes its share of the partitions (3 of 12)", ok, repr(share))
+    time.sleep(3)
+    stopped_at = time.time()
+    code = cluster.kill(1, signal.SIGTERM)
+    check("broker 1 stops gracefully (exit 0)", code == 0, f"exit {code}")
+    _, ok = wait_for(lambda: (lambda now: len(now) == PARTITIONS and 1 not in now.values() and -1 not in now.values())(
+        leaders(cluster.addrs[2], topic)), cluster.ttl)
+    check(f"its partitions are led elsewhere within the lease TTL ({time.time() - stopped_at:.1f} s)", ok)
+    time.sleep(3)
+    producer.stop()
+    check(f"no delivery failed across the join and the stop ({producer.sent} sent)", not producer.errors,
+          repr(producer.errors[:3]))
+    check_read_back(cluster, topic, [producer])
+
+
+def main():
+    with Cluster(BINARY, 3) as cluster:
+        for part, run in [("pause", pause), ("etcd", etcd_outage), ("join", join)]:
+            if part in PARTS:
+                try:
+                    run(cluster)
+                except Exception as e:
+                    check(f"{part}: no client error", False, repr(e))
+    passed = sum(results)
+    print(f"cluster_faults: {passed} passed, {len(results) - passed} failed", flush=True)
+    sys.exit(0 if all(results) else 1)
+
+
+if __name__ == "__main__":
+    main()
