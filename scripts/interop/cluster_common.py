@@ -64,6 +64,16 @@ def wait_for(predicate, timeout):
     return value, False
 
 
+def etcd_count(url, prefix):
+    """How many etcd keys start with `prefix` (etcd's JSON gateway)."""
+    import base64
+    end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    body = json.dumps({"key": base64.b64encode(prefix.encode()).decode(),
+                       "range_end": base64.b64encode(end.encode()).decode(), "count_only": True}).encode()
+    answer = json.loads(urllib.request.urlopen(f"{url}/v3/kv/range", body, timeout=10).read())
+    return int(answer.get("count", 0))
+
+
 class Cluster:
     """etcd plus brokers 1..n; a context manager that stops everything."""
 

@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 
-from cluster_common import Cluster, leaders
+from cluster_common import Cluster, etcd_count, leaders
 from common import check, results
 
 BINARY = sys.argv[1] if len(sys.argv) > 1 else "target/debug/chronik-ingest"
@@ -60,6 +60,7 @@ def main():
         producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
                              "linger.ms": 5, "message.timeout.ms": 120000, "request.timeout.ms": 10000})
         stop = threading.Event()
+        produced_at = []  # index -> when it was handed to the client
         sent = [0]
 
         # Paced so that the kills fall inside the run: each round takes a
@@ -75,6 +76,7 @@ def main():
                 if ahead > 0:
                     producer.poll(ahead)
                 value = f"r-{i:08d}"
+                produced_at.append(time.time())
                 while True:
                     try:
                         producer.produce(TOPIC, key=value.encode(), value=value.encode(), on_delivery=on_delivery)
@@ -101,13 +103,15 @@ def main():
             victim_parts = {p for p, n in led.items() if n == victim}
             killed_at = time.time()
             cluster.kill(victim)
-            # Produce resumed: a record acknowledged on one of the victim's
-            # partitions after the kill.
+            # Produce resumed: a record handed to the client after the kill
+            # (so never sent to the dead broker) acknowledged on one of the
+            # victim's partitions.
             first = None
             wait_until = killed_at + cluster.ttl + 30
             while first is None and time.time() < wait_until:
                 with lock:
-                    after = [t for (p, _, t) in acked.values() if p in victim_parts and t > killed_at]
+                    after = [t for v, (p, _, t) in acked.items()
+                             if p in victim_parts and produced_at[int(v[2:])] > killed_at]
                 if after:
                     first = min(after) - killed_at
                 else:
@@ -151,6 +155,9 @@ def main():
               f"{len(missing)} missing, e.g. {missing[:3]}")
         check("each at the offset its acknowledgement gave", not moved, f"{len(moved)} moved, e.g. {moved[:3]}")
         check("no record twice", duplicates == 0, f"{duplicates} duplicates")
+        pointers = etcd_count(cluster.etcd_url, "/chronik-wal/")
+        check(f"etcd stays small: {pointers} WAL pointers for {len(acked)} records in {PARTITIONS} partitions "
+              f"(folded into per-partition objects)", pointers <= PARTITIONS * 300, f"{pointers} keys")
         times = sorted(t for t in resumed if t is not None)
         if times:
             print(f"     failover (kill to first acknowledged produce on its partitions): "

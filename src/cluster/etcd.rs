@@ -48,6 +48,8 @@ pub(crate) enum Op {
         lease: i64,
     },
     Delete(String),
+    /// Every key from the first up to (not including) the second.
+    DeleteRange(String, String),
 }
 
 #[derive(Debug)]
@@ -213,6 +215,9 @@ impl Etcd {
                     "key": B64.encode(key), "value": B64.encode(value), "lease": lease.to_string()
                 }}),
                 Op::Delete(key) => json!({ "request_delete_range": { "key": B64.encode(key) } }),
+                Op::DeleteRange(from, to) => json!({ "request_delete_range": {
+                    "key": B64.encode(from), "range_end": B64.encode(to)
+                }}),
             })
             .collect();
         let answer = self

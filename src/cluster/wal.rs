@@ -44,6 +44,19 @@ pub(crate) struct WalPointer {
     pub end: i64,
     pub epoch: i32,
     pub node: i32,
+    /// One object of this partition's batches alone, that replaced the
+    /// WAL pointers of its range (see [`ShardWal::fold`]).
+    #[serde(default)]
+    pub folded: bool,
+}
+
+/// What a partition's WAL holds since its last fold.
+#[derive(Debug, Clone, Copy)]
+struct Unfolded {
+    /// Where the last fold ended (the first offset not folded).
+    base: i64,
+    pointers: usize,
+    bytes: u64,
 }
 
 /// Batches accepted for one partition, not yet committed.
@@ -91,6 +104,7 @@ pub(crate) struct ShardWal {
     /// storage, pointed to from etcd).
     committed: RefCell<HashMap<TopicPartition, i64>>,
     waiters: RefCell<HashMap<TopicPartition, Vec<Waiter>>>,
+    unfolded: RefCell<HashMap<TopicPartition, Unfolded>>,
     kick: RefCell<Option<oneshot::Sender<()>>>,
     sequence: Cell<u64>,
     pub(crate) stats: WalStats,
@@ -129,6 +143,7 @@ impl ShardWal {
             pending_bytes: Cell::new(0),
             committed: RefCell::default(),
             waiters: RefCell::default(),
+            unfolded: RefCell::default(),
             kick: RefCell::default(),
             sequence: Cell::new(0),
             stats: WalStats::default(),
@@ -298,6 +313,7 @@ impl ShardWal {
                 end: pending.end,
                 epoch: pending.epoch,
                 node: self.node,
+                folded: false,
             });
         }
         let size = body.len() as u64;
@@ -367,6 +383,15 @@ impl ShardWal {
     }
 
     fn committed(&self, pending: &Pending) {
+        let mut unfolded = self.unfolded.borrow_mut();
+        let since = unfolded.entry(pending.tp.clone()).or_insert(Unfolded {
+            base: pending.base,
+            pointers: 0,
+            bytes: 0,
+        });
+        since.pointers += 1;
+        since.bytes += pending.size as u64;
+        drop(unfolded);
         let mut committed = self.committed.borrow_mut();
         let end = committed.entry(pending.tp.clone()).or_insert(0);
         *end = (*end).max(pending.end);
@@ -424,6 +449,21 @@ impl ShardWal {
         }
         pointers.sort_by_key(|p| p.base);
         let committed_end = pointers.last().map_or(0, |p| p.end);
+        let fold_end = pointers
+            .iter()
+            .filter(|p| p.folded)
+            .map(|p| p.end)
+            .max()
+            .unwrap_or(0);
+        let after_fold = pointers.iter().filter(|p| !p.folded && p.base >= fold_end);
+        self.unfolded.borrow_mut().insert(
+            tp.clone(),
+            Unfolded {
+                base: fold_end,
+                pointers: after_fold.clone().count(),
+                bytes: after_fold.map(|p| p.length).sum(),
+            },
+        );
         let written_by_me = pointers.last().is_none_or(|p| p.node == self.node);
         let local_dir = dir.to_path_buf();
         let local_end = run_blocking("opening the log", move || {
@@ -485,6 +525,101 @@ impl ShardWal {
     }
 }
 
+impl ShardWal {
+    /// Partitions whose WAL pointers since their last fold are many or
+    /// large enough to fold: (partition, first offset, end offset).
+    pub(crate) fn folds_due(&self) -> Vec<(TopicPartition, i64, i64)> {
+        let committed = self.committed.borrow();
+        self.unfolded
+            .borrow()
+            .iter()
+            .filter(|(_, u)| u.pointers >= FOLD_POINTERS || (u.pointers > 1 && u.bytes >= FOLD_BYTES))
+            .filter_map(|(tp, u)| {
+                let end = committed.get(tp).copied()?;
+                (end > u.base).then(|| (tp.clone(), u.base, end))
+            })
+            .collect()
+    }
+
+    /// Replaces the pointers of `[base, end)` of a partition this broker
+    /// leads with one object of its batches alone (read from the local
+    /// log, which holds them): etcd keeps a handful of keys per partition
+    /// however long it is written, and a new leader rebuilds from a few
+    /// large reads, not thousands of small ones.
+    pub(crate) async fn fold(
+        &self,
+        tp: &TopicPartition,
+        topic_id: Uuid,
+        epoch: i32,
+        (base, end): (i64, i64),
+        bytes: Bytes,
+    ) -> Result<(), String> {
+        let revision = self
+            .router
+            .snapshot()
+            .cluster()
+            .and_then(|c| c.leaders.get(tp).copied())
+            .filter(|l| l.node == self.node && l.epoch == epoch)
+            .map(|l| l.revision)
+            .ok_or("no longer the leader")?;
+        let before = self
+            .unfolded
+            .borrow()
+            .get(tp)
+            .copied()
+            .filter(|u| u.base == base)
+            .ok_or("folded meanwhile")?;
+        let object = format!(
+            "fold/{}/{topic_id}/{}/{base:020}-{end:020}-e{epoch}",
+            tp.topic, tp.partition
+        );
+        let length = bytes.len() as u64;
+        self.store
+            .put(&object, bytes)
+            .await
+            .map_err(|e| format!("writing {object}: {e}"))?;
+        let pointer = WalPointer {
+            object,
+            position: 0,
+            length,
+            base,
+            end,
+            epoch,
+            node: self.node,
+            folded: true,
+        };
+        let compares = [Compare::ModRevision(keys::leader(tp), revision)];
+        let ops = [
+            Op::Put {
+                key: keys::wal_pointer(tp, topic_id, base),
+                value: serde_json::to_vec(&pointer).unwrap_or_default(),
+                lease: 0,
+            },
+            Op::DeleteRange(
+                keys::wal_pointer(tp, topic_id, base + 1),
+                keys::wal_pointer(tp, topic_id, end),
+            ),
+        ];
+        let etcd = self.etcd.clone();
+        let (done, _) = self
+            .side
+            .run(async move { etcd.txn(&compares, &ops).await })
+            .await
+            .map_err(|_| "the etcd client thread stopped".to_string())?
+            .map_err(|e| e.to_string())?;
+        if !done {
+            return Err("no longer the leader".into());
+        }
+        if let Some(now) = self.unfolded.borrow_mut().get_mut(tp) {
+            // Commits made while folding stay counted, from the new base.
+            now.base = end;
+            now.pointers = now.pointers.saturating_sub(before.pointers);
+            now.bytes = now.bytes.saturating_sub(before.bytes);
+        }
+        Ok(())
+    }
+}
+
 /// Appends the batches in `bytes` to the log in `dir` (created if new);
 /// returns the log's end offset.
 fn replay(dir: &Path, mut bytes: &[u8], config: &LogConfig) -> std::io::Result<i64> {
@@ -504,6 +639,11 @@ fn replay(dir: &Path, mut bytes: &[u8], config: &LogConfig) -> std::io::Result<i
     log.close()?;
     Ok(end)
 }
+
+/// A partition's WAL pointers are folded into one object past this many,
+/// or past this many bytes.
+const FOLD_POINTERS: usize = 256;
+const FOLD_BYTES: u64 = 16 << 20;
 
 /// Bytes a shard's WAL may hold uncommitted before new writes are refused.
 const PENDING_CAP: usize = 512 << 20;

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
 /// A topic's partitions on a shard: end offsets summed, bytes, records
@@ -105,6 +105,51 @@ impl ShardPartitions {
             }
         }
         Ok(partitions)
+    }
+
+    /// Cluster mode: folds the WAL pointers of partitions led here into
+    /// one object each once they are many (see `ShardWal::fold`), every
+    /// `interval` until the shard drains.
+    pub(crate) async fn fold_wal_periodically(
+        self: Rc<Self>,
+        drain: chronik_shard::Signal,
+        interval: std::time::Duration,
+    ) {
+        loop {
+            let sleep = std::pin::pin!(glommio::timer::sleep(interval));
+            let drained = std::pin::pin!(drain.wait());
+            if let futures::future::Either::Right(_) = futures::future::select(sleep, drained).await {
+                return;
+            }
+            let Some(wal) = self.wal.get().cloned() else {
+                return;
+            };
+            for (tp, base, end) in wal.folds_due() {
+                let partition = self.partitions.borrow().get(&tp).cloned();
+                let Some(partition) = partition else {
+                    continue;
+                };
+                let folded = match read_range(&partition, base, end).await {
+                    Ok(bytes) => {
+                        wal.fold(
+                            &tp,
+                            partition.topic_id,
+                            partition.leader_epoch(),
+                            (base, end),
+                            bytes,
+                        )
+                        .await
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
+                match folded {
+                    Ok(()) => debug!(partition = %tp, base, end, "folded the WAL"),
+                    Err(e) => {
+                        warn!(partition = %tp, base, end, error = %e, "cannot fold the WAL; trying again later")
+                    }
+                }
+            }
+        }
     }
 
     /// Cluster mode: appends go through `wal` too.
@@ -622,4 +667,31 @@ impl ShardPartitions {
 /// A topic's catalog entry as a tiered log keeps it in the bucket.
 fn catalog_entry(topic: &TopicEntry) -> Bytes {
     serde_json::to_vec(topic).unwrap_or_default().into()
+}
+
+/// The stored batches of `[base, end)` (batch boundaries) of a partition.
+async fn read_range(partition: &Partition, base: i64, end: i64) -> Result<Bytes, StorageError> {
+    const CHUNK: usize = 4 << 20;
+    let mut out = bytes::BytesMut::new();
+    let mut offset = base;
+    while offset < end {
+        let read = partition.log.borrow().read(offset, CHUNK, true);
+        let chunk = read.await?;
+        let mut rest = &chunk[..];
+        let before = offset;
+        while let Some(size) = crate::log::batch::batch_size(rest).filter(|s| *s <= rest.len()) {
+            let header = crate::log::batch::parse_header(&rest[..size])
+                .map_err(|e| StorageError::Invalid(e.message().to_string()))?;
+            if header.base_offset >= end {
+                break;
+            }
+            out.extend_from_slice(&rest[..size]);
+            offset = header.next_offset();
+            rest = &rest[size..];
+        }
+        if offset == before {
+            return Err(StorageError::Invalid(format!("no batch at offset {offset}")));
+        }
+    }
+    Ok(out.freeze())
 }

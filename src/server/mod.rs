@@ -61,6 +61,8 @@ use tracing::{info, warn};
 /// Cluster mode: a shard's WAL flushes at once when this much waits,
 /// without waiting for the flush interval.
 const WAL_FLUSH_BYTES: usize = 4 << 20;
+/// Cluster mode: how often a shard looks for WAL pointers to fold.
+const WAL_FOLD_INTERVAL: Duration = Duration::from_secs(1);
 /// Listen backlog per shard; the kernel caps it at net.core.somaxconn.
 const LISTEN_BACKLOG: i32 = 4096;
 /// Blocking-pool threads per shard: segment writes, reads of data not in
@@ -355,6 +357,12 @@ impl IngestServer {
                 ));
                 local.set_wal(wal.clone());
                 glommio::spawn_local(wal.run(shard.drain.clone())).detach();
+                glommio::spawn_local(
+                    local
+                        .clone()
+                        .fold_wal_periodically(shard.drain.clone(), WAL_FOLD_INTERVAL),
+                )
+                .detach();
             }
             let partitions = {
                 let mesh = shard.clone();
