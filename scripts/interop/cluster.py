@@ -26,7 +26,11 @@ import sys
 import time
 
 from cluster_common import Cluster, leaders, wait_for
-from common import check, results, run_kafkajs, run_steps
+import os
+import urllib.error
+import urllib.request
+
+from common import check, free_port, results, run_kafkajs, run_steps, scrape, start_broker, stop_broker
 
 BINARY = sys.argv[1] if len(sys.argv) > 1 else "target/debug/chronik-ingest"
 NODE_MODULES = sys.argv[2] if len(sys.argv) > 2 else ""
@@ -88,6 +92,29 @@ def run(cluster):
     check("kafka-python DescribeCluster (from broker 3) lists 3 brokers",
           sorted(b.get("node_id", b.get("broker_id")) for b in described["brokers"]) == [1, 2, 3], repr(described))
     kp.close()
+
+    def ready(node_metrics):
+        try:
+            return urllib.request.urlopen(f"http://{node_metrics}/ready", timeout=5).status
+        except urllib.error.HTTPError as e:
+            return e.code
+    check("/ready answers 200 on every member", all(ready(m) == 200 for m in cluster.metrics.values()))
+    sums = scrape(cluster.metrics[1])
+    check("per-broker cluster metrics: partitions led, lease renewals, WAL flushes",
+          sums.get("chronik_cluster_partitions_led", 0) > 0 and "chronik_cluster_lease_renew_duration_seconds_count" in sums
+          and "chronik_cluster_wal_flushes_total" in sums, repr({k: v for k, v in sums.items() if "cluster" in k}))
+    # A second broker claiming node id 1 cannot register: not ready.
+    data = os.path.join(cluster.scratch, "impostor")
+    os.makedirs(data)
+    impostor_metrics = f"127.0.0.1:{free_port()}"
+    impostor, impostor_log, _ = start_broker(cluster.binary, data, {
+        "ETCD_ENDPOINTS": cluster.etcd_url, "NODE_ID": "1", "OBJECT_STORE_URL": cluster.store_url,
+        "CLUSTER_LEASE_TTL_MS": "3000", "SHARDS": "1", "METRICS_ADDRESS": impostor_metrics})
+    code = ready(impostor_metrics)
+    impostor_log.seek(0)
+    check("a broker whose NODE_ID is taken is not ready (/ready 503) and says why",
+          code == 503 and "node id already registered" in impostor_log.read(), f"/ready {code}")
+    stop_broker(impostor)
 
     from confluent_kafka.admin import AdminClient, NewTopic
     admin = AdminClient({"bootstrap.servers": addrs[1]})

@@ -84,6 +84,7 @@ class Cluster:
         self.ttl = TTL_MS / 1000
         self.brokers = {}
         self.addrs = {}
+        self.metrics = {}
 
     def __enter__(self):
         self.scratch = tempfile.mkdtemp(prefix="chronik-cluster-")
@@ -116,6 +117,8 @@ class Cluster:
                "GROUP_INITIAL_REBALANCE_DELAY_MS": "0"}
         if node in self.addrs:
             env["BIND_ADDRESS"] = self.addrs[node]
+        self.metrics.setdefault(node, f"127.0.0.1:{free_port()}")
+        env["METRICS_ADDRESS"] = self.metrics[node]
         env.update(self.extra_env)
         proc, log, addr = start_broker(self.binary, data, env)
         self.brokers[node] = (proc, log)

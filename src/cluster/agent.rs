@@ -12,6 +12,7 @@
 use super::assignment::preferred_leader;
 use super::etcd::{Compare, Etcd, EtcdError, KeyValue, Op};
 use super::keys;
+use crate::metrics::{Metrics, NodeLabel};
 use crate::remote::SideHandle;
 use crate::routing::{
     BrokerEndpoints, ClusterRoutes, Leader, PartitionRouter, OFFSETS_PARTITIONS, OFFSETS_TOPIC,
@@ -19,8 +20,12 @@ use crate::routing::{
 };
 use crate::topics::{CatalogStore, TopicPartition};
 use futures::channel::oneshot;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
@@ -82,16 +87,31 @@ impl ClusterAgent {
             .ok_or_else(|| format!("etcd key {} holds no cluster id", keys::CLUSTER_ID))
     }
 
+    /// `lease_held` says whether this broker holds a valid lease (the
+    /// metrics server's `/ready` answers 503 while it does not).
     pub(crate) fn start(
         etcd: Etcd,
         side: &SideHandle,
         settings: ClusterSettings,
-        router: Arc<PartitionRouter>,
-        catalog: Arc<CatalogStore>,
+        (router, catalog): (Arc<PartitionRouter>, Arc<CatalogStore>),
+        metrics: &Metrics,
+        lease_held: Arc<AtomicBool>,
     ) -> ClusterAgent {
+        let label = NodeLabel {
+            node: settings.node.to_string(),
+        };
+        let families = &metrics.cluster;
+        let agent_metrics = AgentMetrics {
+            partitions_led: families.partitions_led.get_or_create_owned(&label),
+            lease_renew: families.lease_renew_duration.get_or_create_owned(&label),
+            etcd_unreachable: families.etcd_unreachable.get_or_create_owned(&label),
+            failovers: families.failovers.get_or_create_owned(&label),
+            lease_held,
+        };
         let (stop, stopping) = oneshot::channel();
         let (joined, has_joined) = std::sync::mpsc::sync_channel(1);
         let agent = Agent {
+            metrics: agent_metrics,
             joined: Some(joined),
             etcd,
             settings,
@@ -149,7 +169,17 @@ const OUTAGE_GRACE: Duration = Duration::from_secs(5);
 /// How long start-up waits for the agent's first round.
 const FIRST_ROUND_PATIENCE: Duration = Duration::from_secs(5);
 
+/// The agent's series, and the flag `/ready` reads.
+struct AgentMetrics {
+    partitions_led: Gauge,
+    lease_renew: Histogram,
+    etcd_unreachable: Gauge,
+    failovers: Counter,
+    lease_held: Arc<AtomicBool>,
+}
+
 struct Agent {
+    metrics: AgentMetrics,
     /// Told after the first round that registered this broker.
     joined: Option<std::sync::mpsc::SyncSender<()>>,
     etcd: Etcd,
@@ -191,7 +221,10 @@ impl Agent {
         let tick = (self.ttl() / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
         loop {
             match self.round().await {
-                Ok(()) => self.etcd_unreachable_at = None,
+                Ok(()) => {
+                    self.etcd_unreachable_at = None;
+                    self.metrics.etcd_unreachable.set(0);
+                }
                 Err(e) => {
                     self.complain(&e);
                     if matches!(e, EtcdError::Unreachable(_)) {
@@ -241,6 +274,7 @@ impl Agent {
     /// paused and resumed (whose last word is old) is not trusted.
     fn still_unreachable(&mut self) {
         self.etcd_unreachable_at = Some(Instant::now());
+        self.metrics.etcd_unreachable.set(1);
         if let Some(mut routes) = self.last_routes.clone() {
             routes.etcd_unreachable_at = self.etcd_unreachable_at;
             self.router.publish(routes);
@@ -296,7 +330,9 @@ impl Agent {
                 let renewed = self.renewed.unwrap_or(now);
                 if now.duration_since(renewed) >= self.ttl() / 3 {
                     let sent = Instant::now();
-                    if self.etcd.keep_alive(lease).await? {
+                    let alive = self.etcd.keep_alive(lease).await?;
+                    self.metrics.lease_renew.observe(sent.elapsed().as_secs_f64());
+                    if alive {
                         self.renewed = Some(sent);
                     } else {
                         warn!(
@@ -463,6 +499,9 @@ impl Agent {
                 )
                 .await?;
             if took {
+                if last_epoch >= 0 {
+                    self.metrics.failovers.inc();
+                }
                 let leader = Leader {
                     node: me,
                     epoch,
@@ -485,6 +524,10 @@ impl Agent {
             .map(|(tp, (leader, _))| (tp, leader))
             .collect();
         let led = leaders.values().filter(|l| l.node == me).count();
+        self.metrics.partitions_led.set(led as i64);
+        self.metrics
+            .lease_held
+            .store(leading && self.lease.is_some(), Ordering::Release);
         if led != self.led {
             info!(
                 node = me,

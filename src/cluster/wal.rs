@@ -15,12 +15,15 @@ use super::etcd::{Compare, Etcd, EtcdError, Op};
 use super::keys;
 use crate::log::batch::{batch_size, parse_header};
 use crate::log::{LogConfig, PartitionLog};
+use crate::metrics::{Metrics, ShardLabel};
 use crate::remote::{RemoteStore, SideHandle};
 use crate::routing::PartitionRouter;
 use crate::storage::{run_blocking, StorageError};
 use crate::topics::TopicPartition;
 use bytes::{Bytes, BytesMut};
 use futures::channel::oneshot;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
 use serde::{Deserialize, Serialize};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -107,17 +110,34 @@ pub(crate) struct ShardWal {
     unfolded: RefCell<HashMap<TopicPartition, Unfolded>>,
     kick: RefCell<Option<oneshot::Sender<()>>>,
     sequence: Cell<u64>,
-    pub(crate) stats: WalStats,
+    metrics: WalMetrics,
 }
 
-/// What the WAL did, for metrics.
-#[derive(Debug, Default)]
-pub(crate) struct WalStats {
-    pub flushes: Cell<u64>,
-    pub bytes: Cell<u64>,
-    pub failures: Cell<u64>,
-    /// Object put plus etcd commit of the last flush, in microseconds.
-    pub last_flush_micros: Cell<u64>,
+/// The shard's WAL series.
+struct WalMetrics {
+    flush: Histogram,
+    commit: Histogram,
+    bytes: Counter,
+    flushes: Counter,
+    failures: Counter,
+    rebuilds: Counter,
+}
+
+impl WalMetrics {
+    fn new(shard: usize, metrics: &Metrics) -> WalMetrics {
+        let label = ShardLabel {
+            shard: shard.to_string(),
+        };
+        let families = &metrics.cluster;
+        WalMetrics {
+            flush: families.wal_flush_duration.get_or_create_owned(&label),
+            commit: families.wal_commit_duration.get_or_create_owned(&label),
+            bytes: families.wal_bytes.get_or_create_owned(&label),
+            flushes: families.wal_flushes.get_or_create_owned(&label),
+            failures: families.wal_failures.get_or_create_owned(&label),
+            rebuilds: families.wal_rebuilds.get_or_create_owned(&label),
+        }
+    }
 }
 
 impl ShardWal {
@@ -130,6 +150,7 @@ impl ShardWal {
         side: SideHandle,
         store: RemoteStore,
         router: Arc<PartitionRouter>,
+        metrics: &Metrics,
     ) -> ShardWal {
         ShardWal {
             node,
@@ -146,7 +167,7 @@ impl ShardWal {
             unfolded: RefCell::default(),
             kick: RefCell::default(),
             sequence: Cell::new(0),
-            stats: WalStats::default(),
+            metrics: WalMetrics::new(shard, metrics),
         }
     }
 
@@ -358,11 +379,9 @@ impl ShardWal {
             }
         }
         if retry.is_empty() {
-            self.stats.flushes.set(self.stats.flushes.get() + 1);
-            self.stats.bytes.set(self.stats.bytes.get() + size);
-            self.stats
-                .last_flush_micros
-                .set(started.elapsed().as_micros() as u64);
+            self.metrics.flushes.inc();
+            self.metrics.bytes.inc_by(size);
+            self.metrics.flush.observe(started.elapsed().as_secs_f64());
             true
         } else {
             self.retry(retry);
@@ -374,7 +393,7 @@ impl ShardWal {
     /// the next flush writes them again (a new object; the unreferenced
     /// old one is harmless).
     fn retry(&self, mut failed: Vec<Pending>) {
-        self.stats.failures.set(self.stats.failures.get() + 1);
+        self.metrics.failures.inc();
         let mut pending = self.pending.borrow_mut();
         failed.append(&mut pending);
         let bytes = failed.iter().map(|p| p.size).sum();
@@ -415,10 +434,14 @@ impl ShardWal {
             })
             .collect();
         let etcd = self.etcd.clone();
-        self.side
+        let started = std::time::Instant::now();
+        let committed = self
+            .side
             .run(async move { etcd.txn(&compares, &ops).await.map(|(ok, _)| ok) })
             .await
-            .map_err(|_| EtcdError::Unreachable("the etcd client thread stopped".into()))?
+            .map_err(|_| EtcdError::Unreachable("the etcd client thread stopped".into()))?;
+        self.metrics.commit.observe(started.elapsed().as_secs_f64());
+        committed
     }
 
     /// Before a newly led partition serves: makes its local log hold
@@ -483,6 +506,7 @@ impl ShardWal {
             return Ok(());
         }
         info!(partition = %tp, local_end, committed_end, pointers = pointers.len(), "rebuilding the partition from the WAL");
+        self.metrics.rebuilds.inc();
         let fresh = dir.to_path_buf();
         run_blocking("clearing the stale log", move || {
             match std::fs::remove_dir_all(&fresh) {

@@ -22,13 +22,11 @@ pub struct MetricsServer {
 }
 
 impl MetricsServer {
-    /// Binds `addr` and serves until dropped. `ready_shards` counts shards
-    /// that finished recovery; ready means all `shards` have.
+    /// Binds `addr` and serves until dropped; `/ready` asks `readiness`.
     pub fn start(
         addr: SocketAddr,
         metrics: Arc<Metrics>,
-        ready_shards: Arc<AtomicUsize>,
-        shards: usize,
+        readiness: Readiness,
     ) -> std::io::Result<MetricsServer> {
         let server = Arc::new(Server::http(addr).map_err(|e| std::io::Error::other(e.to_string()))?);
         let bound = server
@@ -41,7 +39,7 @@ impl MetricsServer {
             .name("chronik-metrics".into())
             .spawn(move || {
                 for request in serving.incoming_requests() {
-                    let ready = ready_shards.load(Ordering::Acquire) >= shards;
+                    let not_ready = readiness.not_ready();
                     let response = match (request.method(), request.url()) {
                         (tiny_http::Method::Get, "/metrics") => {
                             // OpenMetrics for whoever asks for it (Prometheus does);
@@ -70,11 +68,10 @@ impl MetricsServer {
                             }
                         }
                         (tiny_http::Method::Get, "/health") => Response::from_string("ok\n"),
-                        (tiny_http::Method::Get, "/ready") if ready => Response::from_string("ready\n"),
-                        (tiny_http::Method::Get, "/ready") => {
-                            Response::from_string("starting: log recovery in progress\n")
-                                .with_status_code(503)
-                        }
+                        (tiny_http::Method::Get, "/ready") => match not_ready {
+                            None => Response::from_string("ready\n"),
+                            Some(why) => Response::from_string(why).with_status_code(503),
+                        },
                         _ => Response::from_string("not found\n").with_status_code(404),
                     };
                     if let Err(e) = request.respond(response) {
@@ -99,6 +96,30 @@ impl Drop for MetricsServer {
         self.server.unblock();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+    }
+}
+
+/// What `/ready` waits for.
+pub struct Readiness {
+    /// Shards that finished recovering their logs, of `shards`.
+    pub shards_ready: Arc<AtomicUsize>,
+    pub shards: usize,
+    /// Cluster mode: whether this broker holds a valid etcd lease.
+    pub lease_held: Option<Arc<std::sync::atomic::AtomicBool>>,
+}
+
+impl Readiness {
+    /// Why the broker is not ready, if it is not.
+    fn not_ready(&self) -> Option<&'static str> {
+        if self.shards_ready.load(Ordering::Acquire) < self.shards {
+            return Some("starting: log recovery in progress\n");
+        }
+        match &self.lease_held {
+            Some(held) if !held.load(Ordering::Acquire) => {
+                Some("not in the cluster: this broker holds no valid etcd lease\n")
+            }
+            _ => None,
         }
     }
 }

@@ -16,7 +16,7 @@ mod http;
 mod shard;
 
 pub use collectors::RuntimeCounters;
-pub use http::MetricsServer;
+pub use http::{MetricsServer, Readiness};
 pub use shard::ShardMetrics;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -33,6 +33,12 @@ pub const MAX_LABELLED: usize = 1000;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ShardLabel {
     pub shard: String,
+}
+
+/// Cluster mode's per-broker series (the membership agent is no shard's).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabel {
+    pub node: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -130,6 +136,92 @@ pub struct Metrics {
     pub(crate) executor_loop_lag: Family<ShardLabel, FloatGauge>,
     pub(crate) executor_tasks: Family<ShardLabel, Counter>,
     pub(crate) tiering: TieringFamilies,
+    pub(crate) cluster: ClusterFamilies,
+}
+
+/// Cluster mode's series (present with ETCD_ENDPOINTS): the membership
+/// agent's (one per broker, no shard) and each shard's WAL.
+pub(crate) struct ClusterFamilies {
+    pub partitions_led: Family<NodeLabel, Gauge>,
+    pub lease_renew_duration: Family<NodeLabel, Histogram, fn() -> Histogram>,
+    pub etcd_unreachable: Family<NodeLabel, Gauge>,
+    pub failovers: Family<NodeLabel, Counter>,
+    pub wal_flush_duration: Family<ShardLabel, Histogram, fn() -> Histogram>,
+    pub wal_commit_duration: Family<ShardLabel, Histogram, fn() -> Histogram>,
+    pub wal_bytes: Family<ShardLabel, Counter>,
+    pub wal_flushes: Family<ShardLabel, Counter>,
+    pub wal_failures: Family<ShardLabel, Counter>,
+    pub wal_rebuilds: Family<ShardLabel, Counter>,
+}
+
+impl ClusterFamilies {
+    fn new() -> ClusterFamilies {
+        ClusterFamilies {
+            partitions_led: Family::default(),
+            lease_renew_duration: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
+            etcd_unreachable: Family::default(),
+            failovers: Family::default(),
+            wal_flush_duration: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
+            wal_commit_duration: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
+            wal_bytes: Family::default(),
+            wal_flushes: Family::default(),
+            wal_failures: Family::default(),
+            wal_rebuilds: Family::default(),
+        }
+    }
+
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "chronik_cluster_partitions_led",
+            "Partitions (topics' and the internal coordinator partitions) this broker leads",
+            self.partitions_led.clone(),
+        );
+        r.register(
+            "chronik_cluster_lease_renew_duration_seconds",
+            "Time etcd took to renew this broker's lease",
+            self.lease_renew_duration.clone(),
+        );
+        r.register(
+            "chronik_cluster_etcd_unreachable",
+            "1 while the membership agent cannot reach etcd",
+            self.etcd_unreachable.clone(),
+        );
+        r.register(
+            "chronik_cluster_failovers",
+            "Partitions this broker took over from a broker that led them before",
+            self.failovers.clone(),
+        );
+        r.register(
+            "chronik_cluster_wal_flush_duration_seconds",
+            "One WAL flush: the object written to object storage and its pointers committed in etcd",
+            self.wal_flush_duration.clone(),
+        );
+        r.register(
+            "chronik_cluster_wal_commit_duration_seconds",
+            "The etcd transaction that commits a WAL flush's pointers",
+            self.wal_commit_duration.clone(),
+        );
+        r.register(
+            "chronik_cluster_wal_bytes",
+            "Batch bytes written to the WAL in object storage and committed",
+            self.wal_bytes.clone(),
+        );
+        r.register(
+            "chronik_cluster_wal_flushes",
+            "WAL flushes committed",
+            self.wal_flushes.clone(),
+        );
+        r.register(
+            "chronik_cluster_wal_failures",
+            "WAL flushes that failed (object storage or etcd) and were retried",
+            self.wal_failures.clone(),
+        );
+        r.register(
+            "chronik_cluster_wal_rebuilds",
+            "Partitions rebuilt from the WAL when this broker began leading them",
+            self.wal_rebuilds.clone(),
+        );
+    }
 }
 
 /// Tiered storage's series (present with OBJECT_STORE_URL).
@@ -242,6 +334,7 @@ impl Metrics {
             executor_loop_lag: Family::default(),
             executor_tasks: Family::default(),
             tiering: TieringFamilies::new(),
+            cluster: ClusterFamilies::new(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -406,6 +499,7 @@ impl Metrics {
             metrics.executor_tasks.clone(),
         );
         metrics.tiering.register(r);
+        metrics.cluster.register(r);
         Metrics { registry, ..metrics }
     }
 

@@ -234,10 +234,17 @@ impl IngestServer {
             broker: counters.clone(),
         }));
         let ready_shards = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        // Cluster mode: not ready while this broker holds no valid lease.
+        let lease_held = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let readiness = crate::metrics::Readiness {
+            shards_ready: ready_shards.clone(),
+            shards,
+            lease_held: cluster.as_ref().map(|_| lease_held.clone()),
+        };
         // Up before recovery starts, so /ready can say 503 while it runs.
         let metrics_server = match self.config.metrics_address {
             Some(addr) => Some(
-                MetricsServer::start(addr, metrics.clone(), ready_shards.clone(), shards)
+                MetricsServer::start(addr, metrics.clone(), readiness)
                     .map_err(|e| ServerError::Metrics(addr, e))?,
             ),
             None => None,
@@ -354,6 +361,7 @@ impl IngestServer {
                     side.clone(),
                     store.clone(),
                     router.clone(),
+                    &shard_metrics,
                 ));
                 local.set_wal(wal.clone());
                 glommio::spawn_local(wal.run(shard.drain.clone())).detach();
@@ -490,8 +498,9 @@ impl IngestServer {
                     etcd.clone(),
                     &side.handle(),
                     settings,
-                    agent_router,
-                    agent_catalog,
+                    (agent_router, agent_catalog),
+                    &metrics,
+                    lease_held.clone(),
                 ))
             }
             _ => None,
