@@ -166,6 +166,9 @@ const HANDOVER_DRAIN: Duration = Duration::from_millis(300);
 /// rounds.
 const OUTAGE_GRACE: Duration = Duration::from_secs(5);
 
+/// How often the agent looks at the local catalog between rounds.
+const CATALOG_POLL: Duration = Duration::from_millis(20);
+
 /// How long start-up waits for the agent's first round.
 const FIRST_ROUND_PATIENCE: Duration = Duration::from_secs(5);
 
@@ -220,6 +223,9 @@ impl Agent {
     async fn run(mut self, mut stopping: oneshot::Receiver<()>) {
         let tick = (self.ttl() / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
         loop {
+            // Taken before the round reads the catalog: a topic created
+            // while it runs starts the next one at once.
+            let version = self.catalog.snapshot().version;
             match self.round().await {
                 Ok(()) => {
                     self.etcd_unreachable_at = None;
@@ -232,9 +238,19 @@ impl Agent {
                     }
                 }
             }
-            tokio::select! {
-                _ = &mut stopping => break,
-                _ = tokio::time::sleep(tick) => {}
+            // The next round a tick from now, or as soon as this broker's
+            // catalog changes: a topic created here gets its leaders now,
+            // not up to a tick later.
+            let next = tokio::time::Instant::now() + tick;
+            let mut stop = false;
+            while tokio::time::Instant::now() < next && self.catalog.snapshot().version == version {
+                tokio::select! {
+                    _ = &mut stopping => { stop = true; break }
+                    _ = tokio::time::sleep(CATALOG_POLL.min(tick)) => {}
+                }
+            }
+            if stop {
+                break;
             }
         }
         self.publish(View::default(), false);

@@ -33,12 +33,13 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
                 request.may(AclOperation::Create, Resource::Cluster)
                     || request.may(AclOperation::Create, Resource::Topic(name))
             };
-            let names = topics
+            let names: Vec<String> = topics
                 .iter()
                 .filter_map(|t| t.name.as_ref().map(|n| n.to_string()))
                 .filter(|n| may_create(n))
                 .collect();
-            broker.controller().ensure_topics(names).await;
+            broker.controller().ensure_topics(names.clone()).await;
+            await_leaders(&broker, &names).await;
         }
     }
     let catalog = broker.catalog().snapshot();
@@ -98,6 +99,30 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
         ))
         .with_topics(topics);
     request.respond(&response)
+}
+
+/// Cluster mode: a topic just created gets its leaders from the
+/// membership agent a moment later; the client that made it is answered
+/// with them (waiting at most `LEADER_PATIENCE`), not with
+/// LEADER_NOT_AVAILABLE, after which librdkafka waits up to a second
+/// before it asks again.
+async fn await_leaders(broker: &ShardBroker, names: &[String]) {
+    const LEADER_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
+    const POLL: std::time::Duration = std::time::Duration::from_millis(10);
+    if broker.partitions().router().snapshot().cluster().is_none() {
+        return;
+    }
+    let deadline = std::time::Instant::now() + LEADER_PATIENCE;
+    let leaderless = || {
+        let catalog = broker.catalog().snapshot();
+        names.iter().filter_map(|name| catalog.get(name)).any(|topic| {
+            (0..topic.partitions)
+                .any(|p| broker.leader_of(&crate::topics::TopicPartition::new(&topic.name, p)).is_none())
+        })
+    };
+    while leaderless() && std::time::Instant::now() < deadline {
+        glommio::timer::sleep(POLL).await;
+    }
 }
 
 /// Each partition's leader and epoch (on one broker: this one, epoch 0).

@@ -481,14 +481,6 @@ impl IngestServer {
             .zip(runtime.local_addrs())
             .map(|(spec, bound)| format!("{}://{bound}", spec.name))
             .collect();
-        info!(
-            listen = %runtime.local_addr(),
-            listeners = %listening.join(","),
-            shards,
-            cluster_id = %identity.cluster_id,
-            data_dir = %dir.display(),
-            "chronik-ingest started"
-        );
         let _ = runtime_counters.set(runtime.counters());
         let agent = match (&cluster, &side) {
             (Some((etcd, _)), Some(side)) => {
@@ -505,6 +497,16 @@ impl IngestServer {
             }
             _ => None,
         };
+        // Said once the broker is in the cluster (in cluster mode), so a
+        // client that connects on seeing it finds the broker in Metadata.
+        info!(
+            listen = %runtime.local_addr(),
+            listeners = %listening.join(","),
+            shards,
+            cluster_id = %identity.cluster_id,
+            data_dir = %dir.display(),
+            "chronik-ingest started"
+        );
         Ok(ServerHandle {
             listeners: config
                 .listeners()
