@@ -9,7 +9,7 @@
 //! and whoever leads next bumps the epoch. No consensus of our own: every
 //! race between brokers is settled by etcd's compares.
 
-use super::assignment::preferred_leader;
+use super::assignment::desired_leaders;
 use super::etcd::{Compare, Etcd, EtcdError, KeyValue, Op};
 use super::keys;
 use crate::metrics::{Metrics, NodeLabel};
@@ -455,14 +455,16 @@ impl Agent {
         let me = self.settings.node;
         let live: Vec<i32> = view.brokers.keys().copied().collect();
         let partitions = self.partitions();
-        let wanted: std::collections::HashSet<&TopicPartition> = partitions.iter().collect();
+        let current: HashMap<TopicPartition, i32> = view
+            .leaders
+            .iter()
+            .map(|(tp, (leader, _))| (tp.clone(), leader.node))
+            .collect();
+        let desired = desired_leaders(&partitions, &current, &live);
         let mine_elsewhere: Vec<TopicPartition> = view
             .leaders
             .iter()
-            .filter(|(tp, (leader, _))| {
-                leader.node == me
-                    && (!wanted.contains(tp) || preferred_leader(tp, &live).is_some_and(|want| want != me))
-            })
+            .filter(|(tp, (leader, _))| leader.node == me && desired.get(*tp) != Some(&me))
             .map(|(tp, _)| tp.clone())
             .collect();
         // A partition handed over stops taking writes first (it is left
@@ -484,7 +486,7 @@ impl Agent {
             view.leaders.remove(&tp);
         }
         for tp in &partitions {
-            if view.leaders.contains_key(tp) || preferred_leader(tp, &live) != Some(me) {
+            if view.leaders.contains_key(tp) || desired.get(tp) != Some(&me) {
                 continue;
             }
             let (last_epoch, epoch_revision) = view.epochs.get(tp).copied().unwrap_or((-1, 0));

@@ -22,11 +22,12 @@ use crate::storage::{run_blocking, StorageError};
 use crate::topics::TopicPartition;
 use bytes::{Bytes, BytesMut};
 use futures::channel::oneshot;
+use futures::{StreamExt, TryStreamExt};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 use serde::{Deserialize, Serialize};
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -77,6 +78,15 @@ struct Pending {
     size: usize,
 }
 
+/// One object on its way: written by `put`, then committed.
+struct Flight {
+    batch: Vec<Pending>,
+    pointers: Vec<WalPointer>,
+    size: u64,
+    started: std::time::Instant,
+    put: glommio::Task<()>,
+}
+
 struct Waiter {
     end: i64,
     done: oneshot::Sender<Result<(), StorageError>>,
@@ -109,6 +119,14 @@ pub(crate) struct ShardWal {
     waiters: RefCell<HashMap<TopicPartition, Vec<Waiter>>>,
     unfolded: RefCell<HashMap<TopicPartition, Unfolded>>,
     kick: RefCell<Option<oneshot::Sender<()>>>,
+    /// Objects being written, oldest first, each committed after those
+    /// before it.
+    flights: RefCell<VecDeque<Flight>>,
+    in_flight_bytes: Cell<usize>,
+    flight_added: RefCell<Option<oneshot::Sender<()>>>,
+    slot_freed: RefCell<Option<oneshot::Sender<()>>>,
+    closing: Cell<bool>,
+    last_complaint: Cell<Option<std::time::Instant>>,
     sequence: Cell<u64>,
     metrics: WalMetrics,
 }
@@ -166,6 +184,12 @@ impl ShardWal {
             waiters: RefCell::default(),
             unfolded: RefCell::default(),
             kick: RefCell::default(),
+            flights: RefCell::default(),
+            in_flight_bytes: Cell::new(0),
+            flight_added: RefCell::default(),
+            slot_freed: RefCell::default(),
+            closing: Cell::new(false),
+            last_complaint: Cell::new(None),
             sequence: Cell::new(0),
             metrics: WalMetrics::new(shard, metrics),
         }
@@ -183,7 +207,7 @@ impl ShardWal {
         end: i64,
         stored: Bytes,
     ) -> Result<(), StorageError> {
-        if self.pending_bytes.get() >= PENDING_CAP {
+        if self.pending_bytes.get() + self.in_flight_bytes.get() >= PENDING_CAP {
             // Object storage or etcd has been failing for a while: what
             // waits is bounded, as the disk is by TIERING_LOCAL_CAP_MB.
             return Err(StorageError::Unreachable(
@@ -281,8 +305,14 @@ impl ShardWal {
         }
     }
 
-    /// The shard's flush loop, until `drain`.
+    /// The shard's flush loop, until `drain`: every flush interval (or
+    /// sooner, once enough bytes wait) what was accepted goes out as one
+    /// object. Up to `FLIGHTS` objects are written at once, so a slow PUT
+    /// does not hold the next flush back; their commits go to etcd in
+    /// flush order (see `commit_in_order`), so a partition's committed
+    /// pointers never have a gap.
     pub(crate) async fn run(self: Rc<Self>, drain: chronik_shard::Signal) {
+        let committer = glommio::spawn_local(self.clone().commit_in_order());
         loop {
             let (kick, kicked) = oneshot::channel();
             *self.kick.borrow_mut() = Some(kick);
@@ -290,26 +320,32 @@ impl ShardWal {
             let stop = std::pin::pin!(drain.wait());
             let woken = futures::future::select(kicked, sleep);
             if let futures::future::Either::Right(_) = futures::future::select(woken, stop).await {
-                // One last flush: what was accepted goes out before the
-                // lease is handed over.
-                self.flush().await;
-                return;
+                break;
             }
-            if !self.flush().await {
-                // Failing: try again a little later, not every interval.
-                glommio::timer::sleep(RETRY_BACKOFF).await;
+            while self.flights.borrow().len() >= FLIGHTS {
+                let (freed, wait) = oneshot::channel();
+                *self.slot_freed.borrow_mut() = Some(freed);
+                let _ = wait.await;
             }
+            self.take_off();
         }
+        // One last flush: what was accepted goes out before the lease is
+        // handed over (bounded: the store or etcd may be down).
+        self.take_off();
+        self.closing.set(true);
+        self.wake_committer();
+        let landed = std::pin::pin!(committer);
+        let limit = std::pin::pin!(glommio::timer::sleep(self.settings.ack_timeout));
+        let _ = futures::future::select(landed, limit).await;
     }
 
-    /// Writes and commits what waits; false if it must be tried again.
-    async fn flush(&self) -> bool {
+    /// Starts writing what waits as one object.
+    fn take_off(self: &Rc<Self>) {
         let batch: Vec<Pending> = std::mem::take(&mut *self.pending.borrow_mut());
         if batch.is_empty() {
-            return true;
+            return;
         }
         self.pending_bytes.set(0);
-        let started = std::time::Instant::now();
         let sequence = self.sequence.get();
         self.sequence.set(sequence + 1);
         let object = format!(
@@ -337,68 +373,125 @@ impl ShardWal {
                 folded: false,
             });
         }
+        let body = body.freeze();
         let size = body.len() as u64;
-        if let Err(e) = self.store.put(&object, body.freeze()).await {
-            warn!(error = %e, object, "WAL object not written; retrying");
-            self.retry(batch);
-            return false;
+        self.in_flight_bytes
+            .set(self.in_flight_bytes.get() + size as usize);
+        let wal = self.clone();
+        let key = object.clone();
+        // Written until it is, with a pause after each failure: the
+        // flights behind it wait for its commit anyway.
+        let put = glommio::spawn_local(async move {
+            loop {
+                match wal.store.put(&key, body.clone()).await {
+                    Ok(()) => return,
+                    Err(e) => {
+                        wal.metrics.failures.inc();
+                        wal.complain(&format!("WAL object {key} not written: {e}; retrying"));
+                        glommio::timer::sleep(RETRY_BACKOFF).await;
+                    }
+                }
+            }
+        });
+        self.flights.borrow_mut().push_back(Flight {
+            batch,
+            pointers,
+            size,
+            started: std::time::Instant::now(),
+            put,
+        });
+        self.wake_committer();
+    }
+
+    fn wake_committer(&self) {
+        if let Some(wake) = self.flight_added.borrow_mut().take() {
+            let _ = wake.send(());
         }
-        // Partitions whose commit failed because the leadership changed
-        // are answered NOT_LEADER; on etcd errors the batch is retried.
-        let mut retry = Vec::new();
-        for (chunk, pointers) in batch.chunks(COMMIT_CHUNK).zip(pointers.chunks(COMMIT_CHUNK)) {
-            match self.commit(chunk, pointers).await {
+    }
+
+    /// Commits each flight once its object is written, oldest first.
+    async fn commit_in_order(self: Rc<Self>) {
+        loop {
+            let next = self.flights.borrow_mut().pop_front();
+            let Some(flight) = next else {
+                if self.closing.get() {
+                    return;
+                }
+                let (wake, woken) = oneshot::channel();
+                *self.flight_added.borrow_mut() = Some(wake);
+                let _ = woken.await;
+                continue;
+            };
+            if let Some(freed) = self.slot_freed.borrow_mut().take() {
+                let _ = freed.send(());
+            }
+            flight.put.await;
+            let mut left: Vec<(Pending, WalPointer)> =
+                flight.batch.into_iter().zip(flight.pointers).collect();
+            while !left.is_empty() {
+                left = self.commit_flight(left).await;
+                if !left.is_empty() {
+                    self.metrics.failures.inc();
+                    glommio::timer::sleep(RETRY_BACKOFF).await;
+                }
+            }
+            self.in_flight_bytes
+                .set(self.in_flight_bytes.get().saturating_sub(flight.size as usize));
+            self.metrics.flushes.inc();
+            self.metrics.bytes.inc_by(flight.size);
+            self.metrics.flush.observe(flight.started.elapsed().as_secs_f64());
+        }
+    }
+
+    /// Commits a flight's pointers; returns those to try again (etcd did
+    /// not answer). Partitions whose leadership ended are answered
+    /// NOT_LEADER and dropped.
+    async fn commit_flight(&self, flight: Vec<(Pending, WalPointer)>) -> Vec<(Pending, WalPointer)> {
+        let mut again = Vec::new();
+        for chunk in flight.chunks(COMMIT_CHUNK) {
+            match self.commit(chunk).await {
                 Ok(true) => {
-                    for pending in chunk {
+                    for (pending, _) in chunk {
                         self.committed(pending);
                     }
                 }
                 Ok(false) => {
                     // Someone's leadership ended: find whose, one by one.
-                    for (pending, pointer) in chunk.iter().zip(pointers) {
-                        match self
-                            .commit(std::slice::from_ref(pending), std::slice::from_ref(pointer))
-                            .await
-                        {
-                            Ok(true) => self.committed(pending),
+                    for one in chunk {
+                        match self.commit(std::slice::from_ref(one)).await {
+                            Ok(true) => self.committed(&one.0),
                             Ok(false) => {
-                                info!(partition = %pending.tp, "no longer the leader: accepted writes not committed");
-                                self.fail(&pending.tp, StorageError::NotLeader);
+                                info!(partition = %one.0.tp, "no longer the leader: accepted writes not committed");
+                                self.fail(&one.0.tp, StorageError::NotLeader);
                             }
                             Err(e) => {
-                                warn!(error = %e, "WAL commit failed; retrying");
-                                retry.push(pending.clone());
+                                self.complain(&format!("WAL commit failed: {e}; retrying"));
+                                again.push(one.clone());
                             }
                         }
                     }
                 }
                 Err(e) => {
-                    warn!(error = %e, "WAL commit failed; retrying with the next flush");
-                    retry.extend(chunk.iter().cloned());
+                    self.complain(&format!("WAL commit failed: {e}; retrying"));
+                    again.extend(chunk.iter().cloned());
                 }
             }
         }
-        if retry.is_empty() {
-            self.metrics.flushes.inc();
-            self.metrics.bytes.inc_by(size);
-            self.metrics.flush.observe(started.elapsed().as_secs_f64());
-            true
-        } else {
-            self.retry(retry);
-            false
-        }
+        again
     }
 
-    /// Puts a failed flush's batches back in front of what came since, so
-    /// the next flush writes them again (a new object; the unreferenced
-    /// old one is harmless).
-    fn retry(&self, mut failed: Vec<Pending>) {
-        self.metrics.failures.inc();
-        let mut pending = self.pending.borrow_mut();
-        failed.append(&mut pending);
-        let bytes = failed.iter().map(|p| p.size).sum();
-        *pending = failed;
-        self.pending_bytes.set(bytes);
+    /// A warning at most every few seconds: an outage is said, not
+    /// shouted once per flush.
+    fn complain(&self, what: &str) {
+        let now = std::time::Instant::now();
+        if self
+            .last_complaint
+            .get()
+            .is_none_or(|at| now.duration_since(at) >= COMPLAINT_INTERVAL)
+        {
+            warn!(shard = self.shard, "{what}");
+            self.last_complaint.set(Some(now));
+        }
     }
 
     fn committed(&self, pending: &Pending) {
@@ -419,14 +512,13 @@ impl ShardWal {
         self.wake(&pending.tp, end);
     }
 
-    async fn commit(&self, chunk: &[Pending], pointers: &[WalPointer]) -> Result<bool, EtcdError> {
+    async fn commit(&self, chunk: &[(Pending, WalPointer)]) -> Result<bool, EtcdError> {
         let compares: Vec<Compare> = chunk
             .iter()
-            .map(|p| Compare::ModRevision(keys::leader(&p.tp), p.leader_revision))
+            .map(|(p, _)| Compare::ModRevision(keys::leader(&p.tp), p.leader_revision))
             .collect();
         let ops: Vec<Op> = chunk
             .iter()
-            .zip(pointers)
             .map(|(p, pointer)| Op::Put {
                 key: keys::wal_pointer(&p.tp, p.topic_id, p.base),
                 value: serde_json::to_vec(pointer).unwrap_or_default(),
@@ -516,35 +608,33 @@ impl ShardWal {
         })
         .await?;
         let mut next = 0;
-        for pointer in pointers {
+        for pointer in &pointers {
             if pointer.base != next {
                 return Err(StorageError::Invalid(format!(
                     "the WAL of {tp} has a gap: next offset {next}, pointer from {}",
                     pointer.base
                 )));
             }
-            let bytes = self
-                .store
-                .get_range(
-                    &pointer.object,
-                    pointer.position..pointer.position + pointer.length,
-                )
-                .await
-                .map_err(|e| {
-                    StorageError::Unreachable(format!("reading WAL object {}: {e}", pointer.object))
-                })?;
-            let (replay_dir, replay_config) = (dir.to_path_buf(), config.clone());
-            next = run_blocking("replaying the WAL", move || {
-                replay(&replay_dir, &bytes, &replay_config)
-            })
-            .await?;
-            if next != pointer.end {
-                return Err(StorageError::Invalid(format!(
-                    "WAL object {} holds {tp} up to {next}, its pointer says {}",
-                    pointer.object, pointer.end
-                )));
-            }
+            next = pointer.end;
         }
+        // Read many at once (each is a ranged GET, most of the time in the
+        // round trip), replayed in order in one pass.
+        let reads = pointers.into_iter().map(|pointer| async move {
+            let range = pointer.position..pointer.position + pointer.length;
+            let bytes = self.store.get_range(&pointer.object, range).await.map_err(|e| {
+                StorageError::Unreachable(format!("reading WAL object {}: {e}", pointer.object))
+            })?;
+            Ok::<_, StorageError>((pointer, bytes))
+        });
+        let read: Vec<(WalPointer, Bytes)> = futures::stream::iter(reads)
+            .buffered(RESTORE_READS)
+            .try_collect()
+            .await?;
+        let (replay_dir, replay_config, name) = (dir.to_path_buf(), config, tp.to_string());
+        run_blocking("replaying the WAL", move || {
+            replay(&replay_dir, &read, &replay_config, &name)
+        })
+        .await?;
         Ok(())
     }
 }
@@ -644,35 +734,52 @@ impl ShardWal {
     }
 }
 
-/// Appends the batches in `bytes` to the log in `dir` (created if new);
-/// returns the log's end offset.
-fn replay(dir: &Path, mut bytes: &[u8], config: &LogConfig) -> std::io::Result<i64> {
+/// Appends every pointer's batches, in order, to the log in `dir`
+/// (created if new), checking each ends where its pointer says.
+fn replay(dir: &Path, read: &[(WalPointer, Bytes)], config: &LogConfig, tp: &str) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let (mut log, _) = PartitionLog::open(dir)?;
-    while !bytes.is_empty() {
-        let size = batch_size(bytes)
-            .filter(|size| *size <= bytes.len())
-            .ok_or_else(|| std::io::Error::other("a WAL object ends inside a batch"))?;
-        let (batch, rest) = bytes.split_at(size);
-        let header = parse_header(batch).map_err(|e| std::io::Error::other(e.message().to_string()))?;
-        log.append(batch, header, config)
-            .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
-        bytes = rest;
+    for (pointer, bytes) in read {
+        let mut bytes = &bytes[..];
+        while !bytes.is_empty() {
+            let size = batch_size(bytes)
+                .filter(|size| *size <= bytes.len())
+                .ok_or_else(|| {
+                    std::io::Error::other(format!("WAL object {} ends inside a batch", pointer.object))
+                })?;
+            let (batch, rest) = bytes.split_at(size);
+            let header = parse_header(batch).map_err(|e| std::io::Error::other(e.message().to_string()))?;
+            log.append(batch, header, config)
+                .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+            bytes = rest;
+        }
+        if log.log_end_offset() != pointer.end {
+            return Err(std::io::Error::other(format!(
+                "WAL object {} holds {tp} up to {}, its pointer says {}",
+                pointer.object,
+                log.log_end_offset(),
+                pointer.end
+            )));
+        }
     }
-    let end = log.log_end_offset();
-    log.close()?;
-    Ok(end)
+    log.close()
 }
 
 /// A partition's WAL pointers are folded into one object past this many,
 /// or past this many bytes.
-const FOLD_POINTERS: usize = 256;
+const FOLD_POINTERS: usize = 64;
 const FOLD_BYTES: u64 = 16 << 20;
 
 /// Bytes a shard's WAL may hold uncommitted before new writes are refused.
 const PENDING_CAP: usize = 512 << 20;
-/// Pause after a failed flush.
+/// Pause after a failed object write or commit.
 const RETRY_BACKOFF: Duration = Duration::from_millis(200);
+/// Ranged GETs a rebuild has in flight.
+const RESTORE_READS: usize = 16;
+/// Objects a shard writes at once.
+const FLIGHTS: usize = 4;
+/// At most one warning about failing writes or commits per this long.
+const COMPLAINT_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Partitions per etcd transaction: etcd allows 128 operations by default.
 const COMMIT_CHUNK: usize = 64;

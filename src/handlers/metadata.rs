@@ -116,8 +116,11 @@ async fn await_leaders(broker: &ShardBroker, names: &[String]) {
     let leaderless = || {
         let catalog = broker.catalog().snapshot();
         names.iter().filter_map(|name| catalog.get(name)).any(|topic| {
-            (0..topic.partitions)
-                .any(|p| broker.leader_of(&crate::topics::TopicPartition::new(&topic.name, p)).is_none())
+            (0..topic.partitions).any(|p| {
+                broker
+                    .leader_of(&crate::topics::TopicPartition::new(&topic.name, p))
+                    .is_none()
+            })
         })
     };
     while leaderless() && std::time::Instant::now() < deadline {

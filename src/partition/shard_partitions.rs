@@ -152,6 +152,43 @@ impl ShardPartitions {
         }
     }
 
+    /// Cluster mode: opens each partition as soon as this broker begins
+    /// to lead it (rebuilt from the WAL), every `interval`, instead of at
+    /// its first request: a failover then costs clients the lease's TTL,
+    /// not that plus a rebuild.
+    pub(crate) async fn take_up_leadership_periodically(
+        self: Rc<Self>,
+        drain: chronik_shard::Signal,
+        interval: std::time::Duration,
+    ) {
+        loop {
+            let sleep = std::pin::pin!(glommio::timer::sleep(interval));
+            let drained = std::pin::pin!(drain.wait());
+            if let futures::future::Either::Right(_) = futures::future::select(sleep, drained).await {
+                return;
+            }
+            let catalog = self.catalog.snapshot();
+            let newly_led: Vec<TopicPartition> = catalog
+                .topics()
+                .flat_map(|t| (0..t.partitions).map(move |p| TopicPartition::new(&t.name, p)))
+                .filter(|tp| {
+                    self.owned_epoch(tp).is_some_and(|epoch| {
+                        self.partitions
+                            .borrow()
+                            .get(tp)
+                            .is_none_or(|open| open.leader_epoch() != epoch)
+                    })
+                })
+                .collect();
+            let opening = newly_led.iter().map(|tp| self.partition(tp));
+            for (tp, opened) in newly_led.iter().zip(futures::future::join_all(opening).await) {
+                if let Err(e) = opened {
+                    debug!(partition = %tp, error = %e, "newly led partition not opened yet");
+                }
+            }
+        }
+    }
+
     /// Cluster mode: appends go through `wal` too.
     pub(crate) fn set_wal(&self, wal: Rc<crate::cluster::ShardWal>) {
         let _ = self.wal.set(wal);

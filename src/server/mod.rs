@@ -61,6 +61,8 @@ use tracing::{info, warn};
 /// Cluster mode: a shard's WAL flushes at once when this much waits,
 /// without waiting for the flush interval.
 const WAL_FLUSH_BYTES: usize = 4 << 20;
+/// Cluster mode: how often a shard looks for partitions it began to lead.
+const TAKE_UP_INTERVAL: Duration = Duration::from_millis(100);
 /// Cluster mode: how often a shard looks for WAL pointers to fold.
 const WAL_FOLD_INTERVAL: Duration = Duration::from_secs(1);
 /// Listen backlog per shard; the kernel caps it at net.core.somaxconn.
@@ -369,6 +371,12 @@ impl IngestServer {
                     local
                         .clone()
                         .fold_wal_periodically(shard.drain.clone(), WAL_FOLD_INTERVAL),
+                )
+                .detach();
+                glommio::spawn_local(
+                    local
+                        .clone()
+                        .take_up_leadership_periodically(shard.drain.clone(), TAKE_UP_INTERVAL),
                 )
                 .detach();
             }
