@@ -322,6 +322,13 @@ impl ShardWal {
             if let futures::future::Either::Right(_) = futures::future::select(woken, stop).await {
                 break;
             }
+            // With an object already on its way, a small batch waits for
+            // it to land (its commit wakes this loop): a store that takes
+            // requests one at a time gets fewer, larger ones; a backlog
+            // still goes out in parallel.
+            if !self.flights.borrow().is_empty() && self.pending_bytes.get() < FLIGHT_MIN_BYTES {
+                continue;
+            }
             while self.flights.borrow().len() >= FLIGHTS {
                 let (freed, wait) = oneshot::channel();
                 *self.slot_freed.borrow_mut() = Some(freed);
@@ -439,6 +446,9 @@ impl ShardWal {
                 .set(self.in_flight_bytes.get().saturating_sub(flight.size as usize));
             self.metrics.flushes.inc();
             self.metrics.bytes.inc_by(flight.size);
+            if let Some(kick) = self.kick.borrow_mut().take() {
+                let _ = kick.send(());
+            }
             self.metrics.flush.observe(flight.started.elapsed().as_secs_f64());
         }
     }
@@ -776,6 +786,8 @@ const PENDING_CAP: usize = 512 << 20;
 const RETRY_BACKOFF: Duration = Duration::from_millis(200);
 /// Ranged GETs a rebuild has in flight.
 const RESTORE_READS: usize = 16;
+/// While an object is being written, the next waits for this many bytes.
+const FLIGHT_MIN_BYTES: usize = 256 << 10;
 /// Objects a shard writes at once.
 const FLIGHTS: usize = 4;
 /// At most one warning about failing writes or commits per this long.

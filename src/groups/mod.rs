@@ -71,7 +71,16 @@ pub(crate) struct GroupCoordinator {
     initial_delay: Duration,
     offsets_retention: Duration,
     group_commit: Rc<GroupCommit>,
+    router: Arc<PartitionRouter>,
+    /// Cluster mode: commits go to the WAL (and are acknowledged once it
+    /// commits them), and an offsets partition newly led here is rebuilt
+    /// from it before its groups are served.
+    wal: std::cell::OnceCell<Rc<crate::cluster::ShardWal>>,
 }
+
+/// The WAL's topic id for the offsets partitions, which have no catalog
+/// entry.
+const OFFSETS_TOPIC_ID: uuid::Uuid = uuid::Uuid::nil();
 
 impl GroupCoordinator {
     /// Loads the offsets partitions this shard owns; every group with
@@ -117,7 +126,90 @@ impl GroupCoordinator {
             initial_delay,
             offsets_retention,
             group_commit,
+            router,
+            wal: std::cell::OnceCell::new(),
         })
+    }
+
+    /// Cluster mode: see the `wal` field.
+    pub(crate) fn set_wal(&self, wal: Rc<crate::cluster::ShardWal>) {
+        let _ = self.wal.set(wal);
+    }
+
+    /// Cluster mode: loads the groups of every offsets partition this
+    /// shard holds that this broker has begun to lead (rebuilt from the
+    /// WAL: the committed offsets another coordinator acknowledged), and
+    /// forgets those it no longer leads, every `interval` until the shard
+    /// drains.
+    pub(crate) async fn take_up_leadership_periodically(
+        self: Rc<Self>,
+        drain: chronik_shard::Signal,
+        interval: Duration,
+    ) {
+        loop {
+            let sleep = std::pin::pin!(glommio::timer::sleep(interval));
+            let drained = std::pin::pin!(drain.wait());
+            if let futures::future::Either::Right(_) = futures::future::select(sleep, drained).await {
+                return;
+            }
+            for &partition in &self.owned {
+                let tp = TopicPartition::new(OFFSETS_DIR, partition as i32);
+                let loaded = self.router.offsets_loaded_at(partition);
+                match self.router.route(&tp) {
+                    crate::routing::Route::Local { leader_epoch, .. } if leader_epoch != loaded => {
+                        match self.reload(partition).await {
+                            Ok(groups) => {
+                                info!(
+                                    partition,
+                                    epoch = leader_epoch,
+                                    groups,
+                                    "coordinating the partition's groups"
+                                );
+                                self.router.set_offsets_loaded(partition, leader_epoch);
+                            }
+                            Err(e) => warn!(partition, error = %e, "cannot load the partition's groups yet"),
+                        }
+                    }
+                    crate::routing::Route::Local { .. } => {}
+                    _ if loaded != -1 => self.router.set_offsets_loaded(partition, -1),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Rebuilds offsets partition `partition` from the WAL and loads its
+    /// groups (each Empty, as after a restart); returns how many.
+    async fn reload(&self, partition: u32) -> Result<usize, String> {
+        let Some(wal) = self.wal.get() else {
+            return Ok(0);
+        };
+        self.logs.borrow_mut().remove(&partition);
+        self.groups
+            .borrow_mut()
+            .retain(|id, _| offsets_partition(id) != partition);
+        let tp = TopicPartition::new(OFFSETS_DIR, partition as i32);
+        let config = offsets_log::offsets_log_config(self.segment_bytes);
+        wal.restore(
+            &tp,
+            OFFSETS_TOPIC_ID,
+            &self.dir.join(partition.to_string()),
+            config.clone(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        if !OffsetsLog::exists(&self.dir, partition) {
+            return Ok(0);
+        }
+        let log = OffsetsLog::open(&self.dir, partition, config).map_err(|e| e.to_string())?;
+        let now = Instant::now();
+        let mut groups = self.groups.borrow_mut();
+        for group_id in log.groups.keys() {
+            groups.insert(group_id.clone(), Group::new(group_id, self.initial_delay, now));
+        }
+        let count = log.groups.len();
+        self.logs.borrow_mut().insert(partition, log);
+        Ok(count)
     }
 
     pub(crate) fn join(&self, group_id: &str, request: JoinRequest) -> Reply<JoinResult> {
@@ -349,11 +441,40 @@ impl GroupCoordinator {
                     vacant.insert(log)
                 }
             };
-            log.append(group_id, changes).map_err(|e| {
+            let appended = log.append(group_id, changes).map_err(|e| {
                 warn!(group = %group_id, error = %e, "cannot write committed offsets");
                 ResponseError::KafkaStorageError.code()
-            })?
+            })?;
+            (appended, log.take_last_batch())
         };
+        let (appended, stored) = appended;
+        if let (Some(wal), Some(stored)) = (self.wal.get(), stored) {
+            // Cluster mode: acknowledged once in object storage and etcd,
+            // where the next coordinator of these groups finds them.
+            let partition = offsets_partition(group_id);
+            let tp = TopicPartition::new(OFFSETS_DIR, partition as i32);
+            let epoch = self.router.offsets_loaded_at(partition);
+            if let (_, Some(sealed)) = appended {
+                let _ =
+                    crate::storage::run_blocking("closing an offsets segment", move || sealed.finish()).await;
+            }
+            // Another broker coordinates these groups now: the client
+            // finds it again.
+            let code = |e: crate::storage::StorageError| match e {
+                crate::storage::StorageError::NotLeader => ResponseError::NotCoordinator.code(),
+                other => other.code(),
+            };
+            wal.add(
+                &tp,
+                OFFSETS_TOPIC_ID,
+                epoch,
+                stored.base,
+                stored.end,
+                stored.bytes,
+            )
+            .map_err(code)?;
+            return wal.durable(&tp, stored.end).await.map_err(code);
+        }
         self.group_commit.sync_appended(appended).await.map_err(|e| {
             warn!(group = %group_id, error = %e, "cannot make committed offsets durable");
             ResponseError::KafkaStorageError.code()

@@ -276,6 +276,13 @@ impl OffsetsLog {
     }
 }
 
+impl OffsetsLog {
+    /// See [`KeyedLog::take_last_batch`].
+    pub fn take_last_batch(&mut self) -> Option<crate::log::keyed_log::StoredBatch> {
+        self.log.take_last_batch()
+    }
+}
+
 impl crate::partition::cleaning::InternalLog for OffsetsLog {
     fn keyed(&self) -> &KeyedLog {
         &self.log

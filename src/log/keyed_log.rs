@@ -21,6 +21,17 @@ const REPLAY_CHUNK: usize = 1 << 20;
 pub struct KeyedLog {
     log: PartitionLog,
     config: LogConfig,
+    /// The batch the last append stored, as stored (offsets assigned):
+    /// what cluster mode's WAL must hold too.
+    last_batch: Option<StoredBatch>,
+}
+
+/// A batch as the log stored it, at offsets `[base, end)`.
+#[derive(Debug, Clone)]
+pub struct StoredBatch {
+    pub base: i64,
+    pub end: i64,
+    pub bytes: bytes::Bytes,
 }
 
 /// A key's new value; `None` deletes it (a tombstone).
@@ -85,7 +96,11 @@ impl KeyedLog {
                 )));
             }
         }
-        Ok(KeyedLog { log, config })
+        Ok(KeyedLog {
+            log,
+            config,
+            last_batch: None,
+        })
     }
 
     /// Blocking (a write, no sync): appends the changes as one batch and
@@ -98,10 +113,17 @@ impl KeyedLog {
         let built = batch::build_keyed_batch(now_ms(), changes);
         let header = batch::validate(&built).map_err(|e| io::Error::other(e.message().to_string()))?;
         let before = self.log.written_end();
+        let mut stored = built.clone();
         let mut outcome = self
             .log
             .reserve(&bytes::Bytes::from(built), header, &self.config)
             .map_err(|e| io::Error::other(format!("{e:?}")))?;
+        batch::assign_offset(&mut stored, outcome.base_offset, 0);
+        self.last_batch = Some(StoredBatch {
+            base: outcome.base_offset,
+            end: outcome.base_offset + i64::from(header.last_offset_delta) + 1,
+            bytes: bytes::Bytes::from(stored),
+        });
         if let Some(naming) = outcome.rolled.as_mut().and_then(|s| s.naming.take()) {
             naming.finish()?;
         }
@@ -125,6 +147,11 @@ impl KeyedLog {
             return Err(e);
         }
         Ok((file, outcome.rolled.take()))
+    }
+
+    /// The batch the last append stored (once).
+    pub fn take_last_batch(&mut self) -> Option<StoredBatch> {
+        self.last_batch.take()
     }
 
     /// See [`PartitionLog::clean_candidate`]; `None` when nothing is due

@@ -164,6 +164,16 @@ pub fn transaction_state_partition(transactional_id: &str) -> u32 {
 /// The routing snapshot every shard reads.
 pub(crate) struct PartitionRouter {
     table: ArcSwap<RoutingTable>,
+    /// Cluster mode: the leader epoch each offsets partition's groups were
+    /// loaded at here (-1: not loaded). A group is coordinated here only
+    /// once its partition is loaded at the epoch this broker leads it at.
+    offsets_loaded: Vec<std::sync::atomic::AtomicI32>,
+}
+
+fn not_loaded() -> Vec<std::sync::atomic::AtomicI32> {
+    (0..OFFSETS_PARTITIONS)
+        .map(|_| std::sync::atomic::AtomicI32::new(-1))
+        .collect()
 }
 
 impl PartitionRouter {
@@ -173,6 +183,7 @@ impl PartitionRouter {
                 shards: shards.max(1),
                 cluster: None,
             }),
+            offsets_loaded: not_loaded(),
         }
     }
 
@@ -191,6 +202,7 @@ impl PartitionRouter {
                     outage_grace: std::time::Duration::ZERO,
                 }),
             }),
+            offsets_loaded: not_loaded(),
         }
     }
 
@@ -220,9 +232,33 @@ impl PartitionRouter {
     }
 
     /// Where `group_id`'s coordinator runs: wherever its offsets
-    /// partition is led.
+    /// partition is led (in cluster mode, here only once its groups are
+    /// loaded at this leadership's epoch: until then NotLeader, which
+    /// clients are told as COORDINATOR_NOT_AVAILABLE and retry).
     pub(crate) fn group_coordinator(&self, group_id: &str) -> Route {
-        self.route(&group_partition(group_id))
+        let route = self.route(&group_partition(group_id));
+        match route {
+            Route::Local { leader_epoch, .. }
+                if self.table.load().cluster.is_some()
+                    && self.offsets_loaded_at(offsets_partition(group_id)) != leader_epoch =>
+            {
+                Route::NotLeader
+            }
+            route => route,
+        }
+    }
+
+    /// The epoch offsets partition `partition`'s groups were loaded at.
+    pub(crate) fn offsets_loaded_at(&self, partition: u32) -> i32 {
+        self.offsets_loaded
+            .get(partition as usize)
+            .map_or(-1, |e| e.load(std::sync::atomic::Ordering::Acquire))
+    }
+
+    pub(crate) fn set_offsets_loaded(&self, partition: u32, epoch: i32) {
+        if let Some(e) = self.offsets_loaded.get(partition as usize) {
+            e.store(epoch, std::sync::atomic::Ordering::Release);
+        }
     }
 
     /// Where `transactional_id`'s coordinator is: the leader of its

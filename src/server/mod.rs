@@ -366,6 +366,13 @@ impl IngestServer {
                     &shard_metrics,
                 ));
                 local.set_wal(wal.clone());
+                groups.set_wal(wal.clone());
+                glommio::spawn_local(
+                    groups
+                        .clone()
+                        .take_up_leadership_periodically(shard.drain.clone(), TAKE_UP_INTERVAL),
+                )
+                .detach();
                 glommio::spawn_local(wal.run(shard.drain.clone())).detach();
                 glommio::spawn_local(
                     local
