@@ -7,8 +7,11 @@
 #     mode and of the same broker as a single node (no etcd, no store).
 # Failover times come from scripts/interop/cluster_failover.py (RECORDS=1000000
 # ROUNDS=5 against the release binary), which prints p50/max.
-# Needs etcd (Debian's etcd-server) and moto from target/interop-venv
-# (scripts/test --install-only installs both).
+# Needs etcd (Debian's etcd-server) and an S3 server: moto from
+# target/interop-venv (scripts/test --install-only installs both), or
+# s3s-fs (cargo install s3s-fs --features binary) when S3S_FS names its
+# binary: a Rust server, which takes far less of this machine's two cores
+# than moto's Python.
 #   scripts/bench-cluster.sh
 # RATE (20000), SECONDS_AT_RATE (30), RECORDS (1000000), PARTITIONS (4),
 # OUT (target/bench-cluster.md).
@@ -22,7 +25,8 @@ records=${RECORDS:-1000000}
 partitions=${PARTITIONS:-4}
 out=${OUT:-target/bench-cluster.md}
 venv=target/interop-venv
-[ -x "$venv/bin/moto_server" ] || { echo "needs $venv/bin/moto_server: run scripts/test --install-only" >&2; exit 2; }
+s3s_fs=${S3S_FS:-}
+[ -n "$s3s_fs" ] || [ -x "$venv/bin/moto_server" ] || { echo "needs $venv/bin/moto_server: run scripts/test --install-only" >&2; exit 2; }
 command -v etcd >/dev/null || { echo "needs etcd: run scripts/test --install-only" >&2; exit 2; }
 
 say() { echo "[bench-cluster $(date +%T)] $*" >&2; }
@@ -52,15 +56,22 @@ etcd --data-dir "$scratch/etcd" --listen-client-urls "http://127.0.0.1:$etcd_por
     --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" --initial-cluster "default=http://127.0.0.1:$peer_port" \
     >"$scratch/etcd.log" 2>&1 &
 etcd_pid=$!
-"$venv/bin/moto_server" -H 127.0.0.1 -p "$s3_port" >"$scratch/moto.log" 2>&1 &
+if [ -n "$s3s_fs" ]; then
+    mkdir -p "$scratch/s3"
+    "$s3s_fs" --host 127.0.0.1 --port "$s3_port" --access-key test --secret-key test "$scratch/s3" >"$scratch/s3.log" 2>&1 &
+    s3_name="s3s-fs"
+else
+    "$venv/bin/moto_server" -H 127.0.0.1 -p "$s3_port" >"$scratch/moto.log" 2>&1 &
+    s3_name="moto"
+fi
 moto_pid=$!
 export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 \
     AWS_ENDPOINT_URL="http://127.0.0.1:$s3_port" AWS_ALLOW_HTTP=true
 for _ in $(seq 1 100); do
-    curl -sf "http://127.0.0.1:$etcd_port/health" >/dev/null && curl -sf "http://127.0.0.1:$s3_port/" >/dev/null && break
+    curl -sf "http://127.0.0.1:$etcd_port/health" >/dev/null && curl -s -o /dev/null "http://127.0.0.1:$s3_port/" && break
     sleep 0.2
 done
-"$venv/bin/python" -c "import boto3; boto3.client('s3', endpoint_url='http://127.0.0.1:$s3_port').create_bucket(Bucket='bench')"
+"$venv/bin/python" -c "import boto3; boto3.client('s3', endpoint_url='http://127.0.0.1:$s3_port', region_name='us-east-1', aws_access_key_id='test', aws_secret_access_key='test').create_bucket(Bucket='bench')"
 
 # run NAME ACKS THROUGHPUT RECORDS MODE: one producer_perf run against a
 # fresh broker (MODE cluster or single); prints producer_perf's summary.
@@ -90,7 +101,7 @@ single_all=$(run single-all all -1 "$records" single)
 single_one=$(run single-one 1 -1 "$records" single)
 
 {
-    echo "## Cluster mode (one release broker, SHARDS=2, $partitions partitions, 1 KiB records; etcd and moto S3 on 127.0.0.1)"
+    echo "## Cluster mode (one release broker, SHARDS=2, $partitions partitions, 1 KiB records; etcd and $s3_name (S3) on 127.0.0.1)"
     echo
     echo "| run | records/s | p50 ms | p99 ms | p99.9 ms |"
     echo "|---|---:|---:|---:|---:|"

@@ -89,6 +89,37 @@ def main():
 
         writer = threading.Thread(target=produce)
         writer.start()
+
+        # A group consumes meanwhile and commits every 500 records: what
+        # it committed successfully must be what its group has at the end,
+        # whichever brokers coordinated it on the way.
+        group_committed = {}
+        group_stop = threading.Event()
+
+        def consume():
+            consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "failover-group",
+                                 "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                                 "session.timeout.ms": 10000})
+            consumer.subscribe([TOPIC])
+            since = 0
+            while not group_stop.is_set():
+                msg = consumer.poll(0.2)
+                if msg is None or msg.error():
+                    continue
+                since += 1
+                if since >= 500:
+                    try:
+                        done = consumer.commit(asynchronous=False)
+                        for tp in done or []:
+                            if tp.error is None and tp.offset >= 0:
+                                group_committed[tp.partition] = tp.offset
+                        since = 0
+                    except Exception:
+                        pass  # a coordinator moving: committed next time
+            consumer.close()
+
+        reader = threading.Thread(target=consume)
+        reader.start()
         resumed = []
         for round_no in range(ROUNDS):
             # Each kill 5 s into its round of the paced run.
@@ -123,10 +154,31 @@ def main():
             cluster.wait_led(TOPIC, PARTITIONS, among=cluster.running())
             cluster.start(victim)
         writer.join(600)
+        time.sleep(2)
+        group_stop.set()
+        reader.join(60)
         check(f"producer finished ({sent[0]} sent, {len(acked)} acknowledged, {len(errors)} failed)",
               not writer.is_alive() and len(acked) + len(errors) == sent[0], repr(errors[:3]))
 
         cluster.wait_led(TOPIC, PARTITIONS)
+        checker = Consumer({"bootstrap.servers": bootstrap, "group.id": "failover-group",
+                            "enable.auto.commit": False})
+        found = {}
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                found = {tp.partition: tp.offset for tp in
+                         checker.committed([TopicPartition(TOPIC, p) for p in range(PARTITIONS)], timeout=10)
+                         if tp.offset >= 0}
+                if found == group_committed:
+                    break
+            except Exception:
+                pass
+            time.sleep(1)
+        checker.close()
+        check(f"the consuming group's committed offsets are intact after {ROUNDS} rounds "
+              f"({sum(group_committed.values())} records' worth over {len(group_committed)} partitions)",
+              group_committed and found == group_committed, f"committed {group_committed}, found {found}")
         # Read every partition whole.
         consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "failover-check",
                              "enable.auto.commit": False, "auto.offset.reset": "earliest"})
