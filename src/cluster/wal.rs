@@ -214,14 +214,7 @@ impl ShardWal {
                 "the WAL cannot reach object storage or etcd and holds all it may".into(),
             ));
         }
-        let leader_revision = self
-            .router
-            .snapshot()
-            .cluster()
-            .and_then(|c| c.leaders.get(tp).copied())
-            .filter(|l| l.node == self.node && l.epoch == epoch)
-            .map(|l| l.revision)
-            .ok_or(StorageError::NotLeader)?;
+        let leader_revision = self.leader_revision(tp, epoch).ok_or(StorageError::NotLeader)?;
         let size = stored.len();
         let mut pending = self.pending.borrow_mut();
         match pending.iter_mut().rev().find(|p| &p.tp == tp) {
@@ -250,6 +243,17 @@ impl ShardWal {
             }
         }
         Ok(())
+    }
+
+    /// The revision of `tp`'s leader key if this broker leads it at
+    /// `epoch`: what its commits are compared against.
+    fn leader_revision(&self, tp: &TopicPartition, epoch: i32) -> Option<i64> {
+        self.router
+            .snapshot()
+            .cluster()
+            .and_then(|c| c.leaders.get(tp).copied())
+            .filter(|l| l.node == self.node && l.epoch == epoch)
+            .map(|l| l.revision)
     }
 
     /// Resolves once everything of `tp` below `end` is committed, or with
@@ -678,14 +682,7 @@ impl ShardWal {
         (base, end): (i64, i64),
         bytes: Bytes,
     ) -> Result<(), String> {
-        let revision = self
-            .router
-            .snapshot()
-            .cluster()
-            .and_then(|c| c.leaders.get(tp).copied())
-            .filter(|l| l.node == self.node && l.epoch == epoch)
-            .map(|l| l.revision)
-            .ok_or("no longer the leader")?;
+        let revision = self.leader_revision(tp, epoch).ok_or("no longer the leader")?;
         let before = self
             .unfolded
             .borrow()

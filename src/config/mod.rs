@@ -771,10 +771,11 @@ mod tests {
             let err = ServerConfig::default().apply_toml(text).unwrap_err();
             assert_eq!(err.setting, setting, "{text}: {err}");
         }
-        let mut config = ServerConfig::default();
-        config
+        let err = ServerConfig::default()
             .apply_toml("[cluster]\nnode_id = 1\netcd_endpoints = \"127.0.0.1:2379\"")
             .unwrap_err();
+        assert_eq!(err.setting, "OBJECT_STORE_URL", "{err}");
+        let mut config = ServerConfig::default();
         config.apply_toml("[cluster]\nnode_id = 1").unwrap();
         assert_eq!(config.node_id, Some(1));
         // One setting given flat and in its section: which would win is

@@ -147,9 +147,7 @@ impl GroupCoordinator {
         interval: Duration,
     ) {
         loop {
-            let sleep = std::pin::pin!(glommio::timer::sleep(interval));
-            let drained = std::pin::pin!(drain.wait());
-            if let futures::future::Either::Right(_) = futures::future::select(sleep, drained).await {
+            if !crate::partition::next_tick(interval, &drain).await {
                 return;
             }
             for &partition in &self.owned {

@@ -333,3 +333,11 @@ fn stored_bytes(batch: &Bytes, base_offset: i64, log_append_time: i64) -> Bytes 
     crate::log::batch::assign_offset(&mut copy, base_offset, 0);
     Bytes::from(copy)
 }
+
+/// Waits `interval`, or until the shard drains: false then. The beat of a
+/// shard's periodic work (retention, WAL folds, taking up leadership).
+pub(crate) async fn next_tick(interval: std::time::Duration, drain: &chronik_shard::Signal) -> bool {
+    let sleep = pin!(glommio::timer::sleep(interval));
+    let drained = pin!(drain.wait());
+    matches!(select(sleep, drained).await, Either::Left(_))
+}

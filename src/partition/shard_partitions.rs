@@ -116,9 +116,7 @@ impl ShardPartitions {
         interval: std::time::Duration,
     ) {
         loop {
-            let sleep = std::pin::pin!(glommio::timer::sleep(interval));
-            let drained = std::pin::pin!(drain.wait());
-            if let futures::future::Either::Right(_) = futures::future::select(sleep, drained).await {
+            if !crate::partition::next_tick(interval, &drain).await {
                 return;
             }
             let Some(wal) = self.wal.get().cloned() else {
@@ -162,9 +160,7 @@ impl ShardPartitions {
         interval: std::time::Duration,
     ) {
         loop {
-            let sleep = std::pin::pin!(glommio::timer::sleep(interval));
-            let drained = std::pin::pin!(drain.wait());
-            if let futures::future::Either::Right(_) = futures::future::select(sleep, drained).await {
+            if !crate::partition::next_tick(interval, &drain).await {
                 return;
             }
             let catalog = self.catalog.snapshot();

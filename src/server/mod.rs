@@ -747,9 +747,7 @@ async fn apply_retention_periodically(
     interval: Duration,
 ) {
     loop {
-        let sleep = std::pin::pin!(glommio::timer::sleep(interval));
-        let drained = std::pin::pin!(drain.wait());
-        if let futures::future::Either::Right(_) = futures::future::select(sleep, drained).await {
+        if !crate::partition::next_tick(interval, &drain).await {
             return;
         }
         partitions.apply_retention();
