@@ -2,7 +2,7 @@
 """Interop: three brokers in cluster mode, leadership in a real etcd.
 
 Starts etcd (Debian's etcd-server) and three `chronik-ingest` brokers on
-127.0.0.1 (ephemeral ports, scratch directories, a file:// object store),
+127.0.0.1 (ephemeral ports, scratch directories, moto's S3 server),
 then checks, with independent clients:
   - kcat, confluent-kafka, kafka-python and kafkajs bootstrap from any one
     broker and see all three (DescribeCluster too);
@@ -109,7 +109,7 @@ def run(cluster):
     impostor_metrics = f"127.0.0.1:{free_port()}"
     impostor, impostor_log, _ = start_broker(cluster.binary, data, {
         "ETCD_ENDPOINTS": cluster.etcd_url, "NODE_ID": "1", "OBJECT_STORE_URL": cluster.store_url,
-        "CLUSTER_LEASE_TTL_MS": "3000", "SHARDS": "1", "METRICS_ADDRESS": impostor_metrics})
+        "CLUSTER_LEASE_TTL_MS": "3000", "SHARDS": "1", "METRICS_ADDRESS": impostor_metrics, **cluster.extra_env})
     code = ready(impostor_metrics)
     impostor_log.seek(0)
     check("a broker whose NODE_ID is taken is not ready (/ready 503) and says why",

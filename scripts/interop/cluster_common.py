@@ -1,6 +1,6 @@
 """Shared by the cluster suites: a local cluster of real processes on
-127.0.0.1 (etcd, N brokers in cluster mode, a file:// object store, or an
-S3 server's URL and credentials in OBJECT_STORE_URL and AWS_* if given), in
+127.0.0.1 (etcd, N brokers in cluster mode, and moto's S3 server for the
+WAL and segments; CLUSTER_STORE=file uses a file:// directory instead), in
 a scratch directory, with bounded waits."""
 import json
 import os
@@ -12,7 +12,7 @@ import tempfile
 import time
 import urllib.request
 
-from common import free_port, results, start_broker
+from common import free_port, results, start_broker, start_moto, stop_moto
 
 TTL_MS = int(os.environ.get("CLUSTER_LEASE_TTL_MS", "3000"))
 
@@ -89,9 +89,15 @@ class Cluster:
     def __enter__(self):
         self.scratch = tempfile.mkdtemp(prefix="chronik-cluster-")
         self.etcd, self.etcd_url = start_etcd(self.scratch)
-        store = os.path.join(self.scratch, "store")
-        os.makedirs(store)
-        self.store_url = os.environ.get("CLUSTER_OBJECT_STORE_URL", f"file://{store}")
+        self.moto = None
+        if os.environ.get("CLUSTER_STORE", "moto") == "moto":
+            self.moto, s3_env = start_moto("chronik")
+            self.extra_env = {**s3_env, **self.extra_env}
+            self.store_url = "s3://chronik/cluster"
+        else:
+            store = os.path.join(self.scratch, "store")
+            os.makedirs(store)
+            self.store_url = f"file://{store}"
         for node in range(1, self.n + 1):
             self.start(node)
         self.wait_members(self.n)
@@ -177,6 +183,8 @@ class Cluster:
             self.etcd.wait(10)
         except subprocess.TimeoutExpired:
             self.etcd.kill()
+        if self.moto:
+            stop_moto(self.moto)
         if not all(results):
             for node, (_, log) in self.brokers.items():
                 log.seek(0)

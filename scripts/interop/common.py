@@ -122,3 +122,31 @@ def run_kafkajs(script, args, node_modules):
         check("kafkajs: ran", False, out.stdout[-2000:] + out.stderr[-2000:])
     for step in steps:
         check(f"kafkajs: {step['step']}", step["ok"], step.get("detail", ""))
+
+
+def start_moto(bucket):
+    """moto's S3 server on 127.0.0.1 with `bucket`; returns (process, the
+    AWS_* environment that points a broker at it)."""
+    port = free_port()
+    moto = shutil.which("moto_server") or os.path.join(os.path.dirname(sys.executable), "moto_server")
+    proc = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ALLOW_HTTP": "true",
+    }
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        try:
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/{bucket}", method="PUT")
+            urllib.request.urlopen(req, timeout=2)
+            return proc, env
+        except Exception:
+            time.sleep(0.2)
+    proc.kill()
+    sys.exit("moto_server did not start")
+
+
+def stop_moto(moto):
+    moto.kill()
+    moto.wait()

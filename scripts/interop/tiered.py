@@ -34,7 +34,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic,
                                   ResourceType)
 
-from common import check, free_port, recv_exactly, results, scrape, start_broker, stop_broker
+from common import check, free_port, recv_exactly, results, scrape, start_broker, start_moto, stop_broker, stop_moto
 
 RECORDS = int(os.environ.get("RECORDS", "2000000"))
 SEGMENT = 16 << 20
@@ -51,29 +51,6 @@ def value(i):
     return head + bytes([i % 251]) * (1024 - len(head))
 
 
-def start_moto():
-    """moto's S3 server on 127.0.0.1 with bucket `tiering`; returns (process, env)."""
-    port = free_port()
-    moto = shutil.which("moto_server") or os.path.join(os.path.dirname(sys.executable), "moto_server")
-    proc = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    env = {
-        "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ALLOW_HTTP": "true",
-    }
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        try:
-            import urllib.request
-            req = urllib.request.Request(f"http://127.0.0.1:{port}/tiering", method="PUT")
-            urllib.request.urlopen(req, timeout=2)
-            return proc, env
-        except Exception:
-            time.sleep(0.2)
-    proc.kill()
-    sys.exit("moto_server did not start")
-
-
 def stop_and_report(name, proc, log):
     """Stops the broker (it must exit 0); on any failure so far, shows its log."""
     code = stop_broker(proc)
@@ -81,11 +58,6 @@ def stop_and_report(name, proc, log):
     if not all(results):
         log.seek(0)
         print(log.read()[-6000:])
-
-
-def stop_moto(moto):
-    moto.kill()
-    moto.wait()
 
 
 def local_log_bytes(data_dir):
@@ -164,7 +136,7 @@ def run(backend, binary):
     moto = None
     env = {"LOG_RETENTION_CHECK_INTERVAL_SECS": "1"}
     if backend == "s3":
-        moto, s3_env = start_moto()
+        moto, s3_env = start_moto("tiering")
         env.update(s3_env)
         env["OBJECT_STORE_URL"] = "s3://tiering/cluster-a"
     else:
@@ -360,7 +332,7 @@ def run_crash(binary, rounds=5):
     back, and the bucket holds each segment once, all named in the
     manifest, with no gap or overlap."""
     work = tempfile.mkdtemp(prefix="tiered-crash-", dir=os.environ.get("TMPDIR"))
-    moto, env = start_moto()
+    moto, env = start_moto("tiering")
     env.update(OBJECT_STORE_URL="s3://tiering/crash", LOG_RETENTION_CHECK_INTERVAL_SECS="1")
     data = os.path.join(work, "data")
     os.makedirs(data)
@@ -410,7 +382,7 @@ def run_outage(binary, seconds):
     when it returns, nothing is lost; with TIERING_LOCAL_CAP_MB, produce
     is refused with KAFKA_STORAGE_ERROR only once the cap is reached."""
     work = tempfile.mkdtemp(prefix="tiered-outage-", dir=os.environ.get("TMPDIR"))
-    moto, env = start_moto()
+    moto, env = start_moto("tiering")
     cap_mb = 48
     env.update(OBJECT_STORE_URL="s3://tiering/outage", LOG_RETENTION_CHECK_INTERVAL_SECS="1",
                TIERING_LOCAL_CAP_MB=str(cap_mb))
@@ -540,7 +512,7 @@ def run_limits(binary):
     server stopped) answers empty at max_wait_ms and does not hold back the
     request's other partitions. The tiered metrics show the traffic."""
     work = tempfile.mkdtemp(prefix="tiered-limits-", dir=os.environ.get("TMPDIR"))
-    moto, env = start_moto()
+    moto, env = start_moto("tiering")
     metrics_addr = f"127.0.0.1:{free_port()}"
     env.update(OBJECT_STORE_URL="s3://tiering/limits", LOG_RETENTION_CHECK_INTERVAL_SECS="1",
                METRICS_ADDRESS=metrics_addr)
