@@ -358,7 +358,6 @@ impl ShardMetrics {
         let label = ShardLabel {
             shard: self.shard.clone(),
         };
-        self.metrics.groups.get_or_create(&label).set(groups.len() as i64);
         let present: HashSet<&str> = groups.iter().map(|(g, _, _)| g.as_str()).collect();
         let gone: Vec<String> = self
             .groups
@@ -395,6 +394,9 @@ impl ShardMetrics {
             self.metrics.group_lag.get_or_create(&labels).set(lag);
             gauged.insert(group);
         }
+        // Last: the metrics endpoint reads from another thread, and a scrape
+        // that sees the new count should also see the series behind it.
+        self.metrics.groups.get_or_create(&label).set(groups.len() as i64);
     }
 
     /// A topic was deleted: its series on this shard go, and its label is
