@@ -15,16 +15,19 @@ then checks, with independent clients:
     expires: the other two lead them at a higher leader epoch, and
     produce to every partition works again within lease TTL + 5 s;
   - a broker stopped with SIGTERM hands its partitions over at once (well
-    before its lease would expire) and exits 0.
-Data written before a failover is not yet carried to the new leader (that
-is the object-storage WAL still to come); this suite checks leadership,
-routing and membership only. Every wait is bounded.
+    before its lease would expire) and exits 0;
+  - Produce and Fetch sent to a broker that does not lead the partition
+    name the leader and its endpoint (KIP-951).
+What failover does to the data is cluster_failover.py's and
+cluster_faults.py's; this suite checks leadership, routing and
+membership. Every wait is bounded.
 """
 import signal
 import subprocess
 import sys
 import time
 
+import kafka_wire
 from cluster_common import Cluster, leaders, wait_for
 import os
 import urllib.error
@@ -51,6 +54,46 @@ def produce_confluent(addr, topic, values, **extra):
                          on_delivery=lambda err, msg: (errors if err else acked).append(err or msg.partition()))
     producer.flush(30)
     return acked, errors
+
+
+def leader_hints(addrs):
+    """KIP-951: Produce (v10+) and Fetch (v16+) sent to a broker that does
+    not lead the partition answer NOT_LEADER_OR_FOLLOWER naming the leader,
+    its epoch and its endpoint."""
+    from kafka.protocol.consumer import FetchRequest, FetchResponse
+    from kafka.protocol.producer import ProduceRequest, ProduceResponse
+    topic_id, led = kafka_wire.topic_partitions(addrs[1], TOPIC)
+    elsewhere = [(p, leader, epoch) for p, (leader, epoch) in sorted(led.items()) if leader not in (1, -1)]
+    if not elsewhere:
+        check("KIP-951: a partition led by another broker to ask broker 1 about", False, repr(led))
+        return
+    partition, leader, epoch = elsewhere[0]
+    T = ProduceRequest.TopicProduceData
+    produce = ProduceRequest[11](transactional_id=None, acks=-1, timeout_ms=5000, topic_data=[
+        T(name=TOPIC, partition_data=[T.PartitionProduceData(index=partition,
+                                                             records=kafka_wire.record_batch([b"hint"]))])])
+    answer = kafka_wire.call(addrs[1], produce, ProduceResponse)
+    p = answer.responses[0].partition_responses[0]
+    nodes = {n.node_id: f"{n.host}:{n.port}" for n in answer.node_endpoints}
+    check(f"Produce v11 to a non-leader: NOT_LEADER_OR_FOLLOWER naming leader {leader} at epoch {epoch} "
+          "and its endpoint (KIP-951)",
+          p.error_code == 6 and (p.current_leader.leader_id, p.current_leader.leader_epoch) == (leader, epoch)
+          and nodes == {leader: addrs[leader]},
+          f"error {p.error_code}, leader {p.current_leader}, endpoints {nodes}")
+    F = FetchRequest.FetchTopic
+    fetch = FetchRequest[16](max_wait_ms=0, min_bytes=1, max_bytes=1 << 20, isolation_level=0,
+                             session_id=0, session_epoch=-1, topics=[
+                                 F(topic_id=topic_id, partitions=[F.FetchPartition(
+                                     partition=partition, current_leader_epoch=-1, fetch_offset=0,
+                                     last_fetched_epoch=-1, log_start_offset=-1, partition_max_bytes=1 << 20)])],
+                             forgotten_topics_data=[], rack_id="")
+    answer = kafka_wire.call(addrs[1], fetch, FetchResponse)
+    p = answer.responses[0].partitions[0]
+    nodes = {n.node_id: f"{n.host}:{n.port}" for n in answer.node_endpoints}
+    check(f"Fetch v16 from a non-leader: NOT_LEADER_OR_FOLLOWER naming leader {leader} and its endpoint (KIP-951)",
+          p.error_code == 6 and (p.current_leader.leader_id, p.current_leader.leader_epoch) == (leader, epoch)
+          and nodes == {leader: addrs[leader]},
+          f"error {p.error_code}, leader {p.current_leader}, endpoints {nodes}")
 
 
 def main():
@@ -133,6 +176,7 @@ def run(cluster):
           repr(spread))
     same = all(leaders(a, TOPIC) == spread for a in addrs.values())
     check("every broker reports the same leaders", same)
+    leader_hints(addrs)
 
     expected = set()
 

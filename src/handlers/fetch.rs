@@ -3,6 +3,7 @@
 //! and sleep until an append wakes us or `max_wait_ms` passes. Sessionless
 //! (every answer carries session id 0, which clients accept).
 
+use super::leader_hint;
 use super::{handler, Handler, Outcome, Request};
 use crate::log::batch;
 use crate::metrics::ShardMetrics;
@@ -12,7 +13,9 @@ use crate::server::throttle;
 use crate::server::ShardBroker;
 use crate::topics::TopicPartition;
 use futures::future::{select, select_all, Either};
-use kafka_protocol::messages::fetch_response::{AbortedTransaction, FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
+};
 use kafka_protocol::messages::ProducerId;
 use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse};
 use kafka_protocol::ResponseError;
@@ -137,10 +140,26 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
                 .with_topic_id(t.topic_id)
         })
         .collect();
+    let mut leaders = Vec::new();
     for (want, result) in wanted.iter().zip(results) {
         record_fetch(&broker, want, &result);
+        // KIP-951 (v16+): who leads it now, for a client that asked the
+        // wrong broker or at a stale epoch.
+        let hint = match &want.tp {
+            Some(tp) if request.version >= 16 && leader_hint::wants_hint(result.error_code, true) => {
+                let (id, epoch) = leader_hint::current_leader(&broker, tp);
+                leaders.push(id);
+                Some(
+                    LeaderIdAndEpoch::default()
+                        .with_leader_id(BrokerId(id))
+                        .with_leader_epoch(epoch),
+                )
+            }
+            _ => None,
+        };
         topics[want.topic].partitions.push(
             PartitionData::default()
+                .with_current_leader(hint.unwrap_or_default())
                 .with_partition_index(want.partition)
                 .with_error_code(result.error_code)
                 .with_high_watermark(result.high_watermark)
@@ -170,8 +189,11 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let fetched: u64 = splice.iter().map(|r| r.len() as u64).sum();
     let client_id = request.header.client_id.as_deref().unwrap_or_default();
     let throttled = throttle::record(&broker, &request.session, client_id, CONSUMER_BYTE_RATE, fetched);
+    let endpoints =
+        leader_hint::node_endpoints!(NodeEndpoint, leader_hint::endpoints(&broker, &request, leaders));
     request.respond_spliced(
         &FetchResponse::default()
+            .with_node_endpoints(endpoints)
             .with_session_id(0)
             .with_throttle_time_ms(throttle::millis(throttled))
             .with_responses(topics),

@@ -11,6 +11,7 @@ mod configs;
 mod fetch;
 mod group_offsets;
 mod groups;
+mod leader_hint;
 mod metadata;
 mod offsets;
 mod produce;

@@ -2,6 +2,7 @@
 //! (spreading CRC work over shards), append it on the partition's owner,
 //! and answer once every partition has its result. acks=0 gets no answer.
 
+use super::leader_hint;
 use super::{handler, Handler, Outcome, Request};
 use crate::log::partition_log::now_ms;
 use crate::log::{batch, validator, LogConfig};
@@ -11,9 +12,9 @@ use crate::topics::{validate_topic_name, TopicPartition};
 use bytes::Bytes;
 use futures::future::join_all;
 use kafka_protocol::messages::produce_response::{
-    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage, LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
 };
-use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
+use kafka_protocol::messages::{ApiKey, BrokerId, ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use std::rc::Rc;
@@ -33,6 +34,8 @@ struct AppendResult {
     log_start_offset: i64,
     /// Produce v8+ per-record errors: (index in the batch, message).
     record_errors: Vec<(i32, String)>,
+    /// Produce v10+ on NOT_LEADER_OR_FOLLOWER: (leader id, leader epoch).
+    current_leader: Option<(i32, i32)>,
 }
 
 impl AppendResult {
@@ -44,6 +47,7 @@ impl AppendResult {
             log_append_time: -1,
             log_start_offset: -1,
             record_errors: Vec::new(),
+            current_leader: None,
         }
     }
 }
@@ -163,7 +167,7 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
                 let result = match name {
                     Err((error, why)) => AppendResult::error(error.code(), why.as_ref()),
                     Ok((name, config)) => {
-                        append(
+                        let mut result = append(
                             &broker,
                             TopicPartition::new(&name, data.index),
                             &config,
@@ -172,7 +176,12 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
                             transactional_id,
                             version,
                         )
-                        .await
+                        .await;
+                        if version >= 10 && leader_hint::wants_hint(result.error_code, false) {
+                            let tp = TopicPartition::new(&name, data.index);
+                            result.current_leader = Some(leader_hint::current_leader(&broker, &tp));
+                        }
+                        result
                     }
                 };
                 if result.error_code != 0 {
@@ -209,7 +218,8 @@ async fn handle(broker: Rc<ShardBroker>, mut request: Request) -> Outcome {
     let limit = std::pin::pin!(glommio::timer::sleep(limit));
     match futures::future::select(all, limit).await {
         futures::future::Either::Left((responses, _)) => {
-            respond_throttled(&request, acks, responses, throttle)
+            let endpoints = node_endpoints(&broker, &request, &responses);
+            respond_throttled(&request, acks, responses, endpoints, throttle)
         }
         futures::future::Either::Right(_) => {
             broker.metrics().request_timeout();
@@ -274,7 +284,13 @@ async fn append(
 }
 
 fn partition_response(index: i32, r: AppendResult) -> PartitionProduceResponse {
+    let leader = r.current_leader.map(|(id, epoch)| {
+        LeaderIdAndEpoch::default()
+            .with_leader_id(BrokerId(id))
+            .with_leader_epoch(epoch)
+    });
     PartitionProduceResponse::default()
+        .with_current_leader(leader.unwrap_or_default())
         .with_index(index)
         .with_error_code(r.error_code)
         .with_error_message(r.error_message.map(StrBytes::from_string))
@@ -379,14 +395,28 @@ async fn verify_transaction(
     })
 }
 
+/// The endpoints of the leaders the answer's hints name (v10+).
+fn node_endpoints(
+    broker: &ShardBroker,
+    request: &Request,
+    responses: &[TopicProduceResponse],
+) -> Vec<NodeEndpoint> {
+    let leaders = responses
+        .iter()
+        .flat_map(|t| &t.partition_responses)
+        .map(|p| p.current_leader.leader_id.0);
+    leader_hint::node_endpoints!(NodeEndpoint, leader_hint::endpoints(broker, request, leaders))
+}
+
 fn respond(request: &Request, acks: i16, responses: Vec<TopicProduceResponse>) -> Outcome {
-    respond_throttled(request, acks, responses, 0)
+    respond_throttled(request, acks, responses, Vec::new(), 0)
 }
 
 fn respond_throttled(
     request: &Request,
     acks: i16,
     responses: Vec<TopicProduceResponse>,
+    endpoints: Vec<NodeEndpoint>,
     throttle_ms: i32,
 ) -> Outcome {
     if acks == 0 {
@@ -395,6 +425,7 @@ fn respond_throttled(
     request.respond(
         &ProduceResponse::default()
             .with_responses(responses)
+            .with_node_endpoints(endpoints)
             .with_throttle_time_ms(throttle_ms),
     )
 }
