@@ -64,14 +64,24 @@ def wait_for(predicate, timeout):
     return value, False
 
 
-def etcd_count(url, prefix):
-    """How many etcd keys start with `prefix` (etcd's JSON gateway)."""
+def _etcd_range(url, prefix, **extra):
     import base64
     end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
     body = json.dumps({"key": base64.b64encode(prefix.encode()).decode(),
-                       "range_end": base64.b64encode(end.encode()).decode(), "count_only": True}).encode()
-    answer = json.loads(urllib.request.urlopen(f"{url}/v3/kv/range", body, timeout=10).read())
-    return int(answer.get("count", 0))
+                       "range_end": base64.b64encode(end.encode()).decode(), **extra}).encode()
+    return json.loads(urllib.request.urlopen(f"{url}/v3/kv/range", body, timeout=10).read())
+
+
+def etcd_count(url, prefix):
+    """How many etcd keys start with `prefix` (etcd's JSON gateway)."""
+    return int(_etcd_range(url, prefix, count_only=True).get("count", 0))
+
+
+def etcd_prefix(url, prefix):
+    """{key: value} of every etcd key that starts with `prefix`."""
+    import base64
+    return {base64.b64decode(kv["key"]).decode(): base64.b64decode(kv.get("value", ""))
+            for kv in _etcd_range(url, prefix).get("kvs", [])}
 
 
 class Cluster:
@@ -130,6 +140,22 @@ class Cluster:
         self.brokers[node] = (proc, log)
         self.addrs[node] = addr
         return addr
+
+    def objects(self, prefix):
+        """Keys of the objects under `prefix` in the cluster's store."""
+        if self.moto is None:
+            root = self.store_url[len("file://"):]
+            found = set()
+            for dirpath, _, files in os.walk(os.path.join(root, prefix)):
+                found.update(os.path.relpath(os.path.join(dirpath, f), root) for f in files)
+            return found
+        import boto3
+        s3 = boto3.client("s3", endpoint_url=self.extra_env["AWS_ENDPOINT_URL"], aws_access_key_id="test",
+                          aws_secret_access_key="test", region_name="us-east-1")
+        found = set()
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket="chronik", Prefix=f"cluster/{prefix}"):
+            found.update(o["Key"][len("cluster/"):] for o in page.get("Contents", []))
+        return found
 
     def bootstrap(self):
         """Every running broker, as bootstrap.servers."""

@@ -7,11 +7,18 @@
   - etcd: etcd stopped for 10 s under an acks=1 and an acks=all producer:
     acks=1 goes on being acknowledged, acks=all waits (acknowledged only
     after etcd is back), and every acknowledged record reads back;
+  - housekeeping: DeleteRecords' cut reaches the WAL in etcd (pointers
+    below it dropped, its start recorded), a leader killed afterwards is
+    replaced by one that rebuilds from that start, and a deleted topic's
+    pointers, then the objects nothing else names, are swept away (the
+    brokers run with WAL_GARBAGE_GRACE_MS=3000, so the sweeper runs
+    throughout the other parts too and must take nothing still needed);
   - join: a fourth broker joins under an idempotent acks=all producer and
     takes its share of the partitions, then broker 1 stops gracefully and
     hands its partitions over: no delivery fails, and every acknowledged
     record reads back once at its offset.
-Usage: cluster_faults.py BINARY [pause|etcd|join ...] (default: all).
+Usage: cluster_faults.py BINARY [pause|etcd|housekeeping|join ...]
+(default: all).
 Every wait is bounded.
 """
 import signal
@@ -19,11 +26,12 @@ import sys
 import threading
 import time
 
-from cluster_common import Cluster, leaders, wait_for
+import kafka_wire
+from cluster_common import Cluster, etcd_count, etcd_prefix, leaders, wait_for
 from common import check, results
 
 BINARY = sys.argv[1] if len(sys.argv) > 1 else "target/debug/chronik-ingest"
-PARTS = sys.argv[2:] or ["pause", "etcd", "join"]
+PARTS = sys.argv[2:] or ["pause", "etcd", "housekeeping", "join"]
 PARTITIONS = 12
 
 
@@ -197,6 +205,82 @@ def etcd_outage(cluster):
     check_read_back(cluster, topic, [fast, safe])
 
 
+def housekeeping(cluster):
+    import json
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient
+    topic = "swept"
+    create(cluster, topic)
+    acked = {}
+
+    def delivered(err, msg):
+        if err is None:
+            acked[msg.value().decode()] = (msg.partition(), msg.offset())
+    producer = Producer({"bootstrap.servers": cluster.bootstrap(), "linger.ms": 2, "acks": "all",
+                         "enable.idempotence": True})
+    for i in range(3000):
+        value = f"swept-{i:06d}"
+        producer.produce(topic, key=value.encode(), value=value.encode(), on_delivery=delivered)
+        if i % 100 == 99:
+            producer.poll(0.05)  # spread over many WAL flushes
+    producer.flush(60)
+    check("housekeeping: 3000 idempotent acks=all records acknowledged", len(acked) == 3000, f"{len(acked)}")
+    topic_id, led = kafka_wire.topic_partitions(cluster.addrs[cluster.running()[0]], topic)
+    ends = {}
+    for part, offset in acked.values():
+        ends[part] = max(ends.get(part, 0), offset + 1)
+    target = max(ends, key=ends.get)
+    cut = ends[target] // 2
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap()})
+    admin.delete_records([TopicPartition(topic, target, cut)])[TopicPartition(topic, target, cut)].result(15)
+    start_key = f"/chronik-wal-start/{topic}/{topic_id}/{target}"
+    pointers_of = f"/chronik-wal/{topic}/{topic_id}/{target}/"
+
+    def trimmed():
+        start = etcd_prefix(cluster.etcd_url, start_key).get(start_key)
+        pointers = [json.loads(v) for v in etcd_prefix(cluster.etcd_url, pointers_of).values()]
+        return (start == str(cut).encode() and pointers and all(p["end"] > cut for p in pointers)
+                and min(p["base"] for p in pointers) <= cut)
+    _, ok = wait_for(trimmed, 10)
+    check(f"DeleteRecords to {cut} on partition {target}: the WAL pointers below it are dropped and its start "
+          "is recorded in etcd", ok, repr(etcd_prefix(cluster.etcd_url, start_key)))
+
+    victim = led[target][0]
+    cluster.kill(victim)
+    cluster.wait_led(topic, PARTITIONS, among=set(cluster.running()))
+    consumer = Consumer({"bootstrap.servers": cluster.bootstrap(), "group.id": "swept-read",
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    low, high = consumer.get_watermark_offsets(TopicPartition(topic, target), timeout=30)
+    consumer.assign([TopicPartition(topic, target, -2)])
+    got = {}
+    deadline = time.time() + 60
+    while time.time() < deadline and (not got or max(got) < high - 1):
+        msg = consumer.poll(1.0)
+        if msg is not None and not msg.error():
+            got[msg.offset()] = msg.value().decode()
+    consumer.close()
+    expected = {off: v for v, (part, off) in acked.items() if part == target and off >= cut}
+    check(f"after kill -9 of its leader (broker {victim}), the new leader starts partition {target} at {cut} "
+          f"and serves every record above it at its offset ({len(expected)})",
+          (low, high) == (cut, ends[target]) and got == expected,
+          f"watermarks {(low, high)}, {len(got)} read, first {min(got) if got else None}")
+    cluster.start(victim)
+    check(f"broker {victim} rejoins", cluster.wait_members(3))
+
+    named = {json.loads(v)["object"] for v in etcd_prefix(cluster.etcd_url, f"/chronik-wal/{topic}/").values()}
+    admin.delete_topics([topic])[topic].result(15)
+    _, ok = wait_for(lambda: etcd_count(cluster.etcd_url, f"/chronik-wal/{topic}/") == 0
+                     and etcd_count(cluster.etcd_url, f"/chronik-wal-start/{topic}/") == 0, 20)
+    check("the deleted topic's WAL pointers and start keys are swept from etcd", ok)
+
+    def orphans():
+        still = {json.loads(v)["object"] for v in etcd_prefix(cluster.etcd_url, "/chronik-wal/").values()}
+        return (named - still) & (cluster.objects("wal/") | cluster.objects("fold/"))
+    left, ok = wait_for(lambda: not orphans(), 30)
+    check(f"then the {len(named)} objects it named that nothing else names are deleted from the store", ok,
+          f"{len(orphans())} left")
+
+
 def join(cluster):
     topic = "rebalance"
     create(cluster, topic)
@@ -224,8 +308,8 @@ def join(cluster):
 
 
 def main():
-    with Cluster(BINARY, 3) as cluster:
-        for part, run in [("pause", pause), ("etcd", etcd_outage), ("join", join)]:
+    with Cluster(BINARY, 3, {"WAL_GARBAGE_GRACE_MS": "3000"}) as cluster:
+        for part, run in [("pause", pause), ("etcd", etcd_outage), ("housekeeping", housekeeping), ("join", join)]:
             if part in PARTS:
                 try:
                     run(cluster)

@@ -50,6 +50,8 @@ pub(crate) enum Op {
     Delete(String),
     /// Every key from the first up to (not including) the second.
     DeleteRange(String, String),
+    /// Every key that starts with this.
+    DeletePrefix(String),
 }
 
 #[derive(Debug)]
@@ -217,6 +219,9 @@ impl Etcd {
                 Op::Delete(key) => json!({ "request_delete_range": { "key": B64.encode(key) } }),
                 Op::DeleteRange(from, to) => json!({ "request_delete_range": {
                     "key": B64.encode(from), "range_end": B64.encode(to)
+                }}),
+                Op::DeletePrefix(prefix) => json!({ "request_delete_range": {
+                    "key": B64.encode(prefix), "range_end": B64.encode(prefix_end(prefix))
                 }}),
             })
             .collect();

@@ -17,7 +17,11 @@ pub(crate) const CONTROLLER: &str = "/chronik/controller";
 pub(crate) const CLUSTER_ID: &str = "/chronik/cluster-id";
 /// Committed WAL pointers, per partition by base offset. Outside `ROOT`,
 /// which the membership agent reads whole every round.
-const WAL: &str = "/chronik-wal/";
+pub(crate) const WAL: &str = "/chronik-wal/";
+/// Per partition, the first offset its WAL still serves (retention and
+/// DeleteRecords move it); apart from `WAL` so a partition's pointers are
+/// its whole prefix there.
+pub(crate) const WAL_STARTS: &str = "/chronik-wal-start/";
 /// Shared metadata documents (see `metadata::ClusterStore`).
 const DOCUMENTS: &str = "/chronik/docs/";
 
@@ -50,6 +54,25 @@ pub(crate) fn wal_pointer(tp: &TopicPartition, topic_id: uuid::Uuid, base: i64) 
     format!("{}{base:020}", wal_pointers(tp, topic_id))
 }
 
+/// Where a partition's WAL starts (see [`WAL_STARTS`]).
+pub(crate) fn wal_start(tp: &TopicPartition, topic_id: uuid::Uuid) -> String {
+    format!("{WAL_STARTS}{}/{topic_id}/{}", tp.topic, tp.partition)
+}
+
+/// Every WAL key (pointers and starts) of one topic id, under `root`
+/// ([`WAL`] or [`WAL_STARTS`]).
+pub(crate) fn wal_topic(root: &str, topic: &str, topic_id: uuid::Uuid) -> String {
+    format!("{root}{topic}/{topic_id}/")
+}
+
+/// The topic and topic id a WAL pointer key belongs to.
+pub(crate) fn wal_topic_of(key: &str) -> Option<(String, uuid::Uuid)> {
+    let mut parts = key.strip_prefix(WAL)?.split('/');
+    let topic = parts.next()?;
+    let id = parts.next()?.parse().ok()?;
+    Some((topic.to_string(), id))
+}
+
 pub(crate) fn document(name: &str) -> String {
     format!("{DOCUMENTS}{name}")
 }
@@ -70,5 +93,16 @@ mod tests {
         assert_eq!(partition_of(&leader(&tp), LEADERS), Some(tp.clone()));
         assert_eq!(partition_of(&epoch(&tp), EPOCHS), Some(tp));
         assert_eq!(partition_of("/chronik/leaders/x", LEADERS), None);
+    }
+
+    #[test]
+    fn a_wal_pointer_names_its_topic_and_id() {
+        let tp = TopicPartition::new("orders.v2", 3);
+        let id = uuid::Uuid::new_v4();
+        let key = wal_pointer(&tp, id, 42);
+        assert_eq!(wal_topic_of(&key), Some(("orders.v2".to_string(), id)));
+        assert!(key.starts_with(&wal_topic(WAL, "orders.v2", id)));
+        assert!(wal_start(&tp, id).starts_with(&wal_topic(WAL_STARTS, "orders.v2", id)));
+        assert_eq!(wal_topic_of("/chronik-wal/x"), None);
     }
 }

@@ -131,6 +131,9 @@ pub struct ServerConfig {
     /// Cluster mode: how often each shard writes its accepted batches to
     /// object storage and commits them in etcd.
     pub wal_flush_interval_ms: u64,
+    /// Cluster mode: how old a WAL object no pointer names must be before
+    /// the controller deletes it.
+    pub wal_garbage_grace_ms: u64,
     /// `RUST_LOG`-style filter for the binary's log output.
     pub log_filter: String,
     pub log_format: LogFormat,
@@ -201,6 +204,7 @@ impl Default for ServerConfig {
             cluster_lease_ttl_ms: 6000,
             broker_rack: None,
             wal_flush_interval_ms: 5,
+            wal_garbage_grace_ms: 30 * 60 * 1000,
             log_filter: "info".into(),
             log_format: LogFormat::Text,
             auto_create_topics: true,

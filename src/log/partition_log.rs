@@ -598,7 +598,23 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// Who an append comes from: a producer, whose batch is checked and
+/// stamped, or a replay of a batch accepted before, taken as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Client,
+    Replay,
+}
+
 impl PartitionLog {
+    /// A new log in `dir` (which holds none) whose first offset is
+    /// `start`: a partition rebuilt from a WAL whose beginning was deleted.
+    pub fn create_at(dir: &Path, start: i64) -> io::Result<(PartitionLog, RecoveryReport)> {
+        fs::create_dir_all(dir)?;
+        MonotonicFile::new(dir.join(LOG_START_OFFSET), 0).store(start)?;
+        PartitionLog::open(dir)
+    }
+
     /// Opens (or creates) the log in `dir`, recovering as needed.
     pub fn open(dir: &Path) -> io::Result<(PartitionLog, RecoveryReport)> {
         fs::create_dir_all(dir)?;
@@ -846,7 +862,26 @@ impl PartitionLog {
         header: BatchHeader,
         config: &LogConfig,
     ) -> Result<AppendOutcome, AppendError> {
-        let mut outcome = self.reserve(&Bytes::copy_from_slice(batch), header, config)?;
+        let outcome = self.reserve(&Bytes::copy_from_slice(batch), header, config)?;
+        Self::write_now(outcome)
+    }
+
+    /// Appends, here and now, a batch this partition accepted once
+    /// before: a new leader replaying its WAL. As Kafka's followers
+    /// append: no sequence check (the producer's earlier batches may lie
+    /// below where the replay starts) and the batch's timestamps as they
+    /// were stored; its producer state is recorded all the same.
+    pub fn append_replayed(
+        &mut self,
+        batch: &[u8],
+        header: BatchHeader,
+        config: &LogConfig,
+    ) -> Result<AppendOutcome, AppendError> {
+        let outcome = self.reserve_from(&Bytes::copy_from_slice(batch), header, config, Origin::Replay)?;
+        Self::write_now(outcome)
+    }
+
+    fn write_now(mut outcome: AppendOutcome) -> Result<AppendOutcome, AppendError> {
         if let Some(naming) = outcome.rolled.as_mut().and_then(|s| s.naming.take()) {
             naming.finish().map_err(AppendError::Io)?;
         }
@@ -866,10 +901,24 @@ impl PartitionLog {
     pub fn reserve(
         &mut self,
         batch: &Bytes,
-        mut header: BatchHeader,
+        header: BatchHeader,
         config: &LogConfig,
     ) -> Result<AppendOutcome, AppendError> {
-        match self.producers.check(&header).map_err(AppendError::Producer)? {
+        self.reserve_from(batch, header, config, Origin::Client)
+    }
+
+    fn reserve_from(
+        &mut self,
+        batch: &Bytes,
+        mut header: BatchHeader,
+        config: &LogConfig,
+        origin: Origin,
+    ) -> Result<AppendOutcome, AppendError> {
+        let check = match origin {
+            Origin::Client => self.producers.check(&header).map_err(AppendError::Producer)?,
+            Origin::Replay => SequenceCheck::Append,
+        };
+        match check {
             SequenceCheck::Duplicate { base_offset } => {
                 return Ok(AppendOutcome {
                     base_offset,
@@ -889,7 +938,7 @@ impl PartitionLog {
         };
         let base_offset = self.log_end_offset();
         header.base_offset = base_offset;
-        let (parts, log_append_time) = if config.log_append_time {
+        let (parts, log_append_time) = if config.log_append_time && origin == Origin::Client {
             let mut copy = batch.to_vec();
             batch::stamp_log_append_time(&mut copy, now);
             batch::assign_offset(&mut copy, base_offset, 0);

@@ -333,6 +333,34 @@ fn log_append_time_is_stamped() {
     assert_eq!(header.max_timestamp, out.log_append_time);
 }
 
+/// A new leader replaying its WAL from a start above zero: the log
+/// begins there, a producer met mid-sequence is taken (its earlier
+/// batches lie below), stored timestamps stay, and the producer then goes
+/// on from its replayed sequence.
+#[test]
+fn a_replay_starts_where_asked_and_takes_batches_as_stored() {
+    let dir = Scratch::new("replay");
+    let config = LogConfig {
+        log_append_time: true,
+        ..LogConfig::default()
+    };
+    let (mut log, _) = PartitionLog::create_at(&dir.0, 500).unwrap();
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (500, 500));
+    let mid = build_idempotent_batch(500, 1234, 7, 0, 40, &[(b"k", b"v"), (b"k", b"w")]);
+    let header = validate(&mid).unwrap();
+    assert!(matches!(
+        log.append(&mid, header, &config),
+        Err(AppendError::Producer(ResponseError::OutOfOrderSequenceNumber))
+    ));
+    let out = log.append_replayed(&mid, header, &config).unwrap();
+    assert_eq!((out.base_offset, out.log_append_time), (500, -1));
+    let stored = log.read(500, 1000, true).unwrap();
+    assert_eq!(validate(&stored).unwrap().max_timestamp, 1234);
+    let next = build_idempotent_batch(0, 0, 7, 0, 42, &[(b"k", b"x")]);
+    assert_eq!(append(&mut log, &next, &config).base_offset, 502);
+    assert!(is_duplicate(&mut log, 7, 40).is_some());
+}
+
 /// Appends `batches` two-record batches of producer `pid` and closes.
 fn write_producer(dir: &std::path::Path, pid: i64, batches: i32) {
     let config = LogConfig {

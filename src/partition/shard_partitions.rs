@@ -122,6 +122,25 @@ impl ShardPartitions {
             let Some(wal) = self.wal.get().cloned() else {
                 return;
             };
+            // First what retention or DeleteRecords took off the start:
+            // a fold never reaches below it.
+            let led: Vec<(TopicPartition, Rc<Partition>)> = self
+                .partitions
+                .borrow()
+                .iter()
+                .map(|(tp, p)| (tp.clone(), p.clone()))
+                .collect();
+            for (tp, partition) in led {
+                let start = partition.log_start_offset();
+                match wal
+                    .trim(&tp, partition.topic_id, partition.leader_epoch(), start)
+                    .await
+                {
+                    Ok(true) => debug!(partition = %tp, start, "dropped the WAL below the log start"),
+                    Ok(false) => {}
+                    Err(e) => debug!(partition = %tp, start, error = %e, "cannot trim the WAL now"),
+                }
+            }
             for (tp, base, end) in wal.folds_due() {
                 let partition = self.partitions.borrow().get(&tp).cloned();
                 let Some(partition) = partition else {

@@ -148,7 +148,9 @@ impl RemoteStore {
 
     fn path(&self, key: &str) -> ObjectPath {
         let mut path = self.prefix.clone();
-        for part in key.split('/') {
+        // "dir/" names the same place as "dir": an empty part would be a
+        // path no object has.
+        for part in key.split('/').filter(|part| !part.is_empty()) {
             path = path.clone().join(part);
         }
         path
@@ -223,6 +225,17 @@ impl RemoteStore {
 
     /// Keys (relative to the store's prefix) under `dir`.
     pub(crate) async fn list(&self, dir: &str) -> Result<Vec<String>, RemoteError> {
+        Ok(self
+            .list_modified(dir)
+            .await?
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect())
+    }
+
+    /// Keys under `dir`, each with when it was last written (ms since the
+    /// Unix epoch, by the store's clock).
+    pub(crate) async fn list_modified(&self, dir: &str) -> Result<Vec<(String, i64)>, RemoteError> {
         let (store, path, prefix) = (self.store.clone(), self.path(dir), self.prefix.clone());
         self.side
             .run(async move {
@@ -237,7 +250,7 @@ impl RemoteStore {
                         } else {
                             full.strip_prefix(root)?.trim_start_matches('/').to_string()
                         };
-                        Some(key)
+                        Some((key, m.last_modified.timestamp_millis()))
                     })
                     .collect())
             })

@@ -65,6 +65,7 @@ const WAL_FLUSH_BYTES: usize = 4 << 20;
 const TAKE_UP_INTERVAL: Duration = Duration::from_millis(100);
 /// Cluster mode: how often a shard looks for WAL pointers to fold.
 const WAL_FOLD_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Listen backlog per shard; the kernel caps it at net.core.somaxconn.
 const LISTEN_BACKLOG: i32 = 4096;
 /// Blocking-pool threads per shard: segment writes, reads of data not in
@@ -283,6 +284,7 @@ impl IngestServer {
             flush_interval: Duration::from_millis(config.wal_flush_interval_ms),
             flush_bytes: WAL_FLUSH_BYTES,
             ack_timeout: config.request_timeout,
+            garbage_grace: Duration::from_millis(config.wal_garbage_grace_ms),
         };
         let agent_catalog = catalog.clone();
         let shard_remote = remote_store.clone();
@@ -373,6 +375,13 @@ impl IngestServer {
                         .take_up_leadership_periodically(shard.drain.clone(), TAKE_UP_INTERVAL),
                 )
                 .detach();
+                if shard.id == 0 {
+                    glommio::spawn_local(
+                        wal.clone()
+                            .sweep_periodically(catalog.clone(), shard.drain.clone()),
+                    )
+                    .detach();
+                }
                 glommio::spawn_local(wal.run(shard.drain.clone())).detach();
                 glommio::spawn_local(
                     local

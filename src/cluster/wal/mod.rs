@@ -11,24 +11,23 @@
 //! the commit. A new leader rebuilds the partition from the committed
 //! pointers before it serves (see [`ShardWal::restore`]).
 
+mod housekeeping;
+mod restore;
+
 use super::etcd::{Compare, Etcd, EtcdError, Op};
 use super::keys;
-use crate::log::batch::{batch_size, parse_header};
-use crate::log::{LogConfig, PartitionLog};
 use crate::metrics::{Metrics, ShardLabel};
 use crate::remote::{RemoteStore, SideHandle};
 use crate::routing::PartitionRouter;
-use crate::storage::{run_blocking, StorageError};
+use crate::storage::StorageError;
 use crate::topics::TopicPartition;
 use bytes::{Bytes, BytesMut};
 use futures::channel::oneshot;
-use futures::{StreamExt, TryStreamExt};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 use serde::{Deserialize, Serialize};
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
-use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -100,6 +99,23 @@ pub(crate) struct WalSettings {
     pub flush_bytes: usize,
     /// acks=all waits at most this long for its commit.
     pub ack_timeout: Duration,
+    /// A WAL object no pointer names is garbage once it is this old (see
+    /// `housekeeping::sweep`).
+    pub garbage_grace: Duration,
+}
+
+impl WalSettings {
+    /// A flight whose commit keeps failing writes its batches again
+    /// rather than commit pointers to an object this old, which a sweep
+    /// could take for garbage meanwhile.
+    fn object_commit_window(&self) -> Duration {
+        self.garbage_grace / 3
+    }
+
+    /// How often the controller sweeps.
+    pub(crate) fn sweep_interval(&self) -> Duration {
+        (self.garbage_grace / 10).clamp(Duration::from_secs(1), Duration::from_secs(60))
+    }
 }
 
 /// One shard's WAL.
@@ -116,6 +132,8 @@ pub(crate) struct ShardWal {
     /// Per partition: committed end offset (everything below is in object
     /// storage, pointed to from etcd).
     committed: RefCell<HashMap<TopicPartition, i64>>,
+    /// Per partition: where its WAL starts, as last recorded in etcd.
+    trimmed: RefCell<HashMap<TopicPartition, i64>>,
     waiters: RefCell<HashMap<TopicPartition, Vec<Waiter>>>,
     unfolded: RefCell<HashMap<TopicPartition, Unfolded>>,
     kick: RefCell<Option<oneshot::Sender<()>>>,
@@ -181,6 +199,7 @@ impl ShardWal {
             pending: RefCell::default(),
             pending_bytes: Cell::new(0),
             committed: RefCell::default(),
+            trimmed: RefCell::default(),
             waiters: RefCell::default(),
             unfolded: RefCell::default(),
             kick: RefCell::default(),
@@ -357,6 +376,25 @@ impl ShardWal {
             return;
         }
         self.pending_bytes.set(0);
+        let (object, body, pointers) = self.object_of(&batch);
+        let size = body.len() as u64;
+        self.in_flight_bytes
+            .set(self.in_flight_bytes.get() + size as usize);
+        let wal = self.clone();
+        let put = glommio::spawn_local(async move { wal.put_until_written(&object, body).await });
+        self.flights.borrow_mut().push_back(Flight {
+            batch,
+            pointers,
+            size,
+            started: std::time::Instant::now(),
+            put,
+        });
+        self.wake_committer();
+    }
+
+    /// One object of `batch`'s bytes, partition after partition: its
+    /// name, body, and the pointer to each partition's range in it.
+    fn object_of(&self, batch: &[Pending]) -> (String, Bytes, Vec<WalPointer>) {
         let sequence = self.sequence.get();
         self.sequence.set(sequence + 1);
         let object = format!(
@@ -368,7 +406,7 @@ impl ShardWal {
         );
         let mut body = BytesMut::with_capacity(batch.iter().map(|p| p.size).sum());
         let mut pointers = Vec::with_capacity(batch.len());
-        for pending in &batch {
+        for pending in batch {
             let position = body.len() as u64;
             for bytes in &pending.bytes {
                 body.extend_from_slice(bytes);
@@ -384,34 +422,22 @@ impl ShardWal {
                 folded: false,
             });
         }
-        let body = body.freeze();
-        let size = body.len() as u64;
-        self.in_flight_bytes
-            .set(self.in_flight_bytes.get() + size as usize);
-        let wal = self.clone();
-        let key = object.clone();
-        // Written until it is, with a pause after each failure: the
-        // flights behind it wait for its commit anyway.
-        let put = glommio::spawn_local(async move {
-            loop {
-                match wal.store.put(&key, body.clone()).await {
-                    Ok(()) => return,
-                    Err(e) => {
-                        wal.metrics.failures.inc();
-                        wal.complain(&format!("WAL object {key} not written: {e}; retrying"));
-                        glommio::timer::sleep(RETRY_BACKOFF).await;
-                    }
+        (object, body.freeze(), pointers)
+    }
+
+    /// Written until it is, with a pause after each failure: the flights
+    /// behind it wait for its commit anyway.
+    async fn put_until_written(&self, key: &str, body: Bytes) {
+        loop {
+            match self.store.put(key, body.clone()).await {
+                Ok(()) => return,
+                Err(e) => {
+                    self.metrics.failures.inc();
+                    self.complain(&format!("WAL object {key} not written: {e}; retrying"));
+                    glommio::timer::sleep(RETRY_BACKOFF).await;
                 }
             }
-        });
-        self.flights.borrow_mut().push_back(Flight {
-            batch,
-            pointers,
-            size,
-            started: std::time::Instant::now(),
-            put,
-        });
-        self.wake_committer();
+        }
     }
 
     fn wake_committer(&self) {
@@ -439,11 +465,25 @@ impl ShardWal {
             flight.put.await;
             let mut left: Vec<(Pending, WalPointer)> =
                 flight.batch.into_iter().zip(flight.pointers).collect();
+            let mut written = std::time::Instant::now();
             while !left.is_empty() {
                 left = self.commit_flight(left).await;
                 if !left.is_empty() {
                     self.metrics.failures.inc();
                     glommio::timer::sleep(RETRY_BACKOFF).await;
+                    if written.elapsed() > self.settings.object_commit_window() {
+                        // The sweeper may take an object this old that
+                        // no pointer names for garbage: never commit
+                        // one, write the rest again under a new name.
+                        let batch: Vec<Pending> = left.into_iter().map(|(pending, _)| pending).collect();
+                        let (object, body, pointers) = self.object_of(&batch);
+                        self.complain(&format!(
+                            "WAL commits keep failing: the batches go again as {object}"
+                        ));
+                        self.put_until_written(&object, body).await;
+                        written = std::time::Instant::now();
+                        left = batch.into_iter().zip(pointers).collect();
+                    }
                 }
             }
             self.in_flight_bytes
@@ -549,227 +589,6 @@ impl ShardWal {
         self.metrics.commit.observe(started.elapsed().as_secs_f64());
         committed
     }
-
-    /// Before a newly led partition serves: makes its local log hold
-    /// exactly what the cluster committed. A log this broker wrote last,
-    /// ending where the commits end, is kept; any other is rebuilt from
-    /// the committed WAL objects (replayed through the log's own append,
-    /// so idempotent producers' sequences come back with the batches).
-    pub(crate) async fn restore(
-        &self,
-        tp: &TopicPartition,
-        topic_id: Uuid,
-        dir: &Path,
-        config: LogConfig,
-    ) -> Result<(), StorageError> {
-        let etcd = self.etcd.clone();
-        let prefix = keys::wal_pointers(tp, topic_id);
-        let (kvs, _) = self
-            .side
-            .run(async move { etcd.range_prefix(&prefix).await })
-            .await
-            .map_err(|_| StorageError::Unreachable("the etcd client thread stopped".into()))?
-            .map_err(|e| StorageError::Unreachable(e.to_string()))?;
-        let mut pointers: Vec<WalPointer> = Vec::with_capacity(kvs.len());
-        for kv in &kvs {
-            let pointer: WalPointer = serde_json::from_slice(&kv.value)
-                .map_err(|e| StorageError::Invalid(format!("WAL pointer {}: {e}", kv.key)))?;
-            pointers.push(pointer);
-        }
-        pointers.sort_by_key(|p| p.base);
-        let committed_end = pointers.last().map_or(0, |p| p.end);
-        let fold_end = pointers
-            .iter()
-            .filter(|p| p.folded)
-            .map(|p| p.end)
-            .max()
-            .unwrap_or(0);
-        let after_fold = pointers.iter().filter(|p| !p.folded && p.base >= fold_end);
-        self.unfolded.borrow_mut().insert(
-            tp.clone(),
-            Unfolded {
-                base: fold_end,
-                pointers: after_fold.clone().count(),
-                bytes: after_fold.map(|p| p.length).sum(),
-            },
-        );
-        let written_by_me = pointers.last().is_none_or(|p| p.node == self.node);
-        let local_dir = dir.to_path_buf();
-        let local_end = run_blocking("opening the log", move || {
-            if !local_dir.exists() {
-                return Ok(0);
-            }
-            // A directory of an earlier topic of this name goes first.
-            crate::partition::claim_partition_dir(&local_dir, topic_id)?;
-            let (log, _) = PartitionLog::open(&local_dir)?;
-            let end = log.log_end_offset();
-            log.close()?;
-            Ok(end)
-        })
-        .await?;
-        self.committed.borrow_mut().insert(tp.clone(), committed_end);
-        if written_by_me && local_end == committed_end {
-            return Ok(());
-        }
-        info!(partition = %tp, local_end, committed_end, pointers = pointers.len(), "rebuilding the partition from the WAL");
-        self.metrics.rebuilds.inc();
-        let fresh = dir.to_path_buf();
-        run_blocking("clearing the stale log", move || {
-            match std::fs::remove_dir_all(&fresh) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-                _ => Ok(()),
-            }
-        })
-        .await?;
-        let mut next = 0;
-        for pointer in &pointers {
-            if pointer.base != next {
-                return Err(StorageError::Invalid(format!(
-                    "the WAL of {tp} has a gap: next offset {next}, pointer from {}",
-                    pointer.base
-                )));
-            }
-            next = pointer.end;
-        }
-        // Read many at once (each is a ranged GET, most of the time in the
-        // round trip), replayed in order in one pass.
-        let reads = pointers.into_iter().map(|pointer| async move {
-            let range = pointer.position..pointer.position + pointer.length;
-            let bytes = self.store.get_range(&pointer.object, range).await.map_err(|e| {
-                StorageError::Unreachable(format!("reading WAL object {}: {e}", pointer.object))
-            })?;
-            Ok::<_, StorageError>((pointer, bytes))
-        });
-        let read: Vec<(WalPointer, Bytes)> = futures::stream::iter(reads)
-            .buffered(RESTORE_READS)
-            .try_collect()
-            .await?;
-        let (replay_dir, replay_config, name) = (dir.to_path_buf(), config, tp.to_string());
-        run_blocking("replaying the WAL", move || {
-            replay(&replay_dir, &read, &replay_config, &name)
-        })
-        .await?;
-        Ok(())
-    }
-}
-
-impl ShardWal {
-    /// Partitions whose WAL pointers since their last fold are many or
-    /// large enough to fold: (partition, first offset, end offset).
-    pub(crate) fn folds_due(&self) -> Vec<(TopicPartition, i64, i64)> {
-        let committed = self.committed.borrow();
-        self.unfolded
-            .borrow()
-            .iter()
-            .filter(|(_, u)| u.pointers >= FOLD_POINTERS || (u.pointers > 1 && u.bytes >= FOLD_BYTES))
-            .filter_map(|(tp, u)| {
-                let end = committed.get(tp).copied()?;
-                (end > u.base).then(|| (tp.clone(), u.base, end))
-            })
-            .collect()
-    }
-
-    /// Replaces the pointers of `[base, end)` of a partition this broker
-    /// leads with one object of its batches alone (read from the local
-    /// log, which holds them): etcd keeps a handful of keys per partition
-    /// however long it is written, and a new leader rebuilds from a few
-    /// large reads, not thousands of small ones.
-    pub(crate) async fn fold(
-        &self,
-        tp: &TopicPartition,
-        topic_id: Uuid,
-        epoch: i32,
-        (base, end): (i64, i64),
-        bytes: Bytes,
-    ) -> Result<(), String> {
-        let revision = self.leader_revision(tp, epoch).ok_or("no longer the leader")?;
-        let before = self
-            .unfolded
-            .borrow()
-            .get(tp)
-            .copied()
-            .filter(|u| u.base == base)
-            .ok_or("folded meanwhile")?;
-        let object = format!(
-            "fold/{}/{topic_id}/{}/{base:020}-{end:020}-e{epoch}",
-            tp.topic, tp.partition
-        );
-        let length = bytes.len() as u64;
-        self.store
-            .put(&object, bytes)
-            .await
-            .map_err(|e| format!("writing {object}: {e}"))?;
-        let pointer = WalPointer {
-            object,
-            position: 0,
-            length,
-            base,
-            end,
-            epoch,
-            node: self.node,
-            folded: true,
-        };
-        let compares = [Compare::ModRevision(keys::leader(tp), revision)];
-        let ops = [
-            Op::Put {
-                key: keys::wal_pointer(tp, topic_id, base),
-                value: serde_json::to_vec(&pointer).unwrap_or_default(),
-                lease: 0,
-            },
-            Op::DeleteRange(
-                keys::wal_pointer(tp, topic_id, base + 1),
-                keys::wal_pointer(tp, topic_id, end),
-            ),
-        ];
-        let etcd = self.etcd.clone();
-        let (done, _) = self
-            .side
-            .run(async move { etcd.txn(&compares, &ops).await })
-            .await
-            .map_err(|_| "the etcd client thread stopped".to_string())?
-            .map_err(|e| e.to_string())?;
-        if !done {
-            return Err("no longer the leader".into());
-        }
-        if let Some(now) = self.unfolded.borrow_mut().get_mut(tp) {
-            // Commits made while folding stay counted, from the new base.
-            now.base = end;
-            now.pointers = now.pointers.saturating_sub(before.pointers);
-            now.bytes = now.bytes.saturating_sub(before.bytes);
-        }
-        Ok(())
-    }
-}
-
-/// Appends every pointer's batches, in order, to the log in `dir`
-/// (created if new), checking each ends where its pointer says.
-fn replay(dir: &Path, read: &[(WalPointer, Bytes)], config: &LogConfig, tp: &str) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let (mut log, _) = PartitionLog::open(dir)?;
-    for (pointer, bytes) in read {
-        let mut bytes = &bytes[..];
-        while !bytes.is_empty() {
-            let size = batch_size(bytes)
-                .filter(|size| *size <= bytes.len())
-                .ok_or_else(|| {
-                    std::io::Error::other(format!("WAL object {} ends inside a batch", pointer.object))
-                })?;
-            let (batch, rest) = bytes.split_at(size);
-            let header = parse_header(batch).map_err(|e| std::io::Error::other(e.message().to_string()))?;
-            log.append(batch, header, config)
-                .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
-            bytes = rest;
-        }
-        if log.log_end_offset() != pointer.end {
-            return Err(std::io::Error::other(format!(
-                "WAL object {} holds {tp} up to {}, its pointer says {}",
-                pointer.object,
-                log.log_end_offset(),
-                pointer.end
-            )));
-        }
-    }
-    log.close()
 }
 
 /// A partition's WAL pointers are folded into one object past this many,
