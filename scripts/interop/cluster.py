@@ -17,7 +17,10 @@ then checks, with independent clients:
   - a broker stopped with SIGTERM hands its partitions over at once (well
     before its lease would expire) and exits 0;
   - Produce and Fetch sent to a broker that does not lead the partition
-    name the leader and its endpoint (KIP-951).
+    name the leader and its endpoint (KIP-951);
+  - after the failover, records carry the leader epoch that wrote them and
+    OffsetForLeaderEpoch answers from those epochs (and fences stale or
+    future current epochs).
 What failover does to the data is cluster_failover.py's and
 cluster_faults.py's; this suite checks leadership, routing and
 membership. Every wait is bounded.
@@ -94,6 +97,48 @@ def leader_hints(addrs):
           p.error_code == 6 and (p.current_leader.leader_id, p.current_leader.leader_epoch) == (leader, epoch)
           and nodes == {leader: addrs[leader]},
           f"error {p.error_code}, leader {p.current_leader}, endpoints {nodes}")
+
+
+def leader_epochs(addrs, partition):
+    """After a failover, batches carry the epoch that wrote them and
+    OffsetForLeaderEpoch answers from those epochs, with the fencing
+    errors for a stale or future current epoch."""
+    from confluent_kafka import Consumer, TopicPartition
+    from kafka.protocol.consumer import OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse
+    _, led = kafka_wire.topic_partitions(addrs[1], TOPIC)
+    leader, epoch = led[partition]
+    consumer = Consumer({"bootstrap.servers": addrs[1], "group.id": "epochs", "enable.auto.commit": False})
+    low, high = consumer.get_watermark_offsets(TopicPartition(TOPIC, partition), timeout=15)
+    consumer.assign([TopicPartition(TOPIC, partition, low)])
+    written = {}
+    deadline = time.time() + 30
+    while time.time() < deadline and len(written) < high - low:
+        msg = consumer.poll(1.0)
+        if msg is not None and not msg.error():
+            written[msg.offset()] = msg.leader_epoch()
+    consumer.close()
+    since = min((off for off, e in written.items() if e == epoch), default=None)
+    earlier = {e for off, e in written.items() if since is not None and off < since}
+    check(f"partition {partition}'s records carry the epoch that wrote them: {sorted(set(written.values()))}, "
+          f"epoch {epoch} from offset {since}",
+          since is not None and earlier and max(earlier) < epoch
+          and all(e == epoch for off, e in written.items() if off >= since), repr(written)[:300])
+
+    def ask(current, wanted):
+        T = OffsetForLeaderEpochRequest.OffsetForLeaderTopic
+        request = OffsetForLeaderEpochRequest[4](replica_id=-1, topics=[T(topic=TOPIC, partitions=[
+            T.OffsetForLeaderPartition(partition=partition, current_leader_epoch=current, leader_epoch=wanted)])])
+        p = kafka_wire.call(addrs[leader], request, OffsetForLeaderEpochResponse).topics[0].partitions[0]
+        return p.error_code, p.leader_epoch, p.end_offset
+    answers = {
+        "the previous epoch ends where this one began": (ask(epoch, epoch - 1), (0, max(earlier or {-1}), since)),
+        "the current epoch ends at the log end": (ask(epoch, epoch), (0, epoch, high)),
+        "a stale current epoch is FENCED_LEADER_EPOCH": (ask(epoch - 1, epoch - 1)[0], 74),
+        "a future current epoch is UNKNOWN_LEADER_EPOCH": (ask(epoch + 1, epoch)[0], 75),
+    }
+    for what, (got, expected) in answers.items():
+        check(f"OffsetForLeaderEpoch on partition {partition} (leader {leader}, epoch {epoch}): {what}",
+              got == expected, f"{got} != {expected}")
 
 
 def main():
@@ -249,6 +294,8 @@ def run(cluster):
     check(f"produce to all 12 partitions works again {time.time() - killed_at:.1f} s after the kill", ok)
     md = metadata(addrs[2])
     check("Metadata no longer lists the dead broker", sorted(md.brokers) == [1, 2], repr(md.brokers))
+    moved_partition = min(p for p, leader in before.items() if leader == victim)
+    leader_epochs(addrs, moved_partition)
 
     # A broker leaves gracefully: its lease is revoked, partitions move at once.
     stopped_at = time.time()

@@ -336,6 +336,14 @@ fn read_varint(bytes: &[u8]) -> Option<(i64, usize)> {
     None
 }
 
+/// The partition leader epoch a stored batch was written at.
+pub fn leader_epoch_of(batch: &[u8]) -> i32 {
+    batch
+        .get(LEADER_EPOCH..LEADER_EPOCH + 4)
+        .and_then(|b| b.try_into().ok())
+        .map_or(-1, i32::from_be_bytes)
+}
+
 /// Rewrites the fields outside the CRC that the broker owns.
 pub fn assign_offset(batch: &mut [u8], base_offset: i64, leader_epoch: i32) {
     batch[BASE_OFFSET..BASE_OFFSET + 8].copy_from_slice(&base_offset.to_be_bytes());

@@ -10,6 +10,7 @@ pub mod compression;
 pub mod control;
 pub mod index;
 pub mod keyed_log;
+pub mod leader_epochs;
 pub mod partition_log;
 pub mod producer_state;
 pub mod segment;

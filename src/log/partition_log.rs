@@ -22,6 +22,7 @@ use super::batch::{self, BatchHeader};
 use super::compression::CompressionType;
 use super::control;
 use super::index::write_file;
+use super::leader_epochs::LeaderEpochs;
 use super::producer_state::{decode_snapshot, ProducerStates, SequenceCheck, PRODUCER_ID_EXPIRATION_MS};
 use super::segment::{Segment, SegmentIndexes, SegmentReader};
 use bytes::Bytes;
@@ -524,6 +525,11 @@ pub struct PartitionLog {
     tombstone_expiry: Option<i64>,
     /// The offset of the producer snapshot on disk (see [`Snapshot`]).
     snapshot_written: Arc<std::sync::Mutex<i64>>,
+    /// Which epochs wrote which offsets (OffsetForLeaderEpoch).
+    epochs: LeaderEpochs,
+    /// The epoch this broker leads the partition at: stamped into every
+    /// batch a client appends.
+    leader_epoch: i32,
 }
 
 /// A compacted partition's cleaning, as the shard's cleaner decides it.
@@ -696,6 +702,9 @@ impl PartitionLog {
         report.segments = segments.len();
         let first_base = segments[0].base_offset();
         let log_start_offset = stored_start.unwrap_or(first_base).max(first_base);
+        let log_end = segments.last().map_or(first_base, Segment::next_offset);
+        let epochs = LeaderEpochs::load(dir, log_start_offset, log_end)?;
+        let leader_epoch = epochs.latest().unwrap_or(0);
         let mut log = PartitionLog {
             dir: dir.to_path_buf(),
             segments,
@@ -710,6 +719,8 @@ impl PartitionLog {
             ),
             tombstone_expiry: None,
             snapshot_written: Arc::new(std::sync::Mutex::new(i64::MIN)),
+            epochs,
+            leader_epoch,
         };
         log.load_producer_state()?;
         Ok((log, report))
@@ -938,16 +949,21 @@ impl PartitionLog {
         };
         let base_offset = self.log_end_offset();
         header.base_offset = base_offset;
+        let epoch = match origin {
+            Origin::Client => self.leader_epoch,
+            Origin::Replay => batch::leader_epoch_of(batch),
+        };
+        self.epochs.observe(epoch, base_offset);
         let (parts, log_append_time) = if config.log_append_time && origin == Origin::Client {
             let mut copy = batch.to_vec();
             batch::stamp_log_append_time(&mut copy, now);
-            batch::assign_offset(&mut copy, base_offset, 0);
+            batch::assign_offset(&mut copy, base_offset, epoch);
             header.max_timestamp = now;
             ([Bytes::from(copy), Bytes::new()], now)
         } else {
             let mut prefix = [0u8; 16];
             prefix.copy_from_slice(&batch[..16]);
-            batch::assign_offset(&mut prefix, base_offset, 0);
+            batch::assign_offset(&mut prefix, base_offset, epoch);
             ([Bytes::copy_from_slice(&prefix), batch.slice(16..)], -1)
         };
         let (file, position) = self.active_mut().reserve(&header);
@@ -1057,6 +1073,7 @@ impl PartitionLog {
         active.cut_to(written.position, written.offset);
         let file = active.file().clone();
         self.producers.truncate_from(written.offset);
+        self.epochs.truncate_to(written.offset);
         Unwritten {
             file,
             len: written.position,
@@ -1240,6 +1257,22 @@ impl PartitionLog {
         Ok(self.log_start_offset)
     }
 
+    /// Blocking: this broker leads the partition at `epoch` from now on;
+    /// the batches clients append are stamped with it, and its start is
+    /// stored at once (the log end now).
+    pub fn begin_leader_epoch(&mut self, epoch: i32) -> io::Result<()> {
+        let end = self.log_end_offset();
+        self.epochs.begin(epoch, end)?;
+        self.leader_epoch = epoch.max(self.leader_epoch);
+        Ok(())
+    }
+
+    /// OffsetForLeaderEpoch: (epoch, its end offset); see
+    /// [`LeaderEpochs::end_offset_for`].
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        self.epochs.end_offset_for(epoch, self.log_end_offset())
+    }
+
     fn raise_log_start(&mut self, offset: i64) -> Option<(Arc<MonotonicFile>, i64)> {
         if offset > self.log_start_offset {
             self.log_start_offset = offset;
@@ -1254,7 +1287,8 @@ impl PartitionLog {
     /// Graceful close (blocking; every write done): indexes, data and
     /// producer state to disk, then the clean-shutdown marker so the next
     /// open re-reads nothing.
-    pub fn close(self) -> io::Result<()> {
+    pub fn close(mut self) -> io::Result<()> {
+        self.epochs.write()?;
         self.active().write_indexes()?;
         // Cuts the zero padding of an O_DIRECT writer's last block.
         self.active().file().set_len(self.active().size())?;

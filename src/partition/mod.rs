@@ -140,10 +140,6 @@ impl Partition {
         self.log.borrow().offsets().log_start
     }
 
-    pub(crate) fn log_end_offset(&self) -> i64 {
-        self.log.borrow().offsets().log_end
-    }
-
     /// A client's `current_leader_epoch` against ours: newer is unknown to
     /// us, older is fenced, -1 means "not checked".
     pub(crate) fn check_epoch(&self, current: i32) -> Result<(), StorageError> {
@@ -186,7 +182,12 @@ impl Partition {
         let durable = match wal {
             Some((wal, tp)) => {
                 if !appending.duplicate {
-                    let stored = stored_bytes(&batch, appending.base_offset, appending.log_append_time);
+                    let stored = stored_bytes(
+                        &batch,
+                        appending.base_offset,
+                        self.leader_epoch,
+                        appending.log_append_time,
+                    );
                     wal.add(
                         tp,
                         self.topic_id,
@@ -294,14 +295,14 @@ impl Partition {
         Ok(lookup.await?.unwrap_or((-1, -1)))
     }
 
-    /// OffsetForLeaderEpoch: the end of `epoch` as (epoch, end offset).
-    /// There has only ever been this leader's epoch: its end is the log
-    /// end; a later epoch has none yet.
+    /// OffsetForLeaderEpoch: the end of `epoch` as (epoch, end offset),
+    /// from the epochs that wrote this log; a later epoch than this
+    /// leader's has none yet.
     fn epoch_end(&self, epoch: i32) -> (i32, i64) {
         if epoch > self.leader_epoch {
             return (-1, -1);
         }
-        (self.leader_epoch, self.log_end_offset())
+        self.log.borrow().end_offset_for_epoch(epoch)
     }
 
     async fn delete_records(&self, offset: i64) -> Result<i64, StorageError> {
@@ -325,12 +326,12 @@ impl Partition {
 
 /// A batch as the log stores it: its offsets assigned (and LogAppendTime
 /// stamped where the topic asks), which is what the WAL must hold.
-fn stored_bytes(batch: &Bytes, base_offset: i64, log_append_time: i64) -> Bytes {
+fn stored_bytes(batch: &Bytes, base_offset: i64, leader_epoch: i32, log_append_time: i64) -> Bytes {
     let mut copy = batch.to_vec();
     if log_append_time != -1 {
         crate::log::batch::stamp_log_append_time(&mut copy, log_append_time);
     }
-    crate::log::batch::assign_offset(&mut copy, base_offset, 0);
+    crate::log::batch::assign_offset(&mut copy, base_offset, leader_epoch);
     Bytes::from(copy)
 }
 

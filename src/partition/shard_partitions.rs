@@ -58,11 +58,14 @@ fn log_recovery(tp: &TopicPartition, log: &PartitionLog, report: &RecoveryReport
 type Opened = (PartitionLog, RecoveryReport, Manifest);
 
 /// Blocking: claims the directory for `topic_id` and opens its log.
-fn open_dir(tp: &TopicPartition, dir: &Path, topic_id: Uuid) -> std::io::Result<Opened> {
+/// Opens (recovering as needed) a partition's log as its leader at
+/// `epoch`.
+fn open_dir(tp: &TopicPartition, dir: &Path, topic_id: Uuid, epoch: i32) -> std::io::Result<Opened> {
     if directory::claim(dir, topic_id)? {
         warn!(partition = %tp, "removed a directory left by an earlier topic of the same name");
     }
-    let (log, report) = PartitionLog::open(dir)?;
+    let (mut log, report) = PartitionLog::open(dir)?;
+    log.begin_leader_epoch(epoch)?;
     Ok((log, report, load_cached_manifest(dir)))
 }
 
@@ -98,7 +101,7 @@ impl ShardPartitions {
                     continue;
                 };
                 let dir = partitions.root.join(tp.dir_name());
-                let (log, report, manifest) = open_dir(&tp, &dir, topic.id)
+                let (log, report, manifest) = open_dir(&tp, &dir, topic.id, epoch)
                     .map_err(|e| format!("partition {tp} in {}: {e}", dir.display()))?;
                 log_recovery(&tp, &log, &report);
                 partitions.insert(tp, topic, epoch, log, manifest);
@@ -315,7 +318,8 @@ impl ShardPartitions {
                 }
             }
             let (opening_tp, id) = (tp.clone(), topic.id);
-            let opened = run_blocking("opening the log", move || open_dir(&opening_tp, &dir, id)).await;
+            let opened =
+                run_blocking("opening the log", move || open_dir(&opening_tp, &dir, id, epoch)).await;
             let result = opened.map(|(log, report, manifest)| {
                 log_recovery(tp, &log, &report);
                 (self.insert(tp.clone(), &topic, epoch, log, manifest), topic)

@@ -529,6 +529,10 @@ impl Log for TieredLog {
         self.local.first_unstable_offset()
     }
 
+    fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        self.local.end_offset_for_epoch(epoch)
+    }
+
     fn aborted_transactions(&self, from: i64, to: i64) -> Vec<(i64, i64)> {
         // Local retention forgets what only the bucket holds now; the
         // manifest keeps each uploaded segment's list.

@@ -438,6 +438,10 @@ impl Log for LocalLog {
         self.log.first_unstable_offset()
     }
 
+    fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        self.log.end_offset_for_epoch(epoch)
+    }
+
     fn aborted_transactions(&self, from: i64, to: i64) -> Vec<(i64, i64)> {
         self.log.aborted_transactions(from, to)
     }

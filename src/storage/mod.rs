@@ -92,6 +92,11 @@ pub(crate) trait Log {
     /// watermark.
     fn first_unstable_offset(&self) -> Option<i64>;
 
+    /// OffsetForLeaderEpoch: the largest epoch not above `epoch` that
+    /// wrote here, and where the next one began (the log end for the
+    /// latest); (-1, -1) for an epoch newer than any here.
+    fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64);
+
     /// The aborted transactions a read_committed read of `[from, to)` is
     /// told about: (producer id, first offset), by first offset.
     fn aborted_transactions(&self, from: i64, to: i64) -> Vec<(i64, i64)>;
