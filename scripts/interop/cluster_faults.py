@@ -13,6 +13,9 @@
     pointers, then the objects nothing else names, are swept away (the
     brokers run with WAL_GARBAGE_GRACE_MS=3000, so the sweeper runs
     throughout the other parts too and must take nothing still needed);
+    300 commits of one group leave few keys in etcd (its offsets
+    partition's WAL is folded whole), and its next coordinator, after a
+    kill -9, serves the last commit;
   - join: a fourth broker joins under an idempotent acks=all producer and
     takes its share of the partitions, then broker 1 stops gracefully and
     hands its partitions over: no delivery fails, and every acknowledged
@@ -279,6 +282,48 @@ def housekeeping(cluster):
     left, ok = wait_for(lambda: not orphans(), 30)
     check(f"then the {len(named)} objects it named that nothing else names are deleted from the store", ok,
           f"{len(orphans())} left")
+    group_offsets_fold(cluster)
+
+
+def group_offsets_fold(cluster):
+    """Many commits of one group: its offsets partition's WAL is folded
+    whole, so etcd does not grow with the commits, and after a kill -9 of
+    its coordinator the next one serves the last commit."""
+    from confluent_kafka import Consumer, TopicPartition
+    from kafka.protocol.metadata import FindCoordinatorRequest, FindCoordinatorResponse
+    topic, group = "committed", "many-commits"
+    create(cluster, topic)
+    offsets = "/chronik-wal/__consumer_offsets/"
+    before = etcd_count(cluster.etcd_url, offsets)
+    consumer = Consumer({"bootstrap.servers": cluster.bootstrap(), "group.id": group,
+                         "enable.auto.commit": False})
+    for i in range(1, 301):
+        consumer.commit(offsets=[TopicPartition(topic, i % PARTITIONS, i)], asynchronous=False)
+    consumer.close()
+    expected = {p: max(i for i in range(1, 301) if i % PARTITIONS == p) for p in range(PARTITIONS)}
+    _, ok = wait_for(lambda: etcd_count(cluster.etcd_url, offsets) - before < 100, 10)
+    check(f"300 commits of one group: its offsets partition's WAL is folded "
+          f"({etcd_count(cluster.etcd_url, offsets) - before} new keys)", ok)
+    answer = kafka_wire.call(cluster.addrs[cluster.running()[0]],
+                             FindCoordinatorRequest[4](key_type=0, coordinator_keys=[group]),
+                             FindCoordinatorResponse)
+    coordinator = answer.coordinators[0].node_id
+    cluster.kill(coordinator)
+
+    def committed():
+        c = Consumer({"bootstrap.servers": cluster.bootstrap(), "group.id": group, "enable.auto.commit": False})
+        try:
+            got = c.committed([TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=10)
+            return {tp.partition: tp.offset for tp in got}
+        except Exception:
+            return None
+        finally:
+            c.close()
+    got, ok = wait_for(lambda: (lambda now: now if now == expected else None)(committed()), cluster.ttl + 20)
+    check(f"after kill -9 of its coordinator (broker {coordinator}), the next one serves the last commit of "
+          "every partition", ok, f"{got} != {expected}")
+    cluster.start(coordinator)
+    check(f"broker {coordinator} rejoins", cluster.wait_members(3))
 
 
 def join(cluster):

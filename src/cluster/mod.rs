@@ -10,7 +10,7 @@ pub(crate) mod keys;
 mod wal;
 
 pub(crate) use agent::{ClusterAgent, ClusterSettings};
-pub(crate) use wal::{ShardWal, WalSettings};
+pub(crate) use wal::{Fold, ShardWal, WalSettings};
 
 use crate::metadata::{documents, FileStore, MetadataStore};
 use std::fs::{self, File, OpenOptions};

@@ -81,6 +81,9 @@ pub(crate) struct GroupCoordinator {
 /// The WAL's topic id for the offsets partitions, which have no catalog
 /// entry.
 const OFFSETS_TOPIC_ID: uuid::Uuid = uuid::Uuid::nil();
+/// An offsets partition's log up to this size is folded whole (read on the
+/// shard: small by compaction).
+const WHOLE_FOLD_BYTES: u64 = 8 << 20;
 
 impl GroupCoordinator {
     /// Loads the offsets partitions this shard owns; every group with
@@ -171,6 +174,65 @@ impl GroupCoordinator {
                     crate::routing::Route::Local { .. } => {}
                     _ if loaded != -1 => self.router.set_offsets_loaded(partition, -1),
                     _ => {}
+                }
+            }
+        }
+    }
+
+    /// Cluster mode: once an offsets partition led here has many WAL
+    /// pointers since its last fold, replaces them all with one object of
+    /// its log as it stands (compaction keeps that near one record per
+    /// committed partition), so etcd and the next coordinator's rebuild
+    /// grow with the groups' state, not with how often they commit. A log
+    /// too large for that folds only what came since the last fold.
+    pub(crate) async fn fold_wal_periodically(
+        self: Rc<Self>,
+        drain: chronik_shard::Signal,
+        interval: Duration,
+    ) {
+        loop {
+            if !crate::partition::next_tick(interval, &drain).await {
+                return;
+            }
+            let Some(wal) = self.wal.get().cloned() else {
+                return;
+            };
+            for (tp, base, end) in wal.folds_due() {
+                let Ok(partition) = u32::try_from(tp.partition) else {
+                    continue;
+                };
+                if &*tp.topic != OFFSETS_DIR || !self.owned.contains(&partition) {
+                    continue;
+                }
+                let read = match self.logs.borrow().get(&partition) {
+                    None => continue,
+                    Some(log) if log.size_bytes() <= WHOLE_FOLD_BYTES => log
+                        .stored_range(0, end, WHOLE_FOLD_BYTES as usize)
+                        .map(|r| r.map(|(from, bytes)| (from, crate::cluster::Fold::Whole, bytes))),
+                    Some(log) => log
+                        .stored_range(base, end, usize::MAX)
+                        .map(|r| r.map(|(_, bytes)| (base, crate::cluster::Fold::Since, bytes))),
+                };
+                let (from, fold, bytes) = match read {
+                    Ok(Some(read)) => read,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        warn!(partition, error = %e, "cannot read the offsets log to fold its WAL");
+                        continue;
+                    }
+                };
+                let epoch = self.router.offsets_loaded_at(partition);
+                let folded = wal
+                    .fold(
+                        &tp,
+                        OFFSETS_TOPIC_ID,
+                        epoch,
+                        (from, end, fold),
+                        Bytes::from(bytes),
+                    )
+                    .await;
+                if let Err(e) = folded {
+                    warn!(partition, error = %e, "cannot fold the offsets partition's WAL; trying again later");
                 }
             }
         }

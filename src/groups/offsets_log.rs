@@ -281,6 +281,16 @@ impl OffsetsLog {
     pub fn take_last_batch(&mut self) -> Option<crate::log::keyed_log::StoredBatch> {
         self.log.take_last_batch()
     }
+
+    /// See [`KeyedLog::stored_range`].
+    pub fn stored_range(&self, from: i64, end: i64, limit: usize) -> io::Result<Option<(i64, Vec<u8>)>> {
+        self.log.stored_range(from, end, limit)
+    }
+
+    /// The log's size on disk.
+    pub fn size_bytes(&self) -> u64 {
+        self.log.size_bytes()
+    }
 }
 
 impl crate::partition::cleaning::InternalLog for OffsetsLog {

@@ -149,6 +149,42 @@ impl KeyedLog {
         Ok((file, outcome.rolled.take()))
     }
 
+    /// Blocking: the log as it stands from `from` (its start if lower) up
+    /// to `end`, whole batches, at most `limit` bytes: what a fold of the
+    /// WAL writes. `None` if it is larger.
+    pub fn stored_range(&self, from: i64, end: i64, limit: usize) -> io::Result<Option<(i64, Vec<u8>)>> {
+        let start = from.max(self.log.log_start_offset());
+        let mut out = Vec::new();
+        let mut offset = start;
+        while offset < end {
+            let bytes = self.log.read(offset, REPLAY_CHUNK, true).map_err(|e| match e {
+                super::ReadError::Io(e) => e,
+                other => io::Error::other(format!("{other:?}")),
+            })?;
+            let mut at = 0;
+            while let Some(size) = bytes.get(at..).and_then(batch::batch_size) {
+                let Some(one) = bytes.get(at..at + size) else {
+                    break;
+                };
+                let header =
+                    batch::parse_header(one).map_err(|e| io::Error::other(e.message().to_string()))?;
+                if header.next_offset() > end {
+                    return Ok((out.len() <= limit).then_some((start, out)));
+                }
+                out.extend_from_slice(one);
+                at += size;
+                offset = header.next_offset();
+            }
+            if at == 0 {
+                break;
+            }
+            if out.len() > limit {
+                return Ok(None);
+            }
+        }
+        Ok((out.len() <= limit).then_some((start, out)))
+    }
+
     /// The batch the last append stored (once).
     pub fn take_last_batch(&mut self) -> Option<StoredBatch> {
         self.last_batch.take()

@@ -879,9 +879,10 @@ impl PartitionLog {
 
     /// Appends, here and now, a batch this partition accepted once
     /// before: a new leader replaying its WAL. As Kafka's followers
-    /// append: no sequence check (the producer's earlier batches may lie
-    /// below where the replay starts) and the batch's timestamps as they
-    /// were stored; its producer state is recorded all the same.
+    /// append: at the batch's own offsets (a compacted log has gaps), no
+    /// sequence check (the producer's earlier batches may lie below where
+    /// the replay starts) and the batch's timestamps as they were stored;
+    /// its producer state is recorded all the same.
     pub fn append_replayed(
         &mut self,
         batch: &[u8],
@@ -947,7 +948,17 @@ impl PartitionLog {
         } else {
             None
         };
-        let base_offset = self.log_end_offset();
+        let base_offset = match origin {
+            Origin::Client => self.log_end_offset(),
+            Origin::Replay if header.base_offset >= self.log_end_offset() => header.base_offset,
+            Origin::Replay => {
+                return Err(AppendError::Io(io::Error::other(format!(
+                    "a replayed batch at {} is below the log end {}",
+                    header.base_offset,
+                    self.log_end_offset()
+                ))))
+            }
+        };
         header.base_offset = base_offset;
         let epoch = match origin {
             Origin::Client => self.leader_epoch,
@@ -1000,10 +1011,37 @@ impl PartitionLog {
         too_big || too_old
     }
 
+    /// Blocking: the log ends at `offset` from now on, the offsets up to
+    /// it holding nothing: a replayed fold of a compacted log whose last
+    /// records the cleaner removed.
+    pub fn skip_to(&mut self, offset: i64) -> io::Result<()> {
+        if offset <= self.log_end_offset() {
+            return Ok(());
+        }
+        if self.segments.len() == 1 && self.active().is_empty() {
+            let empty = self.active().file_paths();
+            self.segments[0] = Segment::create(&self.dir, offset)?;
+            for path in empty {
+                remove_if_present(&path)?;
+            }
+            self.raise_log_start(offset);
+            return self.log_start_file.store(offset);
+        }
+        let mut sealed = self.roll_at(offset)?;
+        if let Some(naming) = sealed.naming.take() {
+            naming.finish()?;
+        }
+        sealed.finish()
+    }
+
     /// Starts a new segment at the log end. The old segment's indexes,
     /// fsync and the recovery point past it are left to the caller, as
     /// [`Sealed`], to do off the shard thread once its writes are done.
     fn roll(&mut self) -> io::Result<Sealed> {
+        self.roll_at(self.log_end_offset())
+    }
+
+    fn roll_at(&mut self, base: i64) -> io::Result<Sealed> {
         let old = self.active();
         let sealed = Sealed {
             naming: None,
@@ -1014,7 +1052,6 @@ impl PartitionLog {
             recovery_point: self.log_end_offset(),
             recovery: self.recovery.clone(),
         };
-        let base = self.log_end_offset();
         let mut sealed = sealed;
         match self.spare.take() {
             Some(spare) => {

@@ -155,7 +155,7 @@ impl ShardPartitions {
                             &tp,
                             partition.topic_id,
                             partition.leader_epoch(),
-                            (base, end),
+                            (base, end, crate::cluster::Fold::Since),
                             bytes,
                         )
                         .await

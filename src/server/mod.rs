@@ -382,6 +382,12 @@ impl IngestServer {
                     )
                     .detach();
                 }
+                glommio::spawn_local(
+                    groups
+                        .clone()
+                        .fold_wal_periodically(shard.drain.clone(), WAL_FOLD_INTERVAL),
+                )
+                .detach();
                 glommio::spawn_local(wal.run(shard.drain.clone())).detach();
                 glommio::spawn_local(
                     local

@@ -36,13 +36,16 @@ impl ShardWal {
     /// leads with one object of its batches alone (read from the local
     /// log, which holds them): etcd keeps a handful of keys per partition
     /// however long it is written, and a new leader rebuilds from a few
-    /// large reads, not thousands of small ones.
+    /// large reads, not thousands of small ones. [`Fold::Whole`] replaces
+    /// every pointer below `end` with the log as it stands from its start
+    /// at `base`: for compacted internal partitions, whose whole state is
+    /// small however often it is written.
     pub(crate) async fn fold(
         &self,
         tp: &TopicPartition,
         topic_id: Uuid,
         epoch: i32,
-        (base, end): (i64, i64),
+        (base, end, fold): (i64, i64, Fold),
         bytes: Bytes,
     ) -> Result<(), String> {
         let revision = self.leader_revision(tp, epoch).ok_or("no longer the leader")?;
@@ -51,7 +54,7 @@ impl ShardWal {
             .borrow()
             .get(tp)
             .copied()
-            .filter(|u| u.base == base)
+            .filter(|u| fold == Fold::Whole || u.base == base)
             .ok_or("folded meanwhile")?;
         let object = format!(
             "fold/{}/{topic_id}/{}/{base:020}-{end:020}-e{epoch}",
@@ -73,7 +76,7 @@ impl ShardWal {
             folded: true,
         };
         let compares = [Compare::ModRevision(keys::leader(tp), revision)];
-        let ops = [
+        let mut ops = vec![
             Op::Put {
                 key: keys::wal_pointer(tp, topic_id, base),
                 value: serde_json::to_vec(&pointer).unwrap_or_default(),
@@ -84,6 +87,14 @@ impl ShardWal {
                 keys::wal_pointer(tp, topic_id, end),
             ),
         ];
+        if fold == Fold::Whole && base > 0 {
+            // etcd refuses a transaction that names a key twice: the
+            // ranges around the put.
+            ops.push(Op::DeleteRange(
+                keys::wal_pointer(tp, topic_id, 0),
+                keys::wal_pointer(tp, topic_id, base),
+            ));
+        }
         let etcd = self.etcd.clone();
         let (done, _) = self
             .side
@@ -275,6 +286,15 @@ impl ShardWal {
             }
         }
     }
+}
+
+/// What a fold replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fold {
+    /// The pointers since the last fold.
+    Since,
+    /// Every pointer below the fold's end.
+    Whole,
 }
 
 /// What a sweep removed.

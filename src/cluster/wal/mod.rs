@@ -14,6 +14,8 @@
 mod housekeeping;
 mod restore;
 
+pub(crate) use housekeeping::Fold;
+
 use super::etcd::{Compare, Etcd, EtcdError, Op};
 use super::keys;
 use crate::metrics::{Metrics, ShardLabel};

@@ -144,10 +144,10 @@ pub(super) fn unfolded_since(pointers: &[WalPointer], start: i64) -> Unfolded {
     }
 }
 
-/// Appends every pointer's batches, in order, to a new log in `dir` that
-/// begins at `first` (the first pointer's base), checking each ends where
-/// its pointer says; then moves the log's start up to `start` if that
-/// falls inside the first pointer.
+/// Appends every pointer's batches, in order and at their own offsets, to
+/// a new log in `dir` that begins at `first` (the first pointer's base),
+/// checking each ends where its pointer says; then moves the log's start
+/// up to `start` if that falls inside the first pointer.
 fn replay(
     dir: &Path,
     (first, start): (i64, i64),
@@ -169,6 +169,11 @@ fn replay(
             log.append_replayed(batch, header, config)
                 .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
             bytes = rest;
+        }
+        if pointer.folded {
+            // A fold of a compacted log may end with offsets the cleaner
+            // emptied.
+            log.skip_to(pointer.end)?;
         }
         if log.log_end_offset() != pointer.end {
             return Err(std::io::Error::other(format!(
