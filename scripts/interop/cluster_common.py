@@ -52,6 +52,29 @@ def leaders(addr, topic):
     return found
 
 
+def read_all(bootstrap, topic, partitions, timeout=300):
+    """Every partition of `topic` read whole (confluent-kafka):
+    ({value: (partition, offset)}, how many values were seen twice)."""
+    from confluent_kafka import Consumer, TopicPartition
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"read-{topic}",
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1] for p in range(partitions)}
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    seen, twice = {}, 0
+    positions = {p: 0 for p in range(partitions)}
+    deadline = time.time() + timeout
+    while time.time() < deadline and any(positions[p] < ends[p] for p in ends):
+        msg = consumer.poll(1.0)
+        if msg is None or msg.error():
+            continue
+        value = msg.value().decode()
+        twice += value in seen
+        seen[value] = (msg.partition(), msg.offset())
+        positions[msg.partition()] = msg.offset() + 1
+    consumer.close()
+    return seen, twice
+
+
 def wait_for(predicate, timeout):
     """(last value, whether it became true) within `timeout` seconds."""
     deadline = time.time() + timeout

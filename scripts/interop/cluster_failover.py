@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 
-from cluster_common import Cluster, etcd_count, leaders
+from cluster_common import Cluster, etcd_count, leaders, read_all
 from common import check, results
 
 BINARY = sys.argv[1] if len(sys.argv) > 1 else "target/debug/chronik-ingest"
@@ -179,28 +179,7 @@ def main():
         check(f"the consuming group's committed offsets are intact after {ROUNDS} rounds "
               f"({sum(group_committed.values())} records' worth over {len(group_committed)} partitions)",
               group_committed and found == group_committed, f"committed {group_committed}, found {found}")
-        # Read every partition whole.
-        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "failover-check",
-                             "enable.auto.commit": False, "auto.offset.reset": "earliest"})
-        ends = {}
-        for p in range(PARTITIONS):
-            low, high = consumer.get_watermark_offsets(TopicPartition(TOPIC, p), timeout=30)
-            ends[p] = high
-        consumer.assign([TopicPartition(TOPIC, p, 0) for p in range(PARTITIONS)])
-        seen = {}
-        duplicates = 0
-        positions = {p: 0 for p in range(PARTITIONS)}
-        deadline = time.time() + 300
-        while time.time() < deadline and any(positions[p] < ends[p] for p in ends):
-            msg = consumer.poll(1.0)
-            if msg is None or msg.error():
-                continue
-            value = msg.value().decode()
-            if value in seen:
-                duplicates += 1
-            seen[value] = (msg.partition(), msg.offset())
-            positions[msg.partition()] = msg.offset() + 1
-        consumer.close()
+        seen, duplicates = read_all(bootstrap, TOPIC, PARTITIONS)
         missing = [v for v in acked if v not in seen]
         moved = [v for v, (p, o, _) in acked.items() if v in seen and seen[v] != (p, o)]
         check(f"every one of {len(acked)} acknowledged records read back", not missing,

@@ -30,7 +30,7 @@ import threading
 import time
 
 import kafka_wire
-from cluster_common import Cluster, etcd_count, etcd_prefix, leaders, wait_for
+from cluster_common import Cluster, etcd_count, etcd_prefix, leaders, read_all, wait_for
 from common import check, results
 
 BINARY = sys.argv[1] if len(sys.argv) > 1 else "target/debug/chronik-ingest"
@@ -43,28 +43,6 @@ def create(cluster, topic):
     admin = AdminClient({"bootstrap.servers": cluster.bootstrap()})
     admin.create_topics([NewTopic(topic, PARTITIONS, 1)])[topic].result(15)
     return cluster.wait_led(topic, PARTITIONS)
-
-
-def read_all(cluster, topic):
-    """{value: (partition, offset)} and the count of values seen twice."""
-    from confluent_kafka import Consumer, TopicPartition
-    consumer = Consumer({"bootstrap.servers": cluster.bootstrap(), "group.id": f"read-{topic}",
-                         "enable.auto.commit": False})
-    ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1] for p in range(PARTITIONS)}
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
-    seen, twice = {}, 0
-    positions = {p: 0 for p in range(PARTITIONS)}
-    deadline = time.time() + 120
-    while time.time() < deadline and any(positions[p] < ends[p] for p in ends):
-        msg = consumer.poll(1.0)
-        if msg is None or msg.error():
-            continue
-        value = msg.value().decode()
-        twice += value in seen
-        seen[value] = (msg.partition(), msg.offset())
-        positions[msg.partition()] = msg.offset() + 1
-    consumer.close()
-    return seen, twice
 
 
 class PacedProducer:
@@ -126,7 +104,7 @@ class PacedProducer:
 
 
 def check_read_back(cluster, topic, producers):
-    seen, twice = read_all(cluster, topic)
+    seen, twice = read_all(cluster.bootstrap(), topic, PARTITIONS, timeout=120)
     for p in producers:
         missing = [v for v in p.acked if v not in seen]
         moved = [v for v, (part, off, _) in p.acked.items() if v in seen and seen[v] != (part, off)]

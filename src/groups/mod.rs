@@ -530,7 +530,7 @@ impl GroupCoordinator {
                 epoch,
                 stored.base,
                 stored.end,
-                stored.bytes,
+                vec![stored.bytes],
             )
             .map_err(code)?;
             return wal.durable(&tp, stored.end).await.map_err(code);

@@ -178,16 +178,11 @@ impl Partition {
             )));
         }
         let count = i64::from(header.last_offset_delta) + 1;
-        let appending = self.log.borrow_mut().append(&batch, header, config)?;
+        let mut appending = self.log.borrow_mut().append(&batch, header, config)?;
         let durable = match wal {
             Some((wal, tp)) => {
                 if !appending.duplicate {
-                    let stored = stored_bytes(
-                        &batch,
-                        appending.base_offset,
-                        self.leader_epoch,
-                        appending.log_append_time,
-                    );
+                    let stored = std::mem::take(&mut appending.stored_parts);
                     wal.add(
                         tp,
                         self.topic_id,
@@ -322,17 +317,6 @@ impl Partition {
         waiters.push(waiter.clone());
         true
     }
-}
-
-/// A batch as the log stores it: its offsets assigned (and LogAppendTime
-/// stamped where the topic asks), which is what the WAL must hold.
-fn stored_bytes(batch: &Bytes, base_offset: i64, leader_epoch: i32, log_append_time: i64) -> Bytes {
-    let mut copy = batch.to_vec();
-    if log_append_time != -1 {
-        crate::log::batch::stamp_log_append_time(&mut copy, log_append_time);
-    }
-    crate::log::batch::assign_offset(&mut copy, base_offset, leader_epoch);
-    Bytes::from(copy)
 }
 
 /// Waits `interval`, or until the shard drains: false then. The beat of a

@@ -156,6 +156,17 @@ impl RemoteStore {
         path
     }
 
+    /// One object of `pieces`, in order, sent without joining them.
+    pub(crate) async fn put_pieces(&self, key: &str, pieces: Vec<Bytes>) -> Result<(), RemoteError> {
+        let (store, path) = (self.store.clone(), self.path(key));
+        self.side
+            .run(async move { store.put(&path, pieces.into_iter().collect::<PutPayload>()).await })
+            .await
+            .map_err(|_| RemoteError::gone())?
+            .map(drop)
+            .map_err(RemoteError::from_store)
+    }
+
     pub(crate) async fn put(&self, key: &str, bytes: Bytes) -> Result<(), RemoteError> {
         let (store, path) = (self.store.clone(), self.path(key));
         self.side

@@ -500,6 +500,11 @@ impl Log for LocalLog {
         if let Some(sealed) = outcome.rolled.take() {
             self.rolled(sealed);
         }
+        let stored_parts = outcome
+            .write
+            .as_ref()
+            .map(|w| w.parts.to_vec())
+            .unwrap_or_default();
         let stored: super::LogFuture<Option<Arc<File>>> = match outcome.write.take() {
             Some(write) => {
                 let (tx, rx) = oneshot::channel();
@@ -523,6 +528,7 @@ impl Log for LocalLog {
             log_append_time: outcome.log_append_time,
             duplicate: outcome.duplicate,
             stored,
+            stored_parts,
         })
     }
 

@@ -53,6 +53,10 @@ pub(crate) struct Appending {
     /// Resolves once the batch is stored (readable by fetches); carries
     /// the file to fsync for acks=all.
     pub stored: LogFuture<Option<Arc<File>>>,
+    /// The batch as stored (offsets and epoch assigned), in the pieces the
+    /// log writes: what cluster mode's WAL sends too, without a copy.
+    /// Empty for a duplicate.
+    pub stored_parts: Vec<Bytes>,
 }
 
 /// The offsets a log reports.

@@ -23,7 +23,7 @@ use crate::remote::{RemoteStore, SideHandle};
 use crate::routing::PartitionRouter;
 use crate::storage::StorageError;
 use crate::topics::TopicPartition;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::channel::oneshot;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
@@ -216,9 +216,9 @@ impl ShardWal {
         }
     }
 
-    /// Takes a batch the partition just accepted at `[base, end)`, with
-    /// its offsets already written into `stored`. Refused (NOT_LEADER) if
-    /// this broker no longer leads the partition at `epoch`.
+    /// Takes a batch the partition just accepted at `[base, end)`, as
+    /// stored (offsets assigned), in pieces. Refused (NOT_LEADER) if this
+    /// broker no longer leads the partition at `epoch`.
     pub(crate) fn add(
         &self,
         tp: &TopicPartition,
@@ -226,7 +226,7 @@ impl ShardWal {
         epoch: i32,
         base: i64,
         end: i64,
-        stored: Bytes,
+        stored: Vec<Bytes>,
     ) -> Result<(), StorageError> {
         if self.pending_bytes.get() + self.in_flight_bytes.get() >= PENDING_CAP {
             // Object storage or etcd has been failing for a while: what
@@ -236,13 +236,13 @@ impl ShardWal {
             ));
         }
         let leader_revision = self.leader_revision(tp, epoch).ok_or(StorageError::NotLeader)?;
-        let size = stored.len();
+        let size: usize = stored.iter().map(Bytes::len).sum();
         let mut pending = self.pending.borrow_mut();
         match pending.iter_mut().rev().find(|p| &p.tp == tp) {
             Some(last) if last.end == base && last.leader_revision == leader_revision => {
                 last.end = end;
                 last.size += size;
-                last.bytes.push(stored);
+                last.bytes.extend(stored);
             }
             _ => pending.push(Pending {
                 tp: tp.clone(),
@@ -251,7 +251,7 @@ impl ShardWal {
                 epoch,
                 base,
                 end,
-                bytes: vec![stored],
+                bytes: stored,
                 size,
             }),
         }
@@ -379,7 +379,7 @@ impl ShardWal {
         }
         self.pending_bytes.set(0);
         let (object, body, pointers) = self.object_of(&batch);
-        let size = body.len() as u64;
+        let size = body.iter().map(|b| b.len() as u64).sum();
         self.in_flight_bytes
             .set(self.in_flight_bytes.get() + size as usize);
         let wal = self.clone();
@@ -395,8 +395,9 @@ impl ShardWal {
     }
 
     /// One object of `batch`'s bytes, partition after partition: its
-    /// name, body, and the pointer to each partition's range in it.
-    fn object_of(&self, batch: &[Pending]) -> (String, Bytes, Vec<WalPointer>) {
+    /// name, body (the stored pieces, sent as they are), and the pointer
+    /// to each partition's range in it.
+    fn object_of(&self, batch: &[Pending]) -> (String, Vec<Bytes>, Vec<WalPointer>) {
         let sequence = self.sequence.get();
         self.sequence.set(sequence + 1);
         let object = format!(
@@ -406,13 +407,11 @@ impl ShardWal {
             crate::log::partition_log::now_ms(),
             sequence
         );
-        let mut body = BytesMut::with_capacity(batch.iter().map(|p| p.size).sum());
+        let mut body = Vec::with_capacity(batch.iter().map(|p| p.bytes.len()).sum());
+        let mut position = 0u64;
         let mut pointers = Vec::with_capacity(batch.len());
         for pending in batch {
-            let position = body.len() as u64;
-            for bytes in &pending.bytes {
-                body.extend_from_slice(bytes);
-            }
+            body.extend(pending.bytes.iter().cloned());
             pointers.push(WalPointer {
                 object: object.clone(),
                 position,
@@ -423,15 +422,16 @@ impl ShardWal {
                 node: self.node,
                 folded: false,
             });
+            position += pending.size as u64;
         }
-        (object, body.freeze(), pointers)
+        (object, body, pointers)
     }
 
     /// Written until it is, with a pause after each failure: the flights
     /// behind it wait for its commit anyway.
-    async fn put_until_written(&self, key: &str, body: Bytes) {
+    async fn put_until_written(&self, key: &str, body: Vec<Bytes>) {
         loop {
-            match self.store.put(key, body.clone()).await {
+            match self.store.put_pieces(key, body.clone()).await {
                 Ok(()) => return,
                 Err(e) => {
                     self.metrics.failures.inc();
