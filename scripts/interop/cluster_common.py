@@ -58,7 +58,18 @@ def read_all(bootstrap, topic, partitions, timeout=300):
     from confluent_kafka import Consumer, TopicPartition
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"read-{topic}",
                          "enable.auto.commit": False, "auto.offset.reset": "earliest"})
-    ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1] for p in range(partitions)}
+    def high(p):
+        # Right after a failover the client may not know the new leader
+        # yet: asked again until it does.
+        deadline = time.time() + 30
+        while True:
+            try:
+                return consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            except Exception:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.5)
+    ends = {p: high(p) for p in range(partitions)}
     consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     seen, twice = {}, 0
     positions = {p: 0 for p in range(partitions)}

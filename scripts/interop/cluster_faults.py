@@ -15,7 +15,10 @@
     throughout the other parts too and must take nothing still needed);
     300 commits of one group leave few keys in etcd (its offsets
     partition's WAL is folded whole), and its next coordinator, after a
-    kill -9, serves the last commit;
+    kill -9, serves the last commit; a tiered topic's WAL is dropped below
+    its uploaded segments, and two leaders killed in turn are each
+    replaced by one that rebuilds from the bucket's segments (under
+    per-epoch manifests) plus the WAL above them, nothing lost;
   - join: a fourth broker joins under an idempotent acks=all producer and
     takes its share of the partitions, then broker 1 stops gracefully and
     hands its partitions over: no delivery fails, and every acknowledged
@@ -261,6 +264,7 @@ def housekeeping(cluster):
     check(f"then the {len(named)} objects it named that nothing else names are deleted from the store", ok,
           f"{len(orphans())} left")
     group_offsets_fold(cluster)
+    tiered_failover(cluster)
 
 
 def group_offsets_fold(cluster):
@@ -304,6 +308,63 @@ def group_offsets_fold(cluster):
     check(f"broker {coordinator} rejoins", cluster.wait_members(3))
 
 
+def tiered_failover(cluster):
+    """A tiered topic: closed segments go to object storage and the WAL
+    below them is dropped; a new leader rebuilds from the remote segments
+    plus the WAL above them, twice running (the second time from segments
+    the first new leader uploaded), and serves every record at its offset."""
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+    topic, parts = "tiered", 3
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap()})
+    admin.create_topics([NewTopic(topic, parts, 1, config={"remote.storage.enable": "true",
+                                                           "segment.bytes": "65536"})])[topic].result(15)
+    cluster.wait_led(topic, parts)
+    acked = {}
+
+    def produce(prefix, count):
+        def delivered(err, msg):
+            if err is None:
+                acked[msg.value().decode()[:20]] = (msg.partition(), msg.offset())
+        producer = Producer({"bootstrap.servers": cluster.bootstrap(), "linger.ms": 5, "acks": "all",
+                             "enable.idempotence": True})
+        for i in range(count):
+            producer.produce(topic, key=str(i).encode(), value=f"{prefix}-{i:06d}".ljust(1000, ".").encode(),
+                             on_delivery=delivered)
+            if i % 200 == 199:
+                producer.poll(0.01)
+        producer.flush(60)
+    topic_id, _ = kafka_wire.topic_partitions(cluster.addrs[cluster.running()[0]], topic)
+    start_key = f"/chronik-wal-start/{topic}/{topic_id}/0"
+
+    def wal_start():
+        value = etcd_prefix(cluster.etcd_url, start_key).get(start_key)
+        return int(value) if value else 0
+    floor = 0
+    for round_ in (1, 2):
+        produce(f"tiered{round_}", 3000)
+        check(f"tiered round {round_}: every record acknowledged ({len(acked)})", len(acked) == 3000 * round_)
+        started, ok = wait_for(lambda: (lambda now: now if now > floor else None)(wal_start()), 20)
+        check(f"tiered round {round_}: segments uploaded and the WAL below them dropped "
+              f"(partition 0's WAL starts at {started})", ok)
+        floor = started or floor
+        _, led = kafka_wire.topic_partitions(cluster.addrs[cluster.running()[0]], topic)
+        victim, epoch = led[0]
+        manifests = {k for k in cluster.objects(f"topics/{topic_id}/0/") if "manifest" in k}
+        check(f"tiered round {round_}: the leader writes the manifest of its own epoch ({epoch})",
+              f"topics/{topic_id}/0/manifest-e{epoch:010d}.json" in manifests, repr(sorted(manifests)))
+        cluster.kill(victim)
+        cluster.wait_led(topic, parts, among=set(cluster.running()))
+        seen, twice = read_all(cluster.bootstrap(), topic, parts, timeout=120)
+        seen = {v[:20]: where for v, where in seen.items()}
+        wrong = [v for v, where in acked.items() if seen.get(v) != where]
+        check(f"tiered round {round_}: after kill -9 of partition 0's leader (broker {victim}), every one of "
+              f"{len(acked)} records reads back at its offset, from the bucket and the WAL",
+              not wrong and twice == 0, f"{len(wrong)} wrong, e.g. {wrong[:3]}; {twice} twice")
+        cluster.start(victim)
+        check(f"broker {victim} rejoins", cluster.wait_members(3))
+
+
 def join(cluster):
     topic = "rebalance"
     create(cluster, topic)
@@ -331,7 +392,7 @@ def join(cluster):
 
 
 def main():
-    with Cluster(BINARY, 3, {"WAL_GARBAGE_GRACE_MS": "3000"}) as cluster:
+    with Cluster(BINARY, 3, {"WAL_GARBAGE_GRACE_MS": "3000", "LOG_RETENTION_CHECK_INTERVAL_SECS": "1"}) as cluster:
         for part, run in [("pause", pause), ("etcd", etcd_outage), ("housekeeping", housekeeping), ("join", join)]:
             if part in PARTS:
                 try:

@@ -584,6 +584,11 @@ impl ServerConfig {
     }
 
     /// Shards to start: the configured count, or one per usable CPU.
+    /// Several brokers sharing etcd and object storage (ETCD_ENDPOINTS).
+    pub fn cluster_mode(&self) -> bool {
+        !self.etcd_endpoints.is_empty()
+    }
+
     pub fn shard_count(&self) -> usize {
         match self.shards {
             Some(n) => n.get(),

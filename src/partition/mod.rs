@@ -140,6 +140,14 @@ impl Partition {
         self.log.borrow().offsets().log_start
     }
 
+    /// Below this, cluster mode's WAL holds nothing a reader or a new
+    /// leader needs: the log start, or the end of what object storage
+    /// holds as segments if that is higher.
+    pub(crate) fn wal_floor(&self) -> i64 {
+        let log = self.log.borrow();
+        log.offsets().log_start.max(log.remote_end().unwrap_or(i64::MIN))
+    }
+
     /// A client's `current_leader_epoch` against ours: newer is unknown to
     /// us, older is fenced, -1 means "not checked".
     pub(crate) fn check_epoch(&self, current: i32) -> Result<(), StorageError> {

@@ -125,8 +125,8 @@ impl ShardPartitions {
             let Some(wal) = self.wal.get().cloned() else {
                 return;
             };
-            // First what retention or DeleteRecords took off the start:
-            // a fold never reaches below it.
+            // First what retention or DeleteRecords took off the start, or
+            // tiering uploaded as segments: a fold never reaches below it.
             let led: Vec<(TopicPartition, Rc<Partition>)> = self
                 .partitions
                 .borrow()
@@ -134,12 +134,14 @@ impl ShardPartitions {
                 .map(|(tp, p)| (tp.clone(), p.clone()))
                 .collect();
             for (tp, partition) in led {
-                let start = partition.log_start_offset();
+                let start = partition.wal_floor();
                 match wal
                     .trim(&tp, partition.topic_id, partition.leader_epoch(), start)
                     .await
                 {
-                    Ok(true) => debug!(partition = %tp, start, "dropped the WAL below the log start"),
+                    Ok(true) => {
+                        debug!(partition = %tp, start, "dropped the WAL below the log start or the remote end")
+                    }
                     Ok(false) => {}
                     Err(e) => debug!(partition = %tp, start, error = %e, "cannot trim the WAL now"),
                 }

@@ -98,6 +98,10 @@ impl Manifest {
 pub(crate) struct PartitionKeys {
     dir: String,
     partition: i32,
+    /// Cluster mode: each leader writes the manifest of its own epoch, so
+    /// a deposed leader that has not learnt it yet cannot overwrite what
+    /// its successor wrote (see [`latest_manifest`]).
+    manifest_epoch: Option<i32>,
 }
 
 impl PartitionKeys {
@@ -105,6 +109,15 @@ impl PartitionKeys {
         PartitionKeys {
             dir: format!("topics/{topic_id}/{partition}"),
             partition,
+            manifest_epoch: None,
+        }
+    }
+
+    /// The keys a leader at `epoch` writes in cluster mode.
+    pub(crate) fn fenced(self, epoch: i32) -> PartitionKeys {
+        PartitionKeys {
+            manifest_epoch: Some(epoch),
+            ..self
         }
     }
 
@@ -113,7 +126,15 @@ impl PartitionKeys {
     }
 
     pub(crate) fn manifest(&self) -> String {
-        format!("{}/manifest.json", self.dir)
+        match self.manifest_epoch {
+            Some(epoch) => format!("{}/{MANIFEST_PREFIX}{epoch:010}.json", self.dir),
+            None => format!("{}/manifest.json", self.dir),
+        }
+    }
+
+    /// Where the partition's objects are.
+    pub(crate) fn dir(&self) -> &str {
+        &self.dir
     }
 
     /// `extension`: log, index, timeindex or snapshot.
@@ -123,6 +144,25 @@ impl PartitionKeys {
             self.dir, segment.base_offset, segment.leader_epoch
         )
     }
+}
+
+const MANIFEST_PREFIX: &str = "manifest-e";
+
+/// Of the manifest keys among `keys` (a partition's objects), the one the
+/// latest leader wrote: the highest epoch's, else the single broker's.
+pub(crate) fn latest_manifest<'a>(keys: impl IntoIterator<Item = &'a String>) -> Option<&'a String> {
+    keys.into_iter()
+        .filter_map(|key| {
+            let name = key.rsplit('/').next()?;
+            let epoch = match name.strip_prefix(MANIFEST_PREFIX) {
+                Some(rest) => rest.strip_suffix(".json")?.parse::<i64>().ok()?,
+                None if name == "manifest.json" => -1,
+                None => return None,
+            };
+            Some((epoch, key))
+        })
+        .max_by_key(|(epoch, _)| *epoch)
+        .map(|(_, key)| key)
 }
 
 /// Where a topic's catalog entry is kept, for a broker rebuilt from the
@@ -146,6 +186,20 @@ mod tests {
             leader_epoch: 0,
             aborted: Vec::new(),
         }
+    }
+
+    #[test]
+    fn the_latest_leaders_manifest_is_found_among_the_objects() {
+        let keys = PartitionKeys::new(Uuid::nil(), 3);
+        let names: Vec<String> = vec![
+            keys.manifest(),
+            keys.clone().fenced(2).manifest(),
+            keys.clone().fenced(11).manifest(),
+            format!("{}/00000000000000000000-11.log", keys.dir()),
+        ];
+        assert_eq!(latest_manifest(&names), Some(&keys.clone().fenced(11).manifest()));
+        assert_eq!(latest_manifest(&names[..1]), Some(&keys.manifest()));
+        assert_eq!(latest_manifest(&names[3..]), None);
     }
 
     #[test]

@@ -20,7 +20,9 @@ pub(crate) use reads::RemoteReads;
 pub(crate) use rebuild::rebuild_from_bucket;
 pub(crate) use runtime::{SideHandle, SideRuntime, SIDE_THREAD_NAME};
 pub(crate) use store::RemoteStore;
-pub(crate) use tiered::{load_cached_manifest, TieredLog, TieringContext};
+pub(crate) use tiered::{
+    cache_manifest, latest_remote_manifest, load_cached_manifest, TieredLog, TieringContext,
+};
 
 use crate::metrics::{Metrics, ReasonLabels, ShardLabel};
 use prometheus_client::metrics::counter::Counter;

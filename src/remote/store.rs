@@ -43,6 +43,14 @@ impl RemoteError {
         }
     }
 
+    /// What the bucket held was not what it should be.
+    pub(crate) fn unreadable(message: String) -> RemoteError {
+        RemoteError {
+            kind: "unreadable",
+            message,
+        }
+    }
+
     fn gone() -> RemoteError {
         RemoteError {
             kind: "stopped",

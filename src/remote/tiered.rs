@@ -49,6 +49,8 @@ pub(crate) struct TieringContext {
     pub uploads: Rc<Semaphore>,
     /// TIERING_LOCAL_CAP_MB in bytes (0 = none).
     pub local_cap: u64,
+    /// Cluster mode: manifests are written per leader epoch.
+    pub fenced_manifests: bool,
 }
 
 /// The remote half of a tiered partition, shared with its upload and read
@@ -84,6 +86,32 @@ pub(crate) struct TieredLog {
     remote: Rc<RemotePartition>,
 }
 
+/// Cluster mode, taking a partition over: the manifest its latest leader
+/// wrote (`None`: nothing of it was ever remote).
+pub(crate) async fn latest_remote_manifest(
+    store: &RemoteStore,
+    topic_id: uuid::Uuid,
+    partition: i32,
+) -> Result<Option<Manifest>, RemoteError> {
+    let keys = PartitionKeys::new(topic_id, partition);
+    let names = store.list(keys.dir()).await?;
+    let Some(latest) = super::manifest::latest_manifest(&names) else {
+        return Ok(None);
+    };
+    let Some(bytes) = store.get(latest).await? else {
+        return Ok(None);
+    };
+    Manifest::from_json(&bytes)
+        .map(Some)
+        .map_err(|e| RemoteError::unreadable(format!("{latest}: {e}")))
+}
+
+/// Blocking: the manifest a tiered log opening in `dir` starts from.
+pub(crate) fn cache_manifest(dir: &Path, manifest: &Manifest) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    crate::log::index::write_file(&dir.join(MANIFEST_CACHE), &manifest.to_json())
+}
+
 /// Blocking: the manifest cached in `dir`, or an empty one.
 pub(crate) fn load_cached_manifest(dir: &Path) -> Manifest {
     match std::fs::read(dir.join(MANIFEST_CACHE)) {
@@ -109,12 +137,16 @@ impl TieredLog {
     ) -> TieredLog {
         let dir = local.dir().to_path_buf();
         let recent = local.recent_view();
+        let keys = match context.fenced_manifests {
+            true => PartitionKeys::new(topic_id, partition).fenced(leader_epoch),
+            false => PartitionKeys::new(topic_id, partition),
+        };
         TieredLog {
             local,
             remote: Rc::new(RemotePartition {
                 name,
                 context,
-                keys: PartitionKeys::new(topic_id, partition),
+                keys,
                 leader_epoch,
                 dir,
                 recent,
@@ -148,11 +180,15 @@ impl TieredLog {
             return;
         }
         let end = remote.manifest.borrow().end();
+        // A segment reaching past the remote end goes whole, even if it
+        // begins below it (a cluster leader's log rebuilt from the WAL
+        // starts inside what is remote): readers take the remote segment
+        // holding their offset, so overlaps are harmless, gaps are not.
         let waiting: Vec<ClosedSegment> = self
             .local
             .closed_segments()
             .into_iter()
-            .filter(|s| s.base_offset >= end)
+            .filter(|s| s.next_offset > end)
             .collect();
         remote.context.stats.set_lag(
             &remote.name,
@@ -531,6 +567,11 @@ impl Log for TieredLog {
 
     fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
         self.local.end_offset_for_epoch(epoch)
+    }
+
+    fn remote_end(&self) -> Option<i64> {
+        let manifest = self.remote.manifest.borrow();
+        (!manifest.segments.is_empty()).then(|| manifest.end())
     }
 
     fn aborted_transactions(&self, from: i64, to: i64) -> Vec<(i64, i64)> {

@@ -349,6 +349,7 @@ impl IngestServer {
                             stats,
                             uploads: Rc::new(glommio::sync::Semaphore::new(UPLOADS_PER_SHARD)),
                             local_cap: (shard_config.tiering_local_cap_mb as u64) << 20,
+                            fenced_manifests: shard_config.cluster_mode(),
                         }
                     }),
                 },

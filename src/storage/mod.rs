@@ -101,6 +101,13 @@ pub(crate) trait Log {
     /// latest); (-1, -1) for an epoch newer than any here.
     fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64);
 
+    /// Where what object storage holds as segments ends (tiered logs with
+    /// anything uploaded): cluster mode's WAL need not keep what lies
+    /// below.
+    fn remote_end(&self) -> Option<i64> {
+        None
+    }
+
     /// The aborted transactions a read_committed read of `[from, to)` is
     /// told about: (producer id, first offset), by first offset.
     fn aborted_transactions(&self, from: i64, to: i64) -> Vec<(i64, i64)>;

@@ -39,20 +39,39 @@ impl ShardWal {
             .map_err(|_| StorageError::Unreachable("the etcd client thread stopped".into()))?
             .map_err(|e| StorageError::Unreachable(e.to_string()))?;
         let start = start.as_ref().and_then(recorded_start).unwrap_or(0);
+        // A tiered partition's history is in its remote segments, as the
+        // latest leader's manifest names them: only the WAL above it is
+        // replayed, and the log reads below from the bucket.
+        let remote = match config.remote_storage {
+            true => crate::remote::latest_remote_manifest(&self.store, topic_id, tp.partition)
+                .await
+                .map_err(|e| {
+                    StorageError::Unreachable(format!("reading the remote manifest of {tp}: {e}"))
+                })?,
+            false => None,
+        };
+        let floor = start.max(remote.as_ref().map_or(0, |m| m.end()));
         let mut pointers = Vec::with_capacity(kvs.len());
         for kv in &kvs {
             let pointer: WalPointer = serde_json::from_slice(&kv.value)
                 .map_err(|e| StorageError::Invalid(format!("WAL pointer {}: {e}", kv.key)))?;
-            if pointer.end > start {
+            if pointer.end > floor {
                 pointers.push(pointer);
             }
         }
         pointers.sort_by_key(|p| p.base);
-        let committed_end = pointers.last().map_or(start, |p| p.end);
+        let committed_end = pointers.last().map_or(floor, |p| p.end);
         self.unfolded
             .borrow_mut()
-            .insert(tp.clone(), unfolded_since(&pointers, start));
+            .insert(tp.clone(), unfolded_since(&pointers, floor));
         self.trimmed.borrow_mut().insert(tp.clone(), start);
+        if let Some(manifest) = remote.clone() {
+            let cache_dir = dir.to_path_buf();
+            run_blocking("caching the remote manifest", move || {
+                crate::remote::cache_manifest(&cache_dir, &manifest)
+            })
+            .await?;
+        }
         let written_by_me = pointers.last().is_none_or(|p| p.node == self.node);
         let local_dir = dir.to_path_buf();
         let local_end = run_blocking("opening the log", move || {
@@ -71,17 +90,22 @@ impl ShardWal {
         if written_by_me && local_end == committed_end {
             return Ok(());
         }
-        info!(partition = %tp, local_end, committed_end, start, pointers = pointers.len(), "rebuilding the partition from the WAL");
+        info!(partition = %tp, local_end, committed_end, start = floor, pointers = pointers.len(), remote = remote.is_some(), "rebuilding the partition from the WAL");
         self.metrics.rebuilds.inc();
         let fresh = dir.to_path_buf();
+        let manifest = remote.clone();
         run_blocking("clearing the stale log", move || {
             match std::fs::remove_dir_all(&fresh) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-                _ => Ok(()),
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+            match &manifest {
+                Some(manifest) => crate::remote::cache_manifest(&fresh, manifest),
+                None => Ok(()),
             }
         })
         .await?;
-        let first = pointers.first().map_or(start, |p| p.base);
+        let first = pointers.first().map_or(floor, |p| p.base);
         let mut next = first;
         for pointer in &pointers {
             if pointer.base != next {
@@ -107,7 +131,7 @@ impl ShardWal {
             .await?;
         let (replay_dir, replay_config, name) = (dir.to_path_buf(), config, tp.to_string());
         run_blocking("replaying the WAL", move || {
-            replay(&replay_dir, (first, start), &read, &replay_config, &name)
+            replay(&replay_dir, (first, floor), &read, &replay_config, &name)
         })
         .await?;
         Ok(())
