@@ -56,33 +56,43 @@ def read_all(bootstrap, topic, partitions, timeout=300):
     """Every partition of `topic` read whole (confluent-kafka):
     ({value: (partition, offset)}, how many values were seen twice)."""
     from confluent_kafka import Consumer, TopicPartition
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"read-{topic}",
+
+    def consumer():
+        return Consumer({"bootstrap.servers": bootstrap, "group.id": f"read-{topic}",
                          "enable.auto.commit": False, "auto.offset.reset": "earliest"})
-    def high(p):
-        # Right after a failover the client may not know the new leader
-        # yet: asked again until it does.
-        deadline = time.time() + 30
+
+    def ends():
+        # Right after a failover a client may hold a stale view of the
+        # topic: a new one asks again, for a bounded time.
+        deadline = time.time() + 60
         while True:
+            asking = consumer()
             try:
-                return consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            except Exception:
+                return {p: asking.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                        for p in range(partitions)}
+            except Exception as e:
                 if time.time() > deadline:
-                    raise
+                    md = subprocess.run(["kcat", "-b", bootstrap, "-L", "-t", topic], capture_output=True,
+                                        text=True, timeout=30)
+                    raise RuntimeError(f"watermarks of {topic}: {e}; kcat -L: {md.stdout} {md.stderr}")
                 time.sleep(0.5)
-    ends = {p: high(p) for p in range(partitions)}
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+            finally:
+                asking.close()
+    high = ends()
+    reading = consumer()
+    reading.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     seen, twice = {}, 0
     positions = {p: 0 for p in range(partitions)}
     deadline = time.time() + timeout
-    while time.time() < deadline and any(positions[p] < ends[p] for p in ends):
-        msg = consumer.poll(1.0)
+    while time.time() < deadline and any(positions[p] < high[p] for p in high):
+        msg = reading.poll(1.0)
         if msg is None or msg.error():
             continue
         value = msg.value().decode()
         twice += value in seen
         seen[value] = (msg.partition(), msg.offset())
         positions[msg.partition()] = msg.offset() + 1
-    consumer.close()
+    reading.close()
     return seen, twice
 
 

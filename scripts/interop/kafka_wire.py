@@ -8,15 +8,7 @@ leader hints or OffsetForLeaderEpoch's answer.
 import socket
 import struct
 
-
-def _read_exact(sock, n):
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise ConnectionError("the broker closed the connection")
-        data += chunk
-    return data
+from common import recv_exactly
 
 
 def call(addr, request, response_class, timeout=10):
@@ -28,8 +20,8 @@ def call(addr, request, response_class, timeout=10):
     host, port = addr.rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=timeout) as sock:
         sock.sendall(frame)
-        (size,) = struct.unpack(">i", _read_exact(sock, 4))
-        body = _read_exact(sock, size)
+        (size,) = struct.unpack(">i", recv_exactly(sock, 4))
+        body = recv_exactly(sock, size)
     return response_class.decode(body, version=version, header=True)
 
 

@@ -201,7 +201,12 @@ impl GroupCoordinator {
                 let Ok(partition) = u32::try_from(tp.partition) else {
                     continue;
                 };
-                if &*tp.topic != OFFSETS_DIR || !self.owned.contains(&partition) {
+                // Only a partition whose groups are loaded at the epoch it
+                // is led at: its log here is the one the WAL describes.
+                let epoch = self.router.offsets_loaded_at(partition);
+                let loaded = matches!(self.router.route(&tp),
+                    crate::routing::Route::Local { leader_epoch, .. } if leader_epoch == epoch);
+                if &*tp.topic != OFFSETS_DIR || !self.owned.contains(&partition) || !loaded {
                     continue;
                 }
                 let read = match self.logs.borrow().get(&partition) {
@@ -221,7 +226,6 @@ impl GroupCoordinator {
                         continue;
                     }
                 };
-                let epoch = self.router.offsets_loaded_at(partition);
                 let folded = wal
                     .fold(
                         &tp,

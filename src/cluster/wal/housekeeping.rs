@@ -21,10 +21,19 @@ impl ShardWal {
     /// large enough to fold: (partition, first offset, end offset).
     pub(crate) fn folds_due(&self) -> Vec<(TopicPartition, i64, i64)> {
         let committed = self.committed.borrow();
+        let routes = self.router.snapshot();
+        let leads = |tp: &TopicPartition| {
+            routes
+                .cluster()
+                .and_then(|c| c.leaders.get(tp))
+                .is_some_and(|l| l.node == self.node)
+        };
         self.unfolded
             .borrow()
             .iter()
-            .filter(|(_, u)| u.pointers >= FOLD_POINTERS || (u.pointers > 1 && u.bytes >= FOLD_BYTES))
+            .filter(|(tp, u)| {
+                (u.pointers >= FOLD_POINTERS || (u.pointers > 1 && u.bytes >= FOLD_BYTES)) && leads(tp)
+            })
             .filter_map(|(tp, u)| {
                 let end = committed.get(tp).copied()?;
                 (end > u.base).then(|| (tp.clone(), u.base, end))
@@ -75,7 +84,6 @@ impl ShardWal {
             node: self.node,
             folded: true,
         };
-        let compares = [Compare::ModRevision(keys::leader(tp), revision)];
         let mut ops = vec![
             Op::Put {
                 key: keys::wal_pointer(tp, topic_id, base),
@@ -95,16 +103,7 @@ impl ShardWal {
                 keys::wal_pointer(tp, topic_id, base),
             ));
         }
-        let etcd = self.etcd.clone();
-        let (done, _) = self
-            .side
-            .run(async move { etcd.txn(&compares, &ops).await })
-            .await
-            .map_err(|_| "the etcd client thread stopped".to_string())?
-            .map_err(|e| e.to_string())?;
-        if !done {
-            return Err("no longer the leader".into());
-        }
+        self.as_leader(tp, revision, ops).await?;
         if let Some(now) = self.unfolded.borrow_mut().get_mut(tp) {
             // Commits made while folding stay counted, from the new base.
             now.base = end;
@@ -112,6 +111,23 @@ impl ShardWal {
             now.bytes = now.bytes.saturating_sub(before.bytes);
         }
         Ok(())
+    }
+
+    /// Applies `ops` in one etcd transaction, if this broker's leadership
+    /// of `tp` (its leader key at `revision`) still holds.
+    async fn as_leader(&self, tp: &TopicPartition, revision: i64, ops: Vec<Op>) -> Result<(), String> {
+        let compares = [Compare::ModRevision(keys::leader(tp), revision)];
+        let etcd = self.etcd.clone();
+        let (done, _) = self
+            .side
+            .run(async move { etcd.txn(&compares, &ops).await })
+            .await
+            .map_err(|_| "the etcd client thread stopped".to_string())?
+            .map_err(|e| e.to_string())?;
+        match done {
+            true => Ok(()),
+            false => Err("no longer the leader".into()),
+        }
     }
 
     /// Drops the pointers of a partition this broker leads that lie
@@ -157,17 +173,7 @@ impl ShardWal {
             value: start.to_string().into_bytes(),
             lease: 0,
         });
-        let compares = [Compare::ModRevision(keys::leader(tp), revision)];
-        let etcd = self.etcd.clone();
-        let (done, _) = self
-            .side
-            .run(async move { etcd.txn(&compares, &ops).await })
-            .await
-            .map_err(|_| "the etcd client thread stopped".to_string())?
-            .map_err(|e| e.to_string())?;
-        if !done {
-            return Err("no longer the leader".into());
-        }
+        self.as_leader(tp, revision, ops).await?;
         self.trimmed.borrow_mut().insert(tp.clone(), start);
         let left: Vec<WalPointer> = pointers
             .into_iter()
