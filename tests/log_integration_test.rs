@@ -425,8 +425,10 @@ fn fetch_long_poll_wakes_on_append_and_times_out_when_idle() {
     assert!(partition.records.as_ref().is_some_and(|r| !r.is_empty()));
     assert_eq!(partition.high_watermark, 2);
     assert!(waited < Duration::from_millis(2000), "long poll took {waited:?}");
+    // Woken by the append, not by max_wait (5 s): a bound loose enough
+    // for a loaded machine (timing targets are benchmarks' business).
     assert!(
-        woke_after_append < Duration::from_millis(200),
+        woke_after_append < Duration::from_millis(2000),
         "{woke_after_append:?}"
     );
 

@@ -11,7 +11,7 @@
     below it dropped, its start recorded), a leader killed afterwards is
     replaced by one that rebuilds from that start, and a deleted topic's
     pointers, then the objects nothing else names, are swept away (the
-    brokers run with WAL_GARBAGE_GRACE_MS=3000, so the sweeper runs
+    brokers run with WAL_GARBAGE_GRACE_MS=10000, so the sweeper runs
     throughout the other parts too and must take nothing still needed);
     300 commits of one group leave few keys in etcd (its offsets
     partition's WAL is folded whole), and its next coordinator, after a
@@ -155,7 +155,7 @@ def pause(cluster):
     log.seek(0)
     text = log.read()
     check("and says so in its log", "no longer has this broker's lease" in text, text[-2000:])
-    seen, _ = read_all(cluster, topic)
+    seen, _ = read_all(cluster.bootstrap(), topic, PARTITIONS, timeout=120)
     check("the log the new leader serves has the write from before the pause and none from during it",
           "before-pause" in seen and not any(v.startswith("paused-") for v in seen), repr(sorted(seen)[:5]))
 
@@ -353,9 +353,11 @@ def tiered_failover(cluster):
         floor = started or floor
         _, led = kafka_wire.topic_partitions(cluster.addrs[cluster.running()[0]], topic)
         victim, epoch = led[0]
-        manifests = {k for k in cluster.objects(f"topics/{topic_id}/0/") if "manifest" in k}
-        check(f"tiered round {round_}: the leader writes the manifest of its own epoch ({epoch})",
-              f"topics/{topic_id}/0/manifest-e{epoch:010d}.json" in manifests, repr(sorted(manifests)))
+        own = f"topics/{topic_id}/0/manifest-e{epoch:010d}.json"
+        manifests, ok = wait_for(lambda: (lambda m: m if m == {own} else None)(
+            {k for k in cluster.objects(f"topics/{topic_id}/0/") if "manifest" in k}), 10)
+        check(f"tiered round {round_}: the leader writes the manifest of its own epoch ({epoch}), and earlier "
+              "leaders' are gone", ok, repr(manifests))
         cluster.kill(victim)
         cluster.wait_led(topic, parts, among=set(cluster.running()))
         seen, twice = read_all(cluster.bootstrap(), topic, parts, timeout=120)
@@ -366,6 +368,10 @@ def tiered_failover(cluster):
               not wrong and twice == 0, f"{len(wrong)} wrong, e.g. {wrong[:3]}; {twice} twice")
         cluster.start(victim)
         check(f"broker {victim} rejoins", cluster.wait_members(3))
+    admin.delete_topics([topic])[topic].result(15)
+    left, ok = wait_for(lambda: not cluster.objects(f"topics/{topic_id}/"), 30)
+    check("the deleted tiered topic's segments and manifests are swept from the bucket", ok,
+          f"{len(cluster.objects(f'topics/{topic_id}/'))} objects left")
 
 
 def join(cluster):
@@ -395,7 +401,7 @@ def join(cluster):
 
 
 def main():
-    with Cluster(BINARY, 3, {"WAL_GARBAGE_GRACE_MS": "3000", "LOG_RETENTION_CHECK_INTERVAL_SECS": "1"}) as cluster:
+    with Cluster(BINARY, 3, {"WAL_GARBAGE_GRACE_MS": "10000", "LOG_RETENTION_CHECK_INTERVAL_SECS": "1"}) as cluster:
         for part, run in [("pause", pause), ("etcd", etcd_outage), ("housekeeping", housekeeping), ("join", join)]:
             if part in PARTS:
                 try:

@@ -923,7 +923,7 @@ pub static SETTINGS: &[Setting] = &[
         "Cluster mode: this broker's rack, reported in Metadata (Kafka's broker.rack). Empty = none."),
     setting!("WAL_FLUSH_INTERVAL_MS", |c| WholeUnits { value: &mut c.wal_flush_interval_ms, unit: Unit::Millis, min: 1 },
         "Cluster mode: how often each shard writes the batches it accepted to object storage as one object and commits them in etcd; acks=all is answered after that (4 MiB waiting flushes at once)."),
-    setting!("WAL_GARBAGE_GRACE_MS", |c| WholeUnits { value: &mut c.wal_garbage_grace_ms, unit: Unit::Millis, min: 3000 },
+    setting!("WAL_GARBAGE_GRACE_MS", |c| WholeUnits { value: &mut c.wal_garbage_grace_ms, unit: Unit::Millis, min: 10_000 },
         "Cluster mode: the controller deletes a WAL object (or folded one) that no committed pointer names once it is this old; a flush whose commit keeps failing writes its batches again after a third of it rather than commit an object that old. The controller looks every tenth of it (1 s to 60 s)."),
     setting!("MAX_REQUEST_BYTES", |c| &mut c.max_request_bytes,
         "Largest request frame accepted; larger sizes close the connection before anything is allocated."),

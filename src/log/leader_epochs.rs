@@ -41,10 +41,10 @@ impl LeaderEpochs {
                 continue;
             };
             let (Ok(epoch), Ok(start)) = (epoch.parse::<i32>(), start.parse::<i64>()) else {
-                return Err(io::Error::other(format!(
-                    "{}: unreadable line {line:?}",
-                    path.display()
-                )));
+                // Only OffsetForLeaderEpoch's precision depends on it: what
+                // is readable is kept.
+                tracing::warn!(file = %path.display(), line, "unreadable leader epoch entry; skipped");
+                continue;
             };
             if start <= log_end && entries.last().is_none_or(|(e, s)| epoch > *e && start >= *s) {
                 entries.push((epoch, start));

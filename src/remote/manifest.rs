@@ -107,7 +107,7 @@ pub(crate) struct PartitionKeys {
 impl PartitionKeys {
     pub(crate) fn new(topic_id: Uuid, partition: i32) -> PartitionKeys {
         PartitionKeys {
-            dir: format!("topics/{topic_id}/{partition}"),
+            dir: format!("{}/{partition}", topic_dir(topic_id)),
             partition,
             manifest_epoch: None,
         }
@@ -137,6 +137,11 @@ impl PartitionKeys {
         &self.dir
     }
 
+    /// Whether the manifest is written per leader epoch (cluster mode).
+    pub(crate) fn is_fenced(&self) -> bool {
+        self.manifest_epoch.is_some()
+    }
+
     /// `extension`: log, index, timeindex or snapshot.
     pub(crate) fn segment(&self, segment: &RemoteSegment, extension: &str) -> String {
         format!(
@@ -148,21 +153,34 @@ impl PartitionKeys {
 
 const MANIFEST_PREFIX: &str = "manifest-e";
 
+/// The leader epoch a manifest key was written at (-1: a single broker's);
+/// `None` for any other object.
+fn manifest_epoch(key: &str) -> Option<i64> {
+    let name = key.rsplit('/').next()?;
+    match name.strip_prefix(MANIFEST_PREFIX) {
+        Some(rest) => rest.strip_suffix(".json")?.parse::<i64>().ok(),
+        None if name == "manifest.json" => Some(-1),
+        None => None,
+    }
+}
+
 /// Of the manifest keys among `keys` (a partition's objects), the one the
 /// latest leader wrote: the highest epoch's, else the single broker's.
 pub(crate) fn latest_manifest<'a>(keys: impl IntoIterator<Item = &'a String>) -> Option<&'a String> {
     keys.into_iter()
-        .filter_map(|key| {
-            let name = key.rsplit('/').next()?;
-            let epoch = match name.strip_prefix(MANIFEST_PREFIX) {
-                Some(rest) => rest.strip_suffix(".json")?.parse::<i64>().ok()?,
-                None if name == "manifest.json" => -1,
-                None => return None,
-            };
-            Some((epoch, key))
-        })
+        .filter_map(|key| Some((manifest_epoch(key)?, key)))
         .max_by_key(|(epoch, _)| *epoch)
         .map(|(_, key)| key)
+}
+
+/// Whether `key` is a manifest of an earlier epoch than `own`'s.
+pub(crate) fn is_older_manifest(key: &str, own: &str) -> bool {
+    matches!((manifest_epoch(key), manifest_epoch(own)), (Some(theirs), Some(mine)) if theirs < mine)
+}
+
+/// Where every object of a topic's partitions is.
+pub(crate) fn topic_dir(topic_id: Uuid) -> String {
+    format!("topics/{topic_id}")
 }
 
 /// Where a topic's catalog entry is kept, for a broker rebuilt from the
@@ -200,6 +218,10 @@ mod tests {
         assert_eq!(latest_manifest(&names), Some(&keys.clone().fenced(11).manifest()));
         assert_eq!(latest_manifest(&names[..1]), Some(&keys.manifest()));
         assert_eq!(latest_manifest(&names[3..]), None);
+        assert!(is_older_manifest(&names[1], &names[2]));
+        assert!(is_older_manifest(&names[0], &names[2]));
+        assert!(!is_older_manifest(&names[2], &names[2]));
+        assert!(!is_older_manifest(&names[3], &names[2]));
     }
 
     #[test]

@@ -15,7 +15,7 @@ mod runtime;
 mod store;
 mod tiered;
 
-pub(crate) use manifest::Manifest;
+pub(crate) use manifest::{catalog_key, topic_dir, Manifest};
 pub(crate) use reads::RemoteReads;
 pub(crate) use rebuild::rebuild_from_bucket;
 pub(crate) use runtime::{SideHandle, SideRuntime, SIDE_THREAD_NAME};

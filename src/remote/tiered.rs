@@ -75,6 +75,8 @@ struct RemotePartition {
     /// One manifest change at a time (upload, retention, DeleteRecords):
     /// each applies to the manifest as it is when it runs.
     manifest_turn: Semaphore,
+    /// Cluster mode: the manifests of earlier leaders' epochs were deleted.
+    older_manifests_gone: Cell<bool>,
     uploading: Cell<bool>,
     retry_at: Cell<Option<Instant>>,
     backoff: Cell<Duration>,
@@ -155,6 +157,7 @@ impl TieredLog {
                 catalog_written: Cell::new(false),
                 manifest: RefCell::new(manifest),
                 manifest_turn: Semaphore::new(1),
+                older_manifests_gone: Cell::new(false),
                 uploading: Cell::new(false),
                 retry_at: Cell::new(None),
                 backoff: Cell::new(FIRST_RETRY),
@@ -345,7 +348,29 @@ impl RemotePartition {
             warn!(partition = %self.name, error = %e, "the local manifest cache was not written");
         }
         *self.manifest.borrow_mut() = next.clone();
+        if self.keys.is_fenced() && !self.older_manifests_gone.get() {
+            // Cluster mode: this leader's manifest is the one a successor
+            // reads now; its predecessors' go (a deposed one still writing
+            // its own is harmless either way).
+            match self.delete_older_manifests().await {
+                Ok(()) => self.older_manifests_gone.set(true),
+                Err(e) => {
+                    warn!(partition = %self.name, error = %e, "earlier leaders' manifests stay for now")
+                }
+            }
+        }
         Ok(next)
+    }
+
+    async fn delete_older_manifests(&self) -> Result<(), RemoteError> {
+        let store = &self.context.store;
+        let own = self.keys.manifest();
+        for key in store.list(self.keys.dir()).await? {
+            if key != own && super::manifest::is_older_manifest(&key, &own) {
+                store.delete(&key).await?;
+            }
+        }
+        Ok(())
     }
 
     /// The log starts at `offset`: remote segments wholly below it leave

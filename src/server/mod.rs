@@ -377,11 +377,7 @@ impl IngestServer {
                 )
                 .detach();
                 if shard.id == 0 {
-                    glommio::spawn_local(
-                        wal.clone()
-                            .sweep_periodically(catalog.clone(), shard.drain.clone()),
-                    )
-                    .detach();
+                    glommio::spawn_local(wal.clone().sweep_periodically(shard.drain.clone())).detach();
                 }
                 glommio::spawn_local(
                     groups

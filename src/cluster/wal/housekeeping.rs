@@ -6,13 +6,12 @@
 
 use super::restore::unfolded_since;
 use super::{keys, ShardWal, WalPointer, COMMIT_CHUNK, FOLD_BYTES, FOLD_POINTERS};
-use crate::cluster::etcd::{Compare, Op};
-use crate::topics::{CatalogStore, TopicPartition};
+use crate::cluster::etcd::{Compare, EtcdError, Op};
+use crate::topics::TopicPartition;
 use bytes::Bytes;
 use futures::StreamExt;
 use std::collections::HashSet;
 use std::rc::Rc;
-use std::sync::Arc;
 use tracing::{info, warn};
 use uuid::Uuid;
 
@@ -142,6 +141,9 @@ impl ShardWal {
         epoch: i32,
         log_start: i64,
     ) -> Result<bool, String> {
+        // Never above what is committed: a new leader rebuilds from here.
+        let committed = self.committed.borrow().get(tp).copied().unwrap_or(0);
+        let log_start = log_start.min(committed);
         if self.trimmed.borrow().get(tp).is_some_and(|t| *t >= log_start) {
             return Ok(false);
         }
@@ -190,26 +192,37 @@ impl ShardWal {
     }
 
     /// The controller's sweep over the whole WAL: the pointers of topics
-    /// that no longer exist go (a topic id missing from the catalog in two
-    /// sweeps running, so a topic created an instant ago on another broker
-    /// is not taken for a deleted one), then every WAL or fold object no
+    /// that no longer exist go, with whatever tiering left of them in the
+    /// bucket (a topic id missing from etcd's catalog, read after the
+    /// pointers, in two sweeps running), then every WAL or fold object no
     /// pointer names and older than the garbage grace (a flight never
     /// commits an object that old, see `commit_in_order`).
-    pub(crate) async fn sweep(
-        &self,
-        catalog: &CatalogStore,
-        suspects: &mut HashSet<(String, Uuid)>,
-    ) -> Result<SweepReport, String> {
+    pub(crate) async fn sweep(&self, suspects: &mut HashSet<(String, Uuid)>) -> Result<SweepReport, String> {
+        // In this order: an object listed first and named by a pointer
+        // committed before the pointers are read is seen as named; one
+        // written later is not listed. A topic whose pointers are read
+        // existed before they were, so the catalog read after has it
+        // unless it was deleted.
+        let mut objects = Vec::new();
+        for dir in ["wal/", "fold/"] {
+            objects.extend(self.store.list_modified(dir).await.map_err(|e| e.to_string())?);
+        }
         let etcd = self.etcd.clone();
-        let (kvs, _) = self
+        let (kvs, catalog) = self
             .side
-            .run(async move { etcd.range_prefix(keys::WAL).await })
+            .run(async move {
+                let (kvs, _) = etcd.range_prefix(keys::WAL).await?;
+                let catalog = etcd
+                    .get(&keys::document(crate::metadata::documents::TOPICS))
+                    .await?;
+                Ok::<_, EtcdError>((kvs, catalog))
+            })
             .await
             .map_err(|_| "the etcd client thread stopped".to_string())?
             .map_err(|e| e.to_string())?;
         // Internal partitions (the groups' offsets) have the nil id and no
         // catalog entry.
-        let mut known: HashSet<Uuid> = catalog.snapshot().topics().map(|t| t.id).collect();
+        let mut known = topic_ids(catalog.as_ref().map(|kv| kv.value.as_slice()))?;
         known.insert(Uuid::nil());
         let missing: HashSet<(String, Uuid)> = kvs
             .iter()
@@ -219,6 +232,24 @@ impl ShardWal {
         let deleted: HashSet<(String, Uuid)> = missing.intersection(suspects).cloned().collect();
         let mut report = SweepReport::default();
         for (topic, id) in &deleted {
+            // First what tiering put in the bucket for it, whichever leader
+            // wrote it (a deposed one's segments and manifests included):
+            // its pointers are how the next sweep finds it again if this
+            // fails.
+            let mut objects = self
+                .store
+                .list(&crate::remote::topic_dir(*id))
+                .await
+                .map_err(|e| e.to_string())?;
+            objects.push(crate::remote::catalog_key(*id));
+            let deletes = objects.iter().map(|key| self.store.delete(key));
+            let results: Vec<_> = futures::stream::iter(deletes)
+                .buffer_unordered(SWEEP_DELETES)
+                .collect()
+                .await;
+            if let Some(Err(e)) = results.into_iter().find(|r| r.is_err()) {
+                return Err(format!("deleting the objects of deleted topic {topic}: {e}"));
+            }
             let ops = [
                 Op::DeletePrefix(keys::wal_topic(keys::WAL, topic, *id)),
                 Op::DeletePrefix(keys::wal_topic(keys::WAL_STARTS, topic, *id)),
@@ -240,16 +271,11 @@ impl ShardWal {
             .collect();
         let now = crate::log::partition_log::now_ms();
         let grace = self.settings.garbage_grace.as_millis() as i64;
-        let mut garbage = Vec::new();
-        for dir in ["wal/", "fold/"] {
-            let objects = self.store.list_modified(dir).await.map_err(|e| e.to_string())?;
-            garbage.extend(
-                objects
-                    .into_iter()
-                    .filter(|(key, written)| now - written > grace && !referenced.contains(key))
-                    .map(|(key, _)| key),
-            );
-        }
+        let garbage: Vec<String> = objects
+            .into_iter()
+            .filter(|(key, written)| now - written > grace && !referenced.contains(key))
+            .map(|(key, _)| key)
+            .collect();
         let deletes = garbage.iter().map(|key| self.store.delete(key));
         let results: Vec<_> = futures::stream::iter(deletes)
             .buffer_unordered(SWEEP_DELETES)
@@ -263,11 +289,7 @@ impl ShardWal {
     }
 
     /// Runs [`ShardWal::sweep`] while this broker is the controller.
-    pub(crate) async fn sweep_periodically(
-        self: Rc<Self>,
-        catalog: Arc<CatalogStore>,
-        drain: chronik_shard::Signal,
-    ) {
+    pub(crate) async fn sweep_periodically(self: Rc<Self>, drain: chronik_shard::Signal) {
         let interval = self.settings.sweep_interval();
         let mut suspects = HashSet::new();
         loop {
@@ -279,7 +301,7 @@ impl ShardWal {
                 suspects.clear();
                 continue;
             }
-            match self.sweep(&catalog, &mut suspects).await {
+            match self.sweep(&mut suspects).await {
                 Ok(report) if report != SweepReport::default() => {
                     info!(
                         topics = report.deleted_topics,
@@ -292,6 +314,25 @@ impl ShardWal {
             }
         }
     }
+}
+
+/// The topic ids of the catalog document as etcd holds it (none yet: no
+/// topic).
+fn topic_ids(document: Option<&[u8]>) -> Result<HashSet<Uuid>, String> {
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        id: Uuid,
+    }
+    #[derive(serde::Deserialize)]
+    struct Catalog {
+        topics: Vec<Entry>,
+    }
+    let Some(bytes) = document else {
+        return Ok(HashSet::new());
+    };
+    let catalog: Catalog =
+        serde_json::from_slice(bytes).map_err(|e| format!("unreadable topic catalog in etcd: {e}"))?;
+    Ok(catalog.topics.into_iter().map(|t| t.id).collect())
 }
 
 /// What a fold replaces.

@@ -85,7 +85,8 @@ struct Flight {
     pointers: Vec<WalPointer>,
     size: u64,
     started: std::time::Instant,
-    put: glommio::Task<()>,
+    /// Resolves with when the object was written.
+    put: glommio::Task<std::time::Instant>,
 }
 
 struct Waiter {
@@ -428,11 +429,12 @@ impl ShardWal {
     }
 
     /// Written until it is, with a pause after each failure: the flights
-    /// behind it wait for its commit anyway.
-    async fn put_until_written(&self, key: &str, body: Vec<Bytes>) {
+    /// behind it wait for its commit anyway. Returns when it was written:
+    /// how old the object is, as a sweep would judge it.
+    async fn put_until_written(&self, key: &str, body: Vec<Bytes>) -> std::time::Instant {
         loop {
             match self.store.put_pieces(key, body.clone()).await {
-                Ok(()) => return,
+                Ok(()) => return std::time::Instant::now(),
                 Err(e) => {
                     self.metrics.failures.inc();
                     self.complain(&format!("WAL object {key} not written: {e}; retrying"));
@@ -464,28 +466,26 @@ impl ShardWal {
             if let Some(freed) = self.slot_freed.borrow_mut().take() {
                 let _ = freed.send(());
             }
-            flight.put.await;
+            let mut written = flight.put.await;
             let mut left: Vec<(Pending, WalPointer)> =
                 flight.batch.into_iter().zip(flight.pointers).collect();
-            let mut written = std::time::Instant::now();
             while !left.is_empty() {
+                if written.elapsed() > self.settings.object_commit_window() {
+                    // The sweeper may take an object this old that no
+                    // pointer names for garbage: never commit one, write
+                    // the rest again under a new name.
+                    let batch: Vec<Pending> = left.into_iter().map(|(pending, _)| pending).collect();
+                    let (object, body, pointers) = self.object_of(&batch);
+                    self.complain(&format!(
+                        "WAL commits kept failing: the batches go again as {object}"
+                    ));
+                    written = self.put_until_written(&object, body).await;
+                    left = batch.into_iter().zip(pointers).collect();
+                }
                 left = self.commit_flight(left).await;
                 if !left.is_empty() {
                     self.metrics.failures.inc();
                     glommio::timer::sleep(RETRY_BACKOFF).await;
-                    if written.elapsed() > self.settings.object_commit_window() {
-                        // The sweeper may take an object this old that
-                        // no pointer names for garbage: never commit
-                        // one, write the rest again under a new name.
-                        let batch: Vec<Pending> = left.into_iter().map(|(pending, _)| pending).collect();
-                        let (object, body, pointers) = self.object_of(&batch);
-                        self.complain(&format!(
-                            "WAL commits keep failing: the batches go again as {object}"
-                        ));
-                        self.put_until_written(&object, body).await;
-                        written = std::time::Instant::now();
-                        left = batch.into_iter().zip(pointers).collect();
-                    }
                 }
             }
             self.in_flight_bytes

@@ -39,18 +39,21 @@ impl ShardWal {
             .map_err(|_| StorageError::Unreachable("the etcd client thread stopped".into()))?
             .map_err(|e| StorageError::Unreachable(e.to_string()))?;
         let start = start.as_ref().and_then(recorded_start).unwrap_or(0);
-        // A tiered partition's history is in its remote segments, as the
-        // latest leader's manifest names them: only the WAL above it is
-        // replayed, and the log reads below from the bucket.
-        let remote = match config.remote_storage {
-            true => crate::remote::latest_remote_manifest(&self.store, topic_id, tp.partition)
-                .await
-                .map_err(|e| {
-                    StorageError::Unreachable(format!("reading the remote manifest of {tp}: {e}"))
-                })?,
-            false => None,
-        };
-        let floor = start.max(remote.as_ref().map_or(0, |m| m.end()));
+        // Below the recorded start, the history is in remote segments (a
+        // tiered partition, even one whose tiering was turned off since),
+        // as the latest leader's manifest names them, and the log reads it
+        // from the bucket. Only segments below the start are trusted: a
+        // leader trims the WAL only below what it uploaded and committed,
+        // while a segment past the start may be a deposed leader's, with
+        // records never acknowledged; the new leader uploads its own.
+        let remote = crate::remote::latest_remote_manifest(&self.store, topic_id, tp.partition)
+            .await
+            .map_err(|e| StorageError::Unreachable(format!("reading the remote manifest of {tp}: {e}")))?
+            .map(|mut manifest| {
+                manifest.segments.retain(|s| s.next_offset <= start);
+                manifest
+            });
+        let floor = start;
         let mut pointers = Vec::with_capacity(kvs.len());
         for kv in &kvs {
             let pointer: WalPointer = serde_json::from_slice(&kv.value)
@@ -72,7 +75,7 @@ impl ShardWal {
             })
             .await?;
         }
-        let written_by_me = pointers.last().is_none_or(|p| p.node == self.node);
+        let written_by_me = pointers.last().is_some_and(|p| p.node == self.node);
         let local_dir = dir.to_path_buf();
         let local_end = run_blocking("opening the log", move || {
             if !local_dir.exists() {
@@ -106,6 +109,11 @@ impl ShardWal {
         })
         .await?;
         let first = pointers.first().map_or(floor, |p| p.base);
+        if first > floor {
+            return Err(StorageError::Invalid(format!(
+                "the WAL of {tp} starts at {first}, above its recorded start {floor}"
+            )));
+        }
         let mut next = first;
         for pointer in &pointers {
             if pointer.base != next {
