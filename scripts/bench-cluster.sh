@@ -14,7 +14,7 @@
 # than moto's Python.
 #   scripts/bench-cluster.sh
 # RATE (20000), SECONDS_AT_RATE (30), RECORDS (1000000), PARTITIONS (4),
-# OUT (target/bench-cluster.md).
+# SHARDS (the broker's, 2), OUT (target/bench-cluster.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export LC_ALL=C
@@ -23,6 +23,7 @@ rate=${RATE:-20000}
 seconds=${SECONDS_AT_RATE:-30}
 records=${RECORDS:-1000000}
 partitions=${PARTITIONS:-4}
+shards=${SHARDS:-2}
 out=${OUT:-target/bench-cluster.md}
 venv=target/interop-venv
 s3s_fs=${S3S_FS:-}
@@ -77,7 +78,7 @@ done
 # fresh broker (MODE cluster or single); prints producer_perf's summary.
 run() {
     local name=$1 acks=$2 throughput=$3 n=$4 mode=$5
-    local env=(NUM_PARTITIONS="$partitions" SHARDS=2)
+    local env=(NUM_PARTITIONS="$partitions" SHARDS="$shards")
     if [ "$mode" = cluster ]; then
         env+=(ETCD_ENDPOINTS="127.0.0.1:$etcd_port" NODE_ID=1 OBJECT_STORE_URL="s3://bench/$name")
     fi
@@ -101,7 +102,7 @@ single_all=$(run single-all all -1 "$records" single)
 single_one=$(run single-one 1 -1 "$records" single)
 
 {
-    echo "## Cluster mode (one release broker, SHARDS=2, $partitions partitions, 1 KiB records; etcd and $s3_name (S3) on 127.0.0.1)"
+    echo "## Cluster mode (one release broker, SHARDS=$shards, $partitions partitions, 1 KiB records; etcd and $s3_name (S3) on 127.0.0.1)"
     echo
     echo "| run | records/s | p50 ms | p99 ms | p99.9 ms |"
     echo "|---|---:|---:|---:|---:|"
