@@ -59,21 +59,15 @@ impl KeyedLog {
         let mut offset = log.log_start_offset();
         let end = log.log_end_offset();
         while offset < end {
-            let bytes = log.read(offset, REPLAY_CHUNK, true).map_err(|e| match e {
-                super::ReadError::Io(e) => e,
-                other => io::Error::other(format!("{other:?}")),
-            })?;
+            let bytes = read_chunk(&log, offset)?;
             if bytes.is_empty() {
                 break;
             }
-            let mut at = 0;
-            while let Some(size) = bytes.get(at..).and_then(batch::batch_size) {
-                let Some(one) = bytes.get(at..at + size) else {
-                    break;
-                };
+            let mut whole = 0;
+            for one in whole_batches(&bytes) {
+                whole += 1;
                 let header =
                     batch::validate_stored(one).map_err(|e| io::Error::other(e.message().to_string()))?;
-                at += size;
                 if header.next_offset() <= offset || header.is_control() {
                     offset = offset.max(header.next_offset());
                     continue;
@@ -89,7 +83,7 @@ impl KeyedLog {
                 }
                 offset = header.next_offset();
             }
-            if at == 0 {
+            if whole == 0 {
                 return Err(io::Error::other(format!(
                     "{}: no whole batch at offset {offset}",
                     dir.display()
@@ -157,25 +151,19 @@ impl KeyedLog {
         let mut out = Vec::new();
         let mut offset = start;
         while offset < end {
-            let bytes = self.log.read(offset, REPLAY_CHUNK, true).map_err(|e| match e {
-                super::ReadError::Io(e) => e,
-                other => io::Error::other(format!("{other:?}")),
-            })?;
-            let mut at = 0;
-            while let Some(size) = bytes.get(at..).and_then(batch::batch_size) {
-                let Some(one) = bytes.get(at..at + size) else {
-                    break;
-                };
+            let bytes = read_chunk(&self.log, offset)?;
+            let mut whole = 0;
+            for one in whole_batches(&bytes) {
+                whole += 1;
                 let header =
                     batch::parse_header(one).map_err(|e| io::Error::other(e.message().to_string()))?;
                 if header.next_offset() > end {
                     return Ok((out.len() <= limit).then_some((start, out)));
                 }
                 out.extend_from_slice(one);
-                at += size;
                 offset = header.next_offset();
             }
-            if at == 0 {
+            if whole == 0 {
                 break;
             }
             if out.len() > limit {
@@ -224,6 +212,25 @@ impl KeyedLog {
     pub fn dir(&self) -> &Path {
         self.log.dir()
     }
+}
+
+/// Blocking: up to a chunk of whole batches from `offset`.
+fn read_chunk(log: &PartitionLog, offset: i64) -> io::Result<Vec<u8>> {
+    log.read(offset, REPLAY_CHUNK, true).map_err(|e| match e {
+        super::ReadError::Io(e) => e,
+        other => io::Error::other(format!("{other:?}")),
+    })
+}
+
+/// The whole batches at the start of `bytes`, in order.
+fn whole_batches(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        let size = bytes.get(at..).and_then(batch::batch_size)?;
+        let one = bytes.get(at..at + size)?;
+        at += size;
+        Some(one)
+    })
 }
 
 #[cfg(test)]
