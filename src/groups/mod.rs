@@ -204,8 +204,10 @@ impl GroupCoordinator {
                 // Only a partition whose groups are loaded at the epoch it
                 // is led at: its log here is the one the WAL describes.
                 let epoch = self.router.offsets_loaded_at(partition);
-                let loaded = matches!(self.router.route(&tp),
-                    crate::routing::Route::Local { leader_epoch, .. } if leader_epoch == epoch);
+                let loaded = matches!(
+                    self.router.offsets_route(partition),
+                    crate::routing::Route::Local { .. }
+                );
                 if &*tp.topic != OFFSETS_DIR || !self.owned.contains(&partition) || !loaded {
                     continue;
                 }

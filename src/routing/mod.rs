@@ -236,11 +236,18 @@ impl PartitionRouter {
     /// loaded at this leadership's epoch: until then NotLeader, which
     /// clients are told as COORDINATOR_NOT_AVAILABLE and retry).
     pub(crate) fn group_coordinator(&self, group_id: &str) -> Route {
-        let route = self.route(&group_partition(group_id));
+        self.offsets_route(offsets_partition(group_id))
+    }
+
+    /// Where offsets partition `partition` is served: here only once its
+    /// groups are loaded at the epoch this broker leads it at (cluster
+    /// mode), else as any partition.
+    pub(crate) fn offsets_route(&self, partition: u32) -> Route {
+        let route = self.route(&TopicPartition::new(OFFSETS_TOPIC, partition as i32));
         match route {
             Route::Local { leader_epoch, .. }
                 if self.table.load().cluster.is_some()
-                    && self.offsets_loaded_at(offsets_partition(group_id)) != leader_epoch =>
+                    && self.offsets_loaded_at(partition) != leader_epoch =>
             {
                 Route::NotLeader
             }
